@@ -1,0 +1,132 @@
+//! The admin listener: liveness and readiness for load balancers and GeoDNS
+//! (unauthenticated, they reveal nothing), and the `/admin/v1` API behind a
+//! bearer token.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::auth::{KeyHash, hash_key};
+use crate::error::error_json;
+use crate::health::WindowSummary;
+use crate::routing::{KeyState, RoutingSnapshot};
+
+/// What the admin API reads.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The live routing table.
+    pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// This node's id.
+    pub node_id: u64,
+    /// This node's region.
+    pub region: Arc<str>,
+    /// Hash of the admin token; `None` means no token (loopback only).
+    pub token: Option<KeyHash>,
+}
+
+/// The admin router.
+pub fn router(state: AdminState) -> Router {
+    let api = Router::new()
+        .route("/admin/v1/health", get(health))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .merge(api)
+        .with_state(state)
+}
+
+async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
+    let Some(expected) = state.token else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match presented {
+        Some(token) if hash_key(token) == expected => next.run(req).await,
+        _ => (
+            StatusCode::UNAUTHORIZED,
+            [(header::CONTENT_TYPE, "application/json")],
+            error_json(
+                "A valid admin token is required: `Authorization: Bearer TOKEN`.",
+                "invalid_request_error",
+                None,
+                Some("invalid_admin_token"),
+            ),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    routes: usize,
+    usable_routes: usize,
+}
+
+async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+    let snapshot = state.snapshot.load();
+    let usable_routes = snapshot.routes.values().filter(|r| r.usable()).count();
+    let body = Readiness {
+        ready: usable_routes > 0,
+        routes: snapshot.routes.len(),
+        usable_routes,
+    };
+    let status = if body.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+#[derive(Serialize)]
+struct HealthAnswer {
+    node: u64,
+    region: Arc<str>,
+    upstreams: Vec<UpstreamHealth>,
+}
+
+#[derive(Serialize)]
+struct UpstreamHealth {
+    id: Arc<str>,
+    region: Arc<str>,
+    base_url: String,
+    key: KeyState,
+    in_flight: usize,
+    window: WindowSummary,
+}
+
+async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
+    let snapshot = state.snapshot.load();
+    let upstreams = snapshot
+        .upstreams
+        .iter()
+        .map(|u| UpstreamHealth {
+            id: u.id.clone(),
+            region: u.region.clone(),
+            base_url: u.config.base_url.clone(),
+            key: u.key_state.clone(),
+            in_flight: u.live.in_flight.load(Ordering::Relaxed),
+            window: (**u.live.summary.load()).clone(),
+        })
+        .collect();
+    Json(HealthAnswer {
+        node: state.node_id,
+        region: state.region.clone(),
+        upstreams,
+    })
+}

@@ -1,0 +1,216 @@
+//! The data plane's one error type. Every variant knows the HTTP status it
+//! maps to, whether another target may still succeed (retryable), and how it
+//! reads as an OpenAI error body, so clients and SDKs see the error classes
+//! they already handle.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use serde::Serialize;
+
+/// Why a request was not answered by an upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The body is not the JSON object the endpoint expects.
+    #[error("{message}")]
+    BadRequest {
+        /// What is wrong, for the client.
+        message: String,
+        /// The offending request field, when there is one.
+        param: Option<&'static str>,
+    },
+    /// No client key, or one that is not configured.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The `model` names no route.
+    #[error("The model `{0}` does not exist or you do not have access to it.")]
+    UnknownModel(String),
+    /// No such endpoint.
+    #[error("Unknown request URL: {method} {path}.")]
+    UnknownPath {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+    },
+    /// The endpoint exists but not for this method.
+    #[error("{method} is not supported on {path}; use {allowed}.")]
+    MethodNotAllowed {
+        /// Request method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// The method the path takes.
+        allowed: &'static str,
+    },
+    /// The body is larger than `proxy.max_request_bytes`.
+    #[error("Request body is larger than the limit of {limit} bytes.")]
+    TooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// This node is at `proxy.max_in_flight`.
+    #[error("Meridian is at its limit of {limit} requests in flight; retry shortly.")]
+    Overloaded {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// Every upstream tried answered 429.
+    #[error("Every upstream is rate limiting: {attempts}")]
+    RateLimited {
+        /// The attempts made, in order.
+        attempts: String,
+        /// The shortest wait any upstream asked for.
+        retry_after: Duration,
+    },
+    /// The route has no target this node can use (e.g. provider keys missing).
+    #[error("No upstream of model `{0}` is usable on this node.")]
+    NoUsableUpstream(String),
+    /// Attempts were made and none succeeded.
+    #[error("No upstream could answer: {attempts}")]
+    UpstreamsFailed {
+        /// The attempts made, in order.
+        attempts: String,
+    },
+    /// The request deadline passed before any upstream answered.
+    #[error("No upstream answered in time: {attempts}")]
+    UpstreamsTimedOut {
+        /// The attempts made, in order.
+        attempts: String,
+    },
+}
+
+impl ProxyError {
+    /// The status the client receives.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::UnknownModel(_) | Self::UnknownPath { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Overloaded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::NoUsableUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamsFailed { .. } => StatusCode::BAD_GATEWAY,
+            Self::UpstreamsTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whether the client may succeed by sending the same request again.
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            Self::Overloaded { .. }
+                | Self::RateLimited { .. }
+                | Self::NoUsableUpstream(_)
+                | Self::UpstreamsFailed { .. }
+                | Self::UpstreamsTimedOut { .. }
+        )
+    }
+
+    /// How long the client should wait before retrying, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Overloaded { .. } => Some(Duration::from_secs(1)),
+            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    fn kind(&self) -> (&'static str, Option<&'static str>) {
+        match self {
+            Self::BadRequest { .. } => ("invalid_request_error", None),
+            Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
+            Self::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
+            Self::UnknownPath { .. } => ("invalid_request_error", Some("unknown_url")),
+            Self::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
+            Self::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Self::Overloaded { .. } => ("rate_limit_error", Some("overloaded")),
+            Self::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            Self::NoUsableUpstream(_) => ("server_error", Some("no_usable_upstream")),
+            Self::UpstreamsFailed { .. } => ("server_error", Some("upstream_error")),
+            Self::UpstreamsTimedOut { .. } => ("server_error", Some("upstream_timeout")),
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::BadRequest { param, .. } => *param,
+            Self::UnknownModel(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// The OpenAI error body: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn body(&self) -> Bytes {
+        let (kind, code) = self.kind();
+        error_json(&self.to_string(), kind, self.param(), code)
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorObject<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorObject<'a> {
+    message: &'a str,
+    #[serde(rename = "type")]
+    kind: &'a str,
+    param: Option<&'a str>,
+    code: Option<&'a str>,
+}
+
+/// Serialises an OpenAI-style error object; shared with the SSE error event.
+pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
+    let envelope = ErrorEnvelope {
+        error: ErrorObject {
+            message,
+            kind,
+            param,
+            code,
+        },
+    };
+    // Serialising plain strings and options into a Vec cannot fail.
+    Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn body_is_openai_shaped() {
+        let e = ProxyError::UnknownModel("gpt-9".into());
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["type"], "invalid_request_error");
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
+        assert_eq!(e.status(), StatusCode::NOT_FOUND);
+        assert!(!e.retryable());
+    }
+
+    #[test]
+    fn upstream_failures_are_retryable_server_errors() {
+        let failed = ProxyError::UpstreamsFailed {
+            attempts: "a: HTTP 500".into(),
+        };
+        assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+        assert!(failed.retryable());
+        let timed_out = ProxyError::UpstreamsTimedOut {
+            attempts: "a: timeout".into(),
+        };
+        assert_eq!(timed_out.status(), StatusCode::GATEWAY_TIMEOUT);
+        let limited = ProxyError::RateLimited {
+            attempts: "a: HTTP 429".into(),
+            retry_after: Duration::from_secs(3),
+        };
+        assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
+    }
+}

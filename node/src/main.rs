@@ -1,0 +1,221 @@
+//! `meridian`: the node and its operator CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use meridian::defaults::{self, DEFAULT_TOML};
+use meridian::node::{Node, StartError};
+use meridian::routing::ProcessEnv;
+use proto::Config;
+
+/// Exit status for a configuration that cannot be used (EX_USAGE).
+const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser)]
+#[command(name = "meridian", version, about = "A self-hosted router for AI APIs")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Serve {
+        /// The node's TOML configuration; without it, the embedded default.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Log format.
+        #[arg(long, value_enum, env = "MERIDIAN_LOG_FORMAT", default_value = "text")]
+        log_format: LogFormat,
+    },
+    /// Check or print configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a configuration file; exits 64 naming the field when it is not valid.
+    Check {
+        /// The file.
+        file: PathBuf,
+    },
+    /// Print the embedded default configuration, to start a file from.
+    Default,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config {
+            command: ConfigCommand::Default,
+        } => {
+            print!("{DEFAULT_TOML}");
+            ExitCode::SUCCESS
+        }
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => match load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: valid ({} upstreams, {} routes, {} client keys)",
+                    file.display(),
+                    config.upstreams.len(),
+                    config.routes.len(),
+                    config.keys.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(message) => config_error(&message),
+        },
+        Command::Serve { config, log_format } => serve(config.as_deref(), log_format),
+    }
+}
+
+fn config_error(message: &str) -> ExitCode {
+    eprintln!("meridian: {message}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn load(path: &Path) -> Result<Config, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read configuration {}: {e}", path.display()))?;
+    Config::from_toml(&text).map_err(|e| format!("invalid configuration {}: {e}", path.display()))
+}
+
+fn serve(path: Option<&Path>, log_format: LogFormat) -> ExitCode {
+    let _log_guard = init_logging(log_format);
+    // One crypto provider for every TLS use in the process.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let config = match path {
+        Some(path) => match load(path) {
+            Ok(config) => config,
+            Err(message) => return config_error(&message),
+        },
+        None => match defaults::default_config(&ProcessEnv) {
+            Ok(d) => {
+                announce_default(&d);
+                d.config
+            }
+            Err(e) => return config_error(&format!("invalid embedded default: {e}")),
+        },
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meridian: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Config(message)) => config_error(&message),
+        Err(RunError::Other(e)) => {
+            eprintln!("meridian: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+enum RunError {
+    Config(String),
+    Other(anyhow::Error),
+}
+
+async fn run(config: Config) -> Result<(), RunError> {
+    if config.tls.is_some() || config.cluster.members.len() > 1 {
+        tracing::warn!(
+            "[cluster] and [tls] are accepted but replication is not built yet: this node runs alone"
+        );
+    }
+    let node = match Node::start(&config, &ProcessEnv).await {
+        Ok(node) => node,
+        Err(e @ StartError::Config { .. }) => {
+            return Err(RunError::Config(format!("invalid configuration: {e}")));
+        }
+        Err(e) => return Err(RunError::Other(e.into())),
+    };
+    let snapshot = node.snapshot.load();
+    if snapshot.keys.is_empty() {
+        tracing::warn!(api = %node.api_addr, "no client keys configured: accepting every request, on loopback only");
+    }
+    for upstream in snapshot.upstreams.iter().filter(|u| !u.usable()) {
+        if let meridian::routing::KeyState::Missing(why) = &upstream.key_state {
+            tracing::warn!(upstream = %upstream.id, "upstream skipped on this node: {why}");
+        }
+    }
+    if !snapshot.ready() {
+        tracing::warn!("no route has a usable upstream: /readyz answers 503");
+    }
+    drop(snapshot);
+    println!(
+        "meridian ready: api=http://{} admin=http://{} region={}",
+        node.api_addr, node.admin_addr, config.node.region
+    );
+    tracing::info!(api = %node.api_addr, admin = %node.admin_addr, region = %config.node.region, "serving");
+
+    shutdown_signal().await.map_err(RunError::Other)?;
+    tracing::info!("shutting down: draining requests in flight");
+    node.shutdown().await;
+    Ok(())
+}
+
+fn announce_default(d: &defaults::DefaultConfig) {
+    let list = |v: &[(String, String)]| {
+        v.iter()
+            .map(|(id, var)| format!("{id} ({var})"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if d.serving.is_empty() {
+        tracing::warn!(
+            "no --config and no provider key set: set one of {} and restart",
+            list(&d.skipped)
+        );
+    } else {
+        tracing::info!(
+            "no --config: serving the embedded default for {}; skipped (key not set): {}",
+            list(&d.serving),
+            list(&d.skipped)
+        );
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::EnvFilter;
+    let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+    guard
+}

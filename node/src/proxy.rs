@@ -1,0 +1,843 @@
+//! The data plane: one OpenAI-compatible request in, one answer out.
+//!
+//! A request is authenticated, its body read (bounded) and probed for
+//! `model` and `stream`, its route looked up in the current snapshot, and its
+//! targets tried in the order [`select::plan`] gives, each attempt bounded by
+//! the route's first-byte timeout and the request's deadline. Nothing is
+//! retried once a byte has reached the client: a plain answer is read whole
+//! before it is sent, and a stream is committed only once its first chunk
+//! has arrived.
+
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::{Instrument, Span, info, warn};
+
+use crate::error::ProxyError;
+use crate::health::{HealthSink, Outcome, Sample};
+use crate::relay::{OnStreamEnd, Relay, StreamEnd};
+use crate::request_body::{probe, splice};
+use crate::routing::{Endpoint, InFlight, Route, RoutingSnapshot, Target};
+use crate::select::{self, Policy, TargetStats};
+use crate::usage::{self, Usage};
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_UPSTREAM: HeaderName = HeaderName::from_static("x-meridian-upstream");
+static X_REGION: HeaderName = HeaderName::from_static("x-meridian-region");
+static X_ATTEMPTS: HeaderName = HeaderName::from_static("x-meridian-attempts");
+static X_FALLBACK: HeaderName = HeaderName::from_static("x-meridian-fallback");
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// The body of every answer: a whole buffer, or a relayed stream.
+pub enum ProxyBody {
+    /// Buffered answers and errors.
+    Full(Full<Bytes>),
+    /// A streamed answer.
+    Stream(Box<Relay<Incoming>>),
+}
+
+impl ProxyBody {
+    fn bytes(b: Bytes) -> Self {
+        Self::Full(Full::new(b))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(b) => Pin::new(b).poll_frame(cx),
+            Self::Stream(r) => Pin::new(r.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_end_stream(),
+            Self::Stream(r) => r.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(b) => b.size_hint(),
+            Self::Stream(r) => r.size_hint(),
+        }
+    }
+}
+
+/// Shared state of the data plane.
+pub struct Proxy {
+    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    health: HealthSink,
+    policy: Policy,
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Holds one of the node's in-flight slots until dropped (for a stream,
+/// until the stream ends).
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request that was answered, and by whom.
+struct Answered {
+    response: Response<ProxyBody>,
+    upstream: HeaderValue,
+    attempts: usize,
+    fallback: bool,
+}
+
+/// A request that was not, and how many attempts it took.
+struct Failed {
+    error: ProxyError,
+    attempts: usize,
+}
+
+impl From<ProxyError> for Failed {
+    fn from(error: ProxyError) -> Self {
+        Self { error, attempts: 0 }
+    }
+}
+
+/// What the client asked for, once read.
+struct Call<'a> {
+    endpoint: Endpoint,
+    body: &'a Bytes,
+    model_span: std::ops::Range<usize>,
+    stream: bool,
+    accept: Option<HeaderValue>,
+    key: Arc<str>,
+    request_id: &'a HeaderValue,
+    max_response_bytes: usize,
+}
+
+impl Proxy {
+    /// A data plane reading routes from `snapshot`.
+    pub fn new(
+        snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+        health: HealthSink,
+        policy: Policy,
+    ) -> Self {
+        Self {
+            snapshot,
+            health,
+            policy,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Requests in flight on this node.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Answers one request. Never fails: errors become OpenAI error bodies.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let request_id = request_id(req.headers());
+        let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
+        let snapshot = self.snapshot.load_full();
+        let result = self
+            .serve(req, &snapshot, &request_id)
+            .instrument(span.clone())
+            .await;
+        let mut response = match result {
+            Ok(answered) => {
+                let mut response = answered.response;
+                let headers = response.headers_mut();
+                headers.insert(X_UPSTREAM.clone(), answered.upstream);
+                headers.insert(X_ATTEMPTS.clone(), HeaderValue::from(answered.attempts));
+                headers.insert(
+                    X_FALLBACK.clone(),
+                    HeaderValue::from_static(if answered.fallback { "true" } else { "false" }),
+                );
+                response
+            }
+            Err(failed) => {
+                let _enter = span.enter();
+                let status = failed.error.status();
+                if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+                    warn!(status = status.as_u16(), attempts = failed.attempts, error = %failed.error, "request failed");
+                } else {
+                    info!(status = status.as_u16(), error = %failed.error, "request refused");
+                }
+                error_response(&failed.error, failed.attempts)
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID.clone(), request_id);
+        headers.insert(X_REGION.clone(), snapshot.region.clone());
+        Ok(response)
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        snapshot: &RoutingSnapshot,
+        request_id: &HeaderValue,
+    ) -> Result<Answered, Failed> {
+        let path = req.uri().path();
+        let endpoint = match (req.method(), path.trim_end_matches('/')) {
+            (&Method::GET, "/v1/models") => return Ok(models(snapshot)),
+            (_, "/v1/models") => return Err(not_allowed(&req, "GET").into()),
+            (method, _) => match Endpoint::from_path(path) {
+                Some(e) if method == Method::POST => e,
+                Some(_) => return Err(not_allowed(&req, "POST").into()),
+                None => {
+                    return Err(ProxyError::UnknownPath {
+                        method: req.method().to_string(),
+                        path: path.to_owned(),
+                    }
+                    .into());
+                }
+            },
+        };
+        let key = snapshot.keys.authenticate(req.headers())?;
+
+        let limit = snapshot.proxy.max_in_flight;
+        let admission = Admission(self.in_flight.clone());
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+            return Err(ProxyError::Overloaded { limit }.into());
+        }
+
+        let accept = req.headers().get(http::header::ACCEPT).cloned();
+        let body = read_body(req, snapshot.proxy.max_request_bytes).await?;
+        let probed = probe(&body)?;
+        let route = snapshot
+            .route(&probed.model)
+            .ok_or_else(|| ProxyError::UnknownModel(probed.model.clone().into_owned()))?
+            .clone();
+        let call = Call {
+            endpoint,
+            body: &body,
+            model_span: probed.model_span.clone(),
+            stream: probed.stream,
+            accept,
+            key,
+            request_id,
+            max_response_bytes: snapshot.proxy.max_response_bytes,
+        };
+        self.route(&call, &route, admission).await
+    }
+
+    async fn route(
+        &self,
+        call: &Call<'_>,
+        route: &Arc<Route>,
+        admission: Admission,
+    ) -> Result<Answered, Failed> {
+        let started = Instant::now();
+        let deadline = started + route.request_timeout;
+        let plan = {
+            let stats: Vec<Vec<TargetStats>> = route
+                .tiers
+                .iter()
+                .map(|tier| tier.iter().map(|t| self.stats(t)).collect())
+                .collect();
+            select::plan(
+                &stats,
+                &self.policy,
+                route.max_attempts as usize,
+                &mut rand::rng(),
+            )
+        };
+        if plan.is_empty() {
+            return Err(ProxyError::NoUsableUpstream(route.name.to_string()).into());
+        }
+
+        let mut log = String::new();
+        let mut retry_after: Option<Duration> = None;
+        let mut all_rate_limited = true;
+        let mut all_timed_out = true;
+        let mut attempts = 0;
+        let mut admission = Some(admission);
+        for &(tier, index) in &plan {
+            let target = &route.tiers[tier][index];
+            let now = Instant::now();
+            if now >= deadline {
+                let sep = if log.is_empty() { "" } else { "; " };
+                let _ = write!(
+                    log,
+                    "{sep}request deadline of {} ms passed",
+                    route.request_timeout.as_millis()
+                );
+                all_rate_limited = false;
+                break;
+            }
+            attempts += 1;
+            let budget = (deadline - now).min(route.first_byte_timeout);
+            match self
+                .attempt(call, route, target, budget, deadline, &mut admission)
+                .await
+            {
+                Ok(response) => {
+                    return Ok(Answered {
+                        response,
+                        upstream: target.upstream.id_header.clone(),
+                        attempts,
+                        fallback: tier > 0,
+                    });
+                }
+                Err(failure) => {
+                    warn!(upstream = %target.upstream.id, model = %target.model, reason = %failure.reason, "attempt failed");
+                    let sep = if log.is_empty() { "" } else { "; " };
+                    let _ = write!(
+                        log,
+                        "{sep}{}/{}: {}",
+                        target.upstream.id, target.model, failure.reason
+                    );
+                    all_timed_out &= failure.outcome == Outcome::Timeout;
+                    match failure.retry_after {
+                        Some(wait) => retry_after = Some(retry_after.map_or(wait, |r| r.min(wait))),
+                        None => all_rate_limited = false,
+                    }
+                }
+            }
+        }
+        let attempts_text = log;
+        let error = if all_rate_limited && attempts > 0 {
+            ProxyError::RateLimited {
+                attempts: attempts_text,
+                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
+            }
+        } else if all_timed_out || Instant::now() >= deadline {
+            ProxyError::UpstreamsTimedOut {
+                attempts: attempts_text,
+            }
+        } else {
+            ProxyError::UpstreamsFailed {
+                attempts: attempts_text,
+            }
+        };
+        Err(Failed { error, attempts })
+    }
+
+    fn stats(&self, target: &Target) -> TargetStats {
+        let live = &target.upstream.live;
+        let summary = live.summary.load();
+        TargetStats {
+            usable: target.upstream.usable(),
+            p99_ms: (summary.ttfb_ms.count >= self.policy.min_samples)
+                .then_some(summary.ttfb_ms.p99),
+            in_flight: live.in_flight.load(Ordering::Relaxed),
+            error_rate: summary.error_rate,
+            attempts: summary.attempts,
+        }
+    }
+
+    /// One attempt at one target. On success the answer is ready to send.
+    async fn attempt(
+        &self,
+        call: &Call<'_>,
+        route: &Route,
+        target: &Target,
+        budget: Duration,
+        deadline: Instant,
+        admission: &mut Option<Admission>,
+    ) -> Result<Response<ProxyBody>, Failure> {
+        let upstream = &target.upstream;
+        let in_flight = InFlight::new(upstream.clone());
+        let request = build_request(call, target);
+        let started = Instant::now();
+        let record = |outcome, ttfb, total| {
+            self.health.record(
+                upstream,
+                Sample {
+                    outcome,
+                    ttfb,
+                    total,
+                },
+            );
+        };
+
+        let response = match tokio::time::timeout(budget, upstream.client.request(request)).await {
+            Err(_) => {
+                record(Outcome::Timeout, Some(budget), None);
+                return Err(Failure::timeout(budget));
+            }
+            Ok(Err(e)) => {
+                record(Outcome::Error, None, None);
+                return Err(Failure::error(describe_client_error(&e)));
+            }
+            Ok(Ok(response)) => response,
+        };
+        let status = response.status();
+        let ttfb = started.elapsed();
+
+        if status.is_success() && call.stream {
+            let (parts, mut body) = response.into_parts();
+            let left = budget.saturating_sub(ttfb);
+            let first = match tokio::time::timeout(left, first_data(&mut body)).await {
+                Err(_) => {
+                    record(Outcome::Timeout, Some(budget), None);
+                    return Err(Failure::timeout(budget));
+                }
+                Ok(Err(reason)) => {
+                    record(Outcome::Error, None, None);
+                    return Err(Failure::error(reason));
+                }
+                Ok(Ok(first)) => first,
+            };
+            let ttfb = started.elapsed();
+            let sse = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            let on_end = StreamDone {
+                health: self.health.clone(),
+                target_price: target.price,
+                upstream_id: upstream.id.clone(),
+                model: target.model.clone(),
+                route: route.name.clone(),
+                key: call.key.clone(),
+                started,
+                ttfb,
+                span: Span::current(),
+                _in_flight: in_flight,
+                _admission: admission.take(),
+                upstream: upstream.clone(),
+            };
+            let relay = Relay::new(first, body, sse, route.first_byte_timeout, Box::new(on_end));
+            let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
+            *out.status_mut() = status;
+            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
+            out.headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            return Ok(out);
+        }
+
+        let (parts, body) = response.into_parts();
+        if status.is_success() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let limited = Limited::new(body, call.max_response_bytes);
+            let bytes = match tokio::time::timeout(left, limited.collect()).await {
+                Err(_) => {
+                    record(Outcome::Timeout, Some(ttfb), None);
+                    return Err(Failure::timeout(left));
+                }
+                Ok(Err(e)) => {
+                    record(Outcome::Error, None, None);
+                    return Err(Failure::error(format!("answer body failed: {e}")));
+                }
+                Ok(Ok(collected)) => collected.to_bytes(),
+            };
+            let total = started.elapsed();
+            record(Outcome::Success, Some(ttfb), Some(total));
+            log_done(
+                call,
+                route,
+                target,
+                status,
+                usage::from_json(&bytes),
+                ttfb,
+                total,
+            );
+            let mut out = Response::new(ProxyBody::bytes(bytes));
+            *out.status_mut() = status;
+            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
+            return Ok(out);
+        }
+
+        // An error answer: read a little of it, to name it and to keep the
+        // connection reusable.
+        let detail = read_error_detail(body).await;
+        if retryable_status(status) {
+            record(Outcome::Error, None, None);
+            let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
+                .then(|| retry_after(&parts.headers).unwrap_or(Duration::from_secs(1)));
+            let mut failure =
+                Failure::error(format!("HTTP {}{}", status.as_u16(), detail.summary()));
+            failure.retry_after = retry_after;
+            return Err(failure);
+        }
+        // The client's own mistake (400, 413, 422…): the upstream's answer
+        // is the right one to give, and no other target would differ.
+        record(Outcome::ClientError, Some(ttfb), Some(started.elapsed()));
+        log_done(call, route, target, status, None, ttfb, started.elapsed());
+        let mut out = Response::new(ProxyBody::bytes(detail.body));
+        *out.status_mut() = status;
+        copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
+        Ok(out)
+    }
+}
+
+/// Why an attempt failed.
+struct Failure {
+    reason: String,
+    outcome: Outcome,
+    retry_after: Option<Duration>,
+}
+
+impl Failure {
+    fn error(reason: String) -> Self {
+        Self {
+            reason,
+            outcome: Outcome::Error,
+            retry_after: None,
+        }
+    }
+
+    fn timeout(after: Duration) -> Self {
+        Self {
+            reason: format!("no answer within {} ms", after.as_millis()),
+            outcome: Outcome::Timeout,
+            retry_after: None,
+        }
+    }
+}
+
+/// Finishes a relayed stream: health sample, log line, slots released.
+struct StreamDone {
+    health: HealthSink,
+    upstream: Arc<crate::routing::Upstream>,
+    upstream_id: Arc<str>,
+    model: Arc<str>,
+    route: Arc<str>,
+    key: Arc<str>,
+    target_price: crate::routing::Price,
+    started: Instant,
+    ttfb: Duration,
+    span: Span,
+    _in_flight: InFlight,
+    _admission: Option<Admission>,
+}
+
+impl OnStreamEnd for StreamDone {
+    fn finish(self: Box<Self>, end: StreamEnd, usage: Option<Usage>, bytes: u64) {
+        let total = self.started.elapsed();
+        let _enter = self.span.enter();
+        let (outcome, total_sample) = match &end {
+            StreamEnd::Complete => (Outcome::Success, Some(total)),
+            StreamEnd::ClientGone => (Outcome::Success, None),
+            StreamEnd::UpstreamFailed(_) => (Outcome::Error, None),
+        };
+        self.health.record(
+            &self.upstream,
+            Sample {
+                outcome,
+                ttfb: Some(self.ttfb),
+                total: total_sample,
+            },
+        );
+        let cost = usage.map(|u| u.cost(&self.target_price));
+        match end {
+            StreamEnd::UpstreamFailed(reason) => warn!(
+                route = %self.route, upstream = %self.upstream_id, model = %self.model, bytes,
+                ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
+                reason = %reason, "stream interrupted by the upstream; client sent an error event"
+            ),
+            end => info!(
+                key = %self.key, route = %self.route, upstream = %self.upstream_id, model = %self.model,
+                stream = true, complete = end == StreamEnd::Complete, bytes,
+                ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
+                prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),
+                cost_usd = cost, "request done"
+            ),
+        }
+    }
+}
+
+fn log_done(
+    call: &Call<'_>,
+    route: &Route,
+    target: &Target,
+    status: StatusCode,
+    usage: Option<Usage>,
+    ttfb: Duration,
+    total: Duration,
+) {
+    info!(
+        key = %call.key, route = %route.name, upstream = %target.upstream.id, model = %target.model,
+        stream = false, status = status.as_u16(),
+        ttfb_ms = ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
+        prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),
+        cost_usd = usage.map(|u| u.cost(&target.price)), "request done"
+    );
+}
+
+fn build_request(call: &Call<'_>, target: &Target) -> Request<Full<Bytes>> {
+    let body = splice(call.body, call.model_span.clone(), &target.model_json);
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = target.upstream.uri(call.endpoint).clone();
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON.clone());
+    let accept = match (&call.accept, call.stream) {
+        (Some(accept), _) => accept.clone(),
+        (None, true) => HeaderValue::from_static("text/event-stream"),
+        (None, false) => JSON.clone(),
+    };
+    headers.insert(http::header::ACCEPT, accept);
+    headers.insert(X_REQUEST_ID.clone(), call.request_id.clone());
+    if let Some((name, value)) = target.upstream.auth_header() {
+        headers.insert(name.clone(), value.clone());
+    }
+    request
+}
+
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ProxyError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ProxyError::TooLarge { limit: max });
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::TooLarge { limit: max })
+        }
+        Err(e) => Err(ProxyError::BadRequest {
+            message: format!("The request body could not be read: {e}"),
+            param: None,
+        }),
+    }
+}
+
+/// The first data frame of a streamed answer.
+async fn first_data(body: &mut Incoming) -> Result<Bytes, String> {
+    loop {
+        match body.frame().await {
+            None => return Err("the stream ended before any data".to_owned()),
+            Some(Err(e)) => return Err(format!("the stream failed before any data: {e}")),
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Ok(data);
+                }
+            }
+        }
+    }
+}
+
+struct ErrorDetail {
+    body: Bytes,
+}
+
+impl ErrorDetail {
+    /// `": message"` from an OpenAI-style error body, if there is one.
+    fn summary(&self) -> String {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            error: Inner,
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner {
+            message: String,
+        }
+        serde_json::from_slice::<Envelope>(&self.body)
+            .ok()
+            .map(|e| {
+                let mut m = e.error.message;
+                if m.len() > 200 {
+                    let mut cut = 200;
+                    while !m.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    m.truncate(cut);
+                    m.push('…');
+                }
+                format!(" ({m})")
+            })
+            .unwrap_or_default()
+    }
+}
+
+async fn read_error_detail(body: Incoming) -> ErrorDetail {
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        Limited::new(body, 1 << 20).collect(),
+    );
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    };
+    ErrorDetail { body }
+}
+
+/// Statuses that say this target failed, not the request: try another.
+/// 401/403/404 mean the target is misconfigured (key, model), which another
+/// target may well not be.
+fn retryable_status(status: StatusCode) -> bool {
+    status.is_server_error()
+        || matches!(
+            status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::UNAUTHORIZED
+                | StatusCode::FORBIDDEN
+                | StatusCode::NOT_FOUND
+                | StatusCode::REQUEST_TIMEOUT
+        )
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let secs: f64 = headers
+        .get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(3600.0)))
+}
+
+fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
+    use std::error::Error as _;
+    let mut text = if e.is_connect() {
+        "connect failed".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = e.source();
+    while let Some(s) = source {
+        let _ = write!(text, ": {s}");
+        source = s.source();
+    }
+    text
+}
+
+fn copy_header(from: &HeaderMap, to: &mut HeaderMap, name: &HeaderName) {
+    if let Some(v) = from.get(name) {
+        to.insert(name.clone(), v.clone());
+    }
+}
+
+fn models(snapshot: &RoutingSnapshot) -> Answered {
+    let mut response = Response::new(ProxyBody::bytes(snapshot.models_body.clone()));
+    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    Answered {
+        response,
+        upstream: HeaderValue::from_static("meridian"),
+        attempts: 0,
+        fallback: false,
+    }
+}
+
+fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {
+    ProxyError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        allowed,
+    }
+}
+
+fn error_response(error: &ProxyError, attempts: usize) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::bytes(error.body()));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON.clone());
+    headers.insert(X_ATTEMPTS.clone(), HeaderValue::from(attempts));
+    if let Some(wait) = error.retry_after() {
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+        );
+    }
+    if let ProxyError::MethodNotAllowed { allowed, .. } = error {
+        headers.insert(http::header::ALLOW, HeaderValue::from_static(allowed));
+    }
+    response
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && (1..=128).contains(&v.len())
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    {
+        return v.clone();
+    }
+    let id = uuid::Uuid::new_v4();
+    let mut buf = [0u8; uuid::fmt::Simple::LENGTH];
+    HeaderValue::from_str(id.simple().encode_lower(&mut buf))
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds() {
+        let mut h = HeaderMap::new();
+        h.insert(RETRY_AFTER, HeaderValue::from_static("3"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(3)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_static("bad id with spaces"),
+        );
+        let fresh = request_id(&h);
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn which_statuses_fail_over() {
+        for s in [500, 502, 503, 504, 429, 401, 403, 404, 408] {
+            assert!(retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+        for s in [400, 413, 422] {
+            assert!(!retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
+        }
+    }
+
+    #[test]
+    fn error_detail_names_the_upstream_message() {
+        let d = ErrorDetail {
+            body: Bytes::from_static(br#"{"error":{"message":"overloaded","type":"x"}}"#),
+        };
+        assert_eq!(d.summary(), " (overloaded)");
+        assert_eq!(
+            ErrorDetail {
+                body: Bytes::from_static(b"<html>")
+            }
+            .summary(),
+            ""
+        );
+    }
+}

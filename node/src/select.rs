@@ -1,0 +1,245 @@
+//! Which targets a request tries, in which order. Pure: the caller passes
+//! each target's figures and a random source; nothing here reads a clock,
+//! a socket or shared state.
+//!
+//! Tiers are tried in order. Within a tier the first pick is the power of two
+//! choices on `p99 × (in_flight + 1)`, with a small share of requests
+//! exploring a random target so every target's figures stay fresh; the rest of
+//! the tier follows by score. Targets whose recent error rate is over the
+//! threshold go last, after every tier, as a last resort rather than never.
+
+use rand::Rng;
+
+/// What the selector knows about one target.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TargetStats {
+    /// Whether this node can send to it at all (e.g. it has the provider key).
+    pub usable: bool,
+    /// Measured p99 time to first byte in ms, when there are enough samples.
+    pub p99_ms: Option<f64>,
+    /// Attempts running against its upstream now.
+    pub in_flight: usize,
+    /// Recent share of attempts that failed or timed out.
+    pub error_rate: f64,
+    /// Attempts behind `error_rate`.
+    pub attempts: u64,
+}
+
+/// How the selector weighs targets.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// p99 assumed for a target without enough samples.
+    pub prior_p99_ms: f64,
+    /// Samples needed before a target's own p99 is trusted.
+    pub min_samples: u64,
+    /// Error rate above which a target is tried only as a last resort.
+    pub error_threshold: f64,
+    /// Attempts needed before the error rate is trusted.
+    pub min_error_samples: u64,
+    /// Share of requests whose first pick in a tier is uniformly random.
+    pub explore: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            prior_p99_ms: 1_000.0,
+            min_samples: 20,
+            error_threshold: 0.5,
+            min_error_samples: 10,
+            explore: 0.05,
+        }
+    }
+}
+
+impl Policy {
+    fn score(&self, t: &TargetStats) -> f64 {
+        t.p99_ms.unwrap_or(self.prior_p99_ms).max(0.001) * (t.in_flight as f64 + 1.0)
+    }
+
+    fn degraded(&self, t: &TargetStats) -> bool {
+        t.attempts >= self.min_error_samples && t.error_rate > self.error_threshold
+    }
+}
+
+/// A target by its position: (tier, index in tier).
+pub type Pick = (usize, usize);
+
+/// The order in which to try targets, at most `max_attempts` long.
+pub fn plan(
+    tiers: &[Vec<TargetStats>],
+    policy: &Policy,
+    max_attempts: usize,
+    rng: &mut impl Rng,
+) -> Vec<Pick> {
+    let mut order = Vec::with_capacity(max_attempts.min(8));
+    let mut last_resort = Vec::new();
+    for (t, tier) in tiers.iter().enumerate() {
+        let mut healthy: Vec<(f64, Pick)> = Vec::with_capacity(tier.len());
+        for (i, stats) in tier.iter().enumerate() {
+            if !stats.usable {
+                continue;
+            }
+            if policy.degraded(stats) {
+                last_resort.push((stats.error_rate, (t, i)));
+            } else {
+                healthy.push((policy.score(stats), (t, i)));
+            }
+        }
+        if healthy.is_empty() {
+            continue;
+        }
+        let first = first_pick(&healthy, policy, rng);
+        let first = healthy.swap_remove(first);
+        healthy.sort_by(|a, b| a.0.total_cmp(&b.0));
+        order.push(first.1);
+        order.extend(healthy.into_iter().map(|(_, pick)| pick));
+    }
+    last_resort.sort_by(|a, b| a.0.total_cmp(&b.0));
+    order.extend(last_resort.into_iter().map(|(_, pick)| pick));
+    order.truncate(max_attempts);
+    order
+}
+
+fn first_pick(candidates: &[(f64, Pick)], policy: &Policy, rng: &mut impl Rng) -> usize {
+    let n = candidates.len();
+    if n == 1 {
+        return 0;
+    }
+    if rng.random::<f64>() < policy.explore {
+        return rng.random_range(0..n);
+    }
+    let a = rng.random_range(0..n);
+    let mut b = rng.random_range(0..n - 1);
+    if b >= a {
+        b += 1;
+    }
+    if candidates[b].0 < candidates[a].0 {
+        b
+    } else {
+        a
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    fn t(p99: f64) -> TargetStats {
+        TargetStats {
+            usable: true,
+            p99_ms: Some(p99),
+            in_flight: 0,
+            error_rate: 0.0,
+            attempts: 100,
+        }
+    }
+
+    fn no_explore() -> Policy {
+        Policy {
+            explore: 0.0,
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn tiers_are_tried_in_order() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let tiers = vec![vec![t(900.0)], vec![t(10.0)]];
+        assert_eq!(
+            plan(&tiers, &no_explore(), 5, &mut rng),
+            vec![(0, 0), (1, 0)]
+        );
+    }
+
+    #[test]
+    fn two_choices_pick_the_faster_of_two() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let tiers = vec![vec![t(100.0), t(1000.0)]];
+        for _ in 0..100 {
+            assert_eq!(
+                plan(&tiers, &no_explore(), 3, &mut rng),
+                vec![(0, 0), (0, 1)]
+            );
+        }
+    }
+
+    #[test]
+    fn in_flight_spreads_load() {
+        let mut rng = SmallRng::seed_from_u64(7);
+        let busy = TargetStats {
+            in_flight: 20,
+            ..t(100.0)
+        };
+        let tiers = vec![vec![busy, t(1000.0)]];
+        assert_eq!(plan(&tiers, &no_explore(), 1, &mut rng), vec![(0, 1)]);
+    }
+
+    #[test]
+    fn exploration_visits_the_slow_target_sometimes() {
+        let mut rng = SmallRng::seed_from_u64(3);
+        let tiers = vec![vec![t(100.0), t(1000.0)]];
+        let policy = Policy {
+            explore: 0.1,
+            ..Policy::default()
+        };
+        let slow_first = (0..10_000)
+            .filter(|_| plan(&tiers, &policy, 1, &mut rng) == vec![(0, 1)])
+            .count();
+        // explore share × half of the random picks land on the slow one.
+        assert!((300..700).contains(&slow_first), "{slow_first}");
+    }
+
+    #[test]
+    fn unmeasured_targets_use_the_prior() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let fresh = TargetStats {
+            p99_ms: None,
+            ..t(0.0)
+        };
+        let tiers = vec![vec![fresh, t(2000.0)]];
+        assert_eq!(plan(&tiers, &no_explore(), 1, &mut rng), vec![(0, 0)]);
+    }
+
+    #[test]
+    fn failing_targets_go_last_and_unusable_never() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let failing = TargetStats {
+            error_rate: 0.9,
+            ..t(1.0)
+        };
+        let unusable = TargetStats {
+            usable: false,
+            ..t(1.0)
+        };
+        let tiers = vec![vec![failing, unusable], vec![t(500.0)]];
+        assert_eq!(
+            plan(&tiers, &no_explore(), 5, &mut rng),
+            vec![(1, 0), (0, 0)]
+        );
+    }
+
+    #[test]
+    fn too_few_errors_are_not_trusted() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let unlucky = TargetStats {
+            error_rate: 1.0,
+            attempts: 2,
+            ..t(1.0)
+        };
+        let tiers = vec![vec![unlucky], vec![t(500.0)]];
+        assert_eq!(plan(&tiers, &no_explore(), 5, &mut rng)[0], (0, 0));
+    }
+
+    #[test]
+    fn max_attempts_caps_the_plan() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let tiers = vec![vec![t(1.0), t(2.0), t(3.0)], vec![t(4.0)]];
+        assert_eq!(plan(&tiers, &no_explore(), 2, &mut rng).len(), 2);
+        assert!(plan(&[], &no_explore(), 2, &mut rng).is_empty());
+    }
+}

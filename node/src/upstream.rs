@@ -1,0 +1,98 @@
+//! Connection pools to upstreams: HTTP/1.1 keep-alive, HTTP/2 by ALPN over
+//! TLS (rustls, webpki roots plus an optional private CA), or HTTP/2 with
+//! prior knowledge to a plain `http://` upstream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use proto::config::{ProxyConfig, UpstreamConfig};
+
+/// A pooled HTTP client for one upstream.
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Why an upstream's client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The private CA file could not be used.
+    #[error("cannot use CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// rustls refused the TLS settings.
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+impl ClientError {
+    /// The upstream field to fix.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::CaFile { .. } => "ca_file",
+            Self::Tls(_) => "base_url",
+        }
+    }
+}
+
+/// Builds the client an upstream's requests go through.
+pub fn client_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<UpstreamClient, ClientError> {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    if let Some(path) = &uc.ca_file {
+        let ca_error = |reason: String| ClientError::CaFile {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+        let mut added = 0;
+        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+            let cert = cert.map_err(|e| ca_error(e.to_string()))?;
+            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(ca_error("no PEM certificate in it".into()));
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_millis(proxy.connect_timeout_ms)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(proxy.pool_idle_per_host)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_while_idle(true);
+    if uc.http2 {
+        builder.http2_only(true);
+    }
+    Ok(builder.build(connector))
+}

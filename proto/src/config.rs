@@ -1,0 +1,735 @@
+//! The node's TOML configuration (DESIGN.md section 2) and its validation.
+//!
+//! Parsing rejects unknown fields, so a typo never silently falls back to a
+//! default; validation then checks what serde cannot (references between
+//! sections, ranges, uniqueness) and names the offending field in the same
+//! dotted form an operator reads in the file, e.g. `routes[1].tiers[0][0].upstream`.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration that cannot be used, with the field to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ConfigError {
+    /// Dotted path of the offending field, as written in the TOML file.
+    pub field: String,
+    /// What is wrong with it, in words an operator can act on.
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One node's whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Who this node is.
+    pub node: NodeConfig,
+    /// Where it listens.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// The voters that bootstrap the cluster together.
+    #[serde(default)]
+    pub cluster: ClusterConfig,
+    /// Cluster CA and this node's identity; without it the node runs alone.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Admin plane settings.
+    #[serde(default)]
+    pub admin: AdminConfig,
+    /// Timeouts and limits of the data plane.
+    #[serde(default)]
+    pub proxy: ProxyConfig,
+    /// Client keys; only a hash of each is kept in memory.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Provider deployments requests can be sent to.
+    #[serde(default)]
+    pub upstreams: Vec<UpstreamConfig>,
+    /// What clients send as `model`, and where it goes.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+}
+
+/// Identity of this node in the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Raft node id, unique in the cluster and never reused.
+    pub id: u64,
+    /// The region this node serves; reported on every answer.
+    pub region: String,
+    /// Where the node keeps its state.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// The node's three listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// OpenAI-compatible data plane.
+    #[serde(default = "default_api_addr")]
+    pub api: SocketAddr,
+    /// Admin API, `/metrics`, `/healthz`, `/readyz`.
+    #[serde(default = "default_admin_addr")]
+    pub admin: SocketAddr,
+    /// Raft over QUIC (UDP).
+    #[serde(default = "default_raft_addr")]
+    pub raft: SocketAddr,
+}
+
+fn default_api_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_admin_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9080))
+}
+fn default_raft_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 7080))
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            api: default_api_addr(),
+            admin: default_admin_addr(),
+            raft: default_raft_addr(),
+        }
+    }
+}
+
+/// The voters that form the cluster when it is first created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `id@host:port` of every initial voter, this node included.
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// Paths of the cluster CA and this node's certificate and key (PEM).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The cluster CA every peer certificate must chain to.
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's private key.
+    pub key: PathBuf,
+}
+
+/// Admin plane settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Environment variable holding the admin bearer token.
+    #[serde(default = "default_admin_token_env")]
+    pub token_env: String,
+}
+
+fn default_admin_token_env() -> String {
+    "MERIDIAN_ADMIN_TOKEN".to_owned()
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            token_env: default_admin_token_env(),
+        }
+    }
+}
+
+/// Data plane timeouts and limits. Every route may override the timeouts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Deadline for a whole request, all attempts included.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// How long one attempt may take to produce its first byte (a stream's
+    /// first chunk, a plain answer's status) before the next target is tried.
+    #[serde(default = "default_first_byte_timeout_ms")]
+    pub first_byte_timeout_ms: u64,
+    /// TCP (and TLS) connect timeout to an upstream.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Largest request body accepted (413 beyond).
+    #[serde(default = "default_max_request_bytes")]
+    pub max_request_bytes: usize,
+    /// Largest non-streamed upstream answer read (502 beyond).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Requests in flight on this node before new ones get 429.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Attempts per request, across all tiers, unless the route says otherwise.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: u32,
+    /// Idle keep-alive connections kept per upstream host.
+    #[serde(default = "default_pool_idle_per_host")]
+    pub pool_idle_per_host: usize,
+}
+
+fn default_request_timeout_ms() -> u64 {
+    120_000
+}
+fn default_first_byte_timeout_ms() -> u64 {
+    30_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    2_000
+}
+fn default_max_request_bytes() -> usize {
+    32 << 20
+}
+fn default_max_response_bytes() -> usize {
+    64 << 20
+}
+fn default_max_in_flight() -> usize {
+    8_192
+}
+fn default_max_attempts() -> u32 {
+    3
+}
+fn default_pool_idle_per_host() -> usize {
+    256
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            request_timeout_ms: default_request_timeout_ms(),
+            first_byte_timeout_ms: default_first_byte_timeout_ms(),
+            connect_timeout_ms: default_connect_timeout_ms(),
+            max_request_bytes: default_max_request_bytes(),
+            max_response_bytes: default_max_response_bytes(),
+            max_in_flight: default_max_in_flight(),
+            max_attempts: default_max_attempts(),
+            pool_idle_per_host: default_pool_idle_per_host(),
+        }
+    }
+}
+
+/// A client key, read from the environment so it never sits in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Who holds the key; appears in logs instead of the key.
+    pub name: String,
+    /// Environment variable that holds the key.
+    pub key_env: String,
+}
+
+/// How the provider key is presented to the upstream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamAuth {
+    /// `Authorization: Bearer KEY` (OpenAI and most compatible servers).
+    #[default]
+    Bearer,
+    /// `api-key: KEY` (Azure OpenAI).
+    ApiKey,
+}
+
+/// One provider deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// Name routes refer to; appears in `x-meridian-upstream`.
+    pub id: String,
+    /// Base URL up to and including the API version, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// Where the deployment runs; informs health sharing across regions.
+    #[serde(default)]
+    pub region: String,
+    /// Environment variable holding the provider key on each node.
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// File holding the provider key on each node (instead of `api_key_env`).
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
+    /// How the key is sent.
+    #[serde(default)]
+    pub auth: UpstreamAuth,
+    /// Speak HTTP/2 without TLS negotiation (h2c prior knowledge) to a
+    /// plain `http://` upstream; `https://` upstreams negotiate it by ALPN.
+    #[serde(default)]
+    pub http2: bool,
+    /// Extra CA (PEM) trusted for this upstream's TLS, for private deployments.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+/// A model name clients may send, and the tiers of targets behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// What clients send as `model`.
+    pub model: String,
+    /// Tried in order; within a tier the healthiest target wins.
+    pub tiers: Vec<Vec<TargetConfig>>,
+    /// Overrides `proxy.max_attempts` for this route.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// Overrides `proxy.first_byte_timeout_ms` for this route.
+    #[serde(default)]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Overrides `proxy.request_timeout_ms` for this route.
+    #[serde(default)]
+    pub request_timeout_ms: Option<u64>,
+}
+
+/// A provider model behind a route.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Id of an `[[upstreams]]` entry.
+    pub upstream: String,
+    /// The model name the provider expects.
+    pub model: String,
+    /// Price per million input tokens, for the cost in the request log.
+    #[serde(default)]
+    pub input_per_mtok: f64,
+    /// Price per million output tokens.
+    #[serde(default)]
+    pub output_per_mtok: f64,
+}
+
+impl Config {
+    /// Parses and validates a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| {
+            let field = e
+                .message()
+                .split('`')
+                .nth(1)
+                .map(str::to_owned)
+                .unwrap_or_else(|| "config".to_owned());
+            let location = e
+                .span()
+                .map(|span| {
+                    let line = text[..span.start.min(text.len())].lines().count().max(1);
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError::new(field, format!("{}{location}", e.message().trim()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks everything serde cannot: ranges, uniqueness and references.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.id == 0 {
+            return Err(ConfigError::new("node.id", "must be at least 1"));
+        }
+        check_name("node.region", &self.node.region)?;
+        self.proxy.validate()?;
+        validate_members(&self.cluster.members)?;
+
+        let mut names = HashSet::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            check_name(&format!("keys[{i}].name"), &key.name)?;
+            if !names.insert(key.name.as_str()) {
+                return Err(ConfigError::new(
+                    format!("keys[{i}].name"),
+                    format!("`{}` is defined twice", key.name),
+                ));
+            }
+            if key.key_env.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("keys[{i}].key_env"),
+                    "must name an environment variable",
+                ));
+            }
+        }
+        if self.keys.is_empty() && !self.listen.api.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "listen.api",
+                format!(
+                    "{} is not a loopback address and no [[keys]] are configured: \
+                     add a client key or listen on 127.0.0.1",
+                    self.listen.api
+                ),
+            ));
+        }
+
+        let mut upstream_ids = HashSet::new();
+        for (i, upstream) in self.upstreams.iter().enumerate() {
+            upstream.validate(&format!("upstreams[{i}]"))?;
+            if !upstream_ids.insert(upstream.id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("upstreams[{i}].id"),
+                    format!("`{}` is defined twice", upstream.id),
+                ));
+            }
+        }
+
+        let mut models = HashSet::new();
+        for (i, route) in self.routes.iter().enumerate() {
+            route.validate(&format!("routes[{i}]"), |id| upstream_ids.contains(id))?;
+            if !models.insert(route.model.as_str()) {
+                return Err(ConfigError::new(
+                    format!("routes[{i}].model"),
+                    format!("`{}` is defined twice", route.model),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ProxyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("proxy.request_timeout_ms", self.request_timeout_ms),
+            ("proxy.first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("proxy.connect_timeout_ms", self.connect_timeout_ms),
+            ("proxy.max_request_bytes", self.max_request_bytes as u64),
+            ("proxy.max_response_bytes", self.max_response_bytes as u64),
+            ("proxy.max_in_flight", self.max_in_flight as u64),
+            ("proxy.max_attempts", u64::from(self.max_attempts)),
+        ];
+        for (field, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl UpstreamConfig {
+    /// Validates one upstream; `at` is its path in the file (or API body).
+    pub fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        check_name(&format!("{at}.id"), &self.id)?;
+        let uri: http::Uri = self
+            .base_url
+            .parse()
+            .map_err(|e| ConfigError::new(format!("{at}.base_url"), format!("not a URL: {e}")))?;
+        match uri.scheme_str() {
+            Some("http" | "https") => {}
+            _ => {
+                return Err(ConfigError::new(
+                    format!("{at}.base_url"),
+                    "must start with http:// or https://",
+                ));
+            }
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return Err(ConfigError::new(
+                format!("{at}.base_url"),
+                "must name a host",
+            ));
+        }
+        if uri.query().is_some() {
+            return Err(ConfigError::new(
+                format!("{at}.base_url"),
+                "must not carry a query string",
+            ));
+        }
+        if self.api_key_env.is_some() && self.api_key_file.is_some() {
+            return Err(ConfigError::new(
+                format!("{at}.api_key_file"),
+                "set either api_key_env or api_key_file, not both",
+            ));
+        }
+        if self
+            .api_key_env
+            .as_deref()
+            .is_some_and(|v| v.trim().is_empty())
+        {
+            return Err(ConfigError::new(
+                format!("{at}.api_key_env"),
+                "must name an environment variable",
+            ));
+        }
+        if self.http2 && uri.scheme_str() == Some("https") {
+            return Err(ConfigError::new(
+                format!("{at}.http2"),
+                "only applies to http:// upstreams; https negotiates HTTP/2 by ALPN",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl RouteConfig {
+    /// Validates one route; `known` says whether an upstream id exists.
+    pub fn validate(&self, at: &str, known: impl Fn(&str) -> bool) -> Result<(), ConfigError> {
+        if self.model.is_empty()
+            || self.model.len() > 256
+            || self.model.chars().any(char::is_control)
+        {
+            return Err(ConfigError::new(
+                format!("{at}.model"),
+                "must be 1 to 256 printable characters",
+            ));
+        }
+        if self.tiers.is_empty() {
+            return Err(ConfigError::new(
+                format!("{at}.tiers"),
+                "needs at least one tier",
+            ));
+        }
+        for (t, tier) in self.tiers.iter().enumerate() {
+            if tier.is_empty() {
+                return Err(ConfigError::new(
+                    format!("{at}.tiers[{t}]"),
+                    "needs at least one target",
+                ));
+            }
+            let mut seen = HashSet::new();
+            for (j, target) in tier.iter().enumerate() {
+                let here = format!("{at}.tiers[{t}][{j}]");
+                if !known(&target.upstream) {
+                    return Err(ConfigError::new(
+                        format!("{here}.upstream"),
+                        format!("no upstream with id `{}`", target.upstream),
+                    ));
+                }
+                if target.model.is_empty() || target.model.chars().any(char::is_control) {
+                    return Err(ConfigError::new(
+                        format!("{here}.model"),
+                        "must be a provider model name",
+                    ));
+                }
+                if !seen.insert((&target.upstream, &target.model)) {
+                    return Err(ConfigError::new(
+                        format!("{here}.upstream"),
+                        "the same upstream and model appear twice in this tier",
+                    ));
+                }
+                for (name, price) in [
+                    ("input_per_mtok", target.input_per_mtok),
+                    ("output_per_mtok", target.output_per_mtok),
+                ] {
+                    if !price.is_finite() || price < 0.0 {
+                        return Err(ConfigError::new(
+                            format!("{here}.{name}"),
+                            "must be a price of 0 or more",
+                        ));
+                    }
+                }
+            }
+        }
+        for (field, value) in [
+            ("max_attempts", self.max_attempts.map(u64::from)),
+            ("first_byte_timeout_ms", self.first_byte_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if value == Some(0) {
+                return Err(ConfigError::new(
+                    format!("{at}.{field}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!("`{value}` must be 1 to 64 of A-Z a-z 0-9 - _ ."),
+        ))
+    }
+}
+
+fn validate_members(members: &[String]) -> Result<(), ConfigError> {
+    let mut ids = HashSet::new();
+    for (i, member) in members.iter().enumerate() {
+        let field = format!("cluster.members[{i}]");
+        let (id, addr) = member
+            .split_once('@')
+            .ok_or_else(|| ConfigError::new(&field, "expected `id@host:port`"))?;
+        let id: u64 = id
+            .parse()
+            .ok()
+            .filter(|id| *id > 0)
+            .ok_or_else(|| ConfigError::new(&field, format!("`{id}` is not a node id")))?;
+        addr.parse::<SocketAddr>()
+            .map_err(|_| ConfigError::new(&field, format!("`{addr}` is not host:port")))?;
+        if !ids.insert(id) {
+            return Err(ConfigError::new(
+                field,
+                format!("node {id} is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    const DESIGN_EXAMPLE: &str = r#"
+[node]
+id = 1
+region = "us-east"
+data_dir = "data/n1"
+
+[listen]
+api = "127.0.0.1:8080"
+admin = "127.0.0.1:9080"
+raft = "127.0.0.1:7080"
+
+[cluster]
+members = ["1@127.0.0.1:7080", "2@127.0.0.1:7081", "3@127.0.0.1:7082"]
+
+[tls]
+ca = "certs/ca.pem"
+cert = "certs/n1.pem"
+key = "certs/n1.key"
+
+[admin]
+token_env = "MERIDIAN_ADMIN_TOKEN"
+
+[[keys]]
+name = "app"
+key_env = "MERIDIAN_CLIENT_KEY"
+
+[[upstreams]]
+id = "deepseek"
+base_url = "https://api.deepseek.com/v1"
+region = "ap-east"
+api_key_env = "DEEPSEEK_API_KEY"
+
+[[upstreams]]
+id = "openai"
+base_url = "https://api.openai.com/v1"
+region = "us-east"
+api_key_env = "OPENAI_API_KEY"
+
+[[routes]]
+model = "fast"
+tiers = [
+  [{ upstream = "deepseek", model = "deepseek-chat", input_per_mtok = 0.07, output_per_mtok = 0.25 }],
+  [{ upstream = "openai", model = "gpt-4o-mini", input_per_mtok = 0.15, output_per_mtok = 0.60 }],
+]
+"#;
+
+    fn err(text: &str) -> ConfigError {
+        Config::from_toml(text).expect_err("config should be rejected")
+    }
+
+    #[test]
+    fn design_example_parses() {
+        let config = Config::from_toml(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(config.node.region, "us-east");
+        assert_eq!(config.routes[0].tiers.len(), 2);
+        assert_eq!(config.routes[0].tiers[1][0].output_per_mtok, 0.60);
+        assert_eq!(config.cluster.members.len(), 3);
+        assert_eq!(config.proxy, ProxyConfig::default());
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e =
+            err(&DESIGN_EXAMPLE
+                .replace("region = \"us-east\"\ndata_dir", "regoin = \"x\"\ndata_dir"));
+        assert_eq!(e.field, "regoin", "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let e = err(&DESIGN_EXAMPLE.replace("id = 1\n", "id = \"one\"\n"));
+        assert!(e.to_string().contains("line"), "{e}");
+    }
+
+    #[test]
+    fn route_to_unknown_upstream_names_the_target() {
+        let e = err(&DESIGN_EXAMPLE.replace("upstream = \"openai\"", "upstream = \"opnai\""));
+        assert_eq!(e.field, "routes[0].tiers[1][0].upstream");
+        assert!(e.message.contains("opnai"));
+    }
+
+    #[test]
+    fn empty_tier_is_refused() {
+        let e = err(&DESIGN_EXAMPLE.replace(
+            "[{ upstream = \"openai\", model = \"gpt-4o-mini\", input_per_mtok = 0.15, output_per_mtok = 0.60 }],",
+            "[],",
+        ));
+        assert_eq!(e.field, "routes[0].tiers[1]");
+    }
+
+    #[test]
+    fn negative_price_is_refused() {
+        let e = err(&DESIGN_EXAMPLE.replace("input_per_mtok = 0.07", "input_per_mtok = -1.0"));
+        assert_eq!(e.field, "routes[0].tiers[0][0].input_per_mtok");
+    }
+
+    #[test]
+    fn duplicate_upstream_is_refused() {
+        let e = err(&DESIGN_EXAMPLE.replace("id = \"openai\"", "id = \"deepseek\""));
+        assert_eq!(e.field, "upstreams[1].id");
+    }
+
+    #[test]
+    fn bad_base_url_is_refused() {
+        let e = err(&DESIGN_EXAMPLE.replace("https://api.deepseek.com/v1", "ftp://x/v1"));
+        assert_eq!(e.field, "upstreams[0].base_url");
+    }
+
+    #[test]
+    fn public_listener_without_keys_is_refused() {
+        let text = DESIGN_EXAMPLE
+            .replace(
+                "[[keys]]\nname = \"app\"\nkey_env = \"MERIDIAN_CLIENT_KEY\"\n",
+                "",
+            )
+            .replace("api = \"127.0.0.1:8080\"", "api = \"0.0.0.0:8080\"");
+        assert_eq!(err(&text).field, "listen.api");
+    }
+
+    #[test]
+    fn bad_member_is_named() {
+        let e = err(&DESIGN_EXAMPLE.replace("2@127.0.0.1:7081", "two@127.0.0.1:7081"));
+        assert_eq!(e.field, "cluster.members[1]");
+    }
+
+    #[test]
+    fn zero_timeout_is_refused() {
+        let e = err(&format!(
+            "{DESIGN_EXAMPLE}\n[proxy]\nfirst_byte_timeout_ms = 0\n"
+        ));
+        assert_eq!(e.field, "proxy.first_byte_timeout_ms");
+    }
+
+    #[test]
+    fn minimal_config_uses_defaults() {
+        let config = Config::from_toml("[node]\nid = 7\nregion = \"eu\"\n").unwrap();
+        assert_eq!(config.listen, ListenConfig::default());
+        assert!(config.tls.is_none());
+        assert!(config.routes.is_empty());
+    }
+}

@@ -1,0 +1,8 @@
+//! Types every Meridian crate shares: the node configuration today; the
+//! routing table, Raft commands, health reports and the wire codec as the
+//! cluster grows. Kept free of I/O so that every crate (and every test) can
+//! parse and validate the same shapes the same way.
+
+pub mod config;
+
+pub use config::{Config, ConfigError};
