@@ -86,9 +86,7 @@ where
     /// event to hold. The common case (a frame of whole events, nothing held)
     /// forwards the frame without copying.
     fn take_events(&mut self, data: Bytes) -> Option<Bytes> {
-        let out = if !self.sse {
-            data
-        } else if self.pending.is_empty() && ends_with_boundary(&data) {
+        let out = if !self.sse || (self.pending.is_empty() && ends_with_boundary(&data)) {
             data
         } else {
             self.pending.extend_from_slice(&data);

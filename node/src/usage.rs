@@ -44,11 +44,10 @@ pub fn from_json(body: &[u8]) -> Option<Usage> {
 pub fn from_sse(events: &[u8]) -> Option<Usage> {
     memchr::memmem::find(events, b"\"usage\"")?;
     events
-        .split(|b| *b == b'\n')
+        .rsplit(|b| *b == b'\n')
         .filter_map(|line| line.strip_prefix(b"data:"))
         .filter(|data| memchr::memmem::find(data, b"\"usage\"").is_some())
-        .filter_map(|data| from_json(data.trim_ascii()))
-        .last()
+        .find_map(|data| from_json(data.trim_ascii()))
 }
 
 #[cfg(test)]

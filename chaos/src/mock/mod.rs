@@ -1,0 +1,146 @@
+//! `meridian-mock`: an OpenAI-compatible fake provider with programmable
+//! faults. Meridian's integration tests, benchmarks and demos put it where a
+//! real provider would be, then make it slow, failing, rate limited, stalled,
+//! cut or unreachable on demand through a separate control listener.
+//!
+//! The `meridian-mock` binary is a thin shell over [`MockServer`]; tests
+//! that prefer not to spawn a process can start one in-process.
+//!
+//! Data plane (HTTP/1.1 and h2c): `POST /v1/chat/completions`,
+//! `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`.
+//! Control plane: `GET|PUT|PATCH /_mock/behavior` ([`Behavior`]),
+//! `GET /_mock/stats` ([`stats::Snapshot`]), `POST /_mock/reset`,
+//! `GET /_mock/healthz`.
+//!
+//! A data request is decided in this order: 401 without the key, 404/400 for
+//! a bad path or body, then (after the first-byte delay) 429 with
+//! `rate_limit_rate`, `error_status` with `error_rate`, a stall, a cut, or the
+//! answer. Request `n` (counted from 0 since start or reset) draws from
+//! `seed ^ n * 0x9E3779B97F4A7C15`, so the same seed repeats a run.
+
+pub mod behavior;
+mod body;
+mod control;
+mod data;
+pub mod openai;
+mod server;
+pub mod stats;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+
+use bytes::Bytes;
+use tokio::net::TcpListener;
+
+pub use behavior::{Behavior, BehaviorError, Latency};
+
+use server::{DataPlane, Running};
+use stats::Stats;
+
+/// How to start a mock: its addresses, seed, key, models and first behaviour.
+#[derive(Clone, Debug)]
+pub struct MockConfig {
+    /// Data-plane address (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Control-plane address (port 0 picks one).
+    pub control: SocketAddr,
+    /// Seed of every random draw, so a run repeats.
+    pub seed: u64,
+    /// When set, data requests need `Authorization: Bearer <key>`.
+    pub api_key: Option<String>,
+    /// What `GET /v1/models` lists.
+    pub models: Vec<String>,
+    /// The behaviour at start and after `POST /_mock/reset`.
+    pub behavior: Behavior,
+}
+
+impl Default for MockConfig {
+    fn default() -> Self {
+        let localhost = SocketAddr::from(([127, 0, 0, 1], 0));
+        MockConfig {
+            listen: localhost,
+            control: localhost,
+            seed: 42,
+            api_key: None,
+            models: vec!["mock-model".to_owned()],
+            behavior: Behavior::default(),
+        }
+    }
+}
+
+/// What every data request reads: fixed settings, the current behaviour and
+/// the counters.
+struct Shared {
+    seed: u64,
+    /// The whole expected header value, `Bearer <key>`.
+    authorization: Option<String>,
+    models_body: Bytes,
+    initial: Behavior,
+    behavior: RwLock<Arc<Behavior>>,
+    stats: Stats,
+}
+
+impl Shared {
+    /// The current behaviour (a read lock held for one `Arc` clone).
+    fn behavior(&self) -> Arc<Behavior> {
+        self.behavior
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_behavior(&self, behavior: Arc<Behavior>) {
+        *self.behavior.write().unwrap_or_else(|e| e.into_inner()) = behavior;
+    }
+}
+
+/// A running mock. Dropping it stops the listeners; [`MockServer::stop`]
+/// also waits until they are closed.
+pub struct MockServer {
+    data: Arc<DataPlane>,
+    control: Running,
+    control_addr: SocketAddr,
+}
+
+impl MockServer {
+    /// Binds both listeners and starts serving on the current tokio runtime.
+    pub async fn start(config: MockConfig) -> io::Result<Self> {
+        let shared = Arc::new(Shared {
+            seed: config.seed,
+            authorization: config.api_key.map(|key| format!("Bearer {key}")),
+            models_body: openai::models_body(&config.models),
+            behavior: RwLock::new(Arc::new(config.behavior.clone())),
+            initial: config.behavior,
+            stats: Stats::default(),
+        });
+        let data = Arc::new(DataPlane::bind(config.listen, shared).await?);
+        let listener = TcpListener::bind(config.control).await?;
+        let control_addr = listener.local_addr()?;
+        let plane = data.clone();
+        let control = server::serve(listener, move |request| {
+            control::handle(plane.clone(), request)
+        });
+        Ok(MockServer {
+            data,
+            control,
+            control_addr,
+        })
+    }
+
+    /// The data-plane address (the OpenAI base URL is `http://<it>/v1`).
+    pub fn api_addr(&self) -> SocketAddr {
+        self.data.addr
+    }
+
+    /// The control-plane address.
+    pub fn control_addr(&self) -> SocketAddr {
+        self.control_addr
+    }
+
+    /// Closes both listeners and every connection.
+    pub async fn stop(self) {
+        self.data.stop().await;
+        self.control.stop().await;
+    }
+}

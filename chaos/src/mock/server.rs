@@ -1,0 +1,179 @@
+//! Listeners: the accept loop both planes share, and the data listener that
+//! closes and rebinds when `refuse` flips.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+
+use super::behavior::{Behavior, BehaviorError};
+use super::body::{Body, MockError};
+use super::{Shared, data};
+
+/// Streams one HTTP/2 connection may carry at once: benchmarks multiplex many.
+const MAX_H2_STREAMS: u32 = 4096;
+
+/// How often a rebind of the data address is tried before giving up (another
+/// process may hold the port for a moment).
+const REBIND_TRIES: u32 = 50;
+
+/// A running accept loop. Dropping it closes the listener and every
+/// connection it accepted.
+pub(crate) struct Running {
+    task: JoinHandle<()>,
+    _closed: watch::Sender<()>,
+}
+
+impl Running {
+    /// Closes the listener and its connections, and waits until the listener
+    /// is gone (so a connect right after is refused).
+    pub(crate) async fn stop(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` with `handler`.
+pub(crate) fn serve<H, F>(listener: TcpListener, handler: H) -> Running
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, MockError>> + Send + 'static,
+{
+    let (closed_tx, closed) = watch::channel(());
+    let task = tokio::spawn(accept_loop(listener, handler, closed));
+    Running {
+        task,
+        _closed: closed_tx,
+    }
+}
+
+async fn accept_loop<H, F>(listener: TcpListener, handler: H, closed: watch::Receiver<()>)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, MockError>> + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http2().max_concurrent_streams(MAX_H2_STREAMS);
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off, keep serving.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let builder = builder.clone();
+        let handler = handler.clone();
+        let mut closed = closed.clone();
+        tokio::spawn(async move {
+            let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
+            tokio::select! {
+                result = connection => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = closed.changed() => {}
+            }
+        });
+    }
+}
+
+/// Why a behaviour change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum UpdateError {
+    /// The new behaviour is invalid.
+    #[error(transparent)]
+    Invalid(#[from] BehaviorError),
+    /// `refuse: false` could not rebind the data address.
+    #[error("rebinding the data listener: {0}")]
+    Bind(#[from] io::Error),
+}
+
+/// The data listener and the behaviour it serves, changed together so that
+/// when a `refuse` change is acknowledged the listener already follows it.
+pub(crate) struct DataPlane {
+    /// The bound data address (kept across refusals).
+    pub(crate) addr: SocketAddr,
+    /// What data requests share.
+    pub(crate) shared: Arc<Shared>,
+    running: Mutex<Option<Running>>,
+}
+
+impl DataPlane {
+    /// Binds the data address (then closes it again if the behaviour refuses).
+    pub(crate) async fn bind(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<Self> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let running = (!shared.behavior().refuse).then(|| serve_data(listener, &shared));
+        Ok(DataPlane {
+            addr,
+            shared,
+            running: Mutex::new(running),
+        })
+    }
+
+    /// Replaces the behaviour with `change(current)` and opens or closes the
+    /// listener to match its `refuse`. Changes are serialised.
+    pub(crate) async fn update<F>(&self, change: F) -> Result<Arc<Behavior>, UpdateError>
+    where
+        F: FnOnce(&Behavior) -> Result<Behavior, BehaviorError>,
+    {
+        let mut running = self.running.lock().await;
+        let next = Arc::new(change(&self.shared.behavior())?);
+        match (next.refuse, running.take()) {
+            (true, Some(open)) => open.stop().await,
+            (false, None) => *running = Some(serve_data(self.rebind().await?, &self.shared)),
+            (_, still) => *running = still,
+        }
+        self.shared.set_behavior(next.clone());
+        Ok(next)
+    }
+
+    /// Closes everything (process shutdown).
+    pub(crate) async fn stop(&self) {
+        if let Some(open) = self.running.lock().await.take() {
+            open.stop().await;
+        }
+    }
+
+    async fn rebind(&self) -> io::Result<TcpListener> {
+        let mut tries = 0;
+        loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => return Ok(listener),
+                Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < REBIND_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+fn serve_data(listener: TcpListener, shared: &Arc<Shared>) -> Running {
+    let shared = shared.clone();
+    serve(listener, move |request| {
+        data::handle(shared.clone(), request)
+    })
+}

@@ -1,0 +1,250 @@
+//! What the fake provider saw, so a test can check what the proxy sent it
+//! (how many requests, which model, which faults fired). Counters are atomics;
+//! the per-model map takes a read lock unless a model is new.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+
+use serde::Serialize;
+
+/// Distinct model names counted one by one; later ones share [`OTHER_MODELS`],
+/// so a client sending random names cannot grow the map without bound.
+const MAX_MODELS: usize = 1024;
+
+/// The bucket for models past [`MAX_MODELS`].
+const OTHER_MODELS: &str = "(other)";
+
+/// The data-plane endpoints, for routing and for `by_path`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/embeddings`.
+    Embeddings,
+    /// `GET /v1/models`.
+    Models,
+    /// Any other path (answered 404).
+    Other,
+}
+
+impl Endpoint {
+    const ALL: [Endpoint; 5] = [
+        Endpoint::Chat,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Models,
+        Endpoint::Other,
+    ];
+
+    /// The endpoint a path names (the method is checked by the caller).
+    pub fn from_path(path: &str) -> Self {
+        match path {
+            "/v1/chat/completions" => Endpoint::Chat,
+            "/v1/completions" => Endpoint::Completions,
+            "/v1/embeddings" => Endpoint::Embeddings,
+            "/v1/models" => Endpoint::Models,
+            _ => Endpoint::Other,
+        }
+    }
+
+    /// The path, as counted in `by_path` (`other` for unknown paths).
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completions => "/v1/completions",
+            Endpoint::Embeddings => "/v1/embeddings",
+            Endpoint::Models => "/v1/models",
+            Endpoint::Other => "other",
+        }
+    }
+}
+
+/// How a data request ended, as counted in `outcomes`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Answered normally.
+    Ok,
+    /// Injected error status.
+    Error,
+    /// Injected 429.
+    RateLimited,
+    /// Never answered on purpose.
+    Stalled,
+    /// Aborted mid-answer on purpose.
+    Cut,
+    /// Missing or wrong API key (401).
+    Unauthorized,
+    /// Malformed request (400, 413).
+    BadRequest,
+    /// Unknown path or method (404).
+    NotFound,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 8] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::RateLimited,
+        Outcome::Stalled,
+        Outcome::Cut,
+        Outcome::Unauthorized,
+        Outcome::BadRequest,
+        Outcome::NotFound,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Outcome::Ok => "ok",
+            Outcome::Error => "error",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::Stalled => "stalled",
+            Outcome::Cut => "cut",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::BadRequest => "bad_request",
+            Outcome::NotFound => "not_found",
+        }
+    }
+}
+
+/// The live counters.
+#[derive(Debug, Default)]
+pub struct Stats {
+    requests: AtomicU64,
+    outcomes: [AtomicU64; Outcome::ALL.len()],
+    by_path: [AtomicU64; Endpoint::ALL.len()],
+    by_model: RwLock<HashMap<Box<str>, AtomicU64>>,
+    last_authorization_seen: AtomicBool,
+}
+
+/// The `GET /_mock/stats` answer.
+#[derive(Debug, Serialize)]
+pub struct Snapshot {
+    /// Data requests received.
+    pub requests: u64,
+    /// Count per [`Outcome`] name (all present, zeros included).
+    pub outcomes: BTreeMap<&'static str, u64>,
+    /// Count per requested model (only models seen).
+    pub by_model: BTreeMap<String, u64>,
+    /// Count per path (only paths seen).
+    pub by_path: BTreeMap<&'static str, u64>,
+    /// Whether the latest request carried an `Authorization` header (never its value).
+    pub last_authorization_seen: bool,
+}
+
+impl Stats {
+    /// Counts a new data request and returns its number (0-based), which
+    /// seeds its random draws.
+    pub fn begin(&self, endpoint: Endpoint, authorization_seen: bool) -> u64 {
+        self.by_path[endpoint as usize].fetch_add(1, Relaxed);
+        self.last_authorization_seen
+            .store(authorization_seen, Relaxed);
+        self.requests.fetch_add(1, Relaxed)
+    }
+
+    /// Counts how a request ended.
+    pub fn outcome(&self, outcome: Outcome) {
+        self.outcomes[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Counts a request for `model`.
+    pub fn model(&self, model: &str) {
+        {
+            let map = self.by_model.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(count) = map.get(model) {
+                count.fetch_add(1, Relaxed);
+                return;
+            }
+        }
+        let mut map = self.by_model.write().unwrap_or_else(|e| e.into_inner());
+        let key = if map.len() < MAX_MODELS || map.contains_key(model) {
+            model
+        } else {
+            OTHER_MODELS
+        };
+        map.entry(key.into()).or_default().fetch_add(1, Relaxed);
+    }
+
+    /// Zeroes everything (`POST /_mock/reset`), request numbers included, so
+    /// a run after a reset draws the same faults as the first.
+    pub fn reset(&self) {
+        let mut map = self.by_model.write().unwrap_or_else(|e| e.into_inner());
+        map.clear();
+        self.requests.store(0, Relaxed);
+        self.outcomes
+            .iter()
+            .chain(&self.by_path)
+            .for_each(|c| c.store(0, Relaxed));
+        self.last_authorization_seen.store(false, Relaxed);
+    }
+
+    /// A copy of the counters, for the control plane.
+    pub fn snapshot(&self) -> Snapshot {
+        let by_model = self
+            .by_model
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(model, count)| (model.to_string(), count.load(Relaxed)))
+            .collect();
+        Snapshot {
+            requests: self.requests.load(Relaxed),
+            outcomes: Outcome::ALL
+                .iter()
+                .map(|o| (o.name(), self.outcomes[*o as usize].load(Relaxed)))
+                .collect(),
+            by_model,
+            by_path: Endpoint::ALL
+                .iter()
+                .map(|e| (e.path(), self.by_path[*e as usize].load(Relaxed)))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
+            last_authorization_seen: self.last_authorization_seen.load(Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn counts_and_resets() {
+        let stats = Stats::default();
+        assert_eq!(stats.begin(Endpoint::Chat, true), 0);
+        assert_eq!(stats.begin(Endpoint::Chat, false), 1);
+        stats.model("a");
+        stats.model("a");
+        stats.outcome(Outcome::Cut);
+        let snap = stats.snapshot();
+        assert_eq!(snap.requests, 2);
+        assert_eq!(snap.by_model["a"], 2);
+        assert_eq!(snap.by_path["/v1/chat/completions"], 2);
+        assert_eq!(snap.outcomes["cut"], 1);
+        assert_eq!(snap.outcomes["ok"], 0);
+        assert!(!snap.last_authorization_seen);
+
+        stats.reset();
+        let snap = stats.snapshot();
+        assert_eq!(snap.requests, 0);
+        assert!(snap.by_model.is_empty() && snap.by_path.is_empty());
+        assert_eq!(stats.begin(Endpoint::Models, false), 0);
+    }
+
+    #[test]
+    fn model_map_is_bounded() {
+        let stats = Stats::default();
+        for i in 0..MAX_MODELS + 10 {
+            stats.model(&format!("m{i}"));
+        }
+        stats.model("m0");
+        let snap = stats.snapshot();
+        assert_eq!(snap.by_model.len(), MAX_MODELS + 1);
+        assert_eq!(snap.by_model[OTHER_MODELS], 10);
+        assert_eq!(snap.by_model["m0"], 2);
+    }
+}

@@ -1,0 +1,93 @@
+//! The `meridian` binary's configuration handling, as an operator meets it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::process::Command;
+
+fn meridian(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .env_remove("MERIDIAN_ADMIN_TOKEN")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn write(text: &str) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), text).unwrap();
+    file
+}
+
+const GOOD: &str = "[node]\nid = 1\nregion = \"eu\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[[upstreams]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[[routes]]\nmodel = \"m\"\ntiers = [[{ upstream = \"a\", model = \"x\" }]]\n";
+
+#[test]
+fn a_bad_config_names_the_field_and_exits_64() {
+    let cases = [
+        (GOOD.replace("region", "regio"), "regio"),
+        (
+            GOOD.replace("upstream = \"a\"", "upstream = \"zz\""),
+            "routes[0].tiers[0][0].upstream",
+        ),
+        (
+            GOOD.replace("http://127.0.0.1:9/v1", "nope"),
+            "upstreams[0].base_url",
+        ),
+        (
+            GOOD.replace("api = \"127.0.0.1:0\"", "api = \"0.0.0.0:0\""),
+            "listen.api",
+        ),
+    ];
+    for (text, field) in cases {
+        let file = write(&text);
+        let path = file.path().to_str().unwrap();
+        for args in [
+            vec!["serve", "--config", path],
+            vec!["config", "check", path],
+        ] {
+            let (code, _, stderr) = meridian(&args, &[]);
+            assert_eq!(code, 64, "{args:?}: {stderr}");
+            assert!(stderr.contains(field), "{field} not named in: {stderr}");
+        }
+    }
+    let (code, _, stderr) = meridian(&["serve", "--config", "/nonexistent/meridian.toml"], &[]);
+    assert_eq!(code, 64);
+    assert!(stderr.contains("cannot read"), "{stderr}");
+}
+
+#[test]
+fn an_unset_client_key_variable_exits_64_naming_it() {
+    let file = write(&format!(
+        "{GOOD}\n[[keys]]\nname = \"app\"\nkey_env = \"TEST_SURELY_UNSET_KEY\"\n"
+    ));
+    let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(
+        stderr.contains("keys[0].key_env") && stderr.contains("TEST_SURELY_UNSET_KEY"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_public_admin_listener_needs_a_token() {
+    let file = write(&GOOD.replace("admin = \"127.0.0.1:0\"", "admin = \"0.0.0.0:0\""));
+    let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 64, "{stderr}");
+    assert!(stderr.contains("admin.token_env"), "{stderr}");
+}
+
+#[test]
+fn config_check_and_default() {
+    let file = write(GOOD);
+    let (code, stdout, _) = meridian(&["config", "check", file.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("valid (1 upstreams, 1 routes"), "{stdout}");
+    let (code, stdout, _) = meridian(&["config", "default"], &[]);
+    assert_eq!(code, 0);
+    assert!(proto::Config::from_toml(&stdout).is_ok());
+}

@@ -1,0 +1,186 @@
+//! Every kind of bad input gets the status and the OpenAI error body of
+//! DESIGN.md section 7, over real sockets against a real `meridian`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use serde_json::json;
+use support::{Mock, Node, chat_body, upstream};
+
+const KEY: &[(&str, &str)] = &[("authorization", "Bearer sk-client")];
+
+async fn node_with_key(mock: &Mock, extra: &str) -> Node {
+    let config = format!(
+        "[[keys]]\nname = \"app\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n{extra}{}[[routes]]\nmodel = \"m\"\nfirst_byte_timeout_ms = 300\nrequest_timeout_ms = 3000\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
+        upstream("a", mock)
+    );
+    Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client")]).await
+}
+
+#[tokio::test]
+async fn client_mistakes_get_4xx_with_openai_errors() {
+    let mock = Mock::start(&[]).await;
+    let node = node_with_key(&mock, "[proxy]\nmax_request_bytes = 4096\n\n").await;
+
+    let malformed = node
+        .post("/v1/chat/completions", "{not json".into(), KEY)
+        .await;
+    assert_eq!(malformed.status, 400);
+    assert_eq!(malformed.error()["type"], "invalid_request_error");
+
+    let no_model = node
+        .post(
+            "/v1/chat/completions",
+            json!({"messages": []}).to_string(),
+            KEY,
+        )
+        .await;
+    assert_eq!(no_model.status, 400);
+    assert_eq!(no_model.error()["param"], "model");
+
+    let unknown = node.chat(chat_body("gpt-nope"), KEY).await;
+    assert_eq!(unknown.status, 404);
+    assert_eq!(unknown.error()["code"], "model_not_found");
+    assert!(
+        unknown.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("gpt-nope")
+    );
+
+    let no_key = node.chat(chat_body("m"), &[]).await;
+    assert_eq!(no_key.status, 401);
+    assert_eq!(no_key.error()["code"], "invalid_api_key");
+
+    let wrong_key = node
+        .chat(chat_body("m"), &[("authorization", "Bearer sk-wrong")])
+        .await;
+    assert_eq!(wrong_key.status, 401);
+
+    let big = json!({"model": "m", "messages": [{"role": "user", "content": "x".repeat(8000)}]});
+    let too_large = node.chat(big, KEY).await;
+    assert_eq!(too_large.status, 413);
+    assert_eq!(too_large.error()["code"], "request_too_large");
+
+    let wrong_method = node.get("/v1/chat/completions", KEY).await;
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.header("allow"), "POST");
+
+    let unknown_path = node.post("/v1/nothing", "{}".into(), KEY).await;
+    assert_eq!(unknown_path.status, 404);
+    assert_eq!(unknown_path.error()["code"], "unknown_url");
+
+    // Every error carries the request id and region, and none reached the provider.
+    assert_eq!(unknown.header("x-meridian-region"), "test-region");
+    assert_eq!(unknown.header("x-request-id").len(), 32);
+    assert_eq!(mock.requests().await, 0);
+}
+
+#[tokio::test]
+async fn upstream_client_errors_are_passed_through_not_retried() {
+    let mock = Mock::start(&[]).await;
+    mock.behave(json!({"error_rate": 1.0, "error_status": 422}))
+        .await;
+    let node = node_with_key(&mock, "").await;
+    let answer = node.chat(chat_body("m"), KEY).await;
+    assert_eq!(answer.status, 422);
+    assert_eq!(answer.header("x-meridian-upstream"), "a");
+    assert_eq!(mock.requests().await, 1);
+}
+
+#[tokio::test]
+async fn all_upstreams_rate_limited_gives_429_with_retry_after() {
+    let mock = Mock::start(&[]).await;
+    mock.behave(json!({"rate_limit_rate": 1.0, "retry_after_s": 9}))
+        .await;
+    let node = node_with_key(&mock, "").await;
+    let answer = node.chat(chat_body("m"), KEY).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.header("retry-after"), "9");
+    assert_eq!(answer.error()["type"], "rate_limit_error");
+    assert!(
+        answer.error()["message"]
+            .as_str()
+            .unwrap()
+            .contains("a/x: HTTP 429")
+    );
+}
+
+#[tokio::test]
+async fn all_upstreams_failing_gives_502_naming_the_attempts() {
+    let mock = Mock::start(&[]).await;
+    mock.behave(json!({"error_rate": 1.0, "error_status": 503}))
+        .await;
+    let node = node_with_key(&mock, "").await;
+    let answer = node.chat(chat_body("m"), KEY).await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.header("x-meridian-attempts"), "1");
+    let message = answer.error()["message"].as_str().unwrap().to_owned();
+    assert!(message.contains("a/x: HTTP 503"), "{message}");
+}
+
+#[tokio::test]
+async fn all_upstreams_stalled_gives_504() {
+    let mock = Mock::start(&[]).await;
+    mock.behave(json!({"stall": true})).await;
+    let node = node_with_key(&mock, "").await;
+    let answer = node.chat(chat_body("m"), KEY).await;
+    assert_eq!(answer.status, 504);
+    assert_eq!(answer.error()["code"], "upstream_timeout");
+}
+
+#[tokio::test]
+async fn a_route_without_usable_upstreams_gives_503_and_not_ready() {
+    let config = "[[upstreams]]\nid = \"keyless\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"TEST_UNSET_PROVIDER_KEY\"\n\n[[routes]]\nmodel = \"m\"\ntiers = [[{ upstream = \"keyless\", model = \"x\" }]]\n";
+    let node = Node::start(config, &[]).await;
+    let answer = node.chat(chat_body("m"), &[]).await;
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.error()["code"], "no_usable_upstream");
+    assert_eq!(node.admin_get("/readyz", &[]).await.status, 503);
+}
+
+#[tokio::test]
+async fn overload_gives_429_with_retry_after() {
+    let mock = Mock::start(&[]).await;
+    mock.behave(json!({"stall": true})).await;
+    let node = node_with_key(&mock, "[proxy]\nmax_in_flight = 1\n\n").await;
+    // The first request holds the only slot for its 300 ms first-byte timeout.
+    let slow = node.chat(chat_body("m"), KEY);
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        node.chat(chat_body("m"), KEY).await
+    };
+    let (_, second) = tokio::join!(slow, second);
+    assert_eq!(second.status, 429);
+    assert_eq!(second.error()["code"], "overloaded");
+    assert_eq!(second.header("retry-after"), "1");
+}
+
+#[tokio::test]
+async fn the_admin_api_wants_its_token() {
+    let mock = Mock::start(&[]).await;
+    let config = format!(
+        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
+        upstream("a", &mock)
+    );
+    let node = Node::start(&config, &[("MERIDIAN_ADMIN_TOKEN", "admin-secret")]).await;
+    assert_eq!(node.admin_get("/admin/v1/health", &[]).await.status, 401);
+    assert_eq!(
+        node.admin_get("/admin/v1/health", &[("authorization", "Bearer nope")])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        node.admin_get(
+            "/admin/v1/health",
+            &[("authorization", "Bearer admin-secret")]
+        )
+        .await
+        .status,
+        200
+    );
+    // Probes stay open for load balancers and GeoDNS.
+    assert_eq!(node.admin_get("/readyz", &[]).await.status, 200);
+}
