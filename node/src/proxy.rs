@@ -31,7 +31,7 @@ use crate::health::{HealthSink, Outcome, Sample};
 use crate::relay::{OnStreamEnd, Relay, StreamEnd};
 use crate::request_body::{probe, splice};
 use crate::routing::{Endpoint, InFlight, Route, RoutingSnapshot, Target};
-use crate::select::{self, Policy, TargetStats};
+use crate::select::Policy;
 use crate::usage::{self, Usage};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -253,19 +253,7 @@ impl Proxy {
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
         let deadline = started + route.request_timeout;
-        let plan = {
-            let stats: Vec<Vec<TargetStats>> = route
-                .tiers
-                .iter()
-                .map(|tier| tier.iter().map(|t| self.stats(t)).collect())
-                .collect();
-            select::plan(
-                &stats,
-                &self.policy,
-                route.max_attempts as usize,
-                &mut rand::rng(),
-            )
-        };
+        let plan = route.plan(&self.policy, &mut rand::rng());
         if plan.is_empty() {
             return Err(ProxyError::NoUsableUpstream(route.name.to_string()).into());
         }
@@ -335,19 +323,6 @@ impl Proxy {
             }
         };
         Err(Failed { error, attempts })
-    }
-
-    fn stats(&self, target: &Target) -> TargetStats {
-        let live = &target.upstream.live;
-        let summary = live.summary.load();
-        TargetStats {
-            usable: target.upstream.usable(),
-            p99_ms: (summary.ttfb_ms.count >= self.policy.min_samples)
-                .then_some(summary.ttfb_ms.p99),
-            in_flight: live.in_flight.load(Ordering::Relaxed),
-            error_rate: summary.error_rate,
-            attempts: summary.attempts,
-        }
     }
 
     /// One attempt at one target. On success the answer is ready to send.

@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::auth::{KeyRing, hash_key};
 use crate::health::WindowSummary;
 use crate::request_body::json_string;
+use crate::select::{self, Pick, Policy, TargetStats};
 use crate::upstream::{self, UpstreamClient};
 
 /// The OpenAI endpoints Meridian proxies.
@@ -156,7 +157,32 @@ pub struct Route {
     pub request_timeout: Duration,
 }
 
+impl Target {
+    /// What the selector needs to know about this target right now.
+    pub fn stats(&self, policy: &Policy) -> TargetStats {
+        let live = &self.upstream.live;
+        let summary = live.summary.load();
+        TargetStats {
+            usable: self.upstream.usable(),
+            p99_ms: (summary.ttfb_ms.count >= policy.min_samples).then_some(summary.ttfb_ms.p99),
+            in_flight: live.in_flight.load(Ordering::Relaxed),
+            error_rate: summary.error_rate,
+            attempts: summary.attempts,
+        }
+    }
+}
+
 impl Route {
+    /// The targets to try, in order: `select::plan` over each target's live figures.
+    pub fn plan(&self, policy: &Policy, rng: &mut impl rand::Rng) -> Vec<Pick> {
+        let stats: Vec<Vec<TargetStats>> = self
+            .tiers
+            .iter()
+            .map(|tier| tier.iter().map(|t| t.stats(policy)).collect())
+            .collect();
+        select::plan(&stats, policy, self.max_attempts as usize, rng)
+    }
+
     /// Whether any target can be used from this node.
     pub fn usable(&self) -> bool {
         self.tiers.iter().flatten().any(|t| t.upstream.usable())

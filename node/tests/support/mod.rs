@@ -63,6 +63,8 @@ async fn first_line(child: &mut Child) -> String {
 pub struct Mock {
     pub api: String,
     pub control: String,
+    /// Whether its data plane speaks TLS (started with `--tls-cert`).
+    pub tls: bool,
     _child: Child,
 }
 
@@ -89,13 +91,15 @@ impl Mock {
         Mock {
             api: v["api"].as_str().unwrap().to_owned(),
             control: v["control"].as_str().unwrap().to_owned(),
+            tls: v["tls"].as_bool().unwrap_or(false),
             _child: child,
         }
     }
 
-    /// Base URL for a meridian upstream.
+    /// Base URL for a meridian upstream (`https://` when the mock speaks TLS).
     pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.api)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}/v1", self.api)
     }
 
     pub async fn behave(&self, behavior: Value) {

@@ -1,0 +1,130 @@
+//! `https://` upstreams through rustls: a `meridian-mock` serving TLS with a
+//! certificate from a private CA, trusted through the upstream's `ca_file`
+//! and distrusted under another CA, so we know verification really happens.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::json;
+use support::{Mock, Node, chat_body};
+
+/// A private CA, written to `dir/<name>-ca.pem`.
+struct Ca {
+    pem: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(dir: &Path, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let pem = dir.join(format!("{name}-ca.pem"));
+        std::fs::write(&pem, cert.pem()).unwrap();
+        Ca {
+            pem,
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for `127.0.0.1` and `localhost`, as PEM files
+    /// in `dir`: (certificate, key).
+    fn server_cert(&self, dir: &Path) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server-key.pem"));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (
+            cert_path.to_str().unwrap().to_owned(),
+            key_path.to_str().unwrap().to_owned(),
+        )
+    }
+}
+
+/// An upstream section for `mock` trusting the CA file `ca`.
+fn tls_upstream(id: &str, mock: &Mock, ca: &Path) -> String {
+    format!(
+        "[[upstreams]]\nid = \"{id}\"\nbase_url = \"{}\"\nca_file = \"{}\"\n\n",
+        mock.base_url(),
+        ca.display()
+    )
+}
+
+#[tokio::test]
+async fn https_upstream_is_verified_against_its_ca_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new(dir.path(), "private");
+    let stranger = Ca::new(dir.path(), "stranger");
+    let (cert, key) = ca.server_cert(dir.path());
+    let mock = Mock::start(&["--tls-cert", &cert, "--tls-key", &key]).await;
+    assert!(mock.tls && mock.base_url().starts_with("https://127.0.0.1:"));
+    mock.behave(json!({"chunks": 4})).await;
+    let config = format!(
+        "{}{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"tls\", model = \"tls-model\" }}]]\n\n[[routes]]\nmodel = \"bad\"\ntiers = [[{{ upstream = \"wrong-ca\", model = \"x\" }}]]\n",
+        tls_upstream("tls", &mock, &ca.pem),
+        tls_upstream("wrong-ca", &mock, &stranger.pem),
+    );
+    let node = Node::start(&config, &[]).await;
+
+    let answer = node.chat(chat_body("m"), &[]).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.json()["model"], "tls-model");
+    assert_eq!(answer.header("x-meridian-upstream"), "tls");
+
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let (status, headers, frames) = node.chat_stream(body).await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-meridian-upstream"], "tls");
+    let text: String = frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert_eq!(text.matches("chat.completion.chunk").count(), 5, "{text}");
+    assert!(text.contains("\"usage\""), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+
+    let stats = mock.stats().await;
+    assert_eq!(stats["requests"], 2, "{stats}");
+    assert_eq!(stats["outcomes"]["ok"], 2, "{stats}");
+    assert_eq!(stats["by_model"]["tls-model"], 2, "{stats}");
+    // The node offers h2 and http/1.1 by ALPN; the mock prefers h2.
+    assert_eq!(stats["by_version"], json!({"HTTP/2": 2}), "{stats}");
+
+    // Under another CA the handshake fails: 502, naming the certificate.
+    let answer = node.chat(chat_body("bad"), &[]).await;
+    assert_eq!(
+        answer.status,
+        502,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let error = answer.error();
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("wrong-ca") && message.contains("certificate"),
+        "{message}"
+    );
+    assert_eq!(error["code"], "upstream_error");
+    assert_eq!(
+        mock.requests().await,
+        2,
+        "a request went through an unverified connection"
+    );
+}
