@@ -4,5 +4,6 @@
 //! parse and validate the same shapes the same way.
 
 pub mod config;
+pub mod state;
 
 pub use config::{Config, ConfigError};

@@ -1,0 +1,389 @@
+//! The replicated cluster state and the commands that change it.
+//!
+//! Every node applies the same committed commands in the same order, so
+//! [`ClusterState::apply`] must be deterministic: no clock, no I/O, no
+//! randomness, and the same validation as a configuration file. A command that
+//! would leave the state inconsistent (a route to an unknown upstream, an
+//! upstream still used by a route) is answered with a rejection and changes
+//! nothing. The admin API validates before proposing, so a rejection here
+//! only happens when two conflicting writes race.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, RouteConfig, UpstreamConfig};
+
+/// A cluster member as Raft records it: where to reach it and what it serves.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Raft over QUIC address, `host:port`.
+    pub raft_addr: String,
+    /// Admin API address, `host:port`, for operators and forwarding.
+    pub admin_addr: String,
+    /// The region it serves.
+    pub region: String,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ({}, admin {})",
+            self.raft_addr, self.region, self.admin_addr
+        )
+    }
+}
+
+/// A client key as the cluster stores it: its holder and a SHA-256 digest in
+/// lowercase hex. The key itself never enters the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Who holds the key.
+    pub name: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+/// A change to the replicated state; one Raft log entry each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    /// The upstreams, routes and keys of the bootstrap configuration. Applied
+    /// once, when the cluster is new; ignored after that.
+    Seed {
+        /// Upstreams of the seed file.
+        upstreams: Vec<UpstreamConfig>,
+        /// Routes of the seed file.
+        routes: Vec<RouteConfig>,
+        /// Client keys of the seed file, hashed.
+        keys: Vec<KeyRecord>,
+    },
+    /// Add or replace an upstream.
+    PutUpstream(UpstreamConfig),
+    /// Remove an upstream no route uses.
+    DeleteUpstream {
+        /// Its id.
+        id: String,
+    },
+    /// Add or replace a route.
+    PutRoute(RouteConfig),
+    /// Remove a route.
+    DeleteRoute {
+        /// Its model name.
+        model: String,
+    },
+    /// Add or replace a client key.
+    PutKey(KeyRecord),
+    /// Remove a client key.
+    DeleteKey {
+        /// Its holder's name.
+        name: String,
+    },
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResponse {
+    /// Applied; `changed` is false when the state already was so.
+    Applied {
+        /// Whether anything changed.
+        changed: bool,
+    },
+    /// Refused; nothing changed.
+    Rejected {
+        /// The offending field.
+        field: String,
+        /// Why.
+        message: String,
+    },
+}
+
+impl CommandResponse {
+    fn rejected(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Rejected {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything the cluster agrees on.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Whether the seed has been applied.
+    pub seeded: bool,
+    /// Upstreams by id.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes by model name.
+    pub routes: BTreeMap<String, RouteConfig>,
+    /// Client keys by holder name.
+    pub keys: BTreeMap<String, KeyRecord>,
+}
+
+impl ClusterState {
+    /// Applies one committed command. Deterministic: the same state and
+    /// command give the same result on every node.
+    pub fn apply(&mut self, command: &Command) -> CommandResponse {
+        match command {
+            Command::Seed {
+                upstreams,
+                routes,
+                keys,
+            } => {
+                if self.seeded {
+                    return CommandResponse::Applied { changed: false };
+                }
+                let mut next = ClusterState {
+                    seeded: true,
+                    ..ClusterState::default()
+                };
+                for u in upstreams {
+                    next.upstreams.insert(u.id.clone(), u.clone());
+                }
+                for r in routes {
+                    next.routes.insert(r.model.clone(), r.clone());
+                }
+                for k in keys {
+                    next.keys.insert(k.name.clone(), k.clone());
+                }
+                if let Err((field, message)) = next.check() {
+                    return CommandResponse::rejected(field, message);
+                }
+                *self = next;
+                CommandResponse::Applied { changed: true }
+            }
+            Command::PutUpstream(u) => {
+                if let Err(e) = u.validate("upstream") {
+                    return CommandResponse::rejected(e.field, e.message);
+                }
+                let changed = self.upstreams.get(&u.id) != Some(u);
+                self.upstreams.insert(u.id.clone(), u.clone());
+                CommandResponse::Applied { changed }
+            }
+            Command::DeleteUpstream { id } => {
+                let users: Vec<&str> = self
+                    .routes
+                    .values()
+                    .filter(|r| r.tiers.iter().flatten().any(|t| &t.upstream == id))
+                    .map(|r| r.model.as_str())
+                    .collect();
+                if !users.is_empty() {
+                    return CommandResponse::rejected(
+                        "id",
+                        format!("upstream `{id}` is used by routes: {}", users.join(", ")),
+                    );
+                }
+                CommandResponse::Applied {
+                    changed: self.upstreams.remove(id).is_some(),
+                }
+            }
+            Command::PutRoute(r) => {
+                if let Err(e) = r.validate("route", |id| self.upstreams.contains_key(id)) {
+                    return CommandResponse::rejected(e.field, e.message);
+                }
+                let changed = self.routes.get(&r.model) != Some(r);
+                self.routes.insert(r.model.clone(), r.clone());
+                CommandResponse::Applied { changed }
+            }
+            Command::DeleteRoute { model } => CommandResponse::Applied {
+                changed: self.routes.remove(model).is_some(),
+            },
+            Command::PutKey(k) => {
+                if let Err(message) = check_key(k) {
+                    return CommandResponse::rejected("key", message);
+                }
+                let changed = self.keys.get(&k.name) != Some(k);
+                self.keys.insert(k.name.clone(), k.clone());
+                CommandResponse::Applied { changed }
+            }
+            Command::DeleteKey { name } => CommandResponse::Applied {
+                changed: self.keys.remove(name).is_some(),
+            },
+        }
+    }
+
+    /// Checks the whole state for consistency, naming the first problem.
+    fn check(&self) -> Result<(), (String, String)> {
+        for (id, u) in &self.upstreams {
+            u.validate(&format!("upstreams.{id}"))
+                .map_err(|e| (e.field, e.message))?;
+        }
+        for (model, r) in &self.routes {
+            r.validate(&format!("routes.{model}"), |id| {
+                self.upstreams.contains_key(id)
+            })
+            .map_err(|e| (e.field, e.message))?;
+        }
+        for k in self.keys.values() {
+            check_key(k).map_err(|m| (format!("keys.{}", k.name), m))?;
+        }
+        Ok(())
+    }
+
+    /// This state as the `[[upstreams]]` and `[[routes]]` of a node's
+    /// configuration, so the data plane is built the same way from a file or
+    /// from the cluster.
+    pub fn overlay(&self, local: &Config) -> Config {
+        let mut config = local.clone();
+        config.upstreams = self.upstreams.values().cloned().collect();
+        config.routes = self.routes.values().cloned().collect();
+        config.keys.clear();
+        config
+    }
+}
+
+fn check_key(k: &KeyRecord) -> Result<(), String> {
+    let names_ok = !k.name.is_empty() && k.name.len() <= 64;
+    let hash_ok = k.sha256.len() == 64
+        && k.sha256
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+    match (names_ok, hash_ok) {
+        (false, _) => Err("name must be 1 to 64 characters".into()),
+        (_, false) => Err("sha256 must be 64 lowercase hex digits".into()),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::config::TargetConfig;
+
+    fn upstream(id: &str) -> UpstreamConfig {
+        UpstreamConfig {
+            id: id.into(),
+            base_url: format!("https://{id}.example/v1"),
+            region: "r".into(),
+            api_key_env: Some("K".into()),
+            api_key_file: None,
+            auth: Default::default(),
+            http2: false,
+            ca_file: None,
+        }
+    }
+
+    fn route(model: &str, upstream: &str) -> RouteConfig {
+        RouteConfig {
+            model: model.into(),
+            tiers: vec![vec![TargetConfig {
+                upstream: upstream.into(),
+                model: "x".into(),
+                input_per_mtok: 0.0,
+                output_per_mtok: 0.0,
+            }]],
+            max_attempts: None,
+            first_byte_timeout_ms: None,
+            request_timeout_ms: None,
+        }
+    }
+
+    fn key(name: &str) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    fn rejected(r: CommandResponse) -> String {
+        match r {
+            CommandResponse::Rejected { field, .. } => field,
+            other => panic!("expected a rejection, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn seed_applies_once() {
+        let mut s = ClusterState::default();
+        let seed = Command::Seed {
+            upstreams: vec![upstream("a")],
+            routes: vec![route("m", "a")],
+            keys: vec![key("app")],
+        };
+        assert_eq!(s.apply(&seed), CommandResponse::Applied { changed: true });
+        s.apply(&Command::DeleteRoute { model: "m".into() });
+        assert_eq!(s.apply(&seed), CommandResponse::Applied { changed: false });
+        assert!(
+            s.routes.is_empty(),
+            "a second seed must not resurrect deleted routes"
+        );
+    }
+
+    #[test]
+    fn routes_need_their_upstreams() {
+        let mut s = ClusterState::default();
+        assert_eq!(
+            rejected(s.apply(&Command::PutRoute(route("m", "a")))),
+            "route.tiers[0][0].upstream"
+        );
+        s.apply(&Command::PutUpstream(upstream("a")));
+        assert_eq!(
+            s.apply(&Command::PutRoute(route("m", "a"))),
+            CommandResponse::Applied { changed: true }
+        );
+        assert_eq!(
+            s.apply(&Command::PutRoute(route("m", "a"))),
+            CommandResponse::Applied { changed: false }
+        );
+        let before = s.clone();
+        assert_eq!(
+            rejected(s.apply(&Command::DeleteUpstream { id: "a".into() })),
+            "id"
+        );
+        assert_eq!(s, before, "a rejected command changes nothing");
+        s.apply(&Command::DeleteRoute { model: "m".into() });
+        assert_eq!(
+            s.apply(&Command::DeleteUpstream { id: "a".into() }),
+            CommandResponse::Applied { changed: true }
+        );
+    }
+
+    #[test]
+    fn invalid_upstreams_and_keys_are_rejected() {
+        let mut s = ClusterState::default();
+        let mut bad = upstream("a");
+        bad.base_url = "ftp://x".into();
+        assert_eq!(
+            rejected(s.apply(&Command::PutUpstream(bad))),
+            "upstream.base_url"
+        );
+        let mut k = key("app");
+        k.sha256 = "not-hex".into();
+        assert_eq!(rejected(s.apply(&Command::PutKey(k))), "key");
+        assert_eq!(s, ClusterState::default());
+    }
+
+    #[test]
+    fn a_bad_seed_changes_nothing() {
+        let mut s = ClusterState::default();
+        let seed = Command::Seed {
+            upstreams: vec![],
+            routes: vec![route("m", "missing")],
+            keys: vec![],
+        };
+        assert!(matches!(s.apply(&seed), CommandResponse::Rejected { .. }));
+        assert!(!s.seeded);
+    }
+
+    #[test]
+    fn apply_is_deterministic() {
+        let commands = vec![
+            Command::PutUpstream(upstream("a")),
+            Command::PutUpstream(upstream("b")),
+            Command::PutRoute(route("m", "a")),
+            Command::PutKey(key("k")),
+            Command::DeleteUpstream { id: "a".into() },
+            Command::PutRoute(route("m", "b")),
+            Command::DeleteUpstream { id: "a".into() },
+        ];
+        let run = || {
+            let mut s = ClusterState::default();
+            let out: Vec<_> = commands.iter().map(|c| s.apply(c)).collect();
+            (s, out)
+        };
+        assert_eq!(run(), run());
+    }
+}
