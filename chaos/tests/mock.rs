@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -11,20 +12,24 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A spawned mock, killed on drop.
 struct Mock {
     child: Child,
     api: SocketAddr,
     control: SocketAddr,
+    /// What the address line says about the data plane.
+    tls: bool,
     client: HttpClient,
 }
 
@@ -47,6 +52,7 @@ impl Mock {
         Mock {
             api: addr("api"),
             control: addr("control"),
+            tls: addrs["tls"].as_bool().unwrap(),
             child,
             client: client(false),
         }
@@ -98,13 +104,16 @@ fn client(http2: bool) -> HttpClient {
         .build_http()
 }
 
-async fn send(
-    client: &HttpClient,
+async fn send<C>(
+    client: &Client<C, Full<Bytes>>,
     method: Method,
     url: &str,
     body: Option<Value>,
     authorization: Option<&str>,
-) -> Response<Incoming> {
+) -> Response<Incoming>
+where
+    C: Connect + Clone + Send + Sync + 'static,
+{
     let mut request = Request::builder().method(method).uri(url);
     if let Some(value) = authorization {
         request = request.header(header::AUTHORIZATION, value);
@@ -174,6 +183,7 @@ fn sse_events(frames: &[(String, Duration)]) -> Vec<Value> {
 #[tokio::test]
 async fn plain_chat_answers_in_openai_shape() {
     let mock = Mock::start(&[]).await;
+    assert!(!mock.tls);
     let response = mock.chat(hello("gpt-test")).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
@@ -427,6 +437,7 @@ async fn stats_count_outcomes_models_and_paths_then_reset() {
     assert_eq!(stats["outcomes"]["error"], 1);
     assert_eq!(stats["by_model"], json!({"a": 2, "b": 2}));
     assert_eq!(stats["by_path"], json!({"/v1/chat/completions": 4}));
+    assert_eq!(stats["by_version"], json!({"HTTP/1": 4}));
     assert_eq!(stats["last_authorization_seen"], false);
 
     let (status, behavior) = mock.control(Method::POST, "/_mock/reset", None).await;
@@ -541,4 +552,150 @@ async fn sigterm_exits_cleanly() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+/// A private CA and a server certificate it signed for `127.0.0.1` and
+/// `localhost`, as PEM files in `dir`: (CA, certificate, key).
+fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    let paths = (
+        dir.join("ca.pem"),
+        dir.join("cert.pem"),
+        dir.join("key.pem"),
+    );
+    std::fs::write(&paths.0, ca.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// A client trusting only the CA in `ca`, offering ALPN `h2` and
+/// `http/1.1`, or only `http/1.1`.
+fn tls_client(ca: &Path, offer_h2: bool) -> HttpsClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(
+        rustls::crypto::ring::default_provider().into(),
+    )
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1();
+    let connector = if offer_h2 {
+        builder.enable_http2().build()
+    } else {
+        builder.build()
+    };
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+#[tokio::test]
+async fn tls_serves_what_alpn_picked_and_keeps_control_plain() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mock = Mock::start(&["--tls-cert", cert, "--tls-key", key]).await;
+    assert!(mock.tls);
+    mock.patch(json!({"chunks": 3})).await;
+    let url = format!("https://localhost:{}/v1/chat/completions", mock.api.port());
+
+    for (offer_h2, version) in [(true, Version::HTTP_2), (false, Version::HTTP_11)] {
+        let client = tls_client(&ca, offer_h2);
+        let response = send(&client, Method::POST, &url, Some(hello("m")), None).await;
+        assert_eq!(response.version(), version);
+        assert_eq!(json_of(response).await["object"], "chat.completion");
+
+        let mut request = hello("m");
+        request["stream"] = json!(true);
+        let response = send(&client, Method::POST, &url, Some(request), None).await;
+        assert_eq!(response.version(), version);
+        let (frames, failed) = read_frames(response).await;
+        assert!(!failed, "version {version:?}");
+        assert_eq!(sse_events(&frames).len(), 4, "version {version:?}");
+    }
+
+    // Plain HTTP to the TLS port gets no answer; the control plane is plain.
+    let plain = mock
+        .client
+        .request(
+            Request::post(mock.url("/v1/chat/completions"))
+                .body(Full::new(Bytes::from(hello("m").to_string())))
+                .unwrap(),
+        )
+        .await;
+    assert!(plain.is_err(), "a plain request was answered");
+    let stats = mock.stats().await;
+    assert_eq!(stats["outcomes"]["ok"], 4);
+    assert_eq!(stats["by_version"], json!({"HTTP/1": 2, "HTTP/2": 2}));
+}
+
+#[tokio::test]
+async fn refuse_closes_and_reopens_the_tls_listener() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = tls_files(dir.path());
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mock = Mock::start(&["--tls-cert", cert, "--tls-key", key]).await;
+    let url = format!("https://127.0.0.1:{}/v1/chat/completions", mock.api.port());
+    let client = tls_client(&ca, true);
+    let response = send(&client, Method::POST, &url, Some(hello("m")), None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    mock.patch(json!({"refuse": true})).await;
+    let connect = tokio::net::TcpStream::connect(mock.api).await;
+    assert!(connect.is_err(), "connected while refusing");
+
+    mock.patch(json!({"refuse": false})).await;
+    let fresh = tls_client(&ca, true);
+    let response = send(&fresh, Method::POST, &url, Some(hello("m")), None).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.version(), Version::HTTP_2);
+}
+
+#[tokio::test]
+async fn unusable_tls_files_stop_the_start_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, _) = tls_files(dir.path());
+    let not_a_key = dir.path().join("not-a-key.pem");
+    std::fs::write(&not_a_key, "hello").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_meridian-mock"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&not_a_key)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(output.stdout.is_empty(), "it printed an address line");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not-a-key.pem") && stderr.contains("no PEM private key"),
+        "{stderr}"
+    );
+
+    // A certificate without its key is refused before anything starts.
+    let output = Command::new(env!("CARGO_BIN_EXE_meridian-mock"))
+        .arg("--tls-cert")
+        .arg(&cert)
+        .output()
+        .await
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-key"));
 }

@@ -201,6 +201,9 @@ impl Proxy {
         snapshot: &RoutingSnapshot,
         request_id: &HeaderValue,
     ) -> Result<Answered, Failed> {
+        // Authenticate before anything else, so an unauthenticated caller
+        // learns nothing, not even which models or paths exist.
+        let key = snapshot.keys.authenticate(req.headers())?;
         let path = req.uri().path();
         let endpoint = match (req.method(), path.trim_end_matches('/')) {
             (&Method::GET, "/v1/models") => return Ok(models(snapshot)),
@@ -217,7 +220,6 @@ impl Proxy {
                 }
             },
         };
-        let key = snapshot.keys.authenticate(req.headers())?;
 
         let limit = snapshot.proxy.max_in_flight;
         let admission = Admission(self.in_flight.clone());

@@ -17,7 +17,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use proto::config::{Config, ProxyConfig, UpstreamAuth, UpstreamConfig};
 use serde::Serialize;
 
-use crate::auth::{KeyRing, hash_key};
+use crate::auth::{KeyHash, KeyRing, hash_key};
 use crate::health::WindowSummary;
 use crate::request_body::json_string;
 use crate::select::{self, Pick, Policy, TargetStats};
@@ -234,28 +234,28 @@ impl Secrets for ProcessEnv {
 }
 
 impl RoutingSnapshot {
-    /// Builds a snapshot, reusing the upstreams of `previous` whose configuration
-    /// is unchanged. Client keys whose variable is unset are an error: a node
-    /// must not start accepting fewer clients than its operator configured.
+    /// Builds a snapshot from a configuration file, reusing the upstreams of
+    /// `previous` whose configuration is unchanged.
     pub fn build(
         config: &Config,
+        secrets: &dyn Secrets,
+        previous: Option<&RoutingSnapshot>,
+    ) -> Result<Self, BuildError> {
+        let keys = resolve_keys(config, secrets)?;
+        Self::build_with_keys(config, keys, secrets, previous)
+    }
+
+    /// Builds a snapshot whose client keys are already hashed, as the
+    /// replicated state holds them; `config.keys` is ignored.
+    pub fn build_with_keys(
+        config: &Config,
+        keys: Vec<(String, KeyHash)>,
         secrets: &dyn Secrets,
         previous: Option<&RoutingSnapshot>,
     ) -> Result<Self, BuildError> {
         let invalid = |field: String, message: String| BuildError::Invalid { field, message };
         let region = HeaderValue::from_str(&config.node.region)
             .map_err(|_| invalid("node.region".into(), "must be a header-safe string".into()))?;
-
-        let mut keys = Vec::new();
-        for (i, key) in config.keys.iter().enumerate() {
-            let value = secrets.env(&key.key_env).ok_or_else(|| {
-                invalid(
-                    format!("keys[{i}].key_env"),
-                    format!("environment variable {} is not set", key.key_env),
-                )
-            })?;
-            keys.push((key.name.clone(), hash_key(&value)));
-        }
 
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut by_id: HashMap<&str, Arc<Upstream>> = HashMap::new();
@@ -333,6 +333,29 @@ impl RoutingSnapshot {
     pub fn ready(&self) -> bool {
         self.routes.values().any(|r| r.usable())
     }
+}
+
+/// Hashes the client keys a configuration names, from the environment. A
+/// key whose variable is unset is an error: a node must not start accepting
+/// fewer clients than its operator configured.
+pub fn resolve_keys(
+    config: &Config,
+    secrets: &dyn Secrets,
+) -> Result<Vec<(String, KeyHash)>, BuildError> {
+    config
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let value = secrets
+                .env(&key.key_env)
+                .ok_or_else(|| BuildError::Invalid {
+                    field: format!("keys[{i}].key_env"),
+                    message: format!("environment variable {} is not set", key.key_env),
+                })?;
+            Ok((key.name.clone(), hash_key(&value)))
+        })
+        .collect()
 }
 
 fn models_body(config: &Config) -> Bytes {

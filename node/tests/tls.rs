@@ -8,7 +8,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::json;
 use support::{Mock, Node, chat_body};
 
@@ -23,6 +23,10 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        // Distinct names, so the stranger is not even a candidate issuer.
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("meridian test CA {name}"));
         let cert = params.self_signed(&key).unwrap();
         let pem = dir.join(format!("{name}-ca.pem"));
         std::fs::write(&pem, cert.pem()).unwrap();
@@ -118,7 +122,8 @@ async fn https_upstream_is_verified_against_its_ca_file() {
     let error = answer.error();
     let message = error["message"].as_str().unwrap();
     assert!(
-        message.contains("wrong-ca") && message.contains("certificate"),
+        message.contains("wrong-ca/x")
+            && message.contains("invalid peer certificate: UnknownIssuer"),
         "{message}"
     );
     assert_eq!(error["code"], "upstream_error");

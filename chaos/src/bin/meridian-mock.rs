@@ -1,13 +1,16 @@
 //! `meridian-mock`: an OpenAI-compatible fake provider with programmable
 //! faults, run as its own process by Meridian's integration tests,
-//! benchmarks and demos. It prints its bound addresses as one JSON line on
-//! stdout, then serves until SIGTERM or SIGINT.
+//! benchmarks and demos. It prints one JSON line on stdout,
+//! `{"api": ADDR, "control": ADDR, "tls": BOOL}`, then serves until SIGTERM
+//! or SIGINT.
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
-use chaos::mock::{Behavior, MockConfig, MockServer};
+use chaos::mock::{Behavior, MockConfig, MockServer, tls};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
@@ -33,6 +36,13 @@ struct Args {
     /// Behaviour at start and after POST /_mock/reset, as JSON.
     #[arg(long)]
     behavior: Option<String>,
+    /// Serve the data plane over TLS with this PEM certificate chain (leaf
+    /// first); the control plane stays plain HTTP.
+    #[arg(long, requires = "tls_key", value_name = "PEM")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert", value_name = "PEM")]
+    tls_key: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
@@ -50,6 +60,12 @@ fn main() -> anyhow::Result<()> {
         Some(json) => Behavior::from_json(json.as_bytes()).context("--behavior")?,
         None => Behavior::default(),
     };
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(tls::server_config(cert, key).context("--tls-cert/--tls-key")?)
+        }
+        _ => None,
+    };
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
         runtime.worker_threads(usize::from(threads));
@@ -58,10 +74,14 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run(args, behavior))
+    runtime.block_on(run(args, behavior, tls))
 }
 
-async fn run(args: Args, behavior: Behavior) -> anyhow::Result<()> {
+async fn run(
+    args: Args,
+    behavior: Behavior,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> anyhow::Result<()> {
     let config = MockConfig {
         listen: args.listen,
         control: args.control,
@@ -69,6 +89,7 @@ async fn run(args: Args, behavior: Behavior) -> anyhow::Result<()> {
         api_key: args.api_key,
         models: args.model_list,
         behavior,
+        tls,
     };
     let shutdown = shutdown_signal()?;
     let server = MockServer::start(config)
@@ -77,6 +98,7 @@ async fn run(args: Args, behavior: Behavior) -> anyhow::Result<()> {
     let line = serde_json::json!({
         "api": server.api_addr().to_string(),
         "control": server.control_addr().to_string(),
+        "tls": server.tls(),
     });
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").context("writing the address line")?;

@@ -42,7 +42,9 @@ pub async fn handle(
 ) -> Result<Response<Body>, MockError> {
     let endpoint = Endpoint::from_path(request.uri().path());
     let authorization = request.headers().get(header::AUTHORIZATION);
-    let n = shared.stats.begin(endpoint, authorization.is_some());
+    let n = shared
+        .stats
+        .begin(endpoint, request.version(), authorization.is_some());
 
     if let Some(expected) = &shared.authorization
         && authorization.map(HeaderValue::as_bytes) != Some(expected.as_bytes())

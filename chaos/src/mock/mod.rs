@@ -6,11 +6,12 @@
 //! The `meridian-mock` binary is a thin shell over [`MockServer`]; tests
 //! that prefer not to spawn a process can start one in-process.
 //!
-//! Data plane (HTTP/1.1 and h2c): `POST /v1/chat/completions`,
+//! Data plane (HTTP/1.1 and h2c, or over TLS with ALPN `h2`/`http/1.1` when
+//! [`MockConfig::tls`] is set): `POST /v1/chat/completions`,
 //! `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`.
-//! Control plane: `GET|PUT|PATCH /_mock/behavior` ([`Behavior`]),
-//! `GET /_mock/stats` ([`stats::Snapshot`]), `POST /_mock/reset`,
-//! `GET /_mock/healthz`.
+//! Control plane (always plain HTTP): `GET|PUT|PATCH /_mock/behavior`
+//! ([`Behavior`]), `GET /_mock/stats` ([`stats::Snapshot`]),
+//! `POST /_mock/reset`, `GET /_mock/healthz`.
 //!
 //! A data request is decided in this order: 401 without the key, 404/400 for
 //! a bad path or body, then (after the first-byte delay) 429 with
@@ -25,6 +26,7 @@ mod data;
 pub mod openai;
 mod server;
 pub mod stats;
+pub mod tls;
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,8 +34,10 @@ use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 pub use behavior::{Behavior, BehaviorError, Latency};
+pub use tls::TlsError;
 
 use server::{DataPlane, Running};
 use stats::Stats;
@@ -53,6 +57,9 @@ pub struct MockConfig {
     pub models: Vec<String>,
     /// The behaviour at start and after `POST /_mock/reset`.
     pub behavior: Behavior,
+    /// When set, the data plane speaks TLS with it ([`tls::server_config`]
+    /// builds one from PEM files).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for MockConfig {
@@ -65,6 +72,7 @@ impl Default for MockConfig {
             api_key: None,
             models: vec!["mock-model".to_owned()],
             behavior: Behavior::default(),
+            tls: None,
         }
     }
 }
@@ -114,11 +122,12 @@ impl MockServer {
             initial: config.behavior,
             stats: Stats::default(),
         });
-        let data = Arc::new(DataPlane::bind(config.listen, shared).await?);
+        let tls = config.tls.map(TlsAcceptor::from);
+        let data = Arc::new(DataPlane::bind(config.listen, shared, tls).await?);
         let listener = TcpListener::bind(config.control).await?;
         let control_addr = listener.local_addr()?;
         let plane = data.clone();
-        let control = server::serve(listener, move |request| {
+        let control = server::serve(listener, None, move |request| {
             control::handle(plane.clone(), request)
         });
         Ok(MockServer {
@@ -128,9 +137,15 @@ impl MockServer {
         })
     }
 
-    /// The data-plane address (the OpenAI base URL is `http://<it>/v1`).
+    /// The data-plane address (the OpenAI base URL is `http://<it>/v1`, or
+    /// `https://` when [`MockServer::tls`]).
     pub fn api_addr(&self) -> SocketAddr {
         self.data.addr
+    }
+
+    /// Whether the data plane speaks TLS.
+    pub fn tls(&self) -> bool {
+        self.data.tls()
     }
 
     /// The control-plane address.

@@ -1,5 +1,5 @@
-//! Listeners: the accept loop both planes share, and the data listener that
-//! closes and rebinds when `refuse` flips.
+//! Listeners: the accept loop both planes share (TLS optional), and the data
+//! listener that closes and rebinds when `refuse` flips.
 
 use std::future::Future;
 use std::io;
@@ -12,9 +12,11 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use super::behavior::{Behavior, BehaviorError};
 use super::body::{Body, MockError};
@@ -26,6 +28,9 @@ const MAX_H2_STREAMS: u32 = 4096;
 /// How often a rebind of the data address is tried before giving up (another
 /// process may hold the port for a moment).
 const REBIND_TRIES: u32 = 50;
+
+/// How long a client may take over its TLS handshake before it is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running accept loop. Dropping it closes the listener and every
 /// connection it accepted.
@@ -49,22 +54,29 @@ impl Drop for Running {
     }
 }
 
-/// Serves HTTP/1.1 and HTTP/2 (prior knowledge) on `listener` with `handler`.
-pub(crate) fn serve<H, F>(listener: TcpListener, handler: H) -> Running
+/// Serves HTTP/1.1 and HTTP/2 on `listener` with `handler`: in the clear
+/// (HTTP/2 by prior knowledge), or behind `tls` (whichever the client
+/// negotiated by ALPN; the server tells them apart by the HTTP/2 preface
+/// either way).
+pub(crate) fn serve<H, F>(listener: TcpListener, tls: Option<TlsAcceptor>, handler: H) -> Running
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, MockError>> + Send + 'static,
 {
     let (closed_tx, closed) = watch::channel(());
-    let task = tokio::spawn(accept_loop(listener, handler, closed));
+    let task = tokio::spawn(accept_loop(listener, tls, handler, closed));
     Running {
         task,
         _closed: closed_tx,
     }
 }
 
-async fn accept_loop<H, F>(listener: TcpListener, handler: H, closed: watch::Receiver<()>)
-where
+async fn accept_loop<H, F>(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    handler: H,
+    closed: watch::Receiver<()>,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Result<Response<Body>, MockError>> + Send + 'static,
 {
@@ -83,18 +95,48 @@ where
         let _ = stream.set_nodelay(true);
         let builder = builder.clone();
         let handler = handler.clone();
+        let tls = tls.clone();
         let mut closed = closed.clone();
         tokio::spawn(async move {
-            let connection = builder.serve_connection(TokioIo::new(stream), service_fn(handler));
             tokio::select! {
-                result = connection => {
-                    if let Err(e) = result {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                }
+                () = connection(stream, tls, &builder, handler) => {}
                 _ = closed.changed() => {}
             }
         });
+    }
+}
+
+/// Runs one accepted connection to its end, after the TLS handshake if any.
+async fn connection<H, F>(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    builder: &auto::Builder<TokioExecutor>,
+    handler: H,
+) where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, MockError>> + Send + 'static,
+{
+    let Some(acceptor) = tls else {
+        return serve_io(stream, builder, handler).await;
+    };
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => serve_io(stream, builder, handler).await,
+        Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!("TLS handshake timed out"),
+    }
+}
+
+async fn serve_io<I, H, F>(io: I, builder: &auto::Builder<TokioExecutor>, handler: H)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Body>, MockError>> + Send + 'static,
+{
+    let result = builder
+        .serve_connection(TokioIo::new(io), service_fn(handler))
+        .await;
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }
 
@@ -116,20 +158,35 @@ pub(crate) struct DataPlane {
     pub(crate) addr: SocketAddr,
     /// What data requests share.
     pub(crate) shared: Arc<Shared>,
+    /// Set when the data plane speaks TLS (kept across refusals).
+    tls: Option<TlsAcceptor>,
     running: Mutex<Option<Running>>,
 }
 
 impl DataPlane {
     /// Binds the data address (then closes it again if the behaviour refuses).
-    pub(crate) async fn bind(addr: SocketAddr, shared: Arc<Shared>) -> io::Result<Self> {
+    pub(crate) async fn bind(
+        addr: SocketAddr,
+        shared: Arc<Shared>,
+        tls: Option<TlsAcceptor>,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let running = (!shared.behavior().refuse).then(|| serve_data(listener, &shared));
-        Ok(DataPlane {
+        let mut plane = DataPlane {
             addr,
             shared,
-            running: Mutex::new(running),
-        })
+            tls,
+            running: Mutex::new(None),
+        };
+        if !plane.shared.behavior().refuse {
+            *plane.running.get_mut() = Some(plane.serve(listener));
+        }
+        Ok(plane)
+    }
+
+    /// Whether the data plane speaks TLS.
+    pub(crate) fn tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     /// Replaces the behaviour with `change(current)` and opens or closes the
@@ -142,7 +199,7 @@ impl DataPlane {
         let next = Arc::new(change(&self.shared.behavior())?);
         match (next.refuse, running.take()) {
             (true, Some(open)) => open.stop().await,
-            (false, None) => *running = Some(serve_data(self.rebind().await?, &self.shared)),
+            (false, None) => *running = Some(self.serve(self.rebind().await?)),
             (_, still) => *running = still,
         }
         self.shared.set_behavior(next.clone());
@@ -169,11 +226,11 @@ impl DataPlane {
             }
         }
     }
-}
 
-fn serve_data(listener: TcpListener, shared: &Arc<Shared>) -> Running {
-    let shared = shared.clone();
-    serve(listener, move |request| {
-        data::handle(shared.clone(), request)
-    })
+    fn serve(&self, listener: TcpListener) -> Running {
+        let shared = self.shared.clone();
+        serve(listener, self.tls.clone(), move |request| {
+            data::handle(shared.clone(), request)
+        })
+    }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+use http::Version;
 use serde::Serialize;
 
 /// Distinct model names counted one by one; later ones share [`OTHER_MODELS`],
@@ -14,6 +15,10 @@ const MAX_MODELS: usize = 1024;
 
 /// The bucket for models past [`MAX_MODELS`].
 const OTHER_MODELS: &str = "(other)";
+
+/// The names of `by_version`: HTTP/1.0 and 1.1 share the first (the mock
+/// serves HTTP/1 and HTTP/2 only).
+const VERSIONS: [&str; 2] = ["HTTP/1", "HTTP/2"];
 
 /// The data-plane endpoints, for routing and for `by_path`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,6 +120,7 @@ pub struct Stats {
     requests: AtomicU64,
     outcomes: [AtomicU64; Outcome::ALL.len()],
     by_path: [AtomicU64; Endpoint::ALL.len()],
+    by_version: [AtomicU64; VERSIONS.len()],
     by_model: RwLock<HashMap<Box<str>, AtomicU64>>,
     last_authorization_seen: AtomicBool,
 }
@@ -130,6 +136,9 @@ pub struct Snapshot {
     pub by_model: BTreeMap<String, u64>,
     /// Count per path (only paths seen).
     pub by_path: BTreeMap<&'static str, u64>,
+    /// Count per HTTP version, `HTTP/1` or `HTTP/2` (only versions seen),
+    /// so a test can tell what a client negotiated.
+    pub by_version: BTreeMap<&'static str, u64>,
     /// Whether the latest request carried an `Authorization` header (never its value).
     pub last_authorization_seen: bool,
 }
@@ -137,8 +146,10 @@ pub struct Snapshot {
 impl Stats {
     /// Counts a new data request and returns its number (0-based), which
     /// seeds its random draws.
-    pub fn begin(&self, endpoint: Endpoint, authorization_seen: bool) -> u64 {
+    pub fn begin(&self, endpoint: Endpoint, version: Version, authorization_seen: bool) -> u64 {
         self.by_path[endpoint as usize].fetch_add(1, Relaxed);
+        let version = usize::from(version == Version::HTTP_2);
+        self.by_version[version].fetch_add(1, Relaxed);
         self.last_authorization_seen
             .store(authorization_seen, Relaxed);
         self.requests.fetch_add(1, Relaxed)
@@ -176,6 +187,7 @@ impl Stats {
         self.outcomes
             .iter()
             .chain(&self.by_path)
+            .chain(&self.by_version)
             .for_each(|c| c.store(0, Relaxed));
         self.last_authorization_seen.store(false, Relaxed);
     }
@@ -201,6 +213,12 @@ impl Stats {
                 .map(|e| (e.path(), self.by_path[*e as usize].load(Relaxed)))
                 .filter(|(_, count)| *count > 0)
                 .collect(),
+            by_version: VERSIONS
+                .iter()
+                .zip(&self.by_version)
+                .map(|(name, count)| (*name, count.load(Relaxed)))
+                .filter(|(_, count)| *count > 0)
+                .collect(),
             last_authorization_seen: self.last_authorization_seen.load(Relaxed),
         }
     }
@@ -215,8 +233,8 @@ mod tests {
     #[test]
     fn counts_and_resets() {
         let stats = Stats::default();
-        assert_eq!(stats.begin(Endpoint::Chat, true), 0);
-        assert_eq!(stats.begin(Endpoint::Chat, false), 1);
+        assert_eq!(stats.begin(Endpoint::Chat, Version::HTTP_11, true), 0);
+        assert_eq!(stats.begin(Endpoint::Chat, Version::HTTP_2, false), 1);
         stats.model("a");
         stats.model("a");
         stats.outcome(Outcome::Cut);
@@ -224,6 +242,8 @@ mod tests {
         assert_eq!(snap.requests, 2);
         assert_eq!(snap.by_model["a"], 2);
         assert_eq!(snap.by_path["/v1/chat/completions"], 2);
+        assert_eq!(snap.by_version["HTTP/1"], 1);
+        assert_eq!(snap.by_version["HTTP/2"], 1);
         assert_eq!(snap.outcomes["cut"], 1);
         assert_eq!(snap.outcomes["ok"], 0);
         assert!(!snap.last_authorization_seen);
@@ -231,8 +251,8 @@ mod tests {
         stats.reset();
         let snap = stats.snapshot();
         assert_eq!(snap.requests, 0);
-        assert!(snap.by_model.is_empty() && snap.by_path.is_empty());
-        assert_eq!(stats.begin(Endpoint::Models, false), 0);
+        assert!(snap.by_model.is_empty() && snap.by_path.is_empty() && snap.by_version.is_empty());
+        assert_eq!(stats.begin(Endpoint::Models, Version::HTTP_11, false), 0);
     }
 
     #[test]
