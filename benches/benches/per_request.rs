@@ -1,0 +1,127 @@
+//! Micro-benchmarks of the work Meridian does per request before any byte
+//! goes upstream: client-key check, body probe and model rewrite, route
+//! lookup and target choice, and the usage scan of a stream chunk.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::HeaderMap;
+use meridian::routing::{RoutingSnapshot, Secrets};
+use meridian::select::Policy;
+use meridian::{request_body, usage};
+use rand::SeedableRng;
+use rand::rngs::SmallRng;
+
+struct Env;
+impl Secrets for Env {
+    fn env(&self, name: &str) -> Option<String> {
+        Some(format!("secret-for-{name}"))
+    }
+}
+
+/// 8 upstreams, 40 routes of two tiers of three targets: a large deployment.
+fn snapshot() -> RoutingSnapshot {
+    let mut toml = String::from(
+        "[node]\nid = 1\nregion = \"bench\"\n\n[[keys]]\nname = \"app\"\nkey_env = \"K\"\n\n",
+    );
+    for u in 0..8 {
+        toml += &format!(
+            "[[upstreams]]\nid = \"u{u}\"\nbase_url = \"https://u{u}.example/v1\"\napi_key_env = \"U{u}\"\n\n"
+        );
+    }
+    for r in 0..40 {
+        let t = |i: usize| {
+            format!(
+                "{{ upstream = \"u{}\", model = \"m{r}-{i}\", input_per_mtok = 0.1 }}",
+                (r + i) % 8
+            )
+        };
+        toml += &format!(
+            "[[routes]]\nmodel = \"route-{r}\"\ntiers = [[{}, {}, {}], [{}, {}, {}]]\n\n",
+            t(0),
+            t(1),
+            t(2),
+            t(3),
+            t(4),
+            t(5)
+        );
+    }
+    let config = proto::Config::from_toml(&toml).unwrap();
+    RoutingSnapshot::build(&config, &Env, None).unwrap()
+}
+
+fn chat_body(content_len: usize) -> Bytes {
+    let body = serde_json::json!({
+        "model": "route-17",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "x".repeat(content_len)}
+        ],
+        "temperature": 0.2,
+        "stream": false
+    });
+    Bytes::from(serde_json::to_vec(&body).unwrap())
+}
+
+fn route_and_choose(c: &mut Criterion) {
+    let snap = snapshot();
+    let policy = Policy::default();
+    let mut rng = SmallRng::seed_from_u64(1);
+    c.bench_function("route lookup + target plan (2 tiers x 3)", |b| {
+        b.iter(|| {
+            let route = snap.route(black_box("route-17")).unwrap();
+            black_box(route.plan(&policy, &mut rng))
+        })
+    });
+}
+
+fn body_rewrite(c: &mut Criterion) {
+    let snap = snapshot();
+    let target = &snap.route("route-17").unwrap().tiers[0][0];
+    let mut group = c.benchmark_group("probe + model rewrite");
+    for size in [200usize, 4_000, 100_000] {
+        let body = chat_body(size);
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(body.len()), &body, |b, body| {
+            b.iter(|| {
+                let probe = request_body::probe(black_box(body)).unwrap();
+                black_box(request_body::splice(
+                    body,
+                    probe.model_span,
+                    &target.model_json,
+                ))
+            })
+        });
+    }
+    group.finish();
+}
+
+fn client_key(c: &mut Criterion) {
+    let snap = snapshot();
+    let mut headers = HeaderMap::new();
+    headers.insert("authorization", "Bearer secret-for-K".parse().unwrap());
+    c.bench_function("client key check", |b| {
+        b.iter(|| black_box(snap.keys.authenticate(black_box(&headers)).unwrap()))
+    });
+}
+
+fn stream_usage_scan(c: &mut Criterion) {
+    let chunk = br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hello"},"finish_reason":null}]}
+
+"#;
+    c.bench_function("usage scan of a stream chunk", |b| {
+        b.iter(|| black_box(usage::from_sse(black_box(chunk))))
+    });
+}
+
+criterion_group!(
+    benches,
+    route_and_choose,
+    body_rewrite,
+    client_key,
+    stream_usage_scan
+);
+criterion_main!(benches);
