@@ -182,9 +182,13 @@ pub struct ProxyConfig {
     /// Attempts per request, across all tiers, unless the route says otherwise.
     #[serde(default = "default_max_attempts")]
     pub max_attempts: u32,
-    /// Idle keep-alive connections kept per upstream host.
+    /// Idle keep-alive connections kept per upstream host (per worker).
     #[serde(default = "default_pool_idle_per_host")]
     pub pool_idle_per_host: usize,
+    /// Data-plane threads, each with its own listener and upstream pools, so
+    /// a request never crosses threads; 0 means one per CPU.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 fn default_request_timeout_ms() -> u64 {
@@ -223,6 +227,7 @@ impl Default for ProxyConfig {
             max_in_flight: default_max_in_flight(),
             max_attempts: default_max_attempts(),
             pool_idle_per_host: default_pool_idle_per_host(),
+            workers: 0,
         }
     }
 }
@@ -397,7 +402,18 @@ impl Config {
 }
 
 impl ProxyConfig {
+    /// The number of data-plane threads: `workers`, or one per CPU.
+    pub fn worker_count(&self) -> usize {
+        match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
+        if self.workers > 1024 {
+            return Err(ConfigError::new("proxy.workers", "must be at most 1024"));
+        }
         let positive = [
             ("proxy.request_timeout_ms", self.request_timeout_ms),
             ("proxy.first_byte_timeout_ms", self.first_byte_timeout_ms),

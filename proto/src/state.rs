@@ -370,7 +370,7 @@ mod tests {
 
     #[test]
     fn apply_is_deterministic() {
-        let commands = vec![
+        let commands = [
             Command::PutUpstream(upstream("a")),
             Command::PutUpstream(upstream("b")),
             Command::PutRoute(route("m", "a")),

@@ -1,0 +1,177 @@
+//! The wire codec of Raft traffic between nodes.
+//!
+//! A frame is `u32 big-endian length | u8 version | body`, where the length
+//! counts the version byte and the body, and the body is bincode 2 (serde,
+//! standard configuration). The version byte is on every frame so that the
+//! encoding can be swapped (bincode 3.0.0 is an empty release) without
+//! guessing what a peer sent: a frame of an unknown version is refused, not
+//! misread. Everything here works on byte slices; reading a frame from a
+//! socket, with its size limit, lives with the transport.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// The encoding version this build writes and the only one it reads.
+pub const VERSION: u8 = 1;
+
+/// Bytes of the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Why a frame could not be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The value could not be encoded (a type serde cannot express in bincode).
+    #[error("cannot encode frame body: {0}")]
+    Encode(String),
+    /// The body is not a valid encoding of the expected type.
+    #[error("cannot decode frame body: {0}")]
+    Decode(String),
+    /// The frame was written by an encoding this build does not know.
+    #[error("unknown frame version {0} (this node speaks version {VERSION})")]
+    UnknownVersion(u8),
+    /// The frame ends before its body does, or has no version byte.
+    #[error("truncated frame")]
+    Truncated,
+    /// The body decoded but bytes were left over: the frame is corrupt.
+    #[error("{0} trailing bytes after the frame body")]
+    Trailing(usize),
+    /// The frame is larger than the receiver accepts (or than a `u32` counts).
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Declared or actual length of version byte and body.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+fn config() -> bincode::config::Configuration {
+    bincode::config::standard()
+}
+
+/// Encodes `value` as one whole frame: length prefix, version byte and body.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut frame = Vec::with_capacity(256);
+    frame.extend_from_slice(&[0; HEADER_LEN]);
+    frame.push(VERSION);
+    bincode::serde::encode_into_std_write(value, &mut frame, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    let len = frame.len() - HEADER_LEN;
+    let prefix = u32::try_from(len).map_err(|_| CodecError::TooLarge {
+        len,
+        max: u32::MAX as usize,
+    })?;
+    frame[..HEADER_LEN].copy_from_slice(&prefix.to_be_bytes());
+    Ok(frame)
+}
+
+/// Reads a length prefix and checks it against `max` before anyone allocates
+/// for the frame. Returns how many bytes (version byte and body) follow.
+pub fn frame_len(header: [u8; HEADER_LEN], max: usize) -> Result<usize, CodecError> {
+    let len = u32::from_be_bytes(header) as usize;
+    if len == 0 {
+        return Err(CodecError::Truncated);
+    }
+    if len > max {
+        return Err(CodecError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
+/// Decodes what follows a length prefix: the version byte and the body. The
+/// slice must hold exactly one body; a short or long one is refused.
+pub fn decode<T: DeserializeOwned>(frame_body_with_version: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = frame_body_with_version
+        .split_first()
+        .ok_or(CodecError::Truncated)?;
+    if version != VERSION {
+        return Err(CodecError::UnknownVersion(version));
+    }
+    let (value, used) = bincode::serde::decode_from_slice(body, config()).map_err(|e| match e {
+        bincode::error::DecodeError::UnexpectedEnd { .. } => CodecError::Truncated,
+        other => CodecError::Decode(other.to_string()),
+    })?;
+    match body.len() - used {
+        0 => Ok(value),
+        extra => Err(CodecError::Trailing(extra)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::state::{Command, CommandResponse};
+
+    fn split(frame: &[u8]) -> ([u8; HEADER_LEN], &[u8]) {
+        let (header, rest) = frame.split_at(HEADER_LEN);
+        (header.try_into().unwrap(), rest)
+    }
+
+    #[test]
+    fn round_trip() {
+        let command = Command::DeleteRoute {
+            model: "fast".into(),
+        };
+        let frame = encode(&command).unwrap();
+        let (header, rest) = split(&frame);
+        assert_eq!(frame_len(header, 1 << 20).unwrap(), rest.len());
+        assert_eq!(rest[0], VERSION);
+        assert_eq!(decode::<Command>(rest).unwrap(), command);
+
+        let response: Result<CommandResponse, String> =
+            Ok(CommandResponse::Applied { changed: true });
+        let frame = encode(&response).unwrap();
+        let back: Result<CommandResponse, String> = decode(split(&frame).1).unwrap();
+        assert_eq!(back, response);
+    }
+
+    #[test]
+    fn unknown_version_is_refused() {
+        let mut frame = encode(&7u64).unwrap();
+        frame[HEADER_LEN] = VERSION + 1;
+        assert!(matches!(
+            decode::<u64>(split(&frame).1),
+            Err(CodecError::UnknownVersion(2))
+        ));
+    }
+
+    #[test]
+    fn truncated_is_refused() {
+        let frame = encode(&"a string of some length".to_string()).unwrap();
+        let rest = split(&frame).1;
+        assert!(matches!(
+            decode::<String>(&rest[..rest.len() - 3]),
+            Err(CodecError::Truncated)
+        ));
+        assert!(matches!(decode::<String>(&[]), Err(CodecError::Truncated)));
+        assert!(matches!(
+            frame_len([0; HEADER_LEN], 10),
+            Err(CodecError::Truncated)
+        ));
+    }
+
+    #[test]
+    fn trailing_bytes_are_refused() {
+        let frame = encode(&1u8).unwrap();
+        let mut rest = split(&frame).1.to_vec();
+        rest.push(0);
+        assert!(matches!(decode::<u8>(&rest), Err(CodecError::Trailing(1))));
+    }
+
+    #[test]
+    fn oversize_is_refused() {
+        let frame = encode(&vec![0u8; 1000]).unwrap();
+        let (header, _) = split(&frame);
+        assert!(matches!(
+            frame_len(header, 100),
+            Err(CodecError::TooLarge { max: 100, .. })
+        ));
+        let huge = u32::MAX.to_be_bytes();
+        assert!(matches!(
+            frame_len(huge, 64 << 20),
+            Err(CodecError::TooLarge { .. })
+        ));
+    }
+}

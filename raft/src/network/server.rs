@@ -1,0 +1,102 @@
+//! The serving side: accept peers (the TLS handshake has already refused
+//! anyone without a CA-signed certificate), and answer each bidirectional
+//! stream's one request, a bounded number at a time per connection.
+
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use super::NetworkSettings;
+use super::frame::{FrameError, read_frame, write_frame};
+use super::rpc::{RaftRequest, RaftResponse, RpcHandler};
+use super::tls::peer_name;
+
+/// Accepts connections on `endpoint` until it is closed.
+pub(super) async fn serve<H: RpcHandler>(
+    endpoint: quinn::Endpoint,
+    handler: H,
+    settings: Arc<NetworkSettings>,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let handler = handler.clone();
+        let settings = settings.clone();
+        tokio::spawn(async move {
+            let remote = incoming.remote_address();
+            match incoming.await {
+                Ok(connection) => {
+                    let peer = peer_name(&connection).unwrap_or_else(|| remote.to_string());
+                    tracing::debug!(%peer, %remote, "raft peer connected");
+                    serve_connection(connection, handler, settings, peer).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%remote, %error, "raft peer refused at handshake");
+                }
+            }
+        });
+    }
+}
+
+async fn serve_connection<H: RpcHandler>(
+    connection: quinn::Connection,
+    handler: H,
+    settings: Arc<NetworkSettings>,
+    peer: String,
+) {
+    let limit = Arc::new(Semaphore::new(settings.max_concurrent_rpcs as usize));
+    loop {
+        let (send, recv) = match connection.accept_bi().await {
+            Ok(streams) => streams,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "raft peer disconnected");
+                return;
+            }
+        };
+        // Stop taking streams while the limit is reached; QUIC flow control
+        // (max_concurrent_bidi_streams) then holds the peer back.
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let handler = handler.clone();
+        let max = settings.max_frame;
+        let peer = peer.clone();
+        tokio::spawn(async move {
+            serve_stream(send, recv, handler, max, &peer).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_stream<H: RpcHandler>(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    handler: H,
+    max: usize,
+    peer: &str,
+) {
+    let response = match read_frame::<RaftRequest>(&mut recv, max).await {
+        Ok(request) => handler.handle(request).await,
+        Err(FrameError::Codec(error)) => {
+            tracing::warn!(%peer, %error, "bad raft request");
+            // Do not read the rest of an oversized or garbled request.
+            let _ = recv.stop(0u32.into());
+            RaftResponse::Failure(error.to_string())
+        }
+        Err(error) => {
+            tracing::debug!(%peer, %error, "raft stream broke before its request");
+            return;
+        }
+    };
+    let written = match write_frame(&mut send, &response, max).await {
+        Err(FrameError::Codec(error)) => {
+            tracing::warn!(%peer, %error, "raft response not sent");
+            write_frame(&mut send, &RaftResponse::Failure(error.to_string()), max).await
+        }
+        other => other,
+    };
+    match written {
+        Ok(()) => {
+            let _ = send.finish();
+        }
+        Err(error) => tracing::debug!(%peer, %error, "raft response lost"),
+    }
+}

@@ -1,0 +1,675 @@
+//! The Raft transport over real UDP sockets on localhost: who may talk
+//! (mutual TLS against the cluster CA), what failures look like to
+//! openraft, frame limits, and a three-node cluster on an in-memory store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::RPCError;
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder,
+    SnapshotMeta, StorageError, StoredMembership, Vote,
+};
+use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, Member};
+use raft::certs;
+use raft::network::frame::read_frame;
+use raft::network::tls::{ALPN, Identity};
+use raft::network::{
+    ForwardError, NetworkSettings, RaftRequest, RaftResponse, RpcHandler, TlsPaths, Transport,
+};
+use raft::types::Raft;
+use raft::{NodeId, TypeConfig};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------- helpers
+
+/// A cluster's certificates for nodes `n1`, `n2`, … naming 127.0.0.1.
+fn cluster_certs(nodes: usize) -> TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let nodes: Vec<_> = (1..=nodes)
+        .map(|n| (format!("n{n}"), vec!["127.0.0.1".to_string()]))
+        .collect();
+    certs::write_cluster(dir.path(), &nodes).unwrap();
+    dir
+}
+
+/// Trust the CA in `ca_dir`; be `name` as issued in `cert_dir`.
+fn paths(ca_dir: &Path, cert_dir: &Path, name: &str) -> TlsPaths {
+    TlsPaths {
+        ca: ca_dir.join("ca.pem"),
+        cert: cert_dir.join(format!("{name}.pem")),
+        key: cert_dir.join(format!("{name}.key")),
+    }
+}
+
+fn fast() -> NetworkSettings {
+    NetworkSettings {
+        connect_timeout: Duration::from_millis(500),
+        forward_timeout: Duration::from_secs(5),
+        backoff_min: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        ..NetworkSettings::default()
+    }
+}
+
+fn bind(tls: &TlsPaths, settings: NetworkSettings) -> Transport {
+    Transport::bind("127.0.0.1:0".parse().unwrap(), tls, settings).unwrap()
+}
+
+fn member(addr: SocketAddr) -> Member {
+    Member {
+        raft_addr: addr.to_string(),
+        admin_addr: String::new(),
+        region: "test".into(),
+    }
+}
+
+fn option() -> RPCOption {
+    RPCOption::new(Duration::from_secs(3))
+}
+
+fn vote_request() -> VoteRequest<NodeId> {
+    VoteRequest::new(Vote::new(1, 2), None)
+}
+
+/// Answers every request plainly and counts what reached it.
+#[derive(Clone, Default)]
+struct Recorder {
+    calls: Arc<AtomicUsize>,
+}
+
+impl Recorder {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl RpcHandler for Recorder {
+    async fn handle(&self, request: RaftRequest) -> RaftResponse {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        match request {
+            RaftRequest::AppendEntries(_) => {
+                RaftResponse::AppendEntries(Ok(AppendEntriesResponse::Success))
+            }
+            RaftRequest::Vote(rpc) => {
+                RaftResponse::Vote(Ok(VoteResponse::new(rpc.vote, None, true)))
+            }
+            RaftRequest::InstallSnapshot(rpc) => {
+                RaftResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: rpc.vote }))
+            }
+            RaftRequest::Forward(_) => {
+                RaftResponse::Forward(Ok(CommandResponse::Applied { changed: true }))
+            }
+        }
+    }
+}
+
+/// A server `n1` answering with a [`Recorder`].
+fn recorded_server(dir: &Path, settings: NetworkSettings) -> (Transport, Recorder, Member) {
+    let server = bind(&paths(dir, dir, "n1"), settings);
+    let recorder = Recorder::default();
+    server.serve(recorder.clone());
+    let member = member(server.local_addr().unwrap());
+    (server, recorder, member)
+}
+
+async fn client_to(transport: &Transport, target: &Member) -> raft::network::Connection {
+    transport.network(2).new_client(1, target).await
+}
+
+// ------------------------------------------------------------ who may talk
+
+#[tokio::test]
+async fn a_ca_signed_peer_completes_rpcs() {
+    let dir = cluster_certs(2);
+    let (_server, recorder, target) = recorded_server(dir.path(), fast());
+    let client = bind(&paths(dir.path(), dir.path(), "n2"), fast());
+    let mut connection = client_to(&client, &target).await;
+
+    let vote = connection.vote(vote_request(), option()).await.unwrap();
+    assert!(vote.vote_granted);
+    let appended = connection
+        .append_entries(
+            AppendEntriesRequest {
+                vote: Vote::new_committed(1, 2),
+                prev_log_id: None,
+                entries: vec![],
+                leader_commit: None,
+            },
+            option(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(appended, AppendEntriesResponse::Success);
+    let forwarded = client
+        .network(2)
+        .forward(&target, Command::DeleteRoute { model: "m".into() })
+        .await;
+    assert_eq!(forwarded, Ok(CommandResponse::Applied { changed: true }));
+    assert_eq!(recorder.calls(), 3);
+}
+
+#[tokio::test]
+async fn a_peer_signed_by_another_ca_is_refused() {
+    let ours = cluster_certs(1);
+    let theirs = cluster_certs(2);
+    let (_server, recorder, target) = recorded_server(ours.path(), fast());
+
+    // Trusts our CA (so it accepts the server) but presents a certificate
+    // from another CA: the server must refuse it.
+    let intruder = bind(&paths(ours.path(), theirs.path(), "n2"), fast());
+    let mut connection = client_to(&intruder, &target).await;
+    let refused = connection.vote(vote_request(), option()).await;
+    assert!(
+        matches!(refused, Err(RPCError::Unreachable(_))),
+        "{refused:?}"
+    );
+    // Refusals back off like failed dials: the next call fails at once.
+    let started = Instant::now();
+    let again = connection.vote(vote_request(), option()).await;
+    assert!(matches!(again, Err(RPCError::Unreachable(_))), "{again:?}");
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    // Wholly of another cluster: it does not trust our server either.
+    let stranger = bind(&paths(theirs.path(), theirs.path(), "n2"), fast());
+    let refused = client_to(&stranger, &target)
+        .await
+        .vote(vote_request(), option())
+        .await;
+    assert!(
+        matches!(refused, Err(RPCError::Unreachable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(recorder.calls(), 0, "no RPC may reach the server");
+}
+
+#[tokio::test]
+async fn a_peer_without_a_client_certificate_is_refused() {
+    let dir = cluster_certs(1);
+    let (_server, recorder, target) = recorded_server(dir.path(), fast());
+
+    // A well-behaved TLS client that trusts the cluster CA but has no
+    // certificate of its own.
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    for cert in CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+    ));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr: SocketAddr = target.raft_addr.parse().unwrap();
+
+    let attempt = async {
+        let connection = endpoint
+            .connect_with(config, addr, "127.0.0.1")
+            .unwrap()
+            .await?;
+        let (mut send, mut recv) = connection.open_bi().await?;
+        let frame = proto::codec::encode(&RaftRequest::Vote(vote_request())).unwrap();
+        send.write_all(&frame).await?;
+        send.finish()?;
+        let response: RaftResponse = read_frame(&mut recv, 1 << 20).await?;
+        Ok::<_, Box<dyn std::error::Error>>(response)
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .unwrap();
+    assert!(outcome.is_err(), "{outcome:?}");
+    assert_eq!(recorder.calls(), 0, "no RPC may reach the server");
+}
+
+// ---------------------------------------------------------- failure shapes
+
+#[tokio::test]
+async fn a_restarted_peer_is_redialled() {
+    let dir = cluster_certs(2);
+    let (server, recorder, target) = recorded_server(dir.path(), fast());
+    let client = bind(&paths(dir.path(), dir.path(), "n2"), fast());
+    let mut connection = client_to(&client, &target).await;
+    connection.vote(vote_request(), option()).await.unwrap();
+
+    server.close().await;
+    drop(server);
+    // The socket is freed once quinn's driver has seen the last handle go.
+    let mut restarted = None;
+    for _ in 0..50 {
+        match Transport::bind(
+            target.raft_addr.parse().unwrap(),
+            &paths(dir.path(), dir.path(), "n1"),
+            fast(),
+        ) {
+            Ok(t) => {
+                restarted = Some(t);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    let restarted = restarted.expect("the port is freed after close");
+    restarted.serve(recorder.clone());
+
+    let mut answered = false;
+    for _ in 0..30 {
+        if connection.vote(vote_request(), option()).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the restarted peer was never reached again");
+    assert_eq!(recorder.calls(), 2);
+}
+
+#[tokio::test]
+async fn an_unreachable_peer_is_reported_quickly() {
+    let dir = cluster_certs(2);
+    // A bound socket that never answers: the handshake can only time out.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let target = member(silent.local_addr().unwrap());
+    let client = bind(&paths(dir.path(), dir.path(), "n2"), fast());
+    let mut connection = client_to(&client, &target).await;
+
+    let started = Instant::now();
+    let first = connection.vote(vote_request(), option()).await;
+    assert!(matches!(first, Err(RPCError::Unreachable(_))), "{first:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+
+    let started = Instant::now();
+    let second = connection.vote(vote_request(), option()).await;
+    assert!(
+        matches!(second, Err(RPCError::Unreachable(_))),
+        "{second:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(100));
+
+    // A TTL shorter than the handshake times the call out instead.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let short = RPCOption::new(Duration::from_millis(100));
+    let timed_out = connection.vote(vote_request(), short).await;
+    assert!(
+        matches!(timed_out, Err(RPCError::Timeout(_))),
+        "{timed_out:?}"
+    );
+
+    let forwarded = client
+        .network(2)
+        .forward(&target, Command::DeleteRoute { model: "m".into() })
+        .await;
+    assert!(
+        matches!(forwarded, Err(ForwardError::Network { .. })),
+        "{forwarded:?}"
+    );
+}
+
+#[tokio::test]
+async fn frames_over_the_limit_are_refused() {
+    let dir = cluster_certs(2);
+    let small = NetworkSettings {
+        max_frame: 4096,
+        ..fast()
+    };
+    let (_server, recorder, target) = recorded_server(dir.path(), small.clone());
+
+    // The server reads the length first and refuses before reading on.
+    let identity = Identity::load(&paths(dir.path(), dir.path(), "n2")).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(identity.client_config().unwrap()));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, target.raft_addr.parse().unwrap(), "127.0.0.1")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
+    send.write_all(&[1, 0, 0, 0]).await.unwrap();
+    let response: RaftResponse = read_frame(&mut recv, 1 << 20).await.unwrap();
+    match response {
+        RaftResponse::Failure(message) => assert!(message.contains("exceeds"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // The sender refuses too, without sending: a batch that is too large
+    // asks openraft to split it.
+    let client = bind(&paths(dir.path(), dir.path(), "n2"), small);
+    let mut peer = client_to(&client, &target).await;
+    let entry = |index| Entry::<TypeConfig> {
+        log_id: LogId::new(CommittedLeaderId::new(1, 2), index),
+        payload: EntryPayload::Normal(Command::DeleteRoute {
+            model: "x".repeat(3000),
+        }),
+    };
+    let request = |entries| AppendEntriesRequest {
+        vote: Vote::new_committed(1, 2),
+        prev_log_id: None,
+        entries,
+        leader_commit: None,
+    };
+    let split = peer
+        .append_entries(request(vec![entry(1), entry(2)]), option())
+        .await;
+    assert!(
+        matches!(split, Err(RPCError::PayloadTooLarge(_))),
+        "{split:?}"
+    );
+    let single = peer
+        .append_entries(request(vec![entry(1)]), option())
+        .await
+        .unwrap();
+    assert_eq!(single, AppendEntriesResponse::Success);
+    assert_eq!(recorder.calls(), 1, "only the frame that fits arrives");
+}
+
+#[tokio::test]
+async fn load_errors_name_the_file() {
+    let dir = cluster_certs(1);
+    let mut tls = paths(dir.path(), dir.path(), "n1");
+    tls.key = dir.path().join("missing.key");
+    let e = Transport::bind("127.0.0.1:0".parse().unwrap(), &tls, fast())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("missing.key"), "{e}");
+    tls.key = dir.path().join("n1.pem");
+    let e = Transport::bind("127.0.0.1:0".parse().unwrap(), &tls, fast())
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("n1.pem"), "{e}");
+}
+
+// ------------------------------------------------- a cluster over the wire
+
+/// The simplest store openraft accepts: log and state in memory.
+#[derive(Clone, Default)]
+struct LogStore(Arc<Mutex<LogInner>>);
+
+#[derive(Default)]
+struct LogInner {
+    vote: Option<Vote<NodeId>>,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    purged: Option<LogId<NodeId>>,
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
+        let inner = self.0.lock().unwrap();
+        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
+        let inner = self.0.lock().unwrap();
+        let last = inner.entries.values().last().map(|e| e.log_id);
+        Ok(LogState {
+            last_purged_log_id: inner.purged,
+            last_log_id: last.or(inner.purged),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.0.lock().unwrap().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
+        Ok(self.0.lock().unwrap().vote)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        {
+            let mut inner = self.0.lock().unwrap();
+            for entry in entries {
+                inner.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        self.0.lock().unwrap().entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        let mut inner = self.0.lock().unwrap();
+        inner.entries = inner.entries.split_off(&(log_id.index + 1));
+        inner.purged = Some(log_id);
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct StateMachine(Arc<Mutex<Applied>>);
+
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+struct Applied {
+    last: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Member>,
+    state: ClusterState,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
+        let applied = self.0.lock().unwrap().clone();
+        Ok(Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: applied.last,
+                last_membership: applied.membership.clone(),
+                snapshot_id: format!("{:?}", applied.last),
+            },
+            snapshot: Box::new(Cursor::new(serde_json::to_vec(&applied).unwrap())),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
+    {
+        let applied = self.0.lock().unwrap();
+        Ok((applied.last, applied.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError<NodeId>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut applied = self.0.lock().unwrap();
+        let mut responses = Vec::new();
+        for entry in entries {
+            applied.last = Some(entry.log_id);
+            responses.push(match entry.payload {
+                EntryPayload::Normal(command) => applied.state.apply(&command),
+                EntryPayload::Membership(membership) => {
+                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    CommandResponse::Applied { changed: true }
+                }
+                EntryPayload::Blank => CommandResponse::Applied { changed: false },
+            });
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta<NodeId, Member>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        *self.0.lock().unwrap() = serde_json::from_slice(snapshot.get_ref()).unwrap();
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
+        Ok(None)
+    }
+}
+
+fn key(name: &str) -> Command {
+    Command::PutKey(KeyRecord {
+        name: name.into(),
+        sha256: "ab".repeat(32),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_node_cluster_elects_writes_and_forwards() {
+    let dir = cluster_certs(3);
+    let config = Arc::new(
+        openraft::Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    );
+
+    // Two-phase start, as a node does it: bind, build Raft on the
+    // transport's network, then serve with that Raft.
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3u64 {
+        let transport = bind(&paths(dir.path(), dir.path(), &format!("n{id}")), fast());
+        let machine = StateMachine::default();
+        let raft = Raft::new(
+            id,
+            config.clone(),
+            transport.network(id),
+            LogStore::default(),
+            machine.clone(),
+        )
+        .await
+        .unwrap();
+        transport.serve(raft.clone());
+        nodes.insert(id, (transport, raft, machine));
+    }
+    let members: BTreeMap<NodeId, Member> = nodes
+        .iter()
+        .map(|(id, (t, _, _))| (*id, member(t.local_addr().unwrap())))
+        .collect();
+    nodes[&1].1.initialize(members.clone()).await.unwrap();
+
+    let metrics = nodes[&1]
+        .1
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap();
+    let leader = metrics.current_leader.unwrap();
+    let follower = *members.keys().find(|id| **id != leader).unwrap();
+
+    let written = nodes[&leader].1.client_write(key("direct")).await.unwrap();
+    assert_eq!(written.data, CommandResponse::Applied { changed: true });
+
+    // A follower's write goes to the leader over the transport.
+    let network = nodes[&follower].0.network(follower);
+    let forwarded = network.forward(&members[&leader], key("forwarded")).await;
+    assert_eq!(forwarded, Ok(CommandResponse::Applied { changed: true }));
+    // Sent to a follower instead, it names the leader.
+    match network.forward(&members[&follower], key("lost")).await {
+        Err(ForwardError::NotLeader {
+            leader_id: Some(id),
+            leader: Some(m),
+        }) => {
+            assert_eq!(id, leader);
+            assert_eq!(m, members[&leader]);
+        }
+        other => panic!("expected NotLeader, got {other:?}"),
+    }
+
+    // Every node applies both writes.
+    let last = nodes[&leader]
+        .1
+        .metrics()
+        .borrow()
+        .last_applied
+        .unwrap()
+        .index;
+    for (id, (_, raft, machine)) in &nodes {
+        raft.wait(Some(Duration::from_secs(10)))
+            .applied_index_at_least(Some(last), "both writes")
+            .await
+            .unwrap();
+        let keys: BTreeSet<String> = machine
+            .0
+            .lock()
+            .unwrap()
+            .state
+            .keys
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["direct".to_string(), "forwarded".to_string()]),
+            "node {id}"
+        );
+    }
+
+    for (_, (transport, raft, _)) in nodes {
+        raft.shutdown().await.unwrap();
+        transport.close().await;
+    }
+}
