@@ -90,25 +90,47 @@ impl Node {
                 .await
                 .map_err(|source| StartError::Bind { what, addr, source })
         };
-        let api = bind("the API", config.listen.api).await?;
+        let workers = config.proxy.worker_count();
+        let api = server::bind_reuseport(config.listen.api, workers).map_err(|source| {
+            StartError::Bind {
+                what: "the API",
+                addr: config.listen.api,
+                source,
+            }
+        })?;
+        let api_addr = api
+            .first()
+            .map(std::net::TcpListener::local_addr)
+            .transpose()
+            .map_err(|source| StartError::Bind {
+                what: "the API",
+                addr: config.listen.api,
+                source,
+            })?
+            .unwrap_or(config.listen.api);
         let admin_listener = bind("the admin API", config.listen.admin).await?;
         let local = |l: &TcpListener, what, addr| {
             l.local_addr()
                 .map_err(|source| StartError::Bind { what, addr, source })
         };
-        let api_addr = local(&api, "the API", config.listen.api)?;
         let admin_addr = local(&admin_listener, "the admin API", config.listen.admin)?;
 
         let (shutdown, stop) = watch::channel(false);
         let health = health::spawn_recorder(WindowShape::default());
         let proxy = Arc::new(Proxy::new(snapshot.clone(), health, Policy::default()));
-        let mut tasks = JoinSet::new();
-        tasks.spawn(server::serve(
+        let data_plane = server::Workers::spawn(
             api,
             move |req| proxy.clone().handle(req),
             stop.clone(),
             DRAIN,
-        ));
+        )
+        .map_err(|source| StartError::Bind {
+            what: "the API",
+            addr: api_addr,
+            source,
+        })?;
+        let mut tasks = JoinSet::new();
+        tasks.spawn(data_plane.join());
 
         let state = AdminState {
             snapshot: snapshot.clone(),

@@ -21,7 +21,7 @@ use crate::auth::{KeyHash, KeyRing, hash_key};
 use crate::health::WindowSummary;
 use crate::request_body::json_string;
 use crate::select::{self, Pick, Policy, TargetStats};
-use crate::upstream::{self, UpstreamClient};
+use crate::upstream::{self, Pools};
 
 /// The OpenAI endpoints Meridian proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +99,8 @@ pub struct Upstream {
     auth: Option<(HeaderName, HeaderValue)>,
     /// Whether the key is there.
     pub key_state: KeyState,
-    /// Its connection pool.
-    pub client: UpstreamClient,
+    /// Its connection pools, one per data-plane worker.
+    pub pools: Pools,
     /// Live counters.
     pub live: Live,
 }
@@ -449,8 +449,8 @@ fn build_upstream(
             Some((name, value))
         }
     };
-    let client =
-        upstream::client_for(uc, proxy).map_err(|e| (e.field().to_owned(), e.to_string()))?;
+    let pools =
+        upstream::pools_for(uc, proxy).map_err(|e| (e.field().to_owned(), e.to_string()))?;
     Ok(Upstream {
         id: Arc::from(uc.id.as_str()),
         id_header: HeaderValue::from_str(&uc.id)
@@ -460,7 +460,7 @@ fn build_upstream(
         uris,
         auth,
         key_state,
-        client,
+        pools,
         live: Live::default(),
     })
 }

@@ -2,6 +2,7 @@
 //! TLS (rustls, webpki roots plus an optional private CA), or HTTP/2 with
 //! prior knowledge to a plain `http://` upstream.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,39 @@ use proto::config::{ProxyConfig, UpstreamConfig};
 
 /// A pooled HTTP client for one upstream.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as data-plane worker `index`, so it uses its own
+/// upstream pools and its connections never move between threads.
+pub fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// One pool per data-plane worker for one upstream.
+pub struct Pools {
+    clients: Box<[UpstreamClient]>,
+}
+
+impl Pools {
+    /// The current worker's pool (the first one off the data-plane threads).
+    pub fn get(&self) -> &UpstreamClient {
+        let index = WORKER.with(Cell::get);
+        &self.clients[index.min(self.clients.len() - 1)]
+    }
+}
+
+/// Builds an upstream's pools, one per data-plane worker.
+pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, ClientError> {
+    let clients = (0..proxy.worker_count().max(1))
+        .map(|_| client_for(uc, proxy))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Pools {
+        clients: clients.into_boxed_slice(),
+    })
+}
 
 /// Why an upstream's client could not be built.
 #[derive(Debug, thiserror::Error)]
