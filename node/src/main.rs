@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -143,18 +145,21 @@ enum RunError {
 }
 
 async fn run(config: Config) -> Result<(), RunError> {
-    if config.tls.is_some() || config.cluster.members.len() > 1 {
-        tracing::warn!(
-            "[cluster] and [tls] are accepted but replication is not built yet: this node runs alone"
-        );
-    }
-    let node = match Node::start(&config, &ProcessEnv).await {
+    let node = match Node::start(&config, Arc::new(ProcessEnv)).await {
         Ok(node) => node,
         Err(e @ StartError::Config { .. }) => {
             return Err(RunError::Config(format!("invalid configuration: {e}")));
         }
         Err(e) => return Err(RunError::Other(e.into())),
     };
+    let mut waited = 0u64;
+    while !node.ready(Duration::from_secs(5)).await {
+        waited += 5;
+        tracing::warn!(
+            waited_s = waited,
+            "waiting for the cluster to elect a leader and apply its state"
+        );
+    }
     let snapshot = node.snapshot.load();
     if snapshot.keys.is_empty() {
         tracing::warn!(api = %node.api_addr, "no client keys configured: accepting every request, on loopback only");

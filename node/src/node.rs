@@ -1,5 +1,6 @@
-//! Starting a node: the routing snapshot, the health recorder, and the data
-//! and admin listeners, with one shutdown signal that drains them both.
+//! Starting a node: the cluster (Raft over the sled store), the routing
+//! table that follows the applied state, the health recorder, and the data
+//! and admin listeners, with one shutdown signal that drains them all.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,15 +8,18 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use proto::Config;
+use proto::state::NodeInfo;
+use raft::store::Applied;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
-use crate::auth::hash_key;
+use crate::auth::{KeyHash, hash_key};
+use crate::cluster::{self, Cluster, ClusterError};
 use crate::health::{self, WindowShape};
 use crate::proxy::Proxy;
-use crate::routing::{BuildError, RoutingSnapshot, Secrets};
+use crate::routing::{BuildError, RoutingSnapshot, Secrets, resolve_keys};
 use crate::select::Policy;
 use crate::server;
 
@@ -43,6 +47,9 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The cluster could not start.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 impl From<BuildError> for StartError {
@@ -61,13 +68,19 @@ pub struct Node {
     pub admin_addr: SocketAddr,
     /// The live routing table.
     pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// This node's cluster handle.
+    pub cluster: Arc<Cluster>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
 
 impl Node {
-    /// Builds the routing table and starts serving.
-    pub async fn start(config: &Config, secrets: &dyn Secrets) -> Result<Self, StartError> {
+    /// Starts the cluster, builds the routing table from the applied state
+    /// and starts serving.
+    pub async fn start(
+        config: &Config,
+        secrets: Arc<dyn Secrets + Send + Sync>,
+    ) -> Result<Self, StartError> {
         let token = match secrets.env(&config.admin.token_env) {
             Some(token) => Some(hash_key(&token)),
             None if config.listen.admin.ip().is_loopback() => None,
@@ -81,41 +94,48 @@ impl Node {
                 });
             }
         };
-        let snapshot = Arc::new(ArcSwap::from_pointee(RoutingSnapshot::build(
-            config, secrets, None,
-        )?));
+        let seed_keys = resolve_keys(config, secrets.as_ref())?;
 
-        let bind = |what, addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { what, addr, source })
-        };
         let workers = config.proxy.worker_count();
-        let api = server::bind_reuseport(config.listen.api, workers).map_err(|source| {
-            StartError::Bind {
-                what: "the API",
-                addr: config.listen.api,
-                source,
-            }
-        })?;
-        let api_addr = api
-            .first()
-            .map(std::net::TcpListener::local_addr)
-            .transpose()
-            .map_err(|source| StartError::Bind {
-                what: "the API",
-                addr: config.listen.api,
-                source,
-            })?
-            .unwrap_or(config.listen.api);
-        let admin_listener = bind("the admin API", config.listen.admin).await?;
-        let local = |l: &TcpListener, what, addr| {
-            l.local_addr()
-                .map_err(|source| StartError::Bind { what, addr, source })
+        let bind_error = |what, addr| move |source| StartError::Bind { what, addr, source };
+        let api = server::bind_reuseport(config.listen.api, workers)
+            .map_err(bind_error("the API", config.listen.api))?;
+        let api_addr = match api.first() {
+            Some(listener) => listener
+                .local_addr()
+                .map_err(bind_error("the API", config.listen.api))?,
+            None => config.listen.api,
         };
-        let admin_addr = local(&admin_listener, "the admin API", config.listen.admin)?;
+        let admin_listener = TcpListener::bind(config.listen.admin)
+            .await
+            .map_err(bind_error("the admin API", config.listen.admin))?;
+        let admin_addr = admin_listener
+            .local_addr()
+            .map_err(bind_error("the admin API", config.listen.admin))?;
+
+        let cluster = Cluster::start(config).await?;
+        let first = build_snapshot(config, &cluster.applied(), secrets.as_ref(), None)?;
+        let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
         let (shutdown, stop) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(follow_applied(
+            config.clone(),
+            cluster.subscribe(),
+            snapshot.clone(),
+            secrets.clone(),
+            stop.clone(),
+        ));
+        let info = NodeInfo {
+            admin_addr: admin_addr.to_string(),
+            region: config.node.region.clone(),
+        };
+        let settle = tokio::spawn(
+            cluster
+                .clone()
+                .settle(cluster::seed(config, &seed_keys), info),
+        );
+
         let health = health::spawn_recorder(WindowShape::default());
         let proxy = Arc::new(Proxy::new(snapshot.clone(), health, Policy::default()));
         let data_plane = server::Workers::spawn(
@@ -124,16 +144,12 @@ impl Node {
             stop.clone(),
             DRAIN,
         )
-        .map_err(|source| StartError::Bind {
-            what: "the API",
-            addr: api_addr,
-            source,
-        })?;
-        let mut tasks = JoinSet::new();
+        .map_err(bind_error("the API", api_addr))?;
         tasks.spawn(data_plane.join());
 
         let state = AdminState {
             snapshot: snapshot.clone(),
+            cluster: cluster.clone(),
             node_id: config.node.id,
             region: Arc::from(config.node.region.as_str()),
             token,
@@ -147,19 +163,91 @@ impl Node {
                 tracing::error!(error = %e, "admin listener failed");
             }
         });
+        let mut settle_stop = stop;
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = settle => {}
+                () = server::stopped(&mut settle_stop) => {}
+            }
+        });
 
         Ok(Self {
             api_addr,
             admin_addr,
             snapshot,
+            cluster,
             shutdown,
             tasks,
         })
     }
 
-    /// Stops accepting, lets requests in flight finish, and returns when done.
+    /// Waits until the replicated state has been seeded and applied here, so
+    /// the routing table holds the cluster's routes.
+    pub async fn ready(&self, timeout: Duration) -> bool {
+        let mut applied = self.cluster.subscribe();
+        let seeded = applied.wait_for(|a| a.state.seeded);
+        tokio::time::timeout(timeout, seeded)
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Stops accepting, lets requests in flight finish, stops Raft, and
+    /// returns when done.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        self.cluster.shutdown().await;
+    }
+}
+
+/// The routing table for an applied state: the replicated upstreams, routes
+/// and keys over this node's own settings.
+fn build_snapshot(
+    config: &Config,
+    applied: &Applied,
+    secrets: &dyn Secrets,
+    previous: Option<&RoutingSnapshot>,
+) -> Result<RoutingSnapshot, BuildError> {
+    let keys: Vec<(String, KeyHash)> = applied
+        .state
+        .keys
+        .values()
+        .filter_map(|k| cluster::unhex(&k.sha256).map(|h| (k.name.clone(), h)))
+        .collect();
+    let mut snapshot =
+        RoutingSnapshot::build_with_keys(&applied.state.overlay(config), keys, secrets, previous)?;
+    snapshot.applied_index = applied.last_applied.map(|l| l.index);
+    Ok(snapshot)
+}
+
+/// Rebuilds the routing table every time the applied state changes.
+async fn follow_applied(
+    config: Config,
+    mut applied: watch::Receiver<Arc<Applied>>,
+    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    secrets: Arc<dyn Secrets + Send + Sync>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            () = server::stopped(&mut stop) => return,
+        }
+        let current = applied.borrow_and_update().clone();
+        let previous = snapshot.load_full();
+        match build_snapshot(&config, &current, secrets.as_ref(), Some(&previous)) {
+            Ok(next) => {
+                tracing::info!(
+                    applied = ?next.applied_index,
+                    routes = next.routes.len(),
+                    upstreams = next.upstreams.len(),
+                    "routing table updated"
+                );
+                snapshot.store(Arc::new(next));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the applied state cannot be served; keeping the previous routing table")
+            }
+        }
     }
 }

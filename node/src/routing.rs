@@ -203,6 +203,8 @@ pub struct RoutingSnapshot {
     pub models_body: Bytes,
     /// Timeouts and limits.
     pub proxy: ProxyConfig,
+    /// The Raft log index of the state it was built from, if any.
+    pub applied_index: Option<u64>,
 }
 
 /// Why a snapshot could not be built.
@@ -321,6 +323,7 @@ impl RoutingSnapshot {
             routes,
             upstreams,
             proxy: config.proxy.clone(),
+            applied_index: None,
         })
     }
 

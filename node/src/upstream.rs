@@ -27,6 +27,11 @@ pub fn set_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
+/// The current data-plane worker's index (0 off the data-plane threads).
+pub fn worker() -> usize {
+    WORKER.with(Cell::get)
+}
+
 /// One pool per data-plane worker for one upstream.
 pub struct Pools {
     clients: Box<[UpstreamClient]>,
@@ -35,8 +40,7 @@ pub struct Pools {
 impl Pools {
     /// The current worker's pool (the first one off the data-plane threads).
     pub fn get(&self) -> &UpstreamClient {
-        let index = WORKER.with(Cell::get);
-        &self.clients[index.min(self.clients.len() - 1)]
+        &self.clients[worker().min(self.clients.len() - 1)]
     }
 }
 

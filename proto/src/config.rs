@@ -114,13 +114,58 @@ impl Default for ListenConfig {
     }
 }
 
-/// The voters that form the cluster when it is first created.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The voters that form the cluster when it is first created, and Raft's timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// `id@host:port` of every initial voter, this node included.
     #[serde(default)]
     pub members: Vec<String>,
+    /// Leader heartbeat. In openraft 0.9 an AppendEntries call also times out
+    /// after this long, so on a WAN it must exceed the p99 round trip.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+    /// A follower that hears no leader for between this and twice this long
+    /// starts an election; about ten round trips on a WAN.
+    #[serde(default = "default_election_timeout_ms")]
+    pub election_timeout_ms: u64,
+    /// Take a snapshot (and purge the log behind it) every this many entries.
+    #[serde(default = "default_snapshot_logs")]
+    pub snapshot_logs: u64,
+}
+
+fn default_heartbeat_ms() -> u64 {
+    500
+}
+fn default_election_timeout_ms() -> u64 {
+    5_000
+}
+fn default_snapshot_logs() -> u64 {
+    1_000
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+            heartbeat_ms: default_heartbeat_ms(),
+            election_timeout_ms: default_election_timeout_ms(),
+            snapshot_logs: default_snapshot_logs(),
+        }
+    }
+}
+
+impl ClusterConfig {
+    /// The initial voters as (id, Raft address), in file order.
+    pub fn parsed_members(&self) -> Vec<(u64, SocketAddr)> {
+        self.members
+            .iter()
+            .filter_map(|m| {
+                let (id, addr) = m.split_once('@')?;
+                Some((id.parse().ok()?, addr.parse().ok()?))
+            })
+            .collect()
+    }
 }
 
 /// Paths of the cluster CA and this node's certificate and key (PEM).
@@ -348,6 +393,38 @@ impl Config {
         check_name("node.region", &self.node.region)?;
         self.proxy.validate()?;
         validate_members(&self.cluster.members)?;
+        let cluster = &self.cluster;
+        if cluster.heartbeat_ms < 10 {
+            return Err(ConfigError::new(
+                "cluster.heartbeat_ms",
+                "must be at least 10",
+            ));
+        }
+        if cluster.election_timeout_ms < 3 * cluster.heartbeat_ms {
+            return Err(ConfigError::new(
+                "cluster.election_timeout_ms",
+                "must be at least three heartbeats (cluster.heartbeat_ms)",
+            ));
+        }
+        if cluster.snapshot_logs == 0 {
+            return Err(ConfigError::new(
+                "cluster.snapshot_logs",
+                "must be greater than 0",
+            ));
+        }
+        let members = cluster.parsed_members();
+        if !members.is_empty() && !members.iter().any(|(id, _)| *id == self.node.id) {
+            return Err(ConfigError::new(
+                "cluster.members",
+                format!("must list this node (id {})", self.node.id),
+            ));
+        }
+        if members.len() > 1 && self.tls.is_none() {
+            return Err(ConfigError::new(
+                "tls",
+                "cluster.members lists peers, and peers need [tls] (ca, cert, key)",
+            ));
+        }
 
         let mut names = HashSet::new();
         for (i, key) in self.keys.iter().enumerate() {

@@ -50,7 +50,8 @@ pub struct KeyRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     /// The upstreams, routes and keys of the bootstrap configuration. Applied
-    /// once, when the cluster is new; ignored after that.
+    /// once, when the cluster is new (adding only what is not there yet);
+    /// ignored after that.
     Seed {
         /// Upstreams of the seed file.
         upstreams: Vec<UpstreamConfig>,
@@ -80,6 +81,24 @@ pub enum Command {
         /// Its holder's name.
         name: String,
     },
+    /// A member says where its admin API is and which region it serves.
+    /// (Raft's membership holds only Raft addresses: it must be identical on
+    /// every node that bootstraps, and only a node knows its own admin address.)
+    Announce {
+        /// The member's id.
+        id: u64,
+        /// What it announces.
+        info: NodeInfo,
+    },
+}
+
+/// What a member announces about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Its admin API address.
+    pub admin_addr: String,
+    /// The region it serves.
+    pub region: String,
 }
 
 /// What applying a command did.
@@ -119,6 +138,8 @@ pub struct ClusterState {
     pub routes: BTreeMap<String, RouteConfig>,
     /// Client keys by holder name.
     pub keys: BTreeMap<String, KeyRecord>,
+    /// What each member announced about itself.
+    pub nodes: BTreeMap<u64, NodeInfo>,
 }
 
 impl ClusterState {
@@ -134,18 +155,22 @@ impl ClusterState {
                 if self.seeded {
                     return CommandResponse::Applied { changed: false };
                 }
-                let mut next = ClusterState {
-                    seeded: true,
-                    ..ClusterState::default()
-                };
+                // Fill in what is absent: a write acknowledged before the
+                // seed was applied must survive it.
+                let mut next = self.clone();
+                next.seeded = true;
                 for u in upstreams {
-                    next.upstreams.insert(u.id.clone(), u.clone());
+                    next.upstreams
+                        .entry(u.id.clone())
+                        .or_insert_with(|| u.clone());
                 }
                 for r in routes {
-                    next.routes.insert(r.model.clone(), r.clone());
+                    next.routes
+                        .entry(r.model.clone())
+                        .or_insert_with(|| r.clone());
                 }
                 for k in keys {
-                    next.keys.insert(k.name.clone(), k.clone());
+                    next.keys.entry(k.name.clone()).or_insert_with(|| k.clone());
                 }
                 if let Err((field, message)) = next.check() {
                     return CommandResponse::rejected(field, message);
@@ -200,6 +225,11 @@ impl ClusterState {
             Command::DeleteKey { name } => CommandResponse::Applied {
                 changed: self.keys.remove(name).is_some(),
             },
+            Command::Announce { id, info } => {
+                let changed = self.nodes.get(id) != Some(info);
+                self.nodes.insert(*id, info.clone());
+                CommandResponse::Applied { changed }
+            }
         }
     }
 
@@ -310,6 +340,26 @@ mod tests {
             s.routes.is_empty(),
             "a second seed must not resurrect deleted routes"
         );
+    }
+
+    #[test]
+    fn seed_keeps_earlier_writes() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutUpstream(upstream("a")));
+        let mut mine = upstream("b");
+        mine.region = "operator".into();
+        s.apply(&Command::PutUpstream(mine.clone()));
+        let seed = Command::Seed {
+            upstreams: vec![upstream("b"), upstream("c")],
+            routes: vec![],
+            keys: vec![],
+        };
+        assert_eq!(s.apply(&seed), CommandResponse::Applied { changed: true });
+        assert_eq!(
+            s.upstreams["b"], mine,
+            "the operator's write wins over the seed"
+        );
+        assert_eq!(s.upstreams.len(), 3);
     }
 
     #[test]

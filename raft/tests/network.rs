@@ -116,6 +116,7 @@ impl RpcHandler for Recorder {
             RaftRequest::Forward(_) => {
                 RaftResponse::Forward(Ok(CommandResponse::Applied { changed: true }))
             }
+            RaftRequest::ReadIndex => RaftResponse::ReadIndex(Ok(Some(7))),
         }
     }
 }
@@ -638,6 +639,22 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
         }
         other => panic!("expected NotLeader, got {other:?}"),
     }
+
+    // A follower's linearizable read: the leader names its read index (at
+    // least the forwarded write), and a follower refuses, naming the leader.
+    let read = network
+        .read_index(&members[&leader])
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        read > written.log_id.index,
+        "read index {read} is behind the writes"
+    );
+    assert!(matches!(
+        network.read_index(&members[&follower]).await,
+        Err(ForwardError::NotLeader { leader_id: Some(id), .. }) if id == leader
+    ));
 
     // Every node applies both writes.
     let last = nodes[&leader]

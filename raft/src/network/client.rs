@@ -344,6 +344,29 @@ impl Network {
             Err(e) => Err(network(e)),
         }
     }
+
+    /// Asks the leader for the log index a linearizable read must wait for;
+    /// the caller then waits until it has applied that far.
+    pub async fn read_index(&self, leader: &Member) -> Result<Option<u64>, ForwardError> {
+        let addr = &leader.raft_addr;
+        let network = |e: CallError| ForwardError::Network {
+            addr: addr.clone(),
+            message: e.to_string(),
+        };
+        match self
+            .peers
+            .call(
+                addr,
+                &RaftRequest::ReadIndex,
+                self.peers.settings.forward_timeout,
+            )
+            .await
+        {
+            Ok(RaftResponse::ReadIndex(result)) => result,
+            Ok(other) => Err(network(unexpected(addr, &other))),
+            Err(e) => Err(network(e)),
+        }
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -427,6 +450,7 @@ fn unexpected(addr: &str, response: &RaftResponse) -> CallError {
         RaftResponse::Vote(_) => "Vote",
         RaftResponse::InstallSnapshot(_) => "InstallSnapshot",
         RaftResponse::Forward(_) => "Forward",
+        RaftResponse::ReadIndex(_) => "ReadIndex",
         RaftResponse::Failure(_) => "Failure",
     };
     CallError::Protocol {

@@ -3,7 +3,7 @@
 
 use std::future::Future;
 
-use openraft::error::{ClientWriteError, InstallSnapshotError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
@@ -24,6 +24,9 @@ pub enum RaftRequest {
     InstallSnapshot(InstallSnapshotRequest<TypeConfig>),
     /// A write a follower received, for the leader to propose.
     Forward(Command),
+    /// A follower's linearizable read: the leader confirms its leadership
+    /// with a quorum and answers the log index the reader must have applied.
+    ReadIndex,
 }
 
 /// The answer to a [`RaftRequest`], carrying the remote Raft's own result.
@@ -39,6 +42,9 @@ pub enum RaftResponse {
     ),
     /// Answers [`RaftRequest::Forward`].
     Forward(Result<CommandResponse, ForwardError>),
+    /// Answers [`RaftRequest::ReadIndex`]: the index to have applied (none
+    /// before anything was written).
+    ReadIndex(Result<Option<u64>, ForwardError>),
     /// The request never reached Raft: it was malformed, too large, or of a
     /// version this node does not speak.
     Failure(String),
@@ -99,6 +105,12 @@ impl RpcHandler for Raft {
                     .map(|written| written.data)
                     .map_err(forward_error),
             ),
+            RaftRequest::ReadIndex => RaftResponse::ReadIndex(
+                self.get_read_log_id()
+                    .await
+                    .map(|(read, _applied)| read.map(|log_id| log_id.index))
+                    .map_err(read_error),
+            ),
         }
     }
 }
@@ -106,6 +118,16 @@ impl RpcHandler for Raft {
 fn forward_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ForwardError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
+            leader_id: f.leader_id,
+            leader: f.leader_node,
+        },
+        other => ForwardError::Raft(other.to_string()),
+    }
+}
+
+fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ForwardError {
+    match e {
+        RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => ForwardError::NotLeader {
             leader_id: f.leader_id,
             leader: f.leader_node,
         },

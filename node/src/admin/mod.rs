@@ -1,6 +1,10 @@
 //! The admin listener: liveness and readiness for load balancers and GeoDNS
 //! (unauthenticated, they reveal nothing), and the `/admin/v1` API behind a
-//! bearer token.
+//! bearer token: this node's health windows, the replicated configuration
+//! ([`config`]) and the cluster and its members ([`cluster`]).
+
+mod cluster;
+mod config;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,6 +19,7 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::auth::{KeyHash, hash_key};
+use crate::cluster::{Cluster, WriteError};
 use crate::error::error_json;
 use crate::health::WindowSummary;
 use crate::routing::{KeyState, RoutingSnapshot};
@@ -24,6 +29,8 @@ use crate::routing::{KeyState, RoutingSnapshot};
 pub struct AdminState {
     /// The live routing table.
     pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// This node's cluster handle.
+    pub cluster: Arc<Cluster>,
     /// This node's id.
     pub node_id: u64,
     /// This node's region.
@@ -36,6 +43,8 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/admin/v1/health", get(health))
+        .merge(config::routes())
+        .merge(cluster::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -56,18 +65,34 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
         .map(str::trim);
     match presented {
         Some(token) if hash_key(token) == expected => next.run(req).await,
-        _ => (
+        _ => error(
             StatusCode::UNAUTHORIZED,
-            [(header::CONTENT_TYPE, "application/json")],
-            error_json(
-                "A valid admin token is required: `Authorization: Bearer TOKEN`.",
-                "invalid_request_error",
-                None,
-                Some("invalid_admin_token"),
-            ),
-        )
-            .into_response(),
+            "A valid admin token is required: `Authorization: Bearer TOKEN`.",
+            None,
+            "invalid_admin_token",
+        ),
     }
+}
+
+/// An admin error in the same JSON shape as the data plane's, naming the
+/// offending field in `param`.
+pub(crate) fn error(
+    status: StatusCode,
+    message: &str,
+    field: Option<&str>,
+    code: &str,
+) -> Response {
+    let kind = if status.is_client_error() {
+        "invalid_request_error"
+    } else {
+        "server_error"
+    };
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        error_json(message, kind, field, Some(code)),
+    )
+        .into_response()
 }
 
 #[derive(Serialize)]
@@ -129,4 +154,28 @@ async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
         region: state.region.clone(),
         upstreams,
     })
+}
+
+/// A failed write or consistent read: 503 with `Retry-After` while there
+/// is no leader to reach, 500 when Raft itself failed.
+pub(crate) fn write_error(e: WriteError) -> Response {
+    let message = e.to_string();
+    let mut response = match e {
+        WriteError::NoLeader | WriteError::Unreachable(_) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &message, None, "no_leader")
+        }
+        WriteError::Raft(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &message,
+            None,
+            "raft_error",
+        ),
+    };
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+    }
+    response
 }

@@ -1,0 +1,301 @@
+//! The replicated configuration through the admin API: upstreams, routes
+//! and client keys. Every change is checked against the applied state first
+//! (the same `apply` the state machine runs), so an invalid change gets a
+//! 4xx naming the field and nothing is proposed; a valid one is acknowledged
+//! only after it is committed and applied on this node, so the next request
+//! here already sees it. Reads are linearizable unless `?stale=true`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use proto::config::{RouteConfig, UpstreamConfig};
+use proto::state::{ClusterState, Command, CommandResponse, KeyRecord};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{AdminState, error, write_error};
+use crate::auth::hash_key;
+use crate::cluster::hex;
+
+/// The configuration routes.
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route("/admin/v1/upstreams", get(list_upstreams))
+        .route(
+            "/admin/v1/upstreams/{id}",
+            get(get_upstream).put(put_upstream).delete(delete_upstream),
+        )
+        .route("/admin/v1/routes", get(list_routes))
+        .route(
+            "/admin/v1/routes/{*model}",
+            get(get_route).put(put_route).delete(delete_route),
+        )
+        .route("/admin/v1/keys", get(list_keys))
+        .route(
+            "/admin/v1/keys/{name}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+}
+
+/// `?stale=true` skips the linearizable read (for a node cut off from its leader).
+#[derive(Deserialize)]
+pub struct ReadMode {
+    #[serde(default)]
+    stale: bool,
+}
+
+/// The applied state, after a linearizable read unless `stale`.
+async fn read(state: &AdminState, mode: &ReadMode) -> Result<ClusterState, Response> {
+    if !mode.stale {
+        state.cluster.linearizable().await.map_err(write_error)?;
+    }
+    Ok(state.cluster.applied().state.clone())
+}
+
+fn not_found(what: &str, name: &str) -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        &format!("no {what} `{name}`"),
+        None,
+        "not_found",
+    )
+}
+
+async fn list_upstreams(State(state): State<AdminState>, Query(mode): Query<ReadMode>) -> Response {
+    match read(&state, &mode).await {
+        Ok(s) => Json(s.upstreams.values().collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_upstream(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    Query(mode): Query<ReadMode>,
+) -> Response {
+    match read(&state, &mode).await {
+        Ok(s) => s
+            .upstreams
+            .get(&id)
+            .map_or_else(|| not_found("upstream", &id), |u| Json(u).into_response()),
+        Err(r) => r,
+    }
+}
+
+async fn put_upstream(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    match parse::<UpstreamConfig>(body, "id", &id) {
+        Ok(upstream) => propose(&state, Command::PutUpstream(upstream)).await,
+        Err(r) => *r,
+    }
+}
+
+async fn delete_upstream(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+    propose(&state, Command::DeleteUpstream { id }).await
+}
+
+async fn list_routes(State(state): State<AdminState>, Query(mode): Query<ReadMode>) -> Response {
+    match read(&state, &mode).await {
+        Ok(s) => Json(s.routes.values().collect::<Vec<_>>()).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_route(
+    State(state): State<AdminState>,
+    Path(model): Path<String>,
+    Query(mode): Query<ReadMode>,
+) -> Response {
+    match read(&state, &mode).await {
+        Ok(s) => s
+            .routes
+            .get(&model)
+            .map_or_else(|| not_found("route", &model), |r| Json(r).into_response()),
+        Err(r) => r,
+    }
+}
+
+async fn put_route(
+    State(state): State<AdminState>,
+    Path(model): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    match parse::<RouteConfig>(body, "model", &model) {
+        Ok(route) => propose(&state, Command::PutRoute(route)).await,
+        Err(r) => *r,
+    }
+}
+
+async fn delete_route(State(state): State<AdminState>, Path(model): Path<String>) -> Response {
+    propose(&state, Command::DeleteRoute { model }).await
+}
+
+async fn list_keys(State(state): State<AdminState>, Query(mode): Query<ReadMode>) -> Response {
+    match read(&state, &mode).await {
+        // Names only: not even the hash leaves the node.
+        Ok(s) => Json(
+            s.keys
+                .keys()
+                .map(|name| json!({ "name": name }))
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn get_key(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    Query(mode): Query<ReadMode>,
+) -> Response {
+    match read(&state, &mode).await {
+        Ok(s) if s.keys.contains_key(&name) => Json(json!({ "name": name })).into_response(),
+        Ok(_) => not_found("key", &name),
+        Err(r) => r,
+    }
+}
+
+/// The body of `PUT /admin/v1/keys/{name}`: the key itself (hashed on
+/// arrival, never stored or logged) or its SHA-256 in hex.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyBody {
+    key: Option<String>,
+    sha256: Option<String>,
+}
+
+async fn put_key(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Option<Json<Value>>,
+) -> Response {
+    let body: KeyBody = match parse_value(body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    let sha256 = match (body.key, body.sha256) {
+        (Some(key), None) if key.trim().len() >= 8 => hex(&hash_key(key.trim())),
+        (Some(_), None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "a key must have at least 8 characters",
+                Some("key"),
+                "invalid_config",
+            );
+        }
+        (None, Some(hash)) => hash.to_ascii_lowercase(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give exactly one of `key` or `sha256`",
+                Some("key"),
+                "invalid_config",
+            );
+        }
+    };
+    propose(&state, Command::PutKey(KeyRecord { name, sha256 })).await
+}
+
+async fn delete_key(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+    propose(&state, Command::DeleteKey { name }).await
+}
+
+/// A JSON body as `T`, with the path's name filled in (or checked against
+/// the body's), and serde's complaint turned into a 400 naming the field.
+fn parse<T: DeserializeOwned>(
+    body: Option<Json<Value>>,
+    key: &str,
+    name: &str,
+) -> Result<T, Box<Response>> {
+    let Some(Json(mut value)) = body else {
+        return Err(not_an_object());
+    };
+    let Some(object) = value.as_object_mut() else {
+        return Err(not_an_object());
+    };
+    if let Some(Value::String(given)) = object.get(key)
+        && given != name
+    {
+        let message = format!("`{key}` in the body ({given}) differs from the path ({name})");
+        return Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            Some(key),
+            "invalid_config",
+        )));
+    }
+    object.insert(key.to_owned(), Value::String(name.to_owned()));
+    parse_value(Some(Json(value)))
+}
+
+fn parse_value<T: DeserializeOwned>(body: Option<Json<Value>>) -> Result<T, Box<Response>> {
+    let Some(Json(value)) = body else {
+        return Err(not_an_object());
+    };
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        let field = message.split('`').nth(1).map(str::to_owned);
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            field.as_deref(),
+            "invalid_config",
+        ))
+    })
+}
+
+fn not_an_object() -> Box<Response> {
+    Box::new(error(
+        StatusCode::BAD_REQUEST,
+        "the body must be a JSON object",
+        None,
+        "invalid_config",
+    ))
+}
+
+/// Checks a command against the applied state, proposes it, and answers
+/// once it is committed and applied here.
+async fn propose(state: &AdminState, command: Command) -> Response {
+    let mut trial = state.cluster.applied().state.clone();
+    if let CommandResponse::Rejected { field, message } = trial.apply(&command) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            Some(&field),
+            "invalid_config",
+        );
+    }
+    match state.cluster.write(command).await {
+        Ok(CommandResponse::Applied { changed }) => {
+            // Read your writes: this node applies the entry and rebuilds its
+            // routing table before the change is acknowledged.
+            if let Err(e) = state.cluster.linearizable().await {
+                return write_error(e);
+            }
+            let index = state.cluster.applied().last_applied.map(|l| l.index);
+            wait_for_routing(state, index).await;
+            Json(json!({ "changed": changed, "applied_index": index })).into_response()
+        }
+        // Another change won a race between our check and the commit.
+        Ok(CommandResponse::Rejected { field, message }) => {
+            error(StatusCode::CONFLICT, &message, Some(&field), "conflict")
+        }
+        Err(e) => write_error(e),
+    }
+}
+
+async fn wait_for_routing(state: &AdminState, index: Option<u64>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while state.snapshot.load().applied_index < index && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

@@ -1,0 +1,423 @@
+//! This node's place in the cluster: openraft over the sled store and the
+//! QUIC transport, bootstrapping from the configuration's members, seeding
+//! the replicated state from the configuration file once, and the write and
+//! read paths the admin API uses (forwarded to the leader when this node is
+//! a follower, acknowledged only after commit).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{ChangeMembers, SnapshotPolicy};
+use proto::Config;
+use proto::state::{Command, CommandResponse, KeyRecord, Member, NodeInfo};
+use raft::network::{ForwardError, Network, NetworkSettings, TlsPaths, Transport};
+use raft::store::Applied;
+use raft::{NodeId, TypeConfig};
+use tokio::sync::watch;
+
+use crate::auth::KeyHash;
+
+/// The Raft handle.
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Why the cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The Raft data directory could not be opened.
+    #[error("cannot open the Raft store in {path}: {message}")]
+    Store {
+        /// Where.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The QUIC listener or TLS files could not be used.
+    #[error("cannot start the Raft transport on {addr}: {message}")]
+    Transport {
+        /// Where.
+        addr: String,
+        /// Why.
+        message: String,
+    },
+    /// openraft refused the configuration or failed to start.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a write or a consistent read did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// No leader is known (an election is running, or there is no quorum).
+    #[error("no leader is known; the cluster may be electing or without quorum")]
+    NoLeader,
+    /// The leader could not be reached or did not answer in time.
+    #[error("the leader could not be reached: {0}")]
+    Unreachable(String),
+    /// Raft failed the operation.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// This node's cluster handle.
+pub struct Cluster {
+    /// This node's id.
+    pub id: NodeId,
+    /// The Raft handle.
+    pub raft: Raft,
+    network: Network,
+    applied: watch::Receiver<Arc<Applied>>,
+    transport: Option<Transport>,
+    timeout: Duration,
+}
+
+impl Cluster {
+    /// Opens the store, starts Raft and the transport, and bootstraps a new
+    /// cluster from `cluster.members` (or a cluster of one).
+    pub async fn start(config: &Config) -> Result<Arc<Self>, ClusterError> {
+        let id = config.node.id;
+        let dir = config.node.data_dir.join("raft");
+        let path = dir.display().to_string();
+        let store_error = |message: String| ClusterError::Store {
+            path: path.clone(),
+            message,
+        };
+        let (log, state_machine) = tokio::task::spawn_blocking(move || raft::store::open(&dir))
+            .await
+            .map_err(|e| store_error(e.to_string()))?
+            .map_err(|e| store_error(e.to_string()))?;
+        let applied = state_machine.subscribe();
+
+        let c = &config.cluster;
+        let raft_config = openraft::Config {
+            cluster_name: "meridian".into(),
+            heartbeat_interval: c.heartbeat_ms,
+            election_timeout_min: c.election_timeout_ms,
+            election_timeout_max: c.election_timeout_ms * 2,
+            install_snapshot_timeout: c.heartbeat_ms.max(1_000) * 4,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_logs),
+            max_in_snapshot_log_to_keep: c.snapshot_logs.min(500),
+            ..openraft::Config::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+
+        let (network, transport) = match &config.tls {
+            Some(tls) => {
+                let paths = TlsPaths {
+                    ca: tls.ca.clone(),
+                    cert: tls.cert.clone(),
+                    key: tls.key.clone(),
+                };
+                let transport =
+                    Transport::bind(config.listen.raft, &paths, NetworkSettings::default())
+                        .map_err(|e| ClusterError::Transport {
+                            addr: config.listen.raft.to_string(),
+                            message: e.to_string(),
+                        })?;
+                (transport.network(id), Some(transport))
+            }
+            None => (Network::standalone(id), None),
+        };
+        let raft = Raft::new(
+            id,
+            Arc::new(raft_config),
+            network.clone(),
+            log,
+            state_machine,
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if let Some(transport) = &transport {
+            transport.serve(raft.clone());
+        }
+
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if !initialized {
+            // Every bootstrapping member proposes the same membership (Raft
+            // addresses only), so whichever is elected, the log agrees.
+            let mut members: BTreeMap<NodeId, Member> = config
+                .cluster
+                .parsed_members()
+                .into_iter()
+                .map(|(id, addr)| {
+                    (
+                        id,
+                        Member {
+                            raft_addr: addr.to_string(),
+                            ..Member::default()
+                        },
+                    )
+                })
+                .collect();
+            if members.is_empty() {
+                members.insert(
+                    id,
+                    Member {
+                        raft_addr: config.listen.raft.to_string(),
+                        ..Member::default()
+                    },
+                );
+            }
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(ClusterError::Raft(e.to_string())),
+            }
+        }
+        Ok(Arc::new(Self {
+            id,
+            raft,
+            network,
+            applied,
+            transport,
+            timeout: Duration::from_millis(c.election_timeout_ms * 4).max(Duration::from_secs(5)),
+        }))
+    }
+
+    /// The state as last applied on this node.
+    pub fn applied(&self) -> Arc<Applied> {
+        self.applied.borrow().clone()
+    }
+
+    /// Changes to the applied state, for the routing table to follow.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Applied>> {
+        self.applied.clone()
+    }
+
+    /// The current leader, waiting up to the write timeout for one.
+    async fn leader(&self) -> Result<(NodeId, Member), WriteError> {
+        let mut metrics = self.raft.metrics();
+        let found = tokio::time::timeout(self.timeout, async {
+            loop {
+                let known = {
+                    let m = metrics.borrow_and_update();
+                    m.current_leader.and_then(|leader| {
+                        m.membership_config
+                            .membership()
+                            .get_node(&leader)
+                            .map(|n| (leader, n.clone()))
+                    })
+                };
+                if let Some(found) = known {
+                    return Some(found);
+                }
+                if metrics.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        found.ok().flatten().ok_or(WriteError::NoLeader)
+    }
+
+    /// Proposes a command and returns once it is committed and applied on
+    /// the leader. A follower forwards it over the Raft transport.
+    pub async fn write(&self, command: Command) -> Result<CommandResponse, WriteError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let (leader, member) = self.leader().await?;
+            let outcome = if leader == self.id {
+                match self.raft.client_write(command.clone()).await {
+                    Ok(written) => Ok(written.data),
+                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
+                    Err(e) => Err(Some(WriteError::Raft(e.to_string()))),
+                }
+            } else {
+                match self.network.forward(&member, command.clone()).await {
+                    Ok(response) => Ok(response),
+                    Err(ForwardError::NotLeader { .. }) => Err(None),
+                    Err(ForwardError::Network { message, .. }) => {
+                        Err(Some(WriteError::Unreachable(message)))
+                    }
+                    Err(ForwardError::Raft(message)) => Err(Some(WriteError::Raft(message))),
+                }
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(Some(e)) => return Err(e),
+                // Leadership moved while we asked: ask the new leader.
+                Err(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(None) => return Err(WriteError::NoLeader),
+            }
+        }
+    }
+
+    /// Waits until this node has applied everything committed before the
+    /// call: the leader confirms its leadership with a quorum and names its
+    /// read index, and this node waits to apply that far. After it, a read of
+    /// [`Cluster::applied`] is linearizable.
+    pub async fn linearizable(&self) -> Result<(), WriteError> {
+        let (leader, member) = self.leader().await?;
+        let index = if leader == self.id {
+            self.raft
+                .get_read_log_id()
+                .await
+                .map_err(|e| WriteError::Raft(e.to_string()))?
+                .0
+                .map(|log_id| log_id.index)
+        } else {
+            self.network
+                .read_index(&member)
+                .await
+                .map_err(|e| match e {
+                    ForwardError::Network { message, .. } => WriteError::Unreachable(message),
+                    other => WriteError::Raft(other.to_string()),
+                })?
+        };
+        if let Some(index) = index {
+            self.raft
+                .wait(Some(self.timeout))
+                .applied_index_at_least(Some(index), "linearizable read")
+                .await
+                .map_err(|e| WriteError::Raft(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Adds a node as a learner (it receives the log) and, if `voter`, then
+    /// promotes it. Returns when the membership change is committed.
+    pub async fn add_member(
+        &self,
+        id: NodeId,
+        member: Member,
+        voter: bool,
+    ) -> Result<(), WriteError> {
+        self.require_leader().await?;
+        self.raft
+            .add_learner(id, member, true)
+            .await
+            .map_err(|e| WriteError::Raft(e.to_string()))?;
+        if voter {
+            self.raft
+                .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+                .await
+                .map_err(|e| WriteError::Raft(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a node from the cluster (voter or learner).
+    pub async fn remove_member(&self, id: NodeId) -> Result<(), WriteError> {
+        self.require_leader().await?;
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        let ids = BTreeSet::from([id]);
+        let change = if membership.membership().voter_ids().any(|v| v == id) {
+            ChangeMembers::RemoveVoters(ids)
+        } else {
+            ChangeMembers::RemoveNodes(ids)
+        };
+        self.raft
+            .change_membership(change, false)
+            .await
+            .map_err(|e| WriteError::Raft(e.to_string()))?;
+        Ok(())
+    }
+
+    async fn require_leader(&self) -> Result<(), WriteError> {
+        let (leader, member) = self.leader().await?;
+        if leader == self.id {
+            Ok(())
+        } else {
+            Err(WriteError::Raft(format!(
+                "membership changes are made on the leader: node {leader} at {}",
+                member.raft_addr
+            )))
+        }
+    }
+
+    /// Seeds the replicated state from `seed` once a leader exists (only the
+    /// leader proposes it, and the state applies it at most once), and
+    /// announces this node's admin address and region. Runs until both are in.
+    pub async fn settle(self: Arc<Self>, seed: Command, info: NodeInfo) {
+        let mut applied = self.subscribe();
+        loop {
+            let state = applied.borrow_and_update().state.clone();
+            let seeded = state.seeded;
+            let announced = state.nodes.get(&self.id) == Some(&info);
+            if seeded && announced {
+                return;
+            }
+            let leader = self.raft.metrics().borrow().current_leader;
+            if !seeded
+                && leader == Some(self.id)
+                && let Err(e) = self.write(seed.clone()).await
+            {
+                tracing::warn!(error = %e, "seeding the cluster state failed; will retry");
+            }
+            if !announced && leader.is_some() {
+                let announce = Command::Announce {
+                    id: self.id,
+                    info: info.clone(),
+                };
+                if let Err(e) = self.write(announce).await {
+                    tracing::debug!(error = %e, "announcing this node failed; will retry");
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(250), applied.changed()).await;
+        }
+    }
+
+    /// Stops Raft and closes the transport.
+    pub async fn shutdown(&self) {
+        let _ = self.raft.shutdown().await;
+        if let Some(transport) = &self.transport {
+            transport.close().await;
+        }
+    }
+}
+
+/// The seed command for a configuration file: its upstreams, routes and
+/// (hashed) client keys.
+pub fn seed(config: &Config, keys: &[(String, KeyHash)]) -> Command {
+    Command::Seed {
+        upstreams: config.upstreams.clone(),
+        routes: config.routes.clone(),
+        keys: keys
+            .iter()
+            .map(|(name, hash)| KeyRecord {
+                name: name.clone(),
+                sha256: hex(hash),
+            })
+            .collect(),
+    }
+}
+
+/// Lowercase hex of a key hash, as the replicated state stores it.
+pub fn hex(hash: &KeyHash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A key hash from its lowercase hex form.
+pub fn unhex(text: &str) -> Option<KeyHash> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn key_hashes_round_trip_through_hex() {
+        let hash = crate::auth::hash_key("sk-test");
+        let text = hex(&hash);
+        assert_eq!(text.len(), 64);
+        assert_eq!(unhex(&text), Some(hash));
+        assert_eq!(unhex("zz"), None);
+        assert_eq!(unhex(&"g".repeat(64)), None);
+    }
+}
