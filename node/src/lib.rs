@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod cli;
 pub mod cluster;
 pub mod defaults;
 pub mod error;

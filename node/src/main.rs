@@ -43,6 +43,70 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Create the cluster CA (once) and node certificates in a directory.
+    Certs {
+        /// Where the certificates go; an existing ca.pem/ca.key there is reused.
+        #[arg(long, default_value = "certs")]
+        dir: PathBuf,
+        /// Node names: writes NAME.pem and NAME.key for each.
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        /// Addresses and DNS names peers use to reach the nodes (default 127.0.0.1, localhost).
+        #[arg(long = "san")]
+        sans: Vec<String>,
+    },
+    /// List, add or remove cluster members through a node's admin API.
+    Members {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: MembersCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct AdminTarget {
+    /// The admin API of any node.
+    #[arg(
+        long,
+        global = true,
+        env = "MERIDIAN_ADMIN",
+        default_value = "http://127.0.0.1:9080"
+    )]
+    admin: String,
+    /// Environment variable holding the admin token.
+    #[arg(long, global = true, default_value = "MERIDIAN_ADMIN_TOKEN")]
+    token_env: String,
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum MembersCommand {
+    /// Show the cluster: leader, term, and every member's role and lag.
+    List,
+    /// Add a node: as a learner, then promoted to voter unless --learner.
+    Add {
+        /// The new node's id (never reused).
+        id: u64,
+        /// Its Raft address, host:port.
+        raft_addr: String,
+        /// Keep it a learner (it receives the log and serves, but does not vote).
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        /// Its id.
+        id: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +151,65 @@ fn main() -> ExitCode {
             Err(message) => config_error(&message),
         },
         Command::Serve { config, log_format } => serve(config.as_deref(), log_format),
+        Command::Certs { dir, nodes, sans } => {
+            match meridian::cli::certs::new_certs(&dir, &nodes, &sans) {
+                Ok(written) => {
+                    for file in written {
+                        println!("wrote {file}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("meridian: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Members { target, command } => members(target, command),
+    }
+}
+
+fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
+    use meridian::cli::{admin_client::AdminClient, members};
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("meridian: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = AdminClient::new(&target.admin, &target.token_env)?;
+        match command {
+            MembersCommand::List => members::list(&client).await,
+            MembersCommand::Add {
+                id,
+                raft_addr,
+                learner,
+            } => members::add(&client, id, &raft_addr, !learner).await,
+            MembersCommand::Remove { id } => members::remove(&client, id).await,
+        }
+    });
+    match result {
+        Ok(value) if target.output == Output::Json => {
+            println!("{value:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(value) if value.get("members").is_some() => {
+            print!("{}", members::table(&value));
+            ExitCode::SUCCESS
+        }
+        Ok(value) => {
+            println!("{value}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("meridian: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

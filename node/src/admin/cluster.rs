@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -129,19 +130,8 @@ fn yes() -> bool {
     true
 }
 
-async fn add_member(
-    State(state): State<AdminState>,
-    body: Option<Json<serde_json::Value>>,
-) -> Response {
-    let Some(Json(value)) = body else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "the body must be a JSON object",
-            None,
-            "invalid_config",
-        );
-    };
-    let request: AddMember = match serde_json::from_value(value) {
+async fn add_member(State(state): State<AdminState>, body: Bytes) -> Response {
+    let request: AddMember = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             let message = e.to_string();

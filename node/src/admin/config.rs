@@ -7,6 +7,7 @@
 
 use std::time::Duration;
 
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -90,7 +91,7 @@ async fn get_upstream(
 async fn put_upstream(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-    body: Option<Json<Value>>,
+    body: Bytes,
 ) -> Response {
     match parse::<UpstreamConfig>(body, "id", &id) {
         Ok(upstream) => propose(&state, Command::PutUpstream(upstream)).await,
@@ -126,7 +127,7 @@ async fn get_route(
 async fn put_route(
     State(state): State<AdminState>,
     Path(model): Path<String>,
-    body: Option<Json<Value>>,
+    body: Bytes,
 ) -> Response {
     match parse::<RouteConfig>(body, "model", &model) {
         Ok(route) => propose(&state, Command::PutRoute(route)).await,
@@ -176,9 +177,9 @@ struct KeyBody {
 async fn put_key(
     State(state): State<AdminState>,
     Path(name): Path<String>,
-    body: Option<Json<Value>>,
+    body: Bytes,
 ) -> Response {
-    let body: KeyBody = match parse_value(body) {
+    let body: KeyBody = match parse_value(&body) {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -211,14 +212,8 @@ async fn delete_key(State(state): State<AdminState>, Path(name): Path<String>) -
 
 /// A JSON body as `T`, with the path's name filled in (or checked against
 /// the body's), and serde's complaint turned into a 400 naming the field.
-fn parse<T: DeserializeOwned>(
-    body: Option<Json<Value>>,
-    key: &str,
-    name: &str,
-) -> Result<T, Box<Response>> {
-    let Some(Json(mut value)) = body else {
-        return Err(not_an_object());
-    };
+fn parse<T: DeserializeOwned>(body: Bytes, key: &str, name: &str) -> Result<T, Box<Response>> {
+    let mut value = json_body(&body)?;
     let Some(object) = value.as_object_mut() else {
         return Err(not_an_object());
     };
@@ -234,13 +229,27 @@ fn parse<T: DeserializeOwned>(
         )));
     }
     object.insert(key.to_owned(), Value::String(name.to_owned()));
-    parse_value(Some(Json(value)))
+    typed(value)
 }
 
-fn parse_value<T: DeserializeOwned>(body: Option<Json<Value>>) -> Result<T, Box<Response>> {
-    let Some(Json(value)) = body else {
-        return Err(not_an_object());
-    };
+/// The body as JSON, whatever its content type says (curl's `-d` sends a form type).
+fn json_body(body: &[u8]) -> Result<Value, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        let message = format!("the body is not JSON: {e}");
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            &message,
+            None,
+            "invalid_config",
+        ))
+    })
+}
+
+fn parse_value<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+    typed(json_body(body)?)
+}
+
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Box<Response>> {
     serde_json::from_value(value).map_err(|e| {
         let message = e.to_string();
         let field = message.split('`').nth(1).map(str::to_owned);

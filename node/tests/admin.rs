@@ -1,0 +1,209 @@
+//! The admin API on a real node: upstreams, routes and client keys changed
+//! at run time, each change validated (a 4xx naming the field, nothing
+//! proposed) and visible to the data plane once acknowledged.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use http::{Method, StatusCode};
+use serde_json::{Value, json};
+use support::{Mock, Node, chat_body, send, upstream};
+
+async fn admin(
+    node: &Node,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let (status, _, bytes) = send(
+        method,
+        &format!("http://{}{path}", node.admin),
+        &[],
+        body.map(|b| b.to_string()),
+    )
+    .await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+async fn applied_index(node: &Node) -> u64 {
+    admin(node, Method::GET, "/admin/v1/cluster", None).await.1["applied_index"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn config_changes_apply_at_once_and_bad_ones_change_nothing() {
+    let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
+    let config = format!(
+        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
+        upstream("a", &a)
+    );
+    let node = Node::start(&config, &[]).await;
+
+    // The seed is the cluster's state.
+    let (status, routes) = admin(&node, Method::GET, "/admin/v1/routes", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(routes[0]["model"], "m");
+
+    // A new upstream and a route to it serve as soon as they are acknowledged.
+    let (status, body) = admin(
+        &node,
+        Method::PUT,
+        "/admin/v1/upstreams/b",
+        Some(json!({"base_url": b.base_url()})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["changed"], true);
+    let route = json!({"tiers": [[{"upstream": "b", "model": "b-model"}], [{"upstream": "a", "model": "x"}]]});
+    let (status, _) = admin(
+        &node,
+        Method::PUT,
+        "/admin/v1/routes/new",
+        Some(route.clone()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let answer = node.chat(chat_body("new"), &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["model"], "b-model");
+    // The same write again changes nothing.
+    assert_eq!(
+        admin(&node, Method::PUT, "/admin/v1/routes/new", Some(route))
+            .await
+            .1["changed"],
+        false
+    );
+
+    // Invalid changes: 400 naming the field, and no log entry proposed.
+    let before = applied_index(&node).await;
+    let cases = [
+        (
+            "/admin/v1/routes/bad",
+            json!({"tiers": [[{"upstream": "nope", "model": "x"}]]}),
+            "route.tiers[0][0].upstream",
+        ),
+        (
+            "/admin/v1/routes/bad",
+            json!({"tiers": [[{"upstream": "a", "model": "x", "input_per_mtok": -1}]]}),
+            "route.tiers[0][0].input_per_mtok",
+        ),
+        (
+            "/admin/v1/routes/bad",
+            json!({"tiers": [], "surprise": 1}),
+            "surprise",
+        ),
+        (
+            "/admin/v1/routes/bad",
+            json!({"model": "other", "tiers": []}),
+            "model",
+        ),
+        (
+            "/admin/v1/upstreams/c",
+            json!({"base_url": "ftp://x"}),
+            "upstream.base_url",
+        ),
+        ("/admin/v1/upstreams/c", json!({}), "base_url"),
+    ];
+    for (path, body, field) in cases {
+        let (status, answer) = admin(&node, Method::PUT, path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert_eq!(answer["error"]["param"], field, "{answer}");
+    }
+    let (status, answer) = admin(&node, Method::DELETE, "/admin/v1/upstreams/b", None).await;
+    assert_eq!(status, 400, "an upstream in use cannot go: {answer}");
+    assert!(answer["error"]["message"].as_str().unwrap().contains("new"));
+    let (status, _, _) = send(
+        Method::PUT,
+        &format!("http://{}/admin/v1/routes/x", node.admin),
+        &[],
+        Some("{not json".into()),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(applied_index(&node).await, before, "nothing was proposed");
+
+    // Deleting the route makes it unknown to clients.
+    assert_eq!(
+        admin(&node, Method::DELETE, "/admin/v1/routes/new", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(node.chat(chat_body("new"), &[]).await.status, 404);
+    assert_eq!(
+        admin(&node, Method::GET, "/admin/v1/routes/new", None)
+            .await
+            .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn client_keys_are_hashed_on_arrival_and_never_shown() {
+    let mock = Mock::start(&[]).await;
+    let config = format!(
+        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
+        upstream("a", &mock)
+    );
+    let node = Node::start(&config, &[]).await;
+    // No keys: open (on loopback).
+    assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);
+
+    let (status, _) = admin(
+        &node,
+        Method::PUT,
+        "/admin/v1/keys/team-a",
+        Some(json!({"key": "sk-team-a-secret"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        node.chat(chat_body("m"), &[]).await.status,
+        401,
+        "a configured key closes the door"
+    );
+    let with_key = [("authorization", "Bearer sk-team-a-secret")];
+    assert_eq!(node.chat(chat_body("m"), &with_key).await.status, 200);
+
+    let (_, keys) = admin(&node, Method::GET, "/admin/v1/keys", None).await;
+    assert_eq!(keys, json!([{"name": "team-a"}]));
+    assert!(
+        !node.log().contains("sk-team-a-secret"),
+        "the key reached the log"
+    );
+    let (status, answer) = admin(
+        &node,
+        Method::PUT,
+        "/admin/v1/keys/short",
+        Some(json!({"key": "abc"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["error"]["param"], "key");
+
+    assert_eq!(
+        admin(&node, Method::DELETE, "/admin/v1/keys/team-a", None)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);
+}
+
+#[tokio::test]
+async fn cluster_view_of_a_single_node() {
+    let mock = Mock::start(&[]).await;
+    let node = Node::start(&upstream("a", &mock), &[]).await;
+    let (status, view) = admin(&node, Method::GET, "/admin/v1/cluster", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["role"], "leader");
+    assert_eq!(view["leader"], 1);
+    assert_eq!(view["members"][0]["region"], "test-region");
+    assert_eq!(view["members"][0]["admin_addr"], node.admin.as_str());
+    assert!(view["term"].as_u64().unwrap() >= 1);
+}
