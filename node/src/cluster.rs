@@ -178,6 +178,11 @@ impl Cluster {
         }))
     }
 
+    /// How long ago the member at `raft_addr` last answered this node.
+    pub fn last_contact(&self, raft_addr: &str) -> Option<Duration> {
+        self.network.last_contact(raft_addr)
+    }
+
     /// The state as last applied on this node.
     pub fn applied(&self) -> Arc<Applied> {
         self.applied.borrow().clone()

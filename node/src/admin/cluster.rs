@@ -54,6 +54,10 @@ struct MemberView {
     matched_index: Option<u64>,
     /// On the leader: how many entries this member is behind.
     lag: Option<u64>,
+    /// Milliseconds since this member last answered this node (the leader
+    /// hears from every member each heartbeat); `null` for this node itself
+    /// and for members it has not talked to.
+    last_contact_ms: Option<u64>,
 }
 
 fn role(state: ServerState) -> &'static str {
@@ -91,6 +95,10 @@ async fn cluster(State(state): State<AdminState>) -> Json<ClusterView> {
                 region: info.map(|i| i.region.clone()),
                 matched_index: matched,
                 lag: matched.map(|m| last.unwrap_or(0).saturating_sub(m)),
+                last_contact_ms: (*id != state.node_id)
+                    .then(|| state.cluster.last_contact(&node.raft_addr))
+                    .flatten()
+                    .map(|d| d.as_millis() as u64),
             }
         })
         .collect();

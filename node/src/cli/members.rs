@@ -23,8 +23,8 @@ pub fn table(cluster: &Value) -> String {
         text(&cluster["applied_index"]),
     );
     out.push_str(&format!(
-        "{:<4} {:<8} {:<22} {:<22} {:<10} {:>8} {:>6}\n",
-        "ID", "ROLE", "RAFT", "ADMIN", "REGION", "MATCHED", "LAG"
+        "{:<4} {:<8} {:<22} {:<22} {:<10} {:>8} {:>6} {:>10}\n",
+        "ID", "ROLE", "RAFT", "ADMIN", "REGION", "MATCHED", "LAG", "CONTACT"
     ));
     for m in cluster["members"].as_array().into_iter().flatten() {
         let leader = if m["id"] == cluster["leader"] {
@@ -33,7 +33,7 @@ pub fn table(cluster: &Value) -> String {
             ""
         };
         out.push_str(&format!(
-            "{:<4} {:<8} {:<22} {:<22} {:<10} {:>8} {:>6}\n",
+            "{:<4} {:<8} {:<22} {:<22} {:<10} {:>8} {:>6} {:>10}\n",
             format!("{}{leader}", text(&m["id"])),
             text(&m["role"]),
             text(&m["raft_addr"]),
@@ -41,6 +41,10 @@ pub fn table(cluster: &Value) -> String {
             text(&m["region"]),
             text(&m["matched_index"]),
             text(&m["lag"]),
+            match m["last_contact_ms"].as_u64() {
+                Some(ms) => format!("{ms} ms ago"),
+                None => "-".to_owned(),
+            },
         ));
     }
     out
@@ -83,7 +87,7 @@ mod tests {
             "id": 1, "region": "us", "role": "leader", "term": 3, "leader": 1, "applied_index": 9,
             "members": [
                 {"id": 1, "role": "voter", "raft_addr": "127.0.0.1:7080", "admin_addr": "127.0.0.1:9080", "region": "us", "matched_index": 9, "lag": 0},
-                {"id": 2, "role": "learner", "raft_addr": "127.0.0.1:7081", "admin_addr": null, "region": null, "matched_index": 7, "lag": 2}
+                {"id": 2, "role": "learner", "raft_addr": "127.0.0.1:7081", "admin_addr": null, "region": null, "matched_index": 7, "lag": 2, "last_contact_ms": 40}
             ]
         });
         let t = table(&cluster);
@@ -96,7 +100,7 @@ mod tests {
         assert!(
             t.lines().any(|l| l.starts_with("2 ")
                 && l.contains("learner")
-                && l.trim_end().ends_with('2')),
+                && l.trim_end().ends_with("40 ms ago")),
             "{t}"
         );
     }

@@ -83,6 +83,8 @@ pub(super) struct Peers {
     dialer: Option<(quinn::Endpoint, quinn::ClientConfig)>,
     settings: Arc<NetworkSettings>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
+    /// When each peer last answered an RPC, for operators ("last contact").
+    contacts: Mutex<HashMap<String, Instant>>,
 }
 
 impl Peers {
@@ -96,6 +98,7 @@ impl Peers {
             dialer,
             settings,
             slots: Mutex::new(HashMap::new()),
+            contacts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -156,6 +159,9 @@ impl Peers {
     /// Forgets past failures once a peer has answered. Skipped when a dial
     /// holds the slot: the next success will do it.
     fn succeeded(&self, addr: &str) {
+        if let Ok(mut contacts) = self.contacts.lock() {
+            contacts.insert(addr.to_owned(), Instant::now());
+        }
         if let Ok(mut slot) = self.slot(addr).try_lock()
             && slot.failures > 0
         {
@@ -315,6 +321,13 @@ pub struct Network {
 }
 
 impl Network {
+    /// How long ago the peer at `addr` last answered an RPC from this node
+    /// (on the leader, every member is contacted at least every heartbeat).
+    pub fn last_contact(&self, addr: &str) -> Option<Duration> {
+        let contacts = self.peers.contacts.lock().ok()?;
+        contacts.get(addr).map(Instant::elapsed)
+    }
+
     pub(super) fn new(id: NodeId, peers: Arc<Peers>) -> Self {
         Self { id, peers }
     }
