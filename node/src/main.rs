@@ -283,6 +283,7 @@ async fn run(config: Config) -> Result<(), RunError> {
             "waiting for the cluster to elect a leader and apply its state"
         );
     }
+    warn_if_file_differs(&config, &node.cluster.applied().state);
     let snapshot = node.snapshot.load();
     if snapshot.keys.is_empty() {
         tracing::warn!(api = %node.api_addr, "no client keys configured: accepting every request, on loopback only");
@@ -306,6 +307,26 @@ async fn run(config: Config) -> Result<(), RunError> {
     tracing::info!("shutting down: draining requests in flight");
     node.shutdown().await;
     Ok(())
+}
+
+/// The file's upstreams and routes only seed a new cluster; say so when they
+/// no longer match the cluster's, so an edit is not silently ignored.
+fn warn_if_file_differs(config: &Config, state: &proto::state::ClusterState) {
+    let upstreams_differ = config
+        .upstreams
+        .iter()
+        .any(|u| state.upstreams.get(&u.id) != Some(u));
+    let routes_differ = config
+        .routes
+        .iter()
+        .any(|r| state.routes.get(&r.model) != Some(r));
+    if upstreams_differ || routes_differ {
+        tracing::warn!(
+            "the [[upstreams]] or [[routes]] in the file differ from the cluster's: the file only seeds a new \
+             cluster, and the cluster's state is what serves; change it with the admin API (meridian members list \
+             shows the nodes)"
+        );
+    }
 }
 
 fn announce_default(d: &defaults::DefaultConfig) {
