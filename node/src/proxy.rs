@@ -171,7 +171,7 @@ impl Proxy {
                 let mut response = answered.response;
                 let headers = response.headers_mut();
                 headers.insert(X_UPSTREAM.clone(), answered.upstream);
-                headers.insert(X_ATTEMPTS.clone(), HeaderValue::from(answered.attempts));
+                headers.insert(X_ATTEMPTS.clone(), count_header(answered.attempts));
                 headers.insert(
                     X_FALLBACK.clone(),
                     HeaderValue::from_static(if answered.fallback { "true" } else { "false" }),
@@ -427,15 +427,14 @@ impl Proxy {
             };
             let total = started.elapsed();
             record(Outcome::Success, Some(ttfb), Some(total));
-            log_done(
-                call,
-                route,
-                target,
-                status,
-                usage::from_json(&bytes),
-                ttfb,
-                total,
-            );
+            // The usage is for the log line only: parsing the answer
+            // again is skipped when that line would not be written.
+            let usage = if tracing::enabled!(tracing::Level::INFO) {
+                usage::from_json(&bytes)
+            } else {
+                None
+            };
+            log_done(call, route, target, status, usage, ttfb, total);
             let mut out = Response::new(ProxyBody::bytes(bytes));
             *out.status_mut() = status;
             copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
@@ -733,7 +732,7 @@ fn error_response(error: &ProxyError, attempts: usize) -> Response<ProxyBody> {
     *response.status_mut() = error.status();
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, JSON.clone());
-    headers.insert(X_ATTEMPTS.clone(), HeaderValue::from(attempts));
+    headers.insert(X_ATTEMPTS.clone(), count_header(attempts));
     if let Some(wait) = error.retry_after() {
         headers.insert(
             RETRY_AFTER,
@@ -759,7 +758,17 @@ fn request_id(headers: &HeaderMap) -> HeaderValue {
     // 128 random bits from the thread-local generator (seeded from the OS,
     // reseeded periodically): unique without a syscall per request.
     let id: u128 = rand::random();
-    HeaderValue::from_str(&format!("{id:032x}")).unwrap_or(HeaderValue::from_static("unknown"))
+    HeaderValue::from_maybe_shared(Bytes::from(format!("{id:032x}")))
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// A count as a header value, without allocating for the usual few.
+fn count_header(n: usize) -> HeaderValue {
+    const SMALL: [&str; 5] = ["0", "1", "2", "3", "4"];
+    match SMALL.get(n) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(n),
+    }
 }
 
 #[cfg(test)]
@@ -792,6 +801,13 @@ mod tests {
         let fresh = request_id(&h);
         assert_eq!(fresh.len(), 32);
         assert_ne!(fresh, request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn counts_read_the_same_either_way() {
+        for n in [0, 1, 4, 5, 12] {
+            assert_eq!(count_header(n), HeaderValue::from(n));
+        }
     }
 
     #[test]

@@ -2,7 +2,11 @@
 //!
 //! Frames are forwarded as soon as they hold whole SSE events, so a client
 //! never receives half an event; the rare frame that ends mid-event is held
-//! until the rest arrives. If the upstream breaks or goes quiet for longer
+//! until the rest arrives. Frames that arrive together leave together: after
+//! a frame, the relay lets the upstream connection run once more before
+//! writing, so a burst read from the upstream in one go is written to the
+//! client in one go too, rather than one write (and one TCP segment) per
+//! chunk. If the upstream breaks or goes quiet for longer
 //! than the idle timeout, the client gets an explicit SSE error event instead
 //! of a clean end that would look like a complete answer. When the stream
 //! ends, however it ends, the attempt's figures go to the health recorder and
@@ -43,9 +47,17 @@ pub struct Relay<B> {
     inner: B,
     ready: Option<Bytes>,
     pending: BytesMut,
+    batch: Batch,
+    /// Polls in a row that found nothing new while a batch was held.
+    quiet_polls: u8,
     sse: bool,
     idle_timeout: Duration,
+    /// Fires at the earliest moment the stream may have been quiet for
+    /// `idle_timeout`; it is moved on only when it fires and data came since
+    /// (`last_data`), not on every chunk, which made the timer wheel a large
+    /// share of a stream's cost.
     idle: Pin<Box<Sleep>>,
+    last_data: Instant,
     usage: Option<Usage>,
     bytes: u64,
     done: bool,
@@ -70,9 +82,12 @@ where
             inner,
             ready: None,
             pending: BytesMut::new(),
+            batch: Batch::default(),
+            quiet_polls: 0,
             sse,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
+            last_data: Instant::now(),
             usage: None,
             bytes: 0,
             done: false,
@@ -105,6 +120,18 @@ where
         Some(out)
     }
 
+    /// Ready once no data has come for `idle_timeout`.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.idle.as_mut().poll(cx));
+            let quiet_until = self.last_data + self.idle_timeout;
+            if quiet_until <= Instant::now() {
+                return Poll::Ready(());
+            }
+            self.idle.as_mut().reset(quiet_until);
+        }
+    }
+
     fn end(&mut self, end: StreamEnd) {
         self.done = true;
         if let Some(on_end) = self.on_end.take() {
@@ -112,7 +139,8 @@ where
         }
     }
 
-    fn fail(&mut self, reason: String) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    /// Ends the stream on an upstream failure; returns the error event.
+    fn fail(&mut self, reason: String) -> Bytes {
         // A partial event was never sent; the error event starts clean.
         self.pending.clear();
         let message = format!("The upstream stream was interrupted: {reason}");
@@ -125,7 +153,58 @@ where
         ));
         event.extend_from_slice(b"\n\n");
         self.end(StreamEnd::UpstreamFailed(reason));
-        Poll::Ready(Some(Ok(Frame::data(event.freeze()))))
+        event.freeze()
+    }
+
+    /// Sends what is batched, then `next` (if any) on the following poll.
+    fn flush(&mut self, next: Option<Bytes>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        let now = match self.batch.take() {
+            Some(batch) => {
+                self.ready = next;
+                Some(batch)
+            }
+            None => next,
+        };
+        Poll::Ready(now.map(|data| Ok(Frame::data(data))))
+    }
+}
+
+/// Whole events waiting to be written together. One piece is kept as is;
+/// only a second one costs a copy.
+#[derive(Default)]
+struct Batch {
+    first: Option<Bytes>,
+    more: BytesMut,
+}
+
+/// Quiet polls after which a held batch is written.
+const QUIET_POLLS: u8 = 2;
+
+/// A batch this large is written without waiting for more.
+const BATCH_MAX: usize = 64 * 1024;
+
+impl Batch {
+    fn push(&mut self, data: Bytes) {
+        if self.first.is_none() && self.more.is_empty() {
+            self.first = Some(data);
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.more.extend_from_slice(&first);
+        }
+        self.more.extend_from_slice(&data);
+    }
+
+    fn len(&self) -> usize {
+        self.first.as_ref().map_or(0, Bytes::len) + self.more.len()
+    }
+
+    fn take(&mut self) -> Option<Bytes> {
+        match self.first.take() {
+            Some(first) => Some(first),
+            None if self.more.is_empty() => None,
+            None => Some(self.more.split().freeze()),
+        }
     }
 }
 
@@ -159,32 +238,57 @@ where
         if this.done {
             return Poll::Ready(None);
         }
+        let mut progressed = false;
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers: nothing for the client
                     };
-                    let deadline = Instant::now() + this.idle_timeout;
-                    this.idle.as_mut().reset(deadline);
+                    this.last_data = Instant::now();
+                    this.quiet_polls = 0;
+                    progressed = true;
                     if let Some(out) = this.take_events(data) {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
+                        this.batch.push(out);
+                        if this.batch.len() >= BATCH_MAX {
+                            return this.flush(None);
+                        }
                     }
                 }
-                Poll::Ready(Some(Err(e))) => return this.fail(e.to_string()),
+                Poll::Ready(Some(Err(e))) => {
+                    let event = this.fail(e.to_string());
+                    return this.flush(Some(event));
+                }
                 Poll::Ready(None) => {
                     let rest = std::mem::take(&mut this.pending).freeze();
                     this.end(StreamEnd::Complete);
-                    if rest.is_empty() {
-                        return Poll::Ready(None);
+                    if !rest.is_empty() {
+                        this.bytes += rest.len() as u64;
+                        this.batch.push(rest);
                     }
-                    this.bytes += rest.len() as u64;
-                    return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    return this.flush(None);
+                }
+                Poll::Pending if this.batch.len() > 0 => {
+                    // More may be right behind: let the upstream connection
+                    // decode what it already read (this task runs again right
+                    // after) before writing. hyper polls a body a second time
+                    // in the same turn, so only a second quiet poll in a row
+                    // means nothing more is coming for now.
+                    if !progressed {
+                        this.quiet_polls += 1;
+                    }
+                    if this.quiet_polls >= QUIET_POLLS {
+                        this.quiet_polls = 0;
+                        return this.flush(None);
+                    }
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Poll::Pending => {
-                    ready!(this.idle.as_mut().poll(cx));
+                    ready!(this.poll_idle(cx));
                     let quiet = this.idle_timeout;
-                    return this.fail(format!("no data for {} ms", quiet.as_millis()));
+                    let event = this.fail(format!("no data for {} ms", quiet.as_millis()));
+                    return this.flush(Some(event));
                 }
             }
         }
@@ -255,13 +359,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn whole_events_pass_frame_by_frame() {
+    async fn frames_ready_together_leave_together() {
         let (out, ended) = relay_all(
             "data: {\"a\":1}\n\n",
             vec![Ok("data: {\"a\":2}\n\n"), Ok("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"), Ok("data: [DONE]\n\n")],
         )
         .await;
-        assert_eq!(out.len(), 4);
+        // The first chunk goes at once; the three behind it were ready
+        // together, so they are written together.
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0], "data: {\"a\":1}\n\n");
+        assert!(out[1].starts_with(b"data: {\"a\":2}\n\n") && out[1].ends_with(b"[DONE]\n\n"));
         let (end, usage, bytes) = ended.lock().unwrap().clone().unwrap();
         assert_eq!(end, StreamEnd::Complete);
         assert_eq!(
@@ -283,10 +391,7 @@ mod tests {
         .await;
         assert_eq!(
             out,
-            vec![
-                Bytes::from("data: {\"a\":1}\n\n"),
-                Bytes::from("data: {\"b\":2}\n\n")
-            ]
+            vec![Bytes::from("data: {\"a\":1}\n\ndata: {\"b\":2}\n\n")]
         );
     }
 
@@ -330,6 +435,40 @@ mod tests {
                 .contains("no data for 2000 ms")
         );
         assert!(relay.frame().await.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn data_keeps_a_slow_stream_alive_past_the_first_deadline() {
+        let ended: Ended = Arc::default();
+        // A chunk every 1.5 s, under a 2 s idle timeout: 4.5 s in all.
+        let slow = StreamBody::new(Box::pin(stream::unfold(0, |n| async move {
+            if n == 3 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(1_500)).await;
+            Some((
+                Ok::<_, String>(Frame::data(Bytes::from("data: x\n\n"))),
+                n + 1,
+            ))
+        })));
+        let mut relay = Relay::new(
+            Bytes::from_static(b"data: 0\n\n"),
+            slow,
+            true,
+            Duration::from_secs(2),
+            Box::new(Record(ended.clone())),
+        );
+        let mut frames = 0;
+        while let Some(frame) = relay.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            assert!(!data.starts_with(b"data: {\"error\""), "timed out early");
+            frames += 1;
+        }
+        assert_eq!(frames, 4);
+        assert_eq!(
+            ended.lock().unwrap().clone().unwrap().0,
+            StreamEnd::Complete
+        );
     }
 
     #[tokio::test]

@@ -135,16 +135,6 @@ impl Workers {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut threads = Vec::with_capacity(listeners.len());
-        if std::env::var_os("MERIDIAN_AB_MT").is_some() {
-            let rt = tokio::runtime::Handle::current();
-            for listener in listeners {
-                let (handler, shutdown) = (handler.clone(), shutdown.clone());
-                let _guard = rt.enter();
-                let listener = TcpListener::from_std(listener)?;
-                rt.spawn(serve(listener, handler, shutdown, drain));
-            }
-            return Ok(Self { threads });
-        }
         for (index, listener) in listeners.into_iter().enumerate() {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -111,9 +111,11 @@ async fn stream_arrives_chunk_by_chunk_with_usage() {
     assert_eq!(status, 200);
     assert_eq!(headers["content-type"], "text/event-stream");
     assert_eq!(headers["x-meridian-upstream"], "a");
-    // With 30 ms between chunks, every event arrives as its own frame.
+    // With 30 ms between chunks, every delayed chunk arrives as its own frame
+    // (what the upstream sends together, like the last chunk, usage and
+    // [DONE], may share one write).
     assert!(
-        frames.len() >= 6,
+        frames.len() >= 5,
         "chunks were buffered: {} frames",
         frames.len()
     );
