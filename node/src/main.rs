@@ -171,15 +171,8 @@ fn main() -> ExitCode {
 
 fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
     use meridian::cli::{admin_client::AdminClient, members};
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("meridian: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let client = AdminClient::new(&target.admin, &target.token_env)?;
@@ -213,6 +206,15 @@ fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
     }
 }
 
+/// Builds a runtime, saying why on stderr when the system refuses.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("meridian: cannot start the runtime: {e}"))
+        .ok()
+}
+
 fn config_error(message: &str) -> ExitCode {
     eprintln!("meridian: {message}");
     ExitCode::from(EXIT_CONFIG)
@@ -242,15 +244,8 @@ fn serve(path: Option<&Path>, log_format: LogFormat) -> ExitCode {
             Err(e) => return config_error(&format!("invalid embedded default: {e}")),
         },
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("meridian: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
