@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::{ChangeMembers, SnapshotPolicy};
 use proto::Config;
 use proto::state::{Command, CommandResponse, KeyRecord, Member, NodeInfo};
@@ -55,6 +55,16 @@ pub enum WriteError {
     /// The leader could not be reached or did not answer in time.
     #[error("the leader could not be reached: {0}")]
     Unreachable(String),
+    /// A new member did not catch up with the log in time, so it was left a
+    /// learner (check its address and certificate).
+    #[error(
+        "node {0} did not catch up within {1:?}; it stays a learner (check its address and that its certificate is signed by the cluster CA)"
+    )]
+    NotCaughtUp(NodeId, Duration),
+    /// The leader could not get a quorum to acknowledge in time: too many
+    /// voters are down or cut off. Nothing is lost; retry later.
+    #[error("no quorum of voters acknowledged within {0:?}; too many may be down or cut off")]
+    NoQuorum(Duration),
     /// Raft failed the operation.
     #[error("raft: {0}")]
     Raft(String),
@@ -93,8 +103,12 @@ impl Cluster {
         let raft_config = openraft::Config {
             cluster_name: "meridian".into(),
             heartbeat_interval: c.heartbeat_ms,
-            election_timeout_min: c.election_timeout_ms,
-            election_timeout_max: c.election_timeout_ms * 2,
+            // openraft 0.9 makes a follower wait its leader lease (equal to
+            // election_timeout_max) plus a random election timeout in
+            // [min, max] after the last heartbeat; these bounds make the
+            // whole wait 0.9-1.0 x cluster.election_timeout_ms.
+            election_timeout_min: c.election_timeout_ms * 2 / 5,
+            election_timeout_max: c.election_timeout_ms / 2,
             install_snapshot_timeout: c.heartbeat_ms.max(1_000) * 4,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_logs),
             max_in_snapshot_log_to_keep: c.snapshot_logs.min(500),
@@ -225,22 +239,32 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let (leader, member) = self.leader().await?;
-            let outcome = if leader == self.id {
-                match self.raft.client_write(command.clone()).await {
-                    Ok(written) => Ok(written.data),
-                    Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
-                    Err(e) => Err(Some(WriteError::Raft(e.to_string()))),
-                }
-            } else {
-                match self.network.forward(&member, command.clone()).await {
-                    Ok(response) => Ok(response),
-                    Err(ForwardError::NotLeader { .. }) => Err(None),
-                    Err(ForwardError::Network { message, .. }) => {
-                        Err(Some(WriteError::Unreachable(message)))
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = async {
+                if leader == self.id {
+                    match self.raft.client_write(command.clone()).await {
+                        Ok(written) => Ok(written.data),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
+                        Err(e) => Err(Some(WriteError::Raft(e.to_string()))),
                     }
-                    Err(ForwardError::Raft(message)) => Err(Some(WriteError::Raft(message))),
+                } else {
+                    match self.network.forward(&member, command.clone()).await {
+                        Ok(response) => Ok(response),
+                        Err(ForwardError::NotLeader { .. }) => Err(None),
+                        Err(ForwardError::Network { message, .. }) => {
+                            Err(Some(WriteError::Unreachable(message)))
+                        }
+                        Err(ForwardError::Raft(message)) => Err(Some(WriteError::Raft(message))),
+                    }
                 }
             };
+            // Without a quorum a write never commits: answer in time rather
+            // than hold the caller.
+            let outcome = match tokio::time::timeout(left, attempt).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(Some(WriteError::NoQuorum(self.timeout))),
+            };
+
             match outcome {
                 Ok(response) => return Ok(response),
                 Err(Some(e)) => return Err(e),
@@ -259,22 +283,32 @@ impl Cluster {
     /// [`Cluster::applied`] is linearizable.
     pub async fn linearizable(&self) -> Result<(), WriteError> {
         let (leader, member) = self.leader().await?;
-        let index = if leader == self.id {
-            self.raft
-                .get_read_log_id()
-                .await
-                .map_err(|e| WriteError::Raft(e.to_string()))?
-                .0
-                .map(|log_id| log_id.index)
-        } else {
-            self.network
-                .read_index(&member)
-                .await
-                .map_err(|e| match e {
+        let read_index = async {
+            if leader == self.id {
+                match self.raft.get_read_log_id().await {
+                    Ok((read, _applied)) => Ok(read.map(|log_id| log_id.index)),
+                    Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+                        Err(WriteError::NoQuorum(self.timeout))
+                    }
+                    Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_))) => {
+                        Err(WriteError::NoLeader)
+                    }
+                    Err(e) => Err(WriteError::Raft(e.to_string())),
+                }
+            } else {
+                self.network.read_index(&member).await.map_err(|e| match e {
                     ForwardError::Network { message, .. } => WriteError::Unreachable(message),
-                    other => WriteError::Raft(other.to_string()),
-                })?
+                    ForwardError::NotLeader { .. } => WriteError::NoLeader,
+                    ForwardError::Raft(message) if message.contains("quorum") => {
+                        WriteError::NoQuorum(self.timeout)
+                    }
+                    ForwardError::Raft(message) => WriteError::Raft(message),
+                })
+            }
         };
+        let index = tokio::time::timeout(self.timeout, read_index)
+            .await
+            .map_err(|_| WriteError::NoQuorum(self.timeout))??;
         if let Some(index) = index {
             self.raft
                 .wait(Some(self.timeout))
@@ -299,12 +333,40 @@ impl Cluster {
             .await
             .map_err(|e| WriteError::Raft(e.to_string()))?;
         if voter {
+            // openraft's blocking add returns at once while the log is shorter
+            // than its lag threshold; a voter that cannot replicate (wrong
+            // certificate, wrong address) would weaken the quorum, so promote
+            // only once it holds the log.
+            self.wait_caught_up(id).await?;
             self.raft
                 .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
                 .await
                 .map_err(|e| WriteError::Raft(e.to_string()))?;
         }
         Ok(())
+    }
+
+    async fn wait_caught_up(&self, id: NodeId) -> Result<(), WriteError> {
+        let mut metrics = self.raft.metrics();
+        let caught_up = async {
+            loop {
+                let done = {
+                    let m = metrics.borrow_and_update();
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten())
+                        .map(|l| l.index);
+                    matched.is_some() && matched >= m.last_log_index
+                };
+                if done || metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(self.timeout, caught_up)
+            .await
+            .map_err(|_| WriteError::NotCaughtUp(id, self.timeout))
     }
 
     /// Removes a node from the cluster (voter or learner).

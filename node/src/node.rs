@@ -181,14 +181,25 @@ impl Node {
         })
     }
 
-    /// Waits until the replicated state has been seeded and applied here, so
-    /// the routing table holds the cluster's routes.
+    /// Waits until the replicated state has been seeded and applied here and
+    /// the routing table has been rebuilt from it, so the data plane serves
+    /// the cluster's routes.
     pub async fn ready(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut applied = self.cluster.subscribe();
         let seeded = applied.wait_for(|a| a.state.seeded);
-        tokio::time::timeout(timeout, seeded)
-            .await
-            .is_ok_and(|r| r.is_ok())
+        let Ok(Ok(state)) = tokio::time::timeout(timeout, seeded).await else {
+            return false;
+        };
+        let index = state.last_applied.map(|l| l.index);
+        drop(state);
+        while self.snapshot.load().applied_index < index {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        true
     }
 
     /// Stops accepting, lets requests in flight finish, stops Raft, and

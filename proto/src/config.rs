@@ -125,8 +125,9 @@ pub struct ClusterConfig {
     /// after this long, so on a WAN it must exceed the p99 round trip.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for between this and twice this long
-    /// starts an election; about ten round trips on a WAN.
+    /// A follower that hears no leader for this long (between 0.9 and 1
+    /// times it) starts an election, so a lost leader is replaced within about
+    /// this plus a vote; about ten round trips on a WAN.
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
     /// Take a snapshot (and purge the log behind it) every this many entries.
@@ -400,10 +401,10 @@ impl Config {
                 "must be at least 10",
             ));
         }
-        if cluster.election_timeout_ms < 3 * cluster.heartbeat_ms {
+        if cluster.election_timeout_ms < 4 * cluster.heartbeat_ms {
             return Err(ConfigError::new(
                 "cluster.election_timeout_ms",
-                "must be at least three heartbeats (cluster.heartbeat_ms)",
+                "must be at least four heartbeats (cluster.heartbeat_ms)",
             ));
         }
         if cluster.snapshot_logs == 0 {

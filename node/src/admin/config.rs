@@ -249,14 +249,26 @@ fn parse_value<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
     typed(json_body(body)?)
 }
 
+/// `value` as `T`; a mismatch names the field by its path in the body
+/// (`tiers[0][1].input_per_mtok`), whatever kind of mismatch it is.
 fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Box<Response>> {
-    serde_json::from_value(value).map_err(|e| {
-        let message = e.to_string();
-        let field = message.split('`').nth(1).map(str::to_owned);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // A missing field is not in the path (it was never reached): serde
+        // names it. An unknown one is the path's last step already.
+        let field = match inner.split('`').nth(1) {
+            Some(name) if inner.starts_with("missing field") => match path.as_str() {
+                "." => name.to_owned(),
+                parent => format!("{parent}.{name}"),
+            },
+            _ => path,
+        };
+        let message = format!("{field}: {inner}");
         Box::new(error(
             StatusCode::BAD_REQUEST,
             &message,
-            field.as_deref(),
+            Some(&field),
             "invalid_config",
         ))
     })
@@ -274,6 +286,11 @@ fn not_an_object() -> Box<Response> {
 /// Checks a command against the applied state, proposes it, and answers
 /// once it is committed and applied here.
 async fn propose(state: &AdminState, command: Command) -> Response {
+    // Check against a current state, so a change acknowledged a moment ago
+    // on another node counts (a write racing this one is caught at apply).
+    if let Err(e) = state.cluster.linearizable().await {
+        return write_error(e);
+    }
     let mut trial = state.cluster.applied().state.clone();
     if let CommandResponse::Rejected { field, message } = trial.apply(&command) {
         return error(
@@ -306,5 +323,51 @@ async fn wait_for_routing(state: &AdminState, index: Option<u64>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     while state.snapshot.load().applied_index < index && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn field(body: Value) -> String {
+        let response = typed::<RouteConfig>(body).map(|_| ()).unwrap_err();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = runtime
+            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+            .unwrap();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        v["error"]["param"].as_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn every_mismatch_names_its_field_path() {
+        let target = json!({"upstream": "a", "model": "x"});
+        assert_eq!(field(json!({"model": "m", "tiers": "fast"})), "tiers");
+        assert_eq!(
+            field(
+                json!({"model": "m", "tiers": [[target.clone(), {"upstream": "a", "model": "y", "pirce": 1}]]})
+            ),
+            "tiers[0][1].pirce"
+        );
+        assert_eq!(
+            field(
+                json!({"model": "m", "tiers": [[{"upstream": "a", "model": "y", "input_per_mtok": "free"}]]})
+            ),
+            "tiers[0][0].input_per_mtok"
+        );
+        assert_eq!(
+            field(json!({"model": "m", "tiers": [], "surprise": 1})),
+            "surprise"
+        );
+        assert_eq!(field(json!({"tiers": []})), "model");
+        assert_eq!(
+            field(json!({"model": "m", "tiers": [[{"model": "y"}]]})),
+            "tiers[0][0].upstream"
+        );
     }
 }

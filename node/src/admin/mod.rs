@@ -161,9 +161,15 @@ async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
 pub(crate) fn write_error(e: WriteError) -> Response {
     let message = e.to_string();
     let mut response = match e {
-        WriteError::NoLeader | WriteError::Unreachable(_) => {
+        WriteError::NoLeader | WriteError::Unreachable(_) | WriteError::NoQuorum(_) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &message, None, "no_leader")
         }
+        WriteError::NotCaughtUp(..) => error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &message,
+            Some("id"),
+            "not_caught_up",
+        ),
         WriteError::Raft(_) => error(
             StatusCode::INTERNAL_SERVER_ERROR,
             &message,

@@ -248,7 +248,23 @@ impl Peers {
                 message,
             }),
             Ok(result) => result,
-            Err(_) => Err(CallError::Timeout(ttl)),
+            Err(_) => {
+                self.evict(addr);
+                Err(CallError::Timeout(ttl))
+            }
+        }
+    }
+
+    /// Closes and forgets the cached connection to `addr` after a call on it
+    /// timed out: a peer killed without closing leaves a connection quinn
+    /// would keep until its idle timeout, and the restarted peer (a new
+    /// endpoint) would not hear from us until then. The next call redials.
+    /// Skipped when another call is dialling right now.
+    fn evict(&self, addr: &str) {
+        if let Ok(mut slot) = self.slot(addr).try_lock()
+            && let Some(connection) = slot.connection.take()
+        {
+            connection.close(0u32.into(), b"rpc timed out");
         }
     }
 

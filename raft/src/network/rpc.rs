@@ -61,8 +61,9 @@ pub enum ForwardError {
         /// Where the leader is, if known.
         leader: Option<Member>,
     },
-    /// The leader's Raft failed the write (it is shutting down, say).
-    #[error("raft failed the write: {0}")]
+    /// The leader's Raft failed the request (it is shutting down, or has no
+    /// quorum, say).
+    #[error("raft failed the request: {0}")]
     Raft(String),
     /// The node could not be asked: unreachable, refused, or too slow.
     #[error("cannot reach {addr}: {message}")]
