@@ -24,6 +24,8 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+pub mod cluster;
+
 /// `target/<profile>`, where cargo put this test and the binaries.
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
