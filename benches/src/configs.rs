@@ -16,7 +16,8 @@ pub struct MeridianPorts {
 
 /// A one-node config with one upstream (the mock) and one route,
 /// `bench-model`, and no client keys (no auth on loopback).
-pub fn meridian_toml(dir: &Path, ports: MeridianPorts, mock: SocketAddr) -> String {
+/// `workers` is `proxy.workers` (0: one per CPU).
+pub fn meridian_toml(dir: &Path, ports: MeridianPorts, mock: SocketAddr, workers: usize) -> String {
     let data_dir = dir.join("data");
     format!(
         r#"[node]
@@ -28,6 +29,9 @@ data_dir = "{data_dir}"
 api = "127.0.0.1:{api}"
 admin = "127.0.0.1:{admin}"
 raft = "127.0.0.1:{raft}"
+
+[proxy]
+workers = {workers}
 
 [[upstreams]]
 id = "mock"
@@ -42,6 +46,7 @@ tiers = [[{{ upstream = "mock", model = "mock-model" }}]]
         api = ports.api,
         admin = ports.admin,
         raft = ports.raft,
+        workers = workers,
     )
 }
 
@@ -119,7 +124,7 @@ mod tests {
             admin: 2,
             raft: 3,
         };
-        let toml = meridian_toml(Path::new("/tmp/b"), ports, mock());
+        let toml = meridian_toml(Path::new("/tmp/b"), ports, mock(), 0);
         assert!(toml.contains("data_dir = \"/tmp/b/data\""));
         assert!(toml.contains("admin = \"127.0.0.1:2\""));
         assert!(toml.contains("base_url = \"http://127.0.0.1:4000/v1\""));

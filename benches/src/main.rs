@@ -42,6 +42,10 @@ struct Args {
     /// Do not measure nginx.
     #[arg(long)]
     skip_nginx: bool,
+    /// Meridian's data-plane threads (`proxy.workers`; 0: one per CPU, like
+    /// nginx's `worker_processes auto`).
+    #[arg(long, default_value_t = 0)]
+    meridian_workers: usize,
     /// Rounds of each phase; results are medians across rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -129,7 +133,11 @@ async fn run(args: &Args) -> Result<()> {
     // Declared before the processes, so it is removed after they are killed.
     let workdir = Workdir::create()?;
     let dir = workdir.path();
-    let generator = Generator::new(settings.concurrency.max(128));
+    // Keep every connection the load may need: a pool that closes surplus
+    // connections makes a target that hiccups once reconnect on every request
+    // after it (each target pays it alike, but it turns a blip into a
+    // collapse, which no real client pool would).
+    let generator = Generator::new(settings.concurrency.max(settings.max_in_flight));
     let mut processes = Processes::default();
 
     let (mock, mock_addrs) = procs::start_mock(&args.mock_bin, dir).await?;
@@ -147,8 +155,14 @@ async fn run(args: &Args) -> Result<()> {
         processes.push(nginx);
     }
     if !args.skip_meridian {
-        let (meridian, addr) =
-            procs::start_meridian(&args.meridian_bin, dir, mock_addrs.api, &generator).await?;
+        let (meridian, addr) = procs::start_meridian(
+            &args.meridian_bin,
+            dir,
+            mock_addrs.api,
+            args.meridian_workers,
+            &generator,
+        )
+        .await?;
         targets.push(Target::new(TargetKind::Meridian, addr, meridian.group())?);
         processes.push(meridian);
     }

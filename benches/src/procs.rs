@@ -228,6 +228,7 @@ pub async fn start_meridian(
     bin: &Path,
     dir: &Path,
     mock: SocketAddr,
+    workers: usize,
     generator: &Generator,
 ) -> Result<(Proc, SocketAddr)> {
     let bin = find_program(bin)?;
@@ -238,7 +239,7 @@ pub async fn start_meridian(
             admin: free_tcp_port()?,
             raft: free_udp_port()?,
         };
-        std::fs::write(&config, configs::meridian_toml(dir, ports, mock))?;
+        std::fs::write(&config, configs::meridian_toml(dir, ports, mock, workers))?;
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--config")

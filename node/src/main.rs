@@ -12,11 +12,6 @@ use meridian::node::{Node, StartError};
 use meridian::routing::ProcessEnv;
 use proto::Config;
 
-// mimalloc: measurably cheaper than glibc malloc for the many small,
-// short-lived buffers of a proxy (see benches/README.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit status for a configuration that cannot be used (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

@@ -170,7 +170,7 @@ impl DataPlane {
         shared: Arc<Shared>,
         tls: Option<TlsAcceptor>,
     ) -> io::Result<Self> {
-        let listener = TcpListener::bind(addr).await?;
+        let listener = listen(addr)?;
         let addr = listener.local_addr()?;
         let mut plane = DataPlane {
             addr,
@@ -216,7 +216,7 @@ impl DataPlane {
     async fn rebind(&self) -> io::Result<TcpListener> {
         let mut tries = 0;
         loop {
-            match TcpListener::bind(self.addr).await {
+            match listen(self.addr) {
                 Ok(listener) => return Ok(listener),
                 Err(e) if e.kind() == io::ErrorKind::AddrInUse && tries < REBIND_TRIES => {
                     tries += 1;
@@ -233,4 +233,21 @@ impl DataPlane {
             data::handle(shared.clone(), request)
         })
     }
+}
+
+/// Accept backlog of the data listener. A real provider's is large; with
+/// the default (128 here) a proxy opening many connections at once saw SYNs
+/// dropped and one-second retransmits that no provider would cause.
+const BACKLOG: u32 = 4096;
+
+/// Binds `addr` with [`BACKLOG`].
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
