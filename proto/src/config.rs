@@ -125,9 +125,9 @@ pub struct ClusterConfig {
     /// after this long, so on a WAN it must exceed the p99 round trip.
     #[serde(default = "default_heartbeat_ms")]
     pub heartbeat_ms: u64,
-    /// A follower that hears no leader for this long (between 0.9 and 1
-    /// times it) starts an election, so a lost leader is replaced within about
-    /// this plus a vote; about ten round trips on a WAN.
+    /// A lost leader is replaced within about this (a follower that hears
+    /// no leader for 0.7 to 0.8 times it starts an election), or twice it
+    /// when the first round fails; about ten round trips on a WAN.
     #[serde(default = "default_election_timeout_ms")]
     pub election_timeout_ms: u64,
     /// Take a snapshot (and purge the log behind it) every this many entries.

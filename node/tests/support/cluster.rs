@@ -557,6 +557,15 @@ impl Cluster {
             .collect()
     }
 
+    /// Ids of the nodes whose process is not running.
+    pub fn down(&self) -> Vec<u64> {
+        self.nodes
+            .iter()
+            .filter(|n| !n.is_up())
+            .map(|n| n.id)
+            .collect()
+    }
+
     /// A node's log so far.
     pub fn log(&self, id: u64) -> String {
         std::fs::read_to_string(&self.node(id).log).unwrap_or_default()
