@@ -80,6 +80,7 @@ pub struct WindowSummary {
     pub total_ms: Quantiles,
 }
 
+#[derive(Clone)]
 struct Slot {
     epoch: u64,
     ttfb: Histogram<u64>,
@@ -93,19 +94,12 @@ struct Slot {
 /// Highest latency a histogram tracks: ten minutes, in microseconds.
 const MAX_MICROS: u64 = 600_000_000;
 
-// Two significant digits: 1% precision is plenty to rank upstreams and keeps
-// each histogram a few KiB.
-#[allow(clippy::expect_used)]
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_MICROS, 2).expect("constant bounds are valid")
-}
-
 impl Slot {
-    fn new(epoch: u64) -> Self {
+    fn new(epoch: u64, template: &Histogram<u64>) -> Self {
         Self {
             epoch,
-            ttfb: histogram(),
-            total: histogram(),
+            ttfb: Histogram::new_from(template),
+            total: Histogram::new_from(template),
             successes: 0,
             client_errors: 0,
             errors: 0,
@@ -126,19 +120,24 @@ impl Slot {
 
 /// Rotating time slots of histograms and counts for one upstream: the last
 /// `slots × slot_ms` of history, aged out a slot at a time.
+#[derive(Clone)]
 pub struct Windows {
     slot_ms: u64,
     slots: Vec<Slot>,
 }
 
 impl Windows {
-    /// `slots` slots of `slot_ms` each (e.g. 6 × 5000 ms).
-    pub fn new(slots: usize, slot_ms: u64) -> Self {
-        let slots = slots.max(1);
-        Self {
+    /// `slots` slots of `slot_ms` each (e.g. 6 × 5000 ms). Histograms keep
+    /// two significant digits: 1% precision is plenty to rank upstreams and
+    /// keeps each a few KiB.
+    pub fn new(slots: usize, slot_ms: u64) -> Result<Self, hdrhistogram::CreationError> {
+        let template = Histogram::new_with_bounds(1, MAX_MICROS, 2)?;
+        Ok(Self {
             slot_ms: slot_ms.max(1),
-            slots: (0..slots).map(|_| Slot::new(u64::MAX)).collect(),
-        }
+            slots: (0..slots.max(1))
+                .map(|_| Slot::new(u64::MAX, &template))
+                .collect(),
+        })
     }
 
     fn epoch(&self, now_ms: u64) -> u64 {
@@ -181,8 +180,8 @@ impl Windows {
                 .iter()
                 .filter(move |s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n)
         };
-        let mut ttfb = histogram();
-        let mut total = histogram();
+        let mut ttfb = Histogram::new_from(&self.slots[0].ttfb);
+        let mut total = Histogram::new_from(&self.slots[0].total);
         let mut out = WindowSummary {
             window_s: n * self.slot_ms / 1000,
             ..WindowSummary::default()
@@ -316,6 +315,13 @@ async fn record_loop(queues: Weak<Queues>, shape: WindowShape) {
     let (mut batch, mut spare) = (Vec::new(), Vec::new());
     let mut last_publish = 0u64;
     let slot_ms = shape.slot.as_millis() as u64;
+    let empty = match Windows::new(shape.slots, slot_ms) {
+        Ok(empty) => empty,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot size the health histograms; health windows are off");
+            return;
+        }
+    };
     loop {
         tick.tick().await;
         let Some(queues) = queues.upgrade() else {
@@ -328,7 +334,7 @@ async fn record_loop(queues: Weak<Queues>, shape: WindowShape) {
         for (upstream, sample) in batch.drain(..) {
             let entry = windows
                 .entry(upstream.id.clone())
-                .or_insert_with(|| (Windows::new(shape.slots, slot_ms), upstream.clone()));
+                .or_insert_with(|| (empty.clone(), upstream.clone()));
             // A rebuilt routing table brings a new `Upstream`; publish to it.
             if !Arc::ptr_eq(&entry.1, &upstream) {
                 entry.1 = upstream;
@@ -362,7 +368,7 @@ mod tests {
 
     #[test]
     fn quantiles_follow_samples() {
-        let mut w = Windows::new(6, 5_000);
+        let mut w = Windows::new(6, 5_000).unwrap();
         for i in 1..=1000 {
             w.record(1_000, ok(i));
         }
@@ -377,7 +383,7 @@ mod tests {
 
     #[test]
     fn old_slots_age_out() {
-        let mut w = Windows::new(6, 5_000);
+        let mut w = Windows::new(6, 5_000).unwrap();
         w.record(0, ok(900));
         w.record(29_999, ok(10));
         assert_eq!(w.summary(29_999).attempts, 2);
@@ -393,7 +399,7 @@ mod tests {
 
     #[test]
     fn errors_count_but_do_not_look_fast() {
-        let mut w = Windows::new(6, 5_000);
+        let mut w = Windows::new(6, 5_000).unwrap();
         w.record(0, ok(100));
         for _ in 0..3 {
             w.record(
