@@ -199,7 +199,16 @@ async fn client_keys_are_hashed_on_arrival_and_never_shown() {
 async fn cluster_view_of_a_single_node() {
     let mock = Mock::start(&[]).await;
     let node = Node::start(&upstream("a", &mock), &[]).await;
-    let (status, view) = admin(&node, Method::GET, "/admin/v1/cluster", None).await;
+    // The node announces its region and admin address through the log right
+    // after the seed, so they appear shortly after the ready line.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let (status, view) = loop {
+        let (status, view) = admin(&node, Method::GET, "/admin/v1/cluster", None).await;
+        if !view["members"][0]["region"].is_null() || std::time::Instant::now() > deadline {
+            break (status, view);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
     assert_eq!(status, 200);
     assert_eq!(view["role"], "leader");
     assert_eq!(view["leader"], 1);

@@ -144,14 +144,24 @@ async fn a_route_without_usable_upstreams_gives_503_and_not_ready() {
 async fn overload_gives_429_with_retry_after() {
     let mock = Mock::start(&[]).await;
     mock.behave(json!({"stall": true})).await;
-    let node = node_with_key(&mock, "[proxy]\nmax_in_flight = 1\n\n").await;
-    // The first request holds the only slot for its 300 ms first-byte timeout.
+    let config = format!(
+        "[[keys]]\nname = \"app\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n[proxy]\nmax_in_flight = 1\n\n{}[[routes]]\nmodel = \"m\"\nfirst_byte_timeout_ms = 10000\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
+        upstream("a", &mock)
+    );
+    let node = Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client")]).await;
+    // The first request holds the only slot while the upstream stalls.
     let slow = node.chat(chat_body("m"), KEY);
+    tokio::pin!(slow);
     let second = async {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        while mock.requests().await == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         node.chat(chat_body("m"), KEY).await
     };
-    let (_, second) = tokio::join!(slow, second);
+    let second = tokio::select! {
+        first = &mut slow => panic!("the stalled request was answered: {}", first.status),
+        second = second => second,
+    };
     assert_eq!(second.status, 429);
     assert_eq!(second.error()["code"], "overloaded");
     assert_eq!(second.header("retry-after"), "1");
