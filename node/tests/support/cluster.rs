@@ -41,11 +41,12 @@ pub struct Options {
 }
 
 impl Options {
-    /// Fast test timing: 100 ms heartbeats, 600 ms election timeout.
+    /// Fast test timing: 100 ms heartbeats, 1 s election timeout (ten
+    /// heartbeats, so a loaded 2-core machine does not trigger elections).
     pub fn fast() -> Self {
         Self {
             heartbeat_ms: 100,
-            election_timeout_ms: 600,
+            election_timeout_ms: 1_000,
             snapshot_logs: 1_000,
         }
     }
