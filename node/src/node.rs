@@ -70,6 +70,7 @@ pub struct Node {
     pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     /// This node's cluster handle.
     pub cluster: Arc<Cluster>,
+    routing_built: watch::Receiver<Option<u64>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -115,6 +116,7 @@ impl Node {
 
         let cluster = Cluster::start(config).await?;
         let first = build_snapshot(config, &cluster.applied(), secrets.as_ref(), None)?;
+        let (built, routing_built) = watch::channel(first.applied_index);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
         let (shutdown, stop) = watch::channel(false);
@@ -123,6 +125,7 @@ impl Node {
             config.clone(),
             cluster.subscribe(),
             snapshot.clone(),
+            built,
             secrets.clone(),
             stop.clone(),
         ));
@@ -149,6 +152,7 @@ impl Node {
 
         let state = AdminState {
             snapshot: snapshot.clone(),
+            routing_built: routing_built.clone(),
             cluster: cluster.clone(),
             node_id: config.node.id,
             region: Arc::from(config.node.region.as_str()),
@@ -176,6 +180,7 @@ impl Node {
             admin_addr,
             snapshot,
             cluster,
+            routing_built,
             shutdown,
             tasks,
         })
@@ -193,13 +198,8 @@ impl Node {
         };
         let index = state.last_applied.map(|l| l.index);
         drop(state);
-        while self.snapshot.load().applied_index < index {
-            if tokio::time::Instant::now() >= deadline {
-                return false;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        true
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        routing_built_at(&mut self.routing_built.clone(), index, left).await
     }
 
     /// Stops accepting, lets requests in flight finish, stops Raft, and
@@ -236,6 +236,7 @@ async fn follow_applied(
     config: Config,
     mut applied: watch::Receiver<Arc<Applied>>,
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    built: watch::Sender<Option<u64>>,
     secrets: Arc<dyn Secrets + Send + Sync>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -254,11 +255,25 @@ async fn follow_applied(
                     upstreams = next.upstreams.len(),
                     "routing table updated"
                 );
+                let index = next.applied_index;
                 snapshot.store(Arc::new(next));
+                built.send_replace(index);
             }
             Err(e) => {
                 tracing::error!(error = %e, "the applied state cannot be served; keeping the previous routing table")
             }
         }
     }
+}
+
+/// Waits until the routing table has been rebuilt from a state at least as
+/// recent as log `index` (`built` carries the index of each table as it is
+/// swapped in); false after `timeout`.
+pub(crate) async fn routing_built_at(
+    built: &mut watch::Receiver<Option<u64>>,
+    index: Option<u64>,
+    timeout: Duration,
+) -> bool {
+    let reached = built.wait_for(|b| *b >= index);
+    matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
 }

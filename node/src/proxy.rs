@@ -390,7 +390,6 @@ impl Proxy {
             let on_end = StreamDone {
                 health: self.health.clone(),
                 target_price: target.price,
-                upstream_id: upstream.id.clone(),
                 model: target.model.clone(),
                 route: route.name.clone(),
                 key: call.key.clone(),
@@ -493,7 +492,6 @@ impl Failure {
 struct StreamDone {
     health: HealthSink,
     upstream: Arc<crate::routing::Upstream>,
-    upstream_id: Arc<str>,
     model: Arc<str>,
     route: Arc<str>,
     key: Arc<str>,
@@ -525,12 +523,12 @@ impl OnStreamEnd for StreamDone {
         let cost = usage.map(|u| u.cost(&self.target_price));
         match end {
             StreamEnd::UpstreamFailed(reason) => warn!(
-                route = %self.route, upstream = %self.upstream_id, model = %self.model, bytes,
+                route = %self.route, upstream = %self.upstream.id, model = %self.model, bytes,
                 ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
                 reason = %reason, "stream interrupted by the upstream; client sent an error event"
             ),
             end => info!(
-                key = %self.key, route = %self.route, upstream = %self.upstream_id, model = %self.model,
+                key = %self.key, route = %self.route, upstream = %self.upstream.id, model = %self.model,
                 stream = true, complete = end == StreamEnd::Complete, bytes,
                 ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
                 prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),

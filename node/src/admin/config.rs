@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use super::{AdminState, error, write_error};
 use crate::auth::hash_key;
 use crate::cluster::hex;
+use crate::node::routing_built_at;
 
 /// The configuration routes.
 pub fn routes() -> Router<AdminState> {
@@ -308,7 +309,12 @@ async fn propose(state: &AdminState, command: Command) -> Response {
                 return write_error(e);
             }
             let index = state.cluster.applied().last_applied.map(|l| l.index);
-            wait_for_routing(state, index).await;
+            routing_built_at(
+                &mut state.routing_built.clone(),
+                index,
+                Duration::from_secs(2),
+            )
+            .await;
             Json(json!({ "changed": changed, "applied_index": index })).into_response()
         }
         // Another change won a race between our check and the commit.
@@ -316,13 +322,6 @@ async fn propose(state: &AdminState, command: Command) -> Response {
             error(StatusCode::CONFLICT, &message, Some(&field), "conflict")
         }
         Err(e) => write_error(e),
-    }
-}
-
-async fn wait_for_routing(state: &AdminState, index: Option<u64>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while state.snapshot.load().applied_index < index && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
 

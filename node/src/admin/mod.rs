@@ -29,6 +29,8 @@ use crate::routing::{KeyState, RoutingSnapshot};
 pub struct AdminState {
     /// The live routing table.
     pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// The log index each routing table was built from, as it is swapped in.
+    pub routing_built: tokio::sync::watch::Receiver<Option<u64>>,
     /// This node's cluster handle.
     pub cluster: Arc<Cluster>,
     /// This node's id.
