@@ -238,6 +238,13 @@ async fn http2_upstreams_work() {
     let (status, _, frames) = node.chat_stream(body).await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(frames.last().unwrap()).contains("[DONE]"));
+    // Every request reached the upstream as HTTP/2, none as HTTP/1.
+    let stats = mock.stats().await;
+    assert_eq!(stats["by_version"]["HTTP/2"], 4, "{stats}");
+    assert!(
+        stats["by_version"]["HTTP/1"].as_u64().unwrap_or(0) == 0,
+        "{stats}"
+    );
 }
 
 #[tokio::test]
