@@ -126,12 +126,15 @@ impl Cluster {
                     cert: tls.cert.clone(),
                     key: tls.key.clone(),
                 };
-                let transport =
-                    Transport::bind(config.listen.raft, &paths, NetworkSettings::default())
-                        .map_err(|e| ClusterError::Transport {
-                            addr: config.listen.raft.to_string(),
-                            message: e.to_string(),
-                        })?;
+                let transport = Transport::bind(
+                    config.listen.raft,
+                    &paths,
+                    network_settings(&config.cluster),
+                )
+                .map_err(|e| ClusterError::Transport {
+                    addr: config.listen.raft.to_string(),
+                    message: e.to_string(),
+                })?;
                 (transport.network(id), Some(transport))
             }
             None => (Network::standalone(id), None),
@@ -441,6 +444,19 @@ impl Cluster {
     }
 }
 
+/// Transport settings for this cluster's timing. A peer restarted after a
+/// crash campaigns if it hears no leader for 0.7 x the election timeout, so
+/// the leader must redial it sooner than that: the redial backoff is capped
+/// at a quarter of the election timeout rather than the transport's 5 s.
+fn network_settings(cluster: &proto::config::ClusterConfig) -> NetworkSettings {
+    let defaults = NetworkSettings::default();
+    let cap = Duration::from_millis(cluster.election_timeout_ms / 4);
+    NetworkSettings {
+        backoff_max: cap.clamp(defaults.backoff_min, defaults.backoff_max),
+        ..defaults
+    }
+}
+
 /// The seed command for a configuration file: its upstreams, routes and
 /// (hashed) client keys.
 pub fn seed(config: &Config, keys: &[(String, KeyHash)]) -> Command {
@@ -479,6 +495,21 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn peers_are_redialled_before_a_restarted_one_would_campaign() {
+        let with = |election_timeout_ms| {
+            let cluster = proto::config::ClusterConfig {
+                election_timeout_ms,
+                ..Default::default()
+            };
+            network_settings(&cluster).backoff_max
+        };
+        assert_eq!(with(1_000), Duration::from_millis(250));
+        assert_eq!(with(5_000), Duration::from_millis(1_250));
+        assert_eq!(with(40_000), NetworkSettings::default().backoff_max);
+        assert_eq!(with(200), NetworkSettings::default().backoff_min);
+    }
 
     #[test]
     fn key_hashes_round_trip_through_hex() {
