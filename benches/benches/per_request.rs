@@ -9,7 +9,8 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
-use meridian::routing::{RoutingSnapshot, Secrets};
+use meridian::board::HealthBoard;
+use meridian::routing::{RoutingSnapshot, Secrets, Shared};
 use meridian::select::Policy;
 use meridian::{request_body, usage};
 use rand::SeedableRng;
@@ -66,14 +67,48 @@ fn chat_body(content_len: usize) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap())
 }
 
+/// A board where three regions reported every upstream, so every target's
+/// estimate falls through this node's (empty) window to the shared figures.
+fn board() -> HealthBoard {
+    use proto::health::{HealthReport, UpstreamWindow, empty_histogram, encode_histogram};
+    let mut h = empty_histogram();
+    for v in 1..=2_000u64 {
+        h.record(v * 97 % 300_000 + 1).unwrap();
+    }
+    let window = UpstreamWindow {
+        successes: 2_000,
+        ttfb: encode_histogram(&h).unwrap(),
+        total: encode_histogram(&h).unwrap(),
+        ..UpstreamWindow::default()
+    };
+    let reports = (1..=3u64)
+        .map(|id| {
+            let report = HealthReport {
+                seq: 1,
+                region: format!("r{id}"),
+                window_ms: 30_000,
+                upstreams: (0..8).map(|u| (format!("u{u}"), window.clone())).collect(),
+                ..HealthReport::default()
+            };
+            (id, report)
+        })
+        .collect();
+    HealthBoard::build(&reports, &(1..=3).collect(), &Default::default(), 0)
+}
+
 fn route_and_choose(c: &mut Criterion) {
     let snap = snapshot();
+    let board = board();
     let policy = Policy::default();
     let mut rng = SmallRng::seed_from_u64(1);
+    let shared = Shared {
+        board: &board,
+        region: "r1",
+    };
     c.bench_function("route lookup + target plan (2 tiers x 3)", |b| {
         b.iter(|| {
             let route = snap.route(black_box("route-17")).unwrap();
-            black_box(route.plan(&policy, &mut rng))
+            black_box(route.plan(&policy, shared, &mut rng))
         })
     });
 }

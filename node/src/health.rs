@@ -1,21 +1,29 @@
-//! Per-upstream latency and outcome windows on this node.
+//! Per-upstream latency and outcome windows on this node, and the circuit
+//! breakers they drive.
 //!
 //! The data plane appends each sample to its own worker's queue (a lock no
 //! other request thread takes, and no wakeup); one task drains the queues on
-//! its publish tick, owns the histograms and publishes an immutable
-//! [`WindowSummary`] into each upstream's `ArcSwap`, where the router reads
-//! it. (A channel woke the recorder's thread once per request, which cost
-//! about a fifth of the proxy's CPU: benches/README.md.) [`Windows`] is pure: every call takes the time
-//! as milliseconds on the caller's clock, so tests drive it without sleeping.
+//! its publish tick, owns the histograms and the breakers, and publishes an
+//! immutable [`WindowSummary`] into each upstream's `ArcSwap` and the circuit
+//! state into its atomics, where the router reads them. (A channel woke the
+//! recorder's thread once per request, which cost about a fifth of the
+//! proxy's CPU: benches/README.md.) Every report interval it also cuts a
+//! [`HealthReport`] of all windows for the cluster. [`Windows`] and
+//! [`Breaker`] are pure: every call takes the time as milliseconds on the
+//! caller's clock, so tests drive them without sleeping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
+use proto::config::HealthConfig;
+use proto::health::{HealthReport, MAX_MICROS, UpstreamWindow, empty_histogram, encode_histogram};
 use serde::Serialize;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::breaker::{Breaker, BreakerPolicy, Change, Circuit};
 use crate::routing::Upstream;
 
 /// How one attempt at an upstream ended.
@@ -51,6 +59,8 @@ pub struct Quantiles {
     pub p50: f64,
     /// 90th percentile.
     pub p90: f64,
+    /// 95th percentile (the hedging delay).
+    pub p95: f64,
     /// 99th percentile.
     pub p99: f64,
     /// 99.9th percentile.
@@ -91,9 +101,6 @@ struct Slot {
     timeouts: u64,
 }
 
-/// Highest latency a histogram tracks: ten minutes, in microseconds.
-const MAX_MICROS: u64 = 600_000_000;
-
 impl Slot {
     fn new(epoch: u64, template: &Histogram<u64>) -> Self {
         Self {
@@ -127,17 +134,29 @@ pub struct Windows {
 }
 
 impl Windows {
-    /// `slots` slots of `slot_ms` each (e.g. 6 × 5000 ms). Histograms keep
-    /// two significant digits: 1% precision is plenty to rank upstreams and
-    /// keeps each a few KiB.
-    pub fn new(slots: usize, slot_ms: u64) -> Result<Self, hdrhistogram::CreationError> {
-        let template = Histogram::new_with_bounds(1, MAX_MICROS, 2)?;
-        Ok(Self {
+    /// `slots` slots of `slot_ms` each (e.g. 6 × 5000 ms), with histograms
+    /// of the shape health reports carry.
+    pub fn new(slots: usize, slot_ms: u64) -> Self {
+        let template = empty_histogram();
+        Self {
             slot_ms: slot_ms.max(1),
             slots: (0..slots.max(1))
                 .map(|_| Slot::new(u64::MAX, &template))
                 .collect(),
-        })
+        }
+    }
+
+    /// How much history a window holds, in milliseconds.
+    pub fn span_ms(&self) -> u64 {
+        self.slots.len() as u64 * self.slot_ms
+    }
+
+    /// Forgets every sample: after a circuit closes, the failures that
+    /// opened it no longer describe the upstream.
+    pub fn clear(&mut self) {
+        for slot in &mut self.slots {
+            slot.reset(u64::MAX);
+        }
     }
 
     fn epoch(&self, now_ms: u64) -> u64 {
@@ -171,41 +190,86 @@ impl Windows {
         }
     }
 
-    /// The summary of every slot still inside the window at `now_ms`.
-    pub fn summary(&self, now_ms: u64) -> WindowSummary {
+    /// Every slot still inside the window at `now_ms`, merged.
+    fn merged(&self, now_ms: u64) -> Merged {
         let epoch = self.epoch(now_ms);
         let n = self.slots.len() as u64;
-        let live = || {
-            self.slots
-                .iter()
-                .filter(move |s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n)
+        let mut out = Merged {
+            ttfb: Histogram::new_from(&self.slots[0].ttfb),
+            total: Histogram::new_from(&self.slots[0].total),
+            successes: 0,
+            client_errors: 0,
+            errors: 0,
+            timeouts: 0,
         };
-        let mut ttfb = Histogram::new_from(&self.slots[0].ttfb);
-        let mut total = Histogram::new_from(&self.slots[0].total);
-        let mut out = WindowSummary {
-            window_s: n * self.slot_ms / 1000,
-            ..WindowSummary::default()
-        };
-        for slot in live() {
+        let live = self
+            .slots
+            .iter()
+            .filter(|s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n);
+        for slot in live {
             // Same bounds on both sides, so adding cannot fail.
-            let _ = ttfb.add(&slot.ttfb);
-            let _ = total.add(&slot.total);
+            let _ = out.ttfb.add(&slot.ttfb);
+            let _ = out.total.add(&slot.total);
             out.successes += slot.successes;
             out.client_errors += slot.client_errors;
             out.errors += slot.errors;
             out.timeouts += slot.timeouts;
         }
-        out.attempts = out.successes + out.client_errors + out.errors + out.timeouts;
-        if out.attempts > 0 {
-            out.error_rate = (out.errors + out.timeouts) as f64 / out.attempts as f64;
-        }
-        out.ttfb_ms = quantiles(&ttfb);
-        out.total_ms = quantiles(&total);
         out
+    }
+
+    /// The summary of every slot still inside the window at `now_ms`.
+    pub fn summary(&self, now_ms: u64) -> WindowSummary {
+        let m = self.merged(now_ms);
+        let attempts = m.successes + m.client_errors + m.errors + m.timeouts;
+        WindowSummary {
+            window_s: self.span_ms() / 1000,
+            attempts,
+            successes: m.successes,
+            client_errors: m.client_errors,
+            errors: m.errors,
+            timeouts: m.timeouts,
+            error_rate: if attempts == 0 {
+                0.0
+            } else {
+                (m.errors + m.timeouts) as f64 / attempts as f64
+            },
+            ttfb_ms: quantiles(&m.ttfb),
+            total_ms: quantiles(&m.total),
+        }
+    }
+
+    /// The window as a health report carries it; `None` when it holds no
+    /// attempt (or its histograms cannot be encoded, which is logged).
+    pub fn report(&self, now_ms: u64) -> Option<UpstreamWindow> {
+        let m = self.merged(now_ms);
+        let window = UpstreamWindow {
+            successes: m.successes,
+            client_errors: m.client_errors,
+            errors: m.errors,
+            timeouts: m.timeouts,
+            ttfb: encode_histogram(&m.ttfb)
+                .map_err(|e| tracing::error!(error = %e, "health report left out"))
+                .ok()?,
+            total: encode_histogram(&m.total)
+                .map_err(|e| tracing::error!(error = %e, "health report left out"))
+                .ok()?,
+        };
+        (window.attempts() > 0).then_some(window)
     }
 }
 
-fn quantiles(h: &Histogram<u64>) -> Quantiles {
+struct Merged {
+    ttfb: Histogram<u64>,
+    total: Histogram<u64>,
+    successes: u64,
+    client_errors: u64,
+    errors: u64,
+    timeouts: u64,
+}
+
+/// The quantiles of a histogram of microseconds, in milliseconds.
+pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
     if h.is_empty() {
         return Quantiles::default();
     }
@@ -214,6 +278,7 @@ fn quantiles(h: &Histogram<u64>) -> Quantiles {
         count: h.len(),
         p50: ms(0.50),
         p90: ms(0.90),
+        p95: ms(0.95),
         p99: ms(0.99),
         p999: ms(0.999),
     }
@@ -275,53 +340,180 @@ impl HealthSink {
     }
 }
 
-/// How the recorder slices time.
-#[derive(Debug, Clone, Copy)]
-pub struct WindowShape {
-    /// Number of slots.
+/// What the recorder needs to know: how it slices time, how often it
+/// publishes and reports, and when circuits open.
+#[derive(Debug, Clone)]
+pub struct RecorderSettings {
+    /// Slots in a window.
     pub slots: usize,
     /// Length of one slot.
     pub slot: Duration,
-    /// How often summaries are republished when samples arrived.
+    /// How often queued samples are drained and summaries republished.
     pub publish_every: Duration,
+    /// How often a health report is cut for the cluster.
+    pub report_every: Duration,
+    /// This node's region, carried in its reports.
+    pub region: String,
+    /// When circuits open and for how long.
+    pub breaker: BreakerPolicy,
 }
 
-impl Default for WindowShape {
-    fn default() -> Self {
+impl RecorderSettings {
+    /// The settings a node's `[health]` section asks for.
+    pub fn new(health: &HealthConfig, region: &str) -> Self {
         Self {
-            slots: 6,
-            slot: Duration::from_secs(5),
+            slots: health.window_slots as usize,
+            slot: Duration::from_millis(health.slot_ms),
             publish_every: Duration::from_millis(100),
+            report_every: Duration::from_millis(health.report_interval_ms),
+            region: region.to_owned(),
+            breaker: BreakerPolicy {
+                failures: health.breaker_failures,
+                ejection_ms: health.ejection_ms,
+                max_ejection_ms: health.max_ejection_ms,
+            },
         }
     }
 }
 
-/// Starts the task that owns every upstream's windows. It ends once every
-/// [`HealthSink`] is gone.
-pub fn spawn_recorder(shape: WindowShape) -> HealthSink {
+/// One upstream as the recorder tracks it.
+struct Tracked {
+    windows: Windows,
+    breaker: Breaker,
+    /// Where to publish; a rebuilt routing table brings a new `Upstream`.
+    upstream: Arc<Upstream>,
+}
+
+/// The recorder's state between ticks; the async loop only feeds it time
+/// and samples.
+struct Recorder {
+    settings: RecorderSettings,
+    empty: Windows,
+    tracked: HashMap<Arc<str>, Tracked>,
+    last_publish: u64,
+}
+
+impl Recorder {
+    fn new(settings: RecorderSettings) -> Self {
+        let empty = Windows::new(settings.slots, settings.slot.as_millis() as u64);
+        Self {
+            settings,
+            empty,
+            tracked: HashMap::new(),
+            last_publish: 0,
+        }
+    }
+
+    /// Records a batch of samples and feeds each to its upstream's breaker.
+    fn ingest(&mut self, now_ms: u64, batch: &mut Vec<Queued>) {
+        for (upstream, sample) in batch.drain(..) {
+            let t = self
+                .tracked
+                .entry(upstream.id.clone())
+                .or_insert_with(|| Tracked {
+                    windows: self.empty.clone(),
+                    breaker: Breaker::default(),
+                    upstream: upstream.clone(),
+                });
+            if !Arc::ptr_eq(&t.upstream, &upstream) {
+                t.upstream = upstream;
+                t.upstream
+                    .live
+                    .set_circuit(t.breaker.circuit(), /* probe */ false);
+            }
+            t.windows.record(now_ms, sample);
+            let failed = matches!(sample.outcome, Outcome::Error | Outcome::Timeout);
+            if let Some(change) = t.breaker.on_result(now_ms, failed, &self.settings.breaker) {
+                t.changed(change);
+            }
+        }
+    }
+
+    /// Advances the breakers and republishes the summaries when samples
+    /// arrived (`dirty`) or a slot has passed, so old samples age out.
+    fn tick(&mut self, now_ms: u64, dirty: bool) {
+        for t in self.tracked.values_mut() {
+            if let Some(change) = t.breaker.on_tick(now_ms, &self.settings.breaker) {
+                t.changed(change);
+            }
+        }
+        let slot_ms = self.settings.slot.as_millis() as u64;
+        if dirty || now_ms.saturating_sub(self.last_publish) >= slot_ms {
+            for t in self.tracked.values() {
+                t.upstream
+                    .live
+                    .summary
+                    .store(Arc::new(t.windows.summary(now_ms)));
+            }
+            self.last_publish = now_ms;
+        }
+    }
+
+    /// This node's window of every upstream it sent to, for the cluster.
+    /// The reporter numbers it.
+    fn report(&self, now_ms: u64, unix_ms: u64) -> HealthReport {
+        let upstreams: BTreeMap<String, UpstreamWindow> = self
+            .tracked
+            .iter()
+            .filter_map(|(id, t)| Some((id.to_string(), t.windows.report(now_ms)?)))
+            .collect();
+        HealthReport {
+            seq: 0,
+            region: self.settings.region.clone(),
+            at_unix_ms: unix_ms,
+            window_ms: self.empty.span_ms(),
+            upstreams,
+        }
+    }
+}
+
+impl Tracked {
+    fn changed(&mut self, change: Change) {
+        let id = &self.upstream.id;
+        match change {
+            Change::Opened { for_ms } => {
+                tracing::warn!(upstream = %id, ejection_ms = for_ms, "circuit opened: upstream ejected");
+                self.upstream.live.set_circuit(Circuit::Open, false);
+            }
+            Change::Probe => {
+                tracing::info!(upstream = %id, "circuit half-open: sending a probe");
+                self.upstream.live.set_circuit(Circuit::HalfOpen, true);
+            }
+            Change::Closed => {
+                tracing::info!(upstream = %id, "circuit closed: probe succeeded");
+                self.windows.clear();
+                self.upstream.live.set_circuit(Circuit::Closed, false);
+            }
+        }
+    }
+}
+
+/// Starts the task that owns every upstream's windows and breakers. It
+/// ends once every [`HealthSink`] is gone. The receiver sees each health
+/// report as it is cut.
+pub fn spawn_recorder(
+    settings: RecorderSettings,
+) -> (HealthSink, watch::Receiver<Option<Arc<HealthReport>>>) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let queues = Arc::new(Queues::new(workers));
     let weak = Arc::downgrade(&queues);
-    tokio::spawn(record_loop(weak, shape));
-    HealthSink { queues }
+    let (reports, receiver) = watch::channel(None);
+    tokio::spawn(record_loop(weak, Recorder::new(settings), reports));
+    (HealthSink { queues }, receiver)
 }
 
-async fn record_loop(queues: Weak<Queues>, shape: WindowShape) {
+async fn record_loop(
+    queues: Weak<Queues>,
+    mut recorder: Recorder,
+    reports: watch::Sender<Option<Arc<HealthReport>>>,
+) {
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
-    let mut windows: HashMap<Arc<str>, (Windows, Arc<Upstream>)> = HashMap::new();
-    let mut tick = tokio::time::interval(shape.publish_every);
+    let mut tick = tokio::time::interval(recorder.settings.publish_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let report_ms = recorder.settings.report_every.as_millis() as u64;
+    let mut last_report = 0u64;
     let (mut batch, mut spare) = (Vec::new(), Vec::new());
-    let mut last_publish = 0u64;
-    let slot_ms = shape.slot.as_millis() as u64;
-    let empty = match Windows::new(shape.slots, slot_ms) {
-        Ok(empty) => empty,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot size the health histograms; health windows are off");
-            return;
-        }
-    };
     loop {
         tick.tick().await;
         let Some(queues) = queues.upgrade() else {
@@ -331,23 +523,14 @@ async fn record_loop(queues: Weak<Queues>, shape: WindowShape) {
         drop(queues);
         let now = now_ms();
         let dirty = !batch.is_empty();
-        for (upstream, sample) in batch.drain(..) {
-            let entry = windows
-                .entry(upstream.id.clone())
-                .or_insert_with(|| (empty.clone(), upstream.clone()));
-            // A rebuilt routing table brings a new `Upstream`; publish to it.
-            if !Arc::ptr_eq(&entry.1, &upstream) {
-                entry.1 = upstream;
-            }
-            entry.0.record(now, sample);
-        }
-        // Publish while samples arrive, and at least once a slot so that an
-        // idle upstream's old samples age out.
-        if dirty || now.saturating_sub(last_publish) >= slot_ms {
-            for (w, upstream) in windows.values() {
-                upstream.live.summary.store(Arc::new(w.summary(now)));
-            }
-            last_publish = now;
+        recorder.ingest(now, &mut batch);
+        recorder.tick(now, dirty);
+        if now.saturating_sub(last_report) >= report_ms {
+            last_report = now;
+            let unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            reports.send_replace(Some(Arc::new(recorder.report(now, unix_ms))));
         }
     }
 }
@@ -368,7 +551,7 @@ mod tests {
 
     #[test]
     fn quantiles_follow_samples() {
-        let mut w = Windows::new(6, 5_000).unwrap();
+        let mut w = Windows::new(6, 5_000);
         for i in 1..=1000 {
             w.record(1_000, ok(i));
         }
@@ -383,7 +566,7 @@ mod tests {
 
     #[test]
     fn old_slots_age_out() {
-        let mut w = Windows::new(6, 5_000).unwrap();
+        let mut w = Windows::new(6, 5_000);
         w.record(0, ok(900));
         w.record(29_999, ok(10));
         assert_eq!(w.summary(29_999).attempts, 2);
@@ -399,7 +582,7 @@ mod tests {
 
     #[test]
     fn errors_count_but_do_not_look_fast() {
-        let mut w = Windows::new(6, 5_000).unwrap();
+        let mut w = Windows::new(6, 5_000);
         w.record(0, ok(100));
         for _ in 0..3 {
             w.record(

@@ -2,16 +2,20 @@
 //! the healthiest upstream of its route, failing over across tiers.
 //!
 //! The request path reads one immutable [`routing::RoutingSnapshot`] and
-//! never waits on a lock; decisions ([`select`], [`health::Windows`]) are
-//! pure functions of their inputs so they are tested without sockets or clocks.
+//! never waits on a lock; decisions ([`select`], [`health::Windows`],
+//! [`breaker`], [`board`], [`hedge`]) are pure functions of their inputs so
+//! they are tested without sockets or clocks.
 
 pub mod admin;
 pub mod auth;
+pub mod board;
+pub mod breaker;
 pub mod cli;
 pub mod cluster;
 pub mod defaults;
 pub mod error;
 pub mod health;
+pub mod hedge;
 pub mod node;
 pub mod proxy;
 pub mod relay;
@@ -19,5 +23,6 @@ pub mod request_body;
 pub mod routing;
 pub mod select;
 pub mod server;
+pub mod sharing;
 pub mod upstream;
 pub mod usage;

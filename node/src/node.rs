@@ -16,12 +16,13 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::auth::{KeyHash, hash_key};
+use crate::board::HealthBoard;
 use crate::cluster::{self, Cluster, ClusterError};
-use crate::health::{self, WindowShape};
+use crate::health::{self, RecorderSettings};
 use crate::proxy::Proxy;
 use crate::routing::{BuildError, RoutingSnapshot, Secrets, resolve_keys};
 use crate::select::Policy;
-use crate::server;
+use crate::{server, sharing};
 
 /// How long open connections get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -68,6 +69,8 @@ pub struct Node {
     pub admin_addr: SocketAddr,
     /// The live routing table.
     pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// The cluster's shared health, as last built here.
+    pub board: Arc<ArcSwap<HealthBoard>>,
     /// This node's cluster handle.
     pub cluster: Arc<Cluster>,
     routing_built: watch::Receiver<Option<u64>>,
@@ -115,7 +118,8 @@ impl Node {
             .map_err(bind_error("the admin API", config.listen.admin))?;
 
         let cluster = Cluster::start(config).await?;
-        let first = build_snapshot(config, &cluster.applied(), secrets.as_ref(), None)?;
+        let first_applied = cluster.applied();
+        let first = build_snapshot(config, &first_applied, secrets.as_ref(), None)?;
         let (built, routing_built) = watch::channel(first.applied_index);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
@@ -123,6 +127,7 @@ impl Node {
         let mut tasks = JoinSet::new();
         tasks.spawn(follow_applied(
             config.clone(),
+            first_applied,
             cluster.subscribe(),
             snapshot.clone(),
             built,
@@ -139,8 +144,29 @@ impl Node {
                 .settle(cluster::seed(config, &seed_keys), info),
         );
 
-        let health = health::spawn_recorder(WindowShape::default());
-        let proxy = Arc::new(Proxy::new(snapshot.clone(), health, Policy::default()));
+        let (health, reports) =
+            health::spawn_recorder(RecorderSettings::new(&config.health, &config.node.region));
+        let report_every = Duration::from_millis(config.health.report_interval_ms);
+        let board = Arc::new(ArcSwap::from_pointee(HealthBoard::default()));
+        tasks.spawn(sharing::report(
+            cluster.clone(),
+            config.node.id,
+            reports,
+            report_every,
+            stop.clone(),
+        ));
+        tasks.spawn(sharing::follow_board(
+            cluster.subscribe(),
+            board.clone(),
+            report_every,
+            stop.clone(),
+        ));
+        let proxy = Arc::new(Proxy::new(
+            snapshot.clone(),
+            board.clone(),
+            health,
+            policy(&config.health),
+        ));
         let data_plane = server::Workers::spawn(
             api,
             move |req| proxy.clone().handle(req),
@@ -152,6 +178,7 @@ impl Node {
 
         let state = AdminState {
             snapshot: snapshot.clone(),
+            board: board.clone(),
             routing_built: routing_built.clone(),
             cluster: cluster.clone(),
             node_id: config.node.id,
@@ -179,6 +206,7 @@ impl Node {
             api_addr,
             admin_addr,
             snapshot,
+            board,
             cluster,
             routing_built,
             shutdown,
@@ -211,6 +239,17 @@ impl Node {
     }
 }
 
+/// How the router weighs targets, from the `[health]` section.
+fn policy(health: &proto::config::HealthConfig) -> Policy {
+    Policy {
+        prior_p99_ms: health.prior_p99_ms,
+        min_samples: health.min_samples,
+        error_threshold: health.error_threshold,
+        explore: health.explore,
+        ..Policy::default()
+    }
+}
+
 /// The routing table for an applied state: the replicated upstreams, routes
 /// and keys over this node's own settings.
 fn build_snapshot(
@@ -231,9 +270,12 @@ fn build_snapshot(
     Ok(snapshot)
 }
 
-/// Rebuilds the routing table every time the applied state changes.
+/// Rebuilds the routing table every time the applied upstreams, routes or
+/// keys change. Other applied entries (health reports every second,
+/// announcements) only advance the index the table is known to be current at.
 async fn follow_applied(
     config: Config,
+    mut built_from: Arc<Applied>,
     mut applied: watch::Receiver<Arc<Applied>>,
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     built: watch::Sender<Option<u64>>,
@@ -246,6 +288,11 @@ async fn follow_applied(
             () = server::stopped(&mut stop) => return,
         }
         let current = applied.borrow_and_update().clone();
+        let index = current.last_applied.map(|l| l.index);
+        if !current.state.routing_differs(&built_from.state) {
+            built.send_replace(index);
+            continue;
+        }
         let previous = snapshot.load_full();
         match build_snapshot(&config, &current, secrets.as_ref(), Some(&previous)) {
             Ok(next) => {
@@ -255,9 +302,9 @@ async fn follow_applied(
                     upstreams = next.upstreams.len(),
                     "routing table updated"
                 );
-                let index = next.applied_index;
                 snapshot.store(Arc::new(next));
                 built.send_replace(index);
+                built_from = current;
             }
             Err(e) => {
                 tracing::error!(error = %e, "the applied state cannot be served; keeping the previous routing table")

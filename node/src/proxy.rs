@@ -26,12 +26,14 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, info, warn};
 
+use crate::board::HealthBoard;
+use crate::breaker::Circuit;
 use crate::error::ProxyError;
 use crate::health::{HealthSink, Outcome, Sample};
 use crate::relay::{OnStreamEnd, Relay, StreamEnd};
 use crate::request_body::{probe, splice};
-use crate::routing::{Endpoint, InFlight, Route, RoutingSnapshot, Target};
-use crate::select::Policy;
+use crate::routing::{Endpoint, InFlight, Route, RoutingSnapshot, Shared, Target};
+use crate::select::{self, Pick, Policy};
 use crate::usage::{self, Usage};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -87,6 +89,7 @@ impl Body for ProxyBody {
 /// Shared state of the data plane.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    board: Arc<ArcSwap<HealthBoard>>,
     health: HealthSink,
     policy: Policy,
     in_flight: Arc<AtomicUsize>,
@@ -135,14 +138,17 @@ struct Call<'a> {
 }
 
 impl Proxy {
-    /// A data plane reading routes from `snapshot`.
+    /// A data plane reading routes from `snapshot` and the cluster's
+    /// shared health from `board`.
     pub fn new(
         snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+        board: Arc<ArcSwap<HealthBoard>>,
         health: HealthSink,
         policy: Policy,
     ) -> Self {
         Self {
             snapshot,
+            board,
             health,
             policy,
             in_flight: Arc::default(),
@@ -244,90 +250,130 @@ impl Proxy {
             request_id,
             max_response_bytes: snapshot.proxy.max_response_bytes,
         };
-        self.route(&call, &route, admission).await
+        let board = self.board.load();
+        let shared = Shared {
+            board: &board,
+            region: &snapshot.region_name,
+        };
+        self.route(&call, &route, shared, snapshot, admission).await
     }
 
     async fn route(
         &self,
         call: &Call<'_>,
         route: &Arc<Route>,
+        shared: Shared<'_>,
+        snapshot: &RoutingSnapshot,
         admission: Admission,
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
         let deadline = started + route.request_timeout;
-        let plan = route.plan(&self.policy, &mut rand::rng());
+        let plan = route.plan(&self.policy, shared, &mut rand::rng());
         if plan.is_empty() {
             return Err(ProxyError::NoUsableUpstream(route.name.to_string()).into());
         }
+        if let Some(hedge) = &route.hedge {
+            hedge.earn();
+        }
 
-        let mut log = String::new();
-        let mut retry_after: Option<Duration> = None;
-        let mut all_rate_limited = true;
-        let mut all_timed_out = true;
-        let mut attempts = 0;
-        let mut admission = Some(admission);
-        for &(tier, index) in &plan {
-            let target = &route.tiers[tier][index];
+        let mut tally = Tally::default();
+        let mut next = 0;
+        while next < plan.len() {
+            let pick = plan[next];
+            next += 1;
+            let target = &route.tiers[pick.0][pick.1];
+            if !admit(target) {
+                continue;
+            }
             let now = Instant::now();
             if now >= deadline {
-                let sep = if log.is_empty() { "" } else { "; " };
-                let _ = write!(
-                    log,
-                    "{sep}request deadline of {} ms passed",
+                tally.note(format_args!(
+                    "request deadline of {} ms passed",
                     route.request_timeout.as_millis()
-                );
-                all_rate_limited = false;
+                ));
+                tally.all_rate_limited = false;
                 break;
             }
-            attempts += 1;
-            let budget = (deadline - now).min(route.first_byte_timeout);
-            match self
-                .attempt(call, route, target, budget, deadline, &mut admission)
-                .await
-            {
-                Ok(response) => {
+            tally.attempts += 1;
+            let estimate = target.ttfb_estimate(&self.policy, shared);
+            let timeout = |now: Instant| {
+                let adaptive = select::first_byte_timeout(
+                    estimate.map(|q| q.p99),
+                    snapshot.health.timeout_multiplier,
+                    Duration::from_millis(snapshot.health.timeout_floor_ms),
+                    route.first_byte_timeout,
+                );
+                (deadline - now).min(adaptive)
+            };
+            let primary = self.attempt(call, route, target, timeout(now), deadline);
+            // Only the first attempt is hedged; failover covers the rest.
+            let hedge = match (&route.hedge, estimate) {
+                (Some(hedge), Some(q)) if tally.attempts == 1 => {
+                    Some((hedge, hedge.delay(q.p50, q.p90, q.p95, q.p99)))
+                }
+                _ => None,
+            };
+            let won = match hedge {
+                None => match primary.await {
+                    Ok(ready) => Ok((ready, pick)),
+                    Err(failure) => Err(vec![(target, failure)]),
+                },
+                Some((hedge, delay)) => {
+                    tokio::pin!(primary);
+                    tokio::select! {
+                        outcome = &mut primary => match outcome {
+                            Ok(ready) => Ok((ready, pick)),
+                            Err(failure) => Err(vec![(target, failure)]),
+                        },
+                        () = tokio::time::sleep(delay) => {
+                            if hedge.spend() {
+                                // The next target in the plan, or this one
+                                // again for a route with one target.
+                                let second = match plan.get(next) {
+                                    Some(&p) if admit(&route.tiers[p.0][p.1]) => {
+                                        next += 1;
+                                        p
+                                    }
+                                    _ => pick,
+                                };
+                                tally.attempts += 1;
+                                let other = &route.tiers[second.0][second.1];
+                                info!(upstream = %target.upstream.id, hedge = %other.upstream.id, delay_ms = delay.as_millis() as u64, "hedging a slow attempt");
+                                let hedged = self.attempt(call, route, other, timeout(Instant::now()), deadline);
+                                race((primary, target, pick), (hedged, other, second)).await
+                            } else {
+                                match primary.await {
+                                    Ok(ready) => Ok((ready, pick)),
+                                    Err(failure) => Err(vec![(target, failure)]),
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            match won {
+                Ok((ready, (tier, index))) => {
+                    let winner = &route.tiers[tier][index];
                     return Ok(Answered {
-                        response,
-                        upstream: target.upstream.id_header.clone(),
-                        attempts,
+                        response: ready.into_response(admission),
+                        upstream: winner.upstream.id_header.clone(),
+                        attempts: tally.attempts,
                         fallback: tier > 0,
                     });
                 }
-                Err(failure) => {
-                    warn!(upstream = %target.upstream.id, model = %target.model, reason = %failure.reason, "attempt failed");
-                    let sep = if log.is_empty() { "" } else { "; " };
-                    let _ = write!(
-                        log,
-                        "{sep}{}/{}: {}",
-                        target.upstream.id, target.model, failure.reason
-                    );
-                    all_timed_out &= failure.outcome == Outcome::Timeout;
-                    match failure.retry_after {
-                        Some(wait) => retry_after = Some(retry_after.map_or(wait, |r| r.min(wait))),
-                        None => all_rate_limited = false,
+                Err(failures) => {
+                    for (target, failure) in failures {
+                        warn!(upstream = %target.upstream.id, model = %target.model, reason = %failure.reason, "attempt failed");
+                        tally.failed(target, failure);
                     }
                 }
             }
         }
-        let attempts_text = log;
-        let error = if all_rate_limited && attempts > 0 {
-            ProxyError::RateLimited {
-                attempts: attempts_text,
-                retry_after: retry_after.unwrap_or(Duration::from_secs(1)),
-            }
-        } else if all_timed_out || Instant::now() >= deadline {
-            ProxyError::UpstreamsTimedOut {
-                attempts: attempts_text,
-            }
-        } else {
-            ProxyError::UpstreamsFailed {
-                attempts: attempts_text,
-            }
-        };
-        Err(Failed { error, attempts })
+        Err(tally.into_failed(deadline))
     }
 
-    /// One attempt at one target. On success the answer is ready to send.
+    /// One attempt at one target. On success the answer is ready to send:
+    /// a plain answer read whole, or a stream whose first chunk arrived.
     async fn attempt(
         &self,
         call: &Call<'_>,
@@ -335,8 +381,7 @@ impl Proxy {
         target: &Target,
         budget: Duration,
         deadline: Instant,
-        admission: &mut Option<Admission>,
-    ) -> Result<Response<ProxyBody>, Failure> {
+    ) -> Result<Ready, Failure> {
         let upstream = &target.upstream;
         let in_flight = InFlight::new(upstream.clone());
         let request = build_request(call, target);
@@ -387,7 +432,7 @@ impl Proxy {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
-            let on_end = StreamDone {
+            let done = StreamDone {
                 health: self.health.clone(),
                 target_price: target.price,
                 model: target.model.clone(),
@@ -397,16 +442,18 @@ impl Proxy {
                 ttfb,
                 span: Span::current(),
                 _in_flight: in_flight,
-                _admission: admission.take(),
+                _admission: None,
                 upstream: upstream.clone(),
             };
-            let relay = Relay::new(first, body, sse, route.first_byte_timeout, Box::new(on_end));
-            let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
-            *out.status_mut() = status;
-            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
-            out.headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-            return Ok(out);
+            return Ok(Ready::Stream(Box::new(PendingStream {
+                status,
+                content_type: parts.headers.get(CONTENT_TYPE).cloned(),
+                first,
+                body,
+                sse,
+                idle_timeout: route.first_byte_timeout,
+                done,
+            })));
         }
 
         let (parts, body) = response.into_parts();
@@ -437,7 +484,7 @@ impl Proxy {
             let mut out = Response::new(ProxyBody::bytes(bytes));
             *out.status_mut() = status;
             copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
-            return Ok(out);
+            return Ok(Ready::Plain(out));
         }
 
         // An error answer: read a little of it, to name it and to keep the
@@ -459,7 +506,159 @@ impl Proxy {
         let mut out = Response::new(ProxyBody::bytes(detail.body));
         *out.status_mut() = status;
         copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
-        Ok(out)
+        Ok(Ready::Plain(out))
+    }
+}
+
+/// Whether a target may be tried now: a half-open circuit lets one probe
+/// through, and the request that takes it is that probe.
+fn admit(target: &Target) -> bool {
+    let live = &target.upstream.live;
+    live.circuit() != Circuit::HalfOpen || live.take_probe()
+}
+
+/// Two attempts at once: the first answer wins and the other is cancelled
+/// (dropped, which closes its upstream request). Both failures are returned
+/// if neither answers.
+async fn race<'t, A, B>(
+    a: (Pin<&mut A>, &'t Target, Pick),
+    b: (B, &'t Target, Pick),
+) -> Result<(Ready, Pick), Vec<(&'t Target, Failure)>>
+where
+    A: Future<Output = Result<Ready, Failure>>,
+    B: Future<Output = Result<Ready, Failure>>,
+{
+    let (mut first, first_target, first_pick) = a;
+    let (second, second_target, second_pick) = b;
+    tokio::pin!(second);
+    let mut failures = Vec::with_capacity(2);
+    let (mut first_done, mut second_done) = (false, false);
+    while !(first_done && second_done) {
+        tokio::select! {
+            outcome = &mut first, if !first_done => match outcome {
+                Ok(ready) => return Ok((ready, first_pick)),
+                Err(failure) => {
+                    first_done = true;
+                    failures.push((first_target, failure));
+                }
+            },
+            outcome = &mut second, if !second_done => match outcome {
+                Ok(ready) => return Ok((ready, second_pick)),
+                Err(failure) => {
+                    second_done = true;
+                    failures.push((second_target, failure));
+                }
+            },
+        }
+    }
+    Err(failures)
+}
+
+/// An answer ready to go to the client, not yet holding the request's
+/// admission slot (the winner of a hedge takes it).
+enum Ready {
+    Plain(Response<ProxyBody>),
+    Stream(Box<PendingStream>),
+}
+
+/// A stream whose first chunk has arrived.
+struct PendingStream {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    first: Bytes,
+    body: Incoming,
+    sse: bool,
+    idle_timeout: Duration,
+    done: StreamDone,
+}
+
+impl Ready {
+    /// The response; a stream keeps the admission slot until it ends.
+    fn into_response(self, admission: Admission) -> Response<ProxyBody> {
+        match self {
+            Ready::Plain(response) => response,
+            Ready::Stream(pending) => {
+                let PendingStream {
+                    status,
+                    content_type,
+                    first,
+                    body,
+                    sse,
+                    idle_timeout,
+                    mut done,
+                } = *pending;
+                done._admission = Some(admission);
+                let relay = Relay::new(first, body, sse, idle_timeout, Box::new(done));
+                let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
+                *out.status_mut() = status;
+                if let Some(ct) = content_type {
+                    out.headers_mut().insert(CONTENT_TYPE, ct);
+                }
+                out.headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                out
+            }
+        }
+    }
+}
+
+/// What the failed attempts of one request add up to.
+struct Tally {
+    attempts: usize,
+    log: String,
+    retry_after: Option<Duration>,
+    all_rate_limited: bool,
+    all_timed_out: bool,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            attempts: 0,
+            log: String::new(),
+            retry_after: None,
+            all_rate_limited: true,
+            all_timed_out: true,
+        }
+    }
+}
+
+impl Tally {
+    fn note(&mut self, what: std::fmt::Arguments<'_>) {
+        if !self.log.is_empty() {
+            self.log.push_str("; ");
+        }
+        let _ = self.log.write_fmt(what);
+    }
+
+    fn failed(&mut self, target: &Target, failure: Failure) {
+        self.note(format_args!(
+            "{}/{}: {}",
+            target.upstream.id, target.model, failure.reason
+        ));
+        self.all_timed_out &= failure.outcome == Outcome::Timeout;
+        match failure.retry_after {
+            Some(wait) => self.retry_after = Some(self.retry_after.map_or(wait, |r| r.min(wait))),
+            None => self.all_rate_limited = false,
+        }
+    }
+
+    fn into_failed(self, deadline: Instant) -> Failed {
+        let attempts = self.log;
+        let error = if self.all_rate_limited && self.attempts > 0 {
+            ProxyError::RateLimited {
+                attempts,
+                retry_after: self.retry_after.unwrap_or(Duration::from_secs(1)),
+            }
+        } else if self.all_timed_out || Instant::now() >= deadline {
+            ProxyError::UpstreamsTimedOut { attempts }
+        } else {
+            ProxyError::UpstreamsFailed { attempts }
+        };
+        Failed {
+            error,
+            attempts: self.attempts,
+        }
     }
 }
 

@@ -8,17 +8,20 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Uri};
-use proto::config::{Config, ProxyConfig, UpstreamAuth, UpstreamConfig};
+use proto::config::{Config, HealthConfig, ProxyConfig, UpstreamAuth, UpstreamConfig};
 use serde::Serialize;
 
 use crate::auth::{KeyHash, KeyRing, hash_key};
-use crate::health::WindowSummary;
+use crate::board::HealthBoard;
+use crate::breaker::Circuit;
+use crate::health::{Quantiles, WindowSummary};
+use crate::hedge::Hedge;
 use crate::request_body::json_string;
 use crate::select::{self, Pick, Policy, TargetStats};
 use crate::upstream::{self, Pools};
@@ -81,6 +84,36 @@ pub struct Live {
     pub in_flight: AtomicUsize,
     /// The latest window summary from the health recorder.
     pub summary: ArcSwap<WindowSummary>,
+    /// The circuit breaker's state (`Circuit::as_u8`), set by the recorder.
+    circuit: AtomicU8,
+    /// Probes a half-open circuit still allows.
+    probes: AtomicU32,
+}
+
+impl Live {
+    /// The circuit as the recorder last set it.
+    pub fn circuit(&self) -> Circuit {
+        Circuit::from_u8(self.circuit.load(Ordering::Relaxed))
+    }
+
+    /// Sets the circuit; `probe` allows one probe request.
+    pub fn set_circuit(&self, circuit: Circuit, probe: bool) {
+        self.probes.store(u32::from(probe), Ordering::Relaxed);
+        self.circuit.store(circuit.as_u8(), Ordering::Relaxed);
+    }
+
+    /// Whether a half-open circuit still allows a probe.
+    pub fn probe_ready(&self) -> bool {
+        self.probes.load(Ordering::Relaxed) > 0
+    }
+
+    /// Takes the probe of a half-open circuit; false if another request
+    /// took it first.
+    pub fn take_probe(&self) -> bool {
+        self.probes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))
+            .is_ok()
+    }
 }
 
 /// One provider deployment, ready to send to.
@@ -155,32 +188,76 @@ pub struct Route {
     pub first_byte_timeout: Duration,
     /// Whole-request deadline.
     pub request_timeout: Duration,
+    /// Recent error rate above which a target is not eligible.
+    pub error_threshold: f64,
+    /// Hedging, when the route asks for it.
+    pub hedge: Option<Hedge>,
+}
+
+/// What a node knows about upstream health beyond its own windows: the
+/// cluster's board, and which region this node is in.
+#[derive(Clone, Copy)]
+pub struct Shared<'a> {
+    /// The board built from every member's reports.
+    pub board: &'a HealthBoard,
+    /// This node's region.
+    pub region: &'a str,
 }
 
 impl Target {
-    /// What the selector needs to know about this target right now.
-    pub fn stats(&self, policy: &Policy) -> TargetStats {
+    /// The time to first byte to expect from this target: this node's own
+    /// window when it has enough samples (it is the freshest, and what a
+    /// node cut off from the cluster still has), else this region's shared
+    /// figures, else the whole cluster's; `None` when nobody has enough.
+    pub fn ttfb_estimate(&self, policy: &Policy, shared: Shared<'_>) -> Option<Quantiles> {
+        let local = self.upstream.live.summary.load().ttfb_ms;
+        if local.count >= policy.min_samples {
+            return Some(local);
+        }
+        let board = shared.board.upstream(&self.upstream.id)?;
+        board
+            .regions
+            .get(shared.region)
+            .map(|v| v.ttfb_ms)
+            .filter(|q| q.count >= policy.min_samples)
+            .or_else(|| Some(board.merged.ttfb_ms).filter(|q| q.count >= policy.min_samples))
+    }
+
+    /// What the selector needs to know about this target right now. Error
+    /// rates are this node's own: an upstream can fail from one region and
+    /// not another, and a node judges what it can reach itself.
+    pub fn stats(&self, policy: &Policy, shared: Shared<'_>) -> TargetStats {
         let live = &self.upstream.live;
         let summary = live.summary.load();
+        let circuit = match live.circuit() {
+            Circuit::HalfOpen if !live.probe_ready() => Circuit::Open,
+            circuit => circuit,
+        };
         TargetStats {
             usable: self.upstream.usable(),
-            p99_ms: (summary.ttfb_ms.count >= policy.min_samples).then_some(summary.ttfb_ms.p99),
+            p99_ms: self.ttfb_estimate(policy, shared).map(|q| q.p99),
             in_flight: live.in_flight.load(Ordering::Relaxed),
             error_rate: summary.error_rate,
             attempts: summary.attempts,
+            circuit,
         }
     }
 }
 
 impl Route {
-    /// The targets to try, in order: `select::plan` over each target's live figures.
-    pub fn plan(&self, policy: &Policy, rng: &mut impl rand::Rng) -> Vec<Pick> {
+    /// The targets to try, in order: `select::plan` over each target's
+    /// figures, with this route's error threshold.
+    pub fn plan(&self, policy: &Policy, shared: Shared<'_>, rng: &mut impl rand::Rng) -> Vec<Pick> {
+        let policy = Policy {
+            error_threshold: self.error_threshold,
+            ..*policy
+        };
         let stats: Vec<Vec<TargetStats>> = self
             .tiers
             .iter()
-            .map(|tier| tier.iter().map(|t| t.stats(policy)).collect())
+            .map(|tier| tier.iter().map(|t| t.stats(&policy, shared)).collect())
             .collect();
-        select::plan(&stats, policy, self.max_attempts as usize, rng)
+        select::plan(&stats, &policy, self.max_attempts as usize, rng)
     }
 
     /// Whether any target can be used from this node.
@@ -193,6 +270,8 @@ impl Route {
 pub struct RoutingSnapshot {
     /// This node's region, ready for `x-meridian-region`.
     pub region: HeaderValue,
+    /// This node's region, to find its figures on the health board.
+    pub region_name: Arc<str>,
     /// Client keys.
     pub keys: KeyRing,
     /// Routes by model name.
@@ -203,6 +282,8 @@ pub struct RoutingSnapshot {
     pub models_body: Bytes,
     /// Timeouts and limits.
     pub proxy: ProxyConfig,
+    /// Health settings (the adaptive first-byte timeout).
+    pub health: HealthConfig,
     /// The Raft log index of the state it was built from, if any.
     pub applied_index: Option<u64>,
 }
@@ -312,17 +393,23 @@ impl RoutingSnapshot {
                     rc.request_timeout_ms
                         .unwrap_or(config.proxy.request_timeout_ms),
                 ),
+                error_threshold: rc.error_threshold.unwrap_or(config.health.error_threshold),
+                hedge: rc.hedge.as_ref().map(|h| {
+                    Hedge::new(h.quantile, Duration::from_millis(h.min_delay_ms), h.budget)
+                }),
             };
             routes.insert(name, Arc::new(route));
         }
 
         Ok(Self {
             region,
+            region_name: Arc::from(config.node.region.as_str()),
             keys: KeyRing::new(keys),
             models_body: models_body(config),
             routes,
             upstreams,
             proxy: config.proxy.clone(),
+            health: config.health.clone(),
             applied_index: None,
         })
     }

@@ -5,10 +5,18 @@
 //! Tiers are tried in order. Within a tier the first pick is the power of two
 //! choices on `p99 × (in_flight + 1)`, with a small share of requests
 //! exploring a random target so every target's figures stay fresh; the rest of
-//! the tier follows by score. Targets whose recent error rate is over the
-//! threshold go last, after every tier, as a last resort rather than never.
+//! the tier follows by score. A target whose circuit is half-open goes first
+//! in its tier: it is the probe that may close the circuit (the rest of the
+//! plan backs it up). Targets whose recent error rate is over the threshold,
+//! then targets whose circuit is open, go last, after every tier, as a last
+//! resort rather than never: a request is better tried on an ejected
+//! upstream than failed untried.
+
+use std::time::Duration;
 
 use rand::Rng;
+
+use crate::breaker::Circuit;
 
 /// What the selector knows about one target.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -23,6 +31,8 @@ pub struct TargetStats {
     pub error_rate: f64,
     /// Attempts behind `error_rate`.
     pub attempts: u64,
+    /// Its upstream's circuit; half-open only while a probe may go.
+    pub circuit: Circuit,
 }
 
 /// How the selector weighs targets.
@@ -80,10 +90,14 @@ pub fn plan(
             if !stats.usable {
                 continue;
             }
-            if policy.degraded(stats) {
-                last_resort.push((stats.error_rate, (t, i)));
-            } else {
-                healthy.push((policy.score(stats), (t, i)));
+            match stats.circuit {
+                // Open circuits after every degraded target.
+                Circuit::Open => last_resort.push((2.0 + stats.error_rate, (t, i))),
+                Circuit::HalfOpen => order.push((t, i)),
+                Circuit::Closed if policy.degraded(stats) => {
+                    last_resort.push((stats.error_rate, (t, i)))
+                }
+                Circuit::Closed => healthy.push((policy.score(stats), (t, i))),
             }
         }
         if healthy.is_empty() {
@@ -99,6 +113,26 @@ pub fn plan(
     order.extend(last_resort.into_iter().map(|(_, pick)| pick));
     order.truncate(max_attempts);
     order
+}
+
+/// The first-byte timeout of one attempt: the target's p99 times
+/// `multiplier`, within `floor` and the route's `ceiling`; the ceiling
+/// itself when the p99 is unknown or the multiplier is 0. A target that
+/// usually answers in 200 ms is given up on after a second, not after the
+/// route's 30 s meant for its slowest targets.
+pub fn first_byte_timeout(
+    p99_ms: Option<f64>,
+    multiplier: f64,
+    floor: Duration,
+    ceiling: Duration,
+) -> Duration {
+    match p99_ms {
+        Some(p99) if multiplier > 0.0 && p99.is_finite() => {
+            let scaled = Duration::from_secs_f64((p99 * multiplier).max(0.0) / 1000.0);
+            scaled.max(floor).min(ceiling)
+        }
+        _ => ceiling,
+    }
 }
 
 fn first_pick(candidates: &[(f64, Pick)], policy: &Policy, rng: &mut impl Rng) -> usize {
@@ -136,6 +170,7 @@ mod tests {
             in_flight: 0,
             error_rate: 0.0,
             attempts: 100,
+            circuit: Circuit::Closed,
         }
     }
 
@@ -233,6 +268,44 @@ mod tests {
         };
         let tiers = vec![vec![unlucky], vec![t(500.0)]];
         assert_eq!(plan(&tiers, &no_explore(), 5, &mut rng)[0], (0, 0));
+    }
+
+    #[test]
+    fn open_circuits_go_last_and_half_open_ones_probe_first() {
+        let mut rng = SmallRng::seed_from_u64(1);
+        let open = TargetStats {
+            circuit: Circuit::Open,
+            ..t(1.0)
+        };
+        let probe = TargetStats {
+            circuit: Circuit::HalfOpen,
+            ..t(5_000.0)
+        };
+        let failing = TargetStats {
+            error_rate: 0.9,
+            ..t(1.0)
+        };
+        let tiers = vec![vec![open, t(100.0)], vec![failing, t(10.0), probe]];
+        assert_eq!(
+            plan(&tiers, &no_explore(), 5, &mut rng),
+            vec![(0, 1), (1, 2), (1, 1), (1, 0), (0, 0)]
+        );
+    }
+
+    #[test]
+    fn first_byte_timeout_follows_p99_within_bounds() {
+        let ms = Duration::from_millis;
+        let t = |p99, k| first_byte_timeout(p99, k, ms(1_000), ms(30_000));
+        assert_eq!(t(Some(500.0), 4.0), ms(2_000));
+        assert_eq!(t(Some(10.0), 4.0), ms(1_000), "floor");
+        assert_eq!(t(Some(20_000.0), 4.0), ms(30_000), "ceiling");
+        assert_eq!(t(None, 4.0), ms(30_000), "unknown p99");
+        assert_eq!(t(Some(500.0), 0.0), ms(30_000), "off");
+        // A route whose own timeout is under the floor keeps it.
+        assert_eq!(
+            first_byte_timeout(Some(10.0), 4.0, ms(1_000), ms(300)),
+            ms(300)
+        );
     }
 
     #[test]

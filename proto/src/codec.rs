@@ -12,7 +12,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The encoding version this build writes and the only one it reads.
-pub const VERSION: u8 = 1;
+/// Version 2: the cluster state carries health reports (`Command::Report`,
+/// `ClusterState::health`); bincode is not self-describing, so a version 1
+/// store or peer is refused with a clear error instead of misread.
+pub const VERSION: u8 = 2;
 
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
@@ -133,7 +136,7 @@ mod tests {
         frame[HEADER_LEN] = VERSION + 1;
         assert!(matches!(
             decode::<u64>(split(&frame).1),
-            Err(CodecError::UnknownVersion(2))
+            Err(CodecError::UnknownVersion(v)) if v == VERSION + 1
         ));
     }
 

@@ -51,6 +51,9 @@ pub struct Config {
     /// Timeouts and limits of the data plane.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// How upstream health is measured, shared and acted on.
+    #[serde(default)]
+    pub health: HealthConfig,
     /// Client keys; only a hash of each is kept in memory.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -278,6 +281,132 @@ impl Default for ProxyConfig {
     }
 }
 
+/// How upstream health is measured, shared and acted on: the windows, the
+/// reports through Raft, target choice, circuit breakers and the adaptive
+/// first-byte timeout. The defaults suit providers that answer in tens of
+/// milliseconds to tens of seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// How often this node proposes its window to the cluster.
+    pub report_interval_ms: u64,
+    /// Slots in a window; the window spans `window_slots × slot_ms`.
+    pub window_slots: u32,
+    /// Length of one slot; old samples leave the window a slot at a time.
+    pub slot_ms: u64,
+    /// Samples needed before a p99 (this node's, this region's, or the
+    /// cluster's) is trusted over the next source.
+    pub min_samples: u64,
+    /// p99 time to first byte assumed for a target nobody has measured.
+    pub prior_p99_ms: f64,
+    /// Share of requests whose first pick in a tier is random, so every
+    /// target's figures stay fresh.
+    pub explore: f64,
+    /// Recent error rate above which a target is not eligible; a route may
+    /// set its own.
+    pub error_threshold: f64,
+    /// Consecutive failures that open an upstream's circuit.
+    pub breaker_failures: u32,
+    /// How long a circuit stays open the first time; doubles with every
+    /// ejection that follows a failed probe.
+    pub ejection_ms: u64,
+    /// The longest a circuit stays open.
+    pub max_ejection_ms: u64,
+    /// The first-byte timeout of an attempt is the target's p99 times this,
+    /// within `timeout_floor_ms` and the route's `first_byte_timeout_ms`;
+    /// 0 keeps the route's timeout.
+    pub timeout_multiplier: f64,
+    /// The shortest adaptive first-byte timeout.
+    pub timeout_floor_ms: u64,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            report_interval_ms: 1_000,
+            window_slots: 6,
+            slot_ms: 5_000,
+            min_samples: 20,
+            prior_p99_ms: 1_000.0,
+            explore: 0.05,
+            error_threshold: 0.5,
+            breaker_failures: 5,
+            ejection_ms: 1_000,
+            max_ejection_ms: 30_000,
+            timeout_multiplier: 4.0,
+            timeout_floor_ms: 1_000,
+        }
+    }
+}
+
+impl HealthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let at = |f: &str| format!("health.{f}");
+        for (field, value) in [
+            ("report_interval_ms", self.report_interval_ms),
+            ("window_slots", u64::from(self.window_slots)),
+            ("slot_ms", self.slot_ms),
+            ("breaker_failures", u64::from(self.breaker_failures)),
+            ("ejection_ms", self.ejection_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::new(at(field), "must be greater than 0"));
+            }
+        }
+        if self.window_slots > 3_600 {
+            return Err(ConfigError::new(at("window_slots"), "must be at most 3600"));
+        }
+        if self.max_ejection_ms < self.ejection_ms {
+            return Err(ConfigError::new(
+                at("max_ejection_ms"),
+                "must be at least health.ejection_ms",
+            ));
+        }
+        for (field, value) in [
+            ("explore", self.explore),
+            ("error_threshold", self.error_threshold),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(ConfigError::new(at(field), "must be between 0 and 1"));
+            }
+        }
+        for (field, value) in [
+            ("prior_p99_ms", self.prior_p99_ms),
+            ("timeout_multiplier", self.timeout_multiplier),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(ConfigError::new(at(field), "must be a number of 0 or more"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hedging for one route: when an attempt has not answered by its target's
+/// `quantile` time to first byte, a second attempt goes to the next target
+/// (or the same one, for a route with one target); the first answer wins and
+/// the other is cancelled. The budget caps the extra load.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HedgeConfig {
+    /// Which quantile of the target's time to first byte to wait for.
+    pub quantile: f64,
+    /// Extra attempts allowed, as a share of the route's requests.
+    pub budget: f64,
+    /// Never hedge sooner than this.
+    pub min_delay_ms: u64,
+}
+
+impl Default for HedgeConfig {
+    fn default() -> Self {
+        Self {
+            quantile: 0.95,
+            budget: 0.1,
+            min_delay_ms: 0,
+        }
+    }
+}
+
 /// A client key, read from the environment so it never sits in the file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -345,6 +474,12 @@ pub struct RouteConfig {
     /// Overrides `proxy.request_timeout_ms` for this route.
     #[serde(default)]
     pub request_timeout_ms: Option<u64>,
+    /// Overrides `health.error_threshold` for this route's targets.
+    #[serde(default)]
+    pub error_threshold: Option<f64>,
+    /// Hedge slow attempts; off when absent.
+    #[serde(default)]
+    pub hedge: Option<HedgeConfig>,
 }
 
 /// A provider model behind a route.
@@ -393,6 +528,7 @@ impl Config {
         }
         check_name("node.region", &self.node.region)?;
         self.proxy.validate()?;
+        self.health.validate()?;
         validate_members(&self.cluster.members)?;
         let cluster = &self.cluster;
         if cluster.heartbeat_ms < 10 {
@@ -636,6 +772,28 @@ impl RouteConfig {
                 ));
             }
         }
+        if let Some(threshold) = self.error_threshold
+            && !(0.0..=1.0).contains(&threshold)
+        {
+            return Err(ConfigError::new(
+                format!("{at}.error_threshold"),
+                "must be between 0 and 1",
+            ));
+        }
+        if let Some(hedge) = &self.hedge {
+            if !(hedge.quantile > 0.0 && hedge.quantile < 1.0) {
+                return Err(ConfigError::new(
+                    format!("{at}.hedge.quantile"),
+                    "must be between 0 and 1, e.g. 0.95",
+                ));
+            }
+            if !(hedge.budget > 0.0 && hedge.budget <= 1.0) {
+                return Err(ConfigError::new(
+                    format!("{at}.hedge.budget"),
+                    "must be above 0 and at most 1 (a share of the route's requests)",
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -774,6 +932,30 @@ tiers = [
             "[],",
         ));
         assert_eq!(e.field, "routes[0].tiers[1]");
+    }
+
+    #[test]
+    fn health_and_hedge_settings_are_checked() {
+        let e = err(&format!("{DESIGN_EXAMPLE}\n[health]\nexplore = 1.5\n"));
+        assert_eq!(e.field, "health.explore");
+        let e = err(&format!(
+            "{DESIGN_EXAMPLE}\n[health]\nejection_ms = 5000\nmax_ejection_ms = 1000\n"
+        ));
+        assert_eq!(e.field, "health.max_ejection_ms");
+        let hedged = DESIGN_EXAMPLE.replace(
+            "model = \"fast\"\n",
+            "model = \"fast\"\nhedge = { quantile = 1.0 }\n",
+        );
+        assert_eq!(err(&hedged).field, "routes[0].hedge.quantile");
+        let ok = DESIGN_EXAMPLE.replace(
+            "model = \"fast\"\n",
+            "model = \"fast\"\nhedge = { budget = 0.05 }\nerror_threshold = 0.2\n",
+        );
+        let config = Config::from_toml(&ok).unwrap();
+        let hedge = config.routes[0].hedge.clone().unwrap();
+        assert_eq!((hedge.quantile, hedge.budget), (0.95, 0.05));
+        assert_eq!(config.routes[0].error_threshold, Some(0.2));
+        assert_eq!(config.health, HealthConfig::default());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod codec;
 pub mod config;
+pub mod health;
 pub mod state;
 
 pub use config::{Config, ConfigError};

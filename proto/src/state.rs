@@ -14,6 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, RouteConfig, UpstreamConfig};
+use crate::health::HealthReport;
 
 /// A cluster member as Raft records it: where to reach it and what it serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +91,15 @@ pub enum Command {
         /// What it announces.
         info: NodeInfo,
     },
+    /// A member's latest health window. Replaces the member's previous
+    /// report if its sequence number is higher, else is ignored (a late
+    /// duplicate, or a report overtaken by a newer one).
+    Report {
+        /// The reporting member's id.
+        id: u64,
+        /// What it measured.
+        report: HealthReport,
+    },
 }
 
 /// What a member announces about itself.
@@ -140,6 +150,8 @@ pub struct ClusterState {
     pub keys: BTreeMap<String, KeyRecord>,
     /// What each member announced about itself.
     pub nodes: BTreeMap<u64, NodeInfo>,
+    /// The latest health report of each member that sent one.
+    pub health: BTreeMap<u64, HealthReport>,
 }
 
 impl ClusterState {
@@ -230,7 +242,21 @@ impl ClusterState {
                 self.nodes.insert(*id, info.clone());
                 CommandResponse::Applied { changed }
             }
+            Command::Report { id, report } => {
+                let newer = self.health.get(id).is_none_or(|r| r.seq < report.seq);
+                if newer {
+                    self.health.insert(*id, report.clone());
+                }
+                CommandResponse::Applied { changed: newer }
+            }
         }
+    }
+
+    /// Whether `other` differs in what the routing table is built from
+    /// (upstreams, routes, keys): health reports arrive every second and
+    /// must not rebuild it.
+    pub fn routing_differs(&self, other: &ClusterState) -> bool {
+        self.upstreams != other.upstreams || self.routes != other.routes || self.keys != other.keys
     }
 
     /// Checks the whole state for consistency, naming the first problem.
@@ -308,6 +334,8 @@ mod tests {
             max_attempts: None,
             first_byte_timeout_ms: None,
             request_timeout_ms: None,
+            error_threshold: None,
+            hedge: None,
         }
     }
 
@@ -323,6 +351,44 @@ mod tests {
             CommandResponse::Rejected { field, .. } => field,
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn newer_reports_replace_older_ones() {
+        let mut s = ClusterState::default();
+        let report = |seq| Command::Report {
+            id: 2,
+            report: HealthReport {
+                seq,
+                region: "eu".into(),
+                ..HealthReport::default()
+            },
+        };
+        assert_eq!(
+            s.apply(&report(5)),
+            CommandResponse::Applied { changed: true }
+        );
+        assert_eq!(
+            s.apply(&report(4)),
+            CommandResponse::Applied { changed: false }
+        );
+        assert_eq!(
+            s.apply(&report(5)),
+            CommandResponse::Applied { changed: false }
+        );
+        assert_eq!(s.health[&2].seq, 5);
+        let before = s.clone();
+        assert_eq!(
+            s.apply(&report(6)),
+            CommandResponse::Applied { changed: true }
+        );
+        assert_eq!(s.health[&2].seq, 6);
+        assert!(
+            !before.routing_differs(&s),
+            "a report does not touch routing"
+        );
+        s.apply(&Command::PutUpstream(upstream("a")));
+        assert!(before.routing_differs(&s));
     }
 
     #[test]

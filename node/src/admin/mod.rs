@@ -1,6 +1,7 @@
 //! The admin listener: liveness and readiness for load balancers and GeoDNS
 //! (unauthenticated, they reveal nothing), and the `/admin/v1` API behind a
-//! bearer token: this node's health windows, the replicated configuration
+//! bearer token: the health board (this node's windows and circuits, and
+//! every member's shared reports), the replicated configuration
 //! ([`config`]) and the cluster and its members ([`cluster`]).
 
 mod cluster;
@@ -19,6 +20,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use crate::auth::{KeyHash, hash_key};
+use crate::board::{HealthBoard, ReportInfo, UpstreamBoard};
+use crate::breaker::Circuit;
 use crate::cluster::{Cluster, WriteError};
 use crate::error::error_json;
 use crate::health::WindowSummary;
@@ -29,6 +32,8 @@ use crate::routing::{KeyState, RoutingSnapshot};
 pub struct AdminState {
     /// The live routing table.
     pub snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    /// The cluster's shared health, as last built on this node.
+    pub board: Arc<ArcSwap<HealthBoard>>,
     /// The log index each routing table was built from, as it is swapped in.
     pub routing_built: tokio::sync::watch::Receiver<Option<u64>>,
     /// This node's cluster handle.
@@ -125,6 +130,8 @@ struct HealthAnswer {
     node: u64,
     region: Arc<str>,
     upstreams: Vec<UpstreamHealth>,
+    /// Every member's latest report, with its age as this node judges it.
+    reports: std::collections::BTreeMap<u64, ReportInfo>,
 }
 
 #[derive(Serialize)]
@@ -134,11 +141,18 @@ struct UpstreamHealth {
     base_url: String,
     key: KeyState,
     in_flight: usize,
+    /// This node's circuit breaker.
+    circuit: Circuit,
+    /// This node's own window.
     window: WindowSummary,
+    /// What every member reported, per region and merged.
+    #[serde(flatten)]
+    shared: UpstreamBoard,
 }
 
 async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
     let snapshot = state.snapshot.load();
+    let board = state.board.load();
     let upstreams = snapshot
         .upstreams
         .iter()
@@ -148,13 +162,16 @@ async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
             base_url: u.config.base_url.clone(),
             key: u.key_state.clone(),
             in_flight: u.live.in_flight.load(Ordering::Relaxed),
+            circuit: u.live.circuit(),
             window: (**u.live.summary.load()).clone(),
+            shared: board.upstream(&u.id).cloned().unwrap_or_default(),
         })
         .collect();
     Json(HealthAnswer {
         node: state.node_id,
         region: state.region.clone(),
         upstreams,
+        reports: board.reports.clone(),
     })
 }
 

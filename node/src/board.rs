@@ -1,0 +1,344 @@
+//! The health board: every member's latest report merged, per upstream, into
+//! one view per region and one for the whole cluster. Rebuilt after each
+//! applied report and swapped whole, so the router reads it without a lock.
+//!
+//! [`HealthBoard::build`] is pure: the reports, the members, and when this
+//! node first saw each report (milliseconds on its own clock) go in; no clock
+//! is read. Reports from nodes that left the cluster are ignored, and so are
+//! reports older than their own window: a node that stopped reporting (dead,
+//! or cut off) stops counting once its samples would have aged out anyway.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+use proto::health::{HealthReport, add_encoded, empty_histogram};
+use serde::Serialize;
+
+use crate::health::{Quantiles, quantiles};
+
+/// What a set of reports says about one upstream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct View {
+    /// Nodes whose reports are merged here.
+    pub nodes: usize,
+    /// Attempts in their windows.
+    pub attempts: u64,
+    /// 2xx answers.
+    pub successes: u64,
+    /// Upstream failures.
+    pub errors: u64,
+    /// First-byte timeouts.
+    pub timeouts: u64,
+    /// (errors + timeouts) / attempts.
+    pub error_rate: f64,
+    /// Time to first byte.
+    pub ttfb_ms: Quantiles,
+    /// Total time.
+    pub total_ms: Quantiles,
+    /// Age of the oldest report merged, in milliseconds.
+    pub report_age_ms: u64,
+}
+
+/// One upstream as the cluster sees it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct UpstreamBoard {
+    /// Per region.
+    pub regions: BTreeMap<String, View>,
+    /// Every region merged.
+    pub merged: View,
+}
+
+/// The age of one member's report, as this node judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    /// The report's sequence number.
+    pub seq: u64,
+    /// When this node first saw that sequence number, on its own clock.
+    pub at_ms: u64,
+}
+
+/// Every upstream's shared health.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct HealthBoard {
+    /// Per upstream id.
+    pub upstreams: HashMap<Arc<str>, UpstreamBoard>,
+    /// Reports merged, by member id, with their age in milliseconds.
+    pub reports: BTreeMap<u64, ReportInfo>,
+}
+
+/// What the board says of one member's report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReportInfo {
+    /// The member's region.
+    pub region: String,
+    /// Its sequence number.
+    pub seq: u64,
+    /// How long ago this node first saw it.
+    pub age_ms: u64,
+    /// Whether it is too old to count.
+    pub stale: bool,
+    /// Histograms in it that could not be decoded (a corrupt report).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub undecodable: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[derive(Default)]
+struct Acc {
+    nodes: usize,
+    successes: u64,
+    client_errors: u64,
+    errors: u64,
+    timeouts: u64,
+    ttfb: Option<Histogram<u64>>,
+    total: Option<Histogram<u64>>,
+    age_ms: u64,
+}
+
+impl Acc {
+    fn add(&mut self, w: &proto::health::UpstreamWindow, age_ms: u64) -> u64 {
+        self.nodes += 1;
+        self.successes += w.successes;
+        self.client_errors += w.client_errors;
+        self.errors += w.errors;
+        self.timeouts += w.timeouts;
+        self.age_ms = self.age_ms.max(age_ms);
+        let mut bad = 0;
+        for (into, bytes) in [(&mut self.ttfb, &w.ttfb), (&mut self.total, &w.total)] {
+            let h = into.get_or_insert_with(empty_histogram);
+            if add_encoded(h, bytes).is_err() {
+                bad += 1;
+            }
+        }
+        bad
+    }
+
+    fn merge(&mut self, other: &Acc) {
+        self.nodes += other.nodes;
+        self.successes += other.successes;
+        self.client_errors += other.client_errors;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+        self.age_ms = self.age_ms.max(other.age_ms);
+        for (into, from) in [
+            (&mut self.ttfb, &other.ttfb),
+            (&mut self.total, &other.total),
+        ] {
+            if let Some(from) = from {
+                // Same shape on both sides, so adding cannot fail.
+                let _ = into.get_or_insert_with(empty_histogram).add(from);
+            }
+        }
+    }
+
+    fn view(&self) -> View {
+        let attempts = self.successes + self.client_errors + self.errors + self.timeouts;
+        let q = |h: &Option<Histogram<u64>>| h.as_ref().map(quantiles).unwrap_or_default();
+        View {
+            nodes: self.nodes,
+            attempts,
+            successes: self.successes,
+            errors: self.errors,
+            timeouts: self.timeouts,
+            error_rate: if attempts == 0 {
+                0.0
+            } else {
+                (self.errors + self.timeouts) as f64 / attempts as f64
+            },
+            ttfb_ms: q(&self.ttfb),
+            total_ms: q(&self.total),
+            report_age_ms: self.age_ms,
+        }
+    }
+}
+
+impl HealthBoard {
+    /// Merges the reports of `members`, judging each report's age from
+    /// `seen` (when this node first saw it) and `now_ms`.
+    pub fn build(
+        reports: &BTreeMap<u64, HealthReport>,
+        members: &BTreeSet<u64>,
+        seen: &BTreeMap<u64, Seen>,
+        now_ms: u64,
+    ) -> Self {
+        let mut board = HealthBoard::default();
+        let mut acc: BTreeMap<&str, BTreeMap<&str, Acc>> = BTreeMap::new();
+        for (id, report) in reports {
+            if !members.contains(id) {
+                continue;
+            }
+            // A report this node has not timed yet (the caller records it as
+            // it builds) counts as brand new.
+            let at = seen
+                .get(id)
+                .filter(|s| s.seq == report.seq)
+                .map_or(now_ms, |s| s.at_ms);
+            let age_ms = now_ms.saturating_sub(at);
+            let stale = age_ms > report.window_ms;
+            let mut undecodable = 0;
+            if !stale {
+                for (upstream, window) in &report.upstreams {
+                    undecodable += acc
+                        .entry(upstream)
+                        .or_default()
+                        .entry(&report.region)
+                        .or_default()
+                        .add(window, age_ms);
+                }
+            }
+            board.reports.insert(
+                *id,
+                ReportInfo {
+                    region: report.region.clone(),
+                    seq: report.seq,
+                    age_ms,
+                    stale,
+                    undecodable,
+                },
+            );
+        }
+        for (upstream, regions) in acc {
+            let mut merged = Acc::default();
+            let mut out = UpstreamBoard::default();
+            for (region, a) in regions {
+                merged.merge(&a);
+                out.regions.insert(region.to_owned(), a.view());
+            }
+            out.merged = merged.view();
+            board.upstreams.insert(Arc::from(upstream), out);
+        }
+        board
+    }
+
+    /// The shared view of one upstream, if any member reported it.
+    pub fn upstream(&self, id: &str) -> Option<&UpstreamBoard> {
+        self.upstreams.get(id)
+    }
+}
+
+/// Records when each member's current report was first seen: kept across
+/// rebuilds, updated before each.
+pub fn note_seen(
+    seen: &mut BTreeMap<u64, Seen>,
+    reports: &BTreeMap<u64, HealthReport>,
+    now_ms: u64,
+) {
+    seen.retain(|id, _| reports.contains_key(id));
+    for (id, report) in reports {
+        let fresh = seen.get(id).is_none_or(|s| s.seq != report.seq);
+        if fresh {
+            seen.insert(
+                *id,
+                Seen {
+                    seq: report.seq,
+                    at_ms: now_ms,
+                },
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use proto::health::{UpstreamWindow, encode_histogram};
+
+    fn window(ms: &[u64], errors: u64) -> UpstreamWindow {
+        let mut h = empty_histogram();
+        for v in ms {
+            h.record(v * 1_000).unwrap();
+        }
+        UpstreamWindow {
+            successes: ms.len() as u64,
+            errors,
+            ttfb: encode_histogram(&h).unwrap(),
+            total: encode_histogram(&h).unwrap(),
+            ..UpstreamWindow::default()
+        }
+    }
+
+    fn report(seq: u64, region: &str, upstreams: &[(&str, UpstreamWindow)]) -> HealthReport {
+        HealthReport {
+            seq,
+            region: region.into(),
+            at_unix_ms: 0,
+            window_ms: 30_000,
+            upstreams: upstreams
+                .iter()
+                .map(|(id, w)| (id.to_string(), w.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn merges_per_region_and_across_the_cluster() {
+        let fast: Vec<u64> = vec![10; 99];
+        let slow: Vec<u64> = vec![500; 100];
+        let reports = BTreeMap::from([
+            (1, report(3, "us", &[("x", window(&fast, 1))])),
+            (
+                2,
+                report(9, "eu", &[("x", window(&slow, 0)), ("y", window(&[7], 0))]),
+            ),
+            (3, report(1, "eu", &[("x", window(&slow, 0))])),
+        ]);
+        let members = BTreeSet::from([1, 2, 3]);
+        let mut seen = BTreeMap::new();
+        note_seen(&mut seen, &reports, 1_000);
+        let board = HealthBoard::build(&reports, &members, &seen, 1_500);
+        let x = board.upstream("x").unwrap();
+        assert_eq!(x.regions["us"].ttfb_ms.count, 99);
+        assert_eq!(x.regions["us"].errors, 1);
+        assert!((x.regions["us"].error_rate - 0.01).abs() < 1e-9);
+        assert_eq!(x.regions["eu"].nodes, 2);
+        assert_eq!(x.regions["eu"].ttfb_ms.count, 200);
+        assert!(x.regions["eu"].ttfb_ms.p50 >= 495.0);
+        assert_eq!(x.merged.nodes, 3);
+        assert_eq!(x.merged.ttfb_ms.count, 299);
+        assert!(x.merged.ttfb_ms.p99 >= 495.0, "{:?}", x.merged);
+        assert!(x.merged.ttfb_ms.p50 >= 495.0);
+        assert_eq!(x.merged.report_age_ms, 500);
+        assert_eq!(board.upstream("y").unwrap().merged.nodes, 1);
+        assert!(board.upstream("z").is_none());
+    }
+
+    #[test]
+    fn departed_members_and_stale_reports_do_not_count() {
+        let reports = BTreeMap::from([
+            (1, report(1, "us", &[("x", window(&[10], 0))])),
+            (2, report(1, "eu", &[("x", window(&[900], 0))])),
+            (4, report(1, "ap", &[("x", window(&[900], 0))])),
+        ]);
+        let mut seen = BTreeMap::new();
+        note_seen(&mut seen, &reports, 0);
+        // Node 1 reports again later; node 2 goes quiet.
+        let mut later = reports.clone();
+        later.insert(1, report(2, "us", &[("x", window(&[10], 0))]));
+        note_seen(&mut seen, &later, 29_000);
+        let board = HealthBoard::build(&later, &BTreeSet::from([1, 2]), &seen, 31_000);
+        let x = board.upstream("x").unwrap();
+        assert_eq!(x.merged.nodes, 1, "node 2 is stale, node 4 left");
+        assert!(x.merged.ttfb_ms.p99 < 11.0);
+        assert!(board.reports[&2].stale);
+        assert!(!board.reports.contains_key(&4));
+        assert_eq!(board.reports[&1].age_ms, 2_000);
+    }
+
+    #[test]
+    fn a_corrupt_histogram_is_counted_not_fatal() {
+        let mut w = window(&[10, 20], 0);
+        w.ttfb = b"garbage".to_vec();
+        let reports = BTreeMap::from([(1, report(1, "us", &[("x", w)]))]);
+        let board = HealthBoard::build(&reports, &BTreeSet::from([1]), &BTreeMap::new(), 0);
+        assert_eq!(board.reports[&1].undecodable, 1);
+        let x = board.upstream("x").unwrap();
+        assert_eq!(x.merged.ttfb_ms.count, 0);
+        assert_eq!(x.merged.total_ms.count, 2);
+    }
+}

@@ -1,0 +1,124 @@
+//! How health is shared: this node's reports go into the Raft log, and the
+//! board is rebuilt from every member's as they are applied.
+//!
+//! Reporting never holds anything up. A report that cannot be committed in
+//! time (no leader, no quorum) is dropped and the next one, a report
+//! interval later, carries fresher figures anyway; meanwhile the node routes
+//! on its own windows and the last board it built.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use proto::health::HealthReport;
+use proto::state::Command;
+use raft::store::Applied;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::board::{self, HealthBoard, Seen};
+use crate::cluster::Cluster;
+use crate::server;
+
+/// Proposes each report the recorder cuts, numbered after the last one
+/// this node sent or the cluster holds from it (a restarted node carries on
+/// from the applied state). Ends on shutdown or when the recorder stops.
+pub async fn report(
+    cluster: Arc<Cluster>,
+    node_id: u64,
+    mut reports: watch::Receiver<Option<Arc<HealthReport>>>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last_seq = 0u64;
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            changed = reports.changed() => if changed.is_err() { return },
+            () = server::stopped(&mut stop) => return,
+        }
+        let Some(cut) = reports.borrow_and_update().clone() else {
+            continue;
+        };
+        let held = cluster
+            .applied()
+            .state
+            .health
+            .get(&node_id)
+            .map_or(0, |r| r.seq);
+        let mut report = HealthReport::clone(&cut);
+        report.seq = last_seq.max(held) + 1;
+        last_seq = report.seq;
+        let seq = report.seq;
+        let write = cluster.write(Command::Report {
+            id: node_id,
+            report,
+        });
+        // A report older than two intervals is not worth committing.
+        let outcome = tokio::select! {
+            outcome = tokio::time::timeout(interval * 2, write) => outcome,
+            () = server::stopped(&mut stop) => return,
+        };
+        match outcome {
+            Ok(Ok(_)) => {
+                if failing {
+                    tracing::info!(seq, "health reports reach the cluster again");
+                }
+                failing = false;
+            }
+            Ok(Err(e)) if !failing => {
+                failing = true;
+                tracing::warn!(error = %e, seq, "health report not committed; routing on this node's own figures until the cluster is back");
+            }
+            Err(_) if !failing => {
+                failing = true;
+                tracing::warn!(
+                    seq,
+                    "health report not committed in time; routing on this node's own figures until the cluster is back"
+                );
+            }
+            _ => tracing::debug!(seq, "health report not committed"),
+        }
+    }
+}
+
+/// Rebuilds the board whenever a report is applied, and every `interval`
+/// besides, so reports age (and stale ones drop out) even when nothing is
+/// applied, as on a node cut off from the leader.
+pub async fn follow_board(
+    mut applied: watch::Receiver<Arc<Applied>>,
+    board: Arc<ArcSwap<HealthBoard>>,
+    interval: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let start = Instant::now();
+    let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last: Option<Arc<Applied>> = None;
+    loop {
+        tokio::select! {
+            changed = applied.changed() => if changed.is_err() { return },
+            _ = tick.tick() => {}
+            () = server::stopped(&mut stop) => return,
+        }
+        let current = applied.borrow_and_update().clone();
+        let now_ms = start.elapsed().as_millis() as u64;
+        let same_reports = last
+            .as_ref()
+            .is_some_and(|l| l.state.health == current.state.health);
+        if !same_reports {
+            board::note_seen(&mut seen, &current.state.health, now_ms);
+        }
+        let members: BTreeSet<u64> = current
+            .membership
+            .membership()
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        let built = HealthBoard::build(&current.state.health, &members, &seen, now_ms);
+        board.store(Arc::new(built));
+        last = Some(current);
+    }
+}
