@@ -330,6 +330,37 @@ mod tests {
         assert_eq!(board.reports[&1].age_ms, 2_000);
     }
 
+    proptest::proptest! {
+        /// The merged view of an upstream is exactly the sum of its
+        /// regions, whatever the reports.
+        #[test]
+        fn merged_is_the_sum_of_regions(
+            reports in proptest::collection::vec(
+                (0usize..3, proptest::collection::vec(1u64..5_000, 0..40), 0u64..5),
+                1..8,
+            )
+        ) {
+            let regions = ["us", "eu", "ap"];
+            let map: BTreeMap<u64, HealthReport> = reports
+                .iter()
+                .enumerate()
+                .map(|(i, (r, ms, errors))| {
+                    (i as u64, report(1, regions[*r], &[("x", window(ms, *errors))]))
+                })
+                .collect();
+            let members: BTreeSet<u64> = map.keys().copied().collect();
+            let board = HealthBoard::build(&map, &members, &BTreeMap::new(), 0);
+            let x = board.upstream("x").unwrap();
+            let sum = |f: fn(&View) -> u64| x.regions.values().map(f).sum::<u64>();
+            proptest::prop_assert_eq!(x.merged.attempts, sum(|v| v.attempts));
+            proptest::prop_assert_eq!(x.merged.errors, sum(|v| v.errors));
+            proptest::prop_assert_eq!(x.merged.ttfb_ms.count, sum(|v| v.ttfb_ms.count));
+            proptest::prop_assert_eq!(x.merged.nodes, map.len());
+            let max_p99 = x.regions.values().map(|v| v.ttfb_ms.p99).fold(0.0, f64::max);
+            proptest::prop_assert!(x.merged.ttfb_ms.p99 <= max_p99 + 1e-9);
+        }
+    }
+
     #[test]
     fn a_corrupt_histogram_is_counted_not_fatal() {
         let mut w = window(&[10, 20], 0);

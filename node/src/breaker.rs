@@ -269,6 +269,38 @@ mod tests {
         assert_eq!(b.on_tick(3_002, &POLICY), Some(Change::Probe));
     }
 
+    proptest::proptest! {
+        /// Whatever the results and ticks: an ejection never exceeds the
+        /// cap, a circuit only closes on a success, and it never stays open
+        /// past its ejection once time moves on.
+        #[test]
+        fn breakers_keep_their_promises(
+            events in proptest::collection::vec((0u64..3_000, proptest::option::of(proptest::bool::ANY)), 1..200)
+        ) {
+            let mut b = Breaker::default();
+            let mut now = 0u64;
+            for (step, result) in events {
+                now += step;
+                let before = b.circuit();
+                let change = match result {
+                    Some(failed) => b.on_result(now, failed, &POLICY),
+                    None => b.on_tick(now, &POLICY),
+                };
+                if let Some(Change::Opened { for_ms }) = change {
+                    proptest::prop_assert!(for_ms <= POLICY.max_ejection_ms);
+                    proptest::prop_assert!(for_ms >= POLICY.ejection_ms);
+                }
+                if b.circuit() == Circuit::Closed && before != Circuit::Closed {
+                    proptest::prop_assert_eq!(result, Some(false));
+                }
+            }
+            if b.circuit() == Circuit::Open {
+                b.on_tick(now + POLICY.max_ejection_ms, &POLICY);
+                proptest::prop_assert_eq!(b.circuit(), Circuit::HalfOpen);
+            }
+        }
+    }
+
     #[test]
     fn circuits_survive_the_atomic() {
         for c in [Circuit::Closed, Circuit::Open, Circuit::HalfOpen] {

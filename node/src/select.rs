@@ -57,7 +57,7 @@ impl Default for Policy {
             min_samples: 20,
             error_threshold: 0.5,
             min_error_samples: 10,
-            explore: 0.05,
+            explore: 0.02,
         }
     }
 }
@@ -306,6 +306,68 @@ mod tests {
             first_byte_timeout(Some(10.0), 4.0, ms(1_000), ms(300)),
             ms(300)
         );
+    }
+
+    fn any_target() -> impl proptest::strategy::Strategy<Value = TargetStats> {
+        use proptest::prelude::*;
+        (
+            any::<bool>(),
+            proptest::option::of(0.1f64..10_000.0),
+            0usize..50,
+            0.0f64..=1.0,
+            0u64..100,
+            prop_oneof![
+                Just(Circuit::Closed),
+                Just(Circuit::Open),
+                Just(Circuit::HalfOpen)
+            ],
+        )
+            .prop_map(
+                |(usable, p99_ms, in_flight, error_rate, attempts, circuit)| TargetStats {
+                    usable,
+                    p99_ms,
+                    in_flight,
+                    error_rate,
+                    attempts,
+                    circuit,
+                },
+            )
+    }
+
+    proptest::proptest! {
+        /// Whatever the figures: a plan names each usable target at most
+        /// once and never an unusable one; it respects `max_attempts`; and
+        /// the healthy, closed targets of a tier come before any target of
+        /// a later tier.
+        #[test]
+        fn plans_are_well_formed(
+            tiers in proptest::collection::vec(proptest::collection::vec(any_target(), 1..4), 1..4),
+            max in 1usize..10,
+            seed: u64,
+        ) {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let policy = Policy::default();
+            let order = plan(&tiers, &policy, max, &mut rng);
+            proptest::prop_assert!(order.len() <= max);
+            let mut seen = std::collections::HashSet::new();
+            for &(t, i) in &order {
+                proptest::prop_assert!(tiers[t][i].usable);
+                proptest::prop_assert!(seen.insert((t, i)));
+            }
+            let usable = tiers.iter().flatten().filter(|s| s.usable).count();
+            proptest::prop_assert_eq!(order.len(), usable.min(max));
+            let preferred = |p: &Pick| {
+                let s = &tiers[p.0][p.1];
+                // A probe goes first whatever the errors that opened it.
+                s.circuit == Circuit::HalfOpen
+                    || (s.circuit == Circuit::Closed && !policy.degraded(s))
+            };
+            // Preferred targets appear in tier order, and before every
+            // last-resort target.
+            let firsts: Vec<&Pick> = order.iter().take_while(|p| preferred(p)).collect();
+            proptest::prop_assert!(firsts.windows(2).all(|w| w[0].0 <= w[1].0));
+            proptest::prop_assert!(order.iter().skip(firsts.len()).all(|p| !preferred(p)));
+        }
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub async fn report(
 ) {
     let mut last_seq = 0u64;
     let mut failing = false;
+    let mut last_empty = false;
     loop {
         tokio::select! {
             changed = reports.changed() => if changed.is_err() { return },
@@ -41,6 +42,11 @@ pub async fn report(
         let Some(cut) = reports.borrow_and_update().clone() else {
             continue;
         };
+        // An idle node says so once, not every second.
+        let empty = cut.upstreams.is_empty();
+        if empty && last_empty && !failing {
+            continue;
+        }
         let held = cluster
             .applied()
             .state
@@ -62,6 +68,7 @@ pub async fn report(
         };
         match outcome {
             Ok(Ok(_)) => {
+                last_empty = empty;
                 if failing {
                     tracing::info!(seq, "health reports reach the cluster again");
                 }

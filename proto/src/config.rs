@@ -328,7 +328,7 @@ impl Default for HealthConfig {
             slot_ms: 5_000,
             min_samples: 20,
             prior_p99_ms: 1_000.0,
-            explore: 0.05,
+            explore: 0.02,
             error_threshold: 0.5,
             breaker_failures: 5,
             ejection_ms: 1_000,

@@ -144,6 +144,11 @@ impl From<Latency> for LatencySpec {
 pub struct Behavior {
     /// Delay before the response headers (and, for a stream, its first chunk).
     pub first_byte: Latency,
+    /// Share of requests (0..1) whose first byte comes after `tail_first_byte`
+    /// instead: a heavy tail on top of the usual latency, as providers have.
+    pub tail_rate: f64,
+    /// The first-byte delay of the tail.
+    pub tail_first_byte: Latency,
     /// Delay between two chunks of a stream.
     pub chunk_delay: Latency,
     /// Number of content chunks in a stream (and of completion tokens); at
@@ -170,6 +175,8 @@ impl Default for Behavior {
     fn default() -> Self {
         Behavior {
             first_byte: Latency::default(),
+            tail_rate: 0.0,
+            tail_first_byte: Latency::default(),
             chunk_delay: Latency::default(),
             chunks: 8,
             error_rate: 0.0,
@@ -237,6 +244,7 @@ impl Behavior {
         for (name, rate) in [
             ("error_rate", self.error_rate),
             ("rate_limit_rate", self.rate_limit_rate),
+            ("tail_rate", self.tail_rate),
         ] {
             if !(0.0..=1.0).contains(&rate) {
                 return Err(invalid(format!("{name} must be within 0..1, got {rate}")));
@@ -258,7 +266,10 @@ impl Behavior {
         let mut rng = SmallRng::seed_from_u64(seed ^ n.wrapping_mul(SPREAD));
         let rate_limited = rng.random::<f64>() < self.rate_limit_rate;
         let errored = rng.random::<f64>() < self.error_rate;
-        let first_byte = self.first_byte.sample(&mut rng);
+        let mut first_byte = self.first_byte.sample(&mut rng);
+        if rng.random::<f64>() < self.tail_rate {
+            first_byte = self.tail_first_byte.sample(&mut rng);
+        }
         let action = if rate_limited {
             Action::RateLimit
         } else if errored {
@@ -310,6 +321,19 @@ mod tests {
         assert!(Behavior::from_json(br#"{"first_byte": {"p50_ms": 10, "p99_ms": 5}}"#).is_err());
         assert!(Behavior::from_json(br#"{"first_byte": {"fixed_ms": 1, "p50_ms": 1}}"#).is_err());
         assert!(Behavior::from_json(br#"{"chunk_delay": {"fixed_ms": -1}}"#).is_err());
+    }
+
+    #[test]
+    fn a_tail_share_gets_the_tail_latency() {
+        let b = Behavior::from_json(
+            br#"{"first_byte": {"fixed_ms": 10}, "tail_rate": 0.1, "tail_first_byte": {"fixed_ms": 500}}"#,
+        )
+        .unwrap();
+        let slow = (0..10_000)
+            .filter(|n| b.plan(7, *n).first_byte == Duration::from_millis(500))
+            .count();
+        assert!((800..1_200).contains(&slow), "{slow}");
+        assert!(Behavior::from_json(br#"{"tail_rate": 2}"#).is_err());
     }
 
     #[test]

@@ -80,6 +80,8 @@ impl Default for Options {
 pub struct Reply {
     /// Its status.
     pub status: StatusCode,
+    /// Its headers.
+    pub headers: http::HeaderMap,
     /// Its body.
     pub body: Bytes,
 }
@@ -93,6 +95,14 @@ impl Reply {
     /// The body as text, for assertion messages.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// A header as text ("" when absent).
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -192,6 +202,7 @@ impl Http {
                 .to_bytes();
             Ok(Reply {
                 status: parts.status,
+                headers: parts.headers,
                 body,
             })
         };
