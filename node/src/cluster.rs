@@ -65,6 +65,16 @@ pub enum WriteError {
     /// voters are down or cut off. Nothing is lost; retry later.
     #[error("no quorum of voters acknowledged within {0:?}; too many may be down or cut off")]
     NoQuorum(Duration),
+    /// A membership change sent to a follower: openraft changes membership
+    /// on the leader only. Names the leader, and its admin API when known,
+    /// so the operator (or a script) can ask it.
+    #[error("membership changes are made on the leader: node {leader} at {where_}")]
+    NotLeader {
+        /// The leader's id.
+        leader: NodeId,
+        /// Its admin API if it announced one, else its Raft address.
+        where_: String,
+    },
     /// Raft failed the operation.
     #[error("raft: {0}")]
     Raft(String),
@@ -394,13 +404,15 @@ impl Cluster {
     async fn require_leader(&self) -> Result<(), WriteError> {
         let (leader, member) = self.leader().await?;
         if leader == self.id {
-            Ok(())
-        } else {
-            Err(WriteError::Raft(format!(
-                "membership changes are made on the leader: node {leader} at {}",
-                member.raft_addr
-            )))
+            return Ok(());
         }
+        let where_ = match self.applied().state.nodes.get(&leader) {
+            Some(info) if !info.admin_addr.is_empty() => {
+                format!("admin http://{}", info.admin_addr)
+            }
+            _ => format!("raft {}", member.raft_addr),
+        };
+        Err(WriteError::NotLeader { leader, where_ })
     }
 
     /// Seeds the replicated state from `seed` once a leader exists (only the

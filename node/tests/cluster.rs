@@ -1090,6 +1090,20 @@ async fn a_restarted_node_rejoins_promptly_without_an_election() {
         view["term"]
     );
     assert!(took < Duration::from_secs(2), "caught up after {took:?}");
+    if view["term"].as_u64() != term {
+        // Who campaigned, and when, for the failure's diagnosis.
+        for id in 1..=3 {
+            for line in cluster.log(id).lines().filter(|l| {
+                l.contains("do trigger election")
+                    || l.contains("vote is changing")
+                    || l.contains("meridian ready")
+                    || l.contains("starting")
+                    || l.contains("WARN meridian")
+            }) {
+                eprintln!("DEBUG n{id}: {line}");
+            }
+        }
+    }
     assert_eq!(view["term"].as_u64(), term, "the restart cost an election");
 }
 
@@ -1102,6 +1116,34 @@ async fn a_node_of_another_ca_is_never_made_a_voter() {
     let mut cluster = Cluster::start(3, Options::fast()).await;
     let leader = cluster.leader().await;
     let stranger = cluster.spawn_stranger(4);
+    // Asked of a follower, a membership change is refused with a 421 that
+    // names the leader's admin API, and changes nothing.
+    let on_follower = cluster
+        .post(
+            follower(&cluster, leader),
+            "/admin/v1/members",
+            &json!({ "id": 4, "raft_addr": stranger.raft_addr(), "voter": true }),
+        )
+        .await;
+    assert_eq!(
+        on_follower.status,
+        StatusCode::MISDIRECTED_REQUEST,
+        "{}",
+        on_follower.text()
+    );
+    let admin = format!("http://{}", cluster.node(leader).admin);
+    assert!(
+        on_follower.text().contains(&admin),
+        "{}",
+        on_follower.text()
+    );
+    assert_eq!(
+        cluster.view(leader).await["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
     let add = cluster
         .try_admin(
             leader,

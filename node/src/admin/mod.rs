@@ -183,6 +183,12 @@ pub(crate) fn write_error(e: WriteError) -> Response {
         WriteError::NoLeader | WriteError::Unreachable(_) | WriteError::NoQuorum(_) => {
             error(StatusCode::SERVICE_UNAVAILABLE, &message, None, "no_leader")
         }
+        WriteError::NotLeader { .. } => error(
+            StatusCode::MISDIRECTED_REQUEST,
+            &message,
+            None,
+            "not_leader",
+        ),
         WriteError::NotCaughtUp(..) => error(
             StatusCode::GATEWAY_TIMEOUT,
             &message,

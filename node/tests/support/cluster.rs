@@ -715,6 +715,11 @@ impl Cluster {
         self.admin(id, Method::PUT, path, Some(body)).await
     }
 
+    /// `POST` a JSON body on node `id`'s admin API.
+    pub async fn post(&self, id: u64, path: &str, body: &Value) -> Reply {
+        self.admin(id, Method::POST, path, Some(body)).await
+    }
+
     /// `DELETE` on node `id`'s admin API.
     pub async fn delete(&self, id: u64, path: &str) -> Reply {
         self.admin(id, Method::DELETE, path, None).await
