@@ -328,6 +328,8 @@ impl HealthSink {
     /// Queues a sample on this worker's queue. If the recorder is behind by
     /// a whole queue, the sample is dropped rather than making a request wait.
     pub fn record(&self, upstream: &Arc<Upstream>, sample: Sample) {
+        // Prometheus counts every attempt here, where each is told once.
+        upstream.metrics.attempt(&sample);
         let shards = &self.queues.shards;
         let shard = &shards[crate::upstream::worker() % shards.len()];
         let mut queue = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -470,6 +472,11 @@ impl Recorder {
 impl Tracked {
     fn changed(&mut self, change: Change) {
         let id = &self.upstream.id;
+        self.upstream.metrics.circuit_changed(match change {
+            Change::Opened { .. } => Circuit::Open,
+            Change::Probe => Circuit::HalfOpen,
+            Change::Closed => Circuit::Closed,
+        });
         match change {
             Change::Opened { for_ms } => {
                 tracing::warn!(upstream = %id, ejection_ms = for_ms, "circuit opened: upstream ejected");

@@ -117,11 +117,17 @@ struct Answered {
 struct Failed {
     error: ProxyError,
     attempts: usize,
+    /// Counted in its route's metrics already.
+    routed: bool,
 }
 
 impl From<ProxyError> for Failed {
     fn from(error: ProxyError) -> Self {
-        Self { error, attempts: 0 }
+        Self {
+            error,
+            attempts: 0,
+            routed: false,
+        }
     }
 }
 
@@ -146,12 +152,14 @@ impl Proxy {
         health: HealthSink,
         policy: Policy,
     ) -> Self {
+        // The counter Prometheus reads, so both see the same figure.
+        let in_flight = snapshot.load().metrics.in_flight.clone();
         Self {
             snapshot,
             board,
             health,
             policy,
-            in_flight: Arc::default(),
+            in_flight,
         }
     }
 
@@ -174,6 +182,13 @@ impl Proxy {
             .await;
         let mut response = match result {
             Ok(answered) => {
+                if answered.attempts == 0 {
+                    // `/v1/models`: answered by the node itself.
+                    snapshot
+                        .metrics
+                        .unrouted
+                        .inc(answered.response.status().as_u16());
+                }
                 let mut response = answered.response;
                 let headers = response.headers_mut();
                 headers.insert(X_UPSTREAM.clone(), answered.upstream);
@@ -187,6 +202,9 @@ impl Proxy {
             Err(failed) => {
                 let _enter = span.enter();
                 let status = failed.error.status();
+                if !failed.routed {
+                    snapshot.metrics.unrouted.inc(status.as_u16());
+                }
                 if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
                     warn!(status = status.as_u16(), attempts = failed.attempts, error = %failed.error, "request failed");
                 } else {
@@ -270,13 +288,22 @@ impl Proxy {
         let deadline = started + route.request_timeout;
         let plan = route.plan(&self.policy, shared, &mut rand::rng());
         if plan.is_empty() {
-            return Err(ProxyError::NoUsableUpstream(route.name.to_string()).into());
+            let error = ProxyError::NoUsableUpstream(route.name.to_string());
+            route.metrics.unanswered.inc(error.status().as_u16());
+            route.metrics.latency.observe(started.elapsed());
+            return Err(Failed {
+                error,
+                attempts: 0,
+                routed: true,
+            });
         }
         if let Some(hedge) = &route.hedge {
             hedge.earn();
         }
 
         let mut tally = Tally::default();
+        // Attempts that failed, waiting to learn whether another follows.
+        let mut failed: Vec<(&Target, String)> = Vec::new();
         let mut next = 0;
         while next < plan.len() {
             let pick = plan[next];
@@ -295,6 +322,16 @@ impl Proxy {
                 break;
             }
             tally.attempts += 1;
+            for (from, reason) in failed.drain(..) {
+                from.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+                snapshot.metrics.events.push(
+                    call.request_id.to_str().unwrap_or("-"),
+                    &route.name,
+                    &from.upstream.id,
+                    &target.upstream.id,
+                    &reason,
+                );
+            }
             let estimate = target.ttfb_estimate(&self.policy, shared);
             let timeout = |now: Instant| {
                 let adaptive = select::first_byte_timeout(
@@ -315,18 +352,19 @@ impl Proxy {
             };
             let won = match hedge {
                 None => match primary.await {
-                    Ok(ready) => Ok((ready, pick)),
+                    Ok(ready) => Ok((ready, pick, false)),
                     Err(failure) => Err(vec![(target, failure)]),
                 },
                 Some((hedge, delay)) => {
                     tokio::pin!(primary);
                     tokio::select! {
                         outcome = &mut primary => match outcome {
-                            Ok(ready) => Ok((ready, pick)),
+                            Ok(ready) => Ok((ready, pick, false)),
                             Err(failure) => Err(vec![(target, failure)]),
                         },
                         () = tokio::time::sleep(delay) => {
                             if hedge.spend() {
+                                route.metrics.hedges_sent.fetch_add(1, Ordering::Relaxed);
                                 // The next target in the plan, or this one
                                 // again for a route with one target.
                                 let second = match plan.get(next) {
@@ -343,7 +381,7 @@ impl Proxy {
                                 race((primary, target, pick), (hedged, other, second)).await
                             } else {
                                 match primary.await {
-                                    Ok(ready) => Ok((ready, pick)),
+                                    Ok(ready) => Ok((ready, pick, false)),
                                     Err(failure) => Err(vec![(target, failure)]),
                                 }
                             }
@@ -352,10 +390,16 @@ impl Proxy {
                 }
             };
             match won {
-                Ok((ready, (tier, index))) => {
+                Ok((ready, (tier, index), hedge_won)) => {
                     let winner = &route.tiers[tier][index];
+                    let response = ready.into_response(admission);
+                    winner.metrics.answers.inc(response.status().as_u16());
+                    route.metrics.latency.observe(started.elapsed());
+                    if hedge_won {
+                        route.metrics.hedges_won.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok(Answered {
-                        response: ready.into_response(admission),
+                        response,
                         upstream: winner.upstream.id_header.clone(),
                         attempts: tally.attempts,
                         fallback: tier > 0,
@@ -364,12 +408,16 @@ impl Proxy {
                 Err(failures) => {
                     for (target, failure) in failures {
                         warn!(upstream = %target.upstream.id, model = %target.model, reason = %failure.reason, "attempt failed");
+                        failed.push((target, failure.reason.clone()));
                         tally.failed(target, failure);
                     }
                 }
             }
         }
-        Err(tally.into_failed(deadline))
+        let failed = tally.into_failed(deadline);
+        route.metrics.unanswered.inc(failed.error.status().as_u16());
+        route.metrics.latency.observe(started.elapsed());
+        Err(failed)
     }
 
     /// One attempt at one target. On success the answer is ready to send:
@@ -518,12 +566,12 @@ fn admit(target: &Target) -> bool {
 }
 
 /// Two attempts at once: the first answer wins and the other is cancelled
-/// (dropped, which closes its upstream request). Both failures are returned
-/// if neither answers.
+/// (dropped, which closes its upstream request); the flag says the second
+/// (the hedge) won. Both failures are returned if neither answers.
 async fn race<'t, A, B>(
     a: (Pin<&mut A>, &'t Target, Pick),
     b: (B, &'t Target, Pick),
-) -> Result<(Ready, Pick), Vec<(&'t Target, Failure)>>
+) -> Result<(Ready, Pick, bool), Vec<(&'t Target, Failure)>>
 where
     A: Future<Output = Result<Ready, Failure>>,
     B: Future<Output = Result<Ready, Failure>>,
@@ -536,14 +584,14 @@ where
     while !(first_done && second_done) {
         tokio::select! {
             outcome = &mut first, if !first_done => match outcome {
-                Ok(ready) => return Ok((ready, first_pick)),
+                Ok(ready) => return Ok((ready, first_pick, false)),
                 Err(failure) => {
                     first_done = true;
                     failures.push((first_target, failure));
                 }
             },
             outcome = &mut second, if !second_done => match outcome {
-                Ok(ready) => return Ok((ready, second_pick)),
+                Ok(ready) => return Ok((ready, second_pick, true)),
                 Err(failure) => {
                     second_done = true;
                     failures.push((second_target, failure));
@@ -658,6 +706,7 @@ impl Tally {
         Failed {
             error,
             attempts: self.attempts,
+            routed: true,
         }
     }
 }

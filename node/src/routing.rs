@@ -22,6 +22,7 @@ use crate::board::HealthBoard;
 use crate::breaker::Circuit;
 use crate::health::{Quantiles, WindowSummary};
 use crate::hedge::Hedge;
+use crate::metrics::{Metrics, RouteMetrics, TargetMetrics, UpstreamMetrics};
 use crate::request_body::json_string;
 use crate::select::{self, Pick, Policy, TargetStats};
 use crate::upstream::{self, Pools};
@@ -136,6 +137,8 @@ pub struct Upstream {
     pub pools: Pools,
     /// Live counters.
     pub live: Live,
+    /// Its Prometheus counters, shared with any later `Upstream` of the same id.
+    pub metrics: Arc<UpstreamMetrics>,
 }
 
 impl Upstream {
@@ -174,6 +177,8 @@ pub struct Target {
     pub model_json: Bytes,
     /// What it costs.
     pub price: Price,
+    /// The counters of this route's answers from this upstream.
+    pub metrics: Arc<TargetMetrics>,
 }
 
 /// A model name clients may send, and its tiers.
@@ -192,6 +197,8 @@ pub struct Route {
     pub error_threshold: f64,
     /// Hedging, when the route asks for it.
     pub hedge: Option<Hedge>,
+    /// Its Prometheus counters, kept across rebuilds.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// What a node knows about upstream health beyond its own windows: the
@@ -286,6 +293,9 @@ pub struct RoutingSnapshot {
     pub health: HealthConfig,
     /// The Raft log index of the state it was built from, if any.
     pub applied_index: Option<u64>,
+    /// The node's counters: made with the first snapshot and handed on to
+    /// each rebuild, so they outlive configuration changes.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a snapshot could not be built.
@@ -340,6 +350,7 @@ impl RoutingSnapshot {
         let region = HeaderValue::from_str(&config.node.region)
             .map_err(|_| invalid("node.region".into(), "must be a header-safe string".into()))?;
 
+        let metrics = previous.map(|p| p.metrics.clone()).unwrap_or_default();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut by_id: HashMap<&str, Arc<Upstream>> = HashMap::new();
         for (i, uc) in config.upstreams.iter().enumerate() {
@@ -348,9 +359,11 @@ impl RoutingSnapshot {
                 .cloned();
             let upstream = match reused {
                 Some(u) => u,
-                None => Arc::new(build_upstream(uc, &config.proxy, secrets).map_err(
-                    |(field, message)| invalid(format!("upstreams[{i}].{field}"), message),
-                )?),
+                None => Arc::new(
+                    build_upstream(uc, &config.proxy, secrets, &metrics).map_err(
+                        |(field, message)| invalid(format!("upstreams[{i}].{field}"), message),
+                    )?,
+                ),
             };
             by_id.insert(uc.id.as_str(), upstream.clone());
             upstreams.push(upstream);
@@ -358,6 +371,8 @@ impl RoutingSnapshot {
 
         let mut routes = HashMap::with_capacity(config.routes.len());
         for (i, rc) in config.routes.iter().enumerate() {
+            let name: Arc<str> = Arc::from(rc.model.as_str());
+            let route_metrics = metrics.route(&name);
             let mut tiers = Vec::with_capacity(rc.tiers.len());
             for (t, tier) in rc.tiers.iter().enumerate() {
                 let mut targets = Vec::with_capacity(tier.len());
@@ -369,18 +384,18 @@ impl RoutingSnapshot {
                         )
                     })?;
                     targets.push(Target {
-                        upstream,
                         model: Arc::from(tc.model.as_str()),
                         model_json: json_string(&tc.model),
                         price: Price {
                             input_per_mtok: tc.input_per_mtok,
                             output_per_mtok: tc.output_per_mtok,
                         },
+                        metrics: route_metrics.target(&upstream.id),
+                        upstream,
                     });
                 }
                 tiers.push(targets);
             }
-            let name: Arc<str> = Arc::from(rc.model.as_str());
             let route = Route {
                 name: name.clone(),
                 tiers,
@@ -397,6 +412,7 @@ impl RoutingSnapshot {
                 hedge: rc.hedge.as_ref().map(|h| {
                     Hedge::new(h.quantile, Duration::from_millis(h.min_delay_ms), h.budget)
                 }),
+                metrics: route_metrics,
             };
             routes.insert(name, Arc::new(route));
         }
@@ -411,6 +427,7 @@ impl RoutingSnapshot {
             proxy: config.proxy.clone(),
             health: config.health.clone(),
             applied_index: None,
+            metrics,
         })
     }
 
@@ -485,6 +502,7 @@ fn build_upstream(
     uc: &UpstreamConfig,
     proxy: &ProxyConfig,
     secrets: &dyn Secrets,
+    metrics: &Metrics,
 ) -> Result<Upstream, (String, String)> {
     let base = uc.base_url.trim_end_matches('/');
     let mut uris = Vec::with_capacity(3);
@@ -541,8 +559,10 @@ fn build_upstream(
     };
     let pools =
         upstream::pools_for(uc, proxy).map_err(|e| (e.field().to_owned(), e.to_string()))?;
+    let id: Arc<str> = Arc::from(uc.id.as_str());
     Ok(Upstream {
-        id: Arc::from(uc.id.as_str()),
+        metrics: metrics.upstream(&id),
+        id,
         id_header: HeaderValue::from_str(&uc.id)
             .map_err(|_| ("id".to_owned(), "must be a header-safe string".to_owned()))?,
         region: Arc::from(uc.region.as_str()),

@@ -1,11 +1,15 @@
-//! The admin listener: liveness and readiness for load balancers and GeoDNS
-//! (unauthenticated, they reveal nothing), and the `/admin/v1` API behind a
-//! bearer token: the health board (this node's windows and circuits, and
-//! every member's shared reports), the replicated configuration
-//! ([`config`]) and the cluster and its members ([`cluster`]).
+//! The admin listener: liveness and readiness for load balancers and GeoDNS,
+//! Prometheus metrics ([`metrics`]) and the dashboard's static page
+//! ([`dashboard`]), all unauthenticated because they reveal nothing secret;
+//! and the `/admin/v1` API behind a bearer token: the health board (this
+//! node's windows and circuits, and every member's shared reports), recent
+//! failovers, the replicated configuration ([`config`]) and the cluster and
+//! its members ([`cluster`]).
 
 mod cluster;
 mod config;
+mod dashboard;
+mod metrics;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -50,12 +54,15 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/admin/v1/health", get(health))
+        .route("/admin/v1/events", get(events))
         .merge(config::routes())
         .merge(cluster::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics::metrics))
+        .merge(dashboard::routes())
         .merge(api)
         .with_state(state)
 }
@@ -102,21 +109,61 @@ pub(crate) fn error(
         .into_response()
 }
 
-#[derive(Serialize)]
-struct Readiness {
-    ready: bool,
-    routes: usize,
-    usable_routes: usize,
+/// Whether this node can serve, and why not.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    /// `config_applied` and at least one usable route.
+    pub ready: bool,
+    /// The cluster's configuration is applied here: the replicated state
+    /// has been seeded, and the routing table is current at an applied log
+    /// index (not built from nothing, as at a new node's start).
+    pub config_applied: bool,
+    /// The log index the routing table is known to be current at.
+    pub applied_index: Option<u64>,
+    /// Routes in the table.
+    pub routes: usize,
+    /// Routes with at least one upstream this node can send to.
+    pub usable_routes: usize,
+}
+
+impl Readiness {
+    /// Ready when the configuration is applied and a route is usable. A
+    /// node that has not applied the cluster's configuration (a new node
+    /// before the first leader seeds it, or one that cannot reach its
+    /// peers on first start) would serve a table that is not the
+    /// cluster's, so GeoDNS must not send it clients.
+    fn judge(
+        seeded: bool,
+        applied_index: Option<u64>,
+        routes: usize,
+        usable_routes: usize,
+    ) -> Self {
+        let config_applied = seeded && applied_index.is_some();
+        Self {
+            ready: config_applied && usable_routes > 0,
+            config_applied,
+            applied_index,
+            routes,
+            usable_routes,
+        }
+    }
+}
+
+/// This node's readiness, as `/readyz` and `/metrics` report it.
+pub(crate) fn readiness(state: &AdminState) -> Readiness {
+    let snapshot = state.snapshot.load();
+    let usable_routes = snapshot.routes.values().filter(|r| r.usable()).count();
+    let built = *state.routing_built.borrow();
+    Readiness::judge(
+        state.cluster.applied().state.seeded,
+        built,
+        snapshot.routes.len(),
+        usable_routes,
+    )
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
-    let snapshot = state.snapshot.load();
-    let usable_routes = snapshot.routes.values().filter(|r| r.usable()).count();
-    let body = Readiness {
-        ready: usable_routes > 0,
-        routes: snapshot.routes.len(),
-        usable_routes,
-    };
+    let body = readiness(&state);
     let status = if body.ready {
         StatusCode::OK
     } else {
@@ -175,6 +222,16 @@ async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
     })
 }
 
+/// `GET /admin/v1/events`: this node's recent failovers, newest first.
+async fn events(State(state): State<AdminState>) -> Json<serde_json::Value> {
+    let snapshot = state.snapshot.load();
+    Json(serde_json::json!({
+        "node": state.node_id,
+        "region": &*state.region,
+        "failovers": snapshot.metrics.events.recent(),
+    }))
+}
+
 /// A failed write or consistent read: 503 with `Retry-After` while there
 /// is no leader to reach, 500 when Raft itself failed.
 pub(crate) fn write_error(e: WriteError) -> Response {
@@ -209,4 +266,27 @@ pub(crate) fn write_error(e: WriteError) -> Response {
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::Readiness;
+
+    #[test]
+    fn ready_needs_the_applied_configuration_and_a_usable_route() {
+        // A new node before the seed is applied: nothing to serve.
+        assert!(!Readiness::judge(false, None, 0, 0).ready);
+        // Seeded, but the table is still the one built from nothing.
+        let r = Readiness::judge(true, None, 2, 2);
+        assert!(!r.ready && !r.config_applied);
+        // A write applied before the seed: routes, but not the cluster's yet.
+        let r = Readiness::judge(false, Some(3), 1, 1);
+        assert!(!r.ready && !r.config_applied);
+        // Applied, but no route can be served from this node.
+        let r = Readiness::judge(true, Some(4), 1, 0);
+        assert!(!r.ready && r.config_applied);
+        assert!(Readiness::judge(true, Some(4), 2, 1).ready);
+    }
 }

@@ -1,0 +1,207 @@
+// Meridian dashboard: reads the admin API of the node that served it every
+// two seconds and redraws. No framework, no build step; every value is
+// written with textContent, never as markup.
+"use strict";
+
+const REFRESH_MS = 2000;
+const TOKEN_KEY = "meridian.admin.token";
+let timer = null;
+
+function token() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+async function get(path) {
+  const headers = { Accept: "application/json" };
+  const t = token();
+  if (t) headers.Authorization = "Bearer " + t;
+  const res = await fetch(path, { headers, cache: "no-store" });
+  if (res.status === 401) throw new Error("the admin token is missing or wrong: type it above");
+  if (!res.ok) {
+    let message = res.status + " " + res.statusText;
+    try { message = (await res.json()).error.message || message; } catch (_) { /* not JSON */ }
+    throw new Error(path + ": " + message);
+  }
+  return res.json();
+}
+
+// el("td", {class: "num"}, "text", child…)
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v !== undefined && v !== null) node.setAttribute(k, String(v));
+  }
+  for (const c of children) {
+    if (c === undefined || c === null) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+}
+
+function pill(text, kind) {
+  return el("span", { class: "pill " + (kind || text) }, text);
+}
+
+function ms(v) {
+  if (v === undefined || v === null) return "—";
+  if (v >= 10000) return (v / 1000).toFixed(1) + " s";
+  if (v >= 1000) return (v / 1000).toFixed(2) + " s";
+  return Math.round(v) + " ms";
+}
+
+function ago(v) {
+  if (v === undefined || v === null) return "—";
+  return v < 1000 ? Math.round(v) + " ms" : (v / 1000).toFixed(1) + " s";
+}
+
+function fill(table, rows, columns, emptyText) {
+  const body = document.querySelector(table + " tbody");
+  body.replaceChildren(...rows);
+  if (rows.length === 0) {
+    body.append(el("tr", {}, el("td", { class: "empty", colspan: columns }, emptyText)));
+  }
+}
+
+function heatClass(p99) {
+  if (p99 < 250) return "h0";
+  if (p99 < 1000) return "h1";
+  if (p99 < 3000) return "h2";
+  if (p99 < 10000) return "h3";
+  return "h4";
+}
+
+function drawNode(cluster) {
+  const node = document.getElementById("node");
+  node.replaceChildren(
+    "node ", el("b", {}, cluster.id), " · ", el("b", {}, cluster.region), " · ",
+    pill(cluster.role), " · term ", el("b", {}, cluster.term),
+    " · applied ", el("b", {}, cluster.applied_index ?? "—"),
+  );
+  document.getElementById("leader").textContent =
+    cluster.leader == null ? "no leader known" : "leader: node " + cluster.leader + ", term " + cluster.term;
+}
+
+function drawMembers(cluster, health) {
+  const reports = (health && health.reports) || {};
+  const rows = cluster.members.map((m) => {
+    const report = reports[m.id];
+    const leader = cluster.leader === m.id;
+    return el("tr", { "data-member": m.id },
+      el("td", {}, m.id, m.id === cluster.id ? " (this node)" : ""),
+      el("td", {}, m.region ?? "—"),
+      el("td", {}, leader ? pill("leader") : pill(m.role === "voter" ? "follower" : m.role)),
+      el("td", {}, m.raft_addr),
+      el("td", {}, m.admin_addr ?? "—"),
+      el("td", { class: "num" }, m.matched_index ?? "—"),
+      el("td", { class: "num" + (m.lag > 100 ? " bad" : "") }, m.lag ?? "—"),
+      el("td", { class: "num" }, ago(m.last_contact_ms)),
+      el("td", { class: "num" }, report ? ago(report.age_ms) : "—", report && report.stale ? " " : "",
+        report && report.stale ? pill("stale") : null),
+    );
+  });
+  fill("#members", rows, 9, "no members");
+}
+
+function drawHeatmap(health, cluster) {
+  const regions = new Set();
+  for (const m of (cluster && cluster.members) || []) if (m.region) regions.add(m.region);
+  for (const u of health.upstreams) for (const r of Object.keys(u.regions || {})) regions.add(r);
+  const columns = [...regions].sort();
+  const head = document.querySelector("#heatmap thead");
+  head.replaceChildren(el("tr", {},
+    el("th", {}, "upstream"),
+    ...columns.map((r) => el("th", { "data-region": r }, r)),
+    el("th", {}, "whole cluster")));
+  const cell = (view, label) => {
+    if (!view || !view.ttfb_ms || view.ttfb_ms.count === 0) {
+      return el("td", { class: "cell none", title: label }, "—");
+    }
+    const q = view.ttfb_ms;
+    return el("td", { class: "cell " + heatClass(q.p99), title: label },
+      ms(q.p99),
+      el("small", {}, q.count + " samples · " + view.nodes + (view.nodes === 1 ? " node" : " nodes")));
+  };
+  const rows = health.upstreams.map((u) => el("tr", { "data-upstream": u.id },
+    el("th", {}, u.id),
+    ...columns.map((r) => cell((u.regions || {})[r], u.id + " from " + r)),
+    cell(u.merged, u.id + " from every region")));
+  fill("#heatmap", rows, columns.length + 2, "no upstreams");
+}
+
+function keyState(key) {
+  if (key === "present" || key === "not_needed") return pill(key === "present" ? "present" : "not needed", key);
+  if (key && key.missing) return el("span", { title: key.missing }, pill("missing"));
+  return "—";
+}
+
+function drawUpstreams(health) {
+  const rows = health.upstreams.map((u) => {
+    const w = u.window || {};
+    const q = w.ttfb_ms || {};
+    return el("tr", { "data-upstream": u.id },
+      el("td", {}, u.id),
+      el("td", {}, u.region),
+      el("td", { "data-circuit": u.circuit }, pill(u.circuit.replace("_", "-"), u.circuit)),
+      el("td", {}, keyState(u.key)),
+      el("td", { class: "num" }, u.in_flight),
+      el("td", { class: "num" }, w.attempts ?? 0),
+      el("td", { class: "num" + (w.error_rate > 0.05 ? " bad" : "") },
+        ((w.error_rate || 0) * 100).toFixed(1) + " %"),
+      el("td", { class: "num" }, q.count ? ms(q.p50) : "—"),
+      el("td", { class: "num" }, q.count ? ms(q.p99) : "—"),
+    );
+  });
+  fill("#upstreams", rows, 9, "no upstreams");
+}
+
+function drawFailovers(events) {
+  const rows = events.failovers.map((e) => el("tr", { "data-failover": e.seq },
+    el("td", {}, new Date(e.at_unix_ms).toLocaleTimeString()),
+    el("td", {}, e.route),
+    el("td", {}, e.from),
+    el("td", {}, e.to),
+    el("td", { class: "reason" }, e.reason),
+    el("td", {}, e.request_id),
+  ));
+  fill("#failovers", rows, 6, "no failover since this node started");
+}
+
+function say(text, isError) {
+  const status = document.getElementById("status");
+  status.textContent = text;
+  status.classList.toggle("error", !!isError);
+}
+
+async function refresh() {
+  try {
+    const [cluster, health, events] = await Promise.all([
+      get("/admin/v1/cluster"),
+      get("/admin/v1/health"),
+      get("/admin/v1/events"),
+    ]);
+    drawNode(cluster);
+    drawMembers(cluster, health);
+    drawHeatmap(health, cluster);
+    drawUpstreams(health);
+    drawFailovers(events);
+    document.body.dataset.loaded = "true";
+    say("updated " + new Date().toLocaleTimeString(), false);
+  } catch (e) {
+    say(e.message || String(e), true);
+  } finally {
+    clearTimeout(timer);
+    timer = setTimeout(refresh, REFRESH_MS);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const input = document.getElementById("token");
+  input.value = token();
+  document.getElementById("auth").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const t = input.value.trim();
+    if (t) sessionStorage.setItem(TOKEN_KEY, t); else sessionStorage.removeItem(TOKEN_KEY);
+    refresh();
+  });
+  refresh();
+});

@@ -1,0 +1,68 @@
+//! The dashboard at `/admin/`: one static page, its script and its style,
+//! embedded in the binary (no build step, nothing fetched from elsewhere).
+//!
+//! The page itself is served without a token: it holds no data. Its script
+//! reads `/admin/v1/cluster`, `/admin/v1/health` and `/admin/v1/events` every
+//! two seconds with the admin token the operator types into it (kept in the
+//! tab's `sessionStorage`, sent as `Authorization: Bearer`), or with none
+//! when the node runs without a token on loopback. A strict
+//! Content-Security-Policy allows only this origin's script, style and
+//! requests, and the script writes every value as text, never as markup.
+
+use axum::Router;
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use super::AdminState;
+
+const INDEX: &str = include_str!("assets/index.html");
+const SCRIPT: &str = include_str!("assets/app.js");
+const STYLE: &str = include_str!("assets/style.css");
+
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                   img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The dashboard's routes: the page at `/admin/` (and `/admin`) and its
+/// two assets.
+pub fn routes() -> Router<AdminState> {
+    Router::new()
+        .route(
+            "/admin",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/admin/",
+            get(|| async { asset("text/html; charset=utf-8", INDEX) }),
+        )
+        .route(
+            "/admin/app.js",
+            get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }),
+        )
+        .route(
+            "/admin/style.css",
+            get(|| async { asset("text/css; charset=utf-8", STYLE) }),
+        )
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+            (
+                HeaderName::from_static("referrer-policy"),
+                HeaderValue::from_static("no-referrer"),
+            ),
+        ],
+        body,
+    )
+}
