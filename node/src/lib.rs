@@ -16,6 +16,7 @@ pub mod defaults;
 pub mod error;
 pub mod health;
 pub mod hedge;
+pub mod metrics;
 pub mod node;
 pub mod proxy;
 pub mod relay;

@@ -57,6 +57,124 @@ enum Command {
         #[command(subcommand)]
         command: MembersCommand,
     },
+    /// Show the cluster (members, leader, term, lag) and the health board of any node.
+    Status {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
+    /// List, show, put or delete routes (what clients send as "model").
+    Routes {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: RoutesCommand,
+    },
+    /// List, show, put or delete upstreams (the providers).
+    Upstreams {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: UpstreamsCommand,
+    },
+    /// List, put or delete client keys (keys are never printed or taken from argv).
+    Keys {
+        #[command(flatten)]
+        target: AdminTarget,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Start a local 3-region cluster with fake providers and live traffic, and watch
+    /// a brownout and a node failure as they happen; leaves nothing running.
+    Demo {
+        /// A short run (about 30 s of script).
+        #[arg(long, conflicts_with = "duration")]
+        quick: bool,
+        /// The script's length in seconds (at least 20).
+        #[arg(long, default_value_t = 70)]
+        duration: u64,
+        /// Requests per second per region (half of them streamed).
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// The meridian-mock binary (default: next to this executable).
+        #[arg(long, env = "MERIDIAN_MOCK_BIN")]
+        mock: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum RoutesCommand {
+    /// Every route, one line each.
+    List,
+    /// One route.
+    Get {
+        /// Its model name (may contain `/`).
+        model: String,
+    },
+    /// Create or replace a route: the body (JSON or TOML, as in the config file) from
+    /// --file or stdin, or tiers as flags.
+    Put {
+        /// Its model name.
+        model: String,
+        /// The route's body; without it and without --tier, stdin.
+        #[arg(long, short, conflicts_with = "tier")]
+        file: Option<PathBuf>,
+        /// A tier, as UPSTREAM:MODEL[,UPSTREAM:MODEL…]; repeat for fallback tiers.
+        #[arg(long)]
+        tier: Vec<String>,
+    },
+    /// Delete a route.
+    Delete {
+        /// Its model name.
+        model: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UpstreamsCommand {
+    /// Every upstream, one line each.
+    List,
+    /// One upstream.
+    Get {
+        /// Its id.
+        id: String,
+    },
+    /// Create or replace an upstream: the body (JSON or TOML) from --file or stdin.
+    Put {
+        /// Its id.
+        id: String,
+        /// The upstream's body; without it, stdin.
+        #[arg(long, short)]
+        file: Option<PathBuf>,
+    },
+    /// Delete an upstream (refused while a route uses it).
+    Delete {
+        /// Its id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// The names of every client key.
+    List,
+    /// Whether a key of this name exists.
+    Get {
+        /// Its name.
+        name: String,
+    },
+    /// Add or replace a client key: read from --key-env VAR, else from stdin.
+    Put {
+        /// Its name (appears in logs instead of the key).
+        name: String,
+        /// The environment variable holding the key.
+        #[arg(long)]
+        key_env: Option<String>,
+    },
+    /// Delete a client key.
+    Delete {
+        /// Its name.
+        name: String,
+    },
 }
 
 #[derive(clap::Args)]
@@ -161,44 +279,163 @@ fn main() -> ExitCode {
             }
         }
         Command::Members { target, command } => members(target, command),
+        Command::Status { target } => admin(&target, |client| async move {
+            meridian::cli::status::status(&client).await
+        }),
+        Command::Routes { target, command } => routes(&target, command),
+        Command::Upstreams { target, command } => upstreams(&target, command),
+        Command::Keys { target, command } => keys(&target, command),
+        Command::Demo {
+            quick,
+            duration,
+            rate,
+            mock,
+        } => demo(quick, duration, rate, mock),
     }
 }
 
-fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
-    use meridian::cli::{admin_client::AdminClient, members};
+/// Runs one admin command and prints its answer (`--output`), or its error
+/// with its exit status (64 input refused, 77 token refused, 1 unreachable).
+fn admin<F, Fut>(target: &AdminTarget, command: F) -> ExitCode
+where
+    F: FnOnce(meridian::cli::admin_client::AdminClient) -> Fut,
+    Fut: std::future::Future<Output = Result<meridian::cli::Printed, meridian::cli::CliError>>,
+{
+    use meridian::cli::{CliError, admin_client::AdminClient};
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
-        let client = AdminClient::new(&target.admin, &target.token_env)?;
-        match command {
-            MembersCommand::List => members::list(&client).await,
-            MembersCommand::Add {
-                id,
-                raft_addr,
-                learner,
-            } => members::add(&client, id, &raft_addr, !learner).await,
-            MembersCommand::Remove { id } => members::remove(&client, id).await,
-        }
+        let client = AdminClient::new(&target.admin, &target.token_env).map_err(CliError::from)?;
+        command(client).await
     });
     match result {
-        Ok(value) if target.output == Output::Json => {
-            println!("{value:#}");
+        Ok(printed) if target.output == Output::Json => {
+            println!("{:#}", printed.json);
             ExitCode::SUCCESS
         }
-        Ok(value) if value.get("members").is_some() => {
-            print!("{}", members::table(&value));
-            ExitCode::SUCCESS
-        }
-        Ok(value) => {
-            println!("{value}");
+        Ok(printed) => {
+            print!("{}", printed.text);
             ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("meridian: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+fn routes(target: &AdminTarget, command: RoutesCommand) -> ExitCode {
+    use meridian::cli::config_cmds::{self as c, Kind};
+    admin(target, |client| async move {
+        match command {
+            RoutesCommand::List => c::list(&client, Kind::Routes).await,
+            RoutesCommand::Get { model } => c::get(&client, Kind::Routes, &model).await,
+            RoutesCommand::Put { model, file, tier } => {
+                let body = if tier.is_empty() {
+                    c::read_body(file.as_deref(), Kind::Routes)?
+                } else {
+                    c::route_from_flags(&tier)?
+                };
+                c::put(&client, Kind::Routes, &model, &body).await
+            }
+            RoutesCommand::Delete { model } => c::delete(&client, Kind::Routes, &model).await,
+        }
+    })
+}
+
+fn upstreams(target: &AdminTarget, command: UpstreamsCommand) -> ExitCode {
+    use meridian::cli::config_cmds::{self as c, Kind};
+    admin(target, |client| async move {
+        match command {
+            UpstreamsCommand::List => c::list(&client, Kind::Upstreams).await,
+            UpstreamsCommand::Get { id } => c::get(&client, Kind::Upstreams, &id).await,
+            UpstreamsCommand::Put { id, file } => {
+                let body = c::read_body(file.as_deref(), Kind::Upstreams)?;
+                c::put(&client, Kind::Upstreams, &id, &body).await
+            }
+            UpstreamsCommand::Delete { id } => c::delete(&client, Kind::Upstreams, &id).await,
+        }
+    })
+}
+
+fn keys(target: &AdminTarget, command: KeysCommand) -> ExitCode {
+    use meridian::cli::config_cmds::{self as c, Kind};
+    admin(target, |client| async move {
+        match command {
+            KeysCommand::List => c::list(&client, Kind::Keys).await,
+            KeysCommand::Get { name } => c::get(&client, Kind::Keys, &name).await,
+            KeysCommand::Put { name, key_env } => {
+                let body = c::read_key(key_env.as_deref())?;
+                c::put(&client, Kind::Keys, &name, &body).await
+            }
+            KeysCommand::Delete { name } => c::delete(&client, Kind::Keys, &name).await,
+        }
+    })
+}
+
+/// Exit status of a demo stopped by Ctrl-C (128 + SIGINT), as shells expect.
+const EXIT_INTERRUPTED: u8 = 130;
+
+fn demo(quick: bool, duration: u64, rate: f64, mock: Option<PathBuf>) -> ExitCode {
+    use meridian::cli::demo::{self, DemoOptions};
+    let options = DemoOptions {
+        duration_s: if quick { 28 } else { duration.max(20) },
+        rate: rate.clamp(1.0, 500.0),
+        mock,
+        redraw: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    };
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
+    };
+    match runtime.block_on(demo::run(options)) {
+        Ok(summary) => {
+            println!("\n{}", summary.text);
+            if summary.interrupted {
+                ExitCode::from(EXIT_INTERRUPTED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("meridian demo: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
+    use meridian::cli::{Printed, members};
+    admin(&target, |client| async move {
+        let printed = match command {
+            MembersCommand::List => {
+                let v = members::list(&client).await?;
+                Printed {
+                    text: members::table(&v),
+                    json: v,
+                }
+            }
+            MembersCommand::Add {
+                id,
+                raft_addr,
+                learner,
+            } => {
+                let v = members::add(&client, id, &raft_addr, !learner).await?;
+                Printed {
+                    text: members::change_line(&format!("member {id} added"), &v),
+                    json: v,
+                }
+            }
+            MembersCommand::Remove { id } => {
+                let v = members::remove(&client, id).await?;
+                Printed {
+                    text: members::change_line(&format!("member {id} removed"), &v),
+                    json: v,
+                }
+            }
+        };
+        Ok(printed)
+    })
 }
 
 /// Builds a runtime, saying why on stderr when the system refuses.

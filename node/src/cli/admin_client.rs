@@ -27,19 +27,60 @@ pub enum AdminError {
         message: String,
     },
     /// 401: the token is missing or wrong.
-    #[error("the node refused the admin token (set it in {token_env})")]
+    #[error("{}", unauthorized(url, token_env, *token_set))]
     Unauthorized {
+        /// Where.
+        url: String,
         /// The variable the token is read from.
         token_env: String,
+        /// Whether that variable held a token at all.
+        token_set: bool,
     },
     /// Any other error answer.
-    #[error("{status}: {message}")]
+    #[error("the node refused: {status}: {message}")]
     Refused {
         /// The status.
         status: StatusCode,
+        /// The field the node named, if any.
+        field: Option<String>,
         /// The node's message, with the field it names.
         message: String,
     },
+}
+
+fn unauthorized(url: &str, token_env: &str, token_set: bool) -> String {
+    if token_set {
+        format!(
+            "the node at {url} refused the admin token in {token_env} (401): set {token_env} to the \
+             node's token, or name another variable with --token-env"
+        )
+    } else {
+        format!(
+            "the node at {url} requires an admin token (401) and {token_env} is not set: set \
+             {token_env}, or name another variable with --token-env"
+        )
+    }
+}
+
+/// Exit status for input the node or the CLI refused (EX_USAGE), as for an
+/// unusable configuration file.
+pub const EXIT_INPUT: u8 = 64;
+/// Exit status for a refused admin token (EX_NOPERM).
+pub const EXIT_TOKEN: u8 = 77;
+
+impl AdminError {
+    /// The process exit status this error should end the command with:
+    /// 64 for input refused (a 4xx naming a field, a bad URL), 77 for a
+    /// refused token, 1 when the node cannot be reached or failed itself,
+    /// so scripts can tell "fix your input" from "try again".
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::BadUrl(_) => EXIT_INPUT,
+            Self::Unauthorized { .. } => EXIT_TOKEN,
+            Self::Refused { status, .. } if status.is_client_error() => EXIT_INPUT,
+            Self::Refused { .. } | Self::Unreachable { .. } => 1,
+        }
+    }
 }
 
 /// An admin API endpoint and its token.
@@ -66,6 +107,11 @@ impl AdminClient {
             client: Client::builder(TokioExecutor::new()).build(http),
             base,
         })
+    }
+
+    /// The node's admin URL, for messages.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// Sends a request and returns the JSON answer.
@@ -105,19 +151,27 @@ impl AdminClient {
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status == StatusCode::UNAUTHORIZED {
             return Err(AdminError::Unauthorized {
+                url: self.base.clone(),
                 token_env: self.token_env.clone(),
+                token_set: self.token.is_some(),
             });
         }
         if !status.is_success() {
-            let message = value["error"]["message"]
-                .as_str()
-                .unwrap_or("no message")
-                .to_owned();
-            let message = match value["error"]["param"].as_str() {
-                Some(field) => format!("{field}: {message}"),
-                None => message,
+            let message = value["error"]["message"].as_str().map_or_else(
+                || String::from_utf8_lossy(&bytes).trim().to_owned(),
+                str::to_owned,
+            );
+            let field = value["error"]["param"].as_str().map(str::to_owned);
+            // The node's messages often start with the field already.
+            let message = match &field {
+                Some(f) if !message.starts_with(f.as_str()) => format!("{f}: {message}"),
+                _ => message,
             };
-            return Err(AdminError::Refused { status, message });
+            return Err(AdminError::Refused {
+                status,
+                field,
+                message,
+            });
         }
         Ok(value)
     }

@@ -5,16 +5,21 @@ use http::Method;
 use serde_json::{Value, json};
 
 use super::admin_client::{AdminClient, AdminError};
+use super::table::{Table, cell};
 
-/// Renders `GET /admin/v1/cluster` as a table an operator reads at a glance.
+/// Renders `GET /admin/v1/cluster` as a table an operator reads at a glance;
+/// the leader's id carries a `*`.
 pub fn table(cluster: &Value) -> String {
-    let text = |v: &Value| match v {
-        Value::Null => "-".to_owned(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    };
+    let text = cell;
+    let leader_region = cluster["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["id"] == cluster["leader"] && !cluster["leader"].is_null())
+        .map(|m| format!(" ({})", text(&m["region"])))
+        .unwrap_or_default();
     let mut out = format!(
-        "node {} ({}) is {} in term {}; leader: {}; applied index {}\n\n",
+        "node {} ({}) is {} in term {}; leader: {}{leader_region}; applied index {}\n",
         text(&cluster["id"]),
         text(&cluster["region"]),
         text(&cluster["role"]),
@@ -22,18 +27,17 @@ pub fn table(cluster: &Value) -> String {
         text(&cluster["leader"]),
         text(&cluster["applied_index"]),
     );
-    out.push_str(&format!(
-        "{:<4} {:<8} {:<22} {:<22} {:<10} {:>8} {:>6} {:>10}\n",
-        "ID", "ROLE", "RAFT", "ADMIN", "REGION", "MATCHED", "LAG", "CONTACT"
-    ));
+    let mut table = Table::new(&[
+        "ID", "ROLE", "RAFT", "ADMIN", "REGION", "MATCHED", "LAG", "CONTACT",
+    ])
+    .right_align(&[5, 6, 7]);
     for m in cluster["members"].as_array().into_iter().flatten() {
         let leader = if m["id"] == cluster["leader"] {
             "*"
         } else {
             ""
         };
-        out.push_str(&format!(
-            "{:<4} {:<8} {:<22} {:<22} {:<10} {:>8} {:>6} {:>10}\n",
+        table.row(vec![
             format!("{}{leader}", text(&m["id"])),
             text(&m["role"]),
             text(&m["raft_addr"]),
@@ -45,9 +49,23 @@ pub fn table(cluster: &Value) -> String {
                 Some(ms) => format!("{ms} ms ago"),
                 None => "-".to_owned(),
             },
-        ));
+        ]);
     }
+    out.push_str(&table.render());
     out
+}
+
+/// The answer to a change (`{"changed": …, "applied_index": …}`) as a line.
+pub fn change_line(what: &str, answer: &Value) -> String {
+    let changed = if answer["changed"].as_bool() == Some(false) {
+        "unchanged (already so)"
+    } else {
+        "done"
+    };
+    match answer["applied_index"].as_u64() {
+        Some(index) => format!("{what}: {changed}, applied at index {index}\n"),
+        None => format!("{what}: {changed}\n"),
+    }
 }
 
 /// `GET /admin/v1/cluster`.
