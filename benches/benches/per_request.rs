@@ -108,7 +108,7 @@ fn route_and_choose(c: &mut Criterion) {
     c.bench_function("route lookup + target plan (2 tiers x 3)", |b| {
         b.iter(|| {
             let route = snap.route(black_box("route-17")).unwrap();
-            black_box(route.plan(&policy, shared, &mut rng))
+            black_box(route.plan(&policy, shared, false, &mut rng))
         })
     });
 }

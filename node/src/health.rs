@@ -366,7 +366,7 @@ impl RecorderSettings {
         Self {
             slots: health.window_slots as usize,
             slot: Duration::from_millis(health.slot_ms),
-            publish_every: Duration::from_millis(100),
+            publish_every: Duration::from_millis(50),
             report_every: Duration::from_millis(health.report_interval_ms),
             region: region.to_owned(),
             breaker: BreakerPolicy {

@@ -286,7 +286,7 @@ impl Proxy {
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
         let deadline = started + route.request_timeout;
-        let plan = route.plan(&self.policy, shared, &mut rand::rng());
+        let plan = route.plan(&self.policy, shared, call.stream, &mut rand::rng());
         if plan.is_empty() {
             let error = ProxyError::NoUsableUpstream(route.name.to_string());
             route.metrics.unanswered.inc(error.status().as_u16());

@@ -230,14 +230,20 @@ impl Target {
             .or_else(|| Some(board.merged.ttfb_ms).filter(|q| q.count >= policy.min_samples))
     }
 
-    /// What the selector needs to know about this target right now. Error
-    /// rates are this node's own: an upstream can fail from one region and
-    /// not another, and a node judges what it can reach itself.
-    pub fn stats(&self, policy: &Policy, shared: Shared<'_>) -> TargetStats {
+    /// What the selector needs to know about this target right now, for a
+    /// streamed request or not. Error rates are this node's own: an upstream
+    /// can fail from one region and not another, and a node judges what it
+    /// can reach itself.
+    ///
+    /// A half-open circuit's probe is a plain request's to take: a probe
+    /// that fails after its first chunk has reached the client cannot fail
+    /// over, so for a stream a half-open circuit counts as open (tried only
+    /// as a last resort).
+    pub fn stats(&self, policy: &Policy, shared: Shared<'_>, stream: bool) -> TargetStats {
         let live = &self.upstream.live;
         let summary = live.summary.load();
         let circuit = match live.circuit() {
-            Circuit::HalfOpen if !live.probe_ready() => Circuit::Open,
+            Circuit::HalfOpen if stream || !live.probe_ready() => Circuit::Open,
             circuit => circuit,
         };
         TargetStats {
@@ -254,7 +260,13 @@ impl Target {
 impl Route {
     /// The targets to try, in order: `select::plan` over each target's
     /// figures, with this route's error threshold.
-    pub fn plan(&self, policy: &Policy, shared: Shared<'_>, rng: &mut impl rand::Rng) -> Vec<Pick> {
+    pub fn plan(
+        &self,
+        policy: &Policy,
+        shared: Shared<'_>,
+        stream: bool,
+        rng: &mut impl rand::Rng,
+    ) -> Vec<Pick> {
         let policy = Policy {
             error_threshold: self.error_threshold,
             ..*policy
@@ -262,7 +274,11 @@ impl Route {
         let stats: Vec<Vec<TargetStats>> = self
             .tiers
             .iter()
-            .map(|tier| tier.iter().map(|t| t.stats(&policy, shared)).collect())
+            .map(|tier| {
+                tier.iter()
+                    .map(|t| t.stats(&policy, shared, stream))
+                    .collect()
+            })
             .collect();
         select::plan(&stats, &policy, self.max_attempts as usize, rng)
     }
@@ -686,6 +702,26 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
             panic!("expected an error");
         };
         assert_eq!(field, "keys[0].key_env");
+    }
+
+    #[tokio::test]
+    async fn streams_leave_the_probe_of_a_half_open_circuit_to_plain_requests() {
+        let snap = build(&[("CLIENT_KEY", "ck"), ("A_KEY", "ka"), ("B_KEY", "kb")]).unwrap();
+        let target = &snap.route("fast").unwrap().tiers[0][0];
+        let board = HealthBoard::default();
+        let shared = Shared {
+            board: &board,
+            region: "us-east",
+        };
+        let policy = Policy::default();
+        target.upstream.live.set_circuit(Circuit::HalfOpen, true);
+        assert_eq!(
+            target.stats(&policy, shared, false).circuit,
+            Circuit::HalfOpen
+        );
+        assert_eq!(target.stats(&policy, shared, true).circuit, Circuit::Open);
+        assert!(target.upstream.live.take_probe());
+        assert_eq!(target.stats(&policy, shared, false).circuit, Circuit::Open);
     }
 
     #[tokio::test]

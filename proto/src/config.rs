@@ -330,7 +330,7 @@ impl Default for HealthConfig {
             prior_p99_ms: 1_000.0,
             explore: 0.02,
             error_threshold: 0.5,
-            breaker_failures: 5,
+            breaker_failures: 3,
             ejection_ms: 1_000,
             max_ejection_ms: 30_000,
             timeout_multiplier: 4.0,
