@@ -2,7 +2,8 @@
 //! (milliseconds on the caller's clock) go in, the circuit's state comes out.
 //!
 //! Closed, the upstream takes traffic. After `failures` consecutive failed
-//! attempts the circuit opens and the upstream is ejected for an ejection
+//! attempts (or one answer broken after the client saw part of it) the
+//! circuit opens and the upstream is ejected for an ejection
 //! time that doubles with every ejection that follows a failed probe (capped).
 //! When that time is up the circuit is half-open: one probe request may go;
 //! its success closes the circuit, its failure opens it again for longer. A
@@ -161,6 +162,16 @@ impl Breaker {
         }
     }
 
+    /// An answer failed after part of it had reached the client (a stream
+    /// cut mid-way): damage no failover can undo, so the circuit opens at
+    /// once rather than after `failures` of them.
+    pub fn on_broken(&mut self, now_ms: u64, policy: &BreakerPolicy) -> Option<Change> {
+        match self.state {
+            State::Open { .. } => None,
+            State::Closed | State::HalfOpen { .. } => Some(self.open(now_ms, policy)),
+        }
+    }
+
     /// Time passed: an ejection may be over, or a probe overdue.
     pub fn on_tick(&mut self, now_ms: u64, policy: &BreakerPolicy) -> Option<Change> {
         match self.state {
@@ -255,6 +266,21 @@ mod tests {
         assert_eq!(b.next_ejection_ms(&POLICY), 4_000);
         b.on_result(5_000 + POLICY.max_ejection_ms, false, &POLICY);
         assert_eq!(b.next_ejection_ms(&POLICY), 1_000);
+    }
+
+    #[test]
+    fn one_broken_answer_opens_the_circuit() {
+        let mut b = Breaker::default();
+        assert_eq!(
+            b.on_broken(10, &POLICY),
+            Some(Change::Opened { for_ms: 1_000 })
+        );
+        assert_eq!(b.on_broken(20, &POLICY), None, "already open");
+        assert_eq!(b.on_tick(1_010, &POLICY), Some(Change::Probe));
+        assert_eq!(
+            b.on_broken(1_020, &POLICY),
+            Some(Change::Opened { for_ms: 2_000 })
+        );
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub enum Outcome {
     ClientError,
     /// Connect error, 5xx, 429, a cut body: the upstream failed.
     Error,
+    /// The upstream failed after part of the answer had reached the client
+    /// (a stream cut mid-way): no failover can undo it.
+    Broken,
     /// No first byte within the timeout.
     Timeout,
 }
@@ -175,12 +178,12 @@ impl Windows {
         match sample.outcome {
             Outcome::Success => slot.successes += 1,
             Outcome::ClientError => slot.client_errors += 1,
-            Outcome::Error => slot.errors += 1,
+            Outcome::Error | Outcome::Broken => slot.errors += 1,
             Outcome::Timeout => slot.timeouts += 1,
         }
         // Fast failures (a refused connect) say nothing about how quickly the
         // upstream answers, and would make a dead upstream look fast.
-        if sample.outcome != Outcome::Error {
+        if !matches!(sample.outcome, Outcome::Error | Outcome::Broken) {
             if let Some(ttfb) = sample.ttfb {
                 slot.ttfb.saturating_record(micros(ttfb));
             }
@@ -424,8 +427,15 @@ impl Recorder {
                     .set_circuit(t.breaker.circuit(), /* probe */ false);
             }
             t.windows.record(now_ms, sample);
-            let failed = matches!(sample.outcome, Outcome::Error | Outcome::Timeout);
-            if let Some(change) = t.breaker.on_result(now_ms, failed, &self.settings.breaker) {
+            let policy = &self.settings.breaker;
+            let change = match sample.outcome {
+                Outcome::Broken => t.breaker.on_broken(now_ms, policy),
+                Outcome::Error | Outcome::Timeout => t.breaker.on_result(now_ms, true, policy),
+                Outcome::Success | Outcome::ClientError => {
+                    t.breaker.on_result(now_ms, false, policy)
+                }
+            };
+            if let Some(change) = change {
                 t.changed(change);
             }
         }

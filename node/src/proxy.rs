@@ -758,7 +758,7 @@ impl OnStreamEnd for StreamDone {
         let (outcome, total_sample) = match &end {
             StreamEnd::Complete => (Outcome::Success, Some(total)),
             StreamEnd::ClientGone => (Outcome::Success, None),
-            StreamEnd::UpstreamFailed(_) => (Outcome::Error, None),
+            StreamEnd::UpstreamFailed(_) => (Outcome::Broken, None),
         };
         self.health.record(
             &self.upstream,
