@@ -199,26 +199,20 @@ pub struct UpstreamMetrics {
     /// in it (they are in `outcomes`).
     pub ttfb: Histogram,
     /// Attempts by outcome, in the order of [`OUTCOMES`].
-    outcomes: [AtomicU64; 4],
+    outcomes: [AtomicU64; 5],
     /// Circuit changes by the state entered, in the order of [`CIRCUITS`].
     transitions: [AtomicU64; 3],
 }
 
 /// Attempt outcomes as labelled.
-pub const OUTCOMES: [&str; 4] = ["success", "client_error", "error", "timeout"];
+pub const OUTCOMES: [&str; 5] = ["success", "client_error", "error", "timeout", "broken"];
 /// Circuit states as labelled.
 pub const CIRCUITS: [&str; 3] = ["closed", "open", "half_open"];
 
 impl UpstreamMetrics {
     /// Counts one attempt, as the health recorder is told of it.
     pub fn attempt(&self, sample: &Sample) {
-        let i = match sample.outcome {
-            Outcome::Success => 0,
-            Outcome::ClientError => 1,
-            Outcome::Error => 2,
-            Outcome::Timeout => 3,
-        };
-        self.outcomes[i].fetch_add(1, Ordering::Relaxed);
+        self.outcomes[outcome_index(sample.outcome)].fetch_add(1, Ordering::Relaxed);
         if matches!(sample.outcome, Outcome::Success | Outcome::ClientError)
             && let Some(ttfb) = sample.ttfb
         {
@@ -233,13 +227,18 @@ impl UpstreamMetrics {
 
     /// Attempts that ended with `outcome`.
     pub fn outcomes(&self, outcome: Outcome) -> u64 {
-        let i = match outcome {
-            Outcome::Success => 0,
-            Outcome::ClientError => 1,
-            Outcome::Error => 2,
-            Outcome::Timeout => 3,
-        };
-        self.outcomes[i].load(Ordering::Relaxed)
+        self.outcomes[outcome_index(outcome)].load(Ordering::Relaxed)
+    }
+}
+
+/// An outcome's place in [`OUTCOMES`].
+fn outcome_index(outcome: Outcome) -> usize {
+    match outcome {
+        Outcome::Success => 0,
+        Outcome::ClientError => 1,
+        Outcome::Error => 2,
+        Outcome::Timeout => 3,
+        Outcome::Broken => 4,
     }
 }
 
