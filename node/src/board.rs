@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use proto::health::{HealthReport, add_encoded, empty_histogram};
 use serde::Serialize;
 
-use crate::health::{Quantiles, quantiles};
+use crate::health::{Quantiles, error_rate, quantiles};
 
 /// What a set of reports says about one upstream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -144,11 +144,7 @@ impl Acc {
             successes: self.successes,
             errors: self.errors,
             timeouts: self.timeouts,
-            error_rate: if attempts == 0 {
-                0.0
-            } else {
-                (self.errors + self.timeouts) as f64 / attempts as f64
-            },
+            error_rate: error_rate(self.errors + self.timeouts, attempts),
             ttfb_ms: q(&self.ttfb),
             total_ms: q(&self.total),
             report_age_ms: self.age_ms,

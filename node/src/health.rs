@@ -232,11 +232,7 @@ impl Windows {
             client_errors: m.client_errors,
             errors: m.errors,
             timeouts: m.timeouts,
-            error_rate: if attempts == 0 {
-                0.0
-            } else {
-                (m.errors + m.timeouts) as f64 / attempts as f64
-            },
+            error_rate: error_rate(m.errors + m.timeouts, attempts),
             ttfb_ms: quantiles(&m.ttfb),
             total_ms: quantiles(&m.total),
         }
@@ -269,6 +265,16 @@ struct Merged {
     client_errors: u64,
     errors: u64,
     timeouts: u64,
+}
+
+/// Failed attempts (errors and timeouts) as a share of all attempts; 0
+/// when there were none.
+pub fn error_rate(failed: u64, attempts: u64) -> f64 {
+    if attempts == 0 {
+        0.0
+    } else {
+        failed as f64 / attempts as f64
+    }
 }
 
 /// The quantiles of a histogram of microseconds, in milliseconds.
