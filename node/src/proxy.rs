@@ -880,7 +880,7 @@ impl ErrorDetail {
         serde_json::from_slice::<Envelope>(&self.body)
             .ok()
             .map(|e| {
-                let mut m = e.error.message;
+                let mut m = redact_keys(&e.error.message);
                 if m.len() > 200 {
                     let mut cut = 200;
                     while !m.is_char_boundary(cut) {
@@ -893,6 +893,34 @@ impl ErrorDetail {
             })
             .unwrap_or_default()
     }
+}
+
+/// An upstream's error message with anything that looks like a credential
+/// replaced: providers echo part of a rejected key ("Incorrect API key
+/// provided: sk-proj-****abcd"), and the message goes into client answers,
+/// logs and the dashboard. A word is a credential if it starts like a
+/// provider key (`sk-`, `key-`, `Bearer`'s argument) or is a long run of
+/// key characters.
+fn redact_keys(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut after_bearer = false;
+    for (i, word) in message.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '*');
+        let keyish = bare.len() >= 24
+            && bare
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.'));
+        if after_bearer || bare.starts_with("sk-") || bare.starts_with("key-") || keyish {
+            out.push_str("[redacted]");
+        } else {
+            out.push_str(word);
+        }
+        after_bearer = bare.eq_ignore_ascii_case("bearer");
+    }
+    out
 }
 
 async fn read_error_detail(body: Incoming) -> ErrorDetail {
@@ -1064,6 +1092,26 @@ mod tests {
         for s in [400, 413, 422] {
             assert!(!retryable_status(StatusCode::from_u16(s).unwrap()), "{s}");
         }
+    }
+
+    #[test]
+    fn upstream_messages_lose_anything_like_a_key() {
+        assert_eq!(
+            redact_keys("Incorrect API key provided: sk-proj-****abcd. You can find yours."),
+            "Incorrect API key provided: [redacted] You can find yours."
+        );
+        assert_eq!(
+            redact_keys("bad token Bearer abc123 rejected"),
+            "bad token Bearer [redacted] rejected"
+        );
+        assert_eq!(
+            redact_keys("key 0123456789abcdef0123456789abcdef is invalid"),
+            "key [redacted] is invalid"
+        );
+        assert_eq!(
+            redact_keys("The model `gpt-4o-mini` is overloaded"),
+            "The model `gpt-4o-mini` is overloaded"
+        );
     }
 
     #[test]
