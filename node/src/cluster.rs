@@ -462,9 +462,19 @@ impl Cluster {
 /// at a quarter of the election timeout rather than the transport's 5 s.
 fn network_settings(cluster: &proto::config::ClusterConfig) -> NetworkSettings {
     let defaults = NetworkSettings::default();
-    let cap = Duration::from_millis(cluster.election_timeout_ms / 4);
+    let quarter = Duration::from_millis(cluster.election_timeout_ms / 4);
+    // A dial begun while the peer was down (restarting) holds its slot until
+    // it times out; quinn resends a lost first packet only after about a
+    // second. Left at 2 s, a restarted peer hears nothing for longer than
+    // its election wait (0.7-0.8 × the election timeout) and campaigns. A
+    // quarter of the election timeout, but at least three heartbeats (the
+    // heartbeat is above the round trip, and a handshake takes one or two).
+    let connect = quarter
+        .max(Duration::from_millis(3 * cluster.heartbeat_ms))
+        .min(defaults.connect_timeout);
     NetworkSettings {
-        backoff_max: cap.clamp(defaults.backoff_min, defaults.backoff_max),
+        connect_timeout: connect,
+        backoff_max: quarter.clamp(defaults.backoff_min, defaults.backoff_max),
         ..defaults
     }
 }
@@ -521,6 +531,26 @@ mod tests {
         assert_eq!(with(5_000), Duration::from_millis(1_250));
         assert_eq!(with(40_000), NetworkSettings::default().backoff_max);
         assert_eq!(with(200), NetworkSettings::default().backoff_min);
+    }
+
+    #[test]
+    fn a_dial_to_a_restarting_peer_is_given_up_before_it_would_campaign() {
+        let connect = |heartbeat_ms, election_timeout_ms| {
+            let cluster = proto::config::ClusterConfig {
+                heartbeat_ms,
+                election_timeout_ms,
+                ..Default::default()
+            };
+            network_settings(&cluster).connect_timeout
+        };
+        // The test timing: a quarter of 1 s is under three heartbeats.
+        assert_eq!(connect(100, 1_000), Duration::from_millis(300));
+        // The defaults: three heartbeats (more than a quarter of 5 s).
+        assert_eq!(connect(500, 5_000), Duration::from_millis(1_500));
+        assert_eq!(
+            connect(500, 20_000),
+            NetworkSettings::default().connect_timeout
+        );
     }
 
     #[test]
