@@ -10,7 +10,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
 use meridian::board::HealthBoard;
-use meridian::routing::{RoutingSnapshot, Secrets, Shared};
+use meridian::routing::{RoutingSnapshot, Secrets};
 use meridian::select::Policy;
 use meridian::{request_body, usage};
 use rand::SeedableRng;
@@ -67,8 +67,9 @@ fn chat_body(content_len: usize) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap())
 }
 
-/// A board where three regions reported every upstream, so every target's
-/// estimate falls through this node's (empty) window to the shared figures.
+/// A board where three regions reported every upstream; its estimates are
+/// published into the upstreams as the board follower does, so every
+/// target's estimate falls through this node's (empty) window to them.
 fn board() -> HealthBoard {
     use proto::health::{HealthReport, UpstreamWindow, empty_histogram, encode_histogram};
     let mut h = empty_histogram();
@@ -100,15 +101,19 @@ fn route_and_choose(c: &mut Criterion) {
     let snap = snapshot();
     let board = board();
     let policy = Policy::default();
+    for upstream in &snap.upstreams {
+        let estimate = board.ttfb_estimate(&upstream.id, "r1", policy.min_samples);
+        assert!(estimate.is_some());
+        upstream
+            .live
+            .shared_ttfb
+            .store(estimate.map(std::sync::Arc::new));
+    }
     let mut rng = SmallRng::seed_from_u64(1);
-    let shared = Shared {
-        board: &board,
-        region: "r1",
-    };
     c.bench_function("route lookup + target plan (2 tiers x 3)", |b| {
         b.iter(|| {
             let route = snap.route(black_box("route-17")).unwrap();
-            black_box(route.plan(&policy, shared, false, &mut rng))
+            black_box(route.plan(&policy, false, &mut rng))
         })
     });
 }

@@ -214,6 +214,20 @@ impl HealthBoard {
     pub fn upstream(&self, id: &str) -> Option<&UpstreamBoard> {
         self.upstreams.get(id)
     }
+
+    /// What the cluster says an upstream's time to first byte is, for a
+    /// node in `region`: that region's reports when they hold at least
+    /// `min_samples`, else the whole cluster's, else nothing.
+    pub fn ttfb_estimate(&self, id: &str, region: &str, min_samples: u64) -> Option<Quantiles> {
+        let board = self.upstream(id)?;
+        let enough = |q: &Quantiles| q.count >= min_samples;
+        board
+            .regions
+            .get(region)
+            .map(|v| v.ttfb_ms)
+            .filter(enough)
+            .or_else(|| Some(board.merged.ttfb_ms).filter(enough))
+    }
 }
 
 /// Records when each member's current report was first seen: kept across
@@ -302,6 +316,12 @@ mod tests {
         assert_eq!(x.merged.report_age_ms, 500);
         assert_eq!(board.upstream("y").unwrap().merged.nodes, 1);
         assert!(board.upstream("z").is_none());
+        // Estimates: the region's own when it has enough, else the cluster's.
+        assert_eq!(board.ttfb_estimate("x", "eu", 100).unwrap().count, 200);
+        assert_eq!(board.ttfb_estimate("x", "us", 100).unwrap().count, 299);
+        assert_eq!(board.ttfb_estimate("x", "ap", 100).unwrap().count, 299);
+        assert!(board.ttfb_estimate("x", "us", 300).is_none());
+        assert!(board.ttfb_estimate("z", "us", 1).is_none());
     }
 
     #[test]

@@ -158,15 +158,15 @@ impl Node {
         tasks.spawn(sharing::follow_board(
             cluster.subscribe(),
             board.clone(),
+            sharing::Estimates {
+                routing: snapshot.clone(),
+                region: config.node.region.clone(),
+                min_samples: config.health.min_samples,
+            },
             report_every,
             stop.clone(),
         ));
-        let proxy = Arc::new(Proxy::new(
-            snapshot.clone(),
-            board.clone(),
-            health,
-            policy(&config.health),
-        ));
+        let proxy = Arc::new(Proxy::new(snapshot.clone(), health, policy(&config.health)));
         let data_plane = server::Workers::spawn(
             api,
             move |req| proxy.clone().handle(req),

@@ -26,13 +26,12 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::{Instrument, Span, info, warn};
 
-use crate::board::HealthBoard;
 use crate::breaker::Circuit;
 use crate::error::ProxyError;
 use crate::health::{HealthSink, Outcome, Sample};
 use crate::relay::{OnStreamEnd, Relay, StreamEnd};
 use crate::request_body::{probe, splice};
-use crate::routing::{Endpoint, InFlight, Route, RoutingSnapshot, Shared, Target};
+use crate::routing::{Endpoint, InFlight, Route, RoutingSnapshot, Target};
 use crate::select::{self, Pick, Policy};
 use crate::usage::{self, Usage};
 
@@ -89,7 +88,6 @@ impl Body for ProxyBody {
 /// Shared state of the data plane.
 pub struct Proxy {
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
-    board: Arc<ArcSwap<HealthBoard>>,
     health: HealthSink,
     policy: Policy,
     in_flight: Arc<AtomicUsize>,
@@ -144,11 +142,10 @@ struct Call<'a> {
 }
 
 impl Proxy {
-    /// A data plane reading routes from `snapshot` and the cluster's
-    /// shared health from `board`.
+    /// A data plane reading routes, and through their upstreams the
+    /// cluster's shared health, from `snapshot`.
     pub fn new(
         snapshot: Arc<ArcSwap<RoutingSnapshot>>,
-        board: Arc<ArcSwap<HealthBoard>>,
         health: HealthSink,
         policy: Policy,
     ) -> Self {
@@ -156,7 +153,6 @@ impl Proxy {
         let in_flight = snapshot.load().metrics.in_flight.clone();
         Self {
             snapshot,
-            board,
             health,
             policy,
             in_flight,
@@ -268,25 +264,19 @@ impl Proxy {
             request_id,
             max_response_bytes: snapshot.proxy.max_response_bytes,
         };
-        let board = self.board.load();
-        let shared = Shared {
-            board: &board,
-            region: &snapshot.region_name,
-        };
-        self.route(&call, &route, shared, snapshot, admission).await
+        self.route(&call, &route, snapshot, admission).await
     }
 
     async fn route(
         &self,
         call: &Call<'_>,
         route: &Arc<Route>,
-        shared: Shared<'_>,
         snapshot: &RoutingSnapshot,
         admission: Admission,
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
         let deadline = started + route.request_timeout;
-        let plan = route.plan(&self.policy, shared, call.stream, &mut rand::rng());
+        let plan = route.plan(&self.policy, call.stream, &mut rand::rng());
         if plan.is_empty() {
             let error = ProxyError::NoUsableUpstream(route.name.to_string());
             route.metrics.unanswered.inc(error.status().as_u16());
@@ -332,7 +322,7 @@ impl Proxy {
                     &reason,
                 );
             }
-            let estimate = target.ttfb_estimate(&self.policy, shared);
+            let estimate = target.ttfb_estimate(&self.policy);
             let timeout = |now: Instant| {
                 let adaptive = select::first_byte_timeout(
                     estimate.map(|q| q.p99),

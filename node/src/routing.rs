@@ -11,14 +11,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Uri};
 use proto::config::{Config, HealthConfig, ProxyConfig, UpstreamAuth, UpstreamConfig};
 use serde::Serialize;
 
 use crate::auth::{KeyHash, KeyRing, hash_key};
-use crate::board::HealthBoard;
 use crate::breaker::Circuit;
 use crate::health::{Quantiles, WindowSummary};
 use crate::hedge::Hedge;
@@ -85,6 +84,11 @@ pub struct Live {
     pub in_flight: AtomicUsize,
     /// The latest window summary from the health recorder.
     pub summary: ArcSwap<WindowSummary>,
+    /// What the cluster's reports say of its time to first byte, for this
+    /// node's region ([`crate::board::HealthBoard::ttfb_estimate`]), published by the board
+    /// follower each time the board is rebuilt, so a request reads it without
+    /// looking anything up.
+    pub shared_ttfb: ArcSwapOption<Quantiles>,
     /// The circuit breaker's state (`Circuit::as_u8`), set by the recorder.
     circuit: AtomicU8,
     /// Probes a half-open circuit still allows.
@@ -201,33 +205,17 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
 }
 
-/// What a node knows about upstream health beyond its own windows: the
-/// cluster's board, and which region this node is in.
-#[derive(Clone, Copy)]
-pub struct Shared<'a> {
-    /// The board built from every member's reports.
-    pub board: &'a HealthBoard,
-    /// This node's region.
-    pub region: &'a str,
-}
-
 impl Target {
     /// The time to first byte to expect from this target: this node's own
     /// window when it has enough samples (it is the freshest, and what a
-    /// node cut off from the cluster still has), else this region's shared
-    /// figures, else the whole cluster's; `None` when nobody has enough.
-    pub fn ttfb_estimate(&self, policy: &Policy, shared: Shared<'_>) -> Option<Quantiles> {
-        let local = self.upstream.live.summary.load().ttfb_ms;
-        if local.count >= policy.min_samples {
-            return Some(local);
-        }
-        let board = shared.board.upstream(&self.upstream.id)?;
-        board
-            .regions
-            .get(shared.region)
-            .map(|v| v.ttfb_ms)
-            .filter(|q| q.count >= policy.min_samples)
-            .or_else(|| Some(board.merged.ttfb_ms).filter(|q| q.count >= policy.min_samples))
+    /// node cut off from the cluster still has), else the shared figures of
+    /// this region or the whole cluster; `None` when nobody has enough.
+    pub fn ttfb_estimate(&self, policy: &Policy) -> Option<Quantiles> {
+        estimate(
+            &self.upstream.live.summary.load(),
+            &self.upstream.live,
+            policy,
+        )
     }
 
     /// What the selector needs to know about this target right now, for a
@@ -239,7 +227,7 @@ impl Target {
     /// that fails after its first chunk has reached the client cannot fail
     /// over, so for a stream a half-open circuit counts as open (tried only
     /// as a last resort).
-    pub fn stats(&self, policy: &Policy, shared: Shared<'_>, stream: bool) -> TargetStats {
+    pub fn stats(&self, policy: &Policy, stream: bool) -> TargetStats {
         let live = &self.upstream.live;
         let summary = live.summary.load();
         let circuit = match live.circuit() {
@@ -248,7 +236,7 @@ impl Target {
         };
         TargetStats {
             usable: self.upstream.usable(),
-            p99_ms: self.ttfb_estimate(policy, shared).map(|q| q.p99),
+            p99_ms: estimate(&summary, live, policy).map(|q| q.p99),
             in_flight: live.in_flight.load(Ordering::Relaxed),
             error_rate: summary.error_rate,
             attempts: summary.attempts,
@@ -257,16 +245,18 @@ impl Target {
     }
 }
 
+/// This node's own figures when they hold enough samples, else the shared ones.
+fn estimate(summary: &WindowSummary, live: &Live, policy: &Policy) -> Option<Quantiles> {
+    if summary.ttfb_ms.count >= policy.min_samples {
+        return Some(summary.ttfb_ms);
+    }
+    live.shared_ttfb.load().as_deref().copied()
+}
+
 impl Route {
     /// The targets to try, in order: `select::plan` over each target's
     /// figures, with this route's error threshold.
-    pub fn plan(
-        &self,
-        policy: &Policy,
-        shared: Shared<'_>,
-        stream: bool,
-        rng: &mut impl rand::Rng,
-    ) -> Vec<Pick> {
+    pub fn plan(&self, policy: &Policy, stream: bool, rng: &mut impl rand::Rng) -> Vec<Pick> {
         let policy = Policy {
             error_threshold: self.error_threshold,
             ..*policy
@@ -274,11 +264,7 @@ impl Route {
         let stats: Vec<Vec<TargetStats>> = self
             .tiers
             .iter()
-            .map(|tier| {
-                tier.iter()
-                    .map(|t| t.stats(&policy, shared, stream))
-                    .collect()
-            })
+            .map(|tier| tier.iter().map(|t| t.stats(&policy, stream)).collect())
             .collect();
         select::plan(&stats, &policy, self.max_attempts as usize, rng)
     }
@@ -293,8 +279,6 @@ impl Route {
 pub struct RoutingSnapshot {
     /// This node's region, ready for `x-meridian-region`.
     pub region: HeaderValue,
-    /// This node's region, to find its figures on the health board.
-    pub region_name: Arc<str>,
     /// Client keys.
     pub keys: KeyRing,
     /// Routes by model name.
@@ -435,7 +419,6 @@ impl RoutingSnapshot {
 
         Ok(Self {
             region,
-            region_name: Arc::from(config.node.region.as_str()),
             keys: KeyRing::new(keys),
             models_body: models_body(config),
             routes,
@@ -708,20 +691,12 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
     async fn streams_leave_the_probe_of_a_half_open_circuit_to_plain_requests() {
         let snap = build(&[("CLIENT_KEY", "ck"), ("A_KEY", "ka"), ("B_KEY", "kb")]).unwrap();
         let target = &snap.route("fast").unwrap().tiers[0][0];
-        let board = HealthBoard::default();
-        let shared = Shared {
-            board: &board,
-            region: "us-east",
-        };
         let policy = Policy::default();
         target.upstream.live.set_circuit(Circuit::HalfOpen, true);
-        assert_eq!(
-            target.stats(&policy, shared, false).circuit,
-            Circuit::HalfOpen
-        );
-        assert_eq!(target.stats(&policy, shared, true).circuit, Circuit::Open);
+        assert_eq!(target.stats(&policy, false).circuit, Circuit::HalfOpen);
+        assert_eq!(target.stats(&policy, true).circuit, Circuit::Open);
         assert!(target.upstream.live.take_probe());
-        assert_eq!(target.stats(&policy, shared, false).circuit, Circuit::Open);
+        assert_eq!(target.stats(&policy, false).circuit, Circuit::Open);
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 
 use crate::board::{self, HealthBoard, Seen};
 use crate::cluster::Cluster;
+use crate::routing::RoutingSnapshot;
 use crate::server;
 
 /// Proposes each report the recorder cuts, numbered after the last one
@@ -90,12 +91,27 @@ pub async fn report(
     }
 }
 
+/// Where the board's figures go for the router.
+pub struct Estimates {
+    /// The live routing table: each of its upstreams gets its estimate.
+    pub routing: Arc<ArcSwap<RoutingSnapshot>>,
+    /// This node's region.
+    pub region: String,
+    /// Samples a region's (or the cluster's) figures need to count.
+    pub min_samples: u64,
+}
+
 /// Rebuilds the board whenever a report is applied, and every `interval`
 /// besides, so reports age (and stale ones drop out) even when nothing is
-/// applied, as on a node cut off from the leader.
+/// applied, as on a node cut off from the leader. After each rebuild every
+/// upstream of the routing table gets its shared estimate, so the request
+/// path reads one value instead of looking the board up. (An upstream new
+/// in a rebuilt routing table gets its estimate at the next rebuild, within
+/// `interval`; until then it is judged on its own window.)
 pub async fn follow_board(
     mut applied: watch::Receiver<Arc<Applied>>,
     board: Arc<ArcSwap<HealthBoard>>,
+    estimates: Estimates,
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -125,6 +141,11 @@ pub async fn follow_board(
             .map(|(id, _)| *id)
             .collect();
         let built = HealthBoard::build(&current.state.health, &members, &seen, now_ms);
+        for upstream in &estimates.routing.load().upstreams {
+            let estimate =
+                built.ttfb_estimate(&upstream.id, &estimates.region, estimates.min_samples);
+            upstream.live.shared_ttfb.store(estimate.map(Arc::new));
+        }
         board.store(Arc::new(built));
         last = Some(current);
     }
