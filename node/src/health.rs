@@ -117,6 +117,21 @@ impl Slot {
         }
     }
 
+    /// Adds another slot's samples and counts into this one.
+    fn add(&mut self, other: &Slot) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.ttfb.add(&other.ttfb);
+        let _ = self.total.add(&other.total);
+        self.successes += other.successes;
+        self.client_errors += other.client_errors;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+    }
+
+    fn attempts(&self) -> u64 {
+        self.successes + self.client_errors + self.errors + self.timeouts
+    }
+
     fn reset(&mut self, epoch: u64) {
         self.epoch = epoch;
         self.ttfb.reset();
@@ -193,30 +208,17 @@ impl Windows {
         }
     }
 
-    /// Every slot still inside the window at `now_ms`, merged.
-    fn merged(&self, now_ms: u64) -> Merged {
+    /// Every slot still inside the window at `now_ms`, added into one.
+    fn merged(&self, now_ms: u64) -> Slot {
         let epoch = self.epoch(now_ms);
         let n = self.slots.len() as u64;
-        let mut out = Merged {
-            ttfb: Histogram::new_from(&self.slots[0].ttfb),
-            total: Histogram::new_from(&self.slots[0].total),
-            successes: 0,
-            client_errors: 0,
-            errors: 0,
-            timeouts: 0,
-        };
+        let mut out = Slot::new(epoch, &self.slots[0].ttfb);
         let live = self
             .slots
             .iter()
             .filter(|s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n);
         for slot in live {
-            // Same bounds on both sides, so adding cannot fail.
-            let _ = out.ttfb.add(&slot.ttfb);
-            let _ = out.total.add(&slot.total);
-            out.successes += slot.successes;
-            out.client_errors += slot.client_errors;
-            out.errors += slot.errors;
-            out.timeouts += slot.timeouts;
+            out.add(slot);
         }
         out
     }
@@ -224,7 +226,7 @@ impl Windows {
     /// The summary of every slot still inside the window at `now_ms`.
     pub fn summary(&self, now_ms: u64) -> WindowSummary {
         let m = self.merged(now_ms);
-        let attempts = m.successes + m.client_errors + m.errors + m.timeouts;
+        let attempts = m.attempts();
         WindowSummary {
             window_s: self.span_ms() / 1000,
             attempts,
@@ -256,15 +258,6 @@ impl Windows {
         };
         (window.attempts() > 0).then_some(window)
     }
-}
-
-struct Merged {
-    ttfb: Histogram<u64>,
-    total: Histogram<u64>,
-    successes: u64,
-    client_errors: u64,
-    errors: u64,
-    timeouts: u64,
 }
 
 /// Failed attempts (errors and timeouts) as a share of all attempts; 0
