@@ -1,17 +1,14 @@
 //! The Raft transport over real UDP sockets on localhost: who may talk
 //! (mutual TLS against the cluster CA), what failures look like to
-//! openraft, frame limits, and a three-node cluster on an in-memory store.
+//! openraft, frame limits, and a three-node cluster on the sled store.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
-use std::io::Cursor;
 use std::net::SocketAddr;
-use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openraft::error::RPCError;
@@ -19,13 +16,8 @@ use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
-use openraft::{
-    CommittedLeaderId, Entry, EntryPayload, LogId, RaftLogReader, RaftSnapshotBuilder,
-    SnapshotMeta, StorageError, StoredMembership, Vote,
-};
-use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, Member};
-use raft::certs;
+use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+use proto::state::{Command, CommandResponse, KeyRecord, Member};
 use raft::network::frame::read_frame;
 use raft::network::tls::{ALPN, Identity};
 use raft::network::{
@@ -33,6 +25,7 @@ use raft::network::{
 };
 use raft::types::Raft;
 use raft::{NodeId, TypeConfig};
+use raft::{certs, store};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use tempfile::TempDir;
@@ -407,166 +400,6 @@ async fn load_errors_name_the_file() {
 
 // ------------------------------------------------- a cluster over the wire
 
-/// The simplest store openraft accepts: log and state in memory.
-#[derive(Clone, Default)]
-struct LogStore(Arc<Mutex<LogInner>>);
-
-#[derive(Default)]
-struct LogInner {
-    vote: Option<Vote<NodeId>>,
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
-    purged: Option<LogId<NodeId>>,
-}
-
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<NodeId>> {
-        let inner = self.0.lock().unwrap();
-        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
-    }
-}
-
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = Self;
-
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<NodeId>> {
-        let inner = self.0.lock().unwrap();
-        let last = inner.entries.values().last().map(|e| e.log_id);
-        Ok(LogState {
-            last_purged_log_id: inner.purged,
-            last_log_id: last.or(inner.purged),
-        })
-    }
-
-    async fn get_log_reader(&mut self) -> Self {
-        self.clone()
-    }
-
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.0.lock().unwrap().vote = Some(*vote);
-        Ok(())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError<NodeId>> {
-        Ok(self.0.lock().unwrap().vote)
-    }
-
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError<NodeId>>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
-    {
-        {
-            let mut inner = self.0.lock().unwrap();
-            for entry in entries {
-                inner.entries.insert(entry.log_id.index, entry);
-            }
-        }
-        callback.log_io_completed(Ok(()));
-        Ok(())
-    }
-
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        self.0.lock().unwrap().entries.split_off(&log_id.index);
-        Ok(())
-    }
-
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        let mut inner = self.0.lock().unwrap();
-        inner.entries = inner.entries.split_off(&(log_id.index + 1));
-        inner.purged = Some(log_id);
-        Ok(())
-    }
-}
-
-#[derive(Clone, Default)]
-struct StateMachine(Arc<Mutex<Applied>>);
-
-#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
-struct Applied {
-    last: Option<LogId<NodeId>>,
-    membership: StoredMembership<NodeId, Member>,
-    state: ClusterState,
-}
-
-impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
-        let applied = self.0.lock().unwrap().clone();
-        Ok(Snapshot {
-            meta: SnapshotMeta {
-                last_log_id: applied.last,
-                last_membership: applied.membership.clone(),
-                snapshot_id: format!("{:?}", applied.last),
-            },
-            snapshot: Box::new(Cursor::new(serde_json::to_vec(&applied).unwrap())),
-        })
-    }
-}
-
-impl RaftStateMachine<TypeConfig> for StateMachine {
-    type SnapshotBuilder = Self;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>), StorageError<NodeId>>
-    {
-        let applied = self.0.lock().unwrap();
-        Ok((applied.last, applied.membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError<NodeId>>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
-    {
-        let mut applied = self.0.lock().unwrap();
-        let mut responses = Vec::new();
-        for entry in entries {
-            applied.last = Some(entry.log_id);
-            responses.push(match entry.payload {
-                EntryPayload::Normal(command) => applied.state.apply(&command),
-                EntryPayload::Membership(membership) => {
-                    applied.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    CommandResponse::Applied { changed: true }
-                }
-                EntryPayload::Blank => CommandResponse::Applied { changed: false },
-            });
-        }
-        Ok(responses)
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self {
-        self.clone()
-    }
-
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<NodeId>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _meta: &SnapshotMeta<NodeId, Member>,
-        snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<NodeId>> {
-        *self.0.lock().unwrap() = serde_json::from_slice(snapshot.get_ref()).unwrap();
-        Ok(())
-    }
-
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        Ok(None)
-    }
-}
-
 fn key(name: &str) -> Command {
     Command::PutKey(KeyRecord {
         name: name.into(),
@@ -593,18 +426,13 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
     let mut nodes = BTreeMap::new();
     for id in 1..=3u64 {
         let transport = bind(&paths(dir.path(), dir.path(), &format!("n{id}")), fast());
-        let machine = StateMachine::default();
-        let raft = Raft::new(
-            id,
-            config.clone(),
-            transport.network(id),
-            LogStore::default(),
-            machine.clone(),
-        )
-        .await
-        .unwrap();
+        let (logs, machine) = store::open(&dir.path().join(format!("data{id}"))).unwrap();
+        let applied = machine.subscribe();
+        let raft = Raft::new(id, config.clone(), transport.network(id), logs, machine)
+            .await
+            .unwrap();
         transport.serve(raft.clone());
-        nodes.insert(id, (transport, raft, machine));
+        nodes.insert(id, (transport, raft, applied));
     }
     let members: BTreeMap<NodeId, Member> = nodes
         .iter()
@@ -664,20 +492,12 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
         .last_applied
         .unwrap()
         .index;
-    for (id, (_, raft, machine)) in &nodes {
+    for (id, (_, raft, applied)) in &nodes {
         raft.wait(Some(Duration::from_secs(10)))
             .applied_index_at_least(Some(last), "both writes")
             .await
             .unwrap();
-        let keys: BTreeSet<String> = machine
-            .0
-            .lock()
-            .unwrap()
-            .state
-            .keys
-            .keys()
-            .cloned()
-            .collect();
+        let keys: BTreeSet<String> = applied.borrow().state.keys.keys().cloned().collect();
         assert_eq!(
             keys,
             BTreeSet::from(["direct".to_string(), "forwarded".to_string()]),
