@@ -245,12 +245,21 @@ impl Target {
     }
 }
 
-/// This node's own figures when they hold enough samples, else the shared ones.
+/// This node's own figures when they hold enough samples, else the shared
+/// ones, else this node's few samples rather than the prior: the prior is
+/// pessimistic, and a target judged by it against measured ones would win
+/// only the exploration share, which at low traffic never gathers enough
+/// samples for it to be judged again (an upstream back from an ejection or
+/// a brownout would stay starved).
 fn estimate(summary: &WindowSummary, live: &Live, policy: &Policy) -> Option<Quantiles> {
-    if summary.ttfb_ms.count >= policy.min_samples {
-        return Some(summary.ttfb_ms);
+    let local = summary.ttfb_ms;
+    if local.count >= policy.min_samples {
+        return Some(local);
     }
-    live.shared_ttfb.load().as_deref().copied()
+    if let Some(shared) = live.shared_ttfb.load().as_deref() {
+        return Some(*shared);
+    }
+    (local.count > 0).then_some(local)
 }
 
 impl Route {
@@ -697,6 +706,39 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
         assert_eq!(target.stats(&policy, true).circuit, Circuit::Open);
         assert!(target.upstream.live.take_probe());
         assert_eq!(target.stats(&policy, false).circuit, Circuit::Open);
+    }
+
+    #[tokio::test]
+    async fn estimates_fall_back_to_shared_then_to_a_few_own_samples() {
+        let snap = build(&[("CLIENT_KEY", "ck"), ("A_KEY", "ka"), ("B_KEY", "kb")]).unwrap();
+        let target = &snap.route("fast").unwrap().tiers[0][0];
+        let live = &target.upstream.live;
+        let policy = Policy::default();
+        let q = |count, p99| Quantiles {
+            count,
+            p99,
+            ..Quantiles::default()
+        };
+        let window = |count, p99| {
+            Arc::new(WindowSummary {
+                ttfb_ms: q(count, p99),
+                ..WindowSummary::default()
+            })
+        };
+        assert_eq!(
+            target.ttfb_estimate(&policy),
+            None,
+            "nothing known: the prior"
+        );
+        live.summary.store(window(3, 40.0));
+        assert_eq!(target.ttfb_estimate(&policy), Some(q(3, 40.0)));
+        live.shared_ttfb.store(Some(Arc::new(q(500, 900.0))));
+        assert_eq!(target.ttfb_estimate(&policy), Some(q(500, 900.0)));
+        live.summary.store(window(policy.min_samples, 50.0));
+        assert_eq!(
+            target.ttfb_estimate(&policy),
+            Some(q(policy.min_samples, 50.0))
+        );
     }
 
     #[tokio::test]
