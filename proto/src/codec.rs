@@ -48,8 +48,19 @@ pub enum CodecError {
     },
 }
 
+/// The most memory, in bytes as bincode counts it, that decoding one frame
+/// may claim: four times the transport's default frame limit. bincode
+/// allocates a string or sequence for the length its prefix claims before it
+/// reads the elements, so without a limit a frame of a dozen bytes claiming
+/// 2^62 bytes aborts the process; under it, such a claim is an error.
+pub const DECODE_LIMIT: usize = 256 << 20;
+
 fn config() -> bincode::config::Configuration {
     bincode::config::standard()
+}
+
+fn decode_config() -> impl bincode::config::Config {
+    config().with_limit::<DECODE_LIMIT>()
 }
 
 /// Encodes `value` as one whole frame: length prefix, version byte and body.
@@ -90,10 +101,14 @@ pub fn decode<T: DeserializeOwned>(frame_body_with_version: &[u8]) -> Result<T, 
     if version != VERSION {
         return Err(CodecError::UnknownVersion(version));
     }
-    let (value, used) = bincode::serde::decode_from_slice(body, config()).map_err(|e| match e {
-        bincode::error::DecodeError::UnexpectedEnd { .. } => CodecError::Truncated,
-        other => CodecError::Decode(other.to_string()),
-    })?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(body, decode_config()).map_err(|e| match e {
+            bincode::error::DecodeError::UnexpectedEnd { .. } => CodecError::Truncated,
+            bincode::error::DecodeError::LimitExceeded => CodecError::Decode(format!(
+                "a length in the frame claims more than {DECODE_LIMIT} bytes"
+            )),
+            other => CodecError::Decode(other.to_string()),
+        })?;
     match body.len() - used {
         0 => Ok(value),
         extra => Err(CodecError::Trailing(extra)),

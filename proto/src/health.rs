@@ -8,6 +8,7 @@
 //! readers judge its age by when they first saw it.
 
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
@@ -85,16 +86,75 @@ pub fn add_encoded(into: &mut Histogram<u64>, bytes: &[u8]) -> Result<(), Histog
     if bytes.is_empty() {
         return Ok(());
     }
+    let plain = inflate_checked(bytes)?;
     let h: Histogram<u64> = Deserializer::new()
-        .deserialize(&mut &bytes[..])
+        .deserialize(&mut &plain[..])
         .map_err(|e| HistogramError(format!("{e:?}")))?;
     into.add(&h).map_err(|e| HistogramError(format!("{e:?}")))
+}
+
+/// HDR's V2 + DEFLATE cookie (what [`encode_histogram`] writes) and the
+/// plain V2 cookie inside it.
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+const V2_COOKIE: u32 = 0x1c84_9313;
+/// Bytes of a plain V2 header: cookie, payload length, normalizing offset,
+/// significant digits, lowest and highest value, integer-to-double ratio.
+const V2_HEADER: usize = 40;
+/// The largest inflated histogram accepted: the health shape has about
+/// 3,000 counters of at most 9 bytes each.
+const MAX_INFLATED: usize = 64 << 10;
+
+/// Inflates a V2 + DEFLATE histogram and checks its header before HDR's
+/// deserializer reads it: that deserializer allocates (and zeroes) whatever
+/// payload length and value range the header claims, so a report of forty
+/// bytes could make every node allocate gigabytes.
+fn inflate_checked(bytes: &[u8]) -> Result<Vec<u8>, HistogramError> {
+    let bad = |what: &str| HistogramError(what.to_owned());
+    if be_u32(bytes, 0) != Some(V2_DEFLATE_COOKIE) {
+        return Err(bad("not an HDR V2 + DEFLATE histogram"));
+    }
+    let deflated = be_u32(bytes, 4)
+        .and_then(|len| bytes.get(8..)?.get(..len as usize))
+        .ok_or_else(|| bad("truncated"))?;
+    let mut plain = Vec::new();
+    flate2::read::ZlibDecoder::new(deflated)
+        .take(MAX_INFLATED as u64 + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| HistogramError(format!("cannot inflate: {e}")))?;
+    if plain.len() > MAX_INFLATED {
+        return Err(bad("inflates past the size of a health histogram"));
+    }
+    let payload = be_u32(&plain, 4).map(|len| len as usize);
+    let digits = be_u32(&plain, 12);
+    let low = be_u64(&plain, 16);
+    let high = be_u64(&plain, 24);
+    let shaped = be_u32(&plain, 0) == Some(V2_COOKIE)
+        && payload.is_some_and(|len| len <= plain.len().saturating_sub(V2_HEADER))
+        && digits.is_some_and(|d| d <= u32::from(SIGFIG))
+        && low.is_some_and(|low| low >= 1)
+        && high.is_some_and(|high| high <= MAX_MICROS);
+    if !shaped {
+        return Err(bad("not a health histogram (header out of shape)"));
+    }
+    Ok(plain)
+}
+
+fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
 impl UpstreamWindow {
     /// Attempts in the window.
     pub fn attempts(&self) -> u64 {
-        self.successes + self.client_errors + self.errors + self.timeouts
+        // Saturating: a report's counters come from another node.
+        self.successes
+            .saturating_add(self.client_errors)
+            .saturating_add(self.errors)
+            .saturating_add(self.timeouts)
     }
 }
 

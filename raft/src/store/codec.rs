@@ -13,6 +13,13 @@ use serde::de::DeserializeOwned;
 /// The format byte written in front of every stored value.
 pub const FORMAT_VERSION: u8 = 1;
 
+/// The most memory, in bytes as bincode counts it, that decoding one value
+/// may claim. bincode allocates a string or sequence for the length its
+/// prefix claims before reading the elements, so a damaged value (or a
+/// snapshot from a peer) claiming 2^62 bytes would abort the process; under
+/// the limit it is an error. Far above any real cluster state.
+pub const DECODE_LIMIT: usize = 256 << 20;
+
 /// Why a stored value could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -50,7 +57,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     if version != FORMAT_VERSION {
         return Err(CodecError::Version { found: version });
     }
-    let (value, read) = bincode::serde::decode_from_slice(body, standard())?;
+    let config = standard().with_limit::<DECODE_LIMIT>();
+    let (value, read) = bincode::serde::decode_from_slice(body, config)?;
     match body.len().saturating_sub(read) {
         0 => Ok(value),
         extra => Err(CodecError::Trailing(extra)),
