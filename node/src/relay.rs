@@ -208,15 +208,27 @@ impl Batch {
     }
 }
 
-fn ends_with_boundary(data: &[u8]) -> bool {
+/// Whether `data` ends where an SSE event ends (the fast path that forwards
+/// a frame without copying). Public for the property tests in
+/// `node/tests/fuzz.rs`, not for use elsewhere.
+#[doc(hidden)]
+pub fn ends_with_boundary(data: &[u8]) -> bool {
     data.ends_with(b"\n\n") || data.ends_with(b"\r\n\r\n") || data.ends_with(b"\r\r")
 }
 
-/// The end of the last complete event in `data`.
-fn last_boundary(data: &[u8]) -> Option<usize> {
+/// The end of the last complete event in `data`. Public for the property
+/// tests in `node/tests/fuzz.rs`, not for use elsewhere.
+#[doc(hidden)]
+pub fn last_boundary(data: &[u8]) -> Option<usize> {
     let lf = memchr::memmem::rfind(data, b"\n\n").map(|i| i + 2);
     let crlf = memchr::memmem::rfind(data, b"\r\n\r\n").map(|i| i + 4);
-    lf.max(crlf)
+    // CR line endings, as `ends_with_boundary` accepts them; a CR CR LF is
+    // a CR line end and a CRLF empty line.
+    let cr = memchr::memmem::rfind(data, b"\r\r").map(|i| match data.get(i + 2) {
+        Some(b'\n') => i + 3,
+        _ => i + 2,
+    });
+    lf.max(crlf).max(cr)
 }
 
 impl<B> Body for Relay<B>
@@ -261,9 +273,11 @@ where
                 }
                 Poll::Ready(None) => {
                     let rest = std::mem::take(&mut this.pending).freeze();
+                    // Counted before the end is reported, so the log line
+                    // includes a trailing partial event.
+                    this.bytes += rest.len() as u64;
                     this.end(StreamEnd::Complete);
                     if !rest.is_empty() {
-                        this.bytes += rest.len() as u64;
                         this.batch.push(rest);
                     }
                     return this.flush(None);

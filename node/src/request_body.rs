@@ -36,6 +36,15 @@ struct Fields<'a> {
 
 /// Validates a body as a JSON object and finds its `model` and `stream`.
 pub fn probe(body: &[u8]) -> Result<Probe<'_>, ProxyError> {
+    // serde_json skips the strings of fields it ignores without checking
+    // their UTF-8: check the whole body, so that what is forwarded is JSON.
+    std::str::from_utf8(body).map_err(|e| ProxyError::BadRequest {
+        message: format!(
+            "The request body is not valid JSON: invalid UTF-8 at byte {}",
+            e.valid_up_to()
+        ),
+        param: None,
+    })?;
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|e| {
         let message = if e.is_data() && e.to_string().starts_with("invalid type") {
             format!("The request body must be a JSON object: {e}")
