@@ -501,3 +501,41 @@ proptest! {
         );
     }
 }
+
+// ------------------------------------------- what the properties found
+
+/// serde_json skips ignored fields' strings without checking their UTF-8,
+/// so the probe accepted (and the router forwarded) a body that is not JSON.
+#[test]
+fn found_invalid_utf8_in_an_ignored_field_is_refused() {
+    let body = b"{\"model\":\"m\",\"messages\":\"\xff\"}";
+    match probe(body) {
+        Err(ProxyError::BadRequest { message, .. }) => {
+            assert!(message.contains("UTF-8"), "{message}")
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+}
+
+/// A stream delimited by CRs only: `ends_with_boundary` took `\r\r` for an
+/// event end but `last_boundary` did not, so once a frame ended mid-event
+/// every later event was held until the stream ended.
+#[test]
+fn found_cr_delimited_events_are_split() {
+    assert_eq!(relay::last_boundary(b"data: a\r\rdata: b"), Some(9));
+    assert_eq!(relay::last_boundary(b"data: a\r\r\ndata: b"), Some(10));
+    let (out, _) = relay_all(vec![
+        Bytes::from_static(b"data: a\r\rdata: "),
+        Bytes::from_static(b"b\r\r"),
+    ]);
+    assert_eq!(out[0], Bytes::from_static(b"data: a\r\r"));
+}
+
+/// A stream ending in a partial event reported its bytes without that
+/// partial event, though the client got it.
+#[test]
+fn found_a_trailing_partial_event_is_counted() {
+    let (out, (_, _, bytes)) = relay_all(vec![Bytes::from_static(b"data: x")]);
+    assert_eq!(out.concat(), b"data: x");
+    assert_eq!(bytes, 7);
+}

@@ -558,3 +558,15 @@ proptest! {
         }
     }
 }
+
+/// A report's counters summed with overflow: a panic in a debug build, a
+/// wrapped (small) attempt count in a release build.
+#[test]
+fn found_window_attempts_saturate() {
+    let window = UpstreamWindow {
+        successes: u64::MAX,
+        timeouts: 1,
+        ..UpstreamWindow::default()
+    };
+    assert_eq!(window.attempts(), u64::MAX);
+}
