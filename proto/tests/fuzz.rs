@@ -497,7 +497,7 @@ fn edited(edits: &[Edit]) -> String {
                     lines.remove(line % n);
                 }
             }
-            Edit::Add { line, text } => lines.insert(line % (n + 1), text.clone()),
+            Edit::Add { line, text } => lines.insert(line % (lines.len() + 1), text.clone()),
             Edit::Cut { at } => {
                 let text = lines.join("\n");
                 let mut cut = at % (text.len() + 1);
