@@ -73,7 +73,32 @@ pub fn router(state: AdminState) -> Router {
         .merge(api)
         .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
         .layer(middleware::map_response(json_too_large))
+        .layer(middleware::from_fn(refuse_declared_too_large))
         .with_state(state)
+}
+
+/// A body declared larger than the limit is refused before any of it is
+/// read, so a client waiting on `Expect: 100-continue` (curl, for large
+/// bodies) gets its answer at once instead of sending it all.
+async fn refuse_declared_too_large(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_ADMIN_BODY_BYTES as u64) {
+        return too_large();
+    }
+    next.run(req).await
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is over the admin API's limit of {MAX_ADMIN_BODY_BYTES} bytes"),
+        None,
+        "request_too_large",
+    )
 }
 
 /// A body over the limit gets the same JSON error as every other refusal
@@ -82,12 +107,7 @@ async fn json_too_large(response: Response) -> Response {
     if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return response;
     }
-    error(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        &format!("the body is over the admin API's limit of {MAX_ADMIN_BODY_BYTES} bytes"),
-        None,
-        "request_too_large",
-    )
+    too_large()
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
