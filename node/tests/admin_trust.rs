@@ -564,17 +564,31 @@ async fn admin_edges_answer_what_a_user_expects() {
     assert_eq!(answer["error"]["param"], "key");
 }
 
+/// Runs `meridian` to its exit, or kills it after 20 s (a node that should
+/// have refused to start and serves instead), with its status and stderr.
 fn meridian(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+    let stderr = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(args)
         .env_remove("MERIDIAN_ADMIN_TOKEN")
         .envs(env.iter().copied())
-        .output()
+        .stdout(Stdio::null())
+        .stderr(stderr.reopen().unwrap())
+        .spawn()
         .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            break -1;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (code, std::fs::read_to_string(stderr.path()).unwrap())
 }
 
 const MINIMAL: &str = "[node]\nid = 1\nregion = \"eu\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n";
@@ -586,7 +600,14 @@ fn short_secrets_and_credentials_in_urls_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, text: &str| {
         let path = dir.path().join(name);
-        std::fs::write(&path, format!("{MINIMAL}{text}")).unwrap();
+        let minimal = MINIMAL.replace(
+            "region = \"eu\"\n",
+            &format!(
+                "region = \"eu\"\ndata_dir = \"{}\"\n",
+                dir.path().join("data").display()
+            ),
+        );
+        std::fs::write(&path, format!("{minimal}{text}")).unwrap();
         path.display().to_string()
     };
     let token = file("token.toml", "[admin]\ntoken_env = \"TRUST_ADMIN_TOKEN\"\n");
