@@ -698,15 +698,13 @@ impl UpstreamConfig {
         if let Some(var) = &self.api_key_env {
             check_env_name(&format!("{at}.api_key_env"), var)?;
         }
-        if self
-            .api_key_file
-            .as_deref()
-            .is_some_and(|p| p.as_os_str().is_empty())
-        {
-            return Err(ConfigError::new(
-                format!("{at}.api_key_file"),
-                "must name a file",
-            ));
+        for (field, path) in [
+            ("api_key_file", &self.api_key_file),
+            ("ca_file", &self.ca_file),
+        ] {
+            if let Some(path) = path {
+                check_path(&format!("{at}.{field}"), path)?;
+            }
         }
         if self.http2 && uri.scheme_str() == Some("https") {
             return Err(ConfigError::new(
@@ -1053,6 +1051,19 @@ impl SecretPolicy {
     }
 }
 
+/// A file name an operator can read in a log line: not empty, at most 4096
+/// bytes, no control character (a line break would forge a log line).
+fn check_path(field: &str, path: &Path) -> Result<(), ConfigError> {
+    let text = path.to_string_lossy();
+    if text.is_empty() || text.len() > 4096 || text.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            field,
+            "must name a file: 1 to 4096 bytes, no control characters",
+        ));
+    }
+    Ok(())
+}
+
 fn has_parent_step(path: &Path) -> bool {
     path.components().any(|c| matches!(c, Component::ParentDir))
 }
@@ -1302,6 +1313,25 @@ tiers = [
             );
             assert_eq!(err(&text).field, "upstreams[0].api_key_env", "{hostile:?}");
         }
+    }
+
+    #[test]
+    fn key_and_ca_files_must_be_printable_names() {
+        for (line, field) in [
+            ("api_key_file = \"\"", "upstreams[0].api_key_file"),
+            (
+                "api_key_file = \"/k\\nFORGED log line\"",
+                "upstreams[0].api_key_file",
+            ),
+            ("ca_file = \"/ca\\u0000.pem\"", "upstreams[0].ca_file"),
+            ("ca_file = \"/ca\\u001b[31m.pem\"", "upstreams[0].ca_file"),
+        ] {
+            let text = DESIGN_EXAMPLE.replace("api_key_env = \"DEEPSEEK_API_KEY\"", line);
+            assert_eq!(err(&text).field, field, "{line}");
+        }
+        let long = format!("ca_file = \"/{}\"", "a".repeat(5000));
+        let text = DESIGN_EXAMPLE.replace("api_key_env = \"DEEPSEEK_API_KEY\"", &long);
+        assert_eq!(err(&text).field, "upstreams[0].ca_file");
     }
 
     #[test]
