@@ -130,7 +130,7 @@ impl Node {
         let trust = Arc::new(LocalTrust::new(config));
         let first_applied = cluster.applied();
         let first = build_snapshot(config, &first_applied, secrets.as_ref(), None, &trust)?;
-        log_disabled(&first, None);
+        log_disabled(&first, None, first_applied.state.seeded);
         let (built, routing_built) = watch::channel(first.applied_index);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
@@ -293,9 +293,10 @@ fn build_snapshot(
 }
 
 /// Logs every upstream `next` disables that `previous` did not disable for
-/// the same reason, naming the upstream and the field to fix; and a client
-/// key ring that refuses everyone.
-fn log_disabled(next: &RoutingSnapshot, previous: Option<&RoutingSnapshot>) {
+/// the same reason, naming the upstream and the field to fix; and, once the
+/// cluster's state is `seeded` here (before, no key has arrived yet), a
+/// client key ring that refuses everyone.
+fn log_disabled(next: &RoutingSnapshot, previous: Option<&RoutingSnapshot>, seeded: bool) {
     for upstream in &next.upstreams {
         let Some(disabled) = &upstream.disabled else {
             continue;
@@ -315,8 +316,9 @@ fn log_disabled(next: &RoutingSnapshot, previous: Option<&RoutingSnapshot>) {
             );
         }
     }
-    let was_closed = previous.is_some_and(|p| p.keys.is_empty() && !p.keys.accepts_anyone());
-    if next.keys.is_empty() && !next.keys.accepts_anyone() && !was_closed {
+    let closed = |s: &RoutingSnapshot| s.keys.is_empty() && !s.keys.accepts_anyone();
+    let was_closed = previous.is_some_and(|p| closed(p) && p.applied_index.is_some());
+    if seeded && closed(next) && !was_closed {
         tracing::warn!(
             "no client key in the cluster and this node's API is not on loopback: every request \
              is refused (401) until a key is added"
@@ -365,7 +367,7 @@ async fn follow_applied(
             &follow.trust,
         ) {
             Ok(next) => {
-                log_disabled(&next, Some(&previous));
+                log_disabled(&next, Some(&previous), current.state.seeded);
                 tracing::info!(
                     applied = ?next.applied_index,
                     routes = next.routes.len(),
