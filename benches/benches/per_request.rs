@@ -19,7 +19,7 @@ use rand::rngs::SmallRng;
 struct Env;
 impl Secrets for Env {
     fn env(&self, name: &str) -> Option<String> {
-        Some(format!("secret-for-{name}"))
+        Some(format!("bench-secret-for-{name}"))
     }
 }
 
@@ -142,7 +142,10 @@ fn body_rewrite(c: &mut Criterion) {
 fn client_key(c: &mut Criterion) {
     let snap = snapshot();
     let mut headers = HeaderMap::new();
-    headers.insert("authorization", "Bearer secret-for-K".parse().unwrap());
+    headers.insert(
+        "authorization",
+        "Bearer bench-secret-for-K".parse().unwrap(),
+    );
     c.bench_function("client key check", |b| {
         b.iter(|| black_box(snap.keys.authenticate(black_box(&headers)).unwrap()))
     });

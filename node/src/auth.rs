@@ -18,32 +18,55 @@ pub fn hash_key(key: &str) -> KeyHash {
 }
 
 /// The client keys this node accepts, by hash, with the holder's name.
+/// With no key at all it refuses every request, unless it was opened
+/// ([`KeyRing::open_when_empty`]): only a node started without keys on a
+/// loopback data plane is.
 #[derive(Debug, Default, Clone)]
 pub struct KeyRing {
     keys: HashMap<KeyHash, Arc<str>>,
+    open_when_empty: bool,
 }
 
 impl KeyRing {
-    /// A ring from (holder name, key hash) pairs.
+    /// A ring from (holder name, key hash) pairs; closed when empty.
     pub fn new(keys: impl IntoIterator<Item = (String, KeyHash)>) -> Self {
         Self {
             keys: keys
                 .into_iter()
                 .map(|(name, hash)| (hash, Arc::from(name)))
                 .collect(),
+            open_when_empty: false,
         }
     }
 
-    /// Whether any key is configured; with none the node only listens on loopback.
+    /// Whether an empty ring accepts every request (as `anonymous`) rather
+    /// than none: for a node started without keys on loopback only.
+    pub fn open_when_empty(mut self, open: bool) -> Self {
+        self.open_when_empty = open;
+        self
+    }
+
+    /// Whether any key is configured.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
-    /// The key holder's name, or why the request is refused. With no keys
-    /// configured every request is accepted as `anonymous`.
+    /// Whether every request is accepted, with no key asked.
+    pub fn accepts_anyone(&self) -> bool {
+        self.keys.is_empty() && self.open_when_empty
+    }
+
+    /// The key holder's name, or why the request is refused.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<str>, ProxyError> {
         if self.keys.is_empty() {
-            return Ok(Arc::from("anonymous"));
+            return if self.open_when_empty {
+                Ok(Arc::from("anonymous"))
+            } else {
+                Err(ProxyError::Unauthorized(
+                    "This node has no client keys and its API is not on loopback, so it accepts \
+                     no request until an operator adds a key.",
+                ))
+            };
         }
         let presented = bearer(headers).ok_or(ProxyError::Unauthorized(
             "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.",
@@ -55,16 +78,23 @@ impl KeyRing {
     }
 }
 
+/// The credential of `Authorization: <scheme> VALUE` when the scheme is
+/// `Bearer` in any case (RFC 9110: schemes are case-insensitive), trimmed;
+/// `None` when absent, of another scheme, or empty.
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 /// The key from `Authorization: Bearer KEY`, or from `api-key: KEY` as Azure
 /// OpenAI clients send it.
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, key) = value.split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| key.trim())
-            .filter(|k| !k.is_empty());
+    if headers.contains_key(http::header::AUTHORIZATION) {
+        return bearer_token(headers);
     }
     headers
         .get("api-key")
@@ -111,7 +141,35 @@ mod tests {
     }
 
     #[test]
-    fn empty_ring_accepts_everyone() {
-        assert!(KeyRing::default().authenticate(&HeaderMap::new()).is_ok());
+    fn an_empty_ring_is_closed_unless_opened() {
+        assert!(matches!(
+            KeyRing::default().authenticate(&headers("authorization", "Bearer anything")),
+            Err(ProxyError::Unauthorized(m)) if m.contains("no client keys")
+        ));
+        let open = KeyRing::new([]).open_when_empty(true);
+        assert!(open.accepts_anyone());
+        assert_eq!(&*open.authenticate(&HeaderMap::new()).unwrap(), "anonymous");
+        // Opening only matters while the ring is empty.
+        let ring = KeyRing::new([("app".to_owned(), hash_key("sk-good"))]).open_when_empty(true);
+        assert!(!ring.accepts_anyone());
+        assert!(ring.authenticate(&HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in ["Bearer t0k", "bearer t0k", "BEARER t0k", "bEaReR   t0k  "] {
+            assert_eq!(
+                bearer_token(&headers("authorization", value)),
+                Some("t0k"),
+                "{value}"
+            );
+        }
+        for value in ["Basic t0k", "Bearer", "Bearer   ", "Bearert0k", "Token t0k"] {
+            assert_eq!(
+                bearer_token(&headers("authorization", value)),
+                None,
+                "{value}"
+            );
+        }
     }
 }

@@ -72,6 +72,28 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_api_may_use_every_default_provider_variable() {
+        use proto::config::{SecretOrigin, SecretPolicy};
+        // Even those whose upstream was trimmed because its key is not set.
+        let d = default_config(&Env(&["OPENAI_API_KEY"])).unwrap();
+        let policy = SecretPolicy::new(&d.config);
+        for u in Config::from_toml(DEFAULT_TOML).unwrap().upstreams {
+            let var = u.api_key_env.unwrap();
+            assert!(
+                policy
+                    .check_env("upstream", &var, SecretOrigin::AdminApi)
+                    .is_ok(),
+                "{var}"
+            );
+        }
+        assert!(
+            policy
+                .check_env("upstream", "MERIDIAN_ADMIN_TOKEN", SecretOrigin::AdminApi)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn keeps_only_providers_with_keys() {
         let d = default_config(&Env(&["DEEPSEEK_API_KEY", "OPENAI_API_KEY"])).unwrap();
         let ids: Vec<_> = d.config.upstreams.iter().map(|u| u.id.as_str()).collect();

@@ -512,13 +512,8 @@ async fn run(config: Config) -> Result<(), RunError> {
     }
     warn_if_file_differs(&config, &node.cluster.applied().state);
     let snapshot = node.snapshot.load();
-    if snapshot.keys.is_empty() {
+    if snapshot.keys.accepts_anyone() {
         tracing::warn!(api = %node.api_addr, "no client keys configured: accepting every request, on loopback only");
-    }
-    for upstream in snapshot.upstreams.iter().filter(|u| !u.usable()) {
-        if let meridian::routing::KeyState::Missing(why) = &upstream.key_state {
-            tracing::warn!(upstream = %upstream.id, "upstream skipped on this node: {why}");
-        }
     }
     if !snapshot.ready() {
         tracing::warn!("no route has a usable upstream: /readyz answers 503");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use proto::Config;
+use proto::config::check_secret_strength;
 use proto::state::NodeInfo;
 use raft::store::Applied;
 use tokio::net::TcpListener;
@@ -20,7 +21,7 @@ use crate::board::HealthBoard;
 use crate::cluster::{self, Cluster, ClusterError};
 use crate::health::{self, RecorderSettings};
 use crate::proxy::Proxy;
-use crate::routing::{BuildError, RoutingSnapshot, Secrets, resolve_keys};
+use crate::routing::{BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
 use crate::select::Policy;
 use crate::{server, sharing};
 
@@ -86,7 +87,15 @@ impl Node {
         secrets: Arc<dyn Secrets + Send + Sync>,
     ) -> Result<Self, StartError> {
         let token = match secrets.env(&config.admin.token_env) {
-            Some(token) => Some(hash_key(&token)),
+            Some(token) => {
+                check_secret_strength("admin.token_env", &config.admin.token_env, &token).map_err(
+                    |e| StartError::Config {
+                        field: e.field,
+                        message: e.message,
+                    },
+                )?;
+                Some(hash_key(&token))
+            }
             None if config.listen.admin.ip().is_loopback() => None,
             None => {
                 return Err(StartError::Config {
@@ -118,20 +127,25 @@ impl Node {
             .map_err(bind_error("the admin API", config.listen.admin))?;
 
         let cluster = Cluster::start(config).await?;
+        let trust = Arc::new(LocalTrust::new(config));
         let first_applied = cluster.applied();
-        let first = build_snapshot(config, &first_applied, secrets.as_ref(), None)?;
+        let first = build_snapshot(config, &first_applied, secrets.as_ref(), None, &trust)?;
+        log_disabled(&first, None, first_applied.state.seeded);
         let (built, routing_built) = watch::channel(first.applied_index);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(follow_applied(
-            config.clone(),
+            Follow {
+                config: config.clone(),
+                trust: trust.clone(),
+                secrets: secrets.clone(),
+            },
             first_applied,
             cluster.subscribe(),
             snapshot.clone(),
             built,
-            secrets.clone(),
             stop.clone(),
         ));
         let info = NodeInfo {
@@ -184,6 +198,8 @@ impl Node {
             node_id: config.node.id,
             region: Arc::from(config.node.region.as_str()),
             token,
+            trust,
+            secrets,
         };
         let router = admin::router(state);
         let mut admin_stop = stop.clone();
@@ -257,6 +273,7 @@ fn build_snapshot(
     applied: &Applied,
     secrets: &dyn Secrets,
     previous: Option<&RoutingSnapshot>,
+    trust: &LocalTrust,
 ) -> Result<RoutingSnapshot, BuildError> {
     let keys: Vec<(String, KeyHash)> = applied
         .state
@@ -264,22 +281,70 @@ fn build_snapshot(
         .values()
         .filter_map(|k| cluster::unhex(&k.sha256).map(|h| (k.name.clone(), h)))
         .collect();
-    let mut snapshot =
-        RoutingSnapshot::build_with_keys(&applied.state.overlay(config), keys, secrets, previous)?;
+    let mut snapshot = RoutingSnapshot::build_with_keys(
+        &applied.state.overlay(config),
+        keys,
+        secrets,
+        previous,
+        trust,
+    )?;
     snapshot.applied_index = applied.last_applied.map(|l| l.index);
     Ok(snapshot)
+}
+
+/// Logs every upstream `next` disables that `previous` did not disable for
+/// the same reason, naming the upstream and the field to fix; and, once the
+/// cluster's state is `seeded` here (before, no key has arrived yet), a
+/// client key ring that refuses everyone.
+fn log_disabled(next: &RoutingSnapshot, previous: Option<&RoutingSnapshot>, seeded: bool) {
+    for upstream in &next.upstreams {
+        let Some(disabled) = &upstream.disabled else {
+            continue;
+        };
+        let known = previous.is_some_and(|p| {
+            p.upstreams
+                .iter()
+                .any(|u| u.id == upstream.id && u.disabled.as_ref() == Some(disabled))
+        });
+        if !known {
+            tracing::warn!(
+                upstream = %upstream.id,
+                field = disabled.field,
+                "upstream skipped on this node: {} ({})",
+                disabled.reason,
+                disabled.field
+            );
+        }
+    }
+    let closed = |s: &RoutingSnapshot| s.keys.is_empty() && !s.keys.accepts_anyone();
+    let was_closed = previous.is_some_and(|p| closed(p) && p.applied_index.is_some());
+    if seeded && closed(next) && !was_closed {
+        tracing::warn!(
+            "no client key in the cluster and this node's API is not on loopback: every request \
+             is refused (401) until a key is added"
+        );
+    }
+}
+
+/// What [`follow_applied`] builds each routing table with: this node's file,
+/// its trust and its secrets.
+struct Follow {
+    config: Config,
+    trust: Arc<LocalTrust>,
+    secrets: Arc<dyn Secrets + Send + Sync>,
 }
 
 /// Rebuilds the routing table every time the applied upstreams, routes or
 /// keys change. Other applied entries (health reports every second,
 /// announcements) only advance the index the table is known to be current at.
+/// An upstream this node cannot use is disabled in the new table (and
+/// logged), so the rest of the change is served at once.
 async fn follow_applied(
-    config: Config,
+    follow: Follow,
     mut built_from: Arc<Applied>,
     mut applied: watch::Receiver<Arc<Applied>>,
     snapshot: Arc<ArcSwap<RoutingSnapshot>>,
     built: watch::Sender<Option<u64>>,
-    secrets: Arc<dyn Secrets + Send + Sync>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -294,12 +359,20 @@ async fn follow_applied(
             continue;
         }
         let previous = snapshot.load_full();
-        match build_snapshot(&config, &current, secrets.as_ref(), Some(&previous)) {
+        match build_snapshot(
+            &follow.config,
+            &current,
+            follow.secrets.as_ref(),
+            Some(&previous),
+            &follow.trust,
+        ) {
             Ok(next) => {
+                log_disabled(&next, Some(&previous), current.state.seeded);
                 tracing::info!(
                     applied = ?next.applied_index,
                     routes = next.routes.len(),
                     upstreams = next.upstreams.len(),
+                    disabled = next.upstreams.iter().filter(|u| !u.usable()).count(),
                     "routing table updated"
                 );
                 snapshot.store(Arc::new(next));

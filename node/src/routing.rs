@@ -7,6 +7,7 @@
 //! pools stay warm and in-flight counts stay true across config changes.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -14,7 +15,10 @@ use std::time::Duration;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Uri};
-use proto::config::{Config, HealthConfig, ProxyConfig, UpstreamAuth, UpstreamConfig};
+use proto::config::{
+    Config, ConfigError, FileAccess, HealthConfig, ProxyConfig, SecretOrigin, SecretPolicy,
+    UpstreamAuth, UpstreamConfig, check_secret_strength,
+};
 use serde::Serialize;
 
 use crate::auth::{KeyHash, KeyRing, hash_key};
@@ -77,6 +81,19 @@ pub enum KeyState {
     Missing(String),
 }
 
+/// Why an upstream is not used on this node, and the field to fix: a
+/// committed upstream one node cannot use (its key missing or unreadable
+/// here, its CA file not PEM, a key reference this node's `[secrets]` does
+/// not allow) is disabled on that node alone, and the rest of the change
+/// applies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Disabled {
+    /// The upstream's field at fault: `api_key_env`, `api_key_file`, `ca_file`, …
+    pub field: &'static str,
+    /// What is wrong, in words an operator can act on (never the key).
+    pub reason: String,
+}
+
 /// Counters the data plane updates and the health recorder publishes.
 #[derive(Default)]
 pub struct Live {
@@ -137,6 +154,8 @@ pub struct Upstream {
     auth: Option<(HeaderName, HeaderValue)>,
     /// Whether the key is there.
     pub key_state: KeyState,
+    /// Why it is not used on this node, if it is not.
+    pub disabled: Option<Disabled>,
     /// Its connection pools, one per data-plane worker.
     pub pools: Pools,
     /// Live counters.
@@ -158,7 +177,7 @@ impl Upstream {
 
     /// Whether requests can be sent to it from this node.
     pub fn usable(&self) -> bool {
-        !matches!(self.key_state, KeyState::Missing(_))
+        self.disabled.is_none()
     }
 }
 
@@ -335,6 +354,28 @@ impl Secrets for ProcessEnv {
     }
 }
 
+/// What a node's own file decides, whatever the replicated state says:
+/// which provider-key references it reads, and whether it lets in clients
+/// without a key while no key exists (only a node started without keys on
+/// a loopback data plane).
+#[derive(Debug, Clone, Default)]
+pub struct LocalTrust {
+    /// The provider-key references this node reads.
+    pub policy: SecretPolicy,
+    /// With no client key at all, accept every request (else refuse every one).
+    pub open_without_keys: bool,
+}
+
+impl LocalTrust {
+    /// The trust of a node's own configuration file.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            policy: SecretPolicy::new(config),
+            open_without_keys: config.keys.is_empty() && config.listen.api.ip().is_loopback(),
+        }
+    }
+}
+
 impl RoutingSnapshot {
     /// Builds a snapshot from a configuration file, reusing the upstreams of
     /// `previous` whose configuration is unchanged.
@@ -344,16 +385,19 @@ impl RoutingSnapshot {
         previous: Option<&RoutingSnapshot>,
     ) -> Result<Self, BuildError> {
         let keys = resolve_keys(config, secrets)?;
-        Self::build_with_keys(config, keys, secrets, previous)
+        Self::build_with_keys(config, keys, secrets, previous, &LocalTrust::new(config))
     }
 
     /// Builds a snapshot whose client keys are already hashed, as the
-    /// replicated state holds them; `config.keys` is ignored.
+    /// replicated state holds them; `config.keys` is ignored, and `trust`
+    /// comes from the node's own file (`config` may carry the cluster's
+    /// upstreams).
     pub fn build_with_keys(
         config: &Config,
         keys: Vec<(String, KeyHash)>,
         secrets: &dyn Secrets,
         previous: Option<&RoutingSnapshot>,
+        trust: &LocalTrust,
     ) -> Result<Self, BuildError> {
         let invalid = |field: String, message: String| BuildError::Invalid { field, message };
         let region = HeaderValue::from_str(&config.node.region)
@@ -362,17 +406,21 @@ impl RoutingSnapshot {
         let metrics = previous.map(|p| p.metrics.clone()).unwrap_or_default();
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut by_id: HashMap<&str, Arc<Upstream>> = HashMap::new();
-        for (i, uc) in config.upstreams.iter().enumerate() {
+        for uc in &config.upstreams {
+            // A disabled upstream is built again: its key file or CA may
+            // have been fixed since.
             let reused = previous
-                .and_then(|p| p.upstreams.iter().find(|u| u.config == *uc))
+                .and_then(|p| p.upstreams.iter().find(|u| u.config == *uc && u.usable()))
                 .cloned();
             let upstream = match reused {
                 Some(u) => u,
-                None => Arc::new(
-                    build_upstream(uc, &config.proxy, secrets, &metrics).map_err(
-                        |(field, message)| invalid(format!("upstreams[{i}].{field}"), message),
-                    )?,
-                ),
+                None => Arc::new(build_upstream(
+                    uc,
+                    &config.proxy,
+                    secrets,
+                    &trust.policy,
+                    &metrics,
+                )?),
             };
             by_id.insert(uc.id.as_str(), upstream.clone());
             upstreams.push(upstream);
@@ -428,7 +476,7 @@ impl RoutingSnapshot {
 
         Ok(Self {
             region,
-            keys: KeyRing::new(keys),
+            keys: KeyRing::new(keys).open_when_empty(trust.open_without_keys),
             models_body: models_body(config),
             routes,
             upstreams,
@@ -462,12 +510,19 @@ pub fn resolve_keys(
         .iter()
         .enumerate()
         .map(|(i, key)| {
+            let field = format!("keys[{i}].key_env");
             let value = secrets
                 .env(&key.key_env)
                 .ok_or_else(|| BuildError::Invalid {
-                    field: format!("keys[{i}].key_env"),
+                    field: field.clone(),
                     message: format!("environment variable {} is not set", key.key_env),
                 })?;
+            check_secret_strength(&field, &key.key_env, &value).map_err(|e| {
+                BuildError::Invalid {
+                    field: e.field,
+                    message: e.message,
+                }
+            })?;
             Ok((key.name.clone(), hash_key(&value)))
         })
         .collect()
@@ -506,81 +561,209 @@ fn models_body(config: &Config) -> Bytes {
     )
 }
 
+/// The largest key file read, so a reference to a huge file (or a device)
+/// cannot stall or exhaust the node.
+const MAX_KEY_FILE_BYTES: u64 = 64 << 10;
+
+/// Builds one upstream. What this node cannot use (a key it may not read or
+/// cannot read, a key that is not a valid header value, a CA file that is
+/// not PEM) disables the upstream here, naming the field; it never fails
+/// the whole table.
 fn build_upstream(
     uc: &UpstreamConfig,
     proxy: &ProxyConfig,
     secrets: &dyn Secrets,
+    policy: &SecretPolicy,
     metrics: &Metrics,
-) -> Result<Upstream, (String, String)> {
-    let base = uc.base_url.trim_end_matches('/');
-    let mut uris = Vec::with_capacity(3);
-    for endpoint in Endpoint::ALL {
-        let uri: Uri = format!("{base}{}", endpoint.suffix())
-            .parse()
-            .map_err(|e| ("base_url".to_owned(), format!("not a URL: {e}")))?;
-        uris.push(uri);
-    }
-    let uris: [Uri; 3] = uris.try_into().map_err(|_| {
-        (
-            "base_url".to_owned(),
-            "could not build endpoint URLs".to_owned(),
-        )
-    })?;
-
-    let (key, key_state) = match (&uc.api_key_env, &uc.api_key_file) {
-        (Some(var), _) => match secrets.env(var) {
-            Some(key) => (Some(key), KeyState::Present),
-            None => (
-                None,
-                KeyState::Missing(format!("environment variable {var} is not set")),
-            ),
-        },
-        (None, Some(path)) => match std::fs::read_to_string(path) {
-            Ok(key) if !key.trim().is_empty() => (Some(key.trim().to_owned()), KeyState::Present),
-            Ok(_) => (
-                None,
-                KeyState::Missing(format!("{} is empty", path.display())),
-            ),
-            Err(e) => (
-                None,
-                KeyState::Missing(format!("cannot read {}: {e}", path.display())),
-            ),
-        },
-        (None, None) => (None, KeyState::NotNeeded),
+) -> Result<Upstream, BuildError> {
+    let mut disabled: Option<Disabled> = None;
+    let mut disable = |field: &'static str, reason: String| {
+        disabled.get_or_insert(Disabled { field, reason });
     };
-    let auth = match key {
-        None => None,
-        Some(key) => {
-            let (name, value) = match uc.auth {
-                UpstreamAuth::Bearer => (http::header::AUTHORIZATION, format!("Bearer {key}")),
-                UpstreamAuth::ApiKey => (HeaderName::from_static("api-key"), key),
-            };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                (
-                    "api_key_env".to_owned(),
-                    "the key holds characters not allowed in a header".to_owned(),
-                )
-            })?;
-            value.set_sensitive(true);
-            Some((name, value))
+    let base = uc.base_url.trim_end_matches('/');
+    let uris: [Uri; 3] = Endpoint::ALL.map(|endpoint| {
+        format!("{base}{}", endpoint.suffix())
+            .parse()
+            .unwrap_or_else(|e| {
+                disable("base_url", format!("not a URL: {e}"));
+                Uri::default()
+            })
+    });
+
+    let (auth, key_state) = match provider_key(uc, secrets, policy, SecretOrigin::Applied) {
+        Ok(None) => (None, KeyState::NotNeeded),
+        Ok(Some(header)) => (Some(header), KeyState::Present),
+        Err((field, reason)) => {
+            disable(field, reason.clone());
+            (None, KeyState::Missing(reason))
         }
     };
-    let pools =
-        upstream::pools_for(uc, proxy).map_err(|e| (e.field().to_owned(), e.to_string()))?;
+    let pools = match upstream::pools_for(uc, proxy) {
+        Ok(pools) => pools,
+        Err(e) => {
+            disable(e.field(), e.to_string());
+            // Never used while disabled, but every upstream has pools.
+            let plain = UpstreamConfig {
+                ca_file: None,
+                ..uc.clone()
+            };
+            // Only rustls refusing its own defaults fails this: no
+            // upstream's input can, so it fails the table as before.
+            upstream::pools_for(&plain, proxy).map_err(|e| BuildError::Invalid {
+                field: format!("upstreams.{}.{}", uc.id, e.field()),
+                message: e.to_string(),
+            })?
+        }
+    };
+    let id_header = HeaderValue::from_str(&uc.id).unwrap_or_else(|_| {
+        disable("id", "must be a header-safe string".to_owned());
+        HeaderValue::from_static("invalid")
+    });
     let id: Arc<str> = Arc::from(uc.id.as_str());
     Ok(Upstream {
         metrics: metrics.upstream(&id),
         id,
-        id_header: HeaderValue::from_str(&uc.id)
-            .map_err(|_| ("id".to_owned(), "must be a header-safe string".to_owned()))?,
+        id_header,
         region: Arc::from(uc.region.as_str()),
         config: uc.clone(),
         uris,
         auth,
         key_state,
+        disabled,
         pools,
         live: Live::default(),
     })
+}
+
+/// The provider key header of an upstream, read as `origin` allows on this
+/// node: `Ok(None)` for a keyless upstream, else the field at fault and why.
+fn provider_key(
+    uc: &UpstreamConfig,
+    secrets: &dyn Secrets,
+    policy: &SecretPolicy,
+    origin: SecretOrigin,
+) -> Result<Option<(HeaderName, HeaderValue)>, (&'static str, String)> {
+    let (field, key) = match (&uc.api_key_env, &uc.api_key_file) {
+        (Some(var), _) => {
+            policy
+                .check_env("upstream", var, origin)
+                .map_err(|e| ("api_key_env", e.message))?;
+            let key = secrets.env(var).ok_or_else(|| {
+                (
+                    "api_key_env",
+                    format!("environment variable {var} is not set"),
+                )
+            })?;
+            ("api_key_env", key)
+        }
+        (None, Some(path)) => {
+            let access = policy
+                .check_file("upstream", path, origin)
+                .map_err(|e| ("api_key_file", e.message))?;
+            let key = read_key_file(path, &access, policy).map_err(|r| ("api_key_file", r))?;
+            ("api_key_file", key)
+        }
+        (None, None) => return Ok(None),
+    };
+    let key = key.trim();
+    let (name, value) = match uc.auth {
+        UpstreamAuth::Bearer => (http::header::AUTHORIZATION, format!("Bearer {key}")),
+        UpstreamAuth::ApiKey => (HeaderName::from_static("api-key"), key.to_owned()),
+    };
+    let mut value = HeaderValue::from_str(&value).map_err(|_| {
+        (
+            field,
+            "the key holds characters not allowed in a header (a line break or a control \
+             character?)"
+                .to_owned(),
+        )
+    })?;
+    value.set_sensitive(true);
+    Ok(Some((name, value)))
+}
+
+/// Reads an allowed key file: below the secrets directory once symlinks
+/// are resolved (unless the node's own file names it), a regular file of at
+/// most 64 KiB, not empty. The reason never holds the file's content.
+fn read_key_file(
+    path: &Path,
+    access: &FileAccess,
+    policy: &SecretPolicy,
+) -> Result<String, String> {
+    let shown = path.display();
+    let target = match access {
+        FileAccess::Named => path.to_path_buf(),
+        FileAccess::BelowDir(dir) => {
+            let dir = std::fs::canonicalize(dir).map_err(|e| {
+                format!(
+                    "this node's [secrets] dir {} cannot be used: {e}",
+                    dir.display()
+                )
+            })?;
+            let file =
+                std::fs::canonicalize(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+            let tls: Vec<PathBuf> = policy
+                .tls_files()
+                .filter_map(|t| std::fs::canonicalize(t).ok())
+                .collect();
+            if !policy.resolved_inside(&file, &dir, &tls) {
+                return Err(format!(
+                    "{shown} resolves (through a link) outside this node's [secrets] dir"
+                ));
+            }
+            file
+        }
+    };
+    let file = std::fs::File::open(&target).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown} is not a regular file"));
+    }
+    if meta.len() > MAX_KEY_FILE_BYTES {
+        return Err(format!("{shown} is larger than {MAX_KEY_FILE_BYTES} bytes"));
+    }
+    let mut key = String::new();
+    std::io::Read::read_to_string(&mut std::io::Read::take(file, MAX_KEY_FILE_BYTES), &mut key)
+        .map_err(|e| format!("cannot read {shown}: {e}"))?;
+    if key.trim().is_empty() {
+        return Err(format!("{shown} is empty"));
+    }
+    Ok(key)
+}
+
+/// Checks an upstream written through the admin API before it is proposed,
+/// as far as this node can: its key reference is one the node's
+/// `[secrets]` allows (never its own secrets), a key file is readable and
+/// a valid header value, a key variable that is set here holds a valid
+/// header value, and a CA file holds a PEM certificate. Other nodes check
+/// again when they apply it, and disable it there if they cannot use it.
+pub fn check_upstream(
+    uc: &UpstreamConfig,
+    secrets: &dyn Secrets,
+    policy: &SecretPolicy,
+) -> Result<(), ConfigError> {
+    let error = |field: &str, message: String| ConfigError {
+        field: format!("upstream.{field}"),
+        message,
+    };
+    if let Some(var) = &uc.api_key_env {
+        policy.check_env("upstream", var, SecretOrigin::AdminApi)?;
+    }
+    // A variable may be set on other nodes only (each region its own key).
+    let unset_here = uc
+        .api_key_env
+        .as_deref()
+        .is_some_and(|var| secrets.env(var).is_none());
+    if !unset_here {
+        provider_key(uc, secrets, policy, SecretOrigin::AdminApi)
+            .map_err(|(field, reason)| error(field, reason))?;
+    }
+    if let Some(path) = &uc.ca_file {
+        upstream::load_ca(path).map_err(|e| error(e.field(), e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Counts an attempt in flight against an upstream until dropped.
@@ -651,7 +834,12 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
 
     #[tokio::test]
     async fn builds_uris_keys_and_routes() {
-        let snap = build(&[("CLIENT_KEY", "ck"), ("A_KEY", "ka"), ("B_KEY", "kb")]).unwrap();
+        let snap = build(&[
+            ("CLIENT_KEY", "client-key-0123456789"),
+            ("A_KEY", "ka"),
+            ("B_KEY", "kb"),
+        ])
+        .unwrap();
         let fast = snap.route("fast").unwrap();
         assert_eq!(fast.tiers.len(), 2);
         let a = &fast.tiers[0][0].upstream;
@@ -680,7 +868,7 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
 
     #[tokio::test]
     async fn missing_provider_key_makes_upstream_unusable() {
-        let snap = build(&[("CLIENT_KEY", "ck"), ("A_KEY", "ka")]).unwrap();
+        let snap = build(&[("CLIENT_KEY", "client-key-0123456789"), ("A_KEY", "ka")]).unwrap();
         assert!(snap.route("fast").unwrap().usable());
         assert!(!snap.route("b-only").unwrap().usable());
         assert!(
@@ -698,7 +886,12 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
 
     #[tokio::test]
     async fn streams_leave_the_probe_of_a_half_open_circuit_to_plain_requests() {
-        let snap = build(&[("CLIENT_KEY", "ck"), ("A_KEY", "ka"), ("B_KEY", "kb")]).unwrap();
+        let snap = build(&[
+            ("CLIENT_KEY", "client-key-0123456789"),
+            ("A_KEY", "ka"),
+            ("B_KEY", "kb"),
+        ])
+        .unwrap();
         let target = &snap.route("fast").unwrap().tiers[0][0];
         let policy = Policy::default();
         target.upstream.live.set_circuit(Circuit::HalfOpen, true);
@@ -710,7 +903,12 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
 
     #[tokio::test]
     async fn estimates_fall_back_to_shared_then_to_a_few_own_samples() {
-        let snap = build(&[("CLIENT_KEY", "ck"), ("A_KEY", "ka"), ("B_KEY", "kb")]).unwrap();
+        let snap = build(&[
+            ("CLIENT_KEY", "client-key-0123456789"),
+            ("A_KEY", "ka"),
+            ("B_KEY", "kb"),
+        ])
+        .unwrap();
         let target = &snap.route("fast").unwrap().tiers[0][0];
         let live = &target.upstream.live;
         let policy = Policy::default();
@@ -741,12 +939,179 @@ tiers = [[{ upstream = "b", model = "b-large" }]]
         );
     }
 
+    fn upstream_with(extra: &str, secrets: &str) -> Upstream {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = Config::from_toml(&format!(
+            "[node]\nid = 1\nregion = \"r\"\n\n{secrets}\n[[upstreams]]\nid = \"u\"\nbase_url = \"http://127.0.0.1:1/v1\"\n{extra}\n"
+        ))
+        .unwrap();
+        // The reference arrives through the cluster: the node's own file
+        // names no upstream, so only [secrets] decides.
+        let mut own = config.clone();
+        own.upstreams.clear();
+        let env = FakeEnv(
+            [
+                ("ALLOWED_KEY", "sk-allowed"),
+                ("BROKEN_KEY", "sk-broken\nX-Injected: 1"),
+                ("MERIDIAN_ADMIN_TOKEN", "admin-token-0123456789"),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        build_upstream(
+            &config.upstreams[0],
+            &config.proxy,
+            &env,
+            &SecretPolicy::new(&own),
+            &Metrics::default(),
+        )
+        .unwrap()
+    }
+
+    fn disabled_field(u: &Upstream) -> &'static str {
+        u.disabled
+            .as_ref()
+            .expect("the upstream should be disabled")
+            .field
+    }
+
+    #[tokio::test]
+    async fn what_a_node_cannot_use_disables_that_upstream_naming_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys");
+        std::fs::create_dir(&keys).unwrap();
+        let secrets = format!(
+            "[secrets]\nenv = [\"ALLOWED_KEY\", \"BROKEN_KEY\"]\nenv_prefix = \"MERIDIAN_\"\ndir = \"{}\"\n",
+            keys.display()
+        );
+        let write = |name: &str, text: &str| {
+            let path = keys.join(name);
+            std::fs::write(&path, text).unwrap();
+            path.display().to_string()
+        };
+        let good = write("good", "sk-from-file\n");
+        let newline = write("newline", "sk-first\nsk-second\n");
+        let empty = write("empty", " \n");
+        let outside = dir.path().join("outside");
+        std::fs::write(&outside, "sk-outside").unwrap();
+        std::os::unix::fs::symlink(&outside, keys.join("link-out")).unwrap();
+        let not_pem = write("not-pem", "hello");
+
+        let ok = upstream_with(&format!("api_key_file = \"{good}\""), &secrets);
+        assert!(ok.usable(), "{:?}", ok.disabled);
+        assert_eq!(ok.auth_header().unwrap().1, "Bearer sk-from-file");
+        assert!(upstream_with("api_key_env = \"ALLOWED_KEY\"", &secrets).usable());
+
+        for (extra, field) in [
+            (format!("api_key_file = \"{newline}\""), "api_key_file"),
+            (format!("api_key_file = \"{empty}\""), "api_key_file"),
+            (
+                format!("api_key_file = \"{}\"", keys.join("absent").display()),
+                "api_key_file",
+            ),
+            (
+                format!("api_key_file = \"{}\"", keys.join("link-out").display()),
+                "api_key_file",
+            ),
+            (
+                format!("api_key_file = \"{}\"", outside.display()),
+                "api_key_file",
+            ),
+            ("api_key_file = \"/etc/passwd\"".to_owned(), "api_key_file"),
+            ("api_key_env = \"BROKEN_KEY\"".to_owned(), "api_key_env"),
+            ("api_key_env = \"UNLISTED_KEY\"".to_owned(), "api_key_env"),
+            (
+                "api_key_env = \"MERIDIAN_ADMIN_TOKEN\"".to_owned(),
+                "api_key_env",
+            ),
+            ("ca_file = \"/surely/not/here.pem\"".to_owned(), "ca_file"),
+            (format!("ca_file = \"{not_pem}\""), "ca_file"),
+            ("ca_file = \"/dev/zero\"".to_owned(), "ca_file"),
+        ] {
+            let u = upstream_with(&extra, &secrets);
+            assert_eq!(disabled_field(&u), field, "{extra}");
+            assert!(u.auth_header().is_none(), "{extra}: no key is sent");
+            let reason = &u.disabled.as_ref().unwrap().reason;
+            for secret in ["sk-first", "sk-outside", "sk-broken", "admin-token"] {
+                assert!(!reason.contains(secret), "{extra}: {reason}");
+            }
+        }
+        // Nothing is allowed without [secrets].
+        assert_eq!(
+            disabled_field(&upstream_with(&format!("api_key_file = \"{good}\""), "")),
+            "api_key_file"
+        );
+    }
+
+    #[tokio::test]
+    async fn one_unusable_upstream_leaves_the_rest_of_the_table() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let config = Config::from_toml(&CONFIG.replace(
+            "auth = \"api-key\"",
+            "auth = \"api-key\"\nca_file = \"/surely/not/here.pem\"",
+        ))
+        .unwrap();
+        let env = FakeEnv(
+            [
+                ("CLIENT_KEY", "client-key-0123456789"),
+                ("A_KEY", "ka"),
+                ("B_KEY", "kb"),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let snap = RoutingSnapshot::build(&config, &env, None).unwrap();
+        assert!(snap.route("fast").unwrap().usable());
+        assert!(!snap.route("b-only").unwrap().usable());
+        assert_eq!(disabled_field(&snap.upstreams[1]), "ca_file");
+        // A disabled upstream is built again at the next change.
+        let again = RoutingSnapshot::build(&config, &env, Some(&snap)).unwrap();
+        assert!(Arc::ptr_eq(&snap.upstreams[0], &again.upstreams[0]));
+        assert!(!Arc::ptr_eq(&snap.upstreams[1], &again.upstreams[1]));
+    }
+
+    #[tokio::test]
+    async fn short_client_keys_are_refused_at_start() {
+        let Err(BuildError::Invalid { field, message }) =
+            build(&[("CLIENT_KEY", "k"), ("A_KEY", "ka"), ("B_KEY", "kb")])
+        else {
+            panic!("expected an error");
+        };
+        assert_eq!(field, "keys[0].key_env");
+        assert!(
+            message.contains("CLIENT_KEY") && message.contains("16"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_client_door_is_open_only_without_keys_on_loopback() {
+        let bare = |api: &str| {
+            let config = Config::from_toml(&format!(
+                "[node]\nid = 1\nregion = \"r\"\n[listen]\napi = \"{api}\"\n"
+            ));
+            config.map(|c| LocalTrust::new(&c).open_without_keys)
+        };
+        assert_eq!(bare("127.0.0.1:8080"), Ok(true));
+        assert_eq!(bare("[::1]:8080"), Ok(true));
+        assert!(bare("0.0.0.0:8080").is_err(), "refused at start");
+        let with_key = Config::from_toml(
+            "[node]\nid = 1\nregion = \"r\"\n[[keys]]\nname = \"a\"\nkey_env = \"K\"\n",
+        )
+        .unwrap();
+        assert!(!LocalTrust::new(&with_key).open_without_keys);
+    }
+
     #[tokio::test]
     async fn rebuild_keeps_unchanged_upstreams() {
         let env = FakeEnv(
-            [("CLIENT_KEY", "ck"), ("A_KEY", "ka"), ("B_KEY", "kb")]
-                .into_iter()
-                .collect(),
+            [
+                ("CLIENT_KEY", "client-key-0123456789"),
+                ("A_KEY", "ka"),
+                ("B_KEY", "kb"),
+            ]
+            .into_iter()
+            .collect(),
         );
         let config = Config::from_toml(CONFIG).unwrap();
         let first = RoutingSnapshot::build(&config, &env, None).unwrap();

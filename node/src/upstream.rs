@@ -3,6 +3,7 @@
 //! prior knowledge to a plain `http://` upstream.
 
 use std::cell::Cell;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use proto::config::{ProxyConfig, UpstreamConfig};
+use rustls::pki_types::CertificateDer;
 
 /// A pooled HTTP client for one upstream.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -80,25 +82,48 @@ impl ClientError {
     }
 }
 
+/// The largest CA file read: a bundle of a few hundred certificates fits,
+/// a device or a huge file does not stall the node.
+const MAX_CA_FILE_BYTES: u64 = 1 << 20;
+
+/// The certificates of a private CA file: a regular file of at most 1 MiB
+/// holding at least one PEM certificate, every one of which parses.
+pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError> {
+    let ca_error = |reason: String| ClientError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let file = std::fs::File::open(path).map_err(|e| ca_error(e.to_string()))?;
+    let meta = file.metadata().map_err(|e| ca_error(e.to_string()))?;
+    if !meta.is_file() {
+        return Err(ca_error("not a regular file".into()));
+    }
+    if meta.len() > MAX_CA_FILE_BYTES {
+        return Err(ca_error(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+    }
+    let mut pem = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CA_FILE_BYTES), &mut pem)
+        .map_err(|e| ca_error(e.to_string()))?;
+    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ca_error(format!("not PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(ca_error("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
 /// Builds the client an upstream's requests go through.
 pub fn client_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<UpstreamClient, ClientError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
     if let Some(path) = &uc.ca_file {
-        let ca_error = |reason: String| ClientError::CaFile {
-            path: path.display().to_string(),
-            reason,
-        };
-        let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
-        let mut added = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| ca_error(e.to_string()))?;
-            roots.add(cert).map_err(|e| ca_error(e.to_string()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(ca_error("no PEM certificate in it".into()));
+        for cert in load_ca(path)? {
+            roots.add(cert).map_err(|e| ClientError::CaFile {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
         }
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(

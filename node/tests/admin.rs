@@ -186,13 +186,12 @@ async fn client_keys_are_hashed_on_arrival_and_never_shown() {
     assert_eq!(status, 400);
     assert_eq!(answer["error"]["param"], "key");
 
-    assert_eq!(
-        admin(&node, Method::DELETE, "/admin/v1/keys/team-a", None)
-            .await
-            .0,
-        200
-    );
-    assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);
+    // The last key stays: deleting it would open the door again.
+    let (status, answer) = admin(&node, Method::DELETE, "/admin/v1/keys/team-a", None).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "last_key");
+    assert_eq!(node.chat(chat_body("m"), &[]).await.status, 401);
+    assert_eq!(node.chat(chat_body("m"), &with_key).await.status, 200);
 }
 
 #[tokio::test]

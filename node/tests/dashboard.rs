@@ -241,7 +241,7 @@ async fn dashboard_assets_are_embedded_and_its_data_needs_the_token() {
             "[admin]\ntoken_env = \"TEST_ADMIN_TOKEN\"\n\n{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"u\", model = \"x\" }}]]\n",
             support::upstream("u", &mock)
         ),
-        &[("TEST_ADMIN_TOKEN", "admin-secret-1")],
+        &[("TEST_ADMIN_TOKEN", "admin-secret-0001")],
     )
     .await;
     for (path, kind) in [
@@ -267,7 +267,7 @@ async fn dashboard_assets_are_embedded_and_its_data_needs_the_token() {
     for path in ["/admin/v1/events", "/admin/v1/health", "/admin/v1/cluster"] {
         assert_eq!(node.admin_get(path, &[]).await.status, 401, "{path}");
         let answer = node
-            .admin_get(path, &[("authorization", "Bearer admin-secret-1")])
+            .admin_get(path, &[("authorization", "Bearer admin-secret-0001")])
             .await;
         assert_eq!(answer.status, 200, "{path}");
     }

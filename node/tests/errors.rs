@@ -8,14 +8,14 @@ mod support;
 use serde_json::json;
 use support::{Mock, Node, chat_body, upstream};
 
-const KEY: &[(&str, &str)] = &[("authorization", "Bearer sk-client")];
+const KEY: &[(&str, &str)] = &[("authorization", "Bearer sk-client-0123456789")];
 
 async fn node_with_key(mock: &Mock, extra: &str) -> Node {
     let config = format!(
         "[[keys]]\nname = \"app\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n{extra}{}[[routes]]\nmodel = \"m\"\nfirst_byte_timeout_ms = 300\nrequest_timeout_ms = 3000\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
         upstream("a", mock)
     );
-    Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client")]).await
+    Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client-0123456789")]).await
 }
 
 #[tokio::test]
@@ -148,7 +148,7 @@ async fn overload_gives_429_with_retry_after() {
         "[[keys]]\nname = \"app\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n[proxy]\nmax_in_flight = 1\n\n{}[[routes]]\nmodel = \"m\"\nfirst_byte_timeout_ms = 10000\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
         upstream("a", &mock)
     );
-    let node = Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client")]).await;
+    let node = Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client-0123456789")]).await;
     // The first request holds the only slot while the upstream stalls.
     let slow = node.chat(chat_body("m"), KEY);
     tokio::pin!(slow);
@@ -174,7 +174,7 @@ async fn the_admin_api_wants_its_token() {
         "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
         upstream("a", &mock)
     );
-    let node = Node::start(&config, &[("MERIDIAN_ADMIN_TOKEN", "admin-secret")]).await;
+    let node = Node::start(&config, &[("MERIDIAN_ADMIN_TOKEN", "admin-secret-0001")]).await;
     assert_eq!(node.admin_get("/admin/v1/health", &[]).await.status, 401);
     assert_eq!(
         node.admin_get("/admin/v1/health", &[("authorization", "Bearer nope")])
@@ -185,7 +185,7 @@ async fn the_admin_api_wants_its_token() {
     assert_eq!(
         node.admin_get(
             "/admin/v1/health",
-            &[("authorization", "Bearer admin-secret")]
+            &[("authorization", "Bearer admin-secret-0001")]
         )
         .await
         .status,

@@ -28,7 +28,7 @@ async fn plain_request_is_routed_rewritten_and_labelled() {
     let node = Node::start(
         &config,
         &[
-            ("TEST_CLIENT_KEY", "sk-client"),
+            ("TEST_CLIENT_KEY", "sk-client-0123456789"),
             ("TEST_PROVIDER_KEY", "sk-provider"),
         ],
     )
@@ -38,7 +38,7 @@ async fn plain_request_is_routed_rewritten_and_labelled() {
         .chat(
             chat_body("fast"),
             &[
-                ("authorization", "Bearer sk-client"),
+                ("authorization", "Bearer sk-client-0123456789"),
                 ("x-request-id", "req-42"),
             ],
         )
@@ -87,7 +87,10 @@ async fn plain_request_is_routed_rewritten_and_labelled() {
 
     // /v1/models lists the routes.
     let models = node
-        .get("/v1/models", &[("authorization", "Bearer sk-client")])
+        .get(
+            "/v1/models",
+            &[("authorization", "Bearer sk-client-0123456789")],
+        )
         .await;
     assert_eq!(models.status, 200);
     assert_eq!(models.json()["data"][0]["id"], "fast");

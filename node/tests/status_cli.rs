@@ -304,7 +304,7 @@ async fn an_unreachable_node_or_a_wrong_token_is_said_plainly() {
             "[admin]\ntoken_env = \"TEST_ADMIN_TOKEN\"\n\n{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
             upstream("a", &mock)
         ),
-        &[("TEST_ADMIN_TOKEN", "right-token-123")],
+        &[("TEST_ADMIN_TOKEN", "right-token-0123")],
     )
     .await;
     let url = format!("http://{}", node.admin);
@@ -334,7 +334,7 @@ async fn an_unreachable_node_or_a_wrong_token_is_said_plainly() {
     );
     let (code, stdout, stderr) = meridian(
         &["status", "--admin", &url, "--output", "json"],
-        &[("MERIDIAN_ADMIN_TOKEN", "right-token-123")],
+        &[("MERIDIAN_ADMIN_TOKEN", "right-token-0123")],
         None,
     );
     assert_eq!(code, 0, "{stderr}");

@@ -5,9 +5,9 @@
 //! sections, ranges, uniqueness) and names the offending field in the same
 //! dotted form an operator reads in the file, e.g. `routes[1].tiers[0][0].upstream`.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -63,6 +63,10 @@ pub struct Config {
     /// What clients send as `model`, and where it goes.
     #[serde(default)]
     pub routes: Vec<RouteConfig>,
+    /// Which provider-key variables and files the admin API may point
+    /// upstreams at on this node (see [`SecretsConfig`]).
+    #[serde(default)]
+    pub secrets: SecretsConfig,
 }
 
 /// Identity of this node in the cluster.
@@ -529,6 +533,7 @@ impl Config {
         check_name("node.region", &self.node.region)?;
         self.proxy.validate()?;
         self.health.validate()?;
+        self.secrets.validate()?;
         validate_members(&self.cluster.members)?;
         let cluster = &self.cluster;
         if cluster.heartbeat_ms < 10 {
@@ -675,21 +680,31 @@ impl UpstreamConfig {
                 "must not carry a query string",
             ));
         }
+        // Credentials in the URL would be stored in the Raft log and shown
+        // in admin answers: the key belongs in api_key_env or api_key_file.
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(ConfigError::new(
+                format!("{at}.base_url"),
+                "must not carry credentials (user:password@); put the provider key in \
+                 api_key_env or api_key_file",
+            ));
+        }
         if self.api_key_env.is_some() && self.api_key_file.is_some() {
             return Err(ConfigError::new(
                 format!("{at}.api_key_file"),
                 "set either api_key_env or api_key_file, not both",
             ));
         }
-        if self
-            .api_key_env
-            .as_deref()
-            .is_some_and(|v| v.trim().is_empty())
-        {
-            return Err(ConfigError::new(
-                format!("{at}.api_key_env"),
-                "must name an environment variable",
-            ));
+        if let Some(var) = &self.api_key_env {
+            check_env_name(&format!("{at}.api_key_env"), var)?;
+        }
+        for (field, path) in [
+            ("api_key_file", &self.api_key_file),
+            ("ca_file", &self.ca_file),
+        ] {
+            if let Some(path) = path {
+                check_path(&format!("{at}.{field}"), path)?;
+            }
         }
         if self.http2 && uri.scheme_str() == Some("https") {
             return Err(ConfigError::new(
@@ -795,6 +810,279 @@ impl RouteConfig {
             }
         }
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Secrets: what the admin API may point an upstream's key at on this node,
+// and how long the node's own secrets must be.
+// ---------------------------------------------------------------------------
+
+/// The fewest characters an admin token or a client key may have. Only an
+/// unsalted SHA-256 of each is kept (client key hashes travel in the Raft
+/// log and its snapshots), so a short one falls to guessing or to a brute
+/// force of a leaked hash. A length says nothing of randomness, but 16
+/// characters stops `test`, `admin` and one-letter tokens while every usual
+/// generator passes (`openssl rand -hex 16` gives 32, provider-style
+/// `sk-…` keys 40 and more).
+pub const MIN_SECRET_CHARS: usize = 16;
+
+/// Refuses an admin token or client key shorter than [`MIN_SECRET_CHARS`]
+/// (surrounding whitespace not counted); `field` names where it comes from
+/// and `var` the variable that holds it. The value itself is never quoted.
+pub fn check_secret_strength(field: &str, var: &str, value: &str) -> Result<(), ConfigError> {
+    let chars = value.trim().chars().count();
+    if chars < MIN_SECRET_CHARS {
+        return Err(ConfigError::new(
+            field,
+            format!(
+                "{var} holds {chars} characters; it needs at least {MIN_SECRET_CHARS} \
+                 (for example `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// This node's `[secrets]`: the provider-key references an upstream written
+/// through the admin API may use here. The node's own file may name any
+/// variable or file in its `[[upstreams]]` (and those stay allowed); the
+/// admin API only what this section allows, and never the variable of the
+/// admin token or of a client key, so an admin token is not a way to read
+/// a node's environment or files.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Environment variables allowed as `api_key_env`, by exact name.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Variables whose name starts with this are allowed too, e.g. `MERIDIAN_UPSTREAM_`.
+    #[serde(default)]
+    pub env_prefix: Option<String>,
+    /// An `api_key_file` must be a file below this directory (absolute).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+}
+
+impl SecretsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (i, var) in self.env.iter().enumerate() {
+            check_env_name(&format!("secrets.env[{i}]"), var)?;
+        }
+        if let Some(prefix) = &self.env_prefix {
+            // A prefix must name a family, not every variable of the node.
+            if prefix.len() < 3 {
+                return Err(ConfigError::new(
+                    "secrets.env_prefix",
+                    "must be at least 3 characters, e.g. MERIDIAN_UPSTREAM_",
+                ));
+            }
+            check_env_name("secrets.env_prefix", prefix)?;
+        }
+        if let Some(dir) = &self.dir
+            && (!dir.is_absolute() || has_parent_step(dir) || dir.parent().is_none())
+        {
+            return Err(ConfigError::new(
+                "secrets.dir",
+                "must be an absolute directory other than / and without `..`",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a provider-key reference comes from, which decides what it may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOrigin {
+    /// Written through this node's admin API: only what `[secrets]` (or the
+    /// node's own `[[upstreams]]`) allows, never the node's own secrets.
+    AdminApi,
+    /// Arrived in the replicated state (from any node, or a seed): read only
+    /// what this node's file allows or names itself.
+    Applied,
+}
+
+/// How a node may read an allowed `api_key_file`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileAccess {
+    /// The node's own file names this path: read it as it is.
+    Named,
+    /// Allowed below `[secrets] dir`, provided the file, once symlinks are
+    /// resolved, still is below the resolved directory
+    /// ([`SecretPolicy::resolved_inside`]).
+    BelowDir(PathBuf),
+}
+
+/// The provider-key references this node accepts, built once from its own
+/// file. Pure: the caller resolves paths (symlinks) on the filesystem.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SecretPolicy {
+    secrets: SecretsConfig,
+    /// Variables of the node's own secrets: the admin token's and the client keys'.
+    forbidden_env: BTreeSet<String>,
+    /// Files of the node's own identity: its TLS CA, certificate and key.
+    forbidden_files: BTreeSet<PathBuf>,
+    /// Variables the file's own `[[upstreams]]` name.
+    named_env: BTreeSet<String>,
+    /// Files the file's own `[[upstreams]]` name.
+    named_files: BTreeSet<PathBuf>,
+}
+
+/// The variable that holds the admin token when the file names none
+/// (`meridian` CLI's default too), never readable as a provider key.
+const DEFAULT_ADMIN_TOKEN_ENV: &str = "MERIDIAN_ADMIN_TOKEN";
+
+impl SecretPolicy {
+    /// The policy of a node's own configuration file.
+    pub fn new(config: &Config) -> Self {
+        let mut forbidden_env: BTreeSet<String> =
+            config.keys.iter().map(|k| k.key_env.clone()).collect();
+        forbidden_env.insert(config.admin.token_env.clone());
+        forbidden_env.insert(DEFAULT_ADMIN_TOKEN_ENV.to_owned());
+        let forbidden_files = config
+            .tls
+            .iter()
+            .flat_map(|t| [t.ca.clone(), t.cert.clone(), t.key.clone()])
+            .collect();
+        Self {
+            secrets: config.secrets.clone(),
+            forbidden_env,
+            forbidden_files,
+            named_env: config
+                .upstreams
+                .iter()
+                .filter_map(|u| u.api_key_env.clone())
+                .collect(),
+            named_files: config
+                .upstreams
+                .iter()
+                .filter_map(|u| u.api_key_file.clone())
+                .collect(),
+        }
+    }
+
+    /// Whether an upstream's `api_key_env` may be read here; the error
+    /// names `{at}.api_key_env`.
+    pub fn check_env(&self, at: &str, var: &str, origin: SecretOrigin) -> Result<(), ConfigError> {
+        let field = format!("{at}.api_key_env");
+        let forbidden = self.forbidden_env.contains(var);
+        let named = self.named_env.contains(var);
+        if named && origin == SecretOrigin::Applied {
+            return Ok(());
+        }
+        if forbidden {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "{var} holds this node's admin token or a client key, never a provider key"
+                ),
+            ));
+        }
+        let listed = self.secrets.env.iter().any(|e| e == var)
+            || self
+                .secrets
+                .env_prefix
+                .as_deref()
+                .is_some_and(|p| var.starts_with(p));
+        if named || listed {
+            Ok(())
+        } else {
+            Err(ConfigError::new(
+                field,
+                format!(
+                    "{var} is not allowed on this node: its [secrets] env or env_prefix must \
+                     allow it"
+                ),
+            ))
+        }
+    }
+
+    /// Whether an upstream's `api_key_file` may be read here, and how; the
+    /// error names `{at}.api_key_file`. Checks the path as written: a
+    /// [`FileAccess::BelowDir`] still needs [`SecretPolicy::resolved_inside`]
+    /// once the caller has resolved symlinks.
+    pub fn check_file(
+        &self,
+        at: &str,
+        path: &Path,
+        origin: SecretOrigin,
+    ) -> Result<FileAccess, ConfigError> {
+        let field = format!("{at}.api_key_file");
+        if self.named_files.contains(path) && origin == SecretOrigin::Applied {
+            return Ok(FileAccess::Named);
+        }
+        if self.forbidden_files.contains(path) {
+            return Err(ConfigError::new(
+                field,
+                "is this node's own TLS identity, never a provider key",
+            ));
+        }
+        if self.named_files.contains(path) {
+            return Ok(FileAccess::Named);
+        }
+        let Some(dir) = &self.secrets.dir else {
+            return Err(ConfigError::new(
+                field,
+                "is not allowed on this node: it has no [secrets] dir for key files",
+            ));
+        };
+        if !path.is_absolute() || has_parent_step(path) || !path.starts_with(dir) || path == dir {
+            return Err(ConfigError::new(
+                field,
+                format!(
+                    "must be an absolute path below this node's [secrets] dir ({}), without `..`",
+                    dir.display()
+                ),
+            ));
+        }
+        Ok(FileAccess::BelowDir(dir.clone()))
+    }
+
+    /// Whether a file, with every symlink resolved, is still below the
+    /// resolved secrets directory and is not one of the node's TLS files
+    /// (compared resolved too, so a link to them is refused).
+    pub fn resolved_inside(&self, file: &Path, dir: &Path, resolved_tls: &[PathBuf]) -> bool {
+        file.starts_with(dir) && file != dir && !resolved_tls.iter().any(|t| t == file)
+    }
+
+    /// The node's TLS files, to resolve and pass to [`SecretPolicy::resolved_inside`].
+    pub fn tls_files(&self) -> impl Iterator<Item = &Path> {
+        self.forbidden_files.iter().map(PathBuf::as_path)
+    }
+}
+
+/// A file name an operator can read in a log line: not empty, at most 4096
+/// bytes, no control character (a line break would forge a log line).
+fn check_path(field: &str, path: &Path) -> Result<(), ConfigError> {
+    let text = path.to_string_lossy();
+    if text.is_empty() || text.len() > 4096 || text.chars().any(char::is_control) {
+        return Err(ConfigError::new(
+            field,
+            "must name a file: 1 to 4096 bytes, no control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn has_parent_step(path: &Path) -> bool {
+    path.components().any(|c| matches!(c, Component::ParentDir))
+}
+
+/// An environment variable name: `[A-Za-z_][A-Za-z0-9_]*`, at most 128.
+fn check_env_name(field: &str, name: &str) -> Result<(), ConfigError> {
+    let mut chars = name.chars();
+    let ok = name.len() <= 128
+        && chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            "must be an environment variable name: A-Z a-z 0-9 _, not starting with a digit",
+        ))
     }
 }
 
@@ -999,6 +1287,226 @@ tiers = [
             "{DESIGN_EXAMPLE}\n[proxy]\nfirst_byte_timeout_ms = 0\n"
         ));
         assert_eq!(e.field, "proxy.first_byte_timeout_ms");
+    }
+
+    #[test]
+    fn credentials_in_base_url_are_refused_without_echoing_them() {
+        let e = err(&DESIGN_EXAMPLE.replace(
+            "https://api.deepseek.com/v1",
+            "https://user:hunter2@api.deepseek.com/v1",
+        ));
+        assert_eq!(e.field, "upstreams[0].base_url");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        let e = err(&DESIGN_EXAMPLE.replace(
+            "https://api.deepseek.com/v1",
+            "http://only-user@api.deepseek.com/v1",
+        ));
+        assert_eq!(e.field, "upstreams[0].base_url");
+    }
+
+    #[test]
+    fn key_variables_must_be_variable_names() {
+        for hostile in ["", " ", "A=B", "A B", "1ABC", "KEY\\n", "../x"] {
+            let text = DESIGN_EXAMPLE.replace(
+                "api_key_env = \"DEEPSEEK_API_KEY\"",
+                &format!("api_key_env = \"{hostile}\""),
+            );
+            assert_eq!(err(&text).field, "upstreams[0].api_key_env", "{hostile:?}");
+        }
+    }
+
+    #[test]
+    fn key_and_ca_files_must_be_printable_names() {
+        for (line, field) in [
+            ("api_key_file = \"\"", "upstreams[0].api_key_file"),
+            (
+                "api_key_file = \"/k\\nFORGED log line\"",
+                "upstreams[0].api_key_file",
+            ),
+            ("ca_file = \"/ca\\u0000.pem\"", "upstreams[0].ca_file"),
+            ("ca_file = \"/ca\\u001b[31m.pem\"", "upstreams[0].ca_file"),
+        ] {
+            let text = DESIGN_EXAMPLE.replace("api_key_env = \"DEEPSEEK_API_KEY\"", line);
+            assert_eq!(err(&text).field, field, "{line}");
+        }
+        let long = format!("ca_file = \"/{}\"", "a".repeat(5000));
+        let text = DESIGN_EXAMPLE.replace("api_key_env = \"DEEPSEEK_API_KEY\"", &long);
+        assert_eq!(err(&text).field, "upstreams[0].ca_file");
+    }
+
+    #[test]
+    fn short_secrets_are_refused_naming_the_field() {
+        let e = check_secret_strength("admin.token_env", "TOKEN", "x").unwrap_err();
+        assert_eq!(e.field, "admin.token_env");
+        assert!(
+            e.message.contains("TOKEN") && e.message.contains("16"),
+            "{e}"
+        );
+        assert!(check_secret_strength("f", "V", "   fifteen-chars  ").is_err());
+        assert!(check_secret_strength("f", "V", "sixteen-chars-ok").is_ok());
+        assert!(check_secret_strength("f", "V", "ééééééééééééééé").is_err());
+    }
+
+    const SECRETS: &str = "\n[secrets]\nenv = [\"OPENAI_API_KEY\", \"SPARE_KEY\"]\nenv_prefix = \"MERIDIAN_UPSTREAM_\"\ndir = \"/etc/meridian/keys\"\n";
+
+    fn policy(extra: &str) -> SecretPolicy {
+        SecretPolicy::new(&Config::from_toml(&format!("{DESIGN_EXAMPLE}{extra}")).unwrap())
+    }
+
+    #[test]
+    fn secrets_section_is_checked() {
+        let config = Config::from_toml(&format!("{DESIGN_EXAMPLE}{SECRETS}")).unwrap();
+        assert_eq!(
+            config.secrets.env_prefix.as_deref(),
+            Some("MERIDIAN_UPSTREAM_")
+        );
+        for (bad, field) in [
+            ("env_prefix = \"M\"", "secrets.env_prefix"),
+            ("env_prefix = \"A=B_\"", "secrets.env_prefix"),
+            ("env = [\"OK\", \"NOT OK\"]", "secrets.env[1]"),
+            ("dir = \"keys\"", "secrets.dir"),
+            ("dir = \"/\"", "secrets.dir"),
+            ("dir = \"/etc/../keys\"", "secrets.dir"),
+            ("surprise = 1", "surprise"),
+        ] {
+            assert_eq!(
+                err(&format!("{DESIGN_EXAMPLE}\n[secrets]\n{bad}\n")).field,
+                field,
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            Config::from_toml(DESIGN_EXAMPLE).unwrap().secrets,
+            SecretsConfig::default()
+        );
+    }
+
+    #[test]
+    fn the_admin_api_may_name_only_allowed_variables() {
+        let api = SecretOrigin::AdminApi;
+        let p = policy(SECRETS);
+        assert!(p.check_env("upstream", "SPARE_KEY", api).is_ok());
+        assert!(
+            p.check_env("upstream", "MERIDIAN_UPSTREAM_ACME", api)
+                .is_ok()
+        );
+        // Named by the file's own upstreams.
+        assert!(p.check_env("upstream", "DEEPSEEK_API_KEY", api).is_ok());
+        for var in [
+            "HOME",
+            "PATH",
+            "AWS_SECRET_ACCESS_KEY",
+            "SPARE_KEY_2",
+            "MERIDIAN_UPSTREAM",
+        ] {
+            let e = p.check_env("upstream", var, api).unwrap_err();
+            assert_eq!(e.field, "upstream.api_key_env", "{var}");
+        }
+        // The node's own secrets, whatever [secrets] says.
+        let greedy =
+            policy("\n[secrets]\nenv = [\"MERIDIAN_CLIENT_KEY\"]\nenv_prefix = \"MERIDIAN_\"\n");
+        for var in ["MERIDIAN_CLIENT_KEY", "MERIDIAN_ADMIN_TOKEN"] {
+            let e = greedy.check_env("upstream", var, api).unwrap_err();
+            assert!(e.message.contains("client key"), "{var}: {e}");
+            assert!(
+                greedy.check_env("u", var, SecretOrigin::Applied).is_err(),
+                "{var}"
+            );
+        }
+        let text = format!(
+            "{}\n[secrets]\nenv_prefix = \"OPS_\"\n",
+            DESIGN_EXAMPLE.replace(
+                "token_env = \"MERIDIAN_ADMIN_TOKEN\"",
+                "token_env = \"OPS_TOKEN\""
+            )
+        );
+        let other_token = SecretPolicy::new(&Config::from_toml(&text).unwrap());
+        assert!(other_token.check_env("u", "OPS_TOKEN", api).is_err());
+        assert!(other_token.check_env("u", "OPS_OTHER", api).is_ok());
+        // Without [secrets], only what the file names.
+        let bare = policy("");
+        assert!(bare.check_env("u", "OPENAI_API_KEY", api).is_ok());
+        assert!(bare.check_env("u", "SPARE_KEY", api).is_err());
+    }
+
+    #[test]
+    fn a_file_naming_its_own_secret_may_read_it_but_the_api_may_not() {
+        let text = DESIGN_EXAMPLE.replace(
+            "api_key_env = \"DEEPSEEK_API_KEY\"",
+            "api_key_env = \"MERIDIAN_CLIENT_KEY\"",
+        );
+        let p = SecretPolicy::new(&Config::from_toml(&text).unwrap());
+        assert!(
+            p.check_env("u", "MERIDIAN_CLIENT_KEY", SecretOrigin::Applied)
+                .is_ok()
+        );
+        assert!(
+            p.check_env("u", "MERIDIAN_CLIENT_KEY", SecretOrigin::AdminApi)
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn key_files_must_be_below_the_secrets_dir() {
+        let api = SecretOrigin::AdminApi;
+        let p = policy(SECRETS);
+        let dir = PathBuf::from("/etc/meridian/keys");
+        assert_eq!(
+            p.check_file("upstream", Path::new("/etc/meridian/keys/openai"), api),
+            Ok(FileAccess::BelowDir(dir.clone()))
+        );
+        for hostile in [
+            "/etc/passwd",
+            "/etc/meridian/keys",
+            "/etc/meridian/keys/../../passwd",
+            "/etc/meridian/keys/a/../../x",
+            "etc/meridian/keys/openai",
+            "keys/openai",
+            "/etc/meridian/keysmith/x",
+            "/etc/meridian/certs/n1.key",
+        ] {
+            let e = p
+                .check_file("upstream", Path::new(hostile), api)
+                .unwrap_err();
+            assert_eq!(e.field, "upstream.api_key_file", "{hostile}");
+        }
+        let e = policy("")
+            .check_file("u", Path::new("/etc/meridian/keys/openai"), api)
+            .unwrap_err();
+        assert!(e.message.contains("[secrets] dir"), "{e}");
+        // The node's TLS key, even below the dir and even named in a seed.
+        let tls_in_dir = DESIGN_EXAMPLE.replace("certs/n1.key", "/etc/meridian/keys/n1.key");
+        let p = SecretPolicy::new(&Config::from_toml(&format!("{tls_in_dir}{SECRETS}")).unwrap());
+        assert!(
+            p.check_file("u", Path::new("/etc/meridian/keys/n1.key"), api)
+                .is_err()
+        );
+        // Resolved paths: a symlink out of the dir, or onto a TLS file.
+        let resolved_tls = [PathBuf::from("/srv/tls/n1.key")];
+        assert!(p.resolved_inside(Path::new("/etc/meridian/keys/a"), &dir, &resolved_tls));
+        assert!(!p.resolved_inside(Path::new("/etc/shadow"), &dir, &resolved_tls));
+        assert!(!p.resolved_inside(&dir, &dir, &resolved_tls));
+        let tls_dir = [dir.join("n1.key")];
+        assert!(!p.resolved_inside(&dir.join("n1.key"), &dir, &tls_dir));
+    }
+
+    #[test]
+    fn files_the_node_names_itself_are_read_as_named() {
+        let text = DESIGN_EXAMPLE.replace(
+            "api_key_env = \"DEEPSEEK_API_KEY\"",
+            "api_key_file = \"run/deepseek.key\"",
+        );
+        let p = SecretPolicy::new(&Config::from_toml(&text).unwrap());
+        for origin in [SecretOrigin::Applied, SecretOrigin::AdminApi] {
+            assert_eq!(
+                p.check_file("u", Path::new("run/deepseek.key"), origin),
+                Ok(FileAccess::Named)
+            );
+        }
+        assert!(
+            p.check_file("u", Path::new("run/other.key"), SecretOrigin::Applied)
+                .is_err()
+        );
     }
 
     #[test]

@@ -234,9 +234,16 @@ impl ClusterState {
                 self.keys.insert(k.name.clone(), k.clone());
                 CommandResponse::Applied { changed }
             }
-            Command::DeleteKey { name } => CommandResponse::Applied {
-                changed: self.keys.remove(name).is_some(),
-            },
+            Command::DeleteKey { name } => {
+                // An empty key ring would open the data plane of a node on
+                // loopback: once keys exist, one always stays.
+                if self.keys.len() == 1 && self.keys.contains_key(name) {
+                    return CommandResponse::rejected("name", LAST_KEY);
+                }
+                CommandResponse::Applied {
+                    changed: self.keys.remove(name).is_some(),
+                }
+            }
             Command::Announce { id, info } => {
                 let changed = self.nodes.get(id) != Some(info);
                 self.nodes.insert(*id, info.clone());
@@ -288,6 +295,10 @@ impl ClusterState {
         config
     }
 }
+
+/// Why the last client key cannot be deleted.
+pub const LAST_KEY: &str = "this is the last client key: without one, a node accepts every \
+     request on loopback and none elsewhere; put another key first";
 
 fn check_key(k: &KeyRecord) -> Result<(), String> {
     let names_ok = !k.name.is_empty() && k.name.len() <= 64;
@@ -469,6 +480,40 @@ mod tests {
         let mut k = key("app");
         k.sha256 = "not-hex".into();
         assert_eq!(rejected(s.apply(&Command::PutKey(k))), "key");
+        assert_eq!(s, ClusterState::default());
+    }
+
+    #[test]
+    fn the_last_key_stays() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutKey(key("a")));
+        s.apply(&Command::PutKey(key("b")));
+        assert_eq!(
+            s.apply(&Command::DeleteKey { name: "a".into() }),
+            CommandResponse::Applied { changed: true }
+        );
+        let before = s.clone();
+        assert_eq!(
+            rejected(s.apply(&Command::DeleteKey { name: "b".into() })),
+            "name"
+        );
+        assert_eq!(s, before, "the last key is kept");
+        // An unknown name changes nothing and is no reason to refuse.
+        assert_eq!(
+            s.apply(&Command::DeleteKey { name: "zz".into() }),
+            CommandResponse::Applied { changed: false }
+        );
+    }
+
+    #[test]
+    fn credentials_in_a_base_url_are_never_stored() {
+        let mut s = ClusterState::default();
+        let mut bad = upstream("a");
+        bad.base_url = "https://user:hunter2@a.example/v1".into();
+        assert_eq!(
+            rejected(s.apply(&Command::PutUpstream(bad))),
+            "upstream.base_url"
+        );
         assert_eq!(s, ClusterState::default());
     }
 

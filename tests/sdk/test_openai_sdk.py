@@ -32,7 +32,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug"
-CLIENT_KEY = "sk-sdk-client"
+CLIENT_KEY = "sk-sdk-client-0123"
 PROVIDER_KEY = "sk-sdk-provider"
 REGION = "sdk-region"
 STARTUP_TIMEOUT_S = 20

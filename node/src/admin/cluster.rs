@@ -183,15 +183,24 @@ async fn add_member(State(state): State<AdminState>, body: Bytes) -> Response {
 }
 
 async fn remove_member(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
-    let known = state
-        .cluster
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .get_node(&id)
-        .is_some();
+    let (known, last_voter) = {
+        let metrics = state.cluster.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<u64> = membership.voter_ids().collect();
+        (membership.get_node(&id).is_some(), voters == [id])
+    };
+    if last_voter {
+        return error(
+            StatusCode::CONFLICT,
+            &format!(
+                "node {id} is the cluster's last voter: without a voter nothing can be committed; \
+                 add another voter first"
+            ),
+            Some("id"),
+            "last_voter",
+        );
+    }
     if !known {
         return error(
             StatusCode::NOT_FOUND,

@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use proto::config::{RouteConfig, UpstreamConfig};
-use proto::state::{ClusterState, Command, CommandResponse, KeyRecord};
+use proto::config::{RouteConfig, UpstreamConfig, check_secret_strength};
+use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, LAST_KEY};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -23,6 +23,7 @@ use super::{AdminState, error, write_error};
 use crate::auth::hash_key;
 use crate::cluster::hex;
 use crate::node::routing_built_at;
+use crate::routing::check_upstream;
 
 /// The configuration routes.
 pub fn routes() -> Router<AdminState> {
@@ -94,10 +95,24 @@ async fn put_upstream(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    match parse::<UpstreamConfig>(body, "id", &id) {
-        Ok(upstream) => propose(&state, Command::PutUpstream(upstream)).await,
-        Err(r) => *r,
+    let upstream = match parse::<UpstreamConfig>(body, "id", &id) {
+        Ok(upstream) => upstream,
+        Err(r) => return *r,
+    };
+    // What only this node can check (its [secrets], its files), before
+    // anything is proposed; a follower checks here too, then forwards.
+    if let Err(e) = upstream
+        .validate("upstream")
+        .and_then(|()| check_upstream(&upstream, state.secrets.as_ref(), &state.trust.policy))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &e.message,
+            Some(&e.field),
+            "invalid_config",
+        );
     }
+    propose(&state, Command::PutUpstream(upstream)).await
 }
 
 async fn delete_upstream(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
@@ -185,15 +200,17 @@ async fn put_key(
         Err(r) => return *r,
     };
     let sha256 = match (body.key, body.sha256) {
-        (Some(key), None) if key.trim().len() >= 8 => hex(&hash_key(key.trim())),
-        (Some(_), None) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "a key must have at least 8 characters",
-                Some("key"),
-                "invalid_config",
-            );
-        }
+        (Some(key), None) => match check_secret_strength("key", "the key", &key) {
+            Ok(()) => hex(&hash_key(key.trim())),
+            Err(e) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &e.message,
+                    Some("key"),
+                    "invalid_config",
+                );
+            }
+        },
         (None, Some(hash)) => hash.to_ascii_lowercase(),
         _ => {
             return error(
@@ -284,6 +301,30 @@ fn not_an_object() -> Box<Response> {
     ))
 }
 
+/// A delete that must not be proposed: 404 for a name the state does not
+/// hold (nothing to do, so nothing goes into the log), 409 for the last
+/// client key (without one the data plane would open on loopback).
+fn refuse_delete(current: &ClusterState, command: &Command) -> Option<Response> {
+    let (what, name, known) = match command {
+        Command::DeleteUpstream { id } => ("upstream", id, current.upstreams.contains_key(id)),
+        Command::DeleteRoute { model } => ("route", model, current.routes.contains_key(model)),
+        Command::DeleteKey { name } => ("key", name, current.keys.contains_key(name)),
+        _ => return None,
+    };
+    if !known {
+        return Some(not_found(what, name));
+    }
+    if matches!(command, Command::DeleteKey { .. }) && current.keys.len() == 1 {
+        return Some(error(
+            StatusCode::CONFLICT,
+            LAST_KEY,
+            Some("name"),
+            "last_key",
+        ));
+    }
+    None
+}
+
 /// Checks a command against the applied state, proposes it, and answers
 /// once it is committed and applied here.
 async fn propose(state: &AdminState, command: Command) -> Response {
@@ -292,7 +333,11 @@ async fn propose(state: &AdminState, command: Command) -> Response {
     if let Err(e) = state.cluster.linearizable().await {
         return write_error(e);
     }
-    let mut trial = state.cluster.applied().state.clone();
+    let current = state.cluster.applied().state.clone();
+    if let Some(refused) = refuse_delete(&current, &command) {
+        return refused;
+    }
+    let mut trial = current;
     if let CommandResponse::Rejected { field, message } = trial.apply(&command) {
         return error(
             StatusCode::BAD_REQUEST,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use arc_swap::ArcSwap;
-use axum::extract::{Request, State};
+use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,13 +23,13 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use crate::auth::{KeyHash, hash_key};
+use crate::auth::{KeyHash, bearer_token, hash_key};
 use crate::board::{HealthBoard, ReportInfo, UpstreamBoard};
 use crate::breaker::Circuit;
 use crate::cluster::{Cluster, WriteError};
 use crate::error::error_json;
 use crate::health::WindowSummary;
-use crate::routing::{KeyState, RoutingSnapshot};
+use crate::routing::{Disabled, KeyState, LocalTrust, RoutingSnapshot, Secrets};
 
 /// What the admin API reads.
 #[derive(Clone)]
@@ -48,7 +48,14 @@ pub struct AdminState {
     pub region: Arc<str>,
     /// Hash of the admin token; `None` means no token (loopback only).
     pub token: Option<KeyHash>,
+    /// What this node's own file allows upstreams written here to read.
+    pub trust: Arc<LocalTrust>,
+    /// This node's secrets, to check an upstream's key before proposing it.
+    pub secrets: Arc<dyn Secrets + Send + Sync>,
 }
+
+/// The largest admin request body: far above any upstream, route or key.
+const MAX_ADMIN_BODY_BYTES: usize = 1 << 20;
 
 /// The admin router.
 pub fn router(state: AdminState) -> Router {
@@ -64,20 +71,50 @@ pub fn router(state: AdminState) -> Router {
         .route("/metrics", get(metrics::metrics))
         .merge(dashboard::routes())
         .merge(api)
+        .layer(DefaultBodyLimit::max(MAX_ADMIN_BODY_BYTES))
+        .layer(middleware::map_response(json_too_large))
+        .layer(middleware::from_fn(refuse_declared_too_large))
         .with_state(state)
+}
+
+/// A body declared larger than the limit is refused before any of it is
+/// read, so a client waiting on `Expect: 100-continue` (curl, for large
+/// bodies) gets its answer at once instead of sending it all.
+async fn refuse_declared_too_large(req: Request, next: Next) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_ADMIN_BODY_BYTES as u64) {
+        return too_large();
+    }
+    next.run(req).await
+}
+
+fn too_large() -> Response {
+    error(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &format!("the body is over the admin API's limit of {MAX_ADMIN_BODY_BYTES} bytes"),
+        None,
+        "request_too_large",
+    )
+}
+
+/// A body over the limit gets the same JSON error as every other refusal
+/// (axum's own 413 is plain text).
+async fn json_too_large(response: Response) -> Response {
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    too_large()
 }
 
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.token else {
         return next.run(req).await;
     };
-    let presented = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
-    match presented {
+    match bearer_token(req.headers()) {
         Some(token) if hash_key(token) == expected => next.run(req).await,
         _ => error(
             StatusCode::UNAUTHORIZED,
@@ -124,6 +161,19 @@ pub(crate) struct Readiness {
     pub routes: usize,
     /// Routes with at least one upstream this node can send to.
     pub usable_routes: usize,
+    /// Upstreams this node does not use, with the field at fault (the
+    /// reasons are in `/admin/v1/health` and the log: this answer needs no
+    /// token).
+    pub disabled_upstreams: Vec<DisabledUpstream>,
+}
+
+/// An upstream disabled on this node, as `/readyz` names it.
+#[derive(Debug, Serialize, PartialEq, Eq)]
+pub(crate) struct DisabledUpstream {
+    /// Its id.
+    pub id: String,
+    /// The field to fix.
+    pub field: &'static str,
 }
 
 impl Readiness {
@@ -145,6 +195,7 @@ impl Readiness {
             applied_index,
             routes,
             usable_routes,
+            disabled_upstreams: Vec::new(),
         }
     }
 }
@@ -154,12 +205,23 @@ pub(crate) fn readiness(state: &AdminState) -> Readiness {
     let snapshot = state.snapshot.load();
     let usable_routes = snapshot.routes.values().filter(|r| r.usable()).count();
     let built = *state.routing_built.borrow();
-    Readiness::judge(
+    let mut readiness = Readiness::judge(
         state.cluster.applied().state.seeded,
         built,
         snapshot.routes.len(),
         usable_routes,
-    )
+    );
+    readiness.disabled_upstreams = snapshot
+        .upstreams
+        .iter()
+        .filter_map(|u| {
+            u.disabled.as_ref().map(|d| DisabledUpstream {
+                id: u.id.to_string(),
+                field: d.field,
+            })
+        })
+        .collect();
+    readiness
 }
 
 async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
@@ -187,6 +249,8 @@ struct UpstreamHealth {
     region: Arc<str>,
     base_url: String,
     key: KeyState,
+    /// Why this node does not use it, naming the field; `null` when it does.
+    disabled: Option<Disabled>,
     in_flight: usize,
     /// This node's circuit breaker.
     circuit: Circuit,
@@ -208,6 +272,7 @@ async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
             region: u.region.clone(),
             base_url: u.config.base_url.clone(),
             key: u.key_state.clone(),
+            disabled: u.disabled.clone(),
             in_flight: u.live.in_flight.load(Ordering::Relaxed),
             circuit: u.live.circuit(),
             window: (**u.live.summary.load()).clone(),
