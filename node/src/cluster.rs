@@ -263,7 +263,7 @@ impl Cluster {
                         Err(e) => Err(Some(WriteError::Raft(e.to_string()))),
                     }
                 } else {
-                    match self.network.forward(&member, command.clone()).await {
+                    match self.network.forward(leader, &member, command.clone()).await {
                         Ok(response) => Ok(response),
                         Err(ForwardError::NotLeader { .. }) => Err(None),
                         Err(ForwardError::Network { message, .. }) => {
@@ -311,14 +311,17 @@ impl Cluster {
                     Err(e) => Err(WriteError::Raft(e.to_string())),
                 }
             } else {
-                self.network.read_index(&member).await.map_err(|e| match e {
-                    ForwardError::Network { message, .. } => WriteError::Unreachable(message),
-                    ForwardError::NotLeader { .. } => WriteError::NoLeader,
-                    ForwardError::Raft(message) if message.contains("quorum") => {
-                        WriteError::NoQuorum(self.timeout)
-                    }
-                    ForwardError::Raft(message) => WriteError::Raft(message),
-                })
+                self.network
+                    .read_index(leader, &member)
+                    .await
+                    .map_err(|e| match e {
+                        ForwardError::Network { message, .. } => WriteError::Unreachable(message),
+                        ForwardError::NotLeader { .. } => WriteError::NoLeader,
+                        ForwardError::Raft(message) if message.contains("quorum") => {
+                            WriteError::NoQuorum(self.timeout)
+                        }
+                        ForwardError::Raft(message) => WriteError::Raft(message),
+                    })
             }
         };
         let index = tokio::time::timeout(self.timeout, read_index)
@@ -447,12 +450,52 @@ impl Cluster {
         }
     }
 
+    /// Why this node's Raft core no longer runs, if it does not: openraft
+    /// reported a fatal error, or the core's task ended (a panic in it drops
+    /// its metrics channel without a word). Such a node can neither commit
+    /// nor apply anything again, so it must not serve as if it could.
+    pub fn core_failure(&self) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let closed = metrics.has_changed().is_err();
+        core_failure(&metrics.borrow().running_state, closed)
+    }
+
+    /// Waits until the Raft core stops (see [`Cluster::core_failure`]) and
+    /// says why. Never returns while the core runs; the node's own
+    /// [`Cluster::shutdown`] ends it too, so stop waiting before that.
+    pub async fn core_stopped(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Some(why) = core_failure(&metrics.borrow_and_update().running_state, false) {
+                return why;
+            }
+            if metrics.changed().await.is_err() {
+                let last = metrics.borrow().running_state.clone();
+                return core_failure(&last, true).unwrap_or_default();
+            }
+        }
+    }
+
     /// Stops Raft and closes the transport.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
         if let Some(transport) = &self.transport {
             transport.close().await;
         }
+    }
+}
+
+/// What the Raft core's last metrics say about it: `running_state` is
+/// openraft's own verdict, `closed` that its metrics channel is gone (the
+/// core task ended, by a panic if nobody shut it down).
+fn core_failure(
+    running_state: &Result<(), openraft::error::Fatal<NodeId>>,
+    closed: bool,
+) -> Option<String> {
+    match running_state {
+        Err(fatal) => Some(format!("openraft reported a fatal error: {fatal}")),
+        Ok(()) if closed => Some("the Raft core task ended (it panicked)".to_string()),
+        Ok(()) => None,
     }
 }
 
@@ -551,6 +594,16 @@ mod tests {
             connect(500, 20_000),
             NetworkSettings::default().connect_timeout
         );
+    }
+
+    #[test]
+    fn a_stopped_or_failed_core_is_a_failure() {
+        use openraft::error::Fatal;
+        assert_eq!(core_failure(&Ok(()), false), None);
+        assert!(core_failure(&Ok(()), true).unwrap().contains("panicked"));
+        let why = core_failure(&Err(Fatal::Panicked), false).unwrap();
+        assert!(why.contains("fatal"), "{why}");
+        assert!(core_failure(&Err(Fatal::Stopped), true).is_some());
     }
 
     #[test]

@@ -251,12 +251,22 @@ pub fn free_udp_port() -> u16 {
 }
 
 /// Writes a CA and one certificate per name into `dir` with `raft::certs`
-/// (SANs 127.0.0.1 and localhost): `ca.pem`, `NAME.pem`, `NAME.key`. A new
-/// `dir` means a new CA.
+/// (SANs 127.0.0.1 and localhost): `ca.pem`, `NAME.pem`, `NAME.key`, where a
+/// name is `n<ID>` or `NAME=ID` as `meridian certs` takes it. A new `dir`
+/// means a new CA.
 pub fn write_certs(dir: &Path, names: &[String]) {
     let sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-    let nodes: Vec<(String, Vec<String>)> =
-        names.iter().map(|n| (n.clone(), sans.clone())).collect();
+    let nodes: Vec<raft::certs::NodeCert> = names
+        .iter()
+        .map(|spec| {
+            let (name, id) = raft::certs::parse_node(spec).unwrap();
+            raft::certs::NodeCert {
+                name,
+                id,
+                sans: sans.clone(),
+            }
+        })
+        .collect();
     raft::certs::write_cluster(dir, &nodes).unwrap();
 }
 
