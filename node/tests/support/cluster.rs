@@ -535,6 +535,35 @@ impl Cluster {
         let home = self.dir.path().join(format!("stranger{id}"));
         let certs = home.join("certs");
         write_certs(&certs, &[format!("n{id}")]);
+        self.spawn_outsider(id, &home, &certs)
+    }
+
+    /// Starts a node `id` that presents node `as_node`'s certificate (signed
+    /// by the cluster's CA, so the handshake alone accepts it), configured
+    /// like [`Cluster::spawn_stranger`]. Does not wait for it to get ready.
+    pub fn spawn_impostor(&self, id: u64, as_node: u64) -> Stranger {
+        let home = self.dir.path().join(format!("impostor{id}"));
+        let certs = home.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let ours = self.dir.path().join("certs");
+        std::fs::copy(ours.join("ca.pem"), certs.join("ca.pem")).unwrap();
+        for ext in ["pem", "key"] {
+            std::fs::copy(
+                ours.join(format!("n{as_node}.{ext}")),
+                certs.join(format!("n{id}.{ext}")),
+            )
+            .unwrap();
+        }
+        self.spawn_outsider(id, &home, &certs)
+    }
+
+    /// The cluster's certificate directory: `ca.pem`, `ca.key` and each
+    /// node's `nID.pem`/`nID.key`.
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    fn spawn_outsider(&self, id: u64, home: &Path, certs: &Path) -> Stranger {
         let raft_port = free_udp_port();
         let mut members = self.members();
         members.push(format!("{id}@127.0.0.1:{raft_port}"));
@@ -546,7 +575,7 @@ impl Cluster {
                 &home.join("data"),
                 raft_port,
                 &members,
-                &certs,
+                certs,
                 self.options,
                 &self.mock,
             ),
@@ -648,6 +677,25 @@ impl Cluster {
         node.api.clear();
         node.admin.clear();
         at
+    }
+
+    /// Waits up to `limit` for a node's process to exit by itself, and
+    /// reaps it; its exit status, or `None` if it is still running.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let node = self.node_mut(id);
+        let child = node.child.as_mut().expect("node is not running");
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .ok()?
+            .unwrap();
+        node.child = None;
+        node.api.clear();
+        node.admin.clear();
+        Some(status)
     }
 
     /// SIGTERMs a node and waits for it to exit (asserting status 0).
