@@ -530,3 +530,43 @@ fn the_certs_command_names_node_ids() {
         assert!(!certs.join("n2.pem").exists(), "{bad}: n2.pem was written");
     }
 }
+
+/// A member (here, an adversary holding a member's certificate and
+/// speaking as that member, which the identity rules allow) sends a
+/// follower an AppendEntries with a higher term and an entry conflicting
+/// with one the follower has committed. Raft assumes no member does that;
+/// openraft's core stops on it. The node must then say so and exit
+/// non-zero (systemd restarts it on its data dir) rather than serve on as a
+/// zombie, and come back when restarted.
+#[tokio::test]
+async fn a_node_whose_raft_core_stops_exits_non_zero() {
+    let mut cluster = Cluster::start(3, Options::fast()).await;
+    let leader = cluster.leader().await;
+    barrier(&cluster, leader, "before").await;
+    let mut others = cluster.up().into_iter().filter(|&id| id != leader);
+    let (insider, victim) = (others.next().unwrap(), others.next().unwrap());
+    let view = cluster.view(victim).await;
+    let term = view["term"].as_u64().unwrap();
+    let committed = view["commit_index"].as_u64().unwrap();
+    let inside = Adversary::new(&cluster.certs(), &format!("n{insider}"), insider);
+    let conflicting = AppendEntriesRequest {
+        vote: Vote::new_committed(term + 1, insider),
+        prev_log_id: log_id(term, leader, committed - 2),
+        entries: vec![entry(term + 1, insider, committed - 1, forged_route())],
+        leader_commit: log_id(term + 1, insider, committed - 1),
+    };
+    let answer = inside.append(&cluster, victim, conflicting).await;
+    eprintln!("conflicting AppendEntries below the commit index: {answer:?}");
+    let status = cluster.wait_exit(victim, Duration::from_secs(20)).await;
+    let log = cluster.log(victim);
+    let status = status.unwrap_or_else(|| panic!("node {victim} kept running; its log:\n{log}"));
+    assert!(!status.success(), "node {victim} exited with {status}");
+    assert_eq!(status.code(), Some(1), "{status}");
+    let said = log
+        .lines()
+        .find(|l| l.contains("ERROR") && l.contains("the Raft core stopped"))
+        .unwrap_or_else(|| panic!("no error line names the stopped core:\n{log}"));
+    eprintln!("{said}");
+    cluster.restart(victim).await;
+    barrier(&cluster, cluster.leader().await, "after-restart").await;
+}
