@@ -606,6 +606,43 @@ mod tests {
         assert!(core_failure(&Err(Fatal::Stopped), true).is_some());
     }
 
+    /// A real Raft core (a node alone, on a real store) that stops is seen
+    /// as stopped: by the check `/readyz` makes and by the watcher that
+    /// makes `meridian serve` exit.
+    #[tokio::test]
+    async fn the_watcher_sees_the_core_stop() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(&format!(
+            "[node]\nid = 1\nregion = \"r\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let cluster = Cluster::start(&config).await.unwrap();
+        cluster
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .current_leader(1, "alone, it leads")
+            .await
+            .unwrap();
+        assert_eq!(cluster.core_failure(), None);
+        let watcher = {
+            let cluster = cluster.clone();
+            tokio::spawn(async move { cluster.core_stopped().await })
+        };
+        tokio::task::yield_now().await;
+        assert!(
+            !watcher.is_finished(),
+            "the watcher fired on a running core"
+        );
+        cluster.raft.shutdown().await.unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(10), watcher)
+            .await
+            .expect("the watcher never saw the core stop")
+            .unwrap();
+        assert!(!why.is_empty());
+        assert!(cluster.core_failure().is_some());
+    }
+
     #[test]
     fn key_hashes_round_trip_through_hex() {
         let hash = crate::auth::hash_key("sk-test");
