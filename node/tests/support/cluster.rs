@@ -557,6 +557,16 @@ impl Cluster {
         self.spawn_outsider(id, &home, &certs)
     }
 
+    /// Starts a node `id` with its own certificate from the cluster's CA,
+    /// configured like [`Cluster::spawn_stranger`]: a legitimate new node,
+    /// for the operator to add. Does not wait for it to get ready.
+    pub fn spawn_joiner(&self, id: u64) -> Stranger {
+        let home = self.dir.path().join(format!("joiner{id}"));
+        std::fs::create_dir_all(&home).unwrap();
+        write_certs(&self.certs(), &[format!("n{id}")]);
+        self.spawn_outsider(id, &home, &self.certs())
+    }
+
     /// The cluster's certificate directory: `ca.pem`, `ca.key` and each
     /// node's `nID.pem`/`nID.key`.
     pub fn certs(&self) -> PathBuf {
