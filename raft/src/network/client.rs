@@ -161,7 +161,9 @@ impl Peers {
                     Ok(connection)
                 } else {
                     connection.close(0u32.into(), b"not the node dialled");
-                    Err(wrong_node(node, presented))
+                    let message = wrong_node(node, presented);
+                    tracing::warn!(addr = %target, node, error = %message, "raft peer refused");
+                    Err(message)
                 }
             });
             match &result {
@@ -173,10 +175,7 @@ impl Peers {
                     slot.peer = Some(node);
                     slot.retry_at = None;
                 }
-                Err(message) => {
-                    tracing::warn!(addr = %target, node, error = %message, "raft peer refused");
-                    peers.failed(&mut slot, message.clone());
-                }
+                Err(message) => peers.failed(&mut slot, message.clone()),
             }
             result.map_err(|message| CallError::Unreachable {
                 addr: target,
