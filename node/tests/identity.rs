@@ -631,3 +631,40 @@ async fn a_node_with_its_own_certificate_joins() {
         joiner.log()
     );
 }
+
+/// Removing the leader itself: it must still replicate and commit the
+/// change that removes it (its followers take it until that change is
+/// committed on them), then the others carry on without it.
+#[tokio::test]
+async fn the_leader_can_remove_itself() {
+    let mut cluster = Cluster::start(3, Options::fast()).await;
+    let leader = cluster.leader().await;
+    barrier(&cluster, leader, "before").await;
+    let reply = cluster
+        .try_admin(
+            leader,
+            Method::DELETE,
+            &format!("/admin/v1/members/{leader}"),
+            None,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    cluster.kill_9(leader).await;
+    let next = cluster
+        .leader_within(Duration::from_secs(10))
+        .await
+        .expect("the remaining nodes elect no leader");
+    assert_ne!(next, leader);
+    barrier(&cluster, next, "after-removing-the-leader").await;
+    let view = cluster.view(next).await;
+    let ids: Vec<u64> = view["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_u64().unwrap())
+        .collect();
+    assert!(!ids.contains(&leader), "{view}");
+    assert_eq!(ids.len(), 2, "{view}");
+}
