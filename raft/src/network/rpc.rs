@@ -247,12 +247,21 @@ impl RpcHandler for Raft {
         if matches!(checked, Err(Refusal::NotAMember { .. })) {
             // A member being removed stays one until the removal is
             // committed here: a leader that removes itself must still
-            // replicate (and commit) the change that removes it.
-            if let Ok(committed) = self
-                .with_raft_state(|state| state.membership_state.committed().clone())
-                .await
-            {
-                checked = check(caller, &request, committed.membership());
+            // replicate (and commit) the change that removes it. Only a
+            // member of the committed membership is let in this way, never
+            // a node that an empty committed membership would let in.
+            let committed = self
+                .with_raft_state(move |state| {
+                    state
+                        .membership_state
+                        .committed()
+                        .membership()
+                        .get_node(&caller)
+                        .is_some()
+                })
+                .await;
+            if committed == Ok(true) {
+                checked = Ok(());
             }
         }
         if let Err(refusal) = checked {
