@@ -158,10 +158,6 @@ impl Cluster {
         )
         .await
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if let Some(transport) = &transport {
-            transport.serve(raft.clone());
-        }
-
         let initialized = raft
             .is_initialized()
             .await
@@ -196,6 +192,13 @@ impl Cluster {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                 Err(e) => return Err(ClusterError::Raft(e.to_string())),
             }
+        }
+        // Peers are answered only once this node has a membership: the
+        // transport takes the Raft protocol from non-members only while a
+        // node has none (see `raft::network::rpc::check`), and a Meridian
+        // node never has none once it serves.
+        if let Some(transport) = &transport {
+            transport.serve(raft.clone());
         }
         Ok(Arc::new(Self {
             id,

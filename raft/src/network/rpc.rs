@@ -13,7 +13,8 @@
 //! it holds no state to protect, counts in no quorum until a leader's log
 //! makes it a member, and the cluster that adds it (or the node that
 //! initialized a new cluster naming it) must be able to reach it. A Meridian
-//! node initializes itself at start, so this lasts only until then.
+//! node initializes itself before it answers peers, so it never serves
+//! without a membership.
 
 use std::future::Future;
 
