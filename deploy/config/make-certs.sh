@@ -13,6 +13,9 @@
 #   n2=198.51.100.12,n2.eu-west.meridian.example
 #   n3=203.0.113.13,n3.ap-south.meridian.example
 #
+# NAME must be nID (n4 is node 4): the certificate names node ID, and peers
+# refuse a node presenting a certificate of another id.
+#
 # An existing ca.pem/ca.key in DIR is reused, so the same command adds a node
 # later (`make-certs.sh n4=192.0.2.44`) or reissues one (rotation: the node's
 # files are replaced). Then copy to each node, as root:

@@ -39,12 +39,16 @@ enum Command {
         command: ConfigCommand,
     },
     /// Create the cluster CA (once) and node certificates in a directory.
+    ///
+    /// Each certificate names its node id (a `meridian:node:ID` URI SAN), and
+    /// peers refuse a node presenting a certificate of another id.
     Certs {
         /// Where the certificates go; an existing ca.pem/ca.key there is reused.
         #[arg(long, default_value = "certs")]
         dir: PathBuf,
-        /// Node names: writes NAME.pem and NAME.key for each.
-        #[arg(required = true)]
+        /// Nodes, as `n<ID>` (n4 is node 4) or `NAME=ID` (us-east=4): writes
+        /// NAME.pem and NAME.key for each, naming node ID.
+        #[arg(required = true, value_name = "NODE")]
         nodes: Vec<String>,
         /// Addresses and DNS names peers use to reach the nodes (default 127.0.0.1, localhost).
         #[arg(long = "san")]
@@ -271,6 +275,10 @@ fn main() -> ExitCode {
                         println!("wrote {file}");
                     }
                     ExitCode::SUCCESS
+                }
+                Err(e @ raft::certs::CertError::NoId(_)) => {
+                    eprintln!("meridian: {e}");
+                    ExitCode::from(EXIT_CONFIG)
                 }
                 Err(e) => {
                     eprintln!("meridian: {e}");
@@ -502,6 +510,26 @@ async fn run(config: Config) -> Result<(), RunError> {
         }
         Err(e) => return Err(RunError::Other(e.into())),
     };
+    // A Raft core that stops (a fatal error, a panic) leaves a node that
+    // can neither commit nor apply: exit non-zero so that systemd restarts
+    // it on its data dir, rather than serve as a zombie.
+    let cluster = node.cluster.clone();
+    let stopped = cluster.core_stopped();
+    tokio::pin!(stopped);
+    tokio::select! {
+        why = &mut stopped => {
+            tracing::error!(error = %why, "the Raft core stopped: this node cannot commit or apply anything; exiting so that it is restarted");
+            return Err(RunError::Other(anyhow::anyhow!("the Raft core stopped: {why}")));
+        }
+        signal = serve_until_signal(&node, &config) => signal.map_err(RunError::Other)?,
+    }
+    tracing::info!("shutting down: draining requests in flight");
+    node.shutdown().await;
+    Ok(())
+}
+
+/// Waits until the node is ready (saying so), then until a shutdown signal.
+async fn serve_until_signal(node: &Node, config: &Config) -> anyhow::Result<()> {
     let mut waited = 0u64;
     while !node.ready(Duration::from_secs(5)).await {
         waited += 5;
@@ -510,7 +538,7 @@ async fn run(config: Config) -> Result<(), RunError> {
             "waiting for the cluster to elect a leader and apply its state"
         );
     }
-    warn_if_file_differs(&config, &node.cluster.applied().state);
+    warn_if_file_differs(config, &node.cluster.applied().state);
     let snapshot = node.snapshot.load();
     if snapshot.keys.accepts_anyone() {
         tracing::warn!(api = %node.api_addr, "no client keys configured: accepting every request, on loopback only");
@@ -524,11 +552,7 @@ async fn run(config: Config) -> Result<(), RunError> {
         node.api_addr, node.admin_addr, config.node.region
     );
     tracing::info!(api = %node.api_addr, admin = %node.admin_addr, region = %config.node.region, "serving");
-
-    shutdown_signal().await.map_err(RunError::Other)?;
-    tracing::info!("shutting down: draining requests in flight");
-    node.shutdown().await;
-    Ok(())
+    shutdown_signal().await
 }
 
 /// The file's upstreams and routes only seed a new cluster; say so when they

@@ -397,3 +397,42 @@ pub(crate) async fn routing_built_at(
     let reached = built.wait_for(|b| *b >= index);
     matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    }
+
+    /// A node whose Raft core stopped answers `/readyz` 503 naming it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn readyz_fails_once_the_raft_core_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_toml(&format!(
+            "[node]\nid = 1\nregion = \"r\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n[admin]\ntoken_env = \"MERIDIAN_TEST_UNSET_TOKEN\"\n",
+            dir.path().display()
+        ))
+        .unwrap();
+        let node = Node::start(&config, Arc::new(crate::routing::ProcessEnv))
+            .await
+            .unwrap();
+        let before = get(node.admin_addr, "/readyz").await;
+        assert!(!before.contains("raft_stopped"), "{before}");
+        node.cluster.raft.shutdown().await.unwrap();
+        let after = get(node.admin_addr, "/readyz").await;
+        assert!(after.starts_with("HTTP/1.1 503"), "{after}");
+        assert!(after.contains("\"code\":\"raft_stopped\""), "{after}");
+        node.shutdown().await;
+    }
+}

@@ -3,6 +3,11 @@
 //! them). Peers accept each other only when the certificate chains to the
 //! cluster CA, so whoever holds `ca.key` decides who may join.
 //!
+//! A node certificate names its node: its Raft id as a URI subject
+//! alternative name `meridian:node:<id>` ([`node_id`] reads it), and a common
+//! name for logs. The transport holds every peer to that id: a certificate
+//! is not a key to the whole cluster but the identity of one member.
+//!
 //! Keys are ECDSA P-256. Certificates are valid from yesterday (a little
 //! slack for clock skew between nodes) for ten years; rotation is issuing new
 //! node certificates from the same CA and restarting nodes one at a time.
@@ -13,11 +18,18 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
+    Ia5String, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
+use x509_parser::extensions::GeneralName;
+
+use crate::types::NodeId;
+
+/// The prefix of the URI subject alternative name that carries a node
+/// certificate's node id: `meridian:node:4` is node 4.
+pub const NODE_URI_PREFIX: &str = "meridian:node:";
 
 /// How many years certificates made here stay valid.
 const VALID_YEARS: i32 = 10;
@@ -30,6 +42,19 @@ pub struct CaFiles {
     pub cert_pem: String,
     /// The CA's private key, PKCS#8 PEM.
     pub key_pem: String,
+}
+
+/// What a node certificate is issued for: the name its files and logs use,
+/// the Raft id it proves, and the addresses peers dial it at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeCert {
+    /// The node's name: the certificate's common name and its files'
+    /// names (`NAME.pem`, `NAME.key`).
+    pub name: String,
+    /// The node's Raft id, written as the `meridian:node:<id>` URI SAN.
+    pub id: NodeId,
+    /// IP addresses and DNS names peers dial the node at.
+    pub sans: Vec<String>,
 }
 
 /// One node's identity, signed by the cluster CA.
@@ -55,6 +80,11 @@ pub enum CertError {
         "invalid node name `{0}`: use letters, digits, `.`, `_` and `-`, not starting with `.`"
     )]
     BadName(String),
+    /// A node given without a Raft id, or with one that is not a number.
+    #[error(
+        "node `{0}` has no node id: name it `n<ID>` (n4 is node 4) or give the id as `NAME=ID`"
+    )]
+    NoId(String),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -75,15 +105,12 @@ pub fn generate_ca(common_name: &str) -> Result<CaFiles, CertError> {
     })
 }
 
-/// Issues a certificate for `node_name` signed by `ca`, naming the node's
-/// addresses in `sans` (IP addresses and DNS names, as peers dial it). The
-/// certificate is usable as TLS server and client. `ca` must be a CA made by
+/// Issues a certificate for `node` signed by `ca`: common name
+/// `node.name`, the URI SAN `meridian:node:<node.id>`, and the node's
+/// addresses (IP addresses and DNS names, as peers dial it). The certificate
+/// is usable as TLS server and client. `ca` must be a CA made by
 /// [`generate_ca`] (its subject is its common name alone).
-pub fn generate_node(
-    ca: &CaFiles,
-    node_name: &str,
-    sans: &[String],
-) -> Result<NodeFiles, CertError> {
+pub fn generate_node(ca: &CaFiles, node: &NodeCert) -> Result<NodeFiles, CertError> {
     let ca_der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes())
         .map_err(|e| CertError::BadCa(format!("certificate: {e}")))?;
     let ca_key =
@@ -101,8 +128,10 @@ pub fn generate_node(
     // key yields the same issuer and authority key identifier.
     let issuer = ca_params(&ca_name).self_signed(&ca_key)?;
 
-    let mut params = CertificateParams::new(sans.to_vec())?;
-    params.distinguished_name = name(node_name);
+    let mut params = CertificateParams::new(node.sans.clone())?;
+    let uri = Ia5String::try_from(format!("{NODE_URI_PREFIX}{}", node.id))?;
+    params.subject_alt_names.push(SanType::URI(uri));
+    params.distinguished_name = name(&node.name);
     params.is_ca = IsCa::ExplicitNoCa;
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![
@@ -124,12 +153,9 @@ pub fn generate_node(
 /// by the owner only. An existing `ca.pem` and `ca.key` in `dir` are reused,
 /// so running it again adds nodes to the same cluster; node files are
 /// replaced. Returns the files written.
-pub fn write_cluster(
-    dir: &Path,
-    nodes: &[(String, Vec<String>)],
-) -> Result<Vec<PathBuf>, CertError> {
-    for (name, _) in nodes {
-        check_name(name)?;
+pub fn write_cluster(dir: &Path, nodes: &[NodeCert]) -> Result<Vec<PathBuf>, CertError> {
+    for node in nodes {
+        check_name(&node.name)?;
     }
     fs::create_dir_all(dir).map_err(|source| CertError::Io {
         path: dir.to_path_buf(),
@@ -153,68 +179,91 @@ pub fn write_cluster(
         written.extend([ca_cert, ca_key]);
         ca
     };
-    for (name, sans) in nodes {
-        let node = generate_node(&ca, name, sans)?;
-        let cert = dir.join(format!("{name}.pem"));
-        let key = dir.join(format!("{name}.key"));
-        write(&cert, &node.cert_pem, false)?;
-        write(&key, &node.key_pem, true)?;
+    for node in nodes {
+        let files = generate_node(&ca, node)?;
+        let cert = dir.join(format!("{}.pem", node.name));
+        let key = dir.join(format!("{}.key", node.name));
+        write(&cert, &files.cert_pem, false)?;
+        write(&key, &files.key_pem, true)?;
         written.extend([cert, key]);
     }
     Ok(written)
 }
 
+/// A node given on the command line: `NAME=ID` names the id explicitly,
+/// and `n<ID>` (the usual `n1`, `n2`, …) carries it in the name. Returns
+/// the name and the id; anything else is [`CertError::NoId`].
+pub fn parse_node(spec: &str) -> Result<(String, NodeId), CertError> {
+    if let Some((name, id)) = spec.split_once('=') {
+        let id = parse_id(id).ok_or_else(|| CertError::NoId(spec.to_string()))?;
+        return Ok((name.to_string(), id));
+    }
+    spec.strip_prefix('n')
+        .and_then(parse_id)
+        .map(|id| (spec.to_string(), id))
+        .ok_or_else(|| CertError::NoId(spec.to_string()))
+}
+
+/// A node id in plain decimal digits (no sign, no spaces).
+fn parse_id(text: &str) -> Option<NodeId> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+/// Why a certificate does not identify a node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The bytes are not an X.509 certificate.
+    #[error("not a parseable X.509 certificate")]
+    Unparseable,
+    /// No `meridian:node:<id>` URI SAN: a certificate made before node
+    /// certificates named their node, or by another tool.
+    #[error(
+        "the certificate names no node id (no `{NODE_URI_PREFIX}<id>` subject alternative name); re-issue it with `meridian certs`"
+    )]
+    NoId,
+    /// A `meridian:node:` URI SAN whose id is not a number.
+    #[error("the certificate's node id `{0}` is not a number")]
+    BadId(String),
+    /// More than one node id: which node it is cannot be told.
+    #[error("the certificate names several node ids ({0} and {1})")]
+    Ambiguous(NodeId, NodeId),
+}
+
+/// The node id a node certificate (DER) was issued for, from its
+/// `meridian:node:<id>` URI subject alternative name. Exactly one such name
+/// must be present.
+pub fn node_id(cert_der: &[u8]) -> Result<NodeId, IdentityError> {
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(cert_der).map_err(|_| IdentityError::Unparseable)?;
+    let san = cert
+        .subject_alternative_name()
+        .map_err(|_| IdentityError::Unparseable)?;
+    let mut found = None;
+    for general in san.iter().flat_map(|s| s.value.general_names.iter()) {
+        let GeneralName::URI(uri) = general else {
+            continue;
+        };
+        let Some(id) = uri.strip_prefix(NODE_URI_PREFIX) else {
+            continue;
+        };
+        let id = parse_id(id).ok_or_else(|| IdentityError::BadId(id.to_string()))?;
+        match found {
+            Some(first) if first != id => return Err(IdentityError::Ambiguous(first, id)),
+            _ => found = Some(id),
+        }
+    }
+    found.ok_or(IdentityError::NoId)
+}
+
 /// The subject common name of a DER certificate, if it has one. Used to
 /// name peers in logs and to rebuild a CA's issuer name.
 pub fn common_name(cert_der: &[u8]) -> Option<String> {
-    const CN_OID: &[u8] = &[0x55, 0x04, 0x03];
-    let (_, cert, _) = der_expect(cert_der, 0x30)?;
-    let (_, tbs, _) = der_expect(cert, 0x30)?;
-    let (tag, _, after_version) = der(tbs)?;
-    let mut rest = if tag == 0xa0 { after_version } else { tbs };
-    // serialNumber, signature, issuer, validity; then the subject.
-    for _ in 0..4 {
-        rest = der(rest)?.2;
-    }
-    let (_, mut rdns, _) = der_expect(rest, 0x30)?;
-    while !rdns.is_empty() {
-        let (_, mut set, next) = der_expect(rdns, 0x31)?;
-        rdns = next;
-        while !set.is_empty() {
-            let (_, attribute, next) = der_expect(set, 0x30)?;
-            set = next;
-            let (_, oid, value) = der_expect(attribute, 0x06)?;
-            let (tag, text, _) = der(value)?;
-            // UTF8String, PrintableString, IA5String.
-            if oid == CN_OID && matches!(tag, 0x0c | 0x13 | 0x16) {
-                return String::from_utf8(text.to_vec()).ok();
-            }
-        }
-    }
-    None
-}
-
-/// Splits one DER element off `input`: its tag, its contents and what follows.
-fn der(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = if first < 0x80 {
-        (usize::from(first), rest)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 || rest.len() < n {
-            return None;
-        }
-        let len = rest[..n]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
-        (len, &rest[n..])
-    };
-    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
-}
-
-fn der_expect(input: &[u8], tag: u8) -> Option<(u8, &[u8], &[u8])> {
-    der(input).filter(|(t, _, _)| *t == tag)
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?;
+    cn.as_str().ok().map(str::to_string)
 }
 
 fn name(common_name: &str) -> DistinguishedName {
@@ -327,10 +376,94 @@ mod tests {
         let ca = generate_ca("test CA").unwrap();
         let ca_der = CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap();
         assert_eq!(common_name(&ca_der).as_deref(), Some("test CA"));
-        let node = generate_node(&ca, "n1", &["127.0.0.1".into(), "n1.local".into()]).unwrap();
+        assert_eq!(node_id(&ca_der), Err(IdentityError::NoId));
+        let node = generate_node(&ca, &cert("n1", 41, &["127.0.0.1", "n1.local"])).unwrap();
         let der = CertificateDer::from_pem_slice(node.cert_pem.as_bytes()).unwrap();
         assert_eq!(common_name(&der).as_deref(), Some("n1"));
+        assert_eq!(node_id(&der), Ok(41));
         assert!(common_name(b"not a certificate").is_none());
+        assert_eq!(
+            node_id(b"not a certificate"),
+            Err(IdentityError::Unparseable)
+        );
+        assert_eq!(node_id(&[]), Err(IdentityError::Unparseable));
+    }
+
+    fn cert(name: &str, id: NodeId, sans: &[&str]) -> NodeCert {
+        NodeCert {
+            name: name.into(),
+            id,
+            sans: sans.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// A certificate signed by `ca` with exactly the SANs given, as another
+    /// tool (or an attacker holding the CA key) might make it.
+    fn with_sans(ca: &CaFiles, sans: Vec<SanType>) -> Vec<u8> {
+        let ca_key = KeyPair::from_pem(&ca.key_pem).unwrap();
+        let issuer = ca_params("test CA").self_signed(&ca_key).unwrap();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = sans;
+        params.distinguished_name = name("odd");
+        let key = KeyPair::generate().unwrap();
+        params
+            .signed_by(&key, &issuer, &ca_key)
+            .unwrap()
+            .der()
+            .to_vec()
+    }
+
+    #[test]
+    fn hostile_node_ids_are_refused() {
+        let ca = generate_ca("test CA").unwrap();
+        let uri = |s: &str| SanType::URI(Ia5String::try_from(s).unwrap());
+        let dns = |s: &str| SanType::DnsName(Ia5String::try_from(s).unwrap());
+        let id_of = |sans| node_id(&with_sans(&ca, sans));
+        assert_eq!(
+            id_of(vec![dns("meridian:node:4")]),
+            Err(IdentityError::NoId)
+        );
+        assert_eq!(id_of(vec![uri("https://node:4")]), Err(IdentityError::NoId));
+        assert_eq!(
+            id_of(vec![uri("meridian:node:")]),
+            Err(IdentityError::BadId(String::new()))
+        );
+        for bad in ["-1", "+4", " 4", "4 ", "0x4", "4a", "18446744073709551616"] {
+            assert_eq!(
+                id_of(vec![uri(&format!("meridian:node:{bad}"))]),
+                Err(IdentityError::BadId(bad.to_string())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            id_of(vec![uri("meridian:node:2"), uri("meridian:node:4")]),
+            Err(IdentityError::Ambiguous(2, 4))
+        );
+        assert_eq!(
+            id_of(vec![uri("meridian:node:4"), uri("meridian:node:4")]),
+            Ok(4)
+        );
+        assert_eq!(
+            id_of(vec![uri("MERIDIAN:NODE:4")]),
+            Err(IdentityError::NoId)
+        );
+        assert_eq!(
+            id_of(vec![uri("meridian:node:18446744073709551615")]),
+            Ok(u64::MAX)
+        );
+    }
+
+    #[test]
+    fn nodes_are_named_with_their_id() {
+        assert_eq!(parse_node("n1").unwrap(), ("n1".to_string(), 1));
+        assert_eq!(parse_node("n042").unwrap(), ("n042".to_string(), 42));
+        assert_eq!(parse_node("us-east=7").unwrap(), ("us-east".to_string(), 7));
+        assert_eq!(parse_node("n1=9").unwrap(), ("n1".to_string(), 9));
+        for bad in [
+            "us-east", "n", "n-1", "nx", "n1x", "x=", "x=-2", "x=a", "=", "n 1", "N1",
+        ] {
+            assert!(matches!(parse_node(bad), Err(CertError::NoId(_))), "{bad}");
+        }
     }
 
     #[test]
@@ -342,7 +475,7 @@ mod tests {
             key_pem: other.key_pem,
         };
         assert!(matches!(
-            generate_node(&mixed, "n1", &[]),
+            generate_node(&mixed, &cert("n1", 1, &[])),
             Err(CertError::BadCa(_))
         ));
     }
@@ -350,7 +483,7 @@ mod tests {
     #[test]
     fn write_cluster_writes_private_keys_privately_and_reuses_the_ca() {
         let dir = tempfile::tempdir().unwrap();
-        let nodes = vec![("n1".to_string(), vec!["127.0.0.1".to_string()])];
+        let nodes = vec![cert("n1", 1, &["127.0.0.1"])];
         let written = write_cluster(dir.path(), &nodes).unwrap();
         assert_eq!(written.len(), 4);
         let ca_before = fs::read_to_string(dir.path().join("ca.pem")).unwrap();
@@ -365,14 +498,17 @@ mod tests {
                 assert_eq!(mode & 0o777, 0o600, "{key}");
             }
         }
-        let more = vec![("n2".to_string(), vec!["n2.example".to_string()])];
+        let more = vec![cert("n2", 2, &["n2.example"])];
         assert_eq!(write_cluster(dir.path(), &more).unwrap().len(), 2);
         assert_eq!(
             fs::read_to_string(dir.path().join("ca.pem")).unwrap(),
             ca_before
         );
+        let pem = fs::read(dir.path().join("n2.pem")).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap();
+        assert_eq!(node_id(&der), Ok(2));
         assert!(matches!(
-            write_cluster(dir.path(), &[("../x".to_string(), vec![])]),
+            write_cluster(dir.path(), &[cert("../x", 3, &[])]),
             Err(CertError::BadName(_))
         ));
     }

@@ -35,8 +35,12 @@ use tempfile::TempDir;
 /// A cluster's certificates for nodes `n1`, `n2`, … naming 127.0.0.1.
 fn cluster_certs(nodes: usize) -> TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let nodes: Vec<_> = (1..=nodes)
-        .map(|n| (format!("n{n}"), vec!["127.0.0.1".to_string()]))
+    let nodes: Vec<_> = (1..=nodes as u64)
+        .map(|n| certs::NodeCert {
+            name: format!("n{n}"),
+            id: n,
+            sans: vec!["127.0.0.1".to_string()],
+        })
         .collect();
     certs::write_cluster(dir.path(), &nodes).unwrap();
     dir
@@ -81,21 +85,27 @@ fn vote_request() -> VoteRequest<NodeId> {
     VoteRequest::new(Vote::new(1, 2), None)
 }
 
-/// Answers every request plainly and counts what reached it.
+/// Answers every request plainly and counts what reached it, and from whom.
 #[derive(Clone, Default)]
 struct Recorder {
     calls: Arc<AtomicUsize>,
+    callers: Arc<std::sync::Mutex<Vec<NodeId>>>,
 }
 
 impl Recorder {
     fn calls(&self) -> usize {
         self.calls.load(Ordering::SeqCst)
     }
+
+    fn callers(&self) -> Vec<NodeId> {
+        self.callers.lock().unwrap().clone()
+    }
 }
 
 impl RpcHandler for Recorder {
-    async fn handle(&self, request: RaftRequest) -> RaftResponse {
+    async fn handle(&self, caller: NodeId, request: RaftRequest) -> RaftResponse {
         self.calls.fetch_add(1, Ordering::SeqCst);
+        self.callers.lock().unwrap().push(caller);
         match request {
             RaftRequest::AppendEntries(_) => {
                 RaftResponse::AppendEntries(Ok(AppendEntriesResponse::Success))
@@ -153,10 +163,12 @@ async fn a_ca_signed_peer_completes_rpcs() {
     assert_eq!(appended, AppendEntriesResponse::Success);
     let forwarded = client
         .network(2)
-        .forward(&target, Command::DeleteRoute { model: "m".into() })
+        .forward(1, &target, Command::DeleteRoute { model: "m".into() })
         .await;
     assert_eq!(forwarded, Ok(CommandResponse::Applied { changed: true }));
     assert_eq!(recorder.calls(), 3);
+    // The server knows who called from the caller's certificate.
+    assert_eq!(recorder.callers(), vec![2, 2, 2]);
 }
 
 #[tokio::test]
@@ -191,6 +203,120 @@ async fn a_peer_signed_by_another_ca_is_refused() {
         "{refused:?}"
     );
     assert_eq!(recorder.calls(), 0, "no RPC may reach the server");
+}
+
+/// Writes `NAME.pem`/`NAME.key` into `dir`, signed by the CA there, as
+/// `meridian certs` made them before certificates named their node: the
+/// common name and the address, no `meridian:node:` SAN.
+fn legacy_cert(dir: &Path, name: &str) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+    let mut ca = CertificateParams::default();
+    ca.distinguished_name
+        .push(DnType::CommonName, certs::common_name(&ca_der).unwrap());
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let issuer = ca.self_signed(&ca_key).unwrap();
+    let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &issuer, &ca_key).unwrap();
+    std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+}
+
+#[tokio::test]
+async fn a_certificate_without_a_node_id_is_refused_both_ways() {
+    let dir = cluster_certs(2);
+    legacy_cert(dir.path(), "old");
+    let (_server, recorder, target) = recorded_server(dir.path(), fast());
+
+    // An old certificate dialling a current node: refused at the handshake.
+    let old = bind(&paths(dir.path(), dir.path(), "old"), fast());
+    let refused = client_to(&old, &target)
+        .await
+        .vote(vote_request(), option())
+        .await;
+    assert!(
+        matches!(refused, Err(RPCError::Unreachable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(recorder.calls(), 0, "no RPC may reach the server");
+
+    // A current node dialling a server with an old certificate: it does
+    // not take the server for any node.
+    let old_server = bind(&paths(dir.path(), dir.path(), "old"), fast());
+    let old_recorder = Recorder::default();
+    old_server.serve(old_recorder.clone());
+    let old_target = member(old_server.local_addr().unwrap());
+    let client = bind(&paths(dir.path(), dir.path(), "n2"), fast());
+    let refused = client_to(&client, &old_target)
+        .await
+        .vote(vote_request(), option())
+        .await;
+    assert!(
+        matches!(refused, Err(RPCError::Unreachable(_))),
+        "{refused:?}"
+    );
+    assert_eq!(old_recorder.calls(), 0);
+}
+
+#[tokio::test]
+async fn a_server_presenting_another_nodes_certificate_is_refused() {
+    let dir = cluster_certs(3);
+    // The server at this address holds node 1's certificate.
+    let (_server, recorder, target) = recorded_server(dir.path(), fast());
+    let client = bind(&paths(dir.path(), dir.path(), "n2"), fast());
+
+    // Node 2 means to reach node 3 there: nothing is sent.
+    let mut to_three = client.network(2).new_client(3, &target).await;
+    let refused = to_three.vote(vote_request(), option()).await;
+    match &refused {
+        Err(RPCError::Unreachable(e)) => {
+            assert!(e.to_string().contains("node 1's, not node 3's"), "{e}")
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let append = to_three
+        .append_entries(
+            AppendEntriesRequest {
+                vote: Vote::new_committed(1, 2),
+                prev_log_id: None,
+                entries: vec![],
+                leader_commit: None,
+            },
+            option(),
+        )
+        .await;
+    assert!(
+        matches!(append, Err(RPCError::Unreachable(_))),
+        "{append:?}"
+    );
+    let forwarded = client
+        .network(2)
+        .forward(3, &target, Command::DeleteRoute { model: "m".into() })
+        .await;
+    assert!(
+        matches!(forwarded, Err(ForwardError::Network { .. })),
+        "{forwarded:?}"
+    );
+    assert_eq!(recorder.calls(), 0, "nothing may be sent to the wrong node");
+
+    // Meant for node 1, the same address is fine.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let mut to_one = client_to(&client, &target).await;
+    let mut answered = false;
+    for _ in 0..30 {
+        if to_one.vote(vote_request(), option()).await.is_ok() {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered);
+    assert_eq!(recorder.callers(), vec![2]);
 }
 
 #[tokio::test]
@@ -316,7 +442,7 @@ async fn an_unreachable_peer_is_reported_quickly() {
 
     let forwarded = client
         .network(2)
-        .forward(&target, Command::DeleteRoute { model: "m".into() })
+        .forward(1, &target, Command::DeleteRoute { model: "m".into() })
         .await;
     assert!(
         matches!(forwarded, Err(ForwardError::Network { .. })),
@@ -454,10 +580,15 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
 
     // A follower's write goes to the leader over the transport.
     let network = nodes[&follower].0.network(follower);
-    let forwarded = network.forward(&members[&leader], key("forwarded")).await;
+    let forwarded = network
+        .forward(leader, &members[&leader], key("forwarded"))
+        .await;
     assert_eq!(forwarded, Ok(CommandResponse::Applied { changed: true }));
     // Sent to a follower instead, it names the leader.
-    match network.forward(&members[&follower], key("lost")).await {
+    match network
+        .forward(follower, &members[&follower], key("lost"))
+        .await
+    {
         Err(ForwardError::NotLeader {
             leader_id: Some(id),
             leader: Some(m),
@@ -471,7 +602,7 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
     // A follower's linearizable read: the leader names its read index (at
     // least the forwarded write), and a follower refuses, naming the leader.
     let read = network
-        .read_index(&members[&leader])
+        .read_index(leader, &members[&leader])
         .await
         .unwrap()
         .unwrap();
@@ -480,7 +611,7 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
         "read index {read} is behind the writes"
     );
     assert!(matches!(
-        network.read_index(&members[&follower]).await,
+        network.read_index(follower, &members[&follower]).await,
         Err(ForwardError::NotLeader { leader_id: Some(id), .. }) if id == leader
     ));
 

@@ -224,14 +224,24 @@ pub(crate) fn readiness(state: &AdminState) -> Readiness {
     readiness
 }
 
-async fn readyz(State(state): State<AdminState>) -> impl IntoResponse {
+async fn readyz(State(state): State<AdminState>) -> Response {
+    // A node whose Raft core stopped commits and applies nothing more (the
+    // process exits on it; this covers the moments before it does).
+    if let Some(why) = state.cluster.core_failure() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("The Raft core stopped: {why}."),
+            None,
+            "raft_stopped",
+        );
+    }
     let body = readiness(&state);
     let status = if body.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(body))
+    (status, Json(body)).into_response()
 }
 
 #[derive(Serialize)]

@@ -251,12 +251,22 @@ pub fn free_udp_port() -> u16 {
 }
 
 /// Writes a CA and one certificate per name into `dir` with `raft::certs`
-/// (SANs 127.0.0.1 and localhost): `ca.pem`, `NAME.pem`, `NAME.key`. A new
-/// `dir` means a new CA.
+/// (SANs 127.0.0.1 and localhost): `ca.pem`, `NAME.pem`, `NAME.key`, where a
+/// name is `n<ID>` or `NAME=ID` as `meridian certs` takes it. A new `dir`
+/// means a new CA.
 pub fn write_certs(dir: &Path, names: &[String]) {
     let sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-    let nodes: Vec<(String, Vec<String>)> =
-        names.iter().map(|n| (n.clone(), sans.clone())).collect();
+    let nodes: Vec<raft::certs::NodeCert> = names
+        .iter()
+        .map(|spec| {
+            let (name, id) = raft::certs::parse_node(spec).unwrap();
+            raft::certs::NodeCert {
+                name,
+                id,
+                sans: sans.clone(),
+            }
+        })
+        .collect();
     raft::certs::write_cluster(dir, &nodes).unwrap();
 }
 
@@ -525,6 +535,45 @@ impl Cluster {
         let home = self.dir.path().join(format!("stranger{id}"));
         let certs = home.join("certs");
         write_certs(&certs, &[format!("n{id}")]);
+        self.spawn_outsider(id, &home, &certs)
+    }
+
+    /// Starts a node `id` that presents node `as_node`'s certificate (signed
+    /// by the cluster's CA, so the handshake alone accepts it), configured
+    /// like [`Cluster::spawn_stranger`]. Does not wait for it to get ready.
+    pub fn spawn_impostor(&self, id: u64, as_node: u64) -> Stranger {
+        let home = self.dir.path().join(format!("impostor{id}"));
+        let certs = home.join("certs");
+        std::fs::create_dir_all(&certs).unwrap();
+        let ours = self.dir.path().join("certs");
+        std::fs::copy(ours.join("ca.pem"), certs.join("ca.pem")).unwrap();
+        for ext in ["pem", "key"] {
+            std::fs::copy(
+                ours.join(format!("n{as_node}.{ext}")),
+                certs.join(format!("n{id}.{ext}")),
+            )
+            .unwrap();
+        }
+        self.spawn_outsider(id, &home, &certs)
+    }
+
+    /// Starts a node `id` with its own certificate from the cluster's CA,
+    /// configured like [`Cluster::spawn_stranger`]: a legitimate new node,
+    /// for the operator to add. Does not wait for it to get ready.
+    pub fn spawn_joiner(&self, id: u64) -> Stranger {
+        let home = self.dir.path().join(format!("joiner{id}"));
+        std::fs::create_dir_all(&home).unwrap();
+        write_certs(&self.certs(), &[format!("n{id}")]);
+        self.spawn_outsider(id, &home, &self.certs())
+    }
+
+    /// The cluster's certificate directory: `ca.pem`, `ca.key` and each
+    /// node's `nID.pem`/`nID.key`.
+    pub fn certs(&self) -> PathBuf {
+        self.dir.path().join("certs")
+    }
+
+    fn spawn_outsider(&self, id: u64, home: &Path, certs: &Path) -> Stranger {
         let raft_port = free_udp_port();
         let mut members = self.members();
         members.push(format!("{id}@127.0.0.1:{raft_port}"));
@@ -536,7 +585,7 @@ impl Cluster {
                 &home.join("data"),
                 raft_port,
                 &members,
-                &certs,
+                certs,
                 self.options,
                 &self.mock,
             ),
@@ -638,6 +687,25 @@ impl Cluster {
         node.api.clear();
         node.admin.clear();
         at
+    }
+
+    /// Waits up to `limit` for a node's process to exit by itself, and
+    /// reaps it; its exit status, or `None` if it is still running.
+    pub async fn wait_exit(
+        &mut self,
+        id: u64,
+        limit: Duration,
+    ) -> Option<std::process::ExitStatus> {
+        let node = self.node_mut(id);
+        let child = node.child.as_mut().expect("node is not running");
+        let status = tokio::time::timeout(limit, child.wait())
+            .await
+            .ok()?
+            .unwrap();
+        node.child = None;
+        node.api.clear();
+        node.admin.clear();
+        Some(status)
     }
 
     /// SIGTERMs a node and waits for it to exit (asserting status 0).

@@ -1,6 +1,9 @@
 //! The calling side: one cached QUIC connection per peer address, re-dialled
 //! after a jittered, capped exponential backoff when dials fail, and one
-//! bidirectional stream per RPC.
+//! bidirectional stream per RPC. Every call names the node it means to
+//! reach, and is sent only over a connection whose server certificate names
+//! that node: a peer at the right address with another node's certificate
+//! counts as a failed dial, and nothing is sent to it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -22,6 +25,7 @@ use rand::Rng;
 use super::NetworkSettings;
 use super::frame::{FrameError, read_frame, write_frame};
 use super::rpc::{ForwardError, RaftRequest, RaftResponse};
+use super::tls::peer_id;
 use crate::types::{NodeId, TypeConfig};
 
 /// Why one call to a peer failed, before openraft's error types are chosen.
@@ -73,6 +77,8 @@ enum CallError {
 #[derive(Default)]
 struct Slot {
     connection: Option<quinn::Connection>,
+    /// The node the cached connection's server certificate names.
+    peer: Option<NodeId>,
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
@@ -107,14 +113,30 @@ impl Peers {
         slots.entry(addr.to_string()).or_default().clone()
     }
 
-    /// The live connection to `addr`, dialling it if needed. Concurrent
-    /// callers share one dial. The dial runs in its own task so that a caller
-    /// giving up (openraft's TTL) does not waste it for the next one.
-    async fn connection(self: &Arc<Self>, addr: &str) -> Result<quinn::Connection, CallError> {
+    /// The live connection to node `target` at `addr`, dialling it if
+    /// needed. Concurrent callers share one dial. The dial runs in its own
+    /// task so that a caller giving up (openraft's TTL) does not waste it for
+    /// the next one. A server whose certificate names another node than
+    /// `target` is refused like a failed dial.
+    async fn connection(
+        self: &Arc<Self>,
+        addr: &str,
+        target: NodeId,
+    ) -> Result<quinn::Connection, CallError> {
         let mut slot = self.slot(addr).lock_owned().await;
         if let Some(connection) = &slot.connection {
-            if connection.close_reason().is_none() {
+            if connection.close_reason().is_none() && slot.peer == Some(target) {
                 return Ok(connection.clone());
+            }
+            if connection.close_reason().is_none() {
+                // Verified for another node: this address is not `target`.
+                let message = wrong_node(target, slot.peer);
+                connection.close(0u32.into(), b"not the node dialled");
+                self.failed(&mut slot, message.clone());
+                return Err(CallError::Unreachable {
+                    addr: addr.to_string(),
+                    message,
+                });
             }
             slot.connection = None;
         }
@@ -130,15 +152,27 @@ impl Peers {
             });
         }
         let peers = self.clone();
+        let node = target;
         let target = addr.to_string();
         let dial = tokio::spawn(async move {
-            let result = peers.dial(&target).await;
+            let result = peers.dial(&target).await.and_then(|connection| {
+                let presented = peer_id(&connection);
+                if presented == Some(node) {
+                    Ok(connection)
+                } else {
+                    connection.close(0u32.into(), b"not the node dialled");
+                    let message = wrong_node(node, presented);
+                    tracing::warn!(addr = %target, node, error = %message, "raft peer refused");
+                    Err(message)
+                }
+            });
             match &result {
                 // The failure count stays until an RPC succeeds: a peer that
                 // completes handshakes only to refuse our certificate must
                 // still be backed off from exponentially.
                 Ok(connection) => {
                     slot.connection = Some(connection.clone());
+                    slot.peer = Some(node);
                     slot.retry_at = None;
                 }
                 Err(message) => peers.failed(&mut slot, message.clone()),
@@ -174,6 +208,7 @@ impl Peers {
     /// next one may be tried.
     fn failed(&self, slot: &mut Slot, message: String) {
         slot.connection = None;
+        slot.peer = None;
         slot.failures = slot.failures.saturating_add(1);
         slot.retry_at = Some(Instant::now() + backoff_delay(&self.settings, slot.failures));
         slot.last_error = message;
@@ -205,15 +240,17 @@ impl Peers {
         }
     }
 
-    /// One request and its response on a new stream to `addr`, within `ttl`.
+    /// One request and its response on a new stream to node `target` at
+    /// `addr`, within `ttl`.
     async fn call(
         self: &Arc<Self>,
+        target: NodeId,
         addr: &str,
         request: &RaftRequest,
         ttl: Duration,
     ) -> Result<RaftResponse, CallError> {
         let exchange = async {
-            let connection = self.connection(addr).await?;
+            let connection = self.connection(addr, target).await?;
             let stream = |source| CallError::Stream {
                 addr: addr.to_string(),
                 source,
@@ -246,6 +283,10 @@ impl Peers {
             Ok(Ok(RaftResponse::Failure(message))) => Err(CallError::Refused {
                 addr: addr.to_string(),
                 message,
+            }),
+            Ok(Ok(RaftResponse::Refused(refusal))) => Err(CallError::Refused {
+                addr: addr.to_string(),
+                message: refusal.to_string(),
             }),
             Ok(result) => result,
             Err(_) => {
@@ -320,6 +361,14 @@ fn backoff_delay(settings: &NetworkSettings, failures: u32) -> Duration {
     Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos))
 }
 
+/// Why a server was refused: its certificate names another node.
+fn wrong_node(target: NodeId, presented: Option<NodeId>) -> String {
+    match presented {
+        Some(id) => format!("the certificate presented is node {id}'s, not node {target}'s"),
+        None => format!("the certificate presented names no node, not node {target}"),
+    }
+}
+
 /// The `host` of `host:port` (brackets of an IPv6 literal removed), which
 /// the peer's certificate must name.
 fn host(addr: &str) -> &str {
@@ -348,12 +397,13 @@ impl Network {
         Self { id, peers }
     }
 
-    /// Sends `command` to `leader` for it to propose, and waits (up to the
-    /// forward timeout) until it is committed and applied there. A
-    /// [`ForwardError::NotLeader`] names the current leader when known, for
-    /// the caller to try next.
+    /// Sends `command` to node `leader_id` at `leader` for it to propose,
+    /// and waits (up to the forward timeout) until it is committed and
+    /// applied there. A [`ForwardError::NotLeader`] names the current
+    /// leader when known, for the caller to try next.
     pub async fn forward(
         &self,
+        leader_id: NodeId,
         leader: &Member,
         command: Command,
     ) -> Result<CommandResponse, ForwardError> {
@@ -365,7 +415,12 @@ impl Network {
         };
         match self
             .peers
-            .call(addr, &request, self.peers.settings.forward_timeout)
+            .call(
+                leader_id,
+                addr,
+                &request,
+                self.peers.settings.forward_timeout,
+            )
             .await
         {
             Ok(RaftResponse::Forward(result)) => result,
@@ -374,9 +429,14 @@ impl Network {
         }
     }
 
-    /// Asks the leader for the log index a linearizable read must wait for;
-    /// the caller then waits until it has applied that far.
-    pub async fn read_index(&self, leader: &Member) -> Result<Option<u64>, ForwardError> {
+    /// Asks the leader (node `leader_id` at `leader`) for the log index a
+    /// linearizable read must wait for; the caller then waits until it has
+    /// applied that far.
+    pub async fn read_index(
+        &self,
+        leader_id: NodeId,
+        leader: &Member,
+    ) -> Result<Option<u64>, ForwardError> {
         let addr = &leader.raft_addr;
         let network = |e: CallError| ForwardError::Network {
             addr: addr.clone(),
@@ -385,6 +445,7 @@ impl Network {
         match self
             .peers
             .call(
+                leader_id,
                 addr,
                 &RaftRequest::ReadIndex,
                 self.peers.settings.forward_timeout,
@@ -432,7 +493,12 @@ impl Connection {
         // Answer before openraft's hard TTL drops the call, so the stream
         // is closed by us and the error says what happened.
         self.peers
-            .call(&self.node.raft_addr, request, option.soft_ttl())
+            .call(
+                self.target,
+                &self.node.raft_addr,
+                request,
+                option.soft_ttl(),
+            )
             .await
     }
 
@@ -481,6 +547,7 @@ fn unexpected(addr: &str, response: &RaftResponse) -> CallError {
         RaftResponse::Forward(_) => "Forward",
         RaftResponse::ReadIndex(_) => "ReadIndex",
         RaftResponse::Failure(_) => "Failure",
+        RaftResponse::Refused(_) => "Refused",
     };
     CallError::Protocol {
         addr: addr.to_string(),

@@ -1,8 +1,24 @@
 //! What travels on a Raft stream: one [`RaftRequest`] out, one
 //! [`RaftResponse`] back, and what a node does with a request.
+//!
+//! Every request arrives with its caller's node id, proved by the caller's
+//! certificate (see [`crate::certs::node_id`]). Before anything reaches
+//! openraft, [`check`] holds the caller to it: the sender a request claims
+//! (a vote's candidate, the leader of an append or a snapshot, the member an
+//! `Announce` or a health `Report` speaks for) must be the caller, and the
+//! caller must be a member (voter or learner) of this node's membership.
+//! A node that has no membership yet (never initialized, nothing
+//! replicated) takes the Raft protocol itself (votes, appends, snapshots)
+//! from any caller that is the node it claims to be, and no writes or reads:
+//! it holds no state to protect, counts in no quorum until a leader's log
+//! makes it a member, and the cluster that adds it (or the node that
+//! initialized a new cluster naming it) must be able to reach it. A Meridian
+//! node initializes itself before it answers peers, so it never serves
+//! without a membership.
 
 use std::future::Future;
 
+use openraft::Membership;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InstallSnapshotError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
@@ -48,6 +64,136 @@ pub enum RaftResponse {
     /// The request never reached Raft: it was malformed, too large, or of a
     /// version this node does not speak.
     Failure(String),
+    /// The request never reached Raft: the caller may not send it (see
+    /// [`check`]). Last of the variants, so the encoding of the others is
+    /// that of earlier builds.
+    Refused(Refusal),
+}
+
+/// Why a peer's request was refused before it reached Raft.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum Refusal {
+    /// The caller is not a voter or learner of this node's membership: a
+    /// removed node, or a certificate of a node never added.
+    #[error("node {caller} is not a member of this cluster")]
+    NotAMember {
+        /// The caller, from its certificate.
+        caller: NodeId,
+    },
+    /// The request speaks for another node than the caller's certificate
+    /// names.
+    #[error("node {caller} sent {what} claiming to be {}", claimed_node(claimed))]
+    Impersonation {
+        /// The caller, from its certificate.
+        caller: NodeId,
+        /// What it sent (`Vote`, `AppendEntries`, `Forward(Announce)`, …).
+        what: String,
+        /// Who the request says it is from; none when it names nobody.
+        claimed: Option<NodeId>,
+    },
+    /// A node without a membership takes the Raft protocol only: no
+    /// forwarded writes or reads.
+    #[error("node {caller} sent {what}, which a node not yet in a cluster does not take")]
+    NotYetMember {
+        /// The caller, from its certificate.
+        caller: NodeId,
+        /// What it sent.
+        what: String,
+    },
+}
+
+fn claimed_node(claimed: &Option<NodeId>) -> String {
+    match claimed {
+        Some(id) => format!("node {id}"),
+        None => "no node".to_string(),
+    }
+}
+
+impl RaftRequest {
+    /// The request's kind, for logs and refusals.
+    pub fn kind(&self) -> String {
+        match self {
+            Self::AppendEntries(_) => "AppendEntries".into(),
+            Self::Vote(_) => "Vote".into(),
+            Self::InstallSnapshot(_) => "InstallSnapshot".into(),
+            Self::Forward(command) => format!("Forward({})", command_kind(command)),
+            Self::ReadIndex => "ReadIndex".into(),
+        }
+    }
+
+    /// The node the request says it comes from, when it names one: the
+    /// candidate of a vote, the leader of an append or a snapshot, the
+    /// member an `Announce` or `Report` is about. `Some(None)` is a request
+    /// that must name its sender and names none.
+    fn claimed_sender(&self) -> Option<Option<NodeId>> {
+        match self {
+            Self::AppendEntries(rpc) => Some(rpc.vote.leader_id().voted_for()),
+            Self::Vote(rpc) => Some(rpc.vote.leader_id().voted_for()),
+            Self::InstallSnapshot(rpc) => Some(rpc.vote.leader_id().voted_for()),
+            Self::Forward(Command::Announce { id, .. } | Command::Report { id, .. }) => {
+                Some(Some(*id))
+            }
+            Self::Forward(
+                Command::Seed { .. }
+                | Command::PutUpstream(_)
+                | Command::DeleteUpstream { .. }
+                | Command::PutRoute(_)
+                | Command::DeleteRoute { .. }
+                | Command::PutKey(_)
+                | Command::DeleteKey { .. },
+            )
+            | Self::ReadIndex => None,
+        }
+    }
+}
+
+fn command_kind(command: &Command) -> &'static str {
+    match command {
+        Command::Seed { .. } => "Seed",
+        Command::PutUpstream(_) => "PutUpstream",
+        Command::DeleteUpstream { .. } => "DeleteUpstream",
+        Command::PutRoute(_) => "PutRoute",
+        Command::DeleteRoute { .. } => "DeleteRoute",
+        Command::PutKey(_) => "PutKey",
+        Command::DeleteKey { .. } => "DeleteKey",
+        Command::Announce { .. } => "Announce",
+        Command::Report { .. } => "Report",
+    }
+}
+
+/// Whether `caller` (proved by its certificate) may send `request` to a node
+/// whose membership is `membership`. Pure: the transport's identity rules
+/// in one place (see the module documentation).
+pub fn check(
+    caller: NodeId,
+    request: &RaftRequest,
+    membership: &Membership<NodeId, Member>,
+) -> Result<(), Refusal> {
+    if let Some(claimed) = request.claimed_sender()
+        && claimed != Some(caller)
+    {
+        return Err(Refusal::Impersonation {
+            caller,
+            what: request.kind(),
+            claimed,
+        });
+    }
+    if membership.get_node(&caller).is_some() {
+        return Ok(());
+    }
+    let uninitialized = membership.nodes().next().is_none();
+    match request {
+        RaftRequest::AppendEntries(_) | RaftRequest::InstallSnapshot(_) | RaftRequest::Vote(_)
+            if uninitialized =>
+        {
+            Ok(())
+        }
+        _ if uninitialized => Err(Refusal::NotYetMember {
+            caller,
+            what: request.kind(),
+        }),
+        _ => Err(Refusal::NotAMember { caller }),
+    }
 }
 
 /// Why a forwarded write was not applied.
@@ -86,12 +232,48 @@ fn leader_hint(id: &Option<NodeId>, leader: &Option<Member>) -> String {
 /// What serves requests arriving on the transport. [`Raft`] is the real
 /// one; tests substitute their own to see what arrives.
 pub trait RpcHandler: Clone + Send + Sync + 'static {
-    /// Handles one request and produces its response.
-    fn handle(&self, request: RaftRequest) -> impl Future<Output = RaftResponse> + Send;
+    /// Handles one request from the node `caller` (the id its certificate
+    /// names) and produces its response.
+    fn handle(
+        &self,
+        caller: NodeId,
+        request: RaftRequest,
+    ) -> impl Future<Output = RaftResponse> + Send;
 }
 
 impl RpcHandler for Raft {
-    async fn handle(&self, request: RaftRequest) -> RaftResponse {
+    async fn handle(&self, caller: NodeId, request: RaftRequest) -> RaftResponse {
+        let effective = self.metrics().borrow().membership_config.clone();
+        let mut checked = check(caller, &request, effective.membership());
+        if matches!(checked, Err(Refusal::NotAMember { .. })) {
+            // A member being removed stays one until the removal is
+            // committed here: a leader that removes itself must still
+            // replicate (and commit) the change that removes it. Only a
+            // member of the committed membership is let in this way, never
+            // a node that an empty committed membership would let in.
+            let committed = self
+                .with_raft_state(move |state| {
+                    state
+                        .membership_state
+                        .committed()
+                        .membership()
+                        .get_node(&caller)
+                        .is_some()
+                })
+                .await;
+            if committed == Ok(true) {
+                checked = Ok(());
+            }
+        }
+        if let Err(refusal) = checked {
+            tracing::warn!(
+                caller,
+                request = %request.kind(),
+                %refusal,
+                "raft request refused"
+            );
+            return RaftResponse::Refused(refusal);
+        }
         match request {
             RaftRequest::AppendEntries(rpc) => {
                 RaftResponse::AppendEntries(self.append_entries(rpc).await)
@@ -246,6 +428,169 @@ mod tests {
             ))),
         ))));
         through_the_wire(RaftResponse::Failure("no".into()));
+    }
+
+    fn membership(voters: &[NodeId], learners: &[NodeId]) -> Membership<NodeId, Member> {
+        let nodes: BTreeMap<NodeId, Member> = voters
+            .iter()
+            .chain(learners)
+            .map(|&n| (n, member(n)))
+            .collect();
+        let mut m = Membership::new(vec![voters.iter().copied().collect()], nodes);
+        if voters.is_empty() {
+            m = Membership::new(vec![], BTreeMap::new());
+        }
+        m
+    }
+
+    fn append(leader: NodeId) -> RaftRequest {
+        RaftRequest::AppendEntries(AppendEntriesRequest {
+            vote: Vote::new_committed(3, leader),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        })
+    }
+
+    fn snapshot(leader: NodeId) -> RaftRequest {
+        RaftRequest::InstallSnapshot(InstallSnapshotRequest {
+            vote: Vote::new_committed(3, leader),
+            meta: SnapshotMeta::default(),
+            offset: 0,
+            data: vec![],
+            done: true,
+        })
+    }
+
+    fn vote(candidate: NodeId) -> RaftRequest {
+        RaftRequest::Vote(VoteRequest::new(Vote::new(4, candidate), None))
+    }
+
+    fn forward(command: Command) -> RaftRequest {
+        RaftRequest::Forward(command)
+    }
+
+    fn announce(id: NodeId) -> RaftRequest {
+        forward(Command::Announce {
+            id,
+            info: proto::state::NodeInfo::default(),
+        })
+    }
+
+    fn report(id: NodeId) -> RaftRequest {
+        forward(Command::Report {
+            id,
+            report: proto::health::HealthReport::default(),
+        })
+    }
+
+    #[test]
+    fn members_may_speak_for_themselves() {
+        let m = membership(&[1, 2, 3], &[4]);
+        for caller in [1, 2, 3, 4] {
+            for request in [
+                append(caller),
+                snapshot(caller),
+                vote(caller),
+                announce(caller),
+                report(caller),
+                forward(Command::DeleteRoute { model: "m".into() }),
+                RaftRequest::ReadIndex,
+            ] {
+                assert_eq!(check(caller, &request, &m), Ok(()), "{}", request.kind());
+            }
+        }
+    }
+
+    #[test]
+    fn a_member_may_not_speak_for_another() {
+        let m = membership(&[1, 2, 3], &[]);
+        for (request, what) in [
+            (append(1), "AppendEntries"),
+            (snapshot(1), "InstallSnapshot"),
+            (vote(1), "Vote"),
+            (announce(1), "Forward(Announce)"),
+            (report(1), "Forward(Report)"),
+        ] {
+            assert_eq!(
+                check(2, &request, &m),
+                Err(Refusal::Impersonation {
+                    caller: 2,
+                    what: what.into(),
+                    claimed: Some(1)
+                })
+            );
+        }
+        let e = check(2, &announce(1), &m).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "node 2 sent Forward(Announce) claiming to be node 1"
+        );
+        // Hostile ids: the largest, zero.
+        assert!(check(2, &vote(u64::MAX), &m).is_err());
+        assert!(check(2, &report(0), &m).is_err());
+    }
+
+    #[test]
+    fn a_non_member_may_send_nothing() {
+        let m = membership(&[1, 2, 3], &[4]);
+        for request in [
+            append(5),
+            snapshot(5),
+            vote(5),
+            announce(5),
+            report(5),
+            forward(Command::PutKey(proto::state::KeyRecord {
+                name: "k".into(),
+                sha256: "ab".repeat(32),
+            })),
+            forward(Command::DeleteKey { name: "k".into() }),
+            RaftRequest::ReadIndex,
+        ] {
+            assert_eq!(
+                check(5, &request, &m),
+                Err(Refusal::NotAMember { caller: 5 }),
+                "{}",
+                request.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn a_node_not_yet_in_a_cluster_takes_the_protocol_only() {
+        let empty = membership(&[], &[]);
+        for request in [append(7), snapshot(7), vote(7)] {
+            assert_eq!(check(7, &request, &empty), Ok(()), "{}", request.kind());
+        }
+        // Still held to its identity.
+        assert!(matches!(
+            check(7, &append(1), &empty),
+            Err(Refusal::Impersonation { .. })
+        ));
+        for request in [
+            announce(7),
+            forward(Command::DeleteRoute { model: "m".into() }),
+            RaftRequest::ReadIndex,
+        ] {
+            assert!(
+                matches!(
+                    check(7, &request, &empty),
+                    Err(Refusal::NotYetMember { .. })
+                ),
+                "{}",
+                request.kind()
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_cross_the_wire() {
+        through_the_wire(RaftResponse::Refused(Refusal::NotAMember { caller: 9 }));
+        through_the_wire(RaftResponse::Refused(Refusal::Impersonation {
+            caller: 2,
+            what: "Vote".into(),
+            claimed: None,
+        }));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The serving side: accept peers (the TLS handshake has already refused
-//! anyone without a CA-signed certificate), and answer each bidirectional
-//! stream's one request, a bounded number at a time per connection.
+//! anyone without a CA-signed certificate naming a node id), and answer each
+//! bidirectional stream's one request, a bounded number at a time per
+//! connection, telling the handler which node is calling.
 
 use std::sync::Arc;
 
@@ -9,7 +10,8 @@ use tokio::sync::Semaphore;
 use super::NetworkSettings;
 use super::frame::{FrameError, read_frame, write_frame};
 use super::rpc::{RaftRequest, RaftResponse, RpcHandler};
-use super::tls::peer_name;
+use super::tls::{peer_id, peer_name};
+use crate::types::NodeId;
 
 /// Accepts connections on `endpoint` until it is closed.
 pub(super) async fn serve<H: RpcHandler>(
@@ -25,8 +27,15 @@ pub(super) async fn serve<H: RpcHandler>(
             match incoming.await {
                 Ok(connection) => {
                     let peer = peer_name(&connection).unwrap_or_else(|| remote.to_string());
-                    tracing::debug!(%peer, %remote, "raft peer connected");
-                    serve_connection(connection, handler, settings, peer).await;
+                    // The handshake refuses a certificate without a node id;
+                    // this is the belt to that brace.
+                    let Some(caller) = peer_id(&connection) else {
+                        tracing::warn!(%peer, %remote, "raft peer refused: its certificate names no node id");
+                        connection.close(0u32.into(), b"certificate names no node id");
+                        return;
+                    };
+                    tracing::debug!(%peer, caller, %remote, "raft peer connected");
+                    serve_connection(connection, handler, settings, peer, caller).await;
                 }
                 Err(error) => {
                     tracing::warn!(%remote, %error, "raft peer refused at handshake");
@@ -41,6 +50,7 @@ async fn serve_connection<H: RpcHandler>(
     handler: H,
     settings: Arc<NetworkSettings>,
     peer: String,
+    caller: NodeId,
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_concurrent_rpcs as usize));
     loop {
@@ -60,7 +70,7 @@ async fn serve_connection<H: RpcHandler>(
         let max = settings.max_frame;
         let peer = peer.clone();
         tokio::spawn(async move {
-            serve_stream(send, recv, handler, max, &peer).await;
+            serve_stream(send, recv, handler, max, &peer, caller).await;
             drop(permit);
         });
     }
@@ -72,9 +82,10 @@ async fn serve_stream<H: RpcHandler>(
     handler: H,
     max: usize,
     peer: &str,
+    caller: NodeId,
 ) {
     let response = match read_frame::<RaftRequest>(&mut recv, max).await {
-        Ok(request) => handler.handle(request).await,
+        Ok(request) => handler.handle(caller, request).await,
         Err(FrameError::Codec(error)) => {
             tracing::warn!(%peer, %error, "bad raft request");
             // Do not read the rest of an oversized or garbled request.

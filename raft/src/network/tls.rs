@@ -1,6 +1,9 @@
 //! Mutual TLS for Raft traffic: both ends present a certificate signed by the
 //! cluster CA and trust nothing else. A peer without such a certificate fails
-//! the handshake, before it can send a single RPC.
+//! the handshake, before it can send a single RPC, and so does one whose
+//! certificate names no node id (`meridian:node:<id>`, see
+//! [`crate::certs::node_id`]): each end then knows which node the other is
+//! ([`peer_id`]), and the transport holds it to that.
 //!
 //! Nothing global is installed: the ring provider is handed to each config
 //! explicitly, so the data plane's own TLS setup is unaffected.
@@ -9,11 +12,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, RootCertStore,
+    SignatureScheme,
+};
+
+use crate::certs::{IdentityError, node_id};
+use crate::types::NodeId;
 
 /// The ALPN protocol both ends must offer; a later incompatible wire format
 /// gets a new one, so mismatched nodes fail the handshake plainly.
@@ -82,7 +94,7 @@ impl Identity {
     }
 
     /// The server side: presents this node's certificate and requires a
-    /// client certificate that chains to the cluster CA.
+    /// client certificate that chains to the cluster CA and names a node id.
     pub fn server_config(&self) -> Result<QuicServerConfig, TlsError> {
         let provider = provider();
         let verifier =
@@ -92,20 +104,27 @@ impl Identity {
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config)?
-            .with_client_cert_verifier(verifier)
+            .with_client_cert_verifier(Arc::new(NamedClient(verifier)))
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(config)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
         QuicServerConfig::try_from(tls).map_err(config)
     }
 
-    /// The client side: trusts only the cluster CA and presents this node's
-    /// certificate.
+    /// The client side: trusts only the cluster CA, requires the server's
+    /// certificate to name a node id (which one is the dialler's to check,
+    /// see [`peer_id`]), and presents this node's certificate.
     pub fn client_config(&self) -> Result<QuicClientConfig, TlsError> {
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider())
+        let provider = provider();
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+                .build()
+                .map_err(config)?;
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
             .map_err(config)?
-            .with_root_certificates(self.roots.clone())
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NamedServer(verifier)))
             .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
             .map_err(config)?;
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -115,9 +134,128 @@ impl Identity {
 
 /// The common name of the certificate a connected peer presented, for logs.
 pub fn peer_name(connection: &quinn::Connection) -> Option<String> {
+    crate::certs::common_name(peer_certificate(connection)?.as_ref())
+}
+
+/// The node id the certificate of a connected peer names. The handshake
+/// has already refused a certificate without one, so `None` means the
+/// connection carries no certificate at all.
+pub fn peer_id(connection: &quinn::Connection) -> Option<NodeId> {
+    node_id(peer_certificate(connection)?.as_ref()).ok()
+}
+
+fn peer_certificate(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
     let identity = connection.peer_identity()?;
     let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
-    crate::certs::common_name(chain.first()?)
+    chain.first().cloned()
+}
+
+/// Refuses, at the handshake, a certificate that names no node id.
+fn require_node_id(end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    node_id(end_entity.as_ref())
+        .map(|_| ())
+        .map_err(|e: IdentityError| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })
+}
+
+/// The cluster CA's client verifier, plus: the certificate names a node id.
+#[derive(Debug)]
+struct NamedClient(Arc<dyn ClientCertVerifier>);
+
+impl ClientCertVerifier for NamedClient {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        require_node_id(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The cluster CA's server verifier (chain and address), plus: the
+/// certificate names a node id.
+#[derive(Debug)]
+struct NamedServer(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for NamedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.0.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        require_node_id(end_entity)?;
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 fn provider() -> Arc<CryptoProvider> {

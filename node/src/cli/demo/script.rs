@@ -188,12 +188,11 @@ async fn start_cluster(
             .join(", ")
     );
     let certs = dir.join("certs");
-    let names: Vec<(String, Vec<String>)> = (1..=REGIONS.len())
-        .map(|i| {
-            (
-                format!("n{i}"),
-                vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-            )
+    let names: Vec<raft::certs::NodeCert> = (1..=REGIONS.len())
+        .map(|i| raft::certs::NodeCert {
+            name: format!("n{i}"),
+            id: i as u64,
+            sans: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
         })
         .collect();
     raft::certs::write_cluster(&certs, &names)
