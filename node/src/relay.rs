@@ -14,6 +14,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::error_json;
+use crate::scrub::Scrubber;
 use crate::usage::{self, Usage};
 
 /// How a relayed stream ended.
@@ -61,6 +63,8 @@ pub struct Relay<B> {
     usage: Option<Usage>,
     bytes: u64,
     done: bool,
+    /// Takes the node's provider keys out of every event before it leaves.
+    scrub: Arc<Scrubber>,
     on_end: Option<Box<dyn OnStreamEnd>>,
 }
 
@@ -70,12 +74,15 @@ where
     B::Error: std::fmt::Display,
 {
     /// Relays `inner`, whose first data frame `first` was already read.
-    /// `sse` says whether to forward on event boundaries.
+    /// `sse` says whether to forward on event boundaries; `scrub` is
+    /// applied to each piece forwarded (whole events for SSE, so a key
+    /// split across the upstream's frames is still whole when scrubbed).
     pub fn new(
         first: Bytes,
         inner: B,
         sse: bool,
         idle_timeout: Duration,
+        scrub: Arc<Scrubber>,
         on_end: Box<dyn OnStreamEnd>,
     ) -> Self {
         let mut relay = Self {
@@ -91,6 +98,7 @@ where
             usage: None,
             bytes: 0,
             done: false,
+            scrub,
             on_end: Some(on_end),
         };
         relay.ready = relay.take_events(first);
@@ -111,6 +119,7 @@ where
         if out.is_empty() {
             return None;
         }
+        let out = self.scrub.bytes(out);
         if self.sse
             && let Some(u) = usage::from_sse(&out)
         {
@@ -143,6 +152,7 @@ where
     fn fail(&mut self, reason: String) -> Bytes {
         // A partial event was never sent; the error event starts clean.
         self.pending.clear();
+        let reason = self.scrub.message(&reason);
         let message = format!("The upstream stream was interrupted: {reason}");
         let mut event = BytesMut::from(&b"data: "[..]);
         event.extend_from_slice(&error_json(
@@ -260,7 +270,7 @@ where
                     return this.flush(Some(event));
                 }
                 Poll::Ready(None) => {
-                    let rest = std::mem::take(&mut this.pending).freeze();
+                    let rest = this.scrub.bytes(std::mem::take(&mut this.pending).freeze());
                     this.end(StreamEnd::Complete);
                     if !rest.is_empty() {
                         this.bytes += rest.len() as u64;
@@ -343,12 +353,21 @@ mod tests {
         first: &'static str,
         rest: Vec<Result<&'static str, &'static str>>,
     ) -> (Vec<Bytes>, Ended) {
+        relay_scrubbed(first, rest, Scrubber::default()).await
+    }
+
+    async fn relay_scrubbed(
+        first: &'static str,
+        rest: Vec<Result<&'static str, &'static str>>,
+        scrub: Scrubber,
+    ) -> (Vec<Bytes>, Ended) {
         let ended: Ended = Arc::default();
         let mut relay = Relay::new(
             Bytes::from_static(first.as_bytes()),
             upstream(rest),
             true,
             Duration::from_secs(5),
+            Arc::new(scrub),
             Box::new(Record(ended.clone())),
         );
         let mut out = Vec::new();
@@ -413,6 +432,41 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn keys_split_across_frames_are_scrubbed_whole() {
+        let key = "UPSECRETB+x/y=Zq81";
+        let (out, ended) = relay_scrubbed(
+            "data: {\"a\":\"UPSECR",
+            vec![
+                Ok("ETB+x\\/y=Zq81\"}\n\ndata: {\"b\":\"UPSECRETB%2Bx"),
+                Ok("%2Fy%3DZq81\"}\n\ndata: {\"c\":\"UPSECRETB+x/y"),
+                Ok("=Zq81"),
+                Err("reset after UPSECRETB+x/y=Zq81"),
+            ],
+            Scrubber::new([key]),
+        )
+        .await;
+        let all: Vec<u8> = out.concat();
+        let text = String::from_utf8(all).unwrap();
+        assert!(!text.contains("UPSECRETB"), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 3, "{text}");
+        let Some((StreamEnd::UpstreamFailed(reason), _, _)) = ended.lock().unwrap().clone() else {
+            panic!("not a failed stream");
+        };
+        assert!(!reason.contains("UPSECRETB"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn the_tail_of_a_stream_is_scrubbed_too() {
+        let (out, _) = relay_scrubbed(
+            "data: 1\n\n",
+            vec![Ok("data: sk-abcdefgh-0123")],
+            Scrubber::new(["sk-abcdefgh-0123"]),
+        )
+        .await;
+        assert_eq!(out.concat(), b"data: 1\n\ndata: [redacted]");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_quiet_upstream_times_out_with_an_error_event() {
         let ended: Ended = Arc::default();
@@ -422,6 +476,7 @@ mod tests {
             never,
             true,
             Duration::from_secs(2),
+            Arc::new(Scrubber::default()),
             Box::new(Record(ended.clone())),
         );
         assert_eq!(
@@ -456,6 +511,7 @@ mod tests {
             slow,
             true,
             Duration::from_secs(2),
+            Arc::new(Scrubber::default()),
             Box::new(Record(ended.clone())),
         );
         let mut frames = 0;
@@ -479,6 +535,7 @@ mod tests {
             upstream(vec![Ok("data: 2\n\n")]),
             true,
             Duration::from_secs(2),
+            Arc::new(Scrubber::default()),
             Box::new(Record(ended.clone())),
         );
         drop(relay);

@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -26,49 +27,89 @@ pub struct Probe<'a> {
     pub model_span: Range<usize>,
 }
 
-#[derive(Deserialize)]
+/// The body's `model` and `stream` members, as written, in order of
+/// appearance (a duplicate is kept, to be refused by name).
 struct Fields<'a> {
-    #[serde(borrow)]
-    model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
+    model: Vec<&'a RawValue>,
+    stream: Vec<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Accepts only a JSON object (a derived struct would take an array as a
+/// tuple of its fields), skipping every member but `model` and `stream`.
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields {
+            model: Vec::new(),
+            stream: Vec::new(),
+        };
+        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
+            match &*name {
+                "model" => fields.model.push(map.next_value()?),
+                "stream" => fields.stream.push(map.next_value()?),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+fn bad(message: impl Into<String>, param: Option<&'static str>) -> ProxyError {
+    ProxyError::BadRequest {
+        message: message.into(),
+        param,
+    }
 }
 
 /// Validates a body as a JSON object and finds its `model` and `stream`.
+/// Every refusal names the member at fault in `param` (none when the body
+/// as a whole is wrong).
 pub fn probe(body: &[u8]) -> Result<Probe<'_>, ProxyError> {
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|e| {
-        let message = if e.is_data() && e.to_string().starts_with("invalid type") {
-            format!("The request body must be a JSON object: {e}")
-        } else if e.is_data() {
-            format!("Invalid request body: {e}")
+        // With the visitor above, the only data error is the top-level
+        // type; everything else is syntax.
+        if e.is_data() {
+            bad(format!("The request body must be a JSON object: {e}"), None)
         } else {
-            format!("The request body is not valid JSON: {e}")
-        };
-        let param = e.is_data().then_some("stream").filter(|_| {
-            let text = e.to_string();
-            text.contains("bool") || text.contains("stream")
-        });
-        ProxyError::BadRequest { message, param }
+            bad(format!("The request body is not valid JSON: {e}"), None)
+        }
     })?;
-    let raw = fields.model.ok_or_else(|| ProxyError::BadRequest {
-        message: "you must provide a model parameter".into(),
-        param: Some("model"),
-    })?;
-    let model: Cow<'_, str> =
-        serde_json::from_str(raw.get()).map_err(|_| ProxyError::BadRequest {
-            message: "`model` must be a string".into(),
-            param: Some("model"),
-        })?;
+    let raw = match fields.model.as_slice() {
+        [] => return Err(bad("you must provide a model parameter", Some("model"))),
+        [raw] => *raw,
+        _ => return Err(bad("duplicate field `model`", Some("model"))),
+    };
+    let model: Cow<'_, str> = serde_json::from_str(raw.get())
+        .map_err(|_| bad("`model` must be a string", Some("model")))?;
     if model.is_empty() {
-        return Err(ProxyError::BadRequest {
-            message: "`model` must not be empty".into(),
-            param: Some("model"),
-        });
+        return Err(bad("`model` must not be empty", Some("model")));
     }
+    let stream = match fields.stream.as_slice() {
+        [] => false,
+        [raw] => serde_json::from_str::<Option<bool>>(raw.get())
+            .map_err(|_| bad("`stream` must be a boolean", Some("stream")))?
+            .unwrap_or(false),
+        _ => return Err(bad("duplicate field `stream`", Some("stream"))),
+    };
     let start = span_start(body, raw.get().as_bytes());
     Ok(Probe {
         model,
-        stream: fields.stream.unwrap_or(false),
+        stream,
         model_span: start..start + raw.get().len(),
     })
 }
@@ -162,5 +203,51 @@ mod tests {
     #[test]
     fn duplicate_model_is_refused() {
         assert!(bad(r#"{"model":"a","model":"b"}"#).0.contains("duplicate"));
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [
+            r#"["m", true]"#,
+            r#"["m"]"#,
+            r#"[{"model":"m"}]"#,
+            r#""m""#,
+            "1",
+            "null",
+            "true",
+            "[]",
+        ] {
+            let (message, param) = bad(body);
+            assert!(message.contains("JSON object"), "{body}: {message}");
+            assert_eq!(param, None, "{body}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_names_its_member() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#"{"model":"a","model":"b"}"#, Some("model")),
+            (r#"{"model":"a","mod\u0065l":"b"}"#, Some("model")),
+            (r#"{"model":["m"]}"#, Some("model")),
+            (r#"{"model":null}"#, Some("model")),
+            (r#"{"model":{"stream":true}}"#, Some("model")),
+            (r#"{"stream":true}"#, Some("model")),
+            (r#"{"model":"m","stream":"yes"}"#, Some("stream")),
+            (r#"{"model":"m","stream":1}"#, Some("stream")),
+            (r#"{"model":"m","stream":{"model":"x"}}"#, Some("stream")),
+            (r#"{"model":"m","stream":true,"stream":false}"#, Some("stream")),
+            (r#"{"model":"bool","messages":"stream"}"#, None),
+        ];
+        for (body, param) in cases {
+            match probe(body.as_bytes()) {
+                Err(ProxyError::BadRequest { param: got, message }) => {
+                    assert_eq!(got.as_deref(), *param, "{body}: {message}")
+                }
+                Ok(p) => assert!(param.is_none(), "{body} passed: {p:?}"),
+                Err(e) => panic!("{body}: {e}"),
+            }
+        }
+        // `null` is no stream, as OpenAI reads it.
+        assert!(!probe(br#"{"model":"m","stream":null}"#).unwrap().stream);
     }
 }
