@@ -409,7 +409,7 @@ impl Proxy {
                         if let Cow::Owned(clean) = call.scrub.text(&failure.reason) {
                             failure.reason = clean;
                         }
-                        warn!(upstream = %target.upstream.id, model = %target.model, reason = %failure.reason, "attempt failed");
+                        warn!(upstream = %target.upstream.id, model = %target.model, reason = %LogText(&failure.reason), "attempt failed");
                         failed.push((target, failure.reason.clone()));
                         tally.failed(target, failure);
                     }
@@ -781,7 +781,7 @@ impl OnStreamEnd for StreamDone {
             StreamEnd::UpstreamFailed(reason) => warn!(
                 route = %self.route, upstream = %self.upstream.id, model = %self.model, bytes,
                 ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
-                reason = %reason, "stream interrupted by the upstream; client sent an error event"
+                reason = %LogText(&reason), "stream interrupted by the upstream; client sent an error event"
             ),
             end => info!(
                 key = %self.key, route = %self.route, upstream = %self.upstream.id, model = %self.model,
@@ -1093,7 +1093,9 @@ mod tests {
         let key = "UPSECRETB+x/y=Zq81";
         let long = format!("{} {key} end", "x".repeat(185));
         let d = ErrorDetail {
-            body: Bytes::from(serde_json::to_vec(&serde_json::json!({"error": {"message": long}})).unwrap()),
+            body: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"error": {"message": long}})).unwrap(),
+            ),
         };
         let summary = d.summary(&Scrubber::new([key]));
         assert!(!summary.contains("UPSECRETB"), "{summary}");

@@ -10,8 +10,8 @@ use std::borrow::Cow;
 use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
@@ -235,12 +235,18 @@ mod tests {
             (r#"{"model":"m","stream":"yes"}"#, Some("stream")),
             (r#"{"model":"m","stream":1}"#, Some("stream")),
             (r#"{"model":"m","stream":{"model":"x"}}"#, Some("stream")),
-            (r#"{"model":"m","stream":true,"stream":false}"#, Some("stream")),
+            (
+                r#"{"model":"m","stream":true,"stream":false}"#,
+                Some("stream"),
+            ),
             (r#"{"model":"bool","messages":"stream"}"#, None),
         ];
         for (body, param) in cases {
             match probe(body.as_bytes()) {
-                Err(ProxyError::BadRequest { param: got, message }) => {
+                Err(ProxyError::BadRequest {
+                    param: got,
+                    message,
+                }) => {
                     assert_eq!(got.as_deref(), *param, "{body}: {message}")
                 }
                 Ok(p) => assert!(param.is_none(), "{body} passed: {p:?}"),

@@ -150,8 +150,9 @@ impl Scrubber {
 
 /// The regular expression of one key: each character as written or, for a
 /// character other than a letter or digit, in any encoding a URL, a JSON or
-/// an HTML encoder may give it (`%2B`/`%2b`, `%252B` twice encoded, `\u002b`,
-/// `\/`, `&#43;`, `&#x2b;`, `+` for a space). Letters and digits are only
+/// an HTML encoder may give it (`%2B`/`%2b`, `%252B` encoded again, `\u002b`
+/// or `\/` with any number of backslashes for JSON quoted inside JSON,
+/// `&#43;`, `&#x2b;`, `+` for a space), mixed freely within one key. Letters and digits are only
 /// ever written as themselves by the encoders that matter; matching their
 /// escapes too would buy nothing.
 fn key_pattern(key: &str) -> String {
@@ -164,13 +165,13 @@ fn key_pattern(key: &str) -> String {
         let b = c as u32;
         let _ = write!(
             out,
-            r"(?:{lit}|(?i:%(?:25)?{b:02x}|\\u00{b:02x}|&#x0*{b:x};)|&#0*{b};",
+            r"(?:{lit}|(?i:%(?:25)*{b:02x}|\\+u00{b:02x}|&#x0*{b:x};)|&#0*{b};",
             lit = regex::escape(c.encode_utf8(&mut [0; 4])),
         );
         match c {
-            '/' => out.push_str(r"|\\/"),
-            '"' => out.push_str(r#"|\\""#),
-            '\\' => out.push_str(r"|\\\\"),
+            '/' => out.push_str(r"|\\+/"),
+            '"' => out.push_str(r#"|\\+""#),
+            '\\' => out.push_str(r"|\\+\\"),
             ' ' => out.push_str(r"|\+"),
             '\t' => out.push_str(r"|\\t"),
             _ => {}
@@ -307,7 +308,10 @@ mod tests {
             pct(false),
             pct(true).replace('%', "%25"),
             // serde_json / most encoders: nothing to escape in a key.
-            serde_json::to_string(key).unwrap().trim_matches('"').to_owned(),
+            serde_json::to_string(key)
+                .unwrap()
+                .trim_matches('"')
+                .to_owned(),
             // PHP's json_encode: `\/`.
             key.replace('/', "\\/"),
             // .NET's System.Text.Json: `+` as `\u002B`; Go's: `=`? no, but any
@@ -315,7 +319,11 @@ mod tests {
             key.replace('+', "\\u002B").replace('/', "\\/"),
             key.replace('+', "\\u002b").replace('=', "\\u003d"),
             // Go's html/template.
-            key.replace('+', "&#43;").replace('=', "&#61;").replace('/', "&#x2f;"),
+            key.replace('+', "&#43;")
+                .replace('=', "&#61;")
+                .replace('/', "&#x2f;"),
+            // JSON quoted inside a JSON string.
+            key.replace('+', "\\\\u002b").replace('/', "\\\\\\/"),
         ]
     }
 
@@ -392,7 +400,10 @@ mod tests {
         let key = "a.b*c(d)[e]{f}|g^h$i?j\\k";
         let s = Scrubber::new([key]);
         assert_eq!(s.text(&format!("<{key}>")), "<[redacted]>");
-        assert_eq!(s.text("aXb*c(d)[e]{f}|g^h$i?j\\k"), "aXb*c(d)[e]{f}|g^h$i?j\\k");
+        assert_eq!(
+            s.text("aXb*c(d)[e]{f}|g^h$i?j\\k"),
+            "aXb*c(d)[e]{f}|g^h$i?j\\k"
+        );
     }
 
     #[test]
@@ -435,7 +446,11 @@ mod tests {
         let model = "é".repeat(1 << 19); // 1 MiB
         let out = LogText(&model).to_string();
         assert!(out.len() < LOG_VALUE_MAX + 40, "{}", out.len());
-        assert!(out.ends_with(&format!("… ({} bytes)", 1 << 20)), "{}", &out[out.len() - 30..]);
+        assert!(
+            out.ends_with(&format!("… ({} bytes)", 1 << 20)),
+            "{}",
+            &out[out.len() - 30..]
+        );
         assert_eq!(LogText("short").to_string(), "short");
     }
 }
