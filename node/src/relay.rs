@@ -108,12 +108,29 @@ where
     /// Splits what has arrived into whole events to send now and a partial
     /// event to hold. The common case (a frame of whole events, nothing held)
     /// forwards the frame without copying.
+    ///
+    /// A stream that is not SSE is forwarded as it comes, unless there are
+    /// keys to scrub: then on line boundaries (a key holds no newline), so a
+    /// key split across two frames is whole when scrubbed; a line longer
+    /// than [`LINE_MAX`] is forwarded once that long.
     fn take_events(&mut self, data: Bytes) -> Option<Bytes> {
-        let out = if !self.sse || (self.pending.is_empty() && ends_with_boundary(&data)) {
+        let out = if self.sse {
+            if self.pending.is_empty() && ends_with_boundary(&data) {
+                data
+            } else {
+                self.pending.extend_from_slice(&data);
+                let cut = last_boundary(&self.pending)?;
+                self.pending.split_to(cut).freeze()
+            }
+        } else if self.scrub.is_empty() || (self.pending.is_empty() && data.ends_with(b"\n")) {
             data
         } else {
             self.pending.extend_from_slice(&data);
-            let cut = last_boundary(&self.pending)?;
+            let cut = match memchr::memrchr(b'\n', &self.pending) {
+                Some(i) => i + 1,
+                None if self.pending.len() >= LINE_MAX => self.pending.len(),
+                None => return None,
+            };
             self.pending.split_to(cut).freeze()
         };
         if out.is_empty() {
@@ -186,6 +203,9 @@ struct Batch {
     first: Option<Bytes>,
     more: BytesMut,
 }
+
+/// The longest line of a stream that is not SSE held back to be scrubbed whole.
+const LINE_MAX: usize = 1 << 20;
 
 /// Quiet polls after which a held batch is written.
 const QUIET_POLLS: u8 = 2;
@@ -454,6 +474,32 @@ mod tests {
             panic!("not a failed stream");
         };
         assert!(!reason.contains("UPSECRETB"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn streams_that_are_not_sse_are_scrubbed_by_line() {
+        let ended: Ended = Arc::default();
+        let mut relay = Relay::new(
+            Bytes::from_static(b"{\"a\":1}\n{\"k\":\"sk-abcd"),
+            upstream(vec![Ok("efgh-0123\"}\n"), Ok("{\"tail\":\"sk-abcdefgh-0")]),
+            false,
+            Duration::from_secs(5),
+            Arc::new(Scrubber::new(["sk-abcdefgh-0123"])),
+            Box::new(Record(ended.clone())),
+        );
+        let mut out = Vec::new();
+        while let Some(frame) = relay.frame().await {
+            out.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(out[0], "{\"a\":1}\n");
+        assert_eq!(
+            out.concat(),
+            b"{\"a\":1}\n{\"k\":\"[redacted]\"}\n{\"tail\":\"sk-abcdefgh-0"
+        );
+        assert_eq!(
+            ended.lock().unwrap().clone().unwrap().0,
+            StreamEnd::Complete
+        );
     }
 
     #[tokio::test]

@@ -247,7 +247,7 @@ mod tests {
                     param: got,
                     message,
                 }) => {
-                    assert_eq!(got.as_deref(), *param, "{body}: {message}")
+                    assert_eq!(got, *param, "{body}: {message}")
                 }
                 Ok(p) => assert!(param.is_none(), "{body} passed: {p:?}"),
                 Err(e) => panic!("{body}: {e}"),

@@ -268,6 +268,9 @@ async fn hostile_model_names_cannot_forge_or_flood_log_lines() {
     let longest = log.lines().map(str::len).max().unwrap_or(0);
     assert!(longest < 4096, "a log line of {longest} bytes");
     let cut = log.lines().find(|l| l.contains("mmmmmmmm")).unwrap();
-    assert!(cut.contains(" bytes)"), "the cut says how long it was: {cut}");
+    assert!(
+        cut.contains(" bytes)"),
+        "the cut says how long it was: {cut}"
+    );
     assert_eq!(mock.requests().await, 0);
 }
