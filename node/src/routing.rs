@@ -430,7 +430,7 @@ impl RoutingSnapshot {
         }
 
         Ok(Self {
-            scrub: Arc::new(Scrubber::for_upstreams(&upstreams)),
+            scrub: Scrubber::for_upstreams(&upstreams, previous.map(|p| &p.scrub)),
             region,
             keys: KeyRing::new(keys),
             models_body: models_body(config),

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use proto::config::UpstreamAuth;
 use regex::bytes::{NoExpand, Regex, RegexBuilder};
+use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use crate::routing::Upstream;
@@ -37,29 +38,43 @@ pub const REDACTED: &str = "[redacted]";
 pub const MIN_KEY_LEN: usize = 8;
 
 /// Removes the node's provider keys from text, in any of their encodings.
-/// Built with each routing snapshot from the keys it holds; cheap to call
-/// when there are none.
-#[derive(Debug, Default)]
+/// Built with each routing snapshot from the keys it holds (and kept from
+/// the previous one when they did not change); cheap to call when there are
+/// none.
+#[derive(Default)]
 pub struct Scrubber {
     /// One alternation over every key, each character in each of its
     /// encodings; `None` when the node holds no key long enough to match.
     matcher: Option<Regex>,
+    /// SHA-256 of the keys matched, to tell a rebuild whether they changed
+    /// without keeping another copy of them.
+    fingerprint: [u8; 32],
+    /// How many keys are matched.
+    keys: usize,
+}
+
+/// Never prints the matcher: its pattern is the keys.
+impl fmt::Debug for Scrubber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Scrubber")
+            .field("keys", &self.keys)
+            .finish()
+    }
 }
 
 impl Scrubber {
     /// A scrubber for `keys`; keys shorter than [`MIN_KEY_LEN`] bytes are
     /// left out (see there).
     pub fn new<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut keys: Vec<&str> = keys
-            .into_iter()
-            .filter(|k| k.len() >= MIN_KEY_LEN)
-            .collect();
-        // Longest first, so a key that is a prefix of another does not stop
-        // the match of the longer one at its own end.
-        keys.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
-        keys.dedup();
+        Self::build(&matchable(keys))
+    }
+
+    fn build(keys: &[&str]) -> Self {
         if keys.is_empty() {
-            return Self::default();
+            return Self {
+                fingerprint: fingerprint(keys),
+                ..Self::default()
+            };
         }
         let pattern = keys
             .iter()
@@ -69,31 +84,32 @@ impl Scrubber {
         let matcher = RegexBuilder::new(&pattern)
             .unicode(false)
             .size_limit(64 << 20)
-            .build();
-        match matcher {
-            Ok(matcher) => Self {
-                matcher: Some(matcher),
-            },
-            Err(e) => {
+            .build()
+            .or_else(|e| {
                 // Every piece is escaped, so this is a size limit at worst:
-                // fall back to the literal values rather than to nothing.
+                // fall back to the values as written rather than to nothing.
                 warn!(error = %e, "provider keys too many to match in every encoding; matching them as written");
                 let literal = keys
                     .iter()
                     .map(|k| regex::escape(k))
                     .collect::<Vec<_>>()
                     .join("|");
-                Self {
-                    matcher: RegexBuilder::new(&literal).unicode(false).build().ok(),
-                }
-            }
+                RegexBuilder::new(&literal).unicode(false).build()
+            })
+            .ok();
+        Self {
+            matcher,
+            fingerprint: fingerprint(keys),
+            keys: keys.len(),
         }
     }
 
     /// A scrubber for the provider keys of `upstreams`, read back from the
-    /// header each one sends. Warns about keys too short to match.
-    pub fn for_upstreams(upstreams: &[Arc<Upstream>]) -> Self {
-        let keys: Vec<&str> = upstreams
+    /// header each one sends: `previous` itself when it matches the same
+    /// keys (building the matcher takes about a millisecond a key), else a
+    /// new one, with a warning for each key too short to match.
+    pub fn for_upstreams(upstreams: &[Arc<Upstream>], previous: Option<&Arc<Self>>) -> Arc<Self> {
+        let held: Vec<(&Arc<str>, &str)> = upstreams
             .iter()
             .filter_map(|u| {
                 let (_, value) = u.auth_header()?;
@@ -102,13 +118,21 @@ impl Scrubber {
                     UpstreamAuth::Bearer => value.strip_prefix("Bearer ").unwrap_or(value),
                     UpstreamAuth::ApiKey => value,
                 };
-                if key.len() < MIN_KEY_LEN {
-                    warn!(upstream = %u.id, min_bytes = MIN_KEY_LEN, "the provider key of this upstream is too short to be scrubbed by value from what the node sends and logs");
-                }
-                Some(key)
+                Some((&u.id, key))
             })
             .collect();
-        Self::new(keys)
+        let keys = matchable(held.iter().map(|(_, k)| *k));
+        if let Some(previous) = previous
+            && previous.fingerprint == fingerprint(&keys)
+        {
+            return previous.clone();
+        }
+        for (id, key) in &held {
+            if key.len() < MIN_KEY_LEN {
+                warn!(upstream = %id, min_bytes = MIN_KEY_LEN, "the provider key of this upstream is too short to be scrubbed by value from what the node sends and logs");
+            }
+        }
+        Arc::new(Self::build(&keys))
     }
 
     /// Whether there is nothing to scrub.
@@ -146,6 +170,29 @@ impl Scrubber {
     pub fn message(&self, text: &str) -> String {
         redact_keys(&self.text(text))
     }
+}
+
+/// The keys worth matching: long enough, each once, longest first (so a
+/// key that is a prefix of another does not stop the longer one's match at
+/// its own end).
+fn matchable<'a>(keys: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut keys: Vec<&str> = keys
+        .into_iter()
+        .filter(|k| k.len() >= MIN_KEY_LEN)
+        .collect();
+    keys.sort_unstable_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
+    keys.dedup();
+    keys
+}
+
+/// SHA-256 over the keys, each prefixed by its length.
+fn fingerprint(keys: &[&str]) -> [u8; 32] {
+    let mut hash = Sha256::new();
+    for key in keys {
+        hash.update((key.len() as u64).to_le_bytes());
+        hash.update(key.as_bytes());
+    }
+    hash.finalize().into()
 }
 
 /// The regular expression of one key: each character as written or, for a
@@ -385,6 +432,56 @@ mod tests {
         assert_eq!(s.text("abc abcdef 1234567"), "abc abcdef 1234567");
         let s = Scrubber::new(["abc", "12345678"]);
         assert_eq!(s.text("abc 12345678"), "abc [redacted]");
+    }
+
+    #[test]
+    fn debug_never_shows_a_key() {
+        let shown = format!("{:?}", scrubber());
+        assert!(
+            !shown.contains("UPSECRETB") && !shown.contains("sk-proj"),
+            "{shown}"
+        );
+        assert_eq!(shown, "Scrubber { keys: 2 }");
+    }
+
+    #[test]
+    fn the_same_keys_have_the_same_fingerprint() {
+        let a = Scrubber::new([SK, B64, "short"]);
+        let b = Scrubber::new([B64, SK, SK]);
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_ne!(a.fingerprint, Scrubber::new([SK]).fingerprint);
+        assert_ne!(a.fingerprint, Scrubber::default().fingerprint);
+    }
+
+    #[tokio::test]
+    async fn snapshots_share_the_scrubber_until_the_keys_change() {
+        use crate::routing::{RoutingSnapshot, Secrets};
+        use proto::config::Config;
+        struct Env;
+        impl Secrets for Env {
+            fn env(&self, name: &str) -> Option<String> {
+                match name {
+                    "A_KEY" => Some(B64.to_owned()),
+                    "B_KEY" => Some(SK.to_owned()),
+                    _ => None,
+                }
+            }
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let toml = |model: &str, var: &str| {
+            format!(
+                "[node]\nid = 1\nregion = \"r\"\n\n[[upstreams]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\napi_key_env = \"{var}\"\nauth = \"api-key\"\n\n[[routes]]\nmodel = \"{model}\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n"
+            )
+        };
+        let config = |model, var| Config::from_toml(&toml(model, var)).unwrap();
+        let first = RoutingSnapshot::build(&config("m", "A_KEY"), &Env, None).unwrap();
+        assert_eq!(first.scrub.text(B64), REDACTED);
+        let second = RoutingSnapshot::build(&config("n", "A_KEY"), &Env, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&first.scrub, &second.scrub));
+        let third = RoutingSnapshot::build(&config("n", "B_KEY"), &Env, Some(&second)).unwrap();
+        assert!(!Arc::ptr_eq(&second.scrub, &third.scrub));
+        assert_eq!(third.scrub.text(SK), REDACTED);
+        assert_eq!(third.scrub.text(B64), B64, "a key no longer held");
     }
 
     #[test]
