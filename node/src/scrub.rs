@@ -267,7 +267,7 @@ pub fn redact_keys(message: &str) -> String {
 }
 
 /// The most bytes of one client-supplied value a log line carries.
-pub const LOG_VALUE_MAX: usize = 512;
+pub const LOG_VALUE_MAX: usize = 1024;
 
 /// A value for a log line: control characters escaped (`\n`, `\u{1b}`), so
 /// one value cannot forge a line or a terminal sequence, and cut after
