@@ -497,7 +497,10 @@ impl Proxy {
             };
             return Ok(Ready::Stream(Box::new(PendingStream {
                 status,
-                content_type: parts.headers.get(CONTENT_TYPE).cloned(),
+                content_type: parts
+                    .headers
+                    .get(CONTENT_TYPE)
+                    .map(|v| call.scrub.header(v)),
                 first,
                 body,
                 sse,
@@ -534,7 +537,7 @@ impl Proxy {
             log_done(call, route, target, status, usage, ttfb, total);
             let mut out = Response::new(ProxyBody::bytes(bytes));
             *out.status_mut() = status;
-            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
+            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
             return Ok(Ready::Plain(out));
         }
 
@@ -559,7 +562,7 @@ impl Proxy {
         log_done(call, route, target, status, None, ttfb, started.elapsed());
         let mut out = Response::new(ProxyBody::bytes(call.scrub.bytes(detail.body)));
         *out.status_mut() = status;
-        copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
+        copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
         Ok(Ready::Plain(out))
     }
 }
@@ -958,9 +961,9 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
     text
 }
 
-fn copy_header(from: &HeaderMap, to: &mut HeaderMap, name: &HeaderName) {
+fn copy_header(from: &HeaderMap, to: &mut HeaderMap, name: &HeaderName, scrub: &Scrubber) {
     if let Some(v) = from.get(name) {
-        to.insert(name.clone(), v.clone());
+        to.insert(name.clone(), scrub.header(v));
     }
 }
 

@@ -22,6 +22,7 @@ use std::fmt::{self, Write as _};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use proto::config::UpstreamAuth;
 use regex::bytes::{NoExpand, Regex, RegexBuilder};
 use sha2::{Digest, Sha256};
@@ -162,6 +163,16 @@ impl Scrubber {
             // A match is whole characters of valid UTF-8 (keys are ASCII in
             // a header), replaced by ASCII: the result is UTF-8 too.
             Cow::Owned(scrubbed) => Cow::Owned(String::from_utf8_lossy(&scrubbed).into_owned()),
+        }
+    }
+
+    /// A header value an upstream sent, without the node's keys.
+    pub fn header(&self, value: &HeaderValue) -> HeaderValue {
+        match self.bytes(Bytes::copy_from_slice(value.as_bytes())) {
+            clean if clean == value.as_bytes() => value.clone(),
+            // Visible ASCII replaced by visible ASCII: still a header value.
+            scrubbed => HeaderValue::from_maybe_shared(scrubbed)
+                .unwrap_or_else(|_| HeaderValue::from_static(REDACTED)),
         }
     }
 
@@ -395,6 +406,15 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn header_values_lose_keys_too() {
+        let s = scrubber();
+        let v = HeaderValue::from_str(&format!("application/json; x={B64}")).unwrap();
+        assert_eq!(s.header(&v), "application/json; x=[redacted]");
+        let clean = HeaderValue::from_static("text/event-stream");
+        assert_eq!(s.header(&clean), clean);
     }
 
     #[test]

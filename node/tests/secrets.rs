@@ -21,7 +21,7 @@
 //! (a failure: the 502 summary, the WARN log lines and, with a second tier,
 //! the failover events), `sse` (a 200 stream whose second event is an error
 //! event echoing the key, sent split mid-key across two frames) and `200`
-//! (a plain answer whose content echoes it).
+//! (a plain answer whose content, and `content-type`, echo it).
 //!
 //! The key shapes: an OpenAI-style `sk-…` key, a base64-like key with `+/=`
 //! (`UPSECRETB+x/y=Zq81`), and a hex key sent as `api-key` (Azure's form).
@@ -175,8 +175,12 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
                 "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
             });
+            // The header echoes it too.
             Response::builder()
-                .header("content-type", "application/json")
+                .header(
+                    "content-type",
+                    format!("application/json; charset=utf-8; k={key}"),
+                )
                 .body(full(answer.to_string()))
         }
         "sse" => {
@@ -347,6 +351,13 @@ async fn leaks_for(echo: &str, shape: &str, key: &str, auth: &str) -> Vec<String
         assert_eq!(answered.status, StatusCode::OK, "{}", cell("200"));
         if holds_key(&String::from_utf8_lossy(&answered.body), key) {
             leaks.push(cell("200 answer"));
+        }
+        if answered
+            .headers
+            .values()
+            .any(|v| holds_key(&String::from_utf8_lossy(v.as_bytes()), key))
+        {
+            leaks.push(cell("200 headers"));
         }
     }
 
