@@ -12,6 +12,11 @@
 //! net for upstream messages (it also catches keys the node does not hold,
 //! such as the masked key a provider names in its 401).
 //!
+//! What it cannot see: a key cut across two SSE events (each event is
+//! forwarded, scrubbed, as soon as it is whole, and holding events back to
+//! join them would delay every stream), or written in an encoding not listed
+//! at [`key_pattern`] (base64 of the key, say).
+//!
 //! [`LogText`] is the other half of what may reach a log line: a value the
 //! client chose (a model name, an error quoting the body) with its control
 //! characters escaped, so a `\n` cannot forge a line, and cut, so a 1 MiB
