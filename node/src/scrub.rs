@@ -15,7 +15,7 @@
 //! What it cannot see: a key cut across two SSE events (each event is
 //! forwarded, scrubbed, as soon as it is whole, and holding events back to
 //! join them would delay every stream), or written in an encoding not listed
-//! at [`key_pattern`] (base64 of the key, say).
+//! in `key_pattern` (base64 of the key, say).
 //!
 //! [`LogText`] is the other half of what may reach a log line: a value the
 //! client chose (a model name, an error quoting the body) with its control
