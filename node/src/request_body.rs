@@ -27,11 +27,13 @@ pub struct Probe<'a> {
     pub model_span: Range<usize>,
 }
 
-/// The body's `model` and `stream` members, as written, in order of
-/// appearance (a duplicate is kept, to be refused by name).
+/// The body's `model` and `stream` members, as written, and the first of
+/// them that appeared twice (to be refused by name).
+#[derive(Default)]
 struct Fields<'a> {
-    model: Vec<&'a RawValue>,
-    stream: Vec<&'a RawValue>,
+    model: Option<&'a RawValue>,
+    stream: Option<&'a RawValue>,
+    duplicate: Option<&'static str>,
 }
 
 impl<'de> Deserialize<'de> for Fields<'de> {
@@ -52,20 +54,53 @@ impl<'de> Visitor<'de> for FieldsVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Fields {
-            model: Vec::new(),
-            stream: Vec::new(),
-        };
-        while let Some(name) = map.next_key::<Cow<'de, str>>()? {
-            match &*name {
-                "model" => fields.model.push(map.next_value()?),
-                "stream" => fields.stream.push(map.next_value()?),
-                _ => {
+        let mut fields = Fields::default();
+        while let Some(name) = map.next_key::<Member>()? {
+            let (slot, field) = match name {
+                Member::Model => (&mut fields.model, "model"),
+                Member::Stream => (&mut fields.stream, "stream"),
+                Member::Other => {
                     map.next_value::<IgnoredAny>()?;
+                    continue;
                 }
+            };
+            if slot.replace(map.next_value()?).is_some() {
+                fields.duplicate.get_or_insert(field);
             }
         }
         Ok(fields)
+    }
+}
+
+/// A member name, matched without allocating (an escaped name such as
+/// `"mod\u0065l"` arrives decoded, and is `model`).
+enum Member {
+    Model,
+    Stream,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+struct MemberVisitor;
+
+impl Visitor<'_> for MemberVisitor {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
+        Ok(match name {
+            "model" => Member::Model,
+            "stream" => Member::Stream,
+            _ => Member::Other,
+        })
     }
 }
 
@@ -89,22 +124,22 @@ pub fn probe(body: &[u8]) -> Result<Probe<'_>, ProxyError> {
             bad(format!("The request body is not valid JSON: {e}"), None)
         }
     })?;
-    let raw = match fields.model.as_slice() {
-        [] => return Err(bad("you must provide a model parameter", Some("model"))),
-        [raw] => *raw,
-        _ => return Err(bad("duplicate field `model`", Some("model"))),
-    };
+    if let Some(field) = fields.duplicate {
+        return Err(bad(format!("duplicate field `{field}`"), Some(field)));
+    }
+    let raw = fields
+        .model
+        .ok_or_else(|| bad("you must provide a model parameter", Some("model")))?;
     let model: Cow<'_, str> = serde_json::from_str(raw.get())
         .map_err(|_| bad("`model` must be a string", Some("model")))?;
     if model.is_empty() {
         return Err(bad("`model` must not be empty", Some("model")));
     }
-    let stream = match fields.stream.as_slice() {
-        [] => false,
-        [raw] => serde_json::from_str::<Option<bool>>(raw.get())
+    let stream = match fields.stream {
+        None => false,
+        Some(raw) => serde_json::from_str::<Option<bool>>(raw.get())
             .map_err(|_| bad("`stream` must be a boolean", Some("stream")))?
             .unwrap_or(false),
-        _ => return Err(bad("duplicate field `stream`", Some("stream"))),
     };
     let start = span_start(body, raw.get().as_bytes());
     Ok(Probe {
