@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the work Meridian does per request before any byte
 //! goes upstream: client-key check, body probe and model rewrite, route
-//! lookup and target choice, and the usage scan of a stream chunk.
+//! lookup and target choice, the usage scan of a stream chunk, and the
+//! scrub of provider keys from an answer.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,6 +12,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use http::HeaderMap;
 use meridian::board::HealthBoard;
 use meridian::routing::{RoutingSnapshot, Secrets};
+use meridian::scrub::Scrubber;
 use meridian::select::Policy;
 use meridian::{request_body, usage};
 use rand::SeedableRng;
@@ -160,11 +162,47 @@ fn stream_usage_scan(c: &mut Criterion) {
     });
 }
 
+/// The scrub of every answer and stream event: 8 provider keys of the
+/// three shapes, over a clean answer (the usual case) and an SSE chunk.
+fn scrub_answers(c: &mut Criterion) {
+    let keys: Vec<String> = (0..8)
+        .map(|i| match i % 3 {
+            0 => format!("sk-proj-{i}Zx81Qm4TvL0pR7wN2yB5cH9kD3fG6jA"),
+            1 => format!("UPSECRETB+x/y=Zq81{i}Kp+Lm0/Tq=="),
+            _ => format!("3f9a1c7e5b2d4f6a8c0e1b3d5f7a9c2{i}"),
+        })
+        .collect();
+    let scrub = Scrubber::new(keys.iter().map(String::as_str));
+    let text = "The task asks for a skilled answer: use the + and / operators, = signs, and URLs like https://example.com/a?b=c%2Fd. ";
+    let mut group = c.benchmark_group("scrub answer, 8 keys");
+    for size in [1_000usize, 16_000, 256_000] {
+        let content = text.repeat(size / text.len() + 1)[..size].to_owned();
+        let body = Bytes::from(
+            serde_json::json!({"object": "chat.completion", "choices": [{"index": 0, "message": {"role": "assistant", "content": content}}]})
+                .to_string(),
+        );
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(body.len()), &body, |b, body| {
+            b.iter(|| black_box(scrub.bytes(black_box(body.clone()))))
+        });
+    }
+    group.finish();
+    let chunk = Bytes::from_static(
+        br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hello"},"finish_reason":null}]}
+
+"#,
+    );
+    c.bench_function("scrub of a stream chunk, 8 keys", |b| {
+        b.iter(|| black_box(scrub.bytes(black_box(chunk.clone()))))
+    });
+}
+
 criterion_group!(
     benches,
     route_and_choose,
     body_rewrite,
     client_key,
-    stream_usage_scan
+    stream_usage_scan,
+    scrub_answers
 );
 criterion_main!(benches);

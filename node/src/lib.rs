@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod relay;
 pub mod request_body;
 pub mod routing;
+pub mod scrub;
 pub mod select;
 pub mod server;
 pub mod sharing;

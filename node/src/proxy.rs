@@ -8,6 +8,7 @@
 //! before it is sent, and a stream is committed only once its first chunk
 //! has arrived.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::pin::Pin;
@@ -32,6 +33,7 @@ use crate::health::{HealthSink, Outcome, Sample};
 use crate::relay::{OnStreamEnd, Relay, StreamEnd};
 use crate::request_body::{probe, splice};
 use crate::routing::{Endpoint, InFlight, Route, RoutingSnapshot, Target};
+use crate::scrub::{LogText, Scrubber};
 use crate::select::{self, Pick, Policy};
 use crate::usage::{self, Usage};
 
@@ -139,6 +141,8 @@ struct Call<'a> {
     key: Arc<str>,
     request_id: &'a HeaderValue,
     max_response_bytes: usize,
+    /// Takes the node's provider keys out of what upstreams send back.
+    scrub: &'a Arc<Scrubber>,
 }
 
 impl Proxy {
@@ -201,10 +205,12 @@ impl Proxy {
                 if !failed.routed {
                     snapshot.metrics.unrouted.inc(status.as_u16());
                 }
+                // The error may quote the client's values (a model, a path).
+                let error = LogText(&failed.error);
                 if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-                    warn!(status = status.as_u16(), attempts = failed.attempts, error = %failed.error, "request failed");
+                    warn!(status = status.as_u16(), attempts = failed.attempts, error = %error, "request failed");
                 } else {
-                    info!(status = status.as_u16(), error = %failed.error, "request refused");
+                    info!(status = status.as_u16(), error = %error, "request refused");
                 }
                 error_response(&failed.error, failed.attempts)
             }
@@ -263,6 +269,7 @@ impl Proxy {
             key,
             request_id,
             max_response_bytes: snapshot.proxy.max_response_bytes,
+            scrub: &snapshot.scrub,
         };
         self.route(&call, &route, snapshot, admission).await
     }
@@ -396,8 +403,13 @@ impl Proxy {
                     });
                 }
                 Err(failures) => {
-                    for (target, failure) in failures {
-                        warn!(upstream = %target.upstream.id, model = %target.model, reason = %failure.reason, "attempt failed");
+                    for (target, mut failure) in failures {
+                        // Every failure passes here on its way to the log,
+                        // the events and the client's 502.
+                        if let Cow::Owned(clean) = call.scrub.text(&failure.reason) {
+                            failure.reason = clean;
+                        }
+                        warn!(upstream = %target.upstream.id, model = %target.model, reason = %LogText(&failure.reason), "attempt failed");
                         failed.push((target, failure.reason.clone()));
                         tally.failed(target, failure);
                     }
@@ -485,11 +497,15 @@ impl Proxy {
             };
             return Ok(Ready::Stream(Box::new(PendingStream {
                 status,
-                content_type: parts.headers.get(CONTENT_TYPE).cloned(),
+                content_type: parts
+                    .headers
+                    .get(CONTENT_TYPE)
+                    .map(|v| call.scrub.header(v)),
                 first,
                 body,
                 sse,
                 idle_timeout: route.first_byte_timeout,
+                scrub: call.scrub.clone(),
                 done,
             })));
         }
@@ -507,7 +523,7 @@ impl Proxy {
                     record(Outcome::Error, None, None);
                     return Err(Failure::error(format!("answer body failed: {e}")));
                 }
-                Ok(Ok(collected)) => collected.to_bytes(),
+                Ok(Ok(collected)) => call.scrub.bytes(collected.to_bytes()),
             };
             let total = started.elapsed();
             record(Outcome::Success, Some(ttfb), Some(total));
@@ -521,7 +537,7 @@ impl Proxy {
             log_done(call, route, target, status, usage, ttfb, total);
             let mut out = Response::new(ProxyBody::bytes(bytes));
             *out.status_mut() = status;
-            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
+            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
             return Ok(Ready::Plain(out));
         }
 
@@ -532,8 +548,11 @@ impl Proxy {
             record(Outcome::Error, None, None);
             let retry_after = (status == StatusCode::TOO_MANY_REQUESTS)
                 .then(|| retry_after(&parts.headers).unwrap_or(Duration::from_secs(1)));
-            let mut failure =
-                Failure::error(format!("HTTP {}{}", status.as_u16(), detail.summary()));
+            let mut failure = Failure::error(format!(
+                "HTTP {}{}",
+                status.as_u16(),
+                detail.summary(call.scrub)
+            ));
             failure.retry_after = retry_after;
             return Err(failure);
         }
@@ -541,9 +560,9 @@ impl Proxy {
         // is the right one to give, and no other target would differ.
         record(Outcome::ClientError, Some(ttfb), Some(started.elapsed()));
         log_done(call, route, target, status, None, ttfb, started.elapsed());
-        let mut out = Response::new(ProxyBody::bytes(detail.body));
+        let mut out = Response::new(ProxyBody::bytes(call.scrub.bytes(detail.body)));
         *out.status_mut() = status;
-        copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE);
+        copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
         Ok(Ready::Plain(out))
     }
 }
@@ -607,6 +626,7 @@ struct PendingStream {
     body: Incoming,
     sse: bool,
     idle_timeout: Duration,
+    scrub: Arc<Scrubber>,
     done: StreamDone,
 }
 
@@ -623,10 +643,11 @@ impl Ready {
                     body,
                     sse,
                     idle_timeout,
+                    scrub,
                     mut done,
                 } = *pending;
                 done._admission = Some(admission);
-                let relay = Relay::new(first, body, sse, idle_timeout, Box::new(done));
+                let relay = Relay::new(first, body, sse, idle_timeout, scrub, Box::new(done));
                 let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
                 *out.status_mut() = status;
                 if let Some(ct) = content_type {
@@ -763,7 +784,7 @@ impl OnStreamEnd for StreamDone {
             StreamEnd::UpstreamFailed(reason) => warn!(
                 route = %self.route, upstream = %self.upstream.id, model = %self.model, bytes,
                 ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
-                reason = %reason, "stream interrupted by the upstream; client sent an error event"
+                reason = %LogText(&reason), "stream interrupted by the upstream; client sent an error event"
             ),
             end => info!(
                 key = %self.key, route = %self.route, upstream = %self.upstream.id, model = %self.model,
@@ -857,8 +878,10 @@ struct ErrorDetail {
 }
 
 impl ErrorDetail {
-    /// `": message"` from an OpenAI-style error body, if there is one.
-    fn summary(&self) -> String {
+    /// `" (message)"` from an OpenAI-style error body, if there is one,
+    /// without the node's keys or anything like a key (scrubbed before it
+    /// is cut, so a cut cannot leave half a key the scrubber misses).
+    fn summary(&self, scrub: &Scrubber) -> String {
         #[derive(serde::Deserialize)]
         struct Envelope {
             error: Inner,
@@ -870,7 +893,7 @@ impl ErrorDetail {
         serde_json::from_slice::<Envelope>(&self.body)
             .ok()
             .map(|e| {
-                let mut m = redact_keys(&e.error.message);
+                let mut m = scrub.message(&e.error.message);
                 if m.len() > 200 {
                     let mut cut = 200;
                     while !m.is_char_boundary(cut) {
@@ -883,34 +906,6 @@ impl ErrorDetail {
             })
             .unwrap_or_default()
     }
-}
-
-/// An upstream's error message with anything that looks like a credential
-/// replaced: providers echo part of a rejected key ("Incorrect API key
-/// provided: sk-proj-****abcd"), and the message goes into client answers,
-/// logs and the dashboard. A word is a credential if it starts like a
-/// provider key (`sk-`, `key-`, `Bearer`'s argument) or is a long run of
-/// key characters.
-fn redact_keys(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut after_bearer = false;
-    for (i, word) in message.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '*');
-        let keyish = bare.len() >= 24
-            && bare
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.'));
-        if after_bearer || bare.starts_with("sk-") || bare.starts_with("key-") || keyish {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(word);
-        }
-        after_bearer = bare.eq_ignore_ascii_case("bearer");
-    }
-    out
 }
 
 async fn read_error_detail(body: Incoming) -> ErrorDetail {
@@ -966,9 +961,9 @@ fn describe_client_error(e: &hyper_util::client::legacy::Error) -> String {
     text
 }
 
-fn copy_header(from: &HeaderMap, to: &mut HeaderMap, name: &HeaderName) {
+fn copy_header(from: &HeaderMap, to: &mut HeaderMap, name: &HeaderName, scrub: &Scrubber) {
     if let Some(v) = from.get(name) {
-        to.insert(name.clone(), v.clone());
+        to.insert(name.clone(), scrub.header(v));
     }
 }
 
@@ -1085,37 +1080,27 @@ mod tests {
     }
 
     #[test]
-    fn upstream_messages_lose_anything_like_a_key() {
-        assert_eq!(
-            redact_keys("Incorrect API key provided: sk-proj-****abcd. You can find yours."),
-            "Incorrect API key provided: [redacted] You can find yours."
-        );
-        assert_eq!(
-            redact_keys("bad token Bearer abc123 rejected"),
-            "bad token Bearer [redacted] rejected"
-        );
-        assert_eq!(
-            redact_keys("key 0123456789abcdef0123456789abcdef is invalid"),
-            "key [redacted] is invalid"
-        );
-        assert_eq!(
-            redact_keys("The model `gpt-4o-mini` is overloaded"),
-            "The model `gpt-4o-mini` is overloaded"
-        );
-    }
-
-    #[test]
     fn error_detail_names_the_upstream_message() {
         let d = ErrorDetail {
             body: Bytes::from_static(br#"{"error":{"message":"overloaded","type":"x"}}"#),
         };
-        assert_eq!(d.summary(), " (overloaded)");
+        let none = Scrubber::default();
+        assert_eq!(d.summary(&none), " (overloaded)");
         assert_eq!(
             ErrorDetail {
                 body: Bytes::from_static(b"<html>")
             }
-            .summary(),
+            .summary(&none),
             ""
         );
+        let key = "UPSECRETB+x/y=Zq81";
+        let long = format!("{} {key} end", "x".repeat(185));
+        let d = ErrorDetail {
+            body: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"error": {"message": long}})).unwrap(),
+            ),
+        };
+        let summary = d.summary(&Scrubber::new([key]));
+        assert!(!summary.contains("UPSECRETB"), "{summary}");
     }
 }

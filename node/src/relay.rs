@@ -14,6 +14,7 @@
 
 use std::convert::Infallible;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::error_json;
+use crate::scrub::Scrubber;
 use crate::usage::{self, Usage};
 
 /// How a relayed stream ended.
@@ -61,6 +63,8 @@ pub struct Relay<B> {
     usage: Option<Usage>,
     bytes: u64,
     done: bool,
+    /// Takes the node's provider keys out of every event before it leaves.
+    scrub: Arc<Scrubber>,
     on_end: Option<Box<dyn OnStreamEnd>>,
 }
 
@@ -70,12 +74,15 @@ where
     B::Error: std::fmt::Display,
 {
     /// Relays `inner`, whose first data frame `first` was already read.
-    /// `sse` says whether to forward on event boundaries.
+    /// `sse` says whether to forward on event boundaries; `scrub` is
+    /// applied to each piece forwarded (whole events for SSE, so a key
+    /// split across the upstream's frames is still whole when scrubbed).
     pub fn new(
         first: Bytes,
         inner: B,
         sse: bool,
         idle_timeout: Duration,
+        scrub: Arc<Scrubber>,
         on_end: Box<dyn OnStreamEnd>,
     ) -> Self {
         let mut relay = Self {
@@ -91,6 +98,7 @@ where
             usage: None,
             bytes: 0,
             done: false,
+            scrub,
             on_end: Some(on_end),
         };
         relay.ready = relay.take_events(first);
@@ -100,17 +108,35 @@ where
     /// Splits what has arrived into whole events to send now and a partial
     /// event to hold. The common case (a frame of whole events, nothing held)
     /// forwards the frame without copying.
+    ///
+    /// A stream that is not SSE is forwarded as it comes, unless there are
+    /// keys to scrub: then on line boundaries (a key holds no newline), so a
+    /// key split across two frames is whole when scrubbed; a line longer
+    /// than [`LINE_MAX`] is forwarded once that long.
     fn take_events(&mut self, data: Bytes) -> Option<Bytes> {
-        let out = if !self.sse || (self.pending.is_empty() && ends_with_boundary(&data)) {
+        let out = if self.sse {
+            if self.pending.is_empty() && ends_with_boundary(&data) {
+                data
+            } else {
+                self.pending.extend_from_slice(&data);
+                let cut = last_boundary(&self.pending)?;
+                self.pending.split_to(cut).freeze()
+            }
+        } else if self.scrub.is_empty() || (self.pending.is_empty() && data.ends_with(b"\n")) {
             data
         } else {
             self.pending.extend_from_slice(&data);
-            let cut = last_boundary(&self.pending)?;
+            let cut = match memchr::memrchr(b'\n', &self.pending) {
+                Some(i) => i + 1,
+                None if self.pending.len() >= LINE_MAX => self.pending.len(),
+                None => return None,
+            };
             self.pending.split_to(cut).freeze()
         };
         if out.is_empty() {
             return None;
         }
+        let out = self.scrub.bytes(out);
         if self.sse
             && let Some(u) = usage::from_sse(&out)
         {
@@ -143,6 +169,7 @@ where
     fn fail(&mut self, reason: String) -> Bytes {
         // A partial event was never sent; the error event starts clean.
         self.pending.clear();
+        let reason = self.scrub.message(&reason);
         let message = format!("The upstream stream was interrupted: {reason}");
         let mut event = BytesMut::from(&b"data: "[..]);
         event.extend_from_slice(&error_json(
@@ -176,6 +203,9 @@ struct Batch {
     first: Option<Bytes>,
     more: BytesMut,
 }
+
+/// The longest line of a stream that is not SSE held back to be scrubbed whole.
+const LINE_MAX: usize = 1 << 20;
 
 /// Quiet polls after which a held batch is written.
 const QUIET_POLLS: u8 = 2;
@@ -272,7 +302,7 @@ where
                     return this.flush(Some(event));
                 }
                 Poll::Ready(None) => {
-                    let rest = std::mem::take(&mut this.pending).freeze();
+                    let rest = this.scrub.bytes(std::mem::take(&mut this.pending).freeze());
                     // Counted before the end is reported, so the log line
                     // includes a trailing partial event.
                     this.bytes += rest.len() as u64;
@@ -357,12 +387,21 @@ mod tests {
         first: &'static str,
         rest: Vec<Result<&'static str, &'static str>>,
     ) -> (Vec<Bytes>, Ended) {
+        relay_scrubbed(first, rest, Scrubber::default()).await
+    }
+
+    async fn relay_scrubbed(
+        first: &'static str,
+        rest: Vec<Result<&'static str, &'static str>>,
+        scrub: Scrubber,
+    ) -> (Vec<Bytes>, Ended) {
         let ended: Ended = Arc::default();
         let mut relay = Relay::new(
             Bytes::from_static(first.as_bytes()),
             upstream(rest),
             true,
             Duration::from_secs(5),
+            Arc::new(scrub),
             Box::new(Record(ended.clone())),
         );
         let mut out = Vec::new();
@@ -427,6 +466,67 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn keys_split_across_frames_are_scrubbed_whole() {
+        let key = "UPSECRETB+x/y=Zq81";
+        let (out, ended) = relay_scrubbed(
+            "data: {\"a\":\"UPSECR",
+            vec![
+                Ok("ETB+x\\/y=Zq81\"}\n\ndata: {\"b\":\"UPSECRETB%2Bx"),
+                Ok("%2Fy%3DZq81\"}\n\ndata: {\"c\":\"UPSECRETB+x/y"),
+                Ok("=Zq81"),
+                Err("reset after UPSECRETB+x/y=Zq81"),
+            ],
+            Scrubber::new([key]),
+        )
+        .await;
+        let all: Vec<u8> = out.concat();
+        let text = String::from_utf8(all).unwrap();
+        assert!(!text.contains("UPSECRETB"), "{text}");
+        assert_eq!(text.matches("[redacted]").count(), 3, "{text}");
+        let Some((StreamEnd::UpstreamFailed(reason), _, _)) = ended.lock().unwrap().clone() else {
+            panic!("not a failed stream");
+        };
+        assert!(!reason.contains("UPSECRETB"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn streams_that_are_not_sse_are_scrubbed_by_line() {
+        let ended: Ended = Arc::default();
+        let mut relay = Relay::new(
+            Bytes::from_static(b"{\"a\":1}\n{\"k\":\"sk-abcd"),
+            upstream(vec![Ok("efgh-0123\"}\n"), Ok("{\"tail\":\"sk-abcdefgh-0")]),
+            false,
+            Duration::from_secs(5),
+            Arc::new(Scrubber::new(["sk-abcdefgh-0123"])),
+            Box::new(Record(ended.clone())),
+        );
+        let mut out = Vec::new();
+        while let Some(frame) = relay.frame().await {
+            out.push(frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(out[0], "{\"a\":1}\n");
+        assert_eq!(
+            out.concat(),
+            b"{\"a\":1}\n{\"k\":\"[redacted]\"}\n{\"tail\":\"sk-abcdefgh-0"
+        );
+        assert_eq!(
+            ended.lock().unwrap().clone().unwrap().0,
+            StreamEnd::Complete
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tail_of_a_stream_is_scrubbed_too() {
+        let (out, _) = relay_scrubbed(
+            "data: 1\n\n",
+            vec![Ok("data: sk-abcdefgh-0123")],
+            Scrubber::new(["sk-abcdefgh-0123"]),
+        )
+        .await;
+        assert_eq!(out.concat(), b"data: 1\n\ndata: [redacted]");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_quiet_upstream_times_out_with_an_error_event() {
         let ended: Ended = Arc::default();
@@ -436,6 +536,7 @@ mod tests {
             never,
             true,
             Duration::from_secs(2),
+            Arc::new(Scrubber::default()),
             Box::new(Record(ended.clone())),
         );
         assert_eq!(
@@ -470,6 +571,7 @@ mod tests {
             slow,
             true,
             Duration::from_secs(2),
+            Arc::new(Scrubber::default()),
             Box::new(Record(ended.clone())),
         );
         let mut frames = 0;
@@ -493,6 +595,7 @@ mod tests {
             upstream(vec![Ok("data: 2\n\n")]),
             true,
             Duration::from_secs(2),
+            Arc::new(Scrubber::default()),
             Box::new(Record(ended.clone())),
         );
         drop(relay);

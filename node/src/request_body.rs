@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::Deserialize;
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
@@ -26,15 +27,93 @@ pub struct Probe<'a> {
     pub model_span: Range<usize>,
 }
 
-#[derive(Deserialize)]
+/// The body's `model` and `stream` members, as written, and the first of
+/// them that appeared twice (to be refused by name).
+#[derive(Default)]
 struct Fields<'a> {
-    #[serde(borrow)]
     model: Option<&'a RawValue>,
-    #[serde(default)]
-    stream: Option<bool>,
+    stream: Option<&'a RawValue>,
+    duplicate: Option<&'static str>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// Accepts only a JSON object (a derived struct would take an array as a
+/// tuple of its fields), skipping every member but `model` and `stream`.
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(name) = map.next_key::<Member>()? {
+            let (slot, field) = match name {
+                Member::Model => (&mut fields.model, "model"),
+                Member::Stream => (&mut fields.stream, "stream"),
+                Member::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            if slot.replace(map.next_value()?).is_some() {
+                fields.duplicate.get_or_insert(field);
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// A member name, matched without allocating (an escaped name such as
+/// `"mod\u0065l"` arrives decoded, and is `model`).
+enum Member {
+    Model,
+    Stream,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+struct MemberVisitor;
+
+impl Visitor<'_> for MemberVisitor {
+    type Value = Member;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<Member, E> {
+        Ok(match name {
+            "model" => Member::Model,
+            "stream" => Member::Stream,
+            _ => Member::Other,
+        })
+    }
+}
+
+fn bad(message: impl Into<String>, param: Option<&'static str>) -> ProxyError {
+    ProxyError::BadRequest {
+        message: message.into(),
+        param,
+    }
 }
 
 /// Validates a body as a JSON object and finds its `model` and `stream`.
+/// Every refusal names the member at fault in `param` (none when the body
+/// as a whole is wrong).
 pub fn probe(body: &[u8]) -> Result<Probe<'_>, ProxyError> {
     // serde_json skips the strings of fields it ignores without checking
     // their UTF-8: check the whole body, so that what is forwarded is JSON.
@@ -46,38 +125,35 @@ pub fn probe(body: &[u8]) -> Result<Probe<'_>, ProxyError> {
         param: None,
     })?;
     let fields: Fields<'_> = serde_json::from_slice(body).map_err(|e| {
-        let message = if e.is_data() && e.to_string().starts_with("invalid type") {
-            format!("The request body must be a JSON object: {e}")
-        } else if e.is_data() {
-            format!("Invalid request body: {e}")
+        // With the visitor above, the only data error is the top-level
+        // type; everything else is syntax.
+        if e.is_data() {
+            bad(format!("The request body must be a JSON object: {e}"), None)
         } else {
-            format!("The request body is not valid JSON: {e}")
-        };
-        let param = e.is_data().then_some("stream").filter(|_| {
-            let text = e.to_string();
-            text.contains("bool") || text.contains("stream")
-        });
-        ProxyError::BadRequest { message, param }
+            bad(format!("The request body is not valid JSON: {e}"), None)
+        }
     })?;
-    let raw = fields.model.ok_or_else(|| ProxyError::BadRequest {
-        message: "you must provide a model parameter".into(),
-        param: Some("model"),
-    })?;
-    let model: Cow<'_, str> =
-        serde_json::from_str(raw.get()).map_err(|_| ProxyError::BadRequest {
-            message: "`model` must be a string".into(),
-            param: Some("model"),
-        })?;
-    if model.is_empty() {
-        return Err(ProxyError::BadRequest {
-            message: "`model` must not be empty".into(),
-            param: Some("model"),
-        });
+    if let Some(field) = fields.duplicate {
+        return Err(bad(format!("duplicate field `{field}`"), Some(field)));
     }
+    let raw = fields
+        .model
+        .ok_or_else(|| bad("you must provide a model parameter", Some("model")))?;
+    let model: Cow<'_, str> = serde_json::from_str(raw.get())
+        .map_err(|_| bad("`model` must be a string", Some("model")))?;
+    if model.is_empty() {
+        return Err(bad("`model` must not be empty", Some("model")));
+    }
+    let stream = match fields.stream {
+        None => false,
+        Some(raw) => serde_json::from_str::<Option<bool>>(raw.get())
+            .map_err(|_| bad("`stream` must be a boolean", Some("stream")))?
+            .unwrap_or(false),
+    };
     let start = span_start(body, raw.get().as_bytes());
     Ok(Probe {
         model,
-        stream: fields.stream.unwrap_or(false),
+        stream,
         model_span: start..start + raw.get().len(),
     })
 }
@@ -171,5 +247,57 @@ mod tests {
     #[test]
     fn duplicate_model_is_refused() {
         assert!(bad(r#"{"model":"a","model":"b"}"#).0.contains("duplicate"));
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [
+            r#"["m", true]"#,
+            r#"["m"]"#,
+            r#"[{"model":"m"}]"#,
+            r#""m""#,
+            "1",
+            "null",
+            "true",
+            "[]",
+        ] {
+            let (message, param) = bad(body);
+            assert!(message.contains("JSON object"), "{body}: {message}");
+            assert_eq!(param, None, "{body}");
+        }
+    }
+
+    #[test]
+    fn every_refusal_names_its_member() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (r#"{"model":"a","model":"b"}"#, Some("model")),
+            (r#"{"model":"a","mod\u0065l":"b"}"#, Some("model")),
+            (r#"{"model":["m"]}"#, Some("model")),
+            (r#"{"model":null}"#, Some("model")),
+            (r#"{"model":{"stream":true}}"#, Some("model")),
+            (r#"{"stream":true}"#, Some("model")),
+            (r#"{"model":"m","stream":"yes"}"#, Some("stream")),
+            (r#"{"model":"m","stream":1}"#, Some("stream")),
+            (r#"{"model":"m","stream":{"model":"x"}}"#, Some("stream")),
+            (
+                r#"{"model":"m","stream":true,"stream":false}"#,
+                Some("stream"),
+            ),
+            (r#"{"model":"bool","messages":"stream"}"#, None),
+        ];
+        for (body, param) in cases {
+            match probe(body.as_bytes()) {
+                Err(ProxyError::BadRequest {
+                    param: got,
+                    message,
+                }) => {
+                    assert_eq!(got, *param, "{body}: {message}")
+                }
+                Ok(p) => assert!(param.is_none(), "{body} passed: {p:?}"),
+                Err(e) => panic!("{body}: {e}"),
+            }
+        }
+        // `null` is no stream, as OpenAI reads it.
+        assert!(!probe(br#"{"model":"m","stream":null}"#).unwrap().stream);
     }
 }

@@ -27,6 +27,7 @@ use crate::health::{Quantiles, WindowSummary};
 use crate::hedge::Hedge;
 use crate::metrics::{Metrics, RouteMetrics, TargetMetrics, UpstreamMetrics};
 use crate::request_body::json_string;
+use crate::scrub::Scrubber;
 use crate::select::{self, Pick, Policy, TargetStats};
 use crate::upstream::{self, Pools};
 
@@ -324,6 +325,8 @@ pub struct RoutingSnapshot {
     /// The node's counters: made with the first snapshot and handed on to
     /// each rebuild, so they outlive configuration changes.
     pub metrics: Arc<Metrics>,
+    /// Removes the provider keys of `upstreams` from what leaves the node.
+    pub scrub: Arc<Scrubber>,
 }
 
 /// Why a snapshot could not be built.
@@ -475,6 +478,7 @@ impl RoutingSnapshot {
         }
 
         Ok(Self {
+            scrub: Scrubber::for_upstreams(&upstreams, previous.map(|p| &p.scrub)),
             region,
             keys: KeyRing::new(keys).open_when_empty(trust.open_without_keys),
             models_body: models_body(config),

@@ -194,3 +194,83 @@ async fn the_admin_api_wants_its_token() {
     // Probes stay open for load balancers and GeoDNS.
     assert_eq!(node.admin_get("/readyz", &[]).await.status, 200);
 }
+
+/// A body must be a JSON object: an array, a string, a number or `null`
+/// is a 400 naming no member, and nothing reaches the upstream (an array
+/// like `["m", true]` once read as `model` and `stream`).
+#[tokio::test]
+async fn only_a_json_object_is_a_request() {
+    let mock = Mock::start(&[]).await;
+    let node = node_with_key(&mock, "").await;
+    for body in [
+        r#"["m", true]"#,
+        r#"["m"]"#,
+        r#"[{"model":"m","messages":[]}]"#,
+        r#""m""#,
+        "42",
+        "null",
+        "[]",
+    ] {
+        let answer = node.post("/v1/chat/completions", body.into(), KEY).await;
+        assert_eq!(answer.status, 400, "{body}");
+        let error = answer.error();
+        assert!(
+            error["message"].as_str().unwrap().contains("JSON object"),
+            "{body}: {error}"
+        );
+        assert!(error["param"].is_null(), "{body}: {error}");
+    }
+    assert_eq!(mock.requests().await, 0);
+}
+
+/// Every 400 names the member at fault, however the body is written.
+#[tokio::test]
+async fn every_400_names_the_real_param() {
+    let mock = Mock::start(&[]).await;
+    let node = node_with_key(&mock, "").await;
+    for (body, param) in [
+        (r#"{"model":"m","model":"m"}"#, "model"),
+        (r#"{"model":"m","mod\u0065l":"other"}"#, "model"),
+        (r#"{"model":{"stream":true}}"#, "model"),
+        (r#"{"messages":[],"stream":"model"}"#, "model"),
+        (r#"{"model":"m","stream":"bool"}"#, "stream"),
+        (r#"{"model":"m","stream":{"model":"m"}}"#, "stream"),
+        (r#"{"model":"m","stream":false,"stream":true}"#, "stream"),
+    ] {
+        let answer = node.post("/v1/chat/completions", body.into(), KEY).await;
+        assert_eq!(answer.status, 400, "{body}");
+        assert_eq!(answer.error()["param"], param, "{body}");
+    }
+    assert_eq!(mock.requests().await, 0);
+}
+
+/// A model name is the client's: a `\n` in it cannot start a log line of
+/// its own, and a 1 MiB one does not make a 1 MiB line.
+#[tokio::test]
+async fn hostile_model_names_cannot_forge_or_flood_log_lines() {
+    let mock = Mock::start(&[]).await;
+    let node = node_with_key(&mock, "[proxy]\nmax_request_bytes = 4194304\n\n").await;
+    let forged = "x\n2026-01-01T00:00:00.000000Z ERROR forged: the node was breached\r\u{1b}[2J";
+    let answer = node.chat(chat_body(forged), KEY).await;
+    assert_eq!(answer.status, 404);
+    // The client still reads its own model back, as sent.
+    assert!(answer.error()["message"].as_str().unwrap().contains(forged));
+    let huge = "m".repeat(1 << 20);
+    assert_eq!(node.chat(chat_body(&huge), KEY).await.status, 404);
+
+    let log = node.log();
+    assert!(
+        log.lines().all(|l| !l.starts_with("2026-01-01")),
+        "a forged line: {log}"
+    );
+    assert!(!log.contains('\u{1b}'), "a raw escape sequence");
+    assert!(log.contains(r"x\n2026-01-01"), "the model, escaped: {log}");
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
+    let cut = log.lines().find(|l| l.contains("mmmmmmmm")).unwrap();
+    assert!(
+        cut.contains(" bytes)"),
+        "the cut says how long it was: {cut}"
+    );
+    assert_eq!(mock.requests().await, 0);
+}
