@@ -166,12 +166,18 @@ impl Node {
             report_every,
             stop.clone(),
         ));
-        let proxy = Arc::new(Proxy::new(snapshot.clone(), health, policy(&config.health)));
+        let connections = &config.connections;
+        let proxy = Arc::new(
+            Proxy::new(snapshot.clone(), health, policy(&config.health))
+                .with_body_timeout(Duration::from_millis(connections.body_timeout_ms)),
+        );
         let data_plane = server::Workers::spawn(
             api,
             move |req| proxy.clone().handle(req),
             stop.clone(),
             DRAIN,
+            server::Limits::data(connections),
+            server::Gate::new("API", connections.max_connections),
         )
         .map_err(bind_error("the API", api_addr))?;
         tasks.spawn(data_plane.join());
@@ -186,14 +192,15 @@ impl Node {
             token,
         };
         let router = admin::router(state);
-        let mut admin_stop = stop.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(admin_listener, router)
-                .with_graceful_shutdown(async move { server::stopped(&mut admin_stop).await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin listener failed");
-            }
-        });
+        let body_timeout = Duration::from_millis(connections.body_timeout_ms);
+        tasks.spawn(server::serve(
+            admin_listener,
+            move |req| server::admin_answer(router.clone(), req, body_timeout),
+            stop.clone(),
+            DRAIN,
+            server::Limits::admin(connections),
+            server::Gate::new("admin", connections.admin_max_connections),
+        ));
         let mut settle_stop = stop;
         tasks.spawn(async move {
             tokio::select! {
