@@ -9,16 +9,18 @@
 //! [`Limits`]: a connection must send a request head (or open an h2 stream)
 //! within the header timeout, is closed once idle for the idle timeout, may
 //! open a bounded number of h2 streams, and the listener keeps at most
-//! `max_connections` open: past that a new connection is answered a short
-//! JSON 503 and closed ([`Gate`]). Without these, clients that connect and
+//! `max_connections` open: past that a new connection takes the place of
+//! the oldest idle one ([`Displace`]), or, when every connection is in a
+//! request, is answered a short JSON 503 and closed ([`Gate`]). Without these, clients that connect and
 //! never speak hold a descriptor each until the process runs out.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -118,6 +120,8 @@ struct Activity {
     active: AtomicUsize,
     seen_request: AtomicBool,
     last_end_ms: AtomicU64,
+    /// Told to close: a newcomer needs its place (see [`Displace`]).
+    displaced: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -127,6 +131,7 @@ impl Activity {
             active: AtomicUsize::new(0),
             seen_request: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
+            displaced: tokio::sync::Notify::new(),
         })
     }
 
@@ -194,6 +199,7 @@ pub struct Gate {
     lingering: AtomicUsize,
     refusals: Mutex<RefusalLog>,
     refusal: Bytes,
+    displace: Mutex<Displace>,
 }
 
 impl Gate {
@@ -221,6 +227,7 @@ impl Gate {
             lingering: AtomicUsize::new(0),
             refusals: Mutex::new(RefusalLog::default()),
             refusal: Bytes::from(refusal),
+            displace: Mutex::new(Displace::default()),
         })
     }
 
@@ -229,12 +236,40 @@ impl Gate {
         self.open.load(Ordering::Relaxed)
     }
 
+    /// Counts a new connection in: under the cap, or in the place of the
+    /// oldest idle connection (told to close); `None` when the listener is
+    /// full of connections in a request.
+    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+        if let Some(admitted) = self.enter() {
+            return Some(admitted);
+        }
+        let displaced = match self.displace.lock() {
+            Ok(mut displace) => displace.one(),
+            Err(_) => false,
+        };
+        displaced.then(|| self.enter_over())
+    }
+
+    /// Remembers a new connection as one that may later give way.
+    fn track(&self, activity: &Arc<Activity>) {
+        if let Ok(mut displace) = self.displace.lock() {
+            displace.push(activity, self.max);
+        }
+    }
+
     fn enter(self: &Arc<Self>) -> Option<Admitted> {
         if self.open.fetch_add(1, Ordering::Relaxed) >= self.max {
             self.open.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         Some(Admitted(self.clone()))
+    }
+
+    /// Counts a connection past the cap, in the place of one just told to
+    /// close.
+    fn enter_over(self: &Arc<Self>) -> Admitted {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Admitted(self.clone())
     }
 
     /// Answers a connection past the cap with a 503 and closes it; logs at
@@ -285,6 +320,52 @@ struct Admitted(Arc<Gate>);
 impl Drop for Admitted {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One listener's connections (all its workers), oldest first. When the
+/// listener is full, a
+/// new connection takes the place of the oldest one with no request in
+/// progress (as nginx reuses idle keep-alive connections when it runs out):
+/// a flood of connections that never speak then delays clients that do by
+/// nothing, instead of locking them out until the header timeout.
+#[derive(Default)]
+struct Displace {
+    queue: VecDeque<Weak<Activity>>,
+}
+
+impl Displace {
+    /// Connections looked at per newcomer before giving up (the rest are
+    /// busy with requests).
+    const SCAN: usize = 64;
+
+    fn push(&mut self, activity: &Arc<Activity>, max: usize) {
+        self.queue.push_back(Arc::downgrade(activity));
+        // Closed connections leave dead entries behind; sweep them now and
+        // then so the queue stays about as long as the connections open.
+        if self.queue.len() > 2 * max + Self::SCAN {
+            self.queue.retain(|w| w.strong_count() > 0);
+        }
+    }
+
+    /// Tells the oldest connection with no request in progress to close;
+    /// false when none was found among the oldest [`Self::SCAN`].
+    fn one(&mut self) -> bool {
+        for _ in 0..Self::SCAN {
+            let Some(oldest) = self.queue.pop_front() else {
+                return false;
+            };
+            let Some(activity) = oldest.upgrade() else {
+                continue;
+            };
+            if activity.active.load(Ordering::Relaxed) == 0 {
+                activity.displaced.notify_one();
+                return true;
+            }
+            // Busy: it goes to the back, as recently used.
+            self.queue.push_back(oldest);
+        }
+        false
     }
 }
 
@@ -357,12 +438,13 @@ pub async fn serve<F, Fut, B>(
             },
             () = stopped(&mut shutdown) => break,
         };
-        let Some(admitted) = gate.enter() else {
+        let Some(admitted) = gate.admit() else {
             gate.refuse(stream, peer);
             continue;
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new(Instant::now());
+        gate.track(&activity);
         let service = {
             let (handler, activity) = (handler.clone(), activity.clone());
             service_fn(move |req| {
@@ -405,6 +487,11 @@ pub async fn serve<F, Fut, B>(
                             Some(at) => timer.as_mut().reset(at),
                             None => timer.as_mut().reset(now + limits.idle_timeout),
                         }
+                    }
+                    () = activity.displaced.notified() => {
+                        tracing::debug!(%peer, "closing an idle connection for a new one");
+                        conn.as_mut().graceful_shutdown();
+                        break tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.ok();
                     }
                     () = stopped(&mut shutdown) => {
                         // Lets requests in flight finish; the drain below
@@ -660,6 +747,41 @@ mod tests {
         assert!(head.contains(&format!("content-length: {}", body.len())));
         let json: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(json["error"]["code"], "too_many_connections");
+    }
+
+    #[test]
+    fn a_newcomer_displaces_the_oldest_idle_connection_never_a_busy_one() {
+        let now = Instant::now();
+        let (busy, idle_old, idle_new) =
+            (Activity::new(now), Activity::new(now), Activity::new(now));
+        let _in_request = busy.begin();
+        let mut displace = Displace::default();
+        for a in [&busy, &idle_old, &idle_new] {
+            displace.push(a, 10);
+        }
+        assert!(displace.one());
+        // The busy one was skipped, the oldest idle one told to close.
+        assert!(futures_util::FutureExt::now_or_never(idle_old.displaced.notified()).is_some());
+        assert!(futures_util::FutureExt::now_or_never(idle_new.displaced.notified()).is_none());
+        assert!(futures_util::FutureExt::now_or_never(busy.displaced.notified()).is_none());
+        assert!(displace.one());
+        // Only the busy one is left: nobody to displace.
+        assert!(!displace.one());
+        drop(busy);
+        let mut empty = Displace::default();
+        assert!(!empty.one());
+    }
+
+    #[test]
+    fn closed_connections_are_swept_from_the_queue() {
+        let mut displace = Displace::default();
+        let live = Activity::new(Instant::now());
+        displace.push(&live, 1);
+        for _ in 0..200 {
+            displace.push(&Activity::new(Instant::now()), 1);
+        }
+        assert!(displace.queue.len() <= 2 + Displace::SCAN + 1);
+        assert!(displace.queue.iter().any(|w| w.strong_count() > 0));
     }
 
     #[test]

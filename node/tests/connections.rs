@@ -2,9 +2,10 @@
 //! `meridian`: a slow request body holds no in-flight slot and is answered
 //! 408 once `connections.body_timeout_ms` passes; a connection that never
 //! sends a byte, or stops half-way through its head, is closed after the
-//! header timeout, and an idle kept-alive one after the idle timeout; past
-//! `max_connections` a new connection gets a JSON 503; an h2c connection
-//! cannot open more than `max_h2_streams` streams at once.
+//! header timeout, and an idle kept-alive one after the idle timeout; at
+//! `max_connections` a new connection takes the place of an idle one, or,
+//! when all are in a request, gets a JSON 503; an h2c connection cannot
+//! open more than `max_h2_streams` streams at once.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -175,7 +176,7 @@ async fn one_request(addr: &str, path: &str) -> String {
 }
 
 #[tokio::test]
-async fn past_the_connection_cap_a_new_connection_gets_a_json_503_on_both_listeners() {
+async fn past_the_connection_cap_with_every_connection_busy_a_new_one_gets_a_json_503() {
     let mock = Mock::start(&[]).await;
     let node = node(
         &mock,
@@ -183,11 +184,26 @@ async fn past_the_connection_cap_a_new_connection_gets_a_json_503_on_both_listen
         "",
     )
     .await;
-    for (addr, cap, path) in [(&node.api, 3, "/v1/models"), (&node.admin, 2, "/healthz")] {
+    let busy = [
+        (&node.api, 3, "/v1/models", "POST /v1/chat/completions"),
+        (&node.admin, 2, "/healthz", "PUT /admin/v1/upstreams/x"),
+    ];
+    for (addr, cap, path, slow) in busy {
+        // Connections in a request (a body still arriving): none can give
+        // way to a newcomer.
         let mut held = Vec::new();
         for _ in 0..cap {
-            held.push(TcpStream::connect(addr.as_str()).await.unwrap());
+            let mut conn = TcpStream::connect(addr.as_str()).await.unwrap();
+            let head = format!(
+                "{slow} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                 content-length: 1000\r\n\r\n{{"
+            );
+            conn.write_all(head.as_bytes()).await.unwrap();
+            held.push(conn);
         }
+        // Until the node has read their heads they look idle, and a
+        // newcomer could take the place of one.
+        tokio::time::sleep(Duration::from_millis(300)).await;
         // Let the listener count them (they are accepted asynchronously).
         let refused = wait_for(
             || async { one_request(addr, path).await },
@@ -216,6 +232,33 @@ async fn past_the_connection_cap_a_new_connection_gets_a_json_503_on_both_listen
         assert!(served.starts_with("HTTP/1.1 200 "), "{served}");
     }
     assert!(node.log().contains("connections refused"), "{}", node.log());
+}
+
+#[tokio::test]
+async fn at_the_connection_cap_a_new_client_displaces_a_silent_connection() {
+    let mock = Mock::start(&[]).await;
+    let node = node(
+        &mock,
+        "max_connections = 3\nadmin_max_connections = 2\nheader_read_timeout_ms = 60000\n",
+        "",
+    )
+    .await;
+    for (addr, cap, path) in [(&node.api, 3, "/v1/models"), (&node.admin, 2, "/healthz")] {
+        // The listener full of connections that never speak (before: they
+        // held their place until the header timeout, and everyone else got
+        // nothing). Opened one by one, so the first is the oldest.
+        let mut silent = Vec::new();
+        for _ in 0..cap {
+            silent.push(TcpStream::connect(addr.as_str()).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for _ in 0..cap {
+            let answer = one_request(addr, path).await;
+            assert!(answer.starts_with("HTTP/1.1 200 "), "{addr}: {answer}");
+        }
+        // The first newcomer closed the oldest silent connection.
+        assert_eq!(read_to_close(&mut silent[0]).await, "", "{addr}");
+    }
 }
 
 /// Runs `attempt` until `done` holds of its result (at most [`PATIENCE`]).

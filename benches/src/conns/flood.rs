@@ -110,7 +110,12 @@ impl Tally {
 
     fn line(&self) -> String {
         let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        format!("{} of {} ok ({})", self.ok(), self.total(), parts.join(", "))
+        format!(
+            "{} of {} ok ({})",
+            self.ok(),
+            self.total(),
+            parts.join(", ")
+        )
     }
 }
 

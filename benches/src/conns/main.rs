@@ -36,7 +36,11 @@ struct Args {
     #[arg(long, default_value = "target/release/meridian-mock")]
     mock_bin: PathBuf,
     /// What to measure, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "memory,slow-bodies,h2-streams,idle")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "memory,slow-bodies,h2-streams,idle"
+    )]
     phases: Vec<Phase>,
     /// Concurrent streams per memory round.
     #[arg(long, default_value_t = 10_000)]
@@ -165,7 +169,10 @@ async fn memory(args: &Args, setup: &Setup) -> Result<()> {
     flood::round(&started, 10, 1).await?;
     tokio::time::sleep(settle).await;
     let idle = started.rss_kib()?;
-    println!("## memory: {} streams per round over {} h2c connections\n", args.streams, args.h2_connections);
+    println!(
+        "## memory: {} streams per round over {} h2c connections\n",
+        args.streams, args.h2_connections
+    );
     println!("| round | streams ok | failed | peak RSS MiB | RSS after MiB | vs round 1 |");
     println!("|---|---:|---:|---:|---:|---:|");
     println!("| before | | | | {:.1} | |", mib(idle));

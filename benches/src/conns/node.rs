@@ -61,7 +61,8 @@ impl Setup {
             next_id()
         ));
         std::fs::create_dir_all(&dir)?;
-        let behavior = r#"{"first_byte":{"fixed_ms":1000},"chunk_delay":{"fixed_ms":100},"chunks":10}"#;
+        let behavior =
+            r#"{"first_byte":{"fixed_ms":1000},"chunk_delay":{"fixed_ms":100},"chunks":10}"#;
         let mut mock = limited(&self.mock_bin, self.node_nofile);
         mock.args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
             .args(["--behavior", behavior])
@@ -74,10 +75,7 @@ impl Setup {
             .ok_or_else(|| anyhow!("no api in {line}"))?;
 
         let config = dir.join("meridian.toml");
-        std::fs::write(
-            &config,
-            self.config(&dir, mock_api, max_in_flight),
-        )?;
+        std::fs::write(&config, self.config(&dir, mock_api, max_in_flight))?;
         let mut node = limited(&self.meridian_bin, self.node_nofile);
         node.arg("serve")
             .arg("--config")
