@@ -51,8 +51,9 @@ struct Args {
     /// Memory rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
-    /// Seconds to wait after a round before reading RSS.
-    #[arg(long, default_value_t = 5.0)]
+    /// Seconds to wait after a round before reading RSS (jemalloc hands
+    /// freed pages back after about 10 s).
+    #[arg(long, default_value_t = 15.0)]
     settle: f64,
     /// HTTP/1.1 bodies that never finish (`slow-bodies`).
     #[arg(long, default_value_t = 200)]
