@@ -122,6 +122,21 @@ async fn slow_bodies_hold_no_slot_and_are_answered_408_after_the_body_timeout() 
     }
     let answer = node.chat(chat_body("m"), &[]).await;
     assert_eq!(answer.status, 200);
+
+    // The admin API's bodies have the same deadline: a stalled write is
+    // answered (an error, nothing applied) and its connection freed.
+    let mut admin = TcpStream::connect(&node.admin).await.unwrap();
+    admin
+        .write_all(
+            b"PUT /admin/v1/upstreams/x HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+              content-length: 1000\r\n\r\n{\"base_url\": ",
+        )
+        .await
+        .unwrap();
+    let answer = read_to_close(&mut admin).await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer}");
+    let upstream = node.admin_get("/admin/v1/upstreams/x", &[]).await;
+    assert_eq!(upstream.status, 404);
 }
 
 #[tokio::test]
