@@ -167,6 +167,16 @@ impl Node {
             stop.clone(),
         ));
         let connections = &config.connections;
+        let needed = server::descriptors_needed(connections);
+        if let Some(limit) = server::descriptor_limit().filter(|&limit| limit < needed) {
+            tracing::warn!(
+                limit,
+                needed,
+                "the descriptor limit (ulimit -n, systemd LimitNOFILE) is below what \
+                 connections.max_connections and connections.admin_max_connections may take; \
+                 raise it or lower them"
+            );
+        }
         let proxy = Arc::new(
             Proxy::new(snapshot.clone(), health, policy(&config.health))
                 .with_body_timeout(Duration::from_millis(connections.body_timeout_ms)),

@@ -587,6 +587,25 @@ where
     }
 }
 
+/// Descriptors a node may need at its connection caps: a client and an
+/// upstream connection for each data-plane connection, the admin ones, and
+/// a margin for Raft, the store and logs.
+pub fn descriptors_needed(config: &proto::config::ConnectionsConfig) -> u64 {
+    2 * config.max_connections as u64 + config.admin_max_connections as u64 + 256
+}
+
+/// This process's soft descriptor limit (`ulimit -n`), from
+/// `/proc/self/limits`; `None` where that cannot be read.
+pub fn descriptor_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    parse_descriptor_limit(&limits)
+}
+
+fn parse_descriptor_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// Resolves once the shutdown flag is set (or its sender is gone).
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
@@ -782,6 +801,21 @@ mod tests {
         }
         assert!(displace.queue.len() <= 2 + Displace::SCAN + 1);
         assert!(displace.queue.iter().any(|w| w.strong_count() > 0));
+    }
+
+    #[test]
+    fn the_descriptor_limit_is_read_from_proc_limits() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max processes             95571                95571                processes\n\
+                      Max open files            20000                524288               files\n";
+        assert_eq!(parse_descriptor_limit(limits), Some(20_000));
+        assert_eq!(
+            parse_descriptor_limit("Max open files  unlimited  unlimited  files"),
+            None
+        );
+        assert_eq!(parse_descriptor_limit(""), None);
+        let defaults = proto::config::ConnectionsConfig::default();
+        assert_eq!(descriptors_needed(&defaults), 2 * 8192 + 256 + 256);
     }
 
     #[test]
