@@ -50,6 +50,12 @@ pub enum ProxyError {
         /// The configured limit.
         limit: usize,
     },
+    /// The body did not arrive whole within `connections.body_timeout_ms`.
+    #[error("The request body did not arrive within {timeout_ms} ms.")]
+    BodyTimeout {
+        /// The configured limit.
+        timeout_ms: u64,
+    },
     /// This node is at `proxy.max_in_flight`.
     #[error("Meridian is at its limit of {limit} requests in flight; retry shortly.")]
     Overloaded {
@@ -90,6 +96,7 @@ impl ProxyError {
             Self::UnknownModel(_) | Self::UnknownPath { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::NoUsableUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamsFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -126,6 +133,7 @@ impl ProxyError {
             Self::UnknownPath { .. } => ("invalid_request_error", Some("unknown_url")),
             Self::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             Self::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Self::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             Self::Overloaded { .. } => ("rate_limit_error", Some("overloaded")),
             Self::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             Self::NoUsableUpstream(_) => ("server_error", Some("no_usable_upstream")),

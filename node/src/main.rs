@@ -12,6 +12,14 @@ use meridian::node::{Node, StartError};
 use meridian::routing::ProcessEnv;
 use proto::Config;
 
+/// jemalloc, with its background threads on, instead of glibc's malloc:
+/// after 10,000 concurrent streams glibc kept the freed memory (RSS 20 MB →
+/// 350 MB, growing with each identical round); jemalloc hands it back to
+/// the OS within its decay time (about 10 s). See `benches/README.md`,
+/// "Connections and memory".
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status for a configuration that cannot be used (EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 

@@ -180,12 +180,28 @@ impl Node {
             report_every,
             stop.clone(),
         ));
-        let proxy = Arc::new(Proxy::new(snapshot.clone(), health, policy(&config.health)));
+        let connections = &config.connections;
+        let needed = server::descriptors_needed(connections);
+        if let Some(limit) = server::descriptor_limit().filter(|&limit| limit < needed) {
+            tracing::warn!(
+                limit,
+                needed,
+                "the descriptor limit (ulimit -n, systemd LimitNOFILE) is below what \
+                 connections.max_connections and connections.admin_max_connections may take; \
+                 raise it or lower them"
+            );
+        }
+        let proxy = Arc::new(
+            Proxy::new(snapshot.clone(), health, policy(&config.health))
+                .with_body_timeout(Duration::from_millis(connections.body_timeout_ms)),
+        );
         let data_plane = server::Workers::spawn(
             api,
             move |req| proxy.clone().handle(req),
             stop.clone(),
             DRAIN,
+            server::Limits::data(connections),
+            server::Gate::new("API", connections.max_connections),
         )
         .map_err(bind_error("the API", api_addr))?;
         tasks.spawn(data_plane.join());
@@ -202,14 +218,15 @@ impl Node {
             secrets,
         };
         let router = admin::router(state);
-        let mut admin_stop = stop.clone();
-        tasks.spawn(async move {
-            let serve = axum::serve(admin_listener, router)
-                .with_graceful_shutdown(async move { server::stopped(&mut admin_stop).await });
-            if let Err(e) = serve.await {
-                tracing::error!(error = %e, "admin listener failed");
-            }
-        });
+        let body_timeout = Duration::from_millis(connections.body_timeout_ms);
+        tasks.spawn(server::serve(
+            admin_listener,
+            move |req| server::admin_answer(router.clone(), req, body_timeout),
+            stop.clone(),
+            DRAIN,
+            server::Limits::admin(connections),
+            server::Gate::new("admin", connections.admin_max_connections),
+        ));
         let mut settle_stop = stop;
         tasks.spawn(async move {
             tokio::select! {

@@ -93,6 +93,8 @@ pub struct Proxy {
     health: HealthSink,
     policy: Policy,
     in_flight: Arc<AtomicUsize>,
+    /// How long a request body may take to arrive whole.
+    body_timeout: Duration,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -160,7 +162,17 @@ impl Proxy {
             health,
             policy,
             in_flight,
+            body_timeout: Duration::from_millis(
+                proto::config::ConnectionsConfig::default().body_timeout_ms,
+            ),
         }
+    }
+
+    /// The same data plane with `connections.body_timeout_ms`: a body that
+    /// has not arrived whole by then is answered 408.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
     }
 
     /// Requests in flight on this node.
@@ -247,14 +259,21 @@ impl Proxy {
             },
         };
 
+        // The body is read before an in-flight slot is taken, and within
+        // `body_timeout`: a client that sends its body slowly, or never
+        // finishes it, holds its own connection and nothing else.
+        let accept = req.headers().get(http::header::ACCEPT).cloned();
+        let max = snapshot.proxy.max_request_bytes;
+        let body = tokio::time::timeout(self.body_timeout, read_body(req, max))
+            .await
+            .map_err(|_| ProxyError::BodyTimeout {
+                timeout_ms: u64::try_from(self.body_timeout.as_millis()).unwrap_or(u64::MAX),
+            })??;
         let limit = snapshot.proxy.max_in_flight;
         let admission = Admission(self.in_flight.clone());
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
             return Err(ProxyError::Overloaded { limit }.into());
         }
-
-        let accept = req.headers().get(http::header::ACCEPT).cloned();
-        let body = read_body(req, snapshot.proxy.max_request_bytes).await?;
         let probed = probe(&body)?;
         let route = snapshot
             .route(&probed.model)

@@ -51,6 +51,9 @@ pub struct Config {
     /// Timeouts and limits of the data plane.
     #[serde(default)]
     pub proxy: ProxyConfig,
+    /// How client connections are held on both listeners (data and admin).
+    #[serde(default)]
+    pub connections: ConnectionsConfig,
     /// How upstream health is measured, shared and acted on.
     #[serde(default)]
     pub health: HealthConfig,
@@ -282,6 +285,107 @@ impl Default for ProxyConfig {
             pool_idle_per_host: default_pool_idle_per_host(),
             workers: 0,
         }
+    }
+}
+
+/// How client connections are held on both listeners, the data plane and
+/// the admin API: what a client that opens a connection and then stalls,
+/// trickles or never speaks can take, so that such clients cannot starve
+/// the others of descriptors, in-flight slots or memory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConnectionsConfig {
+    /// A new connection must have sent a whole request head (HTTP/1.1) or
+    /// opened a stream (h2c) within this time, or it is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request body must be read whole within this time of its head, or
+    /// the request is answered 408 and its connection's slot freed.
+    pub body_timeout_ms: u64,
+    /// A connection with no request in progress is closed after this long
+    /// (for HTTP/1.1 this also bounds the head of a later request).
+    pub idle_timeout_ms: u64,
+    /// Open client connections on the data plane (all workers together);
+    /// past it a new connection gets a 503 and is closed.
+    pub max_connections: usize,
+    /// Open connections on the admin listener; past it, as above.
+    pub admin_max_connections: usize,
+    /// Concurrent h2c streams one connection may open.
+    pub max_h2_streams: u32,
+    /// How often an idle h2c connection is pinged to detect a dead peer
+    /// (closed when a ping goes unanswered for as long); 0 turns pings off.
+    pub h2_keepalive_interval_ms: u64,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_timeout_ms: 60_000,
+            idle_timeout_ms: 60_000,
+            max_connections: 8_192,
+            admin_max_connections: 256,
+            max_h2_streams: 128,
+            h2_keepalive_interval_ms: 30_000,
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    /// Upper bounds that catch a unit mistake (seconds written as hours).
+    const MAX_TIMEOUT_MS: u64 = 3_600_000;
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let timeouts = [
+            (
+                "connections.header_read_timeout_ms",
+                self.header_read_timeout_ms,
+            ),
+            ("connections.body_timeout_ms", self.body_timeout_ms),
+            ("connections.idle_timeout_ms", self.idle_timeout_ms),
+        ];
+        for (field, value) in timeouts {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be greater than 0"));
+            }
+            if value > Self::MAX_TIMEOUT_MS {
+                return Err(ConfigError::new(
+                    field,
+                    format!("must be at most {} (one hour)", Self::MAX_TIMEOUT_MS),
+                ));
+            }
+        }
+        if self.h2_keepalive_interval_ms > Self::MAX_TIMEOUT_MS {
+            return Err(ConfigError::new(
+                "connections.h2_keepalive_interval_ms",
+                format!("must be at most {} (one hour)", Self::MAX_TIMEOUT_MS),
+            ));
+        }
+        let caps = [
+            (
+                "connections.max_connections",
+                self.max_connections as u64,
+                1_000_000,
+            ),
+            (
+                "connections.admin_max_connections",
+                self.admin_max_connections as u64,
+                1_000_000,
+            ),
+            (
+                "connections.max_h2_streams",
+                u64::from(self.max_h2_streams),
+                65_536,
+            ),
+        ];
+        for (field, value, max) in caps {
+            if value == 0 {
+                return Err(ConfigError::new(field, "must be greater than 0"));
+            }
+            if value > max {
+                return Err(ConfigError::new(field, format!("must be at most {max}")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -532,6 +636,7 @@ impl Config {
         }
         check_name("node.region", &self.node.region)?;
         self.proxy.validate()?;
+        self.connections.validate()?;
         self.health.validate()?;
         self.secrets.validate()?;
         validate_members(&self.cluster.members)?;
@@ -1507,6 +1612,57 @@ tiers = [
             p.check_file("u", Path::new("run/other.key"), SecretOrigin::Applied)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn connection_limits_are_checked_and_named() {
+        let config = Config::from_toml(DESIGN_EXAMPLE).unwrap();
+        assert_eq!(config.connections, ConnectionsConfig::default());
+        let cases = [
+            (
+                "header_read_timeout_ms = 0",
+                "connections.header_read_timeout_ms",
+            ),
+            ("body_timeout_ms = 0", "connections.body_timeout_ms"),
+            ("idle_timeout_ms = 0", "connections.idle_timeout_ms"),
+            ("idle_timeout_ms = 3600001", "connections.idle_timeout_ms"),
+            (
+                "h2_keepalive_interval_ms = 99999999999",
+                "connections.h2_keepalive_interval_ms",
+            ),
+            ("max_connections = 0", "connections.max_connections"),
+            (
+                "admin_max_connections = 0",
+                "connections.admin_max_connections",
+            ),
+            ("max_connections = 1000001", "connections.max_connections"),
+            ("max_h2_streams = 0", "connections.max_h2_streams"),
+            ("max_h2_streams = 65537", "connections.max_h2_streams"),
+        ];
+        for (line, field) in cases {
+            let e = err(&format!("{DESIGN_EXAMPLE}\n[connections]\n{line}\n"));
+            assert_eq!(e.field, field, "{line}: {e}");
+        }
+        for hostile in [
+            "max_connections = -1",
+            "max_h2_streams = 4294967296",
+            "body_timeout_ms = \"1s\"",
+        ] {
+            // Refused with the line; the parser's field naming for type
+            // errors is shared with every other section.
+            let e = err(&format!("{DESIGN_EXAMPLE}\n[connections]\n{hostile}\n"));
+            assert!(e.message.contains("line"), "{hostile}: {e}");
+        }
+        let e = err(&format!(
+            "{DESIGN_EXAMPLE}\n[connections]\nmax_conections = 5\n"
+        ));
+        assert!(e.field.contains("max_conections"), "{e}");
+        let ok = Config::from_toml(&format!(
+            "{DESIGN_EXAMPLE}\n[connections]\nmax_connections = 5\nh2_keepalive_interval_ms = 0\n"
+        ))
+        .unwrap();
+        assert_eq!(ok.connections.max_connections, 5);
+        assert_eq!(ok.connections.idle_timeout_ms, 60_000);
     }
 
     #[test]

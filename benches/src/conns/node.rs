@@ -1,0 +1,245 @@
+//! The processes under test: `meridian-mock` and a one-node `meridian` on
+//! loopback, killed when dropped, and the node's resident memory.
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a process gets to print its address.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Set in the environment of this tool once it has raised its own limit.
+const RAISED: &str = "MERIDIAN_CONNS_NOFILE_RAISED";
+
+/// What every node of a run shares.
+pub struct Setup {
+    /// The meridian binary.
+    pub meridian_bin: PathBuf,
+    /// The meridian-mock binary.
+    pub mock_bin: PathBuf,
+    /// The node's descriptor limit.
+    pub node_nofile: u64,
+    /// Leave `[connections]` out of the config.
+    pub legacy: bool,
+    /// Body and header timeouts of the node.
+    pub timeout_ms: u64,
+}
+
+/// A running mock and node, stopped when dropped.
+pub struct Started {
+    /// The node's data plane.
+    pub api: SocketAddr,
+    /// The node's admin listener.
+    pub admin: SocketAddr,
+    pid: u32,
+    _node: Child,
+    _mock: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Setup {
+    /// Starts a fresh mock (streams of 10 chunks, one every 100 ms after a
+    /// 1 s first byte, so that a round's streams are all open at once) and a
+    /// node in front of it with `max_in_flight`.
+    pub async fn start(&self, max_in_flight: usize) -> Result<Started> {
+        let dir = std::env::temp_dir().join(format!(
+            "meridian-conns-{}-{}",
+            std::process::id(),
+            next_id()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let behavior =
+            r#"{"first_byte":{"fixed_ms":1000},"chunk_delay":{"fixed_ms":100},"chunks":10}"#;
+        let mut mock = limited(&self.mock_bin, self.node_nofile);
+        mock.args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
+            .args(["--behavior", behavior])
+            .env("RUST_LOG", "warn");
+        let (mock, line) = spawn(mock, &dir.join("mock.log")).await?;
+        let addrs: serde_json::Value = serde_json::from_str(&line)
+            .with_context(|| format!("meridian-mock's first line: {line}"))?;
+        let mock_api = addrs["api"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no api in {line}"))?;
+
+        let config = dir.join("meridian.toml");
+        std::fs::write(&config, self.config(&dir, mock_api, max_in_flight))?;
+        let mut node = limited(&self.meridian_bin, self.node_nofile);
+        node.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn");
+        let (node, line) = spawn(node, &dir.join("meridian.log")).await?;
+        let field = |name: &str| -> Result<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .map(|a| a.trim_start_matches("http://"))
+                .ok_or_else(|| anyhow!("no {name} in {line:?}"))?
+                .parse()
+                .with_context(|| format!("{name} in {line:?}"))
+        };
+        let pid = node.id().context("the node exited")?;
+        Ok(Started {
+            api: field("api=")?,
+            admin: field("admin=")?,
+            pid,
+            _node: node,
+            _mock: mock,
+            dir,
+        })
+    }
+
+    fn config(&self, dir: &Path, mock: &str, max_in_flight: usize) -> String {
+        let connections = if self.legacy {
+            String::new()
+        } else {
+            format!(
+                "[connections]\nbody_timeout_ms = {t}\nheader_read_timeout_ms = {t}\n\
+                 max_h2_streams = 128\n\n",
+                t = self.timeout_ms
+            )
+        };
+        format!(
+            "[node]\nid = 1\nregion = \"bench\"\ndata_dir = \"{data}\"\n\n\
+             [listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n\
+             [proxy]\nmax_in_flight = {max_in_flight}\n\n{connections}\
+             [[upstreams]]\nid = \"mock\"\nbase_url = \"http://{mock}/v1\"\nregion = \"bench\"\n\n\
+             [[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"mock\", model = \"mock-model\" }}]]\n",
+            data = dir.join("data").display(),
+        )
+    }
+}
+
+impl Started {
+    /// The node's resident set, KiB.
+    pub fn rss_kib(&self) -> Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .context("the node is gone")?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| anyhow!("no VmRSS in /proc/{}/status", self.pid))
+    }
+
+    /// Whether the node still runs.
+    pub fn alive(&self) -> bool {
+        self.rss_kib().is_ok()
+    }
+
+    /// Samples RSS every 100 ms until stopped; the peak.
+    pub fn sample_peak(&self) -> Sampler {
+        let peak = Arc::new(AtomicU64::new(0));
+        let path = format!("/proc/{}/status", self.pid);
+        let task = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    if let Ok(status) = std::fs::read_to_string(&path)
+                        && let Some(kib) = status
+                            .lines()
+                            .find_map(|l| l.strip_prefix("VmRSS:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    {
+                        peak.fetch_max(kib, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        Sampler { peak, task }
+    }
+}
+
+/// A running RSS sampler.
+pub struct Sampler {
+    peak: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sampler {
+    /// Stops sampling; the peak seen, KiB.
+    pub async fn stop(self) -> u64 {
+        self.task.abort();
+        let _ = self.task.await;
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `bin` run with a descriptor limit of `nofile` (the same for every binary
+/// measured, whatever this tool's own limit is).
+fn limited(bin: &Path, nofile: u64) -> Command {
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(format!("ulimit -n {nofile} && exec \"$0\" \"$@\""))
+        .arg(bin);
+    cmd
+}
+
+/// Spawns `cmd` with stderr to `log`; its first line of stdout.
+async fn spawn(mut cmd: Command, log: &Path) -> Result<(Child, String)> {
+    let log_file = std::fs::File::create(log)?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log_file))
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawning")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let first = tokio::time::timeout(READY_TIMEOUT, lines.next_line()).await;
+    let Ok(Ok(Some(line))) = first else {
+        bail!(
+            "no start line within {READY_TIMEOUT:?}; its log:\n{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    };
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok((child, line))
+}
+
+/// Raises this process's descriptor limit to `want` by running itself
+/// again under `ulimit -n` (the floods need more than a login shell's
+/// default; raising the hard limit needs root). Returns when it is high
+/// enough or cannot be raised.
+pub fn raise_nofile(want: u64) -> Result<()> {
+    if std::env::var_os(RAISED).is_some() || soft_nofile().is_some_and(|n| n >= want) {
+        return Ok(());
+    }
+    let exe = std::env::current_exe()?;
+    let error = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -n {want} 2>/dev/null || ulimit -n \"$(ulimit -Hn)\"; exec \"$0\" \"$@\""
+        ))
+        .arg(exe)
+        .args(std::env::args_os().skip(1))
+        .env(RAISED, "1")
+        .exec();
+    Err(anyhow!("cannot re-run under a higher ulimit -n: {error}"))
+}
+
+/// This process's soft descriptor limit, from `/proc/self/limits`.
+fn soft_nofile() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
