@@ -1,45 +1,31 @@
-//! Serving a hyper service on a TCP listener: HTTP/1.1 and HTTP/2 (h2c) on
-//! one port, `TCP_NODELAY`, and a graceful drain on shutdown so that requests
-//! and streams in flight finish before the process exits. The data plane runs
-//! thread-per-core ([`Workers`]), as nginx and pingora do: measured on this
-//! workload, tokio's work-stealing scheduler spent more CPU per request moving
-//! wakeups between threads than the proxy itself.
+//! Who may hold a connection, and for how long. Both listeners (data plane
+//! and admin) hold their clients to the same [`Limits`]: a connection must
+//! send a request head (or open an h2 stream) within the header timeout, is
+//! closed once idle for the idle timeout, may open a bounded number of h2
+//! streams, and the listener keeps at most `max_connections` open: past
+//! that a new connection takes the place of the oldest idle one
+//! ([`Displace`]), or, when every connection is in a request, is answered a
+//! short JSON 503 and closed ([`Gate`]). Without these, clients that connect
+//! and never speak hold a descriptor each until the process runs out.
 //!
-//! Both listeners (data plane and admin) hold their clients to the same
-//! [`Limits`]: a connection must send a request head (or open an h2 stream)
-//! within the header timeout, is closed once idle for the idle timeout, may
-//! open a bounded number of h2 streams, and the listener keeps at most
-//! `max_connections` open: past that a new connection takes the place of
-//! the oldest idle one ([`Displace`]), or, when every connection is in a
-//! request, is answered a short JSON 503 and closed ([`Gate`]). Without these, clients that connect and
-//! never speak hold a descriptor each until the process runs out.
+//! The accept loop in the parent module asks the [`Gate`] for each
+//! connection and its watchdog reads [`Limits::close_at`]; what is decided
+//! here takes no socket, and its clock is passed in.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-/// How long a connection closed by its idle or header timeout gets to say
-/// goodbye (an h2 GOAWAY) before it is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// How long a refused connection is kept to read what the client sent, so
 /// that closing it does not reset the connection before the client has read
 /// the 503.
@@ -91,7 +77,7 @@ impl Limits {
     /// When a connection born at `born`, in the state `activity`, is to be
     /// closed; `None` while a request is in progress (its body and request
     /// timeouts bound it, not the connection's).
-    fn close_at(&self, born: Instant, activity: ActivityState) -> Option<Instant> {
+    pub(super) fn close_at(&self, born: Instant, activity: ActivityState) -> Option<Instant> {
         if activity.active > 0 {
             None
         } else if !activity.seen_request {
@@ -104,7 +90,7 @@ impl Limits {
 
 /// What a connection is doing, as its watchdog sees it.
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct ActivityState {
+pub(super) struct ActivityState {
     /// Requests in progress (for h2, streams being answered).
     active: usize,
     /// Whether any request has started on it.
@@ -115,17 +101,17 @@ struct ActivityState {
 
 /// One connection's requests, updated by its service and read by its
 /// watchdog.
-struct Activity {
-    born: Instant,
+pub(super) struct Activity {
+    pub(super) born: Instant,
     active: AtomicUsize,
     seen_request: AtomicBool,
     last_end_ms: AtomicU64,
     /// Told to close: a newcomer needs its place (see [`Displace`]).
-    displaced: tokio::sync::Notify,
+    pub(super) displaced: tokio::sync::Notify,
 }
 
 impl Activity {
-    fn new(born: Instant) -> Arc<Self> {
+    pub(super) fn new(born: Instant) -> Arc<Self> {
         Arc::new(Self {
             born,
             active: AtomicUsize::new(0),
@@ -135,13 +121,13 @@ impl Activity {
         })
     }
 
-    fn begin(self: &Arc<Self>) -> InRequest {
+    pub(super) fn begin(self: &Arc<Self>) -> InRequest {
         self.active.fetch_add(1, Ordering::Relaxed);
         self.seen_request.store(true, Ordering::Relaxed);
         InRequest(self.clone())
     }
 
-    fn state(&self) -> ActivityState {
+    pub(super) fn state(&self) -> ActivityState {
         ActivityState {
             active: self.active.load(Ordering::Relaxed),
             seen_request: self.seen_request.load(Ordering::Relaxed),
@@ -152,7 +138,7 @@ impl Activity {
 
 /// A request in progress on its connection, until its answer has been sent
 /// (or abandoned).
-struct InRequest(Arc<Activity>);
+pub(super) struct InRequest(Arc<Activity>);
 
 impl Drop for InRequest {
     fn drop(&mut self) {
@@ -166,8 +152,8 @@ impl Drop for InRequest {
 /// An answer's body that keeps its request counted as in progress until the
 /// body is done with.
 pub struct Tracked<B> {
-    body: B,
-    _request: InRequest,
+    pub(super) body: B,
+    pub(super) _request: InRequest,
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -239,7 +225,7 @@ impl Gate {
     /// Counts a new connection in: under the cap, or in the place of the
     /// oldest idle connection (told to close); `None` when the listener is
     /// full of connections in a request.
-    fn admit(self: &Arc<Self>) -> Option<Admitted> {
+    pub(super) fn admit(self: &Arc<Self>) -> Option<Admitted> {
         if let Some(admitted) = self.enter() {
             return Some(admitted);
         }
@@ -251,7 +237,7 @@ impl Gate {
     }
 
     /// Remembers a new connection as one that may later give way.
-    fn track(&self, activity: &Arc<Activity>) {
+    pub(super) fn track(&self, activity: &Arc<Activity>) {
         if let Ok(mut displace) = self.displace.lock() {
             displace.push(activity, self.max);
         }
@@ -274,7 +260,7 @@ impl Gate {
 
     /// Answers a connection past the cap with a 503 and closes it; logs at
     /// most once per [`REFUSAL_LOG_EVERY`].
-    fn refuse(self: &Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+    pub(super) fn refuse(self: &Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
         let report = match self.refusals.lock() {
             Ok(mut log) => log.note(Instant::now(), REFUSAL_LOG_EVERY),
             Err(_) => None,
@@ -315,7 +301,7 @@ impl Gate {
 }
 
 /// One connection counted in its listener's [`Gate`] until dropped.
-struct Admitted(Arc<Gate>);
+pub(super) struct Admitted(Arc<Gate>);
 
 impl Drop for Admitted {
     fn drop(&mut self) {
@@ -386,315 +372,6 @@ impl RefusalLog {
         }
         self.last = Some(now);
         Some(std::mem::take(&mut self.unlogged))
-    }
-}
-
-/// Accepts connections until `shutdown` turns true, then waits up to `drain`
-/// for open connections to finish their requests.
-pub async fn serve<F, Fut, B>(
-    listener: TcpListener,
-    handler: F,
-    mut shutdown: watch::Receiver<bool>,
-    drain: Duration,
-    limits: Limits,
-    gate: Arc<Gate>,
-) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Body + Send + Unpin + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper starts this timer whenever an HTTP/1.1 connection waits for a
-    // request head, kept-alive idle time included; the watchdog below holds
-    // a new connection to the (usually shorter) header timeout.
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout.max(limits.idle_timeout))
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.max_h2_streams)
-        .keep_alive_interval(limits.h2_keepalive);
-    if let Some(every) = limits.h2_keepalive {
-        builder.http2().keep_alive_timeout(every);
-    }
-    let limits = Arc::new(limits);
-    // Every connection task holds a sender; the drain waits for them all.
-    let (open, mut all_closed) = mpsc::channel::<()>(1);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off, don't spin.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = stopped(&mut shutdown) => break,
-        };
-        let Some(admitted) = gate.admit() else {
-            gate.refuse(stream, peer);
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let activity = Activity::new(Instant::now());
-        gate.track(&activity);
-        let service = {
-            let (handler, activity) = (handler.clone(), activity.clone());
-            service_fn(move |req| {
-                let request = activity.begin();
-                let answer = handler(req);
-                async move {
-                    let response = answer.await?;
-                    Ok::<_, Infallible>(response.map(|body| Tracked {
-                        body,
-                        _request: request,
-                    }))
-                }
-            })
-        };
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let (limits, shutdown, open) = (limits.clone(), shutdown.clone(), open.clone());
-        tokio::spawn(async move {
-            // Drives the connection to its end: closes it gracefully on
-            // shutdown, and once it has been silent past its header timeout
-            // or idle past its idle timeout.
-            let mut shutdown = shutdown;
-            let mut conn = pin!(conn);
-            let first = limits
-                .close_at(activity.born, activity.state())
-                .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-            let mut timer = pin!(tokio::time::sleep_until(first));
-            let ended = loop {
-                tokio::select! {
-                    ended = conn.as_mut() => break Some(ended),
-                    () = timer.as_mut() => {
-                        let now = Instant::now();
-                        match limits.close_at(activity.born, activity.state()) {
-                            Some(at) if at <= now => {
-                                tracing::debug!(%peer, "closing a silent or idle connection");
-                                conn.as_mut().graceful_shutdown();
-                                break tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.ok();
-                            }
-                            Some(at) => timer.as_mut().reset(at),
-                            None => timer.as_mut().reset(now + limits.idle_timeout),
-                        }
-                    }
-                    () = activity.displaced.notified() => {
-                        tracing::debug!(%peer, "closing an idle connection for a new one");
-                        conn.as_mut().graceful_shutdown();
-                        break tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.ok();
-                    }
-                    () = stopped(&mut shutdown) => {
-                        // Lets requests in flight finish; the drain below
-                        // bounds the wait.
-                        conn.as_mut().graceful_shutdown();
-                        break Some(conn.as_mut().await);
-                    }
-                }
-            };
-            if let Some(Err(e)) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop((admitted, open));
-        });
-    }
-    drop(listener);
-    drop(open);
-    if tokio::time::timeout(drain, all_closed.recv())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            drain_s = drain.as_secs(),
-            "connections still open after the drain period; closing them"
-        );
-    }
-}
-
-/// Answers one admin request with `router`, its body bounded by
-/// `body_timeout` (a body still incomplete then fails to read, and the
-/// handler reading it answers an error).
-pub async fn admin_answer(
-    router: axum::Router,
-    req: Request<Incoming>,
-    body_timeout: Duration,
-) -> Result<Response<axum::body::Body>, Infallible> {
-    use tower_service::Service as _;
-    let req = req.map(|body| axum::body::Body::new(Deadline::new(body, body_timeout)));
-    // A `Router` is always ready; `call` needs no `poll_ready` first.
-    router.clone().call(req).await
-}
-
-/// A request body that fails once its deadline passes before its end.
-struct Deadline<B> {
-    body: B,
-    timer: Pin<Box<tokio::time::Sleep>>,
-    timeout: Duration,
-}
-
-impl<B> Deadline<B> {
-    fn new(body: B, timeout: Duration) -> Self {
-        Self {
-            body,
-            timer: Box::pin(tokio::time::sleep(timeout)),
-            timeout,
-        }
-    }
-}
-
-/// The error of a body whose deadline passed.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body did not arrive within {} ms", .0.as_millis())]
-struct BodyTimedOut(Duration);
-
-impl<B> Body for Deadline<B>
-where
-    B: Body + Unpin,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    type Data = B::Data;
-    type Error = Box<dyn std::error::Error + Send + Sync>;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.body).poll_frame(cx) {
-            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyTimedOut(this.timeout).into()))),
-                Poll::Pending => Poll::Pending,
-            },
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-/// Descriptors a node may need at its connection caps: a client and an
-/// upstream connection for each data-plane connection, the admin ones, and
-/// a margin for Raft, the store and logs.
-pub fn descriptors_needed(config: &proto::config::ConnectionsConfig) -> u64 {
-    2 * config.max_connections as u64 + config.admin_max_connections as u64 + 256
-}
-
-/// This process's soft descriptor limit (`ulimit -n`), from
-/// `/proc/self/limits`; `None` where that cannot be read.
-pub fn descriptor_limit() -> Option<u64> {
-    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
-    parse_descriptor_limit(&limits)
-}
-
-fn parse_descriptor_limit(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
-    line.split_whitespace().nth(3)?.parse().ok()
-}
-
-/// Resolves once the shutdown flag is set (or its sender is gone).
-pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await.map(|_| ());
-}
-
-/// Binds `count` listeners on the same address with `SO_REUSEPORT`, so the
-/// kernel spreads connections across data-plane threads. With port 0 the
-/// first bind picks the port and the others join it.
-pub fn bind_reuseport(
-    addr: SocketAddr,
-    count: usize,
-) -> std::io::Result<Vec<std::net::TcpListener>> {
-    let mut listeners = Vec::with_capacity(count);
-    let mut at = addr;
-    for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP))?;
-        socket.set_reuse_address(true)?;
-        socket.set_reuse_port(true)?;
-        socket.set_nonblocking(true)?;
-        socket.set_nodelay(true)?;
-        socket.bind(&at.into())?;
-        socket.listen(4096)?;
-        let listener: std::net::TcpListener = socket.into();
-        at = listener.local_addr()?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
-}
-
-/// The data plane's threads: one current-thread runtime per listener, each
-/// serving its own connections end to end, so a request, its upstream
-/// connection and its stream never move between threads.
-pub struct Workers {
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Workers {
-    /// Starts a thread per listener running `serve` with `handler`, all
-    /// counted against one `gate`.
-    pub fn spawn<F, Fut, B>(
-        listeners: Vec<std::net::TcpListener>,
-        handler: F,
-        shutdown: watch::Receiver<bool>,
-        drain: Duration,
-        limits: Limits,
-        gate: Arc<Gate>,
-    ) -> std::io::Result<Self>
-    where
-        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-        Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-        B: Body + Send + Unpin + 'static,
-        B::Data: Send,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let mut threads = Vec::with_capacity(listeners.len());
-        for (index, listener) in listeners.into_iter().enumerate() {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let (handler, shutdown) = (handler.clone(), shutdown.clone());
-            let (limits, gate) = (limits.clone(), gate.clone());
-            let thread = std::thread::Builder::new()
-                .name(format!("meridian-worker-{index}"))
-                .spawn(move || {
-                    crate::upstream::set_worker(index);
-                    runtime.block_on(async move {
-                        match TcpListener::from_std(listener) {
-                            Ok(listener) => {
-                                serve(listener, handler, shutdown, drain, limits, gate).await
-                            }
-                            Err(e) => {
-                                tracing::error!(worker = index, error = %e, "worker cannot listen")
-                            }
-                        }
-                    });
-                })?;
-            threads.push(thread);
-        }
-        Ok(Self { threads })
-    }
-
-    /// Waits for every worker to finish draining.
-    pub async fn join(self) {
-        let _ = tokio::task::spawn_blocking(move || {
-            for thread in self.threads {
-                let _ = thread.join();
-            }
-        })
-        .await;
     }
 }
 
@@ -801,21 +478,6 @@ mod tests {
         }
         assert!(displace.queue.len() <= 2 + Displace::SCAN + 1);
         assert!(displace.queue.iter().any(|w| w.strong_count() > 0));
-    }
-
-    #[test]
-    fn the_descriptor_limit_is_read_from_proc_limits() {
-        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
-                      Max processes             95571                95571                processes\n\
-                      Max open files            20000                524288               files\n";
-        assert_eq!(parse_descriptor_limit(limits), Some(20_000));
-        assert_eq!(
-            parse_descriptor_limit("Max open files  unlimited  unlimited  files"),
-            None
-        );
-        assert_eq!(parse_descriptor_limit(""), None);
-        let defaults = proto::config::ConnectionsConfig::default();
-        assert_eq!(descriptors_needed(&defaults), 2 * 8192 + 256 + 256);
     }
 
     #[test]
