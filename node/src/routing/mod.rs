@@ -1,0 +1,375 @@
+//! The routing table as the data plane reads it: an immutable snapshot built
+//! from configuration, swapped whole (`ArcSwap`) when configuration changes,
+//! so a request reads routes, upstreams and keys without a lock or an await.
+//!
+//! Upstreams carry their connection pool and live counters; a rebuild keeps
+//! the `Upstream` of every upstream whose configuration did not change, so
+//! pools stay warm and in-flight counts stay true across config changes.
+//!
+//! This file holds the snapshot's types and what a request reads from them
+//! (a route's plan, a target's figures); building a snapshot from the
+//! applied state is in `build`, where provider and client keys come from
+//! and whether this node may read them in `secrets`, and the counters the
+//! data plane and the health recorder share per upstream in `live`.
+
+mod build;
+#[cfg(test)]
+mod fixtures;
+mod live;
+mod secrets;
+
+pub use build::{BuildError, Disabled};
+pub use live::Live;
+pub use secrets::{LocalTrust, ProcessEnv, Secrets, check_upstream, resolve_keys};
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Uri};
+use proto::config::{HealthConfig, ProxyConfig, UpstreamConfig};
+use serde::Serialize;
+
+use crate::auth::KeyRing;
+use crate::breaker::Circuit;
+use crate::health::{Quantiles, WindowSummary};
+use crate::hedge::Hedge;
+use crate::metrics::{Metrics, RouteMetrics, TargetMetrics, UpstreamMetrics};
+use crate::scrub::Scrubber;
+use crate::select::{self, Pick, Policy, TargetStats};
+use crate::upstream::Pools;
+
+/// The OpenAI endpoints Meridian proxies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `/v1/chat/completions`
+    ChatCompletions,
+    /// `/v1/completions`
+    Completions,
+    /// `/v1/embeddings`
+    Embeddings,
+}
+
+impl Endpoint {
+    /// Every proxied endpoint, in the order of `Upstream::uris`.
+    pub const ALL: [Endpoint; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
+
+    /// The endpoint for a client path, if it is one Meridian proxies.
+    pub fn from_path(path: &str) -> Option<Self> {
+        match path.trim_end_matches('/') {
+            "/v1/chat/completions" => Some(Self::ChatCompletions),
+            "/v1/completions" => Some(Self::Completions),
+            "/v1/embeddings" => Some(Self::Embeddings),
+            _ => None,
+        }
+    }
+
+    /// The path below the upstream's base URL.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Self::ChatCompletions => "/chat/completions",
+            Self::Completions => "/completions",
+            Self::Embeddings => "/embeddings",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Whether this node holds the provider key an upstream needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyState {
+    /// The upstream needs no key.
+    NotNeeded,
+    /// The key was read.
+    Present,
+    /// The key is not available on this node; the upstream is skipped.
+    Missing(String),
+}
+
+/// One provider deployment, ready to send to.
+pub struct Upstream {
+    /// Its id.
+    pub id: Arc<str>,
+    /// Its id, ready for `x-meridian-upstream`.
+    pub id_header: HeaderValue,
+    /// Where it runs.
+    pub region: Arc<str>,
+    /// The configuration it was built from, to reuse it across rebuilds.
+    pub config: UpstreamConfig,
+    /// Full URI of each endpoint, by `Endpoint` index.
+    uris: [Uri; 3],
+    /// The provider key header, marked sensitive so it never prints.
+    auth: Option<(HeaderName, HeaderValue)>,
+    /// Whether the key is there.
+    pub key_state: KeyState,
+    /// Why it is not used on this node, if it is not.
+    pub disabled: Option<Disabled>,
+    /// Its connection pools, one per data-plane worker.
+    pub pools: Pools,
+    /// Live counters.
+    pub live: Live,
+    /// Its Prometheus counters, shared with any later `Upstream` of the same id.
+    pub metrics: Arc<UpstreamMetrics>,
+}
+
+impl Upstream {
+    /// The URI to send an endpoint's requests to.
+    pub fn uri(&self, endpoint: Endpoint) -> &Uri {
+        &self.uris[endpoint.index()]
+    }
+
+    /// The provider key header, if the upstream takes one.
+    pub fn auth_header(&self) -> Option<&(HeaderName, HeaderValue)> {
+        self.auth.as_ref()
+    }
+
+    /// Whether requests can be sent to it from this node.
+    pub fn usable(&self) -> bool {
+        self.disabled.is_none()
+    }
+}
+
+/// Prices of a target, per million tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Price {
+    /// Per million input (prompt) tokens.
+    pub input_per_mtok: f64,
+    /// Per million output (completion) tokens.
+    pub output_per_mtok: f64,
+}
+
+/// A provider model behind a route.
+pub struct Target {
+    /// Where it runs.
+    pub upstream: Arc<Upstream>,
+    /// The provider's model name.
+    pub model: Arc<str>,
+    /// The provider's model name as a JSON string, spliced into bodies.
+    pub model_json: Bytes,
+    /// What it costs.
+    pub price: Price,
+    /// The counters of this route's answers from this upstream.
+    pub metrics: Arc<TargetMetrics>,
+}
+
+/// A model name clients may send, and its tiers.
+pub struct Route {
+    /// What clients send as `model`.
+    pub name: Arc<str>,
+    /// Ordered priority groups.
+    pub tiers: Vec<Vec<Target>>,
+    /// Attempts across all tiers.
+    pub max_attempts: u32,
+    /// Per-attempt time to first byte.
+    pub first_byte_timeout: Duration,
+    /// Whole-request deadline.
+    pub request_timeout: Duration,
+    /// Recent error rate above which a target is not eligible.
+    pub error_threshold: f64,
+    /// Hedging, when the route asks for it.
+    pub hedge: Option<Hedge>,
+    /// Its Prometheus counters, kept across rebuilds.
+    pub metrics: Arc<RouteMetrics>,
+}
+
+impl Target {
+    /// The time to first byte to expect from this target: this node's own
+    /// window when it has enough samples (it is the freshest, and what a
+    /// node cut off from the cluster still has), else the shared figures of
+    /// this region or the whole cluster; `None` when nobody has enough.
+    pub fn ttfb_estimate(&self, policy: &Policy) -> Option<Quantiles> {
+        estimate(
+            &self.upstream.live.summary.load(),
+            &self.upstream.live,
+            policy,
+        )
+    }
+
+    /// What the selector needs to know about this target right now, for a
+    /// streamed request or not. Error rates are this node's own: an upstream
+    /// can fail from one region and not another, and a node judges what it
+    /// can reach itself.
+    ///
+    /// A half-open circuit's probe is a plain request's to take: a probe
+    /// that fails after its first chunk has reached the client cannot fail
+    /// over, so for a stream a half-open circuit counts as open (tried only
+    /// as a last resort).
+    pub fn stats(&self, policy: &Policy, stream: bool) -> TargetStats {
+        let live = &self.upstream.live;
+        let summary = live.summary.load();
+        let circuit = match live.circuit() {
+            Circuit::HalfOpen if stream || !live.probe_ready() => Circuit::Open,
+            circuit => circuit,
+        };
+        TargetStats {
+            usable: self.upstream.usable(),
+            p99_ms: estimate(&summary, live, policy).map(|q| q.p99),
+            in_flight: live.in_flight.load(Ordering::Relaxed),
+            error_rate: summary.error_rate,
+            attempts: summary.attempts,
+            circuit,
+        }
+    }
+}
+
+/// This node's own figures when they hold enough samples, else the shared
+/// ones, else this node's few samples rather than the prior: the prior is
+/// pessimistic, and a target judged by it against measured ones would win
+/// only the exploration share, which at low traffic never gathers enough
+/// samples for it to be judged again (an upstream back from an ejection or
+/// a brownout would stay starved).
+fn estimate(summary: &WindowSummary, live: &Live, policy: &Policy) -> Option<Quantiles> {
+    let local = summary.ttfb_ms;
+    if local.count >= policy.min_samples {
+        return Some(local);
+    }
+    if let Some(shared) = live.shared_ttfb.load().as_deref() {
+        return Some(*shared);
+    }
+    (local.count > 0).then_some(local)
+}
+
+impl Route {
+    /// The targets to try, in order: `select::plan` over each target's
+    /// figures, with this route's error threshold.
+    pub fn plan(&self, policy: &Policy, stream: bool, rng: &mut impl rand::Rng) -> Vec<Pick> {
+        let policy = Policy {
+            error_threshold: self.error_threshold,
+            ..*policy
+        };
+        let stats: Vec<Vec<TargetStats>> = self
+            .tiers
+            .iter()
+            .map(|tier| tier.iter().map(|t| t.stats(&policy, stream)).collect())
+            .collect();
+        select::plan(&stats, &policy, self.max_attempts as usize, rng)
+    }
+
+    /// Whether any target can be used from this node.
+    pub fn usable(&self) -> bool {
+        self.tiers.iter().flatten().any(|t| t.upstream.usable())
+    }
+}
+
+/// Everything a request reads, swapped whole on change.
+pub struct RoutingSnapshot {
+    /// This node's region, ready for `x-meridian-region`.
+    pub region: HeaderValue,
+    /// Client keys.
+    pub keys: KeyRing,
+    /// Routes by model name.
+    pub routes: HashMap<Arc<str>, Arc<Route>>,
+    /// Upstreams, in configuration order.
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// The `/v1/models` answer, built once.
+    pub models_body: Bytes,
+    /// Timeouts and limits.
+    pub proxy: ProxyConfig,
+    /// Health settings (the adaptive first-byte timeout).
+    pub health: HealthConfig,
+    /// The Raft log index of the state it was built from, if any.
+    pub applied_index: Option<u64>,
+    /// The node's counters: made with the first snapshot and handed on to
+    /// each rebuild, so they outlive configuration changes.
+    pub metrics: Arc<Metrics>,
+    /// Removes the provider keys of `upstreams` from what leaves the node.
+    pub scrub: Arc<Scrubber>,
+}
+
+impl RoutingSnapshot {
+    /// The route for a model name.
+    pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
+        self.routes.get(model)
+    }
+
+    /// Ready to serve: at least one route has an upstream this node can use.
+    pub fn ready(&self) -> bool {
+        self.routes.values().any(|r| r.usable())
+    }
+}
+
+/// Counts an attempt in flight against an upstream until dropped.
+pub struct InFlight(Arc<Upstream>);
+
+impl InFlight {
+    /// Starts counting.
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        upstream.live.in_flight.fetch_add(1, Ordering::Relaxed);
+        Self(upstream)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use fixtures::build;
+
+    #[tokio::test]
+    async fn streams_leave_the_probe_of_a_half_open_circuit_to_plain_requests() {
+        let snap = build(&[
+            ("CLIENT_KEY", "client-key-0123456789"),
+            ("A_KEY", "ka"),
+            ("B_KEY", "kb"),
+        ])
+        .unwrap();
+        let target = &snap.route("fast").unwrap().tiers[0][0];
+        let policy = Policy::default();
+        target.upstream.live.set_circuit(Circuit::HalfOpen, true);
+        assert_eq!(target.stats(&policy, false).circuit, Circuit::HalfOpen);
+        assert_eq!(target.stats(&policy, true).circuit, Circuit::Open);
+        assert!(target.upstream.live.take_probe());
+        assert_eq!(target.stats(&policy, false).circuit, Circuit::Open);
+    }
+
+    #[tokio::test]
+    async fn estimates_fall_back_to_shared_then_to_a_few_own_samples() {
+        let snap = build(&[
+            ("CLIENT_KEY", "client-key-0123456789"),
+            ("A_KEY", "ka"),
+            ("B_KEY", "kb"),
+        ])
+        .unwrap();
+        let target = &snap.route("fast").unwrap().tiers[0][0];
+        let live = &target.upstream.live;
+        let policy = Policy::default();
+        let q = |count, p99| Quantiles {
+            count,
+            p99,
+            ..Quantiles::default()
+        };
+        let window = |count, p99| {
+            Arc::new(WindowSummary {
+                ttfb_ms: q(count, p99),
+                ..WindowSummary::default()
+            })
+        };
+        assert_eq!(
+            target.ttfb_estimate(&policy),
+            None,
+            "nothing known: the prior"
+        );
+        live.summary.store(window(3, 40.0));
+        assert_eq!(target.ttfb_estimate(&policy), Some(q(3, 40.0)));
+        live.shared_ttfb.store(Some(Arc::new(q(500, 900.0))));
+        assert_eq!(target.ttfb_estimate(&policy), Some(q(500, 900.0)));
+        live.summary.store(window(policy.min_samples, 50.0));
+        assert_eq!(
+            target.ttfb_estimate(&policy),
+            Some(q(policy.min_samples, 50.0))
+        );
+    }
+}
