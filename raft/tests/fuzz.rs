@@ -140,54 +140,9 @@ fn stored_values() -> Vec<Vec<u8>> {
 
 // ------------------------------------------------------------- damage
 
-/// A byte changed, the value cut or lengthened, or a run overwritten with
-/// bincode's marker for a u64 length and a huge value.
-#[derive(Debug, Clone)]
-enum Damage {
-    Flip { at: usize, xor: u8 },
-    Truncate { keep: usize },
-    Insert { at: usize, bytes: Vec<u8> },
-    HugeLength { at: usize, len: u64 },
-}
-
-fn damage() -> impl Strategy<Value = Damage> {
-    prop_oneof![
-        (any::<usize>(), 1..=255u8).prop_map(|(at, xor)| Damage::Flip { at, xor }),
-        any::<usize>().prop_map(|keep| Damage::Truncate { keep }),
-        (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..8))
-            .prop_map(|(at, bytes)| Damage::Insert { at, bytes }),
-        (
-            any::<usize>(),
-            prop_oneof![Just(u64::MAX), Just(1 << 62), Just(1 << 40), any::<u64>()]
-        )
-            .prop_map(|(at, len)| Damage::HugeLength { at, len }),
-    ]
-}
-
-/// Applies `damage`, leaving the first `keep` bytes alone.
-fn apply(bytes: &mut Vec<u8>, damage: &Damage, keep: usize) {
-    let room = bytes.len().saturating_sub(keep).max(1);
-    match damage {
-        Damage::Flip { at, xor } => {
-            if bytes.len() > keep {
-                let i = keep + at % (bytes.len() - keep);
-                bytes[i] ^= xor;
-            }
-        }
-        Damage::Truncate { keep: k } => bytes.truncate(keep + k % room),
-        Damage::Insert { at, bytes: extra } => {
-            let i = (keep + at % room).min(bytes.len());
-            bytes.splice(i..i, extra.iter().copied());
-        }
-        Damage::HugeLength { at, len } => {
-            let i = (keep + at % room).min(bytes.len());
-            let mut claim = vec![0xFD];
-            claim.extend_from_slice(&len.to_le_bytes());
-            let end = (i + claim.len()).min(bytes.len());
-            bytes.splice(i..end, claim);
-        }
-    }
-}
+#[path = "../../proto/tests/common/damage.rs"]
+mod damage;
+use damage::{apply, damage};
 
 // ------------------------------------------------------ frames from slices
 
