@@ -7,20 +7,23 @@
 //! failover events and the dashboard. The node knows every provider key it
 //! holds, so [`Scrubber`] removes those exact values, in every encoding an
 //! encoder on the way may have given them (URL encoding, JSON and HTML
-//! escapes), from every body and text on those paths. [`redact_keys`], a
-//! pattern match for things that look like credentials, stays as a second
-//! net for upstream messages (it also catches keys the node does not hold,
-//! such as the masked key a provider names in its 401).
+//! escapes), from every body and text on those paths. [`redact_keys`]
+//! (in `pattern`), a pattern match for things that look like credentials,
+//! stays as a second net for upstream messages.
 //!
 //! What it cannot see: a key cut across two SSE events (each event is
 //! forwarded, scrubbed, as soon as it is whole, and holding events back to
 //! join them would delay every stream), or written in an encoding not listed
 //! in `key_pattern` (base64 of the key, say).
 //!
-//! [`LogText`] is the other half of what may reach a log line: a value the
-//! client chose (a model name, an error quoting the body) with its control
-//! characters escaped, so a `\n` cannot forge a line, and cut, so a 1 MiB
-//! model does not make a 1 MiB line.
+//! [`LogText`] (in `log_text`) is the other half of what may reach a log
+//! line: a value the client chose, escaped and cut.
+
+mod log_text;
+mod pattern;
+
+pub use log_text::{LOG_VALUE_MAX, LogText};
+pub use pattern::redact_keys;
 
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
@@ -244,99 +247,6 @@ fn key_pattern(key: &str) -> String {
     out
 }
 
-/// An upstream's error message with anything that looks like a credential
-/// replaced: providers echo part of a rejected key ("Incorrect API key
-/// provided: sk-proj-****abcd"), and the message goes into client answers,
-/// logs and the dashboard. A word is a credential if it starts like a
-/// provider key (`sk-`, `key-`, `Bearer`'s argument) or is a long run of
-/// key characters. Words are split on any whitespace and on `=`/`:` (so
-/// `key=VALUE` and `key:VALUE` are two words).
-pub fn redact_keys(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    let mut after_bearer = false;
-    let mut rest = message;
-    while !rest.is_empty() {
-        let end = rest
-            .find(|c: char| c.is_whitespace() || c == '=' || c == ':')
-            .unwrap_or(rest.len());
-        let (word, after) = rest.split_at(end);
-        if !word.is_empty() {
-            let bare = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '*');
-            let keyish = bare.len() >= 24
-                && bare.chars().all(|c| {
-                    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '*' | '.' | '+' | '/')
-                });
-            if after_bearer || bare.starts_with("sk-") || bare.starts_with("key-") || keyish {
-                out.push_str(REDACTED);
-            } else {
-                out.push_str(word);
-            }
-            after_bearer = bare.eq_ignore_ascii_case("bearer");
-        }
-        let mut chars = after.chars();
-        if let Some(sep) = chars.next() {
-            out.push(sep);
-        }
-        rest = chars.as_str();
-    }
-    out
-}
-
-/// The most bytes of one client-supplied value a log line carries.
-pub const LOG_VALUE_MAX: usize = 1024;
-
-/// A value for a log line: control characters escaped (`\n`, `\u{1b}`), so
-/// one value cannot forge a line or a terminal sequence, and cut after
-/// [`LOG_VALUE_MAX`] bytes with the size it had. Display it with `%`.
-pub struct LogText<'a, T: ?Sized>(pub &'a T);
-
-impl<T: fmt::Display + ?Sized> fmt::Display for LogText<'_, T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = Bounded {
-            inner: f,
-            written: 0,
-            seen: 0,
-        };
-        // `Bounded` never fails on its own; an error is the formatter's.
-        write!(out, "{}", self.0)?;
-        let Bounded { inner, seen, .. } = out;
-        if seen > LOG_VALUE_MAX {
-            write!(inner, "… ({seen} bytes)")?;
-        }
-        Ok(())
-    }
-}
-
-/// Writes through, escaped, up to [`LOG_VALUE_MAX`] bytes; counts the rest.
-struct Bounded<'a, 'f> {
-    inner: &'a mut fmt::Formatter<'f>,
-    /// Bytes written to `inner`, escapes included.
-    written: usize,
-    /// Bytes of the value seen, written or not.
-    seen: usize,
-}
-
-impl fmt::Write for Bounded<'_, '_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for c in s.chars() {
-            self.seen += c.len_utf8();
-            if self.written >= LOG_VALUE_MAX {
-                continue;
-            }
-            if c.is_control() {
-                for e in c.escape_default() {
-                    self.inner.write_char(e)?;
-                    self.written += 1;
-                }
-            } else {
-                self.inner.write_char(c)?;
-                self.written += c.len_utf8();
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -526,53 +436,5 @@ mod tests {
             s.text("aXb*c(d)[e]{f}|g^h$i?j\\k"),
             "aXb*c(d)[e]{f}|g^h$i?j\\k"
         );
-    }
-
-    #[test]
-    fn upstream_messages_lose_anything_like_a_key() {
-        assert_eq!(
-            redact_keys("Incorrect API key provided: sk-proj-****abcd. You can find yours."),
-            "Incorrect API key provided: [redacted] You can find yours."
-        );
-        assert_eq!(
-            redact_keys("bad token Bearer abc123 rejected"),
-            "bad token Bearer [redacted] rejected"
-        );
-        assert_eq!(
-            redact_keys("key 0123456789abcdef0123456789abcdef is invalid"),
-            "key [redacted] is invalid"
-        );
-        assert_eq!(
-            redact_keys("key=0123456789abcdef0123456789abcdef\tnext"),
-            "key=[redacted]\tnext"
-        );
-        assert_eq!(
-            redact_keys("The model `gpt-4o-mini` is overloaded"),
-            "The model `gpt-4o-mini` is overloaded"
-        );
-        assert_eq!(redact_keys(""), "");
-        assert_eq!(redact_keys("  a  b "), "  a  b ");
-    }
-
-    #[test]
-    fn log_text_escapes_control_characters() {
-        let forged = "m\n2026-01-01T00:00:00Z  INFO forged\r\u{1b}[31m";
-        let out = LogText(forged).to_string();
-        assert!(!out.chars().any(char::is_control), "{out:?}");
-        assert!(out.starts_with("m\\n2026"), "{out}");
-        assert!(out.contains("\\u{1b}"), "{out}");
-    }
-
-    #[test]
-    fn log_text_cuts_long_values() {
-        let model = "é".repeat(1 << 19); // 1 MiB
-        let out = LogText(&model).to_string();
-        assert!(out.len() < LOG_VALUE_MAX + 40, "{}", out.len());
-        assert!(
-            out.ends_with(&format!("… ({} bytes)", 1 << 20)),
-            "{}",
-            &out[out.len() - 30..]
-        );
-        assert_eq!(LogText("short").to_string(), "short");
     }
 }
