@@ -2,15 +2,15 @@
 //!
 //! Frames are forwarded as soon as they hold whole SSE events, so a client
 //! never receives half an event; the rare frame that ends mid-event is held
-//! until the rest arrives. Frames that arrive together leave together: after
-//! a frame, the relay lets the upstream connection run once more before
-//! writing, so a burst read from the upstream in one go is written to the
-//! client in one go too, rather than one write (and one TCP segment) per
-//! chunk. If the upstream breaks or goes quiet for longer
-//! than the idle timeout, the client gets an explicit SSE error event instead
-//! of a clean end that would look like a complete answer. When the stream
-//! ends, however it ends, the attempt's figures go to the health recorder and
-//! the request's log line is written.
+//! until the rest arrives (`events` finds where an event ends). Frames that
+//! arrive together leave together: after a frame, the relay lets the
+//! upstream connection run once more before writing, so a burst read from
+//! the upstream in one go is written to the client in one go too, rather
+//! than one write (and one TCP segment) per chunk. If the upstream breaks or
+//! goes quiet for longer than the idle timeout, the client gets an explicit
+//! SSE error event instead of a clean end that would look like a complete
+//! answer. When the stream ends, however it ends, the attempt's figures go
+//! to the health recorder and the request's log line is written.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -25,6 +25,10 @@ use tokio::time::{Instant, Sleep};
 use crate::error::error_json;
 use crate::scrub::Scrubber;
 use crate::usage::{self, Usage};
+
+mod events;
+
+pub use events::{ends_with_boundary, last_boundary};
 
 /// How a relayed stream ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -236,29 +240,6 @@ impl Batch {
             None => Some(self.more.split().freeze()),
         }
     }
-}
-
-/// Whether `data` ends where an SSE event ends (the fast path that forwards
-/// a frame without copying). Public for the property tests in
-/// `node/tests/fuzz.rs`, not for use elsewhere.
-#[doc(hidden)]
-pub fn ends_with_boundary(data: &[u8]) -> bool {
-    data.ends_with(b"\n\n") || data.ends_with(b"\r\n\r\n") || data.ends_with(b"\r\r")
-}
-
-/// The end of the last complete event in `data`. Public for the property
-/// tests in `node/tests/fuzz.rs`, not for use elsewhere.
-#[doc(hidden)]
-pub fn last_boundary(data: &[u8]) -> Option<usize> {
-    let lf = memchr::memmem::rfind(data, b"\n\n").map(|i| i + 2);
-    let crlf = memchr::memmem::rfind(data, b"\r\n\r\n").map(|i| i + 4);
-    // CR line endings, as `ends_with_boundary` accepts them; a CR CR LF is
-    // a CR line end and a CRLF empty line.
-    let cr = memchr::memmem::rfind(data, b"\r\r").map(|i| match data.get(i + 2) {
-        Some(b'\n') => i + 3,
-        _ => i + 2,
-    });
-    lf.max(crlf).max(cr)
 }
 
 impl<B> Body for Relay<B>
@@ -603,15 +584,5 @@ mod tests {
             ended.lock().unwrap().clone().unwrap().0,
             StreamEnd::ClientGone
         );
-    }
-
-    #[test]
-    fn boundaries() {
-        assert!(ends_with_boundary(b"data: x\n\n"));
-        assert!(ends_with_boundary(b"data: x\r\n\r\n"));
-        assert!(!ends_with_boundary(b"data: x\n"));
-        assert_eq!(last_boundary(b"data: a\n\ndata: b"), Some(9));
-        assert_eq!(last_boundary(b"data: a\r\n\r\ndata: b\r\n\r\n"), Some(22));
-        assert_eq!(last_boundary(b"data: a"), None);
     }
 }
