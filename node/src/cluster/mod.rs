@@ -3,6 +3,8 @@
 //! the replicated state from the configuration file once, and the write and
 //! read paths the admin API uses (forwarded to the leader when this node is
 //! a follower, acknowledged only after commit).
+//!
+//! Watching the Raft core itself (whether it still runs) is in `raft_core`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -18,6 +20,8 @@ use raft::{NodeId, TypeConfig};
 use tokio::sync::watch;
 
 use crate::auth::KeyHash;
+
+mod raft_core;
 
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -453,52 +457,12 @@ impl Cluster {
         }
     }
 
-    /// Why this node's Raft core no longer runs, if it does not: openraft
-    /// reported a fatal error, or the core's task ended (a panic in it drops
-    /// its metrics channel without a word). Such a node can neither commit
-    /// nor apply anything again, so it must not serve as if it could.
-    pub fn core_failure(&self) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let closed = metrics.has_changed().is_err();
-        core_failure(&metrics.borrow().running_state, closed)
-    }
-
-    /// Waits until the Raft core stops (see [`Cluster::core_failure`]) and
-    /// says why. Never returns while the core runs; the node's own
-    /// [`Cluster::shutdown`] ends it too, so stop waiting before that.
-    pub async fn core_stopped(&self) -> String {
-        let mut metrics = self.raft.metrics();
-        loop {
-            if let Some(why) = core_failure(&metrics.borrow_and_update().running_state, false) {
-                return why;
-            }
-            if metrics.changed().await.is_err() {
-                let last = metrics.borrow().running_state.clone();
-                return core_failure(&last, true).unwrap_or_default();
-            }
-        }
-    }
-
     /// Stops Raft and closes the transport.
     pub async fn shutdown(&self) {
         let _ = self.raft.shutdown().await;
         if let Some(transport) = &self.transport {
             transport.close().await;
         }
-    }
-}
-
-/// What the Raft core's last metrics say about it: `running_state` is
-/// openraft's own verdict, `closed` that its metrics channel is gone (the
-/// core task ended, by a panic if nobody shut it down).
-fn core_failure(
-    running_state: &Result<(), openraft::error::Fatal<NodeId>>,
-    closed: bool,
-) -> Option<String> {
-    match running_state {
-        Err(fatal) => Some(format!("openraft reported a fatal error: {fatal}")),
-        Ok(()) if closed => Some("the Raft core task ended (it panicked)".to_string()),
-        Ok(()) => None,
     }
 }
 
@@ -597,53 +561,6 @@ mod tests {
             connect(500, 20_000),
             NetworkSettings::default().connect_timeout
         );
-    }
-
-    #[test]
-    fn a_stopped_or_failed_core_is_a_failure() {
-        use openraft::error::Fatal;
-        assert_eq!(core_failure(&Ok(()), false), None);
-        assert!(core_failure(&Ok(()), true).unwrap().contains("panicked"));
-        let why = core_failure(&Err(Fatal::Panicked), false).unwrap();
-        assert!(why.contains("fatal"), "{why}");
-        assert!(core_failure(&Err(Fatal::Stopped), true).is_some());
-    }
-
-    /// A real Raft core (a node alone, on a real store) that stops is seen
-    /// as stopped: by the check `/readyz` makes and by the watcher that
-    /// makes `meridian serve` exit.
-    #[tokio::test]
-    async fn the_watcher_sees_the_core_stop() {
-        let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(&format!(
-            "[node]\nid = 1\nregion = \"r\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n",
-            dir.path().display()
-        ))
-        .unwrap();
-        let cluster = Cluster::start(&config).await.unwrap();
-        cluster
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .current_leader(1, "alone, it leads")
-            .await
-            .unwrap();
-        assert_eq!(cluster.core_failure(), None);
-        let watcher = {
-            let cluster = cluster.clone();
-            tokio::spawn(async move { cluster.core_stopped().await })
-        };
-        tokio::task::yield_now().await;
-        assert!(
-            !watcher.is_finished(),
-            "the watcher fired on a running core"
-        );
-        cluster.raft.shutdown().await.unwrap();
-        let why = tokio::time::timeout(Duration::from_secs(10), watcher)
-            .await
-            .expect("the watcher never saw the core stop")
-            .unwrap();
-        assert!(!why.is_empty());
-        assert!(cluster.core_failure().is_some());
     }
 
     #[test]
