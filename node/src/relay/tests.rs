@@ -1,0 +1,249 @@
+//! The relay's tests: whole events forwarded, batching, idle and broken
+//! upstreams, scrubbing and the figures reported at the end.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use super::*;
+use std::sync::{Arc, Mutex};
+
+use futures_util::stream;
+use http_body_util::{BodyExt, StreamBody};
+
+type Ended = Arc<Mutex<Option<(StreamEnd, Option<Usage>, u64)>>>;
+
+struct Record(Ended);
+impl OnStreamEnd for Record {
+    fn finish(self: Box<Self>, end: StreamEnd, usage: Option<Usage>, bytes: u64) {
+        *self.0.lock().unwrap() = Some((end, usage, bytes));
+    }
+}
+
+fn upstream(
+    frames: Vec<Result<&'static str, &'static str>>,
+) -> StreamBody<impl futures_util::Stream<Item = Result<Frame<Bytes>, String>> + Unpin> {
+    StreamBody::new(stream::iter(frames.into_iter().map(|f| {
+        f.map(|s| Frame::data(Bytes::from_static(s.as_bytes())))
+            .map_err(str::to_owned)
+    })))
+}
+
+async fn relay_all(
+    first: &'static str,
+    rest: Vec<Result<&'static str, &'static str>>,
+) -> (Vec<Bytes>, Ended) {
+    relay_scrubbed(first, rest, Scrubber::default()).await
+}
+
+async fn relay_scrubbed(
+    first: &'static str,
+    rest: Vec<Result<&'static str, &'static str>>,
+    scrub: Scrubber,
+) -> (Vec<Bytes>, Ended) {
+    let ended: Ended = Arc::default();
+    let mut relay = Relay::new(
+        Bytes::from_static(first.as_bytes()),
+        upstream(rest),
+        true,
+        Duration::from_secs(5),
+        Arc::new(scrub),
+        Box::new(Record(ended.clone())),
+    );
+    let mut out = Vec::new();
+    while let Some(frame) = relay.frame().await {
+        out.push(frame.unwrap().into_data().unwrap());
+    }
+    (out, ended)
+}
+
+#[tokio::test]
+async fn frames_ready_together_leave_together() {
+    let (out, ended) = relay_all(
+        "data: {\"a\":1}\n\n",
+        vec![Ok("data: {\"a\":2}\n\n"), Ok("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\n"), Ok("data: [DONE]\n\n")],
+    )
+    .await;
+    // The first chunk goes at once; the three behind it were ready
+    // together, so they are written together.
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0], "data: {\"a\":1}\n\n");
+    assert!(out[1].starts_with(b"data: {\"a\":2}\n\n") && out[1].ends_with(b"[DONE]\n\n"));
+    let (end, usage, bytes) = ended.lock().unwrap().clone().unwrap();
+    assert_eq!(end, StreamEnd::Complete);
+    assert_eq!(
+        usage,
+        Some(Usage {
+            prompt_tokens: 3,
+            completion_tokens: 4
+        })
+    );
+    assert_eq!(bytes, out.iter().map(|b| b.len() as u64).sum::<u64>());
+}
+
+#[tokio::test]
+async fn split_events_are_joined_before_sending() {
+    let (out, _) = relay_all(
+        "data: {\"a\"",
+        vec![Ok(":1}\n\ndata: {\"b\""), Ok(":2}\n\n")],
+    )
+    .await;
+    assert_eq!(
+        out,
+        vec![Bytes::from("data: {\"a\":1}\n\ndata: {\"b\":2}\n\n")]
+    );
+}
+
+#[tokio::test]
+async fn a_cut_stream_ends_with_an_error_event_not_half_an_event() {
+    let (out, ended) = relay_all(
+        "data: {\"a\":1}\n\n",
+        vec![Ok("data: {\"hal"), Err("connection reset")],
+    )
+    .await;
+    assert_eq!(out.len(), 2);
+    let last = std::str::from_utf8(&out[1]).unwrap();
+    assert!(last.starts_with("data: {\"error\""), "{last}");
+    assert!(last.contains("stream_interrupted") && last.contains("connection reset"));
+    assert!(last.ends_with("\n\n"));
+    assert!(matches!(
+        ended.lock().unwrap().clone().unwrap().0,
+        StreamEnd::UpstreamFailed(_)
+    ));
+}
+
+#[tokio::test]
+async fn keys_split_across_frames_are_scrubbed_whole() {
+    let key = "UPSECRETB+x/y=Zq81";
+    let (out, ended) = relay_scrubbed(
+        "data: {\"a\":\"UPSECR",
+        vec![
+            Ok("ETB+x\\/y=Zq81\"}\n\ndata: {\"b\":\"UPSECRETB%2Bx"),
+            Ok("%2Fy%3DZq81\"}\n\ndata: {\"c\":\"UPSECRETB+x/y"),
+            Ok("=Zq81"),
+            Err("reset after UPSECRETB+x/y=Zq81"),
+        ],
+        Scrubber::new([key]),
+    )
+    .await;
+    let all: Vec<u8> = out.concat();
+    let text = String::from_utf8(all).unwrap();
+    assert!(!text.contains("UPSECRETB"), "{text}");
+    assert_eq!(text.matches("[redacted]").count(), 3, "{text}");
+    let Some((StreamEnd::UpstreamFailed(reason), _, _)) = ended.lock().unwrap().clone() else {
+        panic!("not a failed stream");
+    };
+    assert!(!reason.contains("UPSECRETB"), "{reason}");
+}
+
+#[tokio::test]
+async fn streams_that_are_not_sse_are_scrubbed_by_line() {
+    let ended: Ended = Arc::default();
+    let mut relay = Relay::new(
+        Bytes::from_static(b"{\"a\":1}\n{\"k\":\"sk-abcd"),
+        upstream(vec![Ok("efgh-0123\"}\n"), Ok("{\"tail\":\"sk-abcdefgh-0")]),
+        false,
+        Duration::from_secs(5),
+        Arc::new(Scrubber::new(["sk-abcdefgh-0123"])),
+        Box::new(Record(ended.clone())),
+    );
+    let mut out = Vec::new();
+    while let Some(frame) = relay.frame().await {
+        out.push(frame.unwrap().into_data().unwrap());
+    }
+    assert_eq!(out[0], "{\"a\":1}\n");
+    assert_eq!(
+        out.concat(),
+        b"{\"a\":1}\n{\"k\":\"[redacted]\"}\n{\"tail\":\"sk-abcdefgh-0"
+    );
+    assert_eq!(
+        ended.lock().unwrap().clone().unwrap().0,
+        StreamEnd::Complete
+    );
+}
+
+#[tokio::test]
+async fn the_tail_of_a_stream_is_scrubbed_too() {
+    let (out, _) = relay_scrubbed(
+        "data: 1\n\n",
+        vec![Ok("data: sk-abcdefgh-0123")],
+        Scrubber::new(["sk-abcdefgh-0123"]),
+    )
+    .await;
+    assert_eq!(out.concat(), b"data: 1\n\ndata: [redacted]");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_upstream_times_out_with_an_error_event() {
+    let ended: Ended = Arc::default();
+    let never = StreamBody::new(stream::pending::<Result<Frame<Bytes>, String>>());
+    let mut relay = Relay::new(
+        Bytes::from_static(b"data: 1\n\n"),
+        never,
+        true,
+        Duration::from_secs(2),
+        Arc::new(Scrubber::default()),
+        Box::new(Record(ended.clone())),
+    );
+    assert_eq!(
+        relay.frame().await.unwrap().unwrap().into_data().unwrap(),
+        "data: 1\n\n"
+    );
+    let err = relay.frame().await.unwrap().unwrap().into_data().unwrap();
+    assert!(
+        std::str::from_utf8(&err)
+            .unwrap()
+            .contains("no data for 2000 ms")
+    );
+    assert!(relay.frame().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn data_keeps_a_slow_stream_alive_past_the_first_deadline() {
+    let ended: Ended = Arc::default();
+    // A chunk every 1.5 s, under a 2 s idle timeout: 4.5 s in all.
+    let slow = StreamBody::new(Box::pin(stream::unfold(0, |n| async move {
+        if n == 3 {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        Some((
+            Ok::<_, String>(Frame::data(Bytes::from("data: x\n\n"))),
+            n + 1,
+        ))
+    })));
+    let mut relay = Relay::new(
+        Bytes::from_static(b"data: 0\n\n"),
+        slow,
+        true,
+        Duration::from_secs(2),
+        Arc::new(Scrubber::default()),
+        Box::new(Record(ended.clone())),
+    );
+    let mut frames = 0;
+    while let Some(frame) = relay.frame().await {
+        let data = frame.unwrap().into_data().unwrap();
+        assert!(!data.starts_with(b"data: {\"error\""), "timed out early");
+        frames += 1;
+    }
+    assert_eq!(frames, 4);
+    assert_eq!(
+        ended.lock().unwrap().clone().unwrap().0,
+        StreamEnd::Complete
+    );
+}
+
+#[tokio::test]
+async fn dropping_mid_stream_reports_the_client_gone() {
+    let ended: Ended = Arc::default();
+    let relay = Relay::new(
+        Bytes::from_static(b"data: 1\n\n"),
+        upstream(vec![Ok("data: 2\n\n")]),
+        true,
+        Duration::from_secs(2),
+        Arc::new(Scrubber::default()),
+        Box::new(Record(ended.clone())),
+    );
+    drop(relay);
+    assert_eq!(
+        ended.lock().unwrap().clone().unwrap().0,
+        StreamEnd::ClientGone
+    );
+}
