@@ -10,7 +10,7 @@ use std::hint::black_box;
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
-use meridian::board::HealthBoard;
+use meridian::health::HealthBoard;
 use meridian::routing::{RoutingSnapshot, Secrets};
 use meridian::scrub::Scrubber;
 use meridian::select::Policy;

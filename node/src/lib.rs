@@ -3,13 +3,11 @@
 //!
 //! The request path reads one immutable [`routing::RoutingSnapshot`] and
 //! never waits on a lock; decisions ([`select`], [`health::Windows`],
-//! [`breaker`], [`board`], [`hedge`]) are pure functions of their inputs so
-//! they are tested without sockets or clocks.
+//! [`health::breaker`], [`health::board`], [`hedge`]) are pure functions of
+//! their inputs so they are tested without sockets or clocks.
 
 pub mod admin;
 pub mod auth;
-pub mod board;
-pub mod breaker;
 pub mod cli;
 pub mod cluster;
 pub mod defaults;
@@ -25,6 +23,9 @@ pub mod routing;
 pub mod scrub;
 pub mod select;
 pub mod server;
-pub mod sharing;
 pub mod upstream;
 pub mod usage;
+
+// The health wing's parts under their old paths, for code written before
+// they moved into `health/`.
+pub use health::{board, breaker, sharing};

@@ -10,20 +10,20 @@ use arc_swap::ArcSwap;
 use proto::Config;
 use proto::config::check_secret_strength;
 use proto::state::NodeInfo;
-use raft::store::Applied;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
-use crate::auth::{KeyHash, hash_key};
-use crate::board::HealthBoard;
+use crate::auth::hash_key;
 use crate::cluster::{self, Cluster, ClusterError};
-use crate::health::{self, RecorderSettings};
+use crate::health::{self, HealthBoard, RecorderSettings, sharing};
 use crate::proxy::Proxy;
-use crate::routing::{BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
+use crate::routing::{
+    self, BuildError, LocalTrust, NodeSettings, RoutingSnapshot, Secrets, resolve_keys,
+};
 use crate::select::Policy;
-use crate::{server, sharing};
+use crate::server;
 
 /// How long open connections get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -129,16 +129,19 @@ impl Node {
         let cluster = Cluster::start(config).await?;
         let trust = Arc::new(LocalTrust::new(config));
         let first_applied = cluster.applied();
-        let first = build_snapshot(config, &first_applied, secrets.as_ref(), None, &trust)?;
-        log_disabled(&first, None, first_applied.state.seeded);
+        let settings = NodeSettings::new(config);
+        let first =
+            routing::build_applied(&settings, &first_applied, secrets.as_ref(), None, &trust)?;
+        routing::log_disabled(&first, None, first_applied.state.seeded);
+        let registry = first.registry.clone();
         let (built, routing_built) = watch::channel(first.applied_index);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        tasks.spawn(follow_applied(
-            Follow {
-                config: config.clone(),
+        tasks.spawn(routing::follow_applied(
+            routing::Follow {
+                node: settings,
                 trust: trust.clone(),
                 secrets: secrets.clone(),
             },
@@ -173,7 +176,7 @@ impl Node {
             cluster.subscribe(),
             board.clone(),
             sharing::Estimates {
-                routing: snapshot.clone(),
+                registry,
                 region: config.node.region.clone(),
                 min_samples: config.health.min_samples,
             },
@@ -260,7 +263,7 @@ impl Node {
         let index = state.last_applied.map(|l| l.index);
         drop(state);
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        routing_built_at(&mut self.routing_built.clone(), index, left).await
+        routing::routing_built_at(&mut self.routing_built.clone(), index, left).await
     }
 
     /// Stops accepting, lets requests in flight finish, stops Raft, and
@@ -281,138 +284,6 @@ fn policy(health: &proto::config::HealthConfig) -> Policy {
         explore: health.explore,
         ..Policy::default()
     }
-}
-
-/// The routing table for an applied state: the replicated upstreams, routes
-/// and keys over this node's own settings.
-fn build_snapshot(
-    config: &Config,
-    applied: &Applied,
-    secrets: &dyn Secrets,
-    previous: Option<&RoutingSnapshot>,
-    trust: &LocalTrust,
-) -> Result<RoutingSnapshot, BuildError> {
-    let keys: Vec<(String, KeyHash)> = applied
-        .state
-        .keys
-        .values()
-        .filter_map(|k| cluster::unhex(&k.sha256).map(|h| (k.name.clone(), h)))
-        .collect();
-    let mut snapshot = RoutingSnapshot::build_with_keys(
-        &applied.state.overlay(config),
-        keys,
-        secrets,
-        previous,
-        trust,
-    )?;
-    snapshot.applied_index = applied.last_applied.map(|l| l.index);
-    Ok(snapshot)
-}
-
-/// Logs every upstream `next` disables that `previous` did not disable for
-/// the same reason, naming the upstream and the field to fix; and, once the
-/// cluster's state is `seeded` here (before, no key has arrived yet), a
-/// client key ring that refuses everyone.
-fn log_disabled(next: &RoutingSnapshot, previous: Option<&RoutingSnapshot>, seeded: bool) {
-    for upstream in &next.upstreams {
-        let Some(disabled) = &upstream.disabled else {
-            continue;
-        };
-        let known = previous.is_some_and(|p| {
-            p.upstreams
-                .iter()
-                .any(|u| u.id == upstream.id && u.disabled.as_ref() == Some(disabled))
-        });
-        if !known {
-            tracing::warn!(
-                upstream = %upstream.id,
-                field = disabled.field,
-                "upstream skipped on this node: {} ({})",
-                disabled.reason,
-                disabled.field
-            );
-        }
-    }
-    let closed = |s: &RoutingSnapshot| s.keys.is_empty() && !s.keys.accepts_anyone();
-    let was_closed = previous.is_some_and(|p| closed(p) && p.applied_index.is_some());
-    if seeded && closed(next) && !was_closed {
-        tracing::warn!(
-            "no client key in the cluster and this node's API is not on loopback: every request \
-             is refused (401) until a key is added"
-        );
-    }
-}
-
-/// What [`follow_applied`] builds each routing table with: this node's file,
-/// its trust and its secrets.
-struct Follow {
-    config: Config,
-    trust: Arc<LocalTrust>,
-    secrets: Arc<dyn Secrets + Send + Sync>,
-}
-
-/// Rebuilds the routing table every time the applied upstreams, routes or
-/// keys change. Other applied entries (health reports every second,
-/// announcements) only advance the index the table is known to be current at.
-/// An upstream this node cannot use is disabled in the new table (and
-/// logged), so the rest of the change is served at once.
-async fn follow_applied(
-    follow: Follow,
-    mut built_from: Arc<Applied>,
-    mut applied: watch::Receiver<Arc<Applied>>,
-    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
-    built: watch::Sender<Option<u64>>,
-    mut stop: watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            changed = applied.changed() => if changed.is_err() { return },
-            () = server::stopped(&mut stop) => return,
-        }
-        let current = applied.borrow_and_update().clone();
-        let index = current.last_applied.map(|l| l.index);
-        if !current.state.routing_differs(&built_from.state) {
-            built.send_replace(index);
-            continue;
-        }
-        let previous = snapshot.load_full();
-        match build_snapshot(
-            &follow.config,
-            &current,
-            follow.secrets.as_ref(),
-            Some(&previous),
-            &follow.trust,
-        ) {
-            Ok(next) => {
-                log_disabled(&next, Some(&previous), current.state.seeded);
-                tracing::info!(
-                    applied = ?next.applied_index,
-                    routes = next.routes.len(),
-                    upstreams = next.upstreams.len(),
-                    disabled = next.upstreams.iter().filter(|u| !u.usable()).count(),
-                    "routing table updated"
-                );
-                snapshot.store(Arc::new(next));
-                built.send_replace(index);
-                built_from = current;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "the applied state cannot be served; keeping the previous routing table")
-            }
-        }
-    }
-}
-
-/// Waits until the routing table has been rebuilt from a state at least as
-/// recent as log `index` (`built` carries the index of each table as it is
-/// swapped in); false after `timeout`.
-pub(crate) async fn routing_built_at(
-    built: &mut watch::Receiver<Option<u64>>,
-    index: Option<u64>,
-    timeout: Duration,
-) -> bool {
-    let reached = built.wait_for(|b| *b >= index);
-    matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
-use crate::breaker::Circuit;
+use crate::health::Circuit;
 
 /// What the selector knows about one target.
 #[derive(Debug, Clone, Copy, PartialEq)]

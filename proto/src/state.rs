@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, RouteConfig, UpstreamConfig};
+use crate::config::{RouteConfig, UpstreamConfig};
 use crate::health::HealthReport;
 
 /// A cluster member as Raft records it: where to reach it and what it serves.
@@ -282,17 +282,6 @@ impl ClusterState {
             check_key(k).map_err(|m| (format!("keys.{}", k.name), m))?;
         }
         Ok(())
-    }
-
-    /// This state as the `[[upstreams]]` and `[[routes]]` of a node's
-    /// configuration, so the data plane is built the same way from a file or
-    /// from the cluster.
-    pub fn overlay(&self, local: &Config) -> Config {
-        let mut config = local.clone();
-        config.upstreams = self.upstreams.values().cloned().collect();
-        config.routes = self.routes.values().cloned().collect();
-        config.keys.clear();
-        config
     }
 }
 

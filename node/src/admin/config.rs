@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use super::{AdminState, error, write_error};
 use crate::auth::hash_key;
 use crate::cluster::hex;
-use crate::node::routing_built_at;
 use crate::routing::check_upstream;
+use crate::routing::routing_built_at;
 
 /// The configuration routes.
 pub fn routes() -> Router<AdminState> {

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use proto::health::{HealthReport, add_encoded, empty_histogram};
 use serde::Serialize;
 
-use crate::health::{Quantiles, error_rate, quantiles};
+use super::window::{Quantiles, error_rate, quantiles};
 
 /// What a set of reports says about one upstream.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]

@@ -17,9 +17,9 @@ use raft::store::Applied;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::board::{self, HealthBoard, Seen};
+use super::board::{self, HealthBoard, Seen};
+use super::registry::Registry;
 use crate::cluster::Cluster;
-use crate::routing::RoutingSnapshot;
 use crate::server;
 
 /// Proposes each report the recorder cuts, numbered after the last one
@@ -93,8 +93,9 @@ pub async fn report(
 
 /// Where the board's figures go for the router.
 pub struct Estimates {
-    /// The live routing table: each of its upstreams gets its estimate.
-    pub routing: Arc<ArcSwap<RoutingSnapshot>>,
+    /// Every upstream's live health: each upstream of the routing table
+    /// gets its estimate there.
+    pub registry: Arc<Registry>,
     /// This node's region.
     pub region: String,
     /// Samples a region's (or the cluster's) figures need to count.
@@ -104,10 +105,11 @@ pub struct Estimates {
 /// Rebuilds the board whenever a report is applied, and every `interval`
 /// besides, so reports age (and stale ones drop out) even when nothing is
 /// applied, as on a node cut off from the leader. After each rebuild every
-/// upstream of the routing table gets its shared estimate, so the request
-/// path reads one value instead of looking the board up. (An upstream new
-/// in a rebuilt routing table gets its estimate at the next rebuild, within
-/// `interval`; until then it is judged on its own window.)
+/// upstream of the routing table gets its shared estimate in its live
+/// health ([`Registry`]), so the request path reads one value instead of
+/// looking the board up. (An upstream new in a rebuilt routing table gets
+/// its estimate at the next rebuild, within `interval`; until then it is
+/// judged on its own window. One whose configuration changed keeps it.)
 pub async fn follow_board(
     mut applied: watch::Receiver<Arc<Applied>>,
     board: Arc<ArcSwap<HealthBoard>>,
@@ -141,10 +143,9 @@ pub async fn follow_board(
             .map(|(id, _)| *id)
             .collect();
         let built = HealthBoard::build(&current.state.health, &members, &seen, now_ms);
-        for upstream in &estimates.routing.load().upstreams {
-            let estimate =
-                built.ttfb_estimate(&upstream.id, &estimates.region, estimates.min_samples);
-            upstream.live.shared_ttfb.store(estimate.map(Arc::new));
+        for (id, live) in estimates.registry.current().iter() {
+            let estimate = built.ttfb_estimate(id, &estimates.region, estimates.min_samples);
+            live.shared_ttfb.store(estimate.map(Arc::new));
         }
         board.store(Arc::new(built));
         last = Some(current);

@@ -13,15 +13,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
-use proto::config::{Config, ProxyConfig, SecretOrigin, SecretPolicy, UpstreamConfig};
+use proto::config::{
+    Config, HealthConfig, ProxyConfig, RouteConfig, SecretOrigin, SecretPolicy, UpstreamAuth,
+    UpstreamConfig,
+};
+use proto::state::ClusterState;
 use serde::Serialize;
 
-use super::live::Live;
 use super::secrets::{LocalTrust, Secrets, provider_key, resolve_keys};
 use super::{Endpoint, KeyState, Price, Route, RoutingSnapshot, Target, Upstream};
 use crate::auth::{KeyHash, KeyRing};
+use crate::cluster::unhex;
+use crate::health::{Live, Registry};
 use crate::hedge::Hedge;
-use crate::metrics::Metrics;
 use crate::request_body::json_string;
 use crate::scrub::Scrubber;
 use crate::upstream;
@@ -52,37 +56,97 @@ pub enum BuildError {
     },
 }
 
+/// What the routing table takes from this node's own settings; the
+/// upstreams, routes and client keys come from the cluster's state.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// This node's region, for `x-meridian-region`.
+    pub region: String,
+    /// Timeouts and limits, the defaults of every route.
+    pub proxy: ProxyConfig,
+    /// Health settings (error threshold, the adaptive first-byte timeout).
+    pub health: HealthConfig,
+}
+
+impl NodeSettings {
+    /// The settings of a node's file.
+    pub fn new(config: &Config) -> Self {
+        Self {
+            region: config.node.region.clone(),
+            proxy: config.proxy.clone(),
+            health: config.health.clone(),
+        }
+    }
+}
+
+/// The tables a snapshot is built from, from a file or from the cluster.
+struct Tables<'a> {
+    upstreams: Vec<&'a UpstreamConfig>,
+    routes: Vec<&'a RouteConfig>,
+    keys: Vec<(String, KeyHash)>,
+}
+
 impl RoutingSnapshot {
-    /// Builds a snapshot from a configuration file, reusing the upstreams of
+    /// Builds a snapshot from a configuration file alone (its own
+    /// upstreams, routes and client keys), reusing the upstreams of
     /// `previous` whose configuration is unchanged.
     pub fn build(
         config: &Config,
         secrets: &dyn Secrets,
         previous: Option<&RoutingSnapshot>,
     ) -> Result<Self, BuildError> {
-        let keys = resolve_keys(config, secrets)?;
-        Self::build_with_keys(config, keys, secrets, previous, &LocalTrust::new(config))
+        let tables = Tables {
+            upstreams: config.upstreams.iter().collect(),
+            routes: config.routes.iter().collect(),
+            keys: resolve_keys(config, secrets)?,
+        };
+        let node = NodeSettings::new(config);
+        Self::assemble(tables, &node, secrets, previous, &LocalTrust::new(config))
     }
 
-    /// Builds a snapshot whose client keys are already hashed, as the
-    /// replicated state holds them; `config.keys` is ignored, and `trust`
-    /// comes from the node's own file (`config` may carry the cluster's
-    /// upstreams).
-    pub fn build_with_keys(
-        config: &Config,
-        keys: Vec<(String, KeyHash)>,
+    /// Builds a snapshot from the cluster's applied state (its upstreams,
+    /// routes and hashed client keys, in id and name order) and this node's
+    /// own settings; `trust` comes from the node's own file.
+    pub fn from_state(
+        state: &ClusterState,
+        node: &NodeSettings,
+        secrets: &dyn Secrets,
+        previous: Option<&RoutingSnapshot>,
+        trust: &LocalTrust,
+    ) -> Result<Self, BuildError> {
+        let tables = Tables {
+            upstreams: state.upstreams.values().collect(),
+            routes: state.routes.values().collect(),
+            // The state holds each hash as lowercase hex (`apply` checks
+            // it), so none is skipped here.
+            keys: state
+                .keys
+                .values()
+                .filter_map(|k| unhex(&k.sha256).map(|h| (k.name.clone(), h)))
+                .collect(),
+        };
+        Self::assemble(tables, node, secrets, previous, trust)
+    }
+
+    fn assemble(
+        tables: Tables<'_>,
+        node: &NodeSettings,
         secrets: &dyn Secrets,
         previous: Option<&RoutingSnapshot>,
         trust: &LocalTrust,
     ) -> Result<Self, BuildError> {
         let invalid = |field: String, message: String| BuildError::Invalid { field, message };
-        let region = HeaderValue::from_str(&config.node.region)
+        let region = HeaderValue::from_str(&node.region)
             .map_err(|_| invalid("node.region".into(), "must be a header-safe string".into()))?;
+        let proxy = &node.proxy;
 
         let metrics = previous.map(|p| p.metrics.clone()).unwrap_or_default();
-        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        let registry: Arc<Registry> = previous.map(|p| p.registry.clone()).unwrap_or_default();
+        let mut lives = registry.rebuild(&metrics);
+        let mut upstreams = Vec::with_capacity(tables.upstreams.len());
         let mut by_id: HashMap<&str, Arc<Upstream>> = HashMap::new();
-        for uc in &config.upstreams {
+        for &uc in &tables.upstreams {
+            let live = lives.live(&Arc::from(uc.id.as_str()));
             // A disabled upstream is built again: its key file or CA may
             // have been fixed since.
             let reused = previous
@@ -90,20 +154,14 @@ impl RoutingSnapshot {
                 .cloned();
             let upstream = match reused {
                 Some(u) => u,
-                None => Arc::new(build_upstream(
-                    uc,
-                    &config.proxy,
-                    secrets,
-                    &trust.policy,
-                    &metrics,
-                )?),
+                None => Arc::new(build_upstream(uc, proxy, secrets, &trust.policy, live)?),
             };
             by_id.insert(uc.id.as_str(), upstream.clone());
             upstreams.push(upstream);
         }
 
-        let mut routes = HashMap::with_capacity(config.routes.len());
-        for (i, rc) in config.routes.iter().enumerate() {
+        let mut routes = HashMap::with_capacity(tables.routes.len());
+        for (i, rc) in tables.routes.iter().enumerate() {
             let name: Arc<str> = Arc::from(rc.model.as_str());
             let route_metrics = metrics.route(&name);
             let mut tiers = Vec::with_capacity(rc.tiers.len());
@@ -132,16 +190,15 @@ impl RoutingSnapshot {
             let route = Route {
                 name: name.clone(),
                 tiers,
-                max_attempts: rc.max_attempts.unwrap_or(config.proxy.max_attempts),
+                max_attempts: rc.max_attempts.unwrap_or(proxy.max_attempts),
                 first_byte_timeout: Duration::from_millis(
                     rc.first_byte_timeout_ms
-                        .unwrap_or(config.proxy.first_byte_timeout_ms),
+                        .unwrap_or(proxy.first_byte_timeout_ms),
                 ),
                 request_timeout: Duration::from_millis(
-                    rc.request_timeout_ms
-                        .unwrap_or(config.proxy.request_timeout_ms),
+                    rc.request_timeout_ms.unwrap_or(proxy.request_timeout_ms),
                 ),
-                error_threshold: rc.error_threshold.unwrap_or(config.health.error_threshold),
+                error_threshold: rc.error_threshold.unwrap_or(node.health.error_threshold),
                 hedge: rc.hedge.as_ref().map(|h| {
                     Hedge::new(h.quantile, Duration::from_millis(h.min_delay_ms), h.budget)
                 }),
@@ -150,22 +207,42 @@ impl RoutingSnapshot {
             routes.insert(name, Arc::new(route));
         }
 
+        // Built: the upstreams that left the table lose their health now.
+        lives.publish();
         Ok(Self {
-            scrub: Scrubber::for_upstreams(&upstreams, previous.map(|p| &p.scrub)),
+            scrub: Scrubber::for_keys(&provider_keys(&upstreams), previous.map(|p| &p.scrub)),
             region,
-            keys: KeyRing::new(keys).open_when_empty(trust.open_without_keys),
-            models_body: models_body(config),
+            keys: KeyRing::new(tables.keys).open_when_empty(trust.open_without_keys),
+            models_body: models_body(&tables.routes),
             routes,
             upstreams,
-            proxy: config.proxy.clone(),
-            health: config.health.clone(),
+            proxy: proxy.clone(),
+            health: node.health.clone(),
             applied_index: None,
             metrics,
+            registry,
         })
     }
 }
 
-fn models_body(config: &Config) -> Bytes {
+/// Each upstream's provider key as it sends it (read back from its header),
+/// for the scrubber.
+fn provider_keys(upstreams: &[Arc<Upstream>]) -> Vec<(&Arc<str>, &str)> {
+    upstreams
+        .iter()
+        .filter_map(|u| {
+            let (_, value) = u.auth_header()?;
+            let value = value.to_str().ok()?;
+            let key = match u.config.auth {
+                UpstreamAuth::Bearer => value.strip_prefix("Bearer ").unwrap_or(value),
+                UpstreamAuth::ApiKey => value,
+            };
+            Some((&u.id, key))
+        })
+        .collect()
+}
+
+fn models_body(routes: &[&RouteConfig]) -> Bytes {
     #[derive(Serialize)]
     struct Model<'a> {
         id: &'a str,
@@ -178,8 +255,7 @@ fn models_body(config: &Config) -> Bytes {
         object: &'static str,
         data: Vec<Model<'a>>,
     }
-    let mut data: Vec<Model<'_>> = config
-        .routes
+    let mut data: Vec<Model<'_>> = routes
         .iter()
         .map(|r| Model {
             id: &r.model,
@@ -207,7 +283,7 @@ fn build_upstream(
     proxy: &ProxyConfig,
     secrets: &dyn Secrets,
     policy: &SecretPolicy,
-    metrics: &Metrics,
+    live: Arc<Live>,
 ) -> Result<Upstream, BuildError> {
     let mut disabled: Option<Disabled> = None;
     let mut disable = |field: &'static str, reason: String| {
@@ -254,7 +330,7 @@ fn build_upstream(
     });
     let id: Arc<str> = Arc::from(uc.id.as_str());
     Ok(Upstream {
-        metrics: metrics.upstream(&id),
+        metrics: live.metrics.clone(),
         id,
         id_header,
         region: Arc::from(uc.region.as_str()),
@@ -264,7 +340,7 @@ fn build_upstream(
         key_state,
         disabled,
         pools,
-        live: Live::default(),
+        live,
     })
 }
 
@@ -344,7 +420,7 @@ mod tests {
             &config.proxy,
             &env,
             &SecretPolicy::new(&own),
-            &Metrics::default(),
+            Arc::new(Live::new(Arc::from("u"), Arc::default())),
         )
         .unwrap()
     }
@@ -469,5 +545,38 @@ mod tests {
         let second = RoutingSnapshot::build(&changed, &env, Some(&first)).unwrap();
         assert!(Arc::ptr_eq(&first.upstreams[0], &second.upstreams[0]));
         assert!(!Arc::ptr_eq(&first.upstreams[1], &second.upstreams[1]));
+    }
+
+    #[tokio::test]
+    async fn snapshots_share_the_scrubber_until_the_keys_change() {
+        use crate::scrub::REDACTED;
+        // Keys of two shapes, as the scrubber's own tests use.
+        const SK: &str = "sk-proj-4f9Xq2LmT7vB8nR1cD3eH6kP";
+        const B64: &str = "UPSECRETB+x/y=Zq81";
+        struct Env;
+        impl Secrets for Env {
+            fn env(&self, name: &str) -> Option<String> {
+                match name {
+                    "A_KEY" => Some(B64.to_owned()),
+                    "B_KEY" => Some(SK.to_owned()),
+                    _ => None,
+                }
+            }
+        }
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let toml = |model: &str, var: &str| {
+            format!(
+                "[node]\nid = 1\nregion = \"r\"\n\n[[upstreams]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\napi_key_env = \"{var}\"\nauth = \"api-key\"\n\n[[routes]]\nmodel = \"{model}\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n"
+            )
+        };
+        let config = |model, var| Config::from_toml(&toml(model, var)).unwrap();
+        let first = RoutingSnapshot::build(&config("m", "A_KEY"), &Env, None).unwrap();
+        assert_eq!(first.scrub.text(B64), REDACTED);
+        let second = RoutingSnapshot::build(&config("n", "A_KEY"), &Env, Some(&first)).unwrap();
+        assert!(Arc::ptr_eq(&first.scrub, &second.scrub));
+        let third = RoutingSnapshot::build(&config("n", "B_KEY"), &Env, Some(&second)).unwrap();
+        assert!(!Arc::ptr_eq(&second.scrub, &third.scrub));
+        assert_eq!(third.scrub.text(SK), REDACTED);
+        assert_eq!(third.scrub.text(B64), B64, "a key no longer held");
     }
 }

@@ -9,17 +9,20 @@
 //! This file holds the snapshot's types and what a request reads from them
 //! (a route's plan, a target's figures); building a snapshot from the
 //! applied state is in `build`, where provider and client keys come from
-//! and whether this node may read them in `secrets`, and the counters the
-//! data plane and the health recorder share per upstream in `live`.
+//! and whether this node may read them in `secrets`, and the task that
+//! rebuilds the table each time the cluster's applied state changes in
+//! `follow`. Each upstream's live health (circuit, window summary, shared
+//! estimate, attempts in flight) is not made here: it comes from the health
+//! wing's [`Registry`], which keeps it across rebuilds.
 
 mod build;
 #[cfg(test)]
 mod fixtures;
-mod live;
+mod follow;
 mod secrets;
 
-pub use build::{BuildError, Disabled};
-pub use live::Live;
+pub use build::{BuildError, Disabled, NodeSettings};
+pub use follow::{Follow, build_applied, follow_applied, log_disabled, routing_built_at};
 pub use secrets::{LocalTrust, ProcessEnv, Secrets, check_upstream, resolve_keys};
 
 use std::collections::HashMap;
@@ -33,8 +36,7 @@ use proto::config::{HealthConfig, ProxyConfig, UpstreamConfig};
 use serde::Serialize;
 
 use crate::auth::KeyRing;
-use crate::breaker::Circuit;
-use crate::health::{Quantiles, WindowSummary};
+use crate::health::{Circuit, HasLive, Live, Quantiles, Registry, WindowSummary};
 use crate::hedge::Hedge;
 use crate::metrics::{Metrics, RouteMetrics, TargetMetrics, UpstreamMetrics};
 use crate::scrub::Scrubber;
@@ -112,8 +114,9 @@ pub struct Upstream {
     pub disabled: Option<Disabled>,
     /// Its connection pools, one per data-plane worker.
     pub pools: Pools,
-    /// Live counters.
-    pub live: Live,
+    /// Its live health, from the [`Registry`]: the same for every
+    /// `Upstream` of this id the routing table builds in turn.
+    pub live: Arc<Live>,
     /// Its Prometheus counters, shared with any later `Upstream` of the same id.
     pub metrics: Arc<UpstreamMetrics>,
 }
@@ -132,6 +135,12 @@ impl Upstream {
     /// Whether requests can be sent to it from this node.
     pub fn usable(&self) -> bool {
         self.disabled.is_none()
+    }
+}
+
+impl HasLive for Arc<Upstream> {
+    fn live(&self) -> &Arc<Live> {
+        &self.live
     }
 }
 
@@ -278,6 +287,9 @@ pub struct RoutingSnapshot {
     /// The node's counters: made with the first snapshot and handed on to
     /// each rebuild, so they outlive configuration changes.
     pub metrics: Arc<Metrics>,
+    /// Every upstream's live health by id: made with the first snapshot
+    /// and handed on to each rebuild, like `metrics`.
+    pub registry: Arc<Registry>,
     /// Removes the provider keys of `upstreams` from what leaves the node.
     pub scrub: Arc<Scrubber>,
 }

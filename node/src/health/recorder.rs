@@ -1,0 +1,472 @@
+//! The recorder: one task that owns every upstream's windows and breakers.
+//!
+//! [`Recorder`] is the pure core: samples and the time (milliseconds on the
+//! caller's clock) go in, [`Effect`]s come out, the way a [`Breaker`]
+//! returns a [`Change`]; it writes nothing shared. The task around it
+//! ([`spawn_recorder`]) drains the data plane's queues on its publish tick,
+//! feeds the core, and applies its effects ([`apply`]): a window summary
+//! into an upstream's [`Live`], a circuit change into its atomics, its
+//! Prometheus counter and the log. Every report interval it also cuts a
+//! [`HealthReport`] of all windows for the cluster.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use proto::config::HealthConfig;
+use proto::health::{HealthReport, UpstreamWindow};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, BreakerPolicy, Change, Circuit};
+use super::live::Live;
+use super::window::{WindowSummary, Windows};
+use super::{HealthSink, Outcome, Queued, Queues};
+
+/// What the recorder needs to know: how it slices time, how often it
+/// publishes and reports, and when circuits open.
+#[derive(Debug, Clone)]
+pub struct RecorderSettings {
+    /// Slots in a window.
+    pub slots: usize,
+    /// Length of one slot.
+    pub slot: Duration,
+    /// How often queued samples are drained and summaries republished.
+    pub publish_every: Duration,
+    /// How often a health report is cut for the cluster.
+    pub report_every: Duration,
+    /// This node's region, carried in its reports.
+    pub region: String,
+    /// When circuits open and for how long.
+    pub breaker: BreakerPolicy,
+}
+
+impl RecorderSettings {
+    /// The settings a node's `[health]` section asks for.
+    pub fn new(health: &HealthConfig, region: &str) -> Self {
+        Self {
+            slots: health.window_slots as usize,
+            slot: Duration::from_millis(health.slot_ms),
+            publish_every: Duration::from_millis(50),
+            report_every: Duration::from_millis(health.report_interval_ms),
+            region: region.to_owned(),
+            breaker: BreakerPolicy {
+                failures: health.breaker_failures,
+                ejection_ms: health.ejection_ms,
+                max_ejection_ms: health.max_ejection_ms,
+            },
+        }
+    }
+}
+
+/// What the recorder asks its shell to do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Publish a fresh window summary for the router and the admin API.
+    Publish {
+        /// Where.
+        live: Arc<Live>,
+        /// The summary.
+        summary: WindowSummary,
+    },
+    /// An upstream's circuit changed.
+    Circuit {
+        /// Whose.
+        live: Arc<Live>,
+        /// How.
+        change: Change,
+    },
+}
+
+/// One upstream as the recorder tracks it.
+struct Tracked {
+    windows: Windows,
+    breaker: Breaker,
+    /// The registry's state of the upstream: a different one for the same
+    /// id means the upstream left the routing table and came back.
+    live: Arc<Live>,
+}
+
+/// The recorder's state between ticks; the async loop only feeds it time
+/// and samples, and applies what it returns.
+pub struct Recorder {
+    settings: RecorderSettings,
+    empty: Windows,
+    tracked: HashMap<Arc<str>, Tracked>,
+    last_publish: u64,
+}
+
+impl Recorder {
+    /// A recorder that has seen nothing yet.
+    pub fn new(settings: RecorderSettings) -> Self {
+        let empty = Windows::new(settings.slots, settings.slot.as_millis() as u64);
+        Self {
+            settings,
+            empty,
+            tracked: HashMap::new(),
+            last_publish: 0,
+        }
+    }
+
+    /// Records a batch of samples and feeds each to its upstream's breaker;
+    /// returns the circuit changes. A sample of an upstream that has left
+    /// the routing table is not recorded.
+    pub fn ingest(&mut self, now_ms: u64, batch: &mut Vec<Queued>) -> Vec<Effect> {
+        let mut effects = Vec::new();
+        for (live, sample) in batch.drain(..) {
+            if live.retired() {
+                continue;
+            }
+            let fresh = || Tracked {
+                windows: self.empty.clone(),
+                breaker: Breaker::default(),
+                live: live.clone(),
+            };
+            let t = match self.tracked.entry(live.id.clone()) {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if !Arc::ptr_eq(&e.get().live, &live) {
+                        e.insert(fresh());
+                    }
+                    e.into_mut()
+                }
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(fresh()),
+            };
+            t.windows.record(now_ms, sample);
+            let policy = &self.settings.breaker;
+            let change = match sample.outcome {
+                Outcome::Broken => t.breaker.on_broken(now_ms, policy),
+                Outcome::Error | Outcome::Timeout => t.breaker.on_result(now_ms, true, policy),
+                Outcome::Success | Outcome::ClientError => {
+                    t.breaker.on_result(now_ms, false, policy)
+                }
+            };
+            if let Some(change) = change {
+                effects.push(t.changed(change));
+            }
+        }
+        effects
+    }
+
+    /// Forgets upstreams that left the routing table, advances the
+    /// breakers, and republishes the summaries when samples arrived
+    /// (`dirty`) or a slot has passed, so old samples age out.
+    pub fn tick(&mut self, now_ms: u64, dirty: bool) -> Vec<Effect> {
+        self.tracked.retain(|_, t| !t.live.retired());
+        let mut effects = Vec::new();
+        for t in self.tracked.values_mut() {
+            if let Some(change) = t.breaker.on_tick(now_ms, &self.settings.breaker) {
+                effects.push(t.changed(change));
+            }
+        }
+        let slot_ms = self.settings.slot.as_millis() as u64;
+        if dirty || now_ms.saturating_sub(self.last_publish) >= slot_ms {
+            for t in self.tracked.values() {
+                effects.push(Effect::Publish {
+                    live: t.live.clone(),
+                    summary: t.windows.summary(now_ms),
+                });
+            }
+            self.last_publish = now_ms;
+        }
+        effects
+    }
+
+    /// This node's window of every upstream it sent to, for the cluster.
+    /// The reporter numbers it.
+    pub fn report(&self, now_ms: u64, unix_ms: u64) -> HealthReport {
+        let upstreams: BTreeMap<String, UpstreamWindow> = self
+            .tracked
+            .iter()
+            .filter_map(|(id, t)| Some((id.to_string(), t.windows.report(now_ms)?)))
+            .collect();
+        HealthReport {
+            seq: 0,
+            region: self.settings.region.clone(),
+            at_unix_ms: unix_ms,
+            window_ms: self.empty.span_ms(),
+            upstreams,
+        }
+    }
+}
+
+impl Tracked {
+    /// The effect of a circuit change; a closed circuit also forgets the
+    /// failures that opened it.
+    fn changed(&mut self, change: Change) -> Effect {
+        if change == Change::Closed {
+            self.windows.clear();
+        }
+        Effect::Circuit {
+            live: self.live.clone(),
+            change,
+        }
+    }
+}
+
+/// Carries out one effect of the recorder.
+pub fn apply(effect: Effect) {
+    match effect {
+        Effect::Publish { live, summary } => live.summary.store(Arc::new(summary)),
+        Effect::Circuit { live, change } => {
+            let id = &live.id;
+            live.metrics.circuit_changed(usize::from(
+                match change {
+                    Change::Opened { .. } => Circuit::Open,
+                    Change::Probe => Circuit::HalfOpen,
+                    Change::Closed => Circuit::Closed,
+                }
+                .as_u8(),
+            ));
+            match change {
+                Change::Opened { for_ms } => {
+                    tracing::warn!(upstream = %id, ejection_ms = for_ms, "circuit opened: upstream ejected");
+                    live.set_circuit(Circuit::Open, false);
+                }
+                Change::Probe => {
+                    tracing::info!(upstream = %id, "circuit half-open: sending a probe");
+                    live.set_circuit(Circuit::HalfOpen, true);
+                }
+                Change::Closed => {
+                    tracing::info!(upstream = %id, "circuit closed: probe succeeded");
+                    live.set_circuit(Circuit::Closed, false);
+                }
+            }
+        }
+    }
+}
+
+/// Starts the task that owns every upstream's windows and breakers. It
+/// ends once every [`HealthSink`] is gone. The receiver sees each health
+/// report as it is cut.
+pub fn spawn_recorder(
+    settings: RecorderSettings,
+) -> (HealthSink, watch::Receiver<Option<Arc<HealthReport>>>) {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let queues = Arc::new(Queues::new(workers));
+    let weak = Arc::downgrade(&queues);
+    let (reports, receiver) = watch::channel(None);
+    tokio::spawn(record_loop(weak, Recorder::new(settings), reports));
+    (HealthSink { queues }, receiver)
+}
+
+async fn record_loop(
+    queues: Weak<Queues>,
+    mut recorder: Recorder,
+    reports: watch::Sender<Option<Arc<HealthReport>>>,
+) {
+    let start = Instant::now();
+    let now_ms = || start.elapsed().as_millis() as u64;
+    let mut tick = tokio::time::interval(recorder.settings.publish_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let report_ms = recorder.settings.report_every.as_millis() as u64;
+    let mut last_report = 0u64;
+    let (mut batch, mut spare) = (Vec::new(), Vec::new());
+    loop {
+        tick.tick().await;
+        let Some(queues) = queues.upgrade() else {
+            break;
+        };
+        queues.drain(&mut batch, &mut spare);
+        drop(queues);
+        let now = now_ms();
+        let dirty = !batch.is_empty();
+        recorder.ingest(now, &mut batch).into_iter().for_each(apply);
+        recorder.tick(now, dirty).into_iter().for_each(apply);
+        if now.saturating_sub(last_report) >= report_ms {
+            last_report = now;
+            let unix_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            reports.send_replace(Some(Arc::new(recorder.report(now, unix_ms))));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::health::Sample;
+    use crate::health::registry::Registry;
+    use crate::metrics::Metrics;
+
+    fn settings() -> RecorderSettings {
+        RecorderSettings {
+            slots: 6,
+            slot: Duration::from_millis(5_000),
+            publish_every: Duration::from_millis(50),
+            report_every: Duration::from_millis(1_000),
+            region: "us".into(),
+            breaker: BreakerPolicy {
+                failures: 3,
+                ejection_ms: 1_000,
+                max_ejection_ms: 8_000,
+            },
+        }
+    }
+
+    fn sample(outcome: Outcome) -> Sample {
+        Sample {
+            outcome,
+            ttfb: Some(Duration::from_millis(10)),
+            total: Some(Duration::from_millis(20)),
+        }
+    }
+
+    fn table(registry: &Registry, metrics: &Metrics, ids: &[&str]) -> Vec<Arc<Live>> {
+        let mut rebuild = registry.rebuild(metrics);
+        let lives = ids.iter().map(|id| rebuild.live(&Arc::from(*id))).collect();
+        rebuild.publish();
+        lives
+    }
+
+    fn circuits(effects: &[Effect]) -> Vec<(String, Change)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Circuit { live, change } => Some((live.id.to_string(), *change)),
+                Effect::Publish { .. } => None,
+            })
+            .collect()
+    }
+
+    fn published(effects: &[Effect]) -> Vec<(String, u64)> {
+        let mut out: Vec<(String, u64)> = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Publish { live, summary } => Some((live.id.to_string(), summary.attempts)),
+                Effect::Circuit { .. } => None,
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn failures_open_the_circuit_and_a_good_probe_closes_it_with_a_clean_window() {
+        let (registry, metrics) = (Registry::default(), Metrics::default());
+        let a = table(&registry, &metrics, &["a"]).remove(0);
+        let mut r = Recorder::new(settings());
+        let mut batch: Vec<Queued> = (0..3)
+            .map(|_| (a.clone(), sample(Outcome::Error)))
+            .collect();
+        let effects = r.ingest(0, &mut batch);
+        assert!(batch.is_empty());
+        assert_eq!(
+            circuits(&effects),
+            vec![("a".into(), Change::Opened { for_ms: 1_000 })]
+        );
+        assert_eq!(a.circuit(), Circuit::Closed, "the core writes nothing");
+        effects.into_iter().for_each(apply);
+        assert_eq!(a.circuit(), Circuit::Open);
+        assert_eq!(
+            a.metrics
+                .circuit_changes(usize::from(Circuit::Open.as_u8())),
+            1
+        );
+
+        let effects = r.tick(1_000, false);
+        assert_eq!(circuits(&effects), vec![("a".into(), Change::Probe)]);
+        effects.into_iter().for_each(apply);
+        assert!(a.probe_ready());
+
+        let effects = r.ingest(1_100, &mut vec![(a.clone(), sample(Outcome::Success))]);
+        assert_eq!(circuits(&effects), vec![("a".into(), Change::Closed)]);
+        effects.into_iter().for_each(apply);
+        assert_eq!(a.circuit(), Circuit::Closed);
+        assert_eq!(
+            published(&r.tick(1_100, true)),
+            vec![("a".into(), 0)],
+            "the failures that opened the circuit are forgotten"
+        );
+    }
+
+    #[test]
+    fn summaries_are_published_when_samples_arrive_or_a_slot_passes() {
+        let (registry, metrics) = (Registry::default(), Metrics::default());
+        let lives = table(&registry, &metrics, &["a", "b"]);
+        let mut r = Recorder::new(settings());
+        let mut batch = vec![
+            (lives[0].clone(), sample(Outcome::Success)),
+            (lives[1].clone(), sample(Outcome::ClientError)),
+            (lives[1].clone(), sample(Outcome::Success)),
+        ];
+        assert!(r.ingest(10, &mut batch).is_empty());
+        let effects = r.tick(10, true);
+        assert_eq!(published(&effects), vec![("a".into(), 1), ("b".into(), 2)]);
+        effects.into_iter().for_each(apply);
+        assert_eq!(lives[1].summary.load().client_errors, 1);
+        assert!(r.tick(20, false).is_empty(), "nothing new, no slot passed");
+        assert_eq!(published(&r.tick(5_010, false)).len(), 2);
+    }
+
+    #[test]
+    fn a_removed_upstream_is_forgotten_and_a_re_added_one_starts_fresh() {
+        let (registry, metrics) = (Registry::default(), Metrics::default());
+        let first = table(&registry, &metrics, &["a", "b"]);
+        let mut r = Recorder::new(settings());
+        let mut batch = vec![
+            (first[0].clone(), sample(Outcome::Success)),
+            (first[1].clone(), sample(Outcome::Error)),
+            (first[1].clone(), sample(Outcome::Error)),
+        ];
+        r.ingest(0, &mut batch);
+        assert_eq!(r.report(0, 0).upstreams.len(), 2);
+
+        // The upstream leaves the table: its window is no longer reported,
+        // and a late sample of it is not recorded.
+        table(&registry, &metrics, &["a"]);
+        assert_eq!(published(&r.tick(1, true)), vec![("a".into(), 1)]);
+        r.ingest(2, &mut vec![(first[1].clone(), sample(Outcome::Error))]);
+        let report = r.report(2, 0);
+        assert_eq!(report.upstreams.keys().collect::<Vec<_>>(), vec!["a"]);
+
+        // Back again: a fresh window and breaker (one more failure does not
+        // open the circuit, as it would have with the two before).
+        let again = table(&registry, &metrics, &["a", "b"]);
+        let effects = r.ingest(3, &mut vec![(again[1].clone(), sample(Outcome::Error))]);
+        assert!(circuits(&effects).is_empty());
+        assert_eq!(
+            published(&r.tick(3, true)),
+            vec![("a".into(), 1), ("b".into(), 1)]
+        );
+    }
+
+    #[test]
+    fn a_rebuilt_table_keeps_the_windows_and_the_circuit() {
+        let (registry, metrics) = (Registry::default(), Metrics::default());
+        let first = table(&registry, &metrics, &["a"]);
+        let mut r = Recorder::new(settings());
+        let mut batch: Vec<Queued> = (0..2)
+            .map(|_| (first[0].clone(), sample(Outcome::Error)))
+            .collect();
+        r.ingest(0, &mut batch);
+        let second = table(&registry, &metrics, &["a"]);
+        let effects = r.ingest(1, &mut vec![(second[0].clone(), sample(Outcome::Timeout))]);
+        assert_eq!(
+            circuits(&effects),
+            vec![("a".into(), Change::Opened { for_ms: 1_000 })],
+            "the third failure in a row opens it, across the rebuild"
+        );
+        assert_eq!(published(&r.tick(1, true)), vec![("a".into(), 3)]);
+    }
+
+    #[test]
+    fn reports_carry_every_window_with_attempts() {
+        let (registry, metrics) = (Registry::default(), Metrics::default());
+        let lives = table(&registry, &metrics, &["a", "b"]);
+        let mut r = Recorder::new(settings());
+        r.ingest(0, &mut vec![(lives[0].clone(), sample(Outcome::Success))]);
+        let report = r.report(0, 42);
+        assert_eq!(report.region, "us");
+        assert_eq!(report.at_unix_ms, 42);
+        assert_eq!(report.window_ms, 30_000);
+        assert_eq!(report.upstreams["a"].successes, 1);
+        assert_eq!(
+            r.report(40_000, 0).upstreams.len(),
+            0,
+            "aged out of the window"
+        );
+    }
+}

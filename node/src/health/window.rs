@@ -1,0 +1,325 @@
+//! One upstream's recent history on this node: rotating time slots of
+//! latency histograms and outcome counts ([`Windows`]), and what the router
+//! and the admin API read of them ([`WindowSummary`]). Pure: every call
+//! takes the time as milliseconds on the caller's clock, so tests drive a
+//! window without sleeping.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use proto::health::{MAX_MICROS, UpstreamWindow, empty_histogram, encode_histogram};
+use serde::Serialize;
+
+use super::{Outcome, Sample};
+
+/// Latency quantiles in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Quantiles {
+    /// Samples behind the figures.
+    pub count: u64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile (the hedging delay).
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+}
+
+/// What the router and the admin API see of one upstream's recent window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WindowSummary {
+    /// Span of the window in seconds.
+    pub window_s: u64,
+    /// Attempts in the window.
+    pub attempts: u64,
+    /// 2xx answers.
+    pub successes: u64,
+    /// Client-caused 4xx answers passed through.
+    pub client_errors: u64,
+    /// Upstream failures.
+    pub errors: u64,
+    /// First-byte timeouts.
+    pub timeouts: u64,
+    /// (errors + timeouts) / attempts, 0 when there were none.
+    pub error_rate: f64,
+    /// Time to first byte.
+    pub ttfb_ms: Quantiles,
+    /// Total time.
+    pub total_ms: Quantiles,
+}
+
+#[derive(Clone)]
+struct Slot {
+    epoch: u64,
+    ttfb: Histogram<u64>,
+    total: Histogram<u64>,
+    successes: u64,
+    client_errors: u64,
+    errors: u64,
+    timeouts: u64,
+}
+
+impl Slot {
+    fn new(epoch: u64, template: &Histogram<u64>) -> Self {
+        Self {
+            epoch,
+            ttfb: Histogram::new_from(template),
+            total: Histogram::new_from(template),
+            successes: 0,
+            client_errors: 0,
+            errors: 0,
+            timeouts: 0,
+        }
+    }
+
+    /// Adds another slot's samples and counts into this one.
+    fn add(&mut self, other: &Slot) {
+        // Same bounds on both sides, so adding cannot fail.
+        let _ = self.ttfb.add(&other.ttfb);
+        let _ = self.total.add(&other.total);
+        self.successes += other.successes;
+        self.client_errors += other.client_errors;
+        self.errors += other.errors;
+        self.timeouts += other.timeouts;
+    }
+
+    fn attempts(&self) -> u64 {
+        self.successes + self.client_errors + self.errors + self.timeouts
+    }
+
+    fn reset(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        self.ttfb.reset();
+        self.total.reset();
+        self.successes = 0;
+        self.client_errors = 0;
+        self.errors = 0;
+        self.timeouts = 0;
+    }
+}
+
+/// Rotating time slots of histograms and counts for one upstream: the last
+/// `slots × slot_ms` of history, aged out a slot at a time.
+#[derive(Clone)]
+pub struct Windows {
+    slot_ms: u64,
+    slots: Vec<Slot>,
+}
+
+impl Windows {
+    /// `slots` slots of `slot_ms` each (e.g. 6 × 5000 ms), with histograms
+    /// of the shape health reports carry.
+    pub fn new(slots: usize, slot_ms: u64) -> Self {
+        let template = empty_histogram();
+        Self {
+            slot_ms: slot_ms.max(1),
+            slots: (0..slots.max(1))
+                .map(|_| Slot::new(u64::MAX, &template))
+                .collect(),
+        }
+    }
+
+    /// How much history a window holds, in milliseconds.
+    pub fn span_ms(&self) -> u64 {
+        self.slots.len() as u64 * self.slot_ms
+    }
+
+    /// Forgets every sample: after a circuit closes, the failures that
+    /// opened it no longer describe the upstream.
+    pub fn clear(&mut self) {
+        for slot in &mut self.slots {
+            slot.reset(u64::MAX);
+        }
+    }
+
+    fn epoch(&self, now_ms: u64) -> u64 {
+        now_ms / self.slot_ms
+    }
+
+    /// Adds a sample taken at `now_ms`.
+    pub fn record(&mut self, now_ms: u64, sample: Sample) {
+        let epoch = self.epoch(now_ms);
+        let n = self.slots.len() as u64;
+        let slot = &mut self.slots[(epoch % n) as usize];
+        if slot.epoch != epoch {
+            slot.reset(epoch);
+        }
+        let micros = |d: Duration| (d.as_micros() as u64).clamp(1, MAX_MICROS);
+        match sample.outcome {
+            Outcome::Success => slot.successes += 1,
+            Outcome::ClientError => slot.client_errors += 1,
+            Outcome::Error | Outcome::Broken => slot.errors += 1,
+            Outcome::Timeout => slot.timeouts += 1,
+        }
+        // Fast failures (a refused connect) say nothing about how quickly the
+        // upstream answers, and would make a dead upstream look fast.
+        if !matches!(sample.outcome, Outcome::Error | Outcome::Broken) {
+            if let Some(ttfb) = sample.ttfb {
+                slot.ttfb.saturating_record(micros(ttfb));
+            }
+            if let Some(total) = sample.total {
+                slot.total.saturating_record(micros(total));
+            }
+        }
+    }
+
+    /// Every slot still inside the window at `now_ms`, added into one.
+    fn merged(&self, now_ms: u64) -> Slot {
+        let epoch = self.epoch(now_ms);
+        let n = self.slots.len() as u64;
+        let mut out = Slot::new(epoch, &self.slots[0].ttfb);
+        let live = self
+            .slots
+            .iter()
+            .filter(|s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n);
+        for slot in live {
+            out.add(slot);
+        }
+        out
+    }
+
+    /// The summary of every slot still inside the window at `now_ms`.
+    pub fn summary(&self, now_ms: u64) -> WindowSummary {
+        let m = self.merged(now_ms);
+        let attempts = m.attempts();
+        WindowSummary {
+            window_s: self.span_ms() / 1000,
+            attempts,
+            successes: m.successes,
+            client_errors: m.client_errors,
+            errors: m.errors,
+            timeouts: m.timeouts,
+            error_rate: error_rate(m.errors + m.timeouts, attempts),
+            ttfb_ms: quantiles(&m.ttfb),
+            total_ms: quantiles(&m.total),
+        }
+    }
+
+    /// The window as a health report carries it; `None` when it holds no
+    /// attempt (or its histograms cannot be encoded, which is logged).
+    pub fn report(&self, now_ms: u64) -> Option<UpstreamWindow> {
+        let m = self.merged(now_ms);
+        let window = UpstreamWindow {
+            successes: m.successes,
+            client_errors: m.client_errors,
+            errors: m.errors,
+            timeouts: m.timeouts,
+            ttfb: encode_histogram(&m.ttfb)
+                .map_err(|e| tracing::error!(error = %e, "health report left out"))
+                .ok()?,
+            total: encode_histogram(&m.total)
+                .map_err(|e| tracing::error!(error = %e, "health report left out"))
+                .ok()?,
+        };
+        (window.attempts() > 0).then_some(window)
+    }
+}
+
+/// Failed attempts (errors and timeouts) as a share of all attempts; 0
+/// when there were none.
+pub fn error_rate(failed: u64, attempts: u64) -> f64 {
+    if attempts == 0 {
+        0.0
+    } else {
+        failed as f64 / attempts as f64
+    }
+}
+
+/// The quantiles of a histogram of microseconds, in milliseconds.
+pub fn quantiles(h: &Histogram<u64>) -> Quantiles {
+    if h.is_empty() {
+        return Quantiles::default();
+    }
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Quantiles {
+        count: h.len(),
+        p50: ms(0.50),
+        p90: ms(0.90),
+        p95: ms(0.95),
+        p99: ms(0.99),
+        p999: ms(0.999),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn ok(ms: u64) -> Sample {
+        Sample {
+            outcome: Outcome::Success,
+            ttfb: Some(Duration::from_millis(ms)),
+            total: Some(Duration::from_millis(ms * 2)),
+        }
+    }
+
+    #[test]
+    fn quantiles_follow_samples() {
+        let mut w = Windows::new(6, 5_000);
+        for i in 1..=1000 {
+            w.record(1_000, ok(i));
+        }
+        let s = w.summary(1_000);
+        assert_eq!(s.attempts, 1000);
+        assert_eq!(s.ttfb_ms.count, 1000);
+        assert!((s.ttfb_ms.p50 - 500.0).abs() <= 5.0, "{s:?}");
+        assert!((s.ttfb_ms.p99 - 990.0).abs() <= 10.0, "{s:?}");
+        assert!((s.total_ms.p99 - 1980.0).abs() <= 20.0, "{s:?}");
+        assert_eq!(s.window_s, 30);
+    }
+
+    #[test]
+    fn old_slots_age_out() {
+        let mut w = Windows::new(6, 5_000);
+        w.record(0, ok(900));
+        w.record(29_999, ok(10));
+        assert_eq!(w.summary(29_999).attempts, 2);
+        // At 30 s the first slot (epoch 0) has left the window.
+        let s = w.summary(30_000);
+        assert_eq!(s.attempts, 1);
+        assert!(s.ttfb_ms.p99 < 11.0);
+        // A slot reused for a new epoch starts empty.
+        w.record(30_001, ok(20));
+        assert_eq!(w.summary(30_001).attempts, 2);
+        assert_eq!(w.summary(100_000).attempts, 0);
+    }
+
+    #[test]
+    fn errors_count_but_do_not_look_fast() {
+        let mut w = Windows::new(6, 5_000);
+        w.record(0, ok(100));
+        for _ in 0..3 {
+            w.record(
+                0,
+                Sample {
+                    outcome: Outcome::Error,
+                    ttfb: Some(Duration::from_millis(1)),
+                    total: None,
+                },
+            );
+        }
+        w.record(
+            0,
+            Sample {
+                outcome: Outcome::Timeout,
+                ttfb: Some(Duration::from_millis(2_000)),
+                total: None,
+            },
+        );
+        let s = w.summary(0);
+        assert_eq!((s.successes, s.errors, s.timeouts), (1, 3, 1));
+        assert!((s.error_rate - 0.8).abs() < 1e-9);
+        assert_eq!(s.ttfb_ms.count, 2);
+        assert!(
+            s.ttfb_ms.p50 >= 99.0,
+            "refused connects must not pull p50 down"
+        );
+        assert!(s.ttfb_ms.p99 >= 1990.0, "timeouts count at the timeout");
+    }
+}
