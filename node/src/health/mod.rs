@@ -159,3 +159,60 @@ impl HealthSink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::metrics::{CIRCUITS, Metrics, OUTCOMES};
+
+    #[test]
+    fn outcomes_and_circuits_count_under_their_own_labels() {
+        for (outcome, label) in [
+            (Outcome::Success, "success"),
+            (Outcome::ClientError, "client_error"),
+            (Outcome::Error, "error"),
+            (Outcome::Timeout, "timeout"),
+            (Outcome::Broken, "broken"),
+        ] {
+            assert_eq!(OUTCOMES[outcome.index()], label);
+        }
+        for (circuit, label) in [
+            (Circuit::Closed, "closed"),
+            (Circuit::Open, "open"),
+            (Circuit::HalfOpen, "half_open"),
+        ] {
+            assert_eq!(CIRCUITS[usize::from(circuit.as_u8())], label);
+        }
+    }
+
+    #[test]
+    fn the_sink_counts_each_attempt_and_the_ttfb_of_answers_only() {
+        let metrics = Metrics::default();
+        let registry = Registry::default();
+        let mut rebuild = registry.rebuild(&metrics);
+        let live = rebuild.live(&Arc::from("a"));
+        rebuild.publish();
+        let sink = HealthSink {
+            queues: Arc::new(Queues::new(1)),
+        };
+        let ttfb = Some(Duration::from_millis(5));
+        for outcome in [Outcome::Success, Outcome::Error, Outcome::Timeout] {
+            sink.record(
+                &live,
+                Sample {
+                    outcome,
+                    ttfb,
+                    total: None,
+                },
+            );
+        }
+        assert_eq!(live.metrics.outcomes(Outcome::Error.index()), 1);
+        assert_eq!(live.metrics.ttfb.count(), 1);
+        let (mut batch, mut spare) = (Vec::new(), Vec::new());
+        sink.queues.drain(&mut batch, &mut spare);
+        assert_eq!(batch.len(), 3);
+        assert!(Arc::ptr_eq(&batch[0].0, &live));
+    }
+}

@@ -20,6 +20,8 @@ mod build;
 mod fixtures;
 mod follow;
 mod secrets;
+#[cfg(test)]
+mod tests;
 
 pub use build::{BuildError, Disabled, NodeSettings};
 pub use follow::{Follow, build_applied, follow_applied, log_disabled, routing_built_at};
@@ -320,68 +322,5 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.live.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use super::*;
-    use fixtures::build;
-
-    #[tokio::test]
-    async fn streams_leave_the_probe_of_a_half_open_circuit_to_plain_requests() {
-        let snap = build(&[
-            ("CLIENT_KEY", "client-key-0123456789"),
-            ("A_KEY", "ka"),
-            ("B_KEY", "kb"),
-        ])
-        .unwrap();
-        let target = &snap.route("fast").unwrap().tiers[0][0];
-        let policy = Policy::default();
-        target.upstream.live.set_circuit(Circuit::HalfOpen, true);
-        assert_eq!(target.stats(&policy, false).circuit, Circuit::HalfOpen);
-        assert_eq!(target.stats(&policy, true).circuit, Circuit::Open);
-        assert!(target.upstream.live.take_probe());
-        assert_eq!(target.stats(&policy, false).circuit, Circuit::Open);
-    }
-
-    #[tokio::test]
-    async fn estimates_fall_back_to_shared_then_to_a_few_own_samples() {
-        let snap = build(&[
-            ("CLIENT_KEY", "client-key-0123456789"),
-            ("A_KEY", "ka"),
-            ("B_KEY", "kb"),
-        ])
-        .unwrap();
-        let target = &snap.route("fast").unwrap().tiers[0][0];
-        let live = &target.upstream.live;
-        let policy = Policy::default();
-        let q = |count, p99| Quantiles {
-            count,
-            p99,
-            ..Quantiles::default()
-        };
-        let window = |count, p99| {
-            Arc::new(WindowSummary {
-                ttfb_ms: q(count, p99),
-                ..WindowSummary::default()
-            })
-        };
-        assert_eq!(
-            target.ttfb_estimate(&policy),
-            None,
-            "nothing known: the prior"
-        );
-        live.summary.store(window(3, 40.0));
-        assert_eq!(target.ttfb_estimate(&policy), Some(q(3, 40.0)));
-        live.shared_ttfb.store(Some(Arc::new(q(500, 900.0))));
-        assert_eq!(target.ttfb_estimate(&policy), Some(q(500, 900.0)));
-        live.summary.store(window(policy.min_samples, 50.0));
-        assert_eq!(
-            target.ttfb_estimate(&policy),
-            Some(q(policy.min_samples, 50.0))
-        );
     }
 }
