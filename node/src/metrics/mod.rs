@@ -18,9 +18,9 @@
 //! figures, through `prometheus-client`'s encoder.
 
 //!
-//! - [`histogram`]: the lock-free histogram and status counters.
-//! - [`events`]: the ring of recent failovers.
-//! - [`render`]: the Prometheus text of all of it.
+//! - `histogram`: the lock-free histogram and status counters.
+//! - `events`: the ring of recent failovers.
+//! - `render`: the Prometheus text of all of it.
 
 mod events;
 mod histogram;
