@@ -140,6 +140,12 @@ impl Upstream {
     }
 }
 
+impl HasLive for Upstream {
+    fn live(&self) -> &Arc<Live> {
+        &self.live
+    }
+}
+
 impl HasLive for Arc<Upstream> {
     fn live(&self) -> &Arc<Live> {
         &self.live
