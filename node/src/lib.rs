@@ -15,7 +15,6 @@ pub mod cluster;
 pub mod defaults;
 pub mod error;
 pub mod health;
-pub mod hedge;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
@@ -28,3 +27,7 @@ pub mod server;
 pub mod sharing;
 pub mod upstream;
 pub mod usage;
+
+/// The hedging budget lives with the data plane; the routing table builds
+/// its routes' [`hedge::Hedge`] from here.
+pub use proxy::hedge;

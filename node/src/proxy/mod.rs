@@ -8,6 +8,8 @@
 //! before it is sent, and a stream is committed only once its first chunk
 //! has arrived.
 
+pub mod hedge;
+
 use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Write as _;
