@@ -1,13 +1,13 @@
 //! The data plane: one OpenAI-compatible request in, one answer out.
 //!
 //! A request is authenticated, its body read (bounded) and probed for
-//! `model` and `stream`, its route looked up in the current snapshot, and its
-//! targets tried in the order [`select::plan`] gives, each attempt bounded by
-//! the route's first-byte timeout and the request's deadline. Nothing is
+//! `model` and `stream`, its route looked up in the current snapshot, and
+//! its targets tried in the order [`crate::select::plan`] gives, each
+//! attempt bounded by the route's first-byte timeout and the request's
+//! deadline. Nothing is
 //! retried once a byte has reached the client: a plain answer is read whole
 //! before it is sent, and a stream is committed only once its first chunk
 //! has arrived.
-
 //!
 //! # Layout
 //!

@@ -67,7 +67,11 @@ impl Proxy {
                         attempts: Attempts::default(),
                     };
                     finish::gave_up(route, &error, started);
-                    return Err(error.into());
+                    return Err(Failed {
+                        error,
+                        attempts: 0,
+                        routed: true,
+                    });
                 }
             };
             let target = pick_target(route, next.pick);
@@ -108,6 +112,7 @@ impl Proxy {
             };
             match won {
                 Ok((ready, leg)) => {
+                    // Always an answer: `leg` is an attempt in flight.
                     let Some(answer) = failover.answered(leg) else {
                         continue;
                     };
