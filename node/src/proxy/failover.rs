@@ -13,6 +13,7 @@
 //! answer is committed, or after a failure no other target would undo
 //! (the client's own mistake).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -237,13 +238,7 @@ impl Failover {
 
     /// An attempt in flight failed with `error`; `upstream` and `model`
     /// name its target in the client's error.
-    pub fn failed(
-        &mut self,
-        leg: Leg,
-        upstream: &std::sync::Arc<str>,
-        model: &std::sync::Arc<str>,
-        error: AttemptError,
-    ) {
+    pub fn failed(&mut self, leg: Leg, upstream: &Arc<str>, model: &Arc<str>, error: AttemptError) {
         let Some(pick) = self.take(leg) else {
             return;
         };
