@@ -13,7 +13,6 @@ pub mod cluster;
 pub mod defaults;
 pub mod error;
 pub mod health;
-pub mod hedge;
 pub mod metrics;
 pub mod node;
 pub mod proxy;
@@ -29,3 +28,7 @@ pub mod usage;
 // The health wing's parts under their old paths, for code written before
 // they moved into `health/`.
 pub use health::{board, breaker, sharing};
+
+/// The hedging budget lives with the data plane; the routing table builds
+/// its routes' [`hedge::Hedge`] from here.
+pub use proxy::hedge;

@@ -2,6 +2,14 @@
 //! maps to, whether another target may still succeed (retryable), and how it
 //! reads as an OpenAI error body, so clients and SDKs see the error classes
 //! they already handle.
+//!
+//! [`AttemptError`] is why one attempt at one upstream failed, and
+//! [`Attempts`] the account of a request's failed attempts that the client's
+//! 502, 504 or 429 quotes.
+
+mod attempt;
+
+pub use attempt::{AttemptError, Attempts, FailureSource, Tried, retry_after, retryable_status};
 
 use std::time::Duration;
 
@@ -66,7 +74,7 @@ pub enum ProxyError {
     #[error("Every upstream is rate limiting: {attempts}")]
     RateLimited {
         /// The attempts made, in order.
-        attempts: String,
+        attempts: Attempts,
         /// The shortest wait any upstream asked for.
         retry_after: Duration,
     },
@@ -77,13 +85,13 @@ pub enum ProxyError {
     #[error("No upstream could answer: {attempts}")]
     UpstreamsFailed {
         /// The attempts made, in order.
-        attempts: String,
+        attempts: Attempts,
     },
     /// The request deadline passed before any upstream answered.
     #[error("No upstream answered in time: {attempts}")]
     UpstreamsTimedOut {
         /// The attempts made, in order.
-        attempts: String,
+        attempts: Attempts,
     },
 }
 
@@ -104,7 +112,9 @@ impl ProxyError {
         }
     }
 
-    /// Whether the client may succeed by sending the same request again.
+    /// Whether the client may succeed by sending the same request again:
+    /// the node or its upstreams failed, not the request. Such failures are
+    /// logged as warnings; refusals of the request itself as information.
     pub fn retryable(&self) -> bool {
         matches!(
             self,
@@ -189,7 +199,17 @@ pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+    use http::HeaderMap;
+
     use super::*;
+
+    fn attempts(error: AttemptError) -> Attempts {
+        Attempts::from(vec![Tried::Failed {
+            upstream: "a".into(),
+            model: "x".into(),
+            error,
+        }])
+    }
 
     #[test]
     fn body_is_openai_shaped() {
@@ -206,19 +226,71 @@ mod tests {
     #[test]
     fn upstream_failures_are_retryable_server_errors() {
         let failed = ProxyError::UpstreamsFailed {
-            attempts: "a: HTTP 500".into(),
+            attempts: attempts(AttemptError::status(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &HeaderMap::new(),
+                None,
+            )),
         };
         assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
         assert!(failed.retryable());
         let timed_out = ProxyError::UpstreamsTimedOut {
-            attempts: "a: timeout".into(),
+            attempts: attempts(AttemptError::Timeout {
+                after: Duration::from_secs(1),
+            }),
         };
         assert_eq!(timed_out.status(), StatusCode::GATEWAY_TIMEOUT);
         let limited = ProxyError::RateLimited {
-            attempts: "a: HTTP 429".into(),
+            attempts: attempts(AttemptError::status(
+                StatusCode::TOO_MANY_REQUESTS,
+                &HeaderMap::new(),
+                None,
+            )),
             retry_after: Duration::from_secs(3),
         };
         assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(limited.retry_after(), Some(Duration::from_secs(3)));
+    }
+
+    /// What the client may retry is what the node logs as a warning: the
+    /// server errors and the 429s.
+    #[test]
+    fn client_retries_are_the_server_side_failures() {
+        let none = Attempts::default;
+        let all = [
+            ProxyError::BadRequest {
+                message: "m".into(),
+                param: None,
+            },
+            ProxyError::Unauthorized("no"),
+            ProxyError::UnknownModel("m".into()),
+            ProxyError::UnknownPath {
+                method: "GET".into(),
+                path: "/".into(),
+            },
+            ProxyError::MethodNotAllowed {
+                method: "GET".into(),
+                path: "/".into(),
+                allowed: "POST",
+            },
+            ProxyError::TooLarge { limit: 1 },
+            ProxyError::BodyTimeout { timeout_ms: 1 },
+            ProxyError::Overloaded { limit: 1 },
+            ProxyError::RateLimited {
+                attempts: none(),
+                retry_after: Duration::from_secs(1),
+            },
+            ProxyError::NoUsableUpstream("m".into()),
+            ProxyError::UpstreamsFailed { attempts: none() },
+            ProxyError::UpstreamsTimedOut { attempts: none() },
+        ];
+        for e in all {
+            let status = e.status();
+            assert_eq!(
+                e.retryable(),
+                status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS,
+                "{e:?}"
+            );
+        }
     }
 }

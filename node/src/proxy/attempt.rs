@@ -1,0 +1,388 @@
+//! One attempt at one target: the upstream request, its first byte (a
+//! stream's first chunk), a plain answer read whole, an error answer named
+//! by its status; and two attempts raced when the first is hedged. An
+//! attempt that fails says why in an [`AttemptError`]; the failover decides
+//! what follows.
+
+use std::borrow::Cow;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::failover::Leg;
+use super::finish::{Finish, StreamDone};
+use super::{Admission, Call, JSON, Proxy, ProxyBody, X_REQUEST_ID};
+use crate::error::AttemptError;
+use crate::health::Outcome;
+use crate::relay::Relay;
+use crate::request_body::splice;
+use crate::routing::{InFlight, Route, Target};
+use crate::scrub::Scrubber;
+use crate::usage;
+
+impl Proxy {
+    /// One attempt at one target. On success the answer is ready to send:
+    /// a plain answer read whole, or a stream whose first chunk arrived.
+    pub(super) async fn attempt(
+        &self,
+        call: &Call<'_>,
+        route: &Route,
+        target: &Target,
+        budget: Duration,
+        deadline: Instant,
+    ) -> Result<Ready, AttemptError> {
+        let upstream = &target.upstream;
+        let in_flight = InFlight::new(upstream.clone());
+        let request = build_request(call, target);
+        let started = Instant::now();
+        let finish = Finish {
+            health: &self.health,
+            route,
+            target,
+            key: &call.key,
+            started,
+        };
+        let timed_out = |ttfb, after| {
+            let error = AttemptError::Timeout { after };
+            finish.failed(&error, Some(ttfb));
+            error
+        };
+        let failed = |error: AttemptError| {
+            finish.failed(&error, None);
+            error
+        };
+
+        let response =
+            match tokio::time::timeout(budget, upstream.pools.get().request(request)).await {
+                Err(_) => return Err(timed_out(budget, budget)),
+                Ok(Err(e)) => return Err(failed(client_error(&e))),
+                Ok(Ok(response)) => response,
+            };
+        let status = response.status();
+        let ttfb = started.elapsed();
+
+        if status.is_success() && call.stream {
+            let (parts, mut body) = response.into_parts();
+            let left = budget.saturating_sub(ttfb);
+            let first = match tokio::time::timeout(left, first_data(&mut body)).await {
+                Err(_) => return Err(timed_out(budget, budget)),
+                Ok(Err(ended)) => return Err(failed(ended)),
+                Ok(Ok(first)) => first,
+            };
+            let ttfb = started.elapsed();
+            let sse = parts
+                .headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"));
+            return Ok(Ready::Stream(Box::new(PendingStream {
+                status,
+                content_type: parts
+                    .headers
+                    .get(CONTENT_TYPE)
+                    .map(|v| call.scrub.header(v)),
+                first,
+                body,
+                sse,
+                idle_timeout: route.first_byte_timeout,
+                scrub: call.scrub.clone(),
+                done: finish.stream(ttfb, in_flight),
+            })));
+        }
+
+        let (parts, body) = response.into_parts();
+        if status.is_success() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let limited = Limited::new(body, call.max_response_bytes);
+            let bytes = match tokio::time::timeout(left, limited.collect()).await {
+                Err(_) => return Err(timed_out(ttfb, left)),
+                Ok(Err(e)) => {
+                    return Err(failed(AttemptError::Body {
+                        over_limit: e.is::<http_body_util::LengthLimitError>(),
+                        cause: e.to_string(),
+                    }));
+                }
+                Ok(Ok(collected)) => call.scrub.bytes(collected.to_bytes()),
+            };
+            // The usage is for the log line only: parsing the answer
+            // again is skipped when that line would not be written.
+            let usage = if tracing::enabled!(tracing::Level::INFO) {
+                usage::from_json(&bytes)
+            } else {
+                None
+            };
+            finish.plain(Outcome::Success, status, ttfb, usage);
+            let mut out = Response::new(ProxyBody::bytes(bytes));
+            *out.status_mut() = status;
+            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
+            return Ok(Ready::Plain(out));
+        }
+
+        // An error answer: read a little of it, to name it and to keep the
+        // connection reusable.
+        let detail = read_error_detail(body).await;
+        let mut error = AttemptError::status(status, &parts.headers, None);
+        if error.retryable() {
+            if let AttemptError::Status { message, .. } = &mut error {
+                *message = detail.message(call.scrub);
+            }
+            return Err(failed(error));
+        }
+        // The client's own mistake (400, 413, 422…): the upstream's answer
+        // is the right one to give, and no other target would differ.
+        finish.plain(Outcome::ClientError, status, ttfb, None);
+        let mut out = Response::new(ProxyBody::bytes(call.scrub.bytes(detail.body)));
+        *out.status_mut() = status;
+        copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
+        Ok(Ready::Plain(out))
+    }
+}
+
+/// `error` without the node's keys in any text the network wrote into it:
+/// every failure passes here on its way to the log, the events and the
+/// client's 502.
+pub(super) fn scrubbed(error: AttemptError, scrub: &Scrubber) -> AttemptError {
+    error.map_text(|text| match scrub.text(&text) {
+        Cow::Owned(clean) => clean,
+        Cow::Borrowed(_) => text,
+    })
+}
+
+/// Two attempts at once: the first answer wins and the other is cancelled
+/// (dropped, which closes its upstream request); the leg says which won.
+/// Both failures are returned, in the order they came, if neither answers.
+pub(super) async fn race<A, B>(
+    mut first: Pin<&mut A>,
+    second: B,
+) -> Result<(Ready, Leg), Vec<(Leg, AttemptError)>>
+where
+    A: Future<Output = Result<Ready, AttemptError>>,
+    B: Future<Output = Result<Ready, AttemptError>>,
+{
+    tokio::pin!(second);
+    let mut failures = Vec::with_capacity(2);
+    let (mut first_done, mut second_done) = (false, false);
+    while !(first_done && second_done) {
+        tokio::select! {
+            outcome = &mut first, if !first_done => match outcome {
+                Ok(ready) => return Ok((ready, Leg::Primary)),
+                Err(failure) => {
+                    first_done = true;
+                    failures.push((Leg::Primary, failure));
+                }
+            },
+            outcome = &mut second, if !second_done => match outcome {
+                Ok(ready) => return Ok((ready, Leg::Hedge)),
+                Err(failure) => {
+                    second_done = true;
+                    failures.push((Leg::Hedge, failure));
+                }
+            },
+        }
+    }
+    Err(failures)
+}
+
+/// An answer ready to go to the client, not yet holding the request's
+/// admission slot (the winner of a hedge takes it).
+pub(super) enum Ready {
+    Plain(Response<ProxyBody>),
+    Stream(Box<PendingStream>),
+}
+
+/// A stream whose first chunk has arrived.
+pub(super) struct PendingStream {
+    status: StatusCode,
+    content_type: Option<HeaderValue>,
+    first: Bytes,
+    body: Incoming,
+    sse: bool,
+    idle_timeout: Duration,
+    scrub: Arc<Scrubber>,
+    done: StreamDone,
+}
+
+impl Ready {
+    /// The response; a stream keeps the admission slot until it ends.
+    pub(super) fn into_response(self, admission: Admission) -> Response<ProxyBody> {
+        match self {
+            Ready::Plain(response) => response,
+            Ready::Stream(pending) => {
+                let PendingStream {
+                    status,
+                    content_type,
+                    first,
+                    body,
+                    sse,
+                    idle_timeout,
+                    scrub,
+                    mut done,
+                } = *pending;
+                done._admission = Some(admission);
+                let relay = Relay::new(first, body, sse, idle_timeout, scrub, Box::new(done));
+                let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
+                *out.status_mut() = status;
+                if let Some(ct) = content_type {
+                    out.headers_mut().insert(CONTENT_TYPE, ct);
+                }
+                out.headers_mut()
+                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                out
+            }
+        }
+    }
+}
+
+fn build_request(call: &Call<'_>, target: &Target) -> Request<Full<Bytes>> {
+    let body = splice(call.body, call.model_span.clone(), &target.model_json);
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = target.upstream.uri(call.endpoint).clone();
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON.clone());
+    let accept = match (&call.accept, call.stream) {
+        (Some(accept), _) => accept.clone(),
+        (None, true) => HeaderValue::from_static("text/event-stream"),
+        (None, false) => JSON.clone(),
+    };
+    headers.insert(http::header::ACCEPT, accept);
+    headers.insert(X_REQUEST_ID.clone(), call.request_id.clone());
+    if let Some((name, value)) = target.upstream.auth_header() {
+        headers.insert(name.clone(), value.clone());
+    }
+    request
+}
+
+/// The first data frame of a streamed answer.
+async fn first_data(body: &mut Incoming) -> Result<Bytes, AttemptError> {
+    loop {
+        match body.frame().await {
+            None => return Err(AttemptError::EndedEarly { cause: None }),
+            Some(Err(e)) => {
+                return Err(AttemptError::EndedEarly {
+                    cause: Some(e.to_string()),
+                });
+            }
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data()
+                    && !data.is_empty()
+                {
+                    return Ok(data);
+                }
+            }
+        }
+    }
+}
+
+struct ErrorDetail {
+    body: Bytes,
+}
+
+impl ErrorDetail {
+    /// The message of an OpenAI-style error body, if there is one, without
+    /// the node's keys or anything like a key (scrubbed before it is cut,
+    /// so a cut cannot leave half a key the scrubber misses).
+    fn message(&self, scrub: &Scrubber) -> Option<String> {
+        #[derive(serde::Deserialize)]
+        struct Envelope {
+            error: Inner,
+        }
+        #[derive(serde::Deserialize)]
+        struct Inner {
+            message: String,
+        }
+        serde_json::from_slice::<Envelope>(&self.body)
+            .ok()
+            .map(|e| {
+                let mut m = scrub.message(&e.error.message);
+                if m.len() > 200 {
+                    let mut cut = 200;
+                    while !m.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    m.truncate(cut);
+                    m.push('…');
+                }
+                m
+            })
+    }
+}
+
+async fn read_error_detail(body: Incoming) -> ErrorDetail {
+    let read = tokio::time::timeout(
+        Duration::from_secs(2),
+        Limited::new(body, 1 << 20).collect(),
+    );
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    };
+    ErrorDetail { body }
+}
+
+/// A request that got no answer head: the connection failed, or the
+/// request on it, with the chain of causes.
+fn client_error(e: &hyper_util::client::legacy::Error) -> AttemptError {
+    use std::error::Error as _;
+    let mut causes = Vec::new();
+    let mut source = e.source();
+    while let Some(s) = source {
+        causes.push(s.to_string());
+        source = s.source();
+    }
+    AttemptError::Connect {
+        connected: !e.is_connect(),
+        causes,
+    }
+}
+
+fn copy_header(from: &HeaderMap, to: &mut HeaderMap, name: &HeaderName, scrub: &Scrubber) {
+    if let Some(v) = from.get(name) {
+        to.insert(name.clone(), scrub.header(v));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn error_detail_names_the_upstream_message() {
+        let d = ErrorDetail {
+            body: Bytes::from_static(br#"{"error":{"message":"overloaded","type":"x"}}"#),
+        };
+        let none = Scrubber::default();
+        let summary = |d: &ErrorDetail, scrub| {
+            AttemptError::status(StatusCode::BAD_GATEWAY, &HeaderMap::new(), d.message(scrub))
+                .to_string()
+        };
+        assert_eq!(summary(&d, &none), "HTTP 502 (overloaded)");
+        assert_eq!(
+            summary(
+                &ErrorDetail {
+                    body: Bytes::from_static(b"<html>")
+                },
+                &none
+            ),
+            "HTTP 502"
+        );
+        let key = "UPSECRETB+x/y=Zq81";
+        let long = format!("{} {key} end", "x".repeat(185));
+        let d = ErrorDetail {
+            body: Bytes::from(
+                serde_json::to_vec(&serde_json::json!({"error": {"message": long}})).unwrap(),
+            ),
+        };
+        let summary = summary(&d, &Scrubber::new([key]));
+        assert!(!summary.contains("UPSECRETB"), "{summary}");
+    }
+}

@@ -1,0 +1,194 @@
+//! The finishing phase: what is told once an attempt or a request ends,
+//! the same way for plain answers and for streams. An attempt's end gives
+//! its upstream a health sample and, when it answered, the access log line
+//! ("request done"); a request's end counts its answer (or its error) and
+//! its latency in the route's metrics; a failover leaves an event in the
+//! ring the dashboard reads.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::StatusCode;
+use tokio::time::Instant;
+use tracing::{Span, info, warn};
+
+use super::Admission;
+use crate::error::{AttemptError, ProxyError};
+use crate::health::{HealthSink, Outcome, Sample};
+use crate::relay::{OnStreamEnd, StreamEnd};
+use crate::routing::{InFlight, Price, Route, RoutingSnapshot, Target, Upstream};
+use crate::scrub::LogText;
+use crate::usage::Usage;
+
+/// One attempt's end, to be told: its target, its request, its start.
+/// Borrowed, so an attempt that ends at once costs no clones; a stream
+/// takes what it needs into its [`StreamDone`].
+pub(super) struct Finish<'a> {
+    pub(super) health: &'a HealthSink,
+    pub(super) route: &'a Route,
+    pub(super) target: &'a Target,
+    pub(super) key: &'a Arc<str>,
+    pub(super) started: Instant,
+}
+
+impl Finish<'_> {
+    fn record(&self, outcome: Outcome, ttfb: Option<Duration>, total: Option<Duration>) {
+        self.health.record(
+            &self.target.upstream,
+            Sample {
+                outcome,
+                ttfb,
+                total,
+            },
+        );
+    }
+
+    /// The attempt failed: its health sample (a timeout's `ttfb` is the
+    /// time it had). Its log line and failover event come when the
+    /// failover learns of it.
+    pub(super) fn failed(&self, error: &AttemptError, ttfb: Option<Duration>) {
+        let outcome = if error.is_timeout() {
+            Outcome::Timeout
+        } else {
+            Outcome::Error
+        };
+        self.record(outcome, ttfb, None);
+    }
+
+    /// A plain answer read whole (a success, or the client's own mistake
+    /// passed through): its health sample and its access log line.
+    pub(super) fn plain(
+        &self,
+        outcome: Outcome,
+        status: StatusCode,
+        ttfb: Duration,
+        usage: Option<Usage>,
+    ) {
+        let total = self.started.elapsed();
+        self.record(outcome, Some(ttfb), Some(total));
+        let (route, target) = (self.route, self.target);
+        info!(
+            key = %self.key, route = %route.name, upstream = %target.upstream.id, model = %target.model,
+            stream = false, status = status.as_u16(),
+            ttfb_ms = ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
+            prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),
+            cost_usd = usage.map(|u| u.cost(&target.price)), "request done"
+        );
+    }
+
+    /// A stream whose first chunk arrived after `ttfb`: what finishes it
+    /// when it ends.
+    pub(super) fn stream(&self, ttfb: Duration, in_flight: InFlight) -> StreamDone {
+        StreamDone {
+            health: self.health.clone(),
+            target_price: self.target.price,
+            model: self.target.model.clone(),
+            route: self.route.name.clone(),
+            key: self.key.clone(),
+            started: self.started,
+            ttfb,
+            span: Span::current(),
+            _in_flight: in_flight,
+            _admission: None,
+            upstream: self.target.upstream.clone(),
+        }
+    }
+}
+
+/// Finishes a relayed stream: health sample, log line, slots released.
+pub(super) struct StreamDone {
+    health: HealthSink,
+    upstream: Arc<Upstream>,
+    model: Arc<str>,
+    route: Arc<str>,
+    key: Arc<str>,
+    target_price: Price,
+    started: Instant,
+    ttfb: Duration,
+    span: Span,
+    _in_flight: InFlight,
+    /// The request's in-flight slot, held until the stream ends.
+    pub(super) _admission: Option<Admission>,
+}
+
+impl OnStreamEnd for StreamDone {
+    fn finish(self: Box<Self>, end: StreamEnd, usage: Option<Usage>, bytes: u64) {
+        let total = self.started.elapsed();
+        let _enter = self.span.enter();
+        let (outcome, total_sample) = match &end {
+            StreamEnd::Complete => (Outcome::Success, Some(total)),
+            StreamEnd::ClientGone => (Outcome::Success, None),
+            StreamEnd::UpstreamFailed(_) => (Outcome::Broken, None),
+        };
+        self.health.record(
+            &self.upstream,
+            Sample {
+                outcome,
+                ttfb: Some(self.ttfb),
+                total: total_sample,
+            },
+        );
+        let cost = usage.map(|u| u.cost(&self.target_price));
+        match end {
+            StreamEnd::UpstreamFailed(reason) => warn!(
+                route = %self.route, upstream = %self.upstream.id, model = %self.model, bytes,
+                ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
+                reason = %LogText(&reason), "stream interrupted by the upstream; client sent an error event"
+            ),
+            end => info!(
+                key = %self.key, route = %self.route, upstream = %self.upstream.id, model = %self.model,
+                stream = true, complete = end == StreamEnd::Complete, bytes,
+                ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
+                prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),
+                cost_usd = cost, "request done"
+            ),
+        }
+    }
+}
+
+/// A failed attempt, once its text is scrubbed: its log line.
+pub(super) fn attempt_failed(target: &Target, error: &AttemptError) {
+    warn!(upstream = %target.upstream.id, model = %target.model, reason = %LogText(error), "attempt failed");
+}
+
+/// Failed attempts handing over to `to`: each counted on its target and
+/// left as an event for the dashboard.
+pub(super) fn handed_over(
+    snapshot: &RoutingSnapshot,
+    request_id: &http::HeaderValue,
+    route: &Route,
+    from: &Target,
+    to: &Target,
+    reason: &AttemptError,
+) {
+    from.metrics.failovers.fetch_add(1, Ordering::Relaxed);
+    snapshot.metrics.events.push(
+        request_id.to_str().unwrap_or("-"),
+        &route.name,
+        &from.upstream.id,
+        &to.upstream.id,
+        &reason.to_string(),
+    );
+}
+
+/// The request was answered by `winner` with `status`.
+pub(super) fn answered(
+    route: &Route,
+    winner: &Target,
+    status: StatusCode,
+    started: Instant,
+    hedge_won: bool,
+) {
+    winner.metrics.answers.inc(status.as_u16());
+    route.metrics.latency.observe(started.elapsed());
+    if hedge_won {
+        route.metrics.hedges_won.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The request got no answer from its route's upstreams.
+pub(super) fn gave_up(route: &Route, error: &ProxyError, started: Instant) {
+    route.metrics.unanswered.inc(error.status().as_u16());
+    route.metrics.latency.observe(started.elapsed());
+}

@@ -1,0 +1,423 @@
+//! The data plane: one OpenAI-compatible request in, one answer out.
+//!
+//! A request is authenticated, its body read (bounded) and probed for
+//! `model` and `stream`, its route looked up in the current snapshot, and
+//! its targets tried in the order [`crate::select::plan`] gives, each
+//! attempt bounded by the route's first-byte timeout and the request's
+//! deadline. Nothing is
+//! retried once a byte has reached the client: a plain answer is read whole
+//! before it is sent, and a stream is committed only once its first chunk
+//! has arrived.
+//!
+//! # Layout
+//!
+//! - `mod.rs`: the request's edge: authentication, the body, the route, the
+//!   headers and the error bodies.
+//! - [`failover`]: the failover as a pure state machine: which target next,
+//!   with what timeout, when to hedge, when to give up and with what error.
+//! - `route.rs`: the failover's decisions carried out against a route.
+//! - `attempt.rs`: the upstream I/O of one attempt, failing with a typed
+//!   [`AttemptError`](crate::error::AttemptError).
+//! - `finish.rs`: the finishing phase of attempts and requests (health
+//!   sample, metrics, access log, failover events), for plain answers and
+//!   streams alike.
+//! - [`hedge`]: the hedging budget of a route.
+
+mod attempt;
+pub mod failover;
+mod finish;
+pub mod hedge;
+mod route;
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use tracing::{Instrument, info, warn};
+
+use crate::error::ProxyError;
+use crate::health::HealthSink;
+use crate::relay::Relay;
+use crate::request_body::probe;
+use crate::routing::{Endpoint, RoutingSnapshot};
+use crate::scrub::{LogText, Scrubber};
+use crate::select::Policy;
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_UPSTREAM: HeaderName = HeaderName::from_static("x-meridian-upstream");
+static X_REGION: HeaderName = HeaderName::from_static("x-meridian-region");
+static X_ATTEMPTS: HeaderName = HeaderName::from_static("x-meridian-attempts");
+static X_FALLBACK: HeaderName = HeaderName::from_static("x-meridian-fallback");
+static JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+/// The body of every answer: a whole buffer, or a relayed stream.
+pub enum ProxyBody {
+    /// Buffered answers and errors.
+    Full(Full<Bytes>),
+    /// A streamed answer.
+    Stream(Box<Relay<Incoming>>),
+}
+
+impl ProxyBody {
+    fn bytes(b: Bytes) -> Self {
+        Self::Full(Full::new(b))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(b) => Pin::new(b).poll_frame(cx),
+            Self::Stream(r) => Pin::new(r.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_end_stream(),
+            Self::Stream(r) => r.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(b) => b.size_hint(),
+            Self::Stream(r) => r.size_hint(),
+        }
+    }
+}
+
+/// Shared state of the data plane.
+pub struct Proxy {
+    snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+    health: HealthSink,
+    policy: Policy,
+    in_flight: Arc<AtomicUsize>,
+    /// How long a request body may take to arrive whole.
+    body_timeout: Duration,
+}
+
+/// Holds one of the node's in-flight slots until dropped (for a stream,
+/// until the stream ends).
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A request that was answered, and by whom.
+struct Answered {
+    response: Response<ProxyBody>,
+    upstream: HeaderValue,
+    attempts: usize,
+    fallback: bool,
+}
+
+/// A request that was not, and how many attempts it took.
+struct Failed {
+    error: ProxyError,
+    attempts: usize,
+    /// Counted in its route's metrics already.
+    routed: bool,
+}
+
+impl From<ProxyError> for Failed {
+    fn from(error: ProxyError) -> Self {
+        Self {
+            error,
+            attempts: 0,
+            routed: false,
+        }
+    }
+}
+
+/// What the client asked for, once read.
+struct Call<'a> {
+    endpoint: Endpoint,
+    body: &'a Bytes,
+    model_span: std::ops::Range<usize>,
+    stream: bool,
+    accept: Option<HeaderValue>,
+    key: Arc<str>,
+    request_id: &'a HeaderValue,
+    max_response_bytes: usize,
+    /// Takes the node's provider keys out of what upstreams send back.
+    scrub: &'a Arc<Scrubber>,
+}
+
+impl Proxy {
+    /// A data plane reading routes, and through their upstreams the
+    /// cluster's shared health, from `snapshot`.
+    pub fn new(
+        snapshot: Arc<ArcSwap<RoutingSnapshot>>,
+        health: HealthSink,
+        policy: Policy,
+    ) -> Self {
+        // The counter Prometheus reads, so both see the same figure.
+        let in_flight = snapshot.load().metrics.in_flight.clone();
+        Self {
+            snapshot,
+            health,
+            policy,
+            in_flight,
+            body_timeout: Duration::from_millis(
+                proto::config::ConnectionsConfig::default().body_timeout_ms,
+            ),
+        }
+    }
+
+    /// The same data plane with `connections.body_timeout_ms`: a body that
+    /// has not arrived whole by then is answered 408.
+    pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
+        self.body_timeout = timeout;
+        self
+    }
+
+    /// Requests in flight on this node.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Answers one request. Never fails: errors become OpenAI error bodies.
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let request_id = request_id(req.headers());
+        let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
+        let snapshot = self.snapshot.load_full();
+        let result = self
+            .serve(req, &snapshot, &request_id)
+            .instrument(span.clone())
+            .await;
+        let mut response = match result {
+            Ok(answered) => {
+                if answered.attempts == 0 {
+                    // `/v1/models`: answered by the node itself.
+                    snapshot
+                        .metrics
+                        .unrouted
+                        .inc(answered.response.status().as_u16());
+                }
+                let mut response = answered.response;
+                let headers = response.headers_mut();
+                headers.insert(X_UPSTREAM.clone(), answered.upstream);
+                headers.insert(X_ATTEMPTS.clone(), count_header(answered.attempts));
+                headers.insert(
+                    X_FALLBACK.clone(),
+                    HeaderValue::from_static(if answered.fallback { "true" } else { "false" }),
+                );
+                response
+            }
+            Err(failed) => {
+                let _enter = span.enter();
+                let status = failed.error.status();
+                if !failed.routed {
+                    snapshot.metrics.unrouted.inc(status.as_u16());
+                }
+                // The error may quote the client's values (a model, a path).
+                let error = LogText(&failed.error);
+                if failed.error.retryable() {
+                    warn!(status = status.as_u16(), attempts = failed.attempts, error = %error, "request failed");
+                } else {
+                    info!(status = status.as_u16(), error = %error, "request refused");
+                }
+                error_response(&failed.error, failed.attempts)
+            }
+        };
+        let headers = response.headers_mut();
+        headers.insert(X_REQUEST_ID.clone(), request_id);
+        headers.insert(X_REGION.clone(), snapshot.region.clone());
+        Ok(response)
+    }
+
+    async fn serve(
+        &self,
+        req: Request<Incoming>,
+        snapshot: &RoutingSnapshot,
+        request_id: &HeaderValue,
+    ) -> Result<Answered, Failed> {
+        // Authenticate before anything else, so an unauthenticated caller
+        // learns nothing, not even which models or paths exist.
+        let key = snapshot.keys.authenticate(req.headers())?;
+        let path = req.uri().path();
+        let endpoint = match (req.method(), path.trim_end_matches('/')) {
+            (&Method::GET, "/v1/models") => return Ok(models(snapshot)),
+            (_, "/v1/models") => return Err(not_allowed(&req, "GET").into()),
+            (method, _) => match Endpoint::from_path(path) {
+                Some(e) if method == Method::POST => e,
+                Some(_) => return Err(not_allowed(&req, "POST").into()),
+                None => {
+                    return Err(ProxyError::UnknownPath {
+                        method: req.method().to_string(),
+                        path: path.to_owned(),
+                    }
+                    .into());
+                }
+            },
+        };
+
+        // The body is read before an in-flight slot is taken, and within
+        // `body_timeout`: a client that sends its body slowly, or never
+        // finishes it, holds its own connection and nothing else.
+        let accept = req.headers().get(http::header::ACCEPT).cloned();
+        let max = snapshot.proxy.max_request_bytes;
+        let body = tokio::time::timeout(self.body_timeout, read_body(req, max))
+            .await
+            .map_err(|_| ProxyError::BodyTimeout {
+                timeout_ms: u64::try_from(self.body_timeout.as_millis()).unwrap_or(u64::MAX),
+            })??;
+        let limit = snapshot.proxy.max_in_flight;
+        let admission = Admission(self.in_flight.clone());
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+            return Err(ProxyError::Overloaded { limit }.into());
+        }
+        let probed = probe(&body)?;
+        let route = snapshot
+            .route(&probed.model)
+            .ok_or_else(|| ProxyError::UnknownModel(probed.model.clone().into_owned()))?
+            .clone();
+        let call = Call {
+            endpoint,
+            body: &body,
+            model_span: probed.model_span.clone(),
+            stream: probed.stream,
+            accept,
+            key,
+            request_id,
+            max_response_bytes: snapshot.proxy.max_response_bytes,
+            scrub: &snapshot.scrub,
+        };
+        self.route(&call, &route, snapshot, admission).await
+    }
+}
+
+async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ProxyError> {
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ProxyError::TooLarge { limit: max });
+    }
+    match Limited::new(req.into_body(), max).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::TooLarge { limit: max })
+        }
+        Err(e) => Err(ProxyError::BadRequest {
+            message: format!("The request body could not be read: {e}"),
+            param: None,
+        }),
+    }
+}
+
+fn models(snapshot: &RoutingSnapshot) -> Answered {
+    let mut response = Response::new(ProxyBody::bytes(snapshot.models_body.clone()));
+    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    Answered {
+        response,
+        upstream: HeaderValue::from_static("meridian"),
+        attempts: 0,
+        fallback: false,
+    }
+}
+
+fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {
+    ProxyError::MethodNotAllowed {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        allowed,
+    }
+}
+
+fn error_response(error: &ProxyError, attempts: usize) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::bytes(error.body()));
+    *response.status_mut() = error.status();
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON.clone());
+    headers.insert(X_ATTEMPTS.clone(), count_header(attempts));
+    if let Some(wait) = error.retry_after() {
+        headers.insert(
+            RETRY_AFTER,
+            HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+        );
+    }
+    if let ProxyError::MethodNotAllowed { allowed, .. } = error {
+        headers.insert(http::header::ALLOW, HeaderValue::from_static(allowed));
+    }
+    response
+}
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && (1..=128).contains(&v.len())
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    {
+        return v.clone();
+    }
+    // 128 random bits from the thread-local generator (seeded from the OS,
+    // reseeded periodically): unique without a syscall per request.
+    let id: u128 = rand::random();
+    HeaderValue::from_maybe_shared(Bytes::from(format!("{id:032x}")))
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// A count as a header value, without allocating for the usual few.
+fn count_header(n: usize) -> HeaderValue {
+    const SMALL: [&str; 5] = ["0", "1", "2", "3", "4"];
+    match SMALL.get(n) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_static("bad id with spaces"),
+        );
+        let fresh = request_id(&h);
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn counts_read_the_same_either_way() {
+        for n in [0, 1, 4, 5, 12] {
+            assert_eq!(count_header(n), HeaderValue::from(n));
+        }
+    }
+}
