@@ -10,7 +10,6 @@ pub mod admin;
 pub mod auth;
 pub mod board;
 pub mod breaker;
-pub mod cli;
 pub mod cluster;
 pub mod defaults;
 pub mod error;

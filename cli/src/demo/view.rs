@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::traffic::Record;
 use super::{Events, REGIONS, Shared, UPSTREAMS, lock};
-use crate::cli::table::Table;
+use crate::table::Table;
 
 /// The traffic window the view's shares and success rate cover.
 const WINDOW: Duration = Duration::from_secs(2);
