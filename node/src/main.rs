@@ -198,36 +198,17 @@ fn demo(quick: bool, duration: u64, rate: f64, mock: Option<PathBuf>) -> ExitCod
 }
 
 fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
-    use cli::{Printed, members};
+    use cli::members;
     admin(&target, |client| async move {
-        let printed = match command {
-            MembersCommand::List => {
-                let v = members::list(&client).await?;
-                Printed {
-                    text: members::table(&v),
-                    json: v,
-                }
-            }
+        match command {
+            MembersCommand::List => members::list(&client).await,
             MembersCommand::Add {
                 id,
                 raft_addr,
                 learner,
-            } => {
-                let v = members::add(&client, id, &raft_addr, !learner).await?;
-                Printed {
-                    text: members::change_line(&format!("member {id} added"), &v),
-                    json: v,
-                }
-            }
-            MembersCommand::Remove { id } => {
-                let v = members::remove(&client, id).await?;
-                Printed {
-                    text: members::change_line(&format!("member {id} removed"), &v),
-                    json: v,
-                }
-            }
-        };
-        Ok(printed)
+            } => members::add(&client, id, &raft_addr, !learner).await,
+            MembersCommand::Remove { id } => members::remove(&client, id).await,
+        }
     })
 }
 

@@ -87,6 +87,19 @@ pub enum Role {
     Shutdown,
 }
 
+impl Role {
+    /// As the wire writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Leader => "leader",
+            Self::Follower => "follower",
+            Self::Candidate => "candidate",
+            Self::Learner => "learner",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// A member of the cluster in a [`ClusterView`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
@@ -118,6 +131,16 @@ pub enum MemberRole {
     Voter,
     /// It receives the log and serves, but does not vote.
     Learner,
+}
+
+impl MemberRole {
+    /// As the wire writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Voter => "voter",
+            Self::Learner => "learner",
+        }
+    }
 }
 
 /// `POST /admin/v1/members`: a node to add.
@@ -242,6 +265,17 @@ pub enum CircuitState {
     Open,
     /// One probe may go.
     HalfOpen,
+}
+
+impl CircuitState {
+    /// As the wire writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+            Self::HalfOpen => "half_open",
+        }
+    }
 }
 
 /// Latency quantiles in milliseconds.

@@ -74,8 +74,10 @@ fn the_cluster_view_round_trips() {
     assert_eq!(view.members[1].role, MemberRole::Learner);
     for role in ["follower", "candidate", "learner", "shutdown"] {
         let text = literal.replacen("\"leader\"", &format!("\"{role}\""), 1);
-        same_bytes::<ClusterView>(&text);
+        let view: ClusterView = same_bytes(&text);
+        assert_eq!(view.role.as_str(), role);
     }
+    assert_eq!(view.members[0].role.as_str(), "voter");
 }
 
 #[test]
@@ -120,10 +122,16 @@ fn the_health_answer_round_trips() {
         serde_json::to_string(&KeyStatus::Present).unwrap(),
         r#""present""#
     );
-    assert_eq!(
-        serde_json::to_string(&CircuitState::Closed).unwrap(),
-        r#""closed""#
-    );
+    for c in [
+        CircuitState::Closed,
+        CircuitState::Open,
+        CircuitState::HalfOpen,
+    ] {
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            format!("\"{}\"", c.as_str())
+        );
+    }
 }
 
 #[test]
