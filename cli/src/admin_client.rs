@@ -225,3 +225,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn exit_codes_tell_input_from_token_from_trouble() {
+        let refused = |status| AdminError::Refused {
+            status,
+            field: None,
+            message: String::new(),
+        };
+        assert_eq!(refused(StatusCode::BAD_REQUEST).exit_code(), EXIT_INPUT);
+        assert_eq!(refused(StatusCode::SERVICE_UNAVAILABLE).exit_code(), 1);
+        let unexpected = AdminError::Unexpected {
+            url: "http://127.0.0.1:9080".into(),
+            path: "/admin/v1/cluster".into(),
+            message: "missing field `role`".into(),
+        };
+        assert_eq!(unexpected.exit_code(), 1);
+        assert!(unexpected.to_string().contains("/admin/v1/cluster"));
+        assert_eq!(AdminError::BadUrl("x".into()).exit_code(), EXIT_INPUT);
+    }
+}

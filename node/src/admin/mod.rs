@@ -5,6 +5,10 @@
 //! node's windows and circuits, and every member's shared reports), recent
 //! failovers, the replicated configuration ([`config`]) and the cluster and
 //! its members ([`cluster`]).
+//!
+//! Every answer is a wire type of [`proto::api::admin`], which the CLI and
+//! the tests read too; every refusal is an [`AdminError`], which knows its
+//! status and code and is written as the OpenAI error envelope in one place.
 
 mod cluster;
 mod config;
