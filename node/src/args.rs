@@ -1,6 +1,6 @@
 //! The `meridian` command line as clap reads it: every subcommand, flag and
 //! default in one place, apart from what each command does (`main.rs`) and
-//! the operator CLI's library code (`meridian::cli`).
+//! the operator CLI's library code (the `meridian-cli` crate, `cli`).
 
 use std::path::PathBuf;
 

@@ -8,7 +8,6 @@
 
 pub mod admin;
 pub mod auth;
-pub mod cli;
 pub mod cluster;
 pub mod defaults;
 pub mod error;

@@ -55,27 +55,25 @@ fn main() -> ExitCode {
             Err(message) => config_error(&message),
         },
         Command::Serve { config, log_format } => serve(config.as_deref(), log_format),
-        Command::Certs { dir, nodes, sans } => {
-            match meridian::cli::certs::new_certs(&dir, &nodes, &sans) {
-                Ok(written) => {
-                    for file in written {
-                        println!("wrote {file}");
-                    }
-                    ExitCode::SUCCESS
+        Command::Certs { dir, nodes, sans } => match cli::certs::new_certs(&dir, &nodes, &sans) {
+            Ok(written) => {
+                for file in written {
+                    println!("wrote {file}");
                 }
-                Err(e @ raft::certs::CertError::NoId(_)) => {
-                    eprintln!("meridian: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
-                Err(e) => {
-                    eprintln!("meridian: {e}");
-                    ExitCode::FAILURE
-                }
+                ExitCode::SUCCESS
             }
-        }
+            Err(e @ raft::certs::CertError::NoId(_)) => {
+                eprintln!("meridian: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(e) => {
+                eprintln!("meridian: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Members { target, command } => members(target, command),
         Command::Status { target } => admin(&target, |client| async move {
-            meridian::cli::status::status(&client).await
+            cli::status::status(&client).await
         }),
         Command::Routes { target, command } => routes(&target, command),
         Command::Upstreams { target, command } => upstreams(&target, command),
@@ -93,10 +91,10 @@ fn main() -> ExitCode {
 /// with its exit status (64 input refused, 77 token refused, 1 unreachable).
 fn admin<F, Fut>(target: &AdminTarget, command: F) -> ExitCode
 where
-    F: FnOnce(meridian::cli::admin_client::AdminClient) -> Fut,
-    Fut: std::future::Future<Output = Result<meridian::cli::Printed, meridian::cli::CliError>>,
+    F: FnOnce(cli::admin_client::AdminClient) -> Fut,
+    Fut: std::future::Future<Output = Result<cli::Printed, cli::CliError>>,
 {
-    use meridian::cli::{CliError, admin_client::AdminClient};
+    use cli::{CliError, admin_client::AdminClient};
     let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };
@@ -121,7 +119,7 @@ where
 }
 
 fn routes(target: &AdminTarget, command: RoutesCommand) -> ExitCode {
-    use meridian::cli::config_cmds::{self as c, Kind};
+    use cli::config_cmds::{self as c, Kind};
     admin(target, |client| async move {
         match command {
             RoutesCommand::List => c::list(&client, Kind::Routes).await,
@@ -140,7 +138,7 @@ fn routes(target: &AdminTarget, command: RoutesCommand) -> ExitCode {
 }
 
 fn upstreams(target: &AdminTarget, command: UpstreamsCommand) -> ExitCode {
-    use meridian::cli::config_cmds::{self as c, Kind};
+    use cli::config_cmds::{self as c, Kind};
     admin(target, |client| async move {
         match command {
             UpstreamsCommand::List => c::list(&client, Kind::Upstreams).await,
@@ -155,7 +153,7 @@ fn upstreams(target: &AdminTarget, command: UpstreamsCommand) -> ExitCode {
 }
 
 fn keys(target: &AdminTarget, command: KeysCommand) -> ExitCode {
-    use meridian::cli::config_cmds::{self as c, Kind};
+    use cli::config_cmds::{self as c, Kind};
     admin(target, |client| async move {
         match command {
             KeysCommand::List => c::list(&client, Kind::Keys).await,
@@ -173,7 +171,7 @@ fn keys(target: &AdminTarget, command: KeysCommand) -> ExitCode {
 const EXIT_INTERRUPTED: u8 = 130;
 
 fn demo(quick: bool, duration: u64, rate: f64, mock: Option<PathBuf>) -> ExitCode {
-    use meridian::cli::demo::{self, DemoOptions};
+    use cli::demo::{self, DemoOptions};
     let options = DemoOptions {
         duration_s: if quick { 28 } else { duration.max(20) },
         rate: rate.clamp(1.0, 500.0),
@@ -200,36 +198,17 @@ fn demo(quick: bool, duration: u64, rate: f64, mock: Option<PathBuf>) -> ExitCod
 }
 
 fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
-    use meridian::cli::{Printed, members};
+    use cli::members;
     admin(&target, |client| async move {
-        let printed = match command {
-            MembersCommand::List => {
-                let v = members::list(&client).await?;
-                Printed {
-                    text: members::table(&v),
-                    json: v,
-                }
-            }
+        match command {
+            MembersCommand::List => members::list(&client).await,
             MembersCommand::Add {
                 id,
                 raft_addr,
                 learner,
-            } => {
-                let v = members::add(&client, id, &raft_addr, !learner).await?;
-                Printed {
-                    text: members::change_line(&format!("member {id} added"), &v),
-                    json: v,
-                }
-            }
-            MembersCommand::Remove { id } => {
-                let v = members::remove(&client, id).await?;
-                Printed {
-                    text: members::change_line(&format!("member {id} removed"), &v),
-                    json: v,
-                }
-            }
-        };
-        Ok(printed)
+            } => members::add(&client, id, &raft_addr, !learner).await,
+            MembersCommand::Remove { id } => members::remove(&client, id).await,
+        }
     })
 }
 

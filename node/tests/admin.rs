@@ -215,3 +215,211 @@ async fn cluster_view_of_a_single_node() {
     assert_eq!(view["members"][0]["admin_addr"], node.admin.as_str());
     assert!(view["term"].as_u64().unwrap() >= 1);
 }
+
+/// Hostile or careless admin requests each get the 4xx they always got,
+/// as the typed error envelope; the answers parse as their wire types.
+#[tokio::test]
+async fn hostile_requests_get_their_4xx_and_answers_their_types() {
+    use proto::api::admin::{ClusterView, Events, HealthAnswer, Readiness, WriteAck};
+    use proto::api::openai::ErrorEnvelope;
+
+    let mock = Mock::start(&[]).await;
+    let node = Node::start(&upstream("a", &mock), &[]).await;
+    let raw = |method: Method, path: &str, body: &str| {
+        let url = format!("http://{}{path}", node.admin);
+        let body = body.to_owned();
+        async move { send(method, &url, &[], Some(body)).await }
+    };
+    // Method, path, body; the status, code and param the node answered
+    // before the admin API had an error type.
+    type Case = (
+        Method,
+        &'static str,
+        &'static str,
+        u16,
+        &'static str,
+        Option<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            Method::PUT,
+            "/admin/v1/routes/x",
+            "{not json",
+            400,
+            "invalid_config",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/routes/x",
+            "[1, 2]",
+            400,
+            "invalid_config",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/routes/x",
+            "\"tiers\"",
+            400,
+            "invalid_config",
+            None,
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/upstreams/a",
+            "{\"id\": \"b\"}",
+            400,
+            "invalid_config",
+            Some("id"),
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/keys/k",
+            "{\"key\": \"k\", \"sha256\": \"00\"}",
+            400,
+            "invalid_config",
+            Some("key"),
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/keys/k",
+            "{\"key\": \"short\"}",
+            400,
+            "invalid_config",
+            Some("key"),
+        ),
+        (
+            Method::PUT,
+            "/admin/v1/keys/k",
+            "{\"kee\": \"x\"}",
+            400,
+            "invalid_config",
+            Some("kee"),
+        ),
+        (
+            Method::POST,
+            "/admin/v1/members",
+            "{\"id\": 0, \"raft_addr\": \"127.0.0.1:1\"}",
+            400,
+            "invalid_config",
+            Some("id"),
+        ),
+        (
+            Method::POST,
+            "/admin/v1/members",
+            "{\"id\": 5, \"raft_addr\": \"nowhere\"}",
+            400,
+            "invalid_config",
+            Some("raft_addr"),
+        ),
+        (
+            Method::POST,
+            "/admin/v1/members",
+            "{\"id\": 5, \"raft_addr\": \"127.0.0.1:1\", \"vote\": true}",
+            400,
+            "invalid_config",
+            Some("vote"),
+        ),
+        (
+            Method::POST,
+            "/admin/v1/members",
+            "{\"id\": -1}",
+            400,
+            "invalid_config",
+            None,
+        ),
+        (
+            Method::DELETE,
+            "/admin/v1/members/9",
+            "",
+            404,
+            "not_found",
+            Some("id"),
+        ),
+        (
+            Method::DELETE,
+            "/admin/v1/members/1",
+            "",
+            409,
+            "last_voter",
+            Some("id"),
+        ),
+        (
+            Method::DELETE,
+            "/admin/v1/routes/nope",
+            "",
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            Method::GET,
+            "/admin/v1/upstreams/nope",
+            "",
+            404,
+            "not_found",
+            None,
+        ),
+        (
+            Method::GET,
+            "/admin/v1/keys/nope",
+            "",
+            404,
+            "not_found",
+            None,
+        ),
+    ];
+    for (method, path, body, status, code, param) in cases {
+        let shown = format!("{method} {path} {}", &body[..body.len().min(60)]);
+        let (got, headers, bytes) = raw(method, path, body).await;
+        assert_eq!(
+            got.as_u16(),
+            status,
+            "{shown}: {}",
+            String::from_utf8_lossy(&bytes)
+        );
+        assert_eq!(headers["content-type"], "application/json", "{shown}");
+        let e: ErrorEnvelope<'static> = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(e.error.kind, "invalid_request_error", "{shown}");
+        assert_eq!(e.error.code.as_deref(), Some(code), "{shown}");
+        if param.is_some() {
+            assert_eq!(e.error.param.as_deref(), param, "{shown}");
+        }
+    }
+
+    let get = |path: &'static str| {
+        let url = format!("http://{}{path}", node.admin);
+        async move {
+            let (status, _, bytes) = send(Method::GET, &url, &[], None).await;
+            assert_eq!(status, 200, "{path}");
+            bytes
+        }
+    };
+    let view: ClusterView = serde_json::from_slice(&get("/admin/v1/cluster").await).unwrap();
+    assert_eq!((view.id, view.leader), (1, Some(1)));
+    let health: HealthAnswer = serde_json::from_slice(&get("/admin/v1/health").await).unwrap();
+    assert_eq!(health.upstreams[0].id, "a");
+    let events: Events = serde_json::from_slice(&get("/admin/v1/events").await).unwrap();
+    assert!(events.failovers.is_empty());
+    // No route yet: not ready, and it says so in the same shape.
+    let (status, _, bytes) = send(
+        Method::GET,
+        &format!("http://{}/readyz", node.admin),
+        &[],
+        None,
+    )
+    .await;
+    let ready: Readiness = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status, 503);
+    assert!(!ready.ready && ready.config_applied && ready.routes == 0);
+    let (status, _, bytes) = raw(
+        Method::PUT,
+        "/admin/v1/routes/typed",
+        r#"{"tiers": [[{"upstream": "a", "model": "x"}]]}"#,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ack: WriteAck = serde_json::from_slice(&bytes).unwrap();
+    assert!(ack.changed && ack.applied_index.is_some());
+}

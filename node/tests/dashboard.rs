@@ -151,14 +151,9 @@ async fn dashboard_shows_members_upstreams_and_failovers_in_chromium() {
                 None,
             )
             .await;
-            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-            let upstream = v["upstreams"]
-                .as_array()?
-                .iter()
-                .find(|u| u["id"] == UPSTREAM)?
-                .clone();
-            (v["reports"].as_object()?.len() == 3 && upstream["regions"].as_object()?.len() == 3)
-                .then_some(())
+            let v: proto::api::admin::HealthAnswer = serde_json::from_slice(&body).ok()?;
+            let upstream = v.upstreams.iter().find(|u| u.id == UPSTREAM)?;
+            (v.reports.len() == 3 && upstream.shared.regions.len() == 3).then_some(())
         }
     })
     .await;

@@ -3,6 +3,7 @@
 //! cluster grows. Kept free of I/O so that every crate (and every test) can
 //! parse and validate the same shapes the same way.
 
+pub mod api;
 pub mod codec;
 pub mod config;
 pub mod health;

@@ -225,26 +225,9 @@ pub fn json_body<T: Serialize>(payload: &T) -> Bytes {
 
 /// An OpenAI error body: `{"error":{"message","type","param":null,"code"}}`.
 pub fn error_body(message: &str, kind: &str, code: Option<&str>) -> Bytes {
-    #[derive(Serialize)]
-    struct Outer<'a> {
-        error: Inner<'a>,
-    }
-    #[derive(Serialize)]
-    struct Inner<'a> {
-        message: &'a str,
-        #[serde(rename = "type")]
-        kind: &'a str,
-        param: Option<&'a str>,
-        code: Option<&'a str>,
-    }
-    json_body(&Outer {
-        error: Inner {
-            message,
-            kind,
-            param: None,
-            code,
-        },
-    })
+    json_body(&proto::api::openai::ErrorEnvelope::new(
+        message, kind, None, code,
+    ))
 }
 
 /// The `GET /v1/models` body, built once at start.

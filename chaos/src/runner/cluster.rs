@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
+use proto::api::admin::{ClusterView, Role};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -335,16 +336,13 @@ impl LocalCluster {
             }
             if all && let Some(leader) = self.leader().await {
                 let view = self.view(leader).await;
-                let announced = view
-                    .as_ref()
-                    .and_then(|v| v["members"].as_array().cloned())
-                    .is_some_and(|members| {
-                        self.nodes.iter().all(|n| {
-                            members
-                                .iter()
-                                .any(|m| m["id"] == n.id && m["admin_addr"] == n.admin.to_string())
+                let announced = view.is_some_and(|v| {
+                    self.nodes.iter().all(|n| {
+                        v.members.iter().any(|m| {
+                            m.id == n.id && m.admin_addr.as_deref() == Some(&*n.admin.to_string())
                         })
-                    });
+                    })
+                });
                 if announced {
                     return Ok(());
                 }
@@ -378,7 +376,7 @@ impl LocalCluster {
     }
 
     /// `GET /admin/v1/cluster` on node `id` (1 s timeout).
-    pub async fn view(&self, id: u64) -> Option<Value> {
+    pub async fn view(&self, id: u64) -> Option<ClusterView> {
         let node = self.node(id)?;
         let url = format!("http://{}/admin/v1/cluster", node.admin);
         let (status, body) = call(&self.http, Method::GET, &url, None, Duration::from_secs(1))
@@ -398,10 +396,10 @@ impl LocalCluster {
             let Some(view) = self.view(id).await else {
                 continue;
             };
-            if view["role"] == "leader" {
-                claims.push((view["term"].as_u64().unwrap_or(0), id));
+            if view.role == Role::Leader {
+                claims.push((view.term, id));
             }
-            if let Some(l) = view["leader"].as_u64() {
+            if let Some(l) = view.leader {
                 *named.entry(l).or_default() += 1;
             }
         }

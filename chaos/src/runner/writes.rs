@@ -9,10 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
+use proto::config::{RouteConfig, UpstreamConfig};
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Mutex;
 
 use super::cluster::LocalCluster;
@@ -181,21 +182,24 @@ pub async fn observe(cluster: &LocalCluster, id: u64) -> Observed {
     let timeout = Duration::from_secs(5);
     let url = format!("http://{}/admin/v1/routes?stale=true", node.admin);
     match call(&cluster.http, Method::GET, &url, None, timeout).await {
-        Ok((StatusCode::OK, body)) => match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(routes)) => {
+        Ok((StatusCode::OK, body)) => match serde_json::from_slice::<Vec<RouteConfig>>(&body) {
+            Ok(routes) => {
                 let map: BTreeMap<String, String> = routes
-                    .iter()
-                    .filter_map(|r| {
-                        let model = r["model"].as_str()?;
-                        model.starts_with(ROUTE_PREFIX).then(|| {
-                            let value = r["tiers"][0][0]["model"].as_str().unwrap_or("?");
-                            (model.to_owned(), value.to_owned())
-                        })
+                    .into_iter()
+                    .filter(|r| r.model.starts_with(ROUTE_PREFIX))
+                    .map(|r| {
+                        let value = r
+                            .tiers
+                            .first()
+                            .and_then(|tier| tier.first())
+                            .map_or("?", |t| t.model.as_str())
+                            .to_owned();
+                        (r.model, value)
                     })
                     .collect();
                 observed.routes = Some(map);
             }
-            _ => observed.error = Some("routes: not a JSON array".into()),
+            Err(_) => observed.error = Some("routes: not a JSON array".into()),
         },
         Ok((status, _)) => observed.error = Some(format!("routes: {status}")),
         Err(e) => observed.error = Some(format!("routes: {e}")),
@@ -206,9 +210,9 @@ pub async fn observe(cluster: &LocalCluster, id: u64) -> Observed {
     );
     match call(&cluster.http, Method::GET, &url, None, timeout).await {
         Ok((StatusCode::OK, body)) => {
-            observed.register = serde_json::from_slice::<Value>(&body)
+            observed.register = serde_json::from_slice::<UpstreamConfig>(&body)
                 .ok()
-                .and_then(|v| v["region"].as_str().map(str::to_owned));
+                .map(|u| u.region);
         }
         Ok((StatusCode::NOT_FOUND, _)) => {}
         Ok((status, _)) => {

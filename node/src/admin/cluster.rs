@@ -6,16 +6,15 @@ use std::net::SocketAddr;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use openraft::ServerState;
+use proto::api::admin::{
+    AddMember, ClusterView, MemberAdded, MemberRemoved, MemberRole, MemberView, Role,
+};
 use proto::state::Member;
-use serde::{Deserialize, Serialize};
-use serde_json::json;
 
-use super::{AdminState, error, write_error};
+use super::{AdminError, AdminState};
 
 /// The cluster routes.
 pub fn routes() -> Router<AdminState> {
@@ -25,51 +24,17 @@ pub fn routes() -> Router<AdminState> {
         .route("/admin/v1/members/{id}", delete(remove_member))
 }
 
-/// `GET /admin/v1/cluster`.
-#[derive(Serialize)]
-struct ClusterView {
-    id: u64,
-    region: String,
-    role: &'static str,
-    term: u64,
-    leader: Option<u64>,
-    last_log_index: Option<u64>,
-    commit_index: Option<u64>,
-    applied_index: Option<u64>,
-    snapshot_index: Option<u64>,
-    purged_index: Option<u64>,
-    /// On the leader: milliseconds since a quorum last acknowledged it.
-    quorum_ack_ms: Option<u64>,
-    members: Vec<MemberView>,
-}
-
-#[derive(Serialize)]
-struct MemberView {
-    id: u64,
-    role: &'static str,
-    raft_addr: String,
-    admin_addr: Option<String>,
-    region: Option<String>,
-    /// On the leader: the last log index this member is known to hold.
-    matched_index: Option<u64>,
-    /// On the leader: how many entries this member is behind.
-    lag: Option<u64>,
-    /// Milliseconds since this member last answered this node (the leader
-    /// hears from every member each heartbeat); `null` for this node itself
-    /// and for members it has not talked to.
-    last_contact_ms: Option<u64>,
-}
-
-fn role(state: ServerState) -> &'static str {
+fn role(state: ServerState) -> Role {
     match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
+        ServerState::Leader => Role::Leader,
+        ServerState::Follower => Role::Follower,
+        ServerState::Candidate => Role::Candidate,
+        ServerState::Learner => Role::Learner,
+        ServerState::Shutdown => Role::Shutdown,
     }
 }
 
+/// `GET /admin/v1/cluster`.
 async fn cluster(State(state): State<AdminState>) -> Json<ClusterView> {
     let metrics = state.cluster.raft.metrics().borrow().clone();
     let applied = state.cluster.applied();
@@ -86,9 +51,9 @@ async fn cluster(State(state): State<AdminState>) -> Json<ClusterView> {
             MemberView {
                 id: *id,
                 role: if membership.voter_ids().any(|v| v == *id) {
-                    "voter"
+                    MemberRole::Voter
                 } else {
-                    "learner"
+                    MemberRole::Learner
                 },
                 raft_addr: node.raft_addr.clone(),
                 admin_addr: info.map(|i| i.admin_addr.clone()),
@@ -124,65 +89,40 @@ fn applied_commit(state: &AdminState) -> Option<u64> {
 }
 
 /// `POST /admin/v1/members`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AddMember {
-    id: u64,
-    raft_addr: String,
-    /// Promote to voter once it has caught up (default); false keeps a learner.
-    #[serde(default = "yes")]
-    voter: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-
-async fn add_member(State(state): State<AdminState>, body: Bytes) -> Response {
-    let request: AddMember = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            let message = e.to_string();
-            let field = message.split('`').nth(1).map(str::to_owned);
-            return error(
-                StatusCode::BAD_REQUEST,
-                &message,
-                field.as_deref(),
-                "invalid_config",
-            );
-        }
-    };
+async fn add_member(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> Result<Json<MemberAdded>, AdminError> {
+    let request: AddMember = serde_json::from_slice(&body).map_err(|e| {
+        let message = e.to_string();
+        let field = message.split('`').nth(1).map(str::to_owned);
+        AdminError::Invalid { field, message }
+    })?;
     if request.id == 0 {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "must be at least 1",
-            Some("id"),
-            "invalid_config",
-        );
+        return Err(AdminError::invalid("id", "must be at least 1"));
     }
     if request.raft_addr.parse::<SocketAddr>().is_err() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "must be host:port",
-            Some("raft_addr"),
-            "invalid_config",
-        );
+        return Err(AdminError::invalid("raft_addr", "must be host:port"));
     }
     let member = Member {
         raft_addr: request.raft_addr,
         ..Member::default()
     };
-    match state
+    state
         .cluster
         .add_member(request.id, member, request.voter)
-        .await
-    {
-        Ok(()) => Json(json!({ "added": request.id, "voter": request.voter })).into_response(),
-        Err(e) => write_error(e),
-    }
+        .await?;
+    Ok(Json(MemberAdded {
+        added: request.id,
+        voter: request.voter,
+    }))
 }
 
-async fn remove_member(State(state): State<AdminState>, Path(id): Path<u64>) -> Response {
+/// `DELETE /admin/v1/members/{id}`.
+async fn remove_member(
+    State(state): State<AdminState>,
+    Path(id): Path<u64>,
+) -> Result<Json<MemberRemoved>, AdminError> {
     let (known, last_voter) = {
         let metrics = state.cluster.raft.metrics();
         let metrics = metrics.borrow();
@@ -191,26 +131,11 @@ async fn remove_member(State(state): State<AdminState>, Path(id): Path<u64>) -> 
         (membership.get_node(&id).is_some(), voters == [id])
     };
     if last_voter {
-        return error(
-            StatusCode::CONFLICT,
-            &format!(
-                "node {id} is the cluster's last voter: without a voter nothing can be committed; \
-                 add another voter first"
-            ),
-            Some("id"),
-            "last_voter",
-        );
+        return Err(AdminError::LastVoter(id));
     }
     if !known {
-        return error(
-            StatusCode::NOT_FOUND,
-            &format!("node {id} is not a member"),
-            Some("id"),
-            "not_found",
-        );
+        return Err(AdminError::NotAMember(id));
     }
-    match state.cluster.remove_member(id).await {
-        Ok(()) => Json(json!({ "removed": id })).into_response(),
-        Err(e) => write_error(e),
-    }
+    state.cluster.remove_member(id).await?;
+    Ok(Json(MemberRemoved { removed: id }))
 }

@@ -9,17 +9,17 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use proto::api::admin::{KeyName, WriteAck};
 use proto::config::{RouteConfig, UpstreamConfig, check_secret_strength};
-use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, LAST_KEY};
+use proto::state::{ClusterState, Command, CommandResponse, KeyRecord};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::{AdminState, error, write_error};
+use super::{AdminError, AdminState};
 use crate::auth::hash_key;
 use crate::cluster::hex;
 use crate::routing::check_upstream;
@@ -53,40 +53,34 @@ pub struct ReadMode {
 }
 
 /// The applied state, after a linearizable read unless `stale`.
-async fn read(state: &AdminState, mode: &ReadMode) -> Result<ClusterState, Response> {
+async fn read(state: &AdminState, mode: &ReadMode) -> Result<ClusterState, AdminError> {
     if !mode.stale {
-        state.cluster.linearizable().await.map_err(write_error)?;
+        state.cluster.linearizable().await?;
     }
     Ok(state.cluster.applied().state.clone())
 }
 
-fn not_found(what: &str, name: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        &format!("no {what} `{name}`"),
-        None,
-        "not_found",
-    )
+fn not_found(what: &'static str, name: String) -> AdminError {
+    AdminError::NotFound { what, name }
 }
 
-async fn list_upstreams(State(state): State<AdminState>, Query(mode): Query<ReadMode>) -> Response {
-    match read(&state, &mode).await {
-        Ok(s) => Json(s.upstreams.values().collect::<Vec<_>>()).into_response(),
-        Err(r) => r,
-    }
+async fn list_upstreams(
+    State(state): State<AdminState>,
+    Query(mode): Query<ReadMode>,
+) -> Result<Response, AdminError> {
+    let s = read(&state, &mode).await?;
+    Ok(Json(s.upstreams.values().collect::<Vec<_>>()).into_response())
 }
 
 async fn get_upstream(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     Query(mode): Query<ReadMode>,
-) -> Response {
-    match read(&state, &mode).await {
-        Ok(s) => s
-            .upstreams
-            .get(&id)
-            .map_or_else(|| not_found("upstream", &id), |u| Json(u).into_response()),
-        Err(r) => r,
+) -> Result<Response, AdminError> {
+    let s = read(&state, &mode).await?;
+    match s.upstreams.get(&id) {
+        Some(u) => Ok(Json(u).into_response()),
+        None => Err(not_found("upstream", id)),
     }
 }
 
@@ -94,49 +88,41 @@ async fn put_upstream(
     State(state): State<AdminState>,
     Path(id): Path<String>,
     body: Bytes,
-) -> Response {
-    let upstream = match parse::<UpstreamConfig>(body, "id", &id) {
-        Ok(upstream) => upstream,
-        Err(r) => return *r,
-    };
+) -> Result<Json<WriteAck>, AdminError> {
+    let upstream = parse::<UpstreamConfig>(body, "id", &id)?;
     // What only this node can check (its [secrets], its files), before
     // anything is proposed; a follower checks here too, then forwards.
-    if let Err(e) = upstream
+    upstream
         .validate("upstream")
         .and_then(|()| check_upstream(&upstream, state.secrets.as_ref(), &state.trust.policy))
-    {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &e.message,
-            Some(&e.field),
-            "invalid_config",
-        );
-    }
+        .map_err(|e| AdminError::invalid(e.field, e.message))?;
     propose(&state, Command::PutUpstream(upstream)).await
 }
 
-async fn delete_upstream(State(state): State<AdminState>, Path(id): Path<String>) -> Response {
+async fn delete_upstream(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<WriteAck>, AdminError> {
     propose(&state, Command::DeleteUpstream { id }).await
 }
 
-async fn list_routes(State(state): State<AdminState>, Query(mode): Query<ReadMode>) -> Response {
-    match read(&state, &mode).await {
-        Ok(s) => Json(s.routes.values().collect::<Vec<_>>()).into_response(),
-        Err(r) => r,
-    }
+async fn list_routes(
+    State(state): State<AdminState>,
+    Query(mode): Query<ReadMode>,
+) -> Result<Response, AdminError> {
+    let s = read(&state, &mode).await?;
+    Ok(Json(s.routes.values().collect::<Vec<_>>()).into_response())
 }
 
 async fn get_route(
     State(state): State<AdminState>,
     Path(model): Path<String>,
     Query(mode): Query<ReadMode>,
-) -> Response {
-    match read(&state, &mode).await {
-        Ok(s) => s
-            .routes
-            .get(&model)
-            .map_or_else(|| not_found("route", &model), |r| Json(r).into_response()),
-        Err(r) => r,
+) -> Result<Response, AdminError> {
+    let s = read(&state, &mode).await?;
+    match s.routes.get(&model) {
+        Some(r) => Ok(Json(r).into_response()),
+        None => Err(not_found("route", model)),
     }
 }
 
@@ -144,40 +130,42 @@ async fn put_route(
     State(state): State<AdminState>,
     Path(model): Path<String>,
     body: Bytes,
-) -> Response {
-    match parse::<RouteConfig>(body, "model", &model) {
-        Ok(route) => propose(&state, Command::PutRoute(route)).await,
-        Err(r) => *r,
-    }
+) -> Result<Json<WriteAck>, AdminError> {
+    let route = parse::<RouteConfig>(body, "model", &model)?;
+    propose(&state, Command::PutRoute(route)).await
 }
 
-async fn delete_route(State(state): State<AdminState>, Path(model): Path<String>) -> Response {
+async fn delete_route(
+    State(state): State<AdminState>,
+    Path(model): Path<String>,
+) -> Result<Json<WriteAck>, AdminError> {
     propose(&state, Command::DeleteRoute { model }).await
 }
 
-async fn list_keys(State(state): State<AdminState>, Query(mode): Query<ReadMode>) -> Response {
-    match read(&state, &mode).await {
-        // Names only: not even the hash leaves the node.
-        Ok(s) => Json(
-            s.keys
-                .keys()
-                .map(|name| json!({ "name": name }))
-                .collect::<Vec<_>>(),
-        )
-        .into_response(),
-        Err(r) => r,
-    }
+async fn list_keys(
+    State(state): State<AdminState>,
+    Query(mode): Query<ReadMode>,
+) -> Result<Json<Vec<KeyName>>, AdminError> {
+    let s = read(&state, &mode).await?;
+    // Names only: not even the hash leaves the node.
+    Ok(Json(
+        s.keys
+            .keys()
+            .map(|name| KeyName { name: name.clone() })
+            .collect(),
+    ))
 }
 
 async fn get_key(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     Query(mode): Query<ReadMode>,
-) -> Response {
-    match read(&state, &mode).await {
-        Ok(s) if s.keys.contains_key(&name) => Json(json!({ "name": name })).into_response(),
-        Ok(_) => not_found("key", &name),
-        Err(r) => r,
+) -> Result<Json<KeyName>, AdminError> {
+    let s = read(&state, &mode).await?;
+    if s.keys.contains_key(&name) {
+        Ok(Json(KeyName { name }))
+    } else {
+        Err(not_found("key", name))
     }
 }
 
@@ -194,82 +182,62 @@ async fn put_key(
     State(state): State<AdminState>,
     Path(name): Path<String>,
     body: Bytes,
-) -> Response {
-    let body: KeyBody = match parse_value(&body) {
-        Ok(b) => b,
-        Err(r) => return *r,
-    };
+) -> Result<Json<WriteAck>, AdminError> {
+    let body: KeyBody = parse_value(&body)?;
     let sha256 = match (body.key, body.sha256) {
-        (Some(key), None) => match check_secret_strength("key", "the key", &key) {
-            Ok(()) => hex(&hash_key(key.trim())),
-            Err(e) => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    &e.message,
-                    Some("key"),
-                    "invalid_config",
-                );
-            }
-        },
+        (Some(key), None) => {
+            check_secret_strength("key", "the key", &key)
+                .map_err(|e| AdminError::invalid("key", e.message))?;
+            hex(&hash_key(key.trim()))
+        }
         (None, Some(hash)) => hash.to_ascii_lowercase(),
         _ => {
-            return error(
-                StatusCode::BAD_REQUEST,
+            return Err(AdminError::invalid(
+                "key",
                 "give exactly one of `key` or `sha256`",
-                Some("key"),
-                "invalid_config",
-            );
+            ));
         }
     };
     propose(&state, Command::PutKey(KeyRecord { name, sha256 })).await
 }
 
-async fn delete_key(State(state): State<AdminState>, Path(name): Path<String>) -> Response {
+async fn delete_key(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<WriteAck>, AdminError> {
     propose(&state, Command::DeleteKey { name }).await
 }
 
 /// A JSON body as `T`, with the path's name filled in (or checked against
 /// the body's), and serde's complaint turned into a 400 naming the field.
-fn parse<T: DeserializeOwned>(body: Bytes, key: &str, name: &str) -> Result<T, Box<Response>> {
+fn parse<T: DeserializeOwned>(body: Bytes, key: &str, name: &str) -> Result<T, AdminError> {
     let mut value = json_body(&body)?;
     let Some(object) = value.as_object_mut() else {
-        return Err(not_an_object());
+        return Err(AdminError::unusable("the body must be a JSON object"));
     };
     if let Some(Value::String(given)) = object.get(key)
         && given != name
     {
         let message = format!("`{key}` in the body ({given}) differs from the path ({name})");
-        return Err(Box::new(error(
-            StatusCode::BAD_REQUEST,
-            &message,
-            Some(key),
-            "invalid_config",
-        )));
+        return Err(AdminError::invalid(key, message));
     }
     object.insert(key.to_owned(), Value::String(name.to_owned()));
     typed(value)
 }
 
 /// The body as JSON, whatever its content type says (curl's `-d` sends a form type).
-fn json_body(body: &[u8]) -> Result<Value, Box<Response>> {
-    serde_json::from_slice(body).map_err(|e| {
-        let message = format!("the body is not JSON: {e}");
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            &message,
-            None,
-            "invalid_config",
-        ))
-    })
+fn json_body(body: &[u8]) -> Result<Value, AdminError> {
+    serde_json::from_slice(body)
+        .map_err(|e| AdminError::unusable(format!("the body is not JSON: {e}")))
 }
 
-fn parse_value<T: DeserializeOwned>(body: &[u8]) -> Result<T, Box<Response>> {
+fn parse_value<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
     typed(json_body(body)?)
 }
 
 /// `value` as `T`; a mismatch names the field by its path in the body
 /// (`tiers[0][1].input_per_mtok`), whatever kind of mismatch it is.
-fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Box<Response>> {
+fn typed<T: DeserializeOwned>(value: Value) -> Result<T, AdminError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -283,76 +251,46 @@ fn typed<T: DeserializeOwned>(value: Value) -> Result<T, Box<Response>> {
             _ => path,
         };
         let message = format!("{field}: {inner}");
-        Box::new(error(
-            StatusCode::BAD_REQUEST,
-            &message,
-            Some(&field),
-            "invalid_config",
-        ))
+        AdminError::invalid(field, message)
     })
-}
-
-fn not_an_object() -> Box<Response> {
-    Box::new(error(
-        StatusCode::BAD_REQUEST,
-        "the body must be a JSON object",
-        None,
-        "invalid_config",
-    ))
 }
 
 /// A delete that must not be proposed: 404 for a name the state does not
 /// hold (nothing to do, so nothing goes into the log), 409 for the last
 /// client key (without one the data plane would open on loopback).
-fn refuse_delete(current: &ClusterState, command: &Command) -> Option<Response> {
+fn refuse_delete(current: &ClusterState, command: &Command) -> Result<(), AdminError> {
     let (what, name, known) = match command {
         Command::DeleteUpstream { id } => ("upstream", id, current.upstreams.contains_key(id)),
         Command::DeleteRoute { model } => ("route", model, current.routes.contains_key(model)),
         Command::DeleteKey { name } => ("key", name, current.keys.contains_key(name)),
-        _ => return None,
+        _ => return Ok(()),
     };
     if !known {
-        return Some(not_found(what, name));
+        return Err(not_found(what, name.clone()));
     }
     if matches!(command, Command::DeleteKey { .. }) && current.keys.len() == 1 {
-        return Some(error(
-            StatusCode::CONFLICT,
-            LAST_KEY,
-            Some("name"),
-            "last_key",
-        ));
+        return Err(AdminError::LastKey);
     }
-    None
+    Ok(())
 }
 
 /// Checks a command against the applied state, proposes it, and answers
 /// once it is committed and applied here.
-async fn propose(state: &AdminState, command: Command) -> Response {
+async fn propose(state: &AdminState, command: Command) -> Result<Json<WriteAck>, AdminError> {
     // Check against a current state, so a change acknowledged a moment ago
     // on another node counts (a write racing this one is caught at apply).
-    if let Err(e) = state.cluster.linearizable().await {
-        return write_error(e);
-    }
+    state.cluster.linearizable().await?;
     let current = state.cluster.applied().state.clone();
-    if let Some(refused) = refuse_delete(&current, &command) {
-        return refused;
-    }
+    refuse_delete(&current, &command)?;
     let mut trial = current;
     if let CommandResponse::Rejected { field, message } = trial.apply(&command) {
-        return error(
-            StatusCode::BAD_REQUEST,
-            &message,
-            Some(&field),
-            "invalid_config",
-        );
+        return Err(AdminError::invalid(field, message));
     }
-    match state.cluster.write(command).await {
-        Ok(CommandResponse::Applied { changed }) => {
+    match state.cluster.write(command).await? {
+        CommandResponse::Applied { changed } => {
             // Read your writes: this node applies the entry and rebuilds its
             // routing table before the change is acknowledged.
-            if let Err(e) = state.cluster.linearizable().await {
-                return write_error(e);
-            }
+            state.cluster.linearizable().await?;
             let index = state.cluster.applied().last_applied.map(|l| l.index);
             routing_built_at(
                 &mut state.routing_built.clone(),
@@ -360,13 +298,15 @@ async fn propose(state: &AdminState, command: Command) -> Response {
                 Duration::from_secs(2),
             )
             .await;
-            Json(json!({ "changed": changed, "applied_index": index })).into_response()
+            Ok(Json(WriteAck {
+                changed,
+                applied_index: index,
+            }))
         }
         // Another change won a race between our check and the commit.
-        Ok(CommandResponse::Rejected { field, message }) => {
-            error(StatusCode::CONFLICT, &message, Some(&field), "conflict")
+        CommandResponse::Rejected { field, message } => {
+            Err(AdminError::Conflict { field, message })
         }
-        Err(e) => write_error(e),
     }
 }
 
@@ -374,10 +314,15 @@ async fn propose(state: &AdminState, command: Command) -> Response {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+    use serde_json::json;
+
     use super::*;
 
     fn field(body: Value) -> String {
-        let response = typed::<RouteConfig>(body).map(|_| ()).unwrap_err();
+        let response = typed::<RouteConfig>(body)
+            .map(|_| ())
+            .unwrap_err()
+            .into_response();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use openraft::ServerState;
 use prometheus_client::collector::Collector;
@@ -27,7 +27,7 @@ use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::{AdminState, error, readiness};
+use super::{AdminError, AdminState, readiness};
 use crate::board::HealthBoard;
 use crate::breaker::Circuit;
 use crate::metrics::{CIRCUITS, gauge};
@@ -46,12 +46,7 @@ pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
         Ok(()) => ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
         Err(e) => {
             tracing::error!(error = %e, "metrics could not be encoded");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "The metrics could not be encoded.",
-                None,
-                "metrics_error",
-            )
+            AdminError::Metrics.into_response()
         }
     }
 }

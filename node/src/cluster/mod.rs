@@ -279,7 +279,13 @@ impl Cluster {
                         Err(ForwardError::Network { message, .. }) => {
                             Err(Some(WriteError::Unreachable(message)))
                         }
-                        Err(ForwardError::Raft(message)) => Err(Some(WriteError::Raft(message))),
+                        // No quorum is not reported on a write (the leader
+                        // waits for one); the timeout below answers it.
+                        Err(
+                            ForwardError::Raft(message)
+                            | ForwardError::NoQuorum(message)
+                            | ForwardError::Fatal(message),
+                        ) => Err(Some(WriteError::Raft(message))),
                     }
                 }
             };
@@ -327,10 +333,10 @@ impl Cluster {
                     .map_err(|e| match e {
                         ForwardError::Network { message, .. } => WriteError::Unreachable(message),
                         ForwardError::NotLeader { .. } => WriteError::NoLeader,
-                        ForwardError::Raft(message) if message.contains("quorum") => {
-                            WriteError::NoQuorum(self.timeout)
+                        ForwardError::NoQuorum(_) => WriteError::NoQuorum(self.timeout),
+                        ForwardError::Raft(message) | ForwardError::Fatal(message) => {
+                            WriteError::Raft(message)
                         }
-                        ForwardError::Raft(message) => WriteError::Raft(message),
                     })
             }
         };

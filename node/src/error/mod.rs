@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::StatusCode;
-use serde::Serialize;
+use proto::api::openai::ErrorEnvelope;
 
 /// Why a request was not answered by an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -167,30 +167,10 @@ impl ProxyError {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorEnvelope<'a> {
-    error: ErrorObject<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorObject<'a> {
-    message: &'a str,
-    #[serde(rename = "type")]
-    kind: &'a str,
-    param: Option<&'a str>,
-    code: Option<&'a str>,
-}
-
-/// Serialises an OpenAI-style error object; shared with the SSE error event.
+/// Serialises an OpenAI-style error object ([`ErrorEnvelope`]); shared
+/// with the SSE error event and the admin API's errors.
 pub fn error_json(message: &str, kind: &str, param: Option<&str>, code: Option<&str>) -> Bytes {
-    let envelope = ErrorEnvelope {
-        error: ErrorObject {
-            message,
-            kind,
-            param,
-            code,
-        },
-    };
+    let envelope = ErrorEnvelope::new(message, kind, param, code);
     // Serialising plain strings and options into a Vec cannot fail.
     Bytes::from(serde_json::to_vec(&envelope).unwrap_or_default())
 }

@@ -219,6 +219,18 @@ pub enum ForwardError {
         /// What went wrong.
         message: String,
     },
+    // New kinds go at the end: bincode numbers variants by position, so a
+    // peer on the previous build still reads the three above.
+    /// The leader could not confirm its leadership with a quorum of voters
+    /// (too many are down or cut off): the caller answers "no quorum, retry"
+    /// rather than a Raft failure. Carries openraft's words.
+    #[error("raft failed the request: {0}")]
+    NoQuorum(String),
+    /// The leader's Raft core stopped (a storage failure, a panic, or a
+    /// shutdown): nothing more is committed there until it restarts.
+    /// Carries openraft's words.
+    #[error("raft failed the request: {0}")]
+    Fatal(String),
 }
 
 fn leader_hint(id: &Option<NodeId>, leader: &Option<Member>) -> String {
@@ -298,23 +310,30 @@ impl RpcHandler for Raft {
     }
 }
 
+/// A failed forwarded write, by kind: the caller decides by the variant,
+/// never by openraft's text.
 fn forward_error(e: RaftError<NodeId, ClientWriteError<NodeId, Member>>) -> ForwardError {
     match e {
         RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => ForwardError::NotLeader {
             leader_id: f.leader_id,
             leader: f.leader_node,
         },
+        fatal @ RaftError::Fatal(_) => ForwardError::Fatal(fatal.to_string()),
         other => ForwardError::Raft(other.to_string()),
     }
 }
 
+/// A failed forwarded read-index request, by kind.
 fn read_error(e: RaftError<NodeId, CheckIsLeaderError<NodeId, Member>>) -> ForwardError {
     match e {
         RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f)) => ForwardError::NotLeader {
             leader_id: f.leader_id,
             leader: f.leader_node,
         },
-        other => ForwardError::Raft(other.to_string()),
+        quorum @ RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)) => {
+            ForwardError::NoQuorum(quorum.to_string())
+        }
+        fatal @ RaftError::Fatal(_) => ForwardError::Fatal(fatal.to_string()),
     }
 }
 
@@ -591,6 +610,74 @@ mod tests {
             what: "Vote".into(),
             claimed: None,
         }));
+    }
+
+    #[test]
+    fn forwarded_failures_keep_their_kind() {
+        let quorum = read_error(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(
+            openraft::error::QuorumNotEnough {
+                cluster: "{1,2,3}".into(),
+                got: BTreeSet::from([1]),
+            },
+        )));
+        assert!(matches!(quorum, ForwardError::NoQuorum(_)), "{quorum:?}");
+        let fatal = read_error(RaftError::Fatal(Fatal::Stopped));
+        assert!(matches!(fatal, ForwardError::Fatal(_)), "{fatal:?}");
+        let fatal = forward_error(RaftError::Fatal(Fatal::Stopped));
+        assert!(matches!(fatal, ForwardError::Fatal(_)), "{fatal:?}");
+        // The words are openraft's, as before, for the operator.
+        assert!(fatal.to_string().contains("stopped"), "{fatal}");
+        for e in [quorum, fatal] {
+            through_the_wire(RaftResponse::ReadIndex(Err(e)));
+        }
+    }
+
+    /// `ForwardError` as the previous build had it: three variants.
+    #[derive(Debug, Serialize, Deserialize)]
+    enum PreviousForwardError {
+        NotLeader {
+            leader_id: Option<NodeId>,
+            leader: Option<Member>,
+        },
+        Raft(String),
+        Network {
+            addr: String,
+            message: String,
+        },
+    }
+
+    #[test]
+    fn new_kinds_leave_the_old_encoding_alone() {
+        // A peer on the previous build sends these; this build reads them
+        // as the same variants (bincode numbers variants by position).
+        let old = [
+            PreviousForwardError::NotLeader {
+                leader_id: Some(2),
+                leader: Some(member(2)),
+            },
+            PreviousForwardError::Raft("shutting down".into()),
+            PreviousForwardError::Network {
+                addr: "127.0.0.1:7002".into(),
+                message: "refused".into(),
+            },
+        ];
+        let new = [
+            ForwardError::NotLeader {
+                leader_id: Some(2),
+                leader: Some(member(2)),
+            },
+            ForwardError::Raft("shutting down".into()),
+            ForwardError::Network {
+                addr: "127.0.0.1:7002".into(),
+                message: "refused".into(),
+            },
+        ];
+        for (old, new) in old.iter().zip(new) {
+            let frame = encode(old).unwrap();
+            assert_eq!(frame, encode(&new).unwrap());
+            let back: ForwardError = decode(&frame[HEADER_LEN..]).unwrap();
+            assert_eq!(back, new);
+        }
     }
 
     #[test]

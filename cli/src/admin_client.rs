@@ -10,6 +10,8 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use proto::api::openai::ErrorEnvelope;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 /// Why an admin call failed.
@@ -46,6 +48,17 @@ pub enum AdminError {
         /// The node's message, with the field it names.
         message: String,
     },
+    /// The node answered, but not in the shape this CLI reads (a node of
+    /// another version, or not a Meridian node).
+    #[error("the node at {url} answered {path} in a shape this CLI does not read: {message}")]
+    Unexpected {
+        /// Where.
+        url: String,
+        /// What was asked.
+        path: String,
+        /// What did not fit.
+        message: String,
+    },
 }
 
 fn unauthorized(url: &str, token_env: &str, token_set: bool) -> String {
@@ -78,7 +91,7 @@ impl AdminError {
             Self::BadUrl(_) => EXIT_INPUT,
             Self::Unauthorized { .. } => EXIT_TOKEN,
             Self::Refused { status, .. } if status.is_client_error() => EXIT_INPUT,
-            Self::Refused { .. } | Self::Unreachable { .. } => 1,
+            Self::Refused { .. } | Self::Unreachable { .. } | Self::Unexpected { .. } => 1,
         }
     }
 }
@@ -148,7 +161,6 @@ impl AdminClient {
             .await
             .map_err(|e| unreachable(e.to_string()))?
             .to_bytes();
-        let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status == StatusCode::UNAUTHORIZED {
             return Err(AdminError::Unauthorized {
                 url: self.base.clone(),
@@ -157,11 +169,12 @@ impl AdminClient {
             });
         }
         if !status.is_success() {
-            let message = value["error"]["message"].as_str().map_or_else(
+            let envelope = serde_json::from_slice::<ErrorEnvelope<'_>>(&bytes).ok();
+            let message = envelope.as_ref().map_or_else(
                 || String::from_utf8_lossy(&bytes).trim().to_owned(),
-                str::to_owned,
+                |e| e.error.message.to_string(),
             );
-            let field = value["error"]["param"].as_str().map(str::to_owned);
+            let field = envelope.and_then(|e| e.error.param.map(|p| p.into_owned()));
             // The node's messages often start with the field already.
             let message = match &field {
                 Some(f) if !message.starts_with(f.as_str()) => format!("{f}: {message}"),
@@ -173,8 +186,33 @@ impl AdminClient {
                 message,
             });
         }
-        Ok(value)
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
     }
+
+    /// Sends a request and reads the answer as `T`, keeping the JSON as the
+    /// node wrote it (for `--output json`).
+    pub async fn call_as<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Answer<T>, AdminError> {
+        let json = self.call(method, path, body).await?;
+        let typed = T::deserialize(&json).map_err(|e| AdminError::Unexpected {
+            url: self.base.clone(),
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(Answer { typed, json })
+    }
+}
+
+/// An answer read as its wire type, with the JSON it came as.
+pub struct Answer<T> {
+    /// The answer, typed.
+    pub typed: T,
+    /// The same, as the node wrote it.
+    pub json: Value,
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -186,4 +224,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn exit_codes_tell_input_from_token_from_trouble() {
+        let refused = |status| AdminError::Refused {
+            status,
+            field: None,
+            message: String::new(),
+        };
+        assert_eq!(refused(StatusCode::BAD_REQUEST).exit_code(), EXIT_INPUT);
+        assert_eq!(refused(StatusCode::SERVICE_UNAVAILABLE).exit_code(), 1);
+        let unexpected = AdminError::Unexpected {
+            url: "http://127.0.0.1:9080".into(),
+            path: "/admin/v1/cluster".into(),
+            message: "missing field `role`".into(),
+        };
+        assert_eq!(unexpected.exit_code(), 1);
+        assert!(unexpected.to_string().contains("/admin/v1/cluster"));
+        assert_eq!(AdminError::BadUrl("x".into()).exit_code(), EXIT_INPUT);
+    }
 }

@@ -1,5 +1,10 @@
 //! The operator commands of the `meridian` binary that talk to a running
 //! node's admin API, or prepare files for one, and `meridian demo`.
+//!
+//! A crate of its own, apart from the server library (`meridian`): it speaks
+//! to nodes only over their admin and data-plane APIs, so it imports nothing
+//! of the server, and the server does not carry the demo's dependencies
+//! (`tempfile`). The `meridian` binary (node/src/main.rs) ships both.
 
 pub mod admin_client;
 pub mod certs;

@@ -8,11 +8,11 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
+use proto::api::admin::HealthAnswer;
 
 use super::traffic::Record;
 use super::{Events, REGIONS, Shared, UPSTREAMS, lock};
-use crate::cli::table::Table;
+use crate::table::Table;
 
 /// The traffic window the view's shares and success rate cover.
 const WINDOW: Duration = Duration::from_secs(2);
@@ -76,19 +76,15 @@ fn recent(shared: &Shared) -> Vec<Recent> {
 }
 
 /// The p99 of each upstream in a node's own window, from its health answer.
-fn p99s(health: Option<&Value>) -> [Option<f64>; UPSTREAMS.len()] {
+fn p99s(health: Option<&HealthAnswer>) -> [Option<f64>; UPSTREAMS.len()] {
     let mut out = [None; UPSTREAMS.len()];
-    for u in health
-        .and_then(|h| h["upstreams"].as_array())
-        .into_iter()
-        .flatten()
-    {
-        let Some(i) = UPSTREAMS.iter().position(|n| u["id"] == *n) else {
+    for u in health.into_iter().flat_map(|h| &h.upstreams) {
+        let Some(i) = UPSTREAMS.iter().position(|n| u.id == *n) else {
             continue;
         };
-        let q = &u["window"]["ttfb_ms"];
-        if q["count"].as_u64().unwrap_or(0) > 0 {
-            out[i] = q["p99"].as_f64();
+        let q = &u.window.ttfb_ms;
+        if q.count > 0 {
+            out[i] = Some(q.p99);
         }
     }
     out
@@ -168,7 +164,7 @@ fn frame(shared: &Shared) -> Vec<String> {
     let mut headers = vec!["REGION".to_owned(), "NODE".to_owned(), "OK".to_owned()];
     headers.extend(UPSTREAMS.iter().map(|u| (*u).to_owned()));
     let mut table = Table::new(&headers).right_align(&[2, 3, 4, 5]);
-    let health: Vec<Option<Value>> = lock(&shared.board).health.clone();
+    let health: Vec<Option<HealthAnswer>> = lock(&shared.board).health.clone();
     for (i, (n, good, by)) in recent(shared).into_iter().enumerate() {
         let p = p99s(health[i].as_ref());
         let answered: usize = by.iter().sum();
@@ -224,7 +220,7 @@ fn wrap(text: &str, indent: &str) -> Vec<String> {
 fn line(shared: &Shared) -> String {
     let t = shared.elapsed().as_secs_f64();
     let leader = shared.leader();
-    let health: Vec<Option<Value>> = lock(&shared.board).health.clone();
+    let health: Vec<Option<HealthAnswer>> = lock(&shared.board).health.clone();
     let mut out = format!(
         "[{t:5.1}s] leader {}",
         leader.map_or_else(|| "none".to_owned(), |l| format!("n{l}"))

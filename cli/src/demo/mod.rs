@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use proto::api::admin::{ClusterView, HealthAnswer, Role};
 
 pub use view::Summary;
 
@@ -74,8 +74,8 @@ pub struct Shared {
 /// The nodes' latest admin answers.
 #[derive(Default)]
 struct Board {
-    health: Vec<Option<Value>>,
-    cluster: Vec<Option<Value>>,
+    health: Vec<Option<HealthAnswer>>,
+    cluster: Vec<Option<ClusterView>>,
 }
 
 /// The script's progress, for the view.
@@ -196,9 +196,9 @@ impl Shared {
             .cluster
             .iter()
             .flatten()
-            .find(|c| c["role"] == "leader")
+            .find(|c| c.role == Role::Leader)
             .or_else(|| board.cluster.iter().flatten().next())
-            .and_then(|c| c["leader"].as_u64())?;
+            .and_then(|c| c.leader)?;
         drop(board);
         let index = usize::try_from(leader).ok()?.checked_sub(1)?;
         self.admin(index).map(|_| leader)

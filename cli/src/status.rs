@@ -5,58 +5,53 @@
 use std::collections::BTreeSet;
 
 use http::Method;
-use serde_json::{Value, json};
+use proto::api::admin::{ClusterView, HealthAnswer, KeyStatus, Quantiles};
+use serde_json::json;
 
-use super::admin_client::{AdminClient, AdminError};
+use super::admin_client::AdminClient;
 use super::members;
-use super::table::{Table, cell, ms};
+use super::table::{Table, ms};
 use super::{CliError, Printed};
 
 /// Reads `GET /admin/v1/cluster` and `GET /admin/v1/health` from the node.
 pub async fn status(client: &AdminClient) -> Result<Printed, CliError> {
-    let cluster = client.call(Method::GET, "/admin/v1/cluster", None).await?;
-    let health = health(client).await?;
-    let text = format!("{}\n{}", members::table(&cluster), health_table(&health));
+    let cluster = client
+        .call_as::<ClusterView>(Method::GET, "/admin/v1/cluster", None)
+        .await?;
+    let health = client
+        .call_as::<HealthAnswer>(Method::GET, "/admin/v1/health", None)
+        .await?;
+    let text = format!(
+        "{}\n{}",
+        members::table(&cluster.typed),
+        health_table(&health.typed)
+    );
     Ok(Printed {
-        json: json!({ "cluster": cluster, "health": health }),
+        json: json!({ "cluster": cluster.json, "health": health.json }),
         text,
     })
 }
 
-async fn health(client: &AdminClient) -> Result<Value, AdminError> {
-    client.call(Method::GET, "/admin/v1/health", None).await
-}
-
-/// A p99 figure of a view (`window`, a region's, `merged`), when it has samples.
-fn p99(view: &Value) -> Option<f64> {
-    let q = &view["ttfb_ms"];
-    (q["count"].as_u64().unwrap_or(0) > 0)
-        .then(|| q["p99"].as_f64())
-        .flatten()
+/// A p99 of time to first byte, when it has samples.
+fn p99(ttfb: &Quantiles) -> Option<f64> {
+    (ttfb.count > 0).then_some(ttfb.p99)
 }
 
 /// Renders `GET /admin/v1/health`: one row per upstream with this node's
 /// own figures, then the p99 of time to first byte each region reported
 /// and the cluster's merged one.
-pub fn health_table(health: &Value) -> String {
-    let upstreams: Vec<&Value> = health["upstreams"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .collect();
+pub fn health_table(health: &HealthAnswer) -> String {
+    let upstreams = &health.upstreams;
     let regions: BTreeSet<&str> = upstreams
         .iter()
-        .filter_map(|u| u["regions"].as_object())
-        .flat_map(|r| r.keys().map(String::as_str))
+        .flat_map(|u| u.shared.regions.keys().map(String::as_str))
         .collect();
     let window_s = upstreams
         .first()
-        .and_then(|u| u["window"]["window_s"].as_u64())
-        .map_or_else(String::new, |s| format!(", last {s} s"));
+        .map_or_else(String::new, |u| format!(", last {} s", u.window.window_s));
     let mut out = format!(
         "upstreams, as node {} ({}) sees them{window_s}; P99 is time to first byte\n",
-        cell(&health["node"]),
-        cell(&health["region"]),
+        health.node, health.region,
     );
     let mut headers: Vec<String> = [
         "UPSTREAM",
@@ -75,32 +70,35 @@ pub fn health_table(health: &Value) -> String {
     headers.push("P99 ALL".to_owned());
     let numeric: Vec<usize> = (4..headers.len()).collect();
     let mut table = Table::new(&headers).right_align(&numeric);
-    for u in &upstreams {
-        let w = &u["window"];
-        let key = match &u["key"] {
-            Value::String(s) => s.replace('_', " "),
-            Value::Object(o) if o.contains_key("missing") => "missing".to_owned(),
-            other => cell(other),
+    for u in upstreams {
+        let w = &u.window;
+        let key = match &u.key {
+            KeyStatus::NotNeeded => "not needed",
+            KeyStatus::Present => "present",
+            KeyStatus::Missing(_) => "missing",
         };
         let mut row = vec![
-            cell(&u["id"]),
-            cell(&u["region"]),
-            cell(&u["circuit"]).replace('_', "-"),
-            key,
-            cell(&u["in_flight"]),
-            cell(&w["attempts"]),
-            match w["error_rate"].as_f64() {
-                Some(r) if w["attempts"].as_u64().unwrap_or(0) > 0 => {
-                    format!("{:.1}%", r * 100.0)
-                }
-                _ => "-".to_owned(),
+            u.id.clone(),
+            u.region.clone(),
+            u.circuit.as_str().replace('_', "-"),
+            key.to_owned(),
+            u.in_flight.to_string(),
+            w.attempts.to_string(),
+            if w.attempts > 0 {
+                format!("{:.1}%", w.error_rate * 100.0)
+            } else {
+                "-".to_owned()
             },
-            ms(p99(w)),
+            ms(p99(&w.ttfb_ms)),
         ];
         for region in &regions {
-            row.push(ms(p99(&u["regions"][*region])));
+            row.push(ms(u
+                .shared
+                .regions
+                .get(*region)
+                .and_then(|v| p99(&v.ttfb_ms))));
         }
-        row.push(ms(p99(&u["merged"])));
+        row.push(ms(p99(&u.shared.merged.ttfb_ms)));
         table.row(row);
     }
     if table.is_empty() {
@@ -108,16 +106,15 @@ pub fn health_table(health: &Value) -> String {
     } else {
         out.push_str(&table.render());
     }
-    let reports = health["reports"].as_object();
-    let stale: Vec<String> = reports
-        .into_iter()
-        .flatten()
-        .filter(|(_, r)| r["stale"].as_bool() == Some(true))
-        .map(|(id, r)| format!("{id} ({})", cell(&r["region"])))
+    let stale: Vec<String> = health
+        .reports
+        .iter()
+        .filter(|(_, r)| r.stale)
+        .map(|(id, r)| format!("{id} ({})", r.region))
         .collect();
     out.push_str(&format!(
         "health reports from {} members{}\n",
-        reports.map_or(0, |r| r.len()),
+        health.reports.len(),
         if stale.is_empty() {
             String::new()
         } else {
@@ -136,22 +133,23 @@ mod tests {
     #[test]
     fn the_health_table_has_a_p99_column_per_region() {
         let view = |p99: f64, count: u64| json!({"ttfb_ms": {"count": count, "p99": p99}});
-        let health = json!({
+        let health: HealthAnswer = serde_json::from_value(json!({
             "node": 2, "region": "eu",
             "upstreams": [{
-                "id": "alpha", "region": "us", "circuit": "half_open", "key": "not_needed",
+                "id": "alpha", "region": "us", "base_url": "http://127.0.0.1:4001/v1", "disabled": null, "circuit": "half_open", "key": "not_needed",
                 "in_flight": 3,
                 "window": {"window_s": 30, "attempts": 40, "error_rate": 0.025, "ttfb_ms": {"count": 40, "p99": 81.4}},
                 "regions": {"eu": view(81.4, 40), "us": view(420.0, 12)},
                 "merged": view(400.0, 52)
             }, {
-                "id": "bravo", "region": "eu", "circuit": "open", "key": {"missing": "OPENAI_API_KEY is not set"},
+                "id": "bravo", "region": "eu", "base_url": "https://api.openai.com/v1", "disabled": null, "circuit": "open", "key": {"missing": "OPENAI_API_KEY is not set"},
                 "in_flight": 0,
                 "window": {"window_s": 30, "attempts": 0, "error_rate": 0.0, "ttfb_ms": {"count": 0, "p99": 0.0}},
                 "regions": {}, "merged": view(0.0, 0)
             }],
             "reports": {"1": {"region": "us", "stale": true}, "2": {"region": "eu", "stale": false}}
-        });
+        }))
+        .unwrap();
         let t = health_table(&health);
         let lines: Vec<&str> = t.lines().collect();
         assert!(

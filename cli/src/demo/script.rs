@@ -556,11 +556,11 @@ async fn poll(shared: Arc<Shared>, http: Http) {
             }
             let mut board = lock(&shared.board);
             board.health[i] = match health {
-                Ok((StatusCode::OK, v)) => Some(v),
+                Ok((StatusCode::OK, v)) => serde_json::from_value(v).ok(),
                 _ => None,
             };
             board.cluster[i] = match cluster {
-                Ok((StatusCode::OK, v)) => Some(v),
+                Ok((StatusCode::OK, v)) => serde_json::from_value(v).ok(),
                 _ => None,
             };
         }

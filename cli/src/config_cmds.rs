@@ -8,6 +8,7 @@ use std::io::{IsTerminal, Read};
 use std::path::Path;
 
 use http::Method;
+use proto::api::admin::WriteAck;
 use serde_json::{Map, Value, json};
 
 use super::admin_client::AdminClient;
@@ -110,22 +111,25 @@ pub async fn put(
     body: &Value,
 ) -> Result<Printed, CliError> {
     let answer = client
-        .call(Method::PUT, &item_path(kind, name)?, Some(body))
+        .call_as::<WriteAck>(Method::PUT, &item_path(kind, name)?, Some(body))
         .await?;
     Ok(Printed {
-        text: change_line(&format!("{} `{name}` put", kind.singular()), &answer),
-        json: answer,
+        text: change_line(&format!("{} `{name}` put", kind.singular()), &answer.typed),
+        json: answer.json,
     })
 }
 
 /// `DELETE /admin/v1/{kind}/{name}`.
 pub async fn delete(client: &AdminClient, kind: Kind, name: &str) -> Result<Printed, CliError> {
     let answer = client
-        .call(Method::DELETE, &item_path(kind, name)?, None)
+        .call_as::<WriteAck>(Method::DELETE, &item_path(kind, name)?, None)
         .await?;
     Ok(Printed {
-        text: change_line(&format!("{} `{name}` deleted", kind.singular()), &answer),
-        json: answer,
+        text: change_line(
+            &format!("{} `{name}` deleted", kind.singular()),
+            &answer.typed,
+        ),
+        json: answer.json,
     })
 }
 
