@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use proto::Config;
 use proto::config::check_secret_strength;
 use proto::state::NodeInfo;
+use proto::{Config, FieldError};
 use raft::store::Applied;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,13 +32,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration cannot be used as it is (names the field).
-    #[error("{field}: {message}")]
-    Config {
-        /// The field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Config(#[from] FieldError),
     /// A listener could not be bound.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
@@ -57,7 +52,7 @@ pub enum StartError {
 impl From<BuildError> for StartError {
     fn from(e: BuildError) -> Self {
         match e {
-            BuildError::Invalid { field, message } => Self::Config { field, message },
+            BuildError::Invalid(e) => Self::Config(e),
         }
     }
 }
@@ -88,23 +83,18 @@ impl Node {
     ) -> Result<Self, StartError> {
         let token = match secrets.env(&config.admin.token_env) {
             Some(token) => {
-                check_secret_strength("admin.token_env", &config.admin.token_env, &token).map_err(
-                    |e| StartError::Config {
-                        field: e.field,
-                        message: e.message,
-                    },
-                )?;
+                check_secret_strength("admin.token_env", &config.admin.token_env, &token)?;
                 Some(hash_key(&token))
             }
             None if config.listen.admin.ip().is_loopback() => None,
             None => {
-                return Err(StartError::Config {
-                    field: "admin.token_env".into(),
-                    message: format!(
+                return Err(StartError::Config(FieldError::new(
+                    "admin.token_env",
+                    format!(
                         "{} is not set and the admin listener {} is not on loopback",
                         config.admin.token_env, config.listen.admin
                     ),
-                });
+                )));
             }
         };
         let seed_keys = resolve_keys(config, secrets.as_ref())?;

@@ -12,6 +12,7 @@ use openraft::{
     AnyError, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
     RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership, Vote,
 };
+use proto::FieldError;
 use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, Member};
 use raft::store::{self, Applied, LogStore, StateMachineStore, codec};
 use raft::{NodeId, TypeConfig};
@@ -119,10 +120,10 @@ async fn everything_survives_a_restart() {
         assert_eq!(updates.borrow_and_update().state, state);
         assert_eq!(
             responses[9],
-            CommandResponse::Rejected {
-                field: "key".into(),
-                message: "sha256 must be 64 lowercase hex digits".into(),
-            }
+            CommandResponse::Rejected(FieldError::new(
+                "key",
+                "sha256 must be 64 lowercase hex digits"
+            ))
         );
 
         let snap = sm

@@ -13,6 +13,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use proto::FieldError;
 use proto::config::{RouteConfig, UpstreamConfig, check_secret_strength};
 use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, LAST_KEY};
 use serde::Deserialize;
@@ -338,7 +339,7 @@ async fn propose(state: &AdminState, command: Command) -> Response {
         return refused;
     }
     let mut trial = current;
-    if let CommandResponse::Rejected { field, message } = trial.apply(&command) {
+    if let CommandResponse::Rejected(FieldError { field, message }) = trial.apply(&command) {
         return error(
             StatusCode::BAD_REQUEST,
             &message,
@@ -363,7 +364,7 @@ async fn propose(state: &AdminState, command: Command) -> Response {
             Json(json!({ "changed": changed, "applied_index": index })).into_response()
         }
         // Another change won a race between our check and the commit.
-        Ok(CommandResponse::Rejected { field, message }) => {
+        Ok(CommandResponse::Rejected(FieldError { field, message })) => {
             error(StatusCode::CONFLICT, &message, Some(&field), "conflict")
         }
         Err(e) => write_error(e),

@@ -11,6 +11,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::FieldError;
+
 mod proxy;
 mod route;
 mod secrets;
@@ -25,24 +27,9 @@ pub use secrets::{
 pub use upstream::{KeyConfig, UpstreamAuth, UpstreamConfig};
 use validate::{check_name, validate_members};
 
-/// A configuration that cannot be used, with the field to fix.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct ConfigError {
-    /// Dotted path of the offending field, as written in the TOML file.
-    pub field: String,
-    /// What is wrong with it, in words an operator can act on.
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+/// A configuration that cannot be used, with the field to fix: the one
+/// `{field, message}` shape ([`FieldError`]) under the name config code reads.
+pub type ConfigError = FieldError;
 
 /// One node's whole configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
