@@ -17,7 +17,6 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
-use proto::config::HealthConfig;
 use proto::health::{HealthReport, MAX_MICROS, UpstreamWindow, empty_histogram, encode_histogram};
 use serde::Serialize;
 use tokio::sync::watch;
@@ -360,24 +359,9 @@ pub struct RecorderSettings {
     pub region: String,
     /// When circuits open and for how long.
     pub breaker: BreakerPolicy,
-}
-
-impl RecorderSettings {
-    /// The settings a node's `[health]` section asks for.
-    pub fn new(health: &HealthConfig, region: &str) -> Self {
-        Self {
-            slots: health.window_slots as usize,
-            slot: Duration::from_millis(health.slot_ms),
-            publish_every: Duration::from_millis(50),
-            report_every: Duration::from_millis(health.report_interval_ms),
-            region: region.to_owned(),
-            breaker: BreakerPolicy {
-                failures: health.breaker_failures,
-                ejection_ms: health.ejection_ms,
-                max_ejection_ms: health.max_ejection_ms,
-            },
-        }
-    }
+    /// Data-plane workers, one sample queue each (built by
+    /// `crate::settings::Settings` from the node's file).
+    pub workers: usize,
 }
 
 /// One upstream as the recorder tracks it.
@@ -510,8 +494,7 @@ impl Tracked {
 pub fn spawn_recorder(
     settings: RecorderSettings,
 ) -> (HealthSink, watch::Receiver<Option<Arc<HealthReport>>>) {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let queues = Arc::new(Queues::new(workers));
+    let queues = Arc::new(Queues::new(settings.workers.max(1)));
     let weak = Arc::downgrade(&queues);
     let (reports, receiver) = watch::channel(None);
     tokio::spawn(record_loop(weak, Recorder::new(settings), reports));

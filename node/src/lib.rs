@@ -25,6 +25,7 @@ pub mod routing;
 pub mod scrub;
 pub mod select;
 pub mod server;
+pub mod settings;
 pub mod sharing;
 pub mod upstream;
 pub mod usage;

@@ -19,10 +19,10 @@ use crate::admin::{self, AdminState};
 use crate::auth::{KeyHash, hash_key};
 use crate::board::HealthBoard;
 use crate::cluster::{self, Cluster, ClusterError};
-use crate::health::{self, RecorderSettings};
+use crate::health;
 use crate::proxy::Proxy;
 use crate::routing::{BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
-use crate::select::Policy;
+use crate::settings::Settings;
 use crate::{server, sharing};
 
 /// How long open connections get to finish after a shutdown signal.
@@ -81,6 +81,8 @@ impl Node {
         config: &Config,
         secrets: Arc<dyn Secrets + Send + Sync>,
     ) -> Result<Self, StartError> {
+        let settings = Settings::new(config)?;
+        let config = &settings.file;
         let token = match secrets.env(&config.admin.token_env) {
             Some(token) => {
                 check_secret_strength("admin.token_env", &config.admin.token_env, &token)?;
@@ -99,7 +101,7 @@ impl Node {
         };
         let seed_keys = resolve_keys(config, secrets.as_ref())?;
 
-        let workers = config.proxy.worker_count();
+        let workers = settings.workers;
         let bind_error = |what, addr| move |source| StartError::Bind { what, addr, source };
         let api = server::bind_reuseport(config.listen.api, workers)
             .map_err(bind_error("the API", config.listen.api))?;
@@ -116,7 +118,7 @@ impl Node {
             .local_addr()
             .map_err(bind_error("the admin API", config.listen.admin))?;
 
-        let cluster = Cluster::start(config).await?;
+        let cluster = Cluster::start(&settings).await?;
         let trust = Arc::new(LocalTrust::new(config));
         let first_applied = cluster.applied();
         let first = build_snapshot(config, &first_applied, secrets.as_ref(), None, &trust)?;
@@ -148,9 +150,8 @@ impl Node {
                 .settle(cluster::seed(config, &seed_keys), info),
         );
 
-        let (health, reports) =
-            health::spawn_recorder(RecorderSettings::new(&config.health, &config.node.region));
-        let report_every = Duration::from_millis(config.health.report_interval_ms);
+        let (health, reports) = health::spawn_recorder(settings.recorder.clone());
+        let report_every = settings.report_every();
         let board = Arc::new(ArcSwap::from_pointee(HealthBoard::default()));
         tasks.spawn(sharing::report(
             cluster.clone(),
@@ -165,7 +166,7 @@ impl Node {
             sharing::Estimates {
                 routing: snapshot.clone(),
                 region: config.node.region.clone(),
-                min_samples: config.health.min_samples,
+                min_samples: settings.policy.min_samples,
             },
             report_every,
             stop.clone(),
@@ -182,8 +183,8 @@ impl Node {
             );
         }
         let proxy = Arc::new(
-            Proxy::new(snapshot.clone(), health, policy(&config.health))
-                .with_body_timeout(Duration::from_millis(connections.body_timeout_ms)),
+            Proxy::new(snapshot.clone(), health, settings.policy)
+                .with_body_timeout(settings.body_timeout),
         );
         let data_plane = server::Workers::spawn(
             api,
@@ -208,7 +209,7 @@ impl Node {
             secrets,
         };
         let router = admin::router(state);
-        let body_timeout = Duration::from_millis(connections.body_timeout_ms);
+        let body_timeout = settings.body_timeout;
         tasks.spawn(server::serve(
             admin_listener,
             move |req| server::admin_answer(router.clone(), req, body_timeout),
@@ -259,17 +260,6 @@ impl Node {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         self.cluster.shutdown().await;
-    }
-}
-
-/// How the router weighs targets, from the `[health]` section.
-fn policy(health: &proto::config::HealthConfig) -> Policy {
-    Policy {
-        prior_p99_ms: health.prior_p99_ms,
-        min_samples: health.min_samples,
-        error_threshold: health.error_threshold,
-        explore: health.explore,
-        ..Policy::default()
     }
 }
 

@@ -25,7 +25,7 @@ pub use secrets::{
     FileAccess, MIN_SECRET_CHARS, SecretOrigin, SecretPolicy, SecretsConfig, check_secret_strength,
 };
 pub use upstream::{KeyConfig, UpstreamAuth, UpstreamConfig};
-use validate::{check_name, validate_members};
+use validate::{check_name, parse_members};
 
 /// A configuration that cannot be used, with the field to fix: the one
 /// `{field, message}` shape ([`FieldError`]) under the name config code reads.
@@ -168,16 +168,21 @@ impl Default for ClusterConfig {
 }
 
 impl ClusterConfig {
-    /// The initial voters as (id, Raft address), in file order.
-    pub fn parsed_members(&self) -> Vec<(u64, SocketAddr)> {
-        self.members
-            .iter()
-            .filter_map(|m| {
-                let (id, addr) = m.split_once('@')?;
-                Some((id.parse().ok()?, addr.parse().ok()?))
-            })
-            .collect()
+    /// The initial voters, parsed, in file order; the error names the entry
+    /// at fault (`cluster.members[1]`): a missing `@`, an id that is not a
+    /// number above 0, an address that is not `host:port`, an id twice.
+    pub fn voters(&self) -> Result<Vec<Voter>, ConfigError> {
+        parse_members(&self.members)
     }
+}
+
+/// One initial voter of `cluster.members`, parsed from `id@host:port`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Voter {
+    /// Its Raft node id (at least 1).
+    pub id: u64,
+    /// Where its Raft transport listens.
+    pub raft_addr: SocketAddr,
 }
 
 /// Paths of the cluster CA and this node's certificate and key (PEM).
@@ -246,7 +251,7 @@ impl Config {
         self.connections.validate()?;
         self.health.validate()?;
         self.secrets.validate()?;
-        validate_members(&self.cluster.members)?;
+        let members = self.cluster.voters()?;
         let cluster = &self.cluster;
         if cluster.heartbeat_ms < 10 {
             return Err(ConfigError::new(
@@ -266,8 +271,7 @@ impl Config {
                 "must be greater than 0",
             ));
         }
-        let members = cluster.parsed_members();
-        if !members.is_empty() && !members.iter().any(|(id, _)| *id == self.node.id) {
+        if !members.is_empty() && !members.iter().any(|v| v.id == self.node.id) {
             return Err(ConfigError::new(
                 "cluster.members",
                 format!("must list this node (id {})", self.node.id),

@@ -285,14 +285,6 @@ impl HealthConfig {
 }
 
 impl ProxyConfig {
-    /// The number of data-plane threads: `workers`, or one per CPU.
-    pub fn worker_count(&self) -> usize {
-        match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        }
-    }
-
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.workers > 1024 {
             return Err(ConfigError::new("proxy.workers", "must be at most 1024"));

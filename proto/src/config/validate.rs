@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Component, Path};
 
-use super::ConfigError;
+use super::{ConfigError, Voter};
 
 /// A file name an operator can read in a log line: not empty, at most 4096
 /// bytes, no control character (a line break would forge a log line).
@@ -58,8 +58,11 @@ pub(super) fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
-pub(super) fn validate_members(members: &[String]) -> Result<(), ConfigError> {
+/// Parses `cluster.members` (`id@host:port` each), naming the entry at fault:
+/// the one parser of the list, for validation and for the node's settings.
+pub(super) fn parse_members(members: &[String]) -> Result<Vec<Voter>, ConfigError> {
     let mut ids = HashSet::new();
+    let mut voters = Vec::with_capacity(members.len());
     for (i, member) in members.iter().enumerate() {
         let field = format!("cluster.members[{i}]");
         let (id, addr) = member
@@ -70,7 +73,8 @@ pub(super) fn validate_members(members: &[String]) -> Result<(), ConfigError> {
             .ok()
             .filter(|id| *id > 0)
             .ok_or_else(|| ConfigError::new(&field, format!("`{id}` is not a node id")))?;
-        addr.parse::<SocketAddr>()
+        let raft_addr = addr
+            .parse::<SocketAddr>()
             .map_err(|_| ConfigError::new(&field, format!("`{addr}` is not host:port")))?;
         if !ids.insert(id) {
             return Err(ConfigError::new(
@@ -78,6 +82,7 @@ pub(super) fn validate_members(members: &[String]) -> Result<(), ConfigError> {
                 format!("node {id} is listed twice"),
             ));
         }
+        voters.push(Voter { id, raft_addr });
     }
-    Ok(())
+    Ok(voters)
 }
