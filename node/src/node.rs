@@ -191,7 +191,7 @@ impl Node {
             move |req| proxy.clone().handle(req),
             stop.clone(),
             DRAIN,
-            server::Limits::data(connections),
+            settings.data_limits.clone(),
             server::Gate::new("API", connections.max_connections),
         )
         .map_err(bind_error("the API", api_addr))?;
@@ -215,7 +215,7 @@ impl Node {
             move |req| server::admin_answer(router.clone(), req, body_timeout),
             stop.clone(),
             DRAIN,
-            server::Limits::admin(connections),
+            settings.admin_limits.clone(),
             server::Gate::new("admin", connections.admin_max_connections),
         ));
         let mut settle_stop = stop;

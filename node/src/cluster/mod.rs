@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::ChangeMembers;
-use proto::Config;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use proto::Config;
 use proto::state::{Command, CommandResponse, KeyRecord, Member, NodeInfo};
 use raft::network::{ForwardError, Network, TlsPaths, Transport};
 use raft::store::Applied;

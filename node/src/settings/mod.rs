@@ -1,8 +1,8 @@
 //! The node's runtime settings, built once at start-up from its validated
 //! configuration file and passed down: durations as [`Duration`], the
 //! initial voters parsed, the worker count resolved, the router's policy,
-//! the health recorder's and breakers' settings, and the Raft core's and
-//! transport's tuning (in `raft`). Nothing below [`Settings::new`] reads a
+//! the health recorder's and breakers' settings, both listeners' connection
+//! limits, and the Raft core's and transport's tuning (in `raft_tuning`). Nothing below [`Settings::new`] reads a
 //! millisecond integer or re-parses an `id@addr` string, and nothing asks
 //! the machine for its CPU count a second time.
 
@@ -17,6 +17,7 @@ use raft::network::NetworkSettings;
 use crate::breaker::BreakerPolicy;
 use crate::health::RecorderSettings;
 use crate::select::Policy;
+use crate::server::Limits;
 
 mod raft_tuning;
 #[cfg(test)]
@@ -44,6 +45,10 @@ pub struct Settings {
     pub recorder: RecorderSettings,
     /// How long a request body may take to arrive (`connections.body_timeout_ms`).
     pub body_timeout: Duration,
+    /// How the data plane's listener holds client connections.
+    pub data_limits: Limits,
+    /// How the admin listener holds client connections.
+    pub admin_limits: Limits,
     /// The Raft store, core and transport.
     pub raft: RaftSettings,
 }
@@ -107,6 +112,8 @@ impl Settings {
                 workers,
             },
             body_timeout: ms(config.connections.body_timeout_ms),
+            data_limits: Limits::data(&config.connections),
+            admin_limits: Limits::admin(&config.connections),
             raft: RaftSettings {
                 dir: config.node.data_dir.join("raft"),
                 config: Arc::new(raft_tuning::openraft_config(cluster)?),

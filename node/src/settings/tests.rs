@@ -28,6 +28,8 @@ fn durations_come_from_their_millisecond_fields() {
     assert_eq!(s.recorder.breaker.ejection_ms, 300);
     assert_eq!(s.recorder.breaker.max_ejection_ms, 9_000);
     assert_eq!(s.body_timeout, Duration::from_millis(1_234));
+    assert_eq!(s.data_limits, Limits::data(&s.file.connections));
+    assert_eq!(s.admin_limits.max_connections, 256);
     assert_eq!(s.recorder.region, "eu");
     assert_eq!(s.raft.dir, PathBuf::from("/var/lib/meridian/raft"));
 }
