@@ -540,4 +540,31 @@ mod tests {
         };
         assert_eq!(run(), run());
     }
+
+    /// `Rejected` became a newtype over `FieldError`; bincode (the log, the
+    /// snapshots, forwarded writes) encodes it as the struct variant it
+    /// was, so a log written before reads the same.
+    #[test]
+    fn a_rejection_encodes_as_the_struct_variant_it_was() {
+        #[derive(Serialize)]
+        enum Before {
+            #[allow(dead_code)]
+            Applied {
+                changed: bool,
+            },
+            Rejected {
+                field: String,
+                message: String,
+            },
+        }
+        let before = Before::Rejected {
+            field: "key".into(),
+            message: "bad".into(),
+        };
+        let now = CommandResponse::Rejected(FieldError::new("key", "bad"));
+        assert_eq!(
+            crate::codec::encode_value(&before).unwrap(),
+            crate::codec::encode_value(&now).unwrap()
+        );
+    }
 }
