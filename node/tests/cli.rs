@@ -105,7 +105,7 @@ fn a_data_dir_of_an_older_storage_format_is_refused() {
         ),
     ));
     let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);
-    assert_ne!(code, 0, "{stderr}");
+    assert_eq!(code, 1, "{stderr}");
     let dir = data.path().join("raft").display().to_string();
     assert!(
         stderr.contains(&dir)
