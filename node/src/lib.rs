@@ -21,6 +21,7 @@ pub mod routing;
 pub mod scrub;
 pub mod select;
 pub mod server;
+pub mod settings;
 pub mod upstream;
 pub mod usage;
 

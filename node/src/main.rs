@@ -271,7 +271,7 @@ enum RunError {
 async fn run(config: Config) -> Result<(), RunError> {
     let node = match Node::start(&config, Arc::new(ProcessEnv)).await {
         Ok(node) => node,
-        Err(e @ StartError::Config { .. }) => {
+        Err(e @ StartError::Config(_)) => {
             return Err(RunError::Config(format!("invalid configuration: {e}")));
         }
         Err(e) => return Err(RunError::Other(e.into())),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use proto::Config;
 use proto::config::check_secret_strength;
 use proto::state::NodeInfo;
+use proto::{Config, FieldError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -17,13 +17,11 @@ use tokio::task::JoinSet;
 use crate::admin::{self, AdminState};
 use crate::auth::hash_key;
 use crate::cluster::{self, Cluster, ClusterError};
-use crate::health::{self, HealthBoard, RecorderSettings, sharing};
+use crate::health::{self, HealthBoard, sharing};
 use crate::proxy::Proxy;
-use crate::routing::{
-    self, BuildError, LocalTrust, NodeSettings, RoutingSnapshot, Secrets, resolve_keys,
-};
-use crate::select::Policy;
+use crate::routing::{self, BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
 use crate::server;
+use crate::settings::Settings;
 
 /// How long open connections get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -32,13 +30,8 @@ const DRAIN: Duration = Duration::from_secs(30);
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// The configuration cannot be used as it is (names the field).
-    #[error("{field}: {message}")]
-    Config {
-        /// The field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Config(#[from] FieldError),
     /// A listener could not be bound.
     #[error("cannot listen for {what} on {addr}: {source}")]
     Bind {
@@ -57,7 +50,7 @@ pub enum StartError {
 impl From<BuildError> for StartError {
     fn from(e: BuildError) -> Self {
         match e {
-            BuildError::Invalid { field, message } => Self::Config { field, message },
+            BuildError::Invalid(e) => Self::Config(e),
         }
     }
 }
@@ -86,30 +79,27 @@ impl Node {
         config: &Config,
         secrets: Arc<dyn Secrets + Send + Sync>,
     ) -> Result<Self, StartError> {
+        let settings = Settings::new(config)?;
+        let config = &settings.file;
         let token = match secrets.env(&config.admin.token_env) {
             Some(token) => {
-                check_secret_strength("admin.token_env", &config.admin.token_env, &token).map_err(
-                    |e| StartError::Config {
-                        field: e.field,
-                        message: e.message,
-                    },
-                )?;
+                check_secret_strength("admin.token_env", &config.admin.token_env, &token)?;
                 Some(hash_key(&token))
             }
             None if config.listen.admin.ip().is_loopback() => None,
             None => {
-                return Err(StartError::Config {
-                    field: "admin.token_env".into(),
-                    message: format!(
+                return Err(StartError::Config(FieldError::new(
+                    "admin.token_env",
+                    format!(
                         "{} is not set and the admin listener {} is not on loopback",
                         config.admin.token_env, config.listen.admin
                     ),
-                });
+                )));
             }
         };
         let seed_keys = resolve_keys(config, secrets.as_ref())?;
 
-        let workers = config.proxy.worker_count();
+        let workers = settings.workers;
         let bind_error = |what, addr| move |source| StartError::Bind { what, addr, source };
         let api = server::bind_reuseport(config.listen.api, workers)
             .map_err(bind_error("the API", config.listen.api))?;
@@ -126,12 +116,16 @@ impl Node {
             .local_addr()
             .map_err(bind_error("the admin API", config.listen.admin))?;
 
-        let cluster = Cluster::start(config).await?;
+        let cluster = Cluster::start(&settings).await?;
         let trust = Arc::new(LocalTrust::new(config));
         let first_applied = cluster.applied();
-        let settings = NodeSettings::new(config);
-        let first =
-            routing::build_applied(&settings, &first_applied, secrets.as_ref(), None, &trust)?;
+        let first = routing::build_applied(
+            &settings.routing,
+            &first_applied,
+            secrets.as_ref(),
+            None,
+            &trust,
+        )?;
         routing::log_disabled(&first, None, first_applied.state.seeded);
         let registry = first.registry.clone();
         let (built, routing_built) = watch::channel(first.applied_index);
@@ -141,7 +135,7 @@ impl Node {
         let mut tasks = JoinSet::new();
         tasks.spawn(routing::follow_applied(
             routing::Follow {
-                node: settings,
+                node: settings.routing.clone(),
                 trust: trust.clone(),
                 secrets: secrets.clone(),
             },
@@ -161,9 +155,8 @@ impl Node {
                 .settle(cluster::seed(config, &seed_keys), info),
         );
 
-        let (health, reports) =
-            health::spawn_recorder(RecorderSettings::new(&config.health, &config.node.region));
-        let report_every = Duration::from_millis(config.health.report_interval_ms);
+        let (health, reports) = health::spawn_recorder(settings.recorder.clone());
+        let report_every = settings.report_every();
         let board = Arc::new(ArcSwap::from_pointee(HealthBoard::default()));
         tasks.spawn(sharing::report(
             cluster.clone(),
@@ -178,7 +171,7 @@ impl Node {
             sharing::Estimates {
                 registry,
                 region: config.node.region.clone(),
-                min_samples: config.health.min_samples,
+                min_samples: settings.policy.min_samples,
             },
             report_every,
             stop.clone(),
@@ -195,15 +188,15 @@ impl Node {
             );
         }
         let proxy = Arc::new(
-            Proxy::new(snapshot.clone(), health, policy(&config.health))
-                .with_body_timeout(Duration::from_millis(connections.body_timeout_ms)),
+            Proxy::new(snapshot.clone(), health, settings.policy)
+                .with_body_timeout(settings.body_timeout),
         );
         let data_plane = server::Workers::spawn(
             api,
             move |req| proxy.clone().handle(req),
             stop.clone(),
             DRAIN,
-            server::Limits::data(connections),
+            settings.data_limits.clone(),
             server::Gate::new("API", connections.max_connections),
         )
         .map_err(bind_error("the API", api_addr))?;
@@ -221,13 +214,13 @@ impl Node {
             secrets,
         };
         let router = admin::router(state);
-        let body_timeout = Duration::from_millis(connections.body_timeout_ms);
+        let body_timeout = settings.body_timeout;
         tasks.spawn(server::serve(
             admin_listener,
             move |req| server::admin_answer(router.clone(), req, body_timeout),
             stop.clone(),
             DRAIN,
-            server::Limits::admin(connections),
+            settings.admin_limits.clone(),
             server::Gate::new("admin", connections.admin_max_connections),
         ));
         let mut settle_stop = stop;
@@ -272,17 +265,6 @@ impl Node {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
         self.cluster.shutdown().await;
-    }
-}
-
-/// How the router weighs targets, from the `[health]` section.
-fn policy(health: &proto::config::HealthConfig) -> Policy {
-    Policy {
-        prior_p99_ms: health.prior_p99_ms,
-        min_samples: health.min_samples,
-        error_threshold: health.error_threshold,
-        explore: health.explore,
-        ..Policy::default()
     }
 }
 

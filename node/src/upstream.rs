@@ -46,9 +46,11 @@ impl Pools {
     }
 }
 
-/// Builds an upstream's pools, one per data-plane worker.
+/// Builds an upstream's pools, one per data-plane worker: `proxy.workers`,
+/// which the node's settings resolve at start-up (0, one per CPU, becomes
+/// the count; a file not built into settings gets one pool).
 pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, ClientError> {
-    let clients = (0..proxy.worker_count().max(1))
+    let clients = (0..proxy.workers.max(1))
         .map(|_| client_for(uc, proxy))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Pools {

@@ -81,6 +81,40 @@ fn a_public_admin_listener_needs_a_token() {
     assert!(stderr.contains("admin.token_env"), "{stderr}");
 }
 
+/// A data dir whose store was written in an older storage format (version
+/// 1: the store's byte before it shared the wire's codec) stops `serve`
+/// with an error naming the dir and both versions, instead of misreading it.
+#[test]
+fn a_data_dir_of_an_older_storage_format_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    {
+        let db = raft::store::open_db(&data.path().join("raft")).unwrap();
+        let mut value = proto::codec::encode_value(&raft::store::Applied::default()).unwrap();
+        value[0] = 1;
+        db.open_tree("sm")
+            .unwrap()
+            .insert("applied", value)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let file = write(&GOOD.replace(
+        "region = \"eu\"\n",
+        &format!(
+            "region = \"eu\"\ndata_dir = \"{}\"\n",
+            data.path().display()
+        ),
+    ));
+    let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);
+    assert_eq!(code, 1, "{stderr}");
+    let dir = data.path().join("raft").display().to_string();
+    assert!(
+        stderr.contains(&dir)
+            && stderr.contains("storage format version 1")
+            && stderr.contains(&format!("version {}", proto::codec::VERSION)),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn config_check_and_default() {
     let file = write(GOOD);

@@ -1,26 +1,38 @@
-//! The wire codec of Raft traffic between nodes.
+//! The one codec of everything a node writes for another node or for its
+//! own disk: Raft traffic between nodes (frames) and every value the Raft
+//! store keeps (the log, the vote, the applied state, snapshots).
 //!
-//! A frame is `u32 big-endian length | u8 version | body`, where the length
-//! counts the version byte and the body, and the body is bincode 2 (serde,
-//! standard configuration). The version byte is on every frame so that the
-//! encoding can be swapped (bincode 3.0.0 is an empty release) without
-//! guessing what a peer sent: a frame of an unknown version is refused, not
-//! misread. Everything here works on byte slices; reading a frame from a
-//! socket, with its size limit, lives with the transport.
+//! Both start with the same version byte, [`VERSION`], followed by the
+//! bincode 2 encoding (serde, standard configuration). A frame is
+//! `u32 big-endian length | u8 version | body`, where the length counts the
+//! version byte and the body; a stored value is `u8 version | body` (sled
+//! keeps its length). The version byte is on every frame and value so that
+//! the encoding can be swapped (bincode 3.0.0 is an empty release) without
+//! guessing what a peer sent or an older build wrote: bincode is not
+//! self-describing, so a frame or value of an unknown version is refused,
+//! not misread. Snapshot data uses the value encoding, so what a leader
+//! ships is what a follower stores.
+//!
+//! Everything here works on byte slices; reading a frame from a socket, with
+//! its size limit, lives with the transport, and refusing a whole data dir
+//! of another version lives with the store.
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-/// The encoding version this build writes and the only one it reads.
-/// Version 2: the cluster state carries health reports (`Command::Report`,
-/// `ClusterState::health`); bincode is not self-describing, so a version 1
-/// store or peer is refused with a clear error instead of misread.
+/// The encoding version this build writes, on the wire and on disk, and the
+/// only one it reads. Version 2: the cluster state carries health reports
+/// (`Command::Report`, `ClusterState::health`); bincode is not
+/// self-describing, so a version 1 store or peer is refused with a clear
+/// error instead of misread. (Until the two codecs became this one, the
+/// store still wrote version 1 for the new shape; such a data dir is
+/// refused too.)
 pub const VERSION: u8 = 2;
 
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;
 
-/// Why a frame could not be made or read.
+/// Why a frame or a stored value could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     /// The value could not be encoded (a type serde cannot express in bincode).
@@ -29,11 +41,11 @@ pub enum CodecError {
     /// The body is not a valid encoding of the expected type.
     #[error("cannot decode frame body: {0}")]
     Decode(String),
-    /// The frame was written by an encoding this build does not know.
-    #[error("unknown frame version {0} (this node speaks version {VERSION})")]
+    /// The frame or value was written by an encoding this build does not know.
+    #[error("unknown encoding version {0} (this build speaks version {VERSION})")]
     UnknownVersion(u8),
-    /// The frame ends before its body does, or has no version byte.
-    #[error("truncated frame")]
+    /// The frame or value ends before its body does, or has no version byte.
+    #[error("truncated frame or value")]
     Truncated,
     /// The body decoded but bytes were left over: the frame is corrupt.
     #[error("{0} trailing bytes after the frame body")]
@@ -49,10 +61,12 @@ pub enum CodecError {
 }
 
 /// The most memory, in bytes as bincode counts it, that decoding one frame
-/// may claim: four times the transport's default frame limit. bincode
-/// allocates a string or sequence for the length its prefix claims before it
-/// reads the elements, so without a limit a frame of a dozen bytes claiming
-/// 2^62 bytes aborts the process; under it, such a claim is an error.
+/// or stored value may claim: four times the transport's default frame
+/// limit, far above any real cluster state. bincode allocates a string or
+/// sequence for the length its prefix claims before it reads the elements,
+/// so without a limit a frame (or a damaged value, or a snapshot from a
+/// peer) of a dozen bytes claiming 2^62 bytes aborts the process; under it,
+/// such a claim is an error.
 pub const DECODE_LIMIT: usize = 256 << 20;
 
 fn config() -> bincode::config::Configuration {
@@ -95,9 +109,34 @@ pub fn frame_len(header: [u8; HEADER_LEN], max: usize) -> Result<usize, CodecErr
 /// Decodes what follows a length prefix: the version byte and the body. The
 /// slice must hold exactly one body; a short or long one is refused.
 pub fn decode<T: DeserializeOwned>(frame_body_with_version: &[u8]) -> Result<T, CodecError> {
-    let (&version, body) = frame_body_with_version
-        .split_first()
-        .ok_or(CodecError::Truncated)?;
+    decode_versioned(frame_body_with_version)
+}
+
+/// Encodes `value` as it is stored: the version byte followed by its
+/// bincode encoding. All persistent encoding goes through here so that a
+/// later format change is one new version and one new branch in
+/// [`decode_value`], not a migration of scattered call sites.
+pub fn encode_value<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = vec![VERSION];
+    bincode::serde::encode_into_std_write(value, &mut out, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(out)
+}
+
+/// Decodes a stored value written by [`encode_value`], refusing unknown
+/// versions and trailing bytes.
+pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    decode_versioned(bytes)
+}
+
+/// The version of a stored value or frame body, if it has a byte at all.
+pub fn version_of(bytes: &[u8]) -> Option<u8> {
+    bytes.first().copied()
+}
+
+/// The version byte, then exactly one body.
+fn decode_versioned<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (&version, body) = bytes.split_first().ok_or(CodecError::Truncated)?;
     if version != VERSION {
         return Err(CodecError::UnknownVersion(version));
     }
@@ -143,6 +182,34 @@ mod tests {
         let frame = encode(&response).unwrap();
         let back: Result<CommandResponse, String> = decode(split(&frame).1).unwrap();
         assert_eq!(back, response);
+    }
+
+    #[test]
+    fn values_round_trip_with_the_version_byte_and_no_length() {
+        let command = Command::DeleteRoute {
+            model: "fast".into(),
+        };
+        let value = encode_value(&command).unwrap();
+        assert_eq!(version_of(&value), Some(VERSION));
+        assert_eq!(&value[1..], &encode(&command).unwrap()[HEADER_LEN + 1..]);
+        assert_eq!(decode_value::<Command>(&value).unwrap(), command);
+
+        let mut old = value.clone();
+        old[0] = 1;
+        assert!(matches!(
+            decode_value::<Command>(&old),
+            Err(CodecError::UnknownVersion(1))
+        ));
+        assert!(matches!(
+            decode_value::<Command>(&[]),
+            Err(CodecError::Truncated)
+        ));
+        let mut long = value;
+        long.push(0);
+        assert!(matches!(
+            decode_value::<Command>(&long),
+            Err(CodecError::Trailing(1))
+        ));
     }
 
     #[test]

@@ -6,7 +6,9 @@
 pub mod api;
 pub mod codec;
 pub mod config;
+pub mod error;
 pub mod health;
 pub mod state;
 
 pub use config::{Config, ConfigError};
+pub use error::FieldError;

@@ -14,6 +14,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{RouteConfig, UpstreamConfig};
+use crate::error::FieldError;
 use crate::health::HealthReport;
 
 /// A cluster member as Raft records it: where to reach it and what it serves.
@@ -119,21 +120,15 @@ pub enum CommandResponse {
         /// Whether anything changed.
         changed: bool,
     },
-    /// Refused; nothing changed.
-    Rejected {
-        /// The offending field.
-        field: String,
-        /// Why.
-        message: String,
-    },
+    /// Refused, naming the offending field; nothing changed. (Encoded as
+    /// the struct variant `Rejected { field, message }` was: bincode writes
+    /// the two strings in the same order either way.)
+    Rejected(FieldError),
 }
 
 impl CommandResponse {
     fn rejected(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::Rejected {
-            field: field.into(),
-            message: message.into(),
-        }
+        Self::Rejected(FieldError::new(field, message))
     }
 }
 
@@ -184,15 +179,15 @@ impl ClusterState {
                 for k in keys {
                     next.keys.entry(k.name.clone()).or_insert_with(|| k.clone());
                 }
-                if let Err((field, message)) = next.check() {
-                    return CommandResponse::rejected(field, message);
+                if let Err(e) = next.check() {
+                    return CommandResponse::Rejected(e);
                 }
                 *self = next;
                 CommandResponse::Applied { changed: true }
             }
             Command::PutUpstream(u) => {
                 if let Err(e) = u.validate("upstream") {
-                    return CommandResponse::rejected(e.field, e.message);
+                    return CommandResponse::Rejected(e);
                 }
                 let changed = self.upstreams.get(&u.id) != Some(u);
                 self.upstreams.insert(u.id.clone(), u.clone());
@@ -217,7 +212,7 @@ impl ClusterState {
             }
             Command::PutRoute(r) => {
                 if let Err(e) = r.validate("route", |id| self.upstreams.contains_key(id)) {
-                    return CommandResponse::rejected(e.field, e.message);
+                    return CommandResponse::Rejected(e);
                 }
                 let changed = self.routes.get(&r.model) != Some(r);
                 self.routes.insert(r.model.clone(), r.clone());
@@ -267,19 +262,17 @@ impl ClusterState {
     }
 
     /// Checks the whole state for consistency, naming the first problem.
-    fn check(&self) -> Result<(), (String, String)> {
+    fn check(&self) -> Result<(), FieldError> {
         for (id, u) in &self.upstreams {
-            u.validate(&format!("upstreams.{id}"))
-                .map_err(|e| (e.field, e.message))?;
+            u.validate(&format!("upstreams.{id}"))?;
         }
         for (model, r) in &self.routes {
             r.validate(&format!("routes.{model}"), |id| {
                 self.upstreams.contains_key(id)
-            })
-            .map_err(|e| (e.field, e.message))?;
+            })?;
         }
         for k in self.keys.values() {
-            check_key(k).map_err(|m| (format!("keys.{}", k.name), m))?;
+            check_key(k).map_err(|m| FieldError::new(format!("keys.{}", k.name), m))?;
         }
         Ok(())
     }
@@ -348,7 +341,7 @@ mod tests {
 
     fn rejected(r: CommandResponse) -> String {
         match r {
-            CommandResponse::Rejected { field, .. } => field,
+            CommandResponse::Rejected(e) => e.field,
             other => panic!("expected a rejection, got {other:?}"),
         }
     }
@@ -514,7 +507,7 @@ mod tests {
             routes: vec![route("m", "missing")],
             keys: vec![],
         };
-        assert!(matches!(s.apply(&seed), CommandResponse::Rejected { .. }));
+        assert!(matches!(s.apply(&seed), CommandResponse::Rejected(_)));
         assert!(!s.seeded);
     }
 
@@ -535,5 +528,32 @@ mod tests {
             (s, out)
         };
         assert_eq!(run(), run());
+    }
+
+    /// `Rejected` became a newtype over `FieldError`; bincode (the log, the
+    /// snapshots, forwarded writes) encodes it as the struct variant it
+    /// was, so a log written before reads the same.
+    #[test]
+    fn a_rejection_encodes_as_the_struct_variant_it_was() {
+        #[derive(Serialize)]
+        enum Before {
+            #[allow(dead_code)]
+            Applied {
+                changed: bool,
+            },
+            Rejected {
+                field: String,
+                message: String,
+            },
+        }
+        let before = Before::Rejected {
+            field: "key".into(),
+            message: "bad".into(),
+        };
+        let now = CommandResponse::Rejected(FieldError::new("key", "bad"));
+        assert_eq!(
+            crate::codec::encode_value(&before).unwrap(),
+            crate::codec::encode_value(&now).unwrap()
+        );
     }
 }

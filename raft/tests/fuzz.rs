@@ -28,7 +28,7 @@ use proto::codec::{self, CodecError, HEADER_LEN, VERSION};
 use proto::state::{Command, Member};
 use raft::network::frame::{FrameError, read_frame};
 use raft::network::{RaftRequest, RaftResponse};
-use raft::store::{self, Applied, codec as store_codec};
+use raft::store::{self, Applied};
 use raft::{NodeId, TypeConfig};
 use serde::{Deserialize, Serialize};
 
@@ -123,15 +123,15 @@ fn applied() -> Applied {
 fn stored_values() -> Vec<Vec<u8>> {
     let mut values: Vec<Vec<u8>> = entries()
         .iter()
-        .map(|e| store_codec::encode(e).unwrap())
+        .map(|e| codec::encode_value(e).unwrap())
         .collect();
-    values.push(store_codec::encode(&Vote::<NodeId>::new_committed(3, 2)).unwrap());
-    values.push(store_codec::encode(&Some(log_id(2, 9))).unwrap());
-    values.push(store_codec::encode(&applied()).unwrap());
+    values.push(codec::encode_value(&Vote::<NodeId>::new_committed(3, 2)).unwrap());
+    values.push(codec::encode_value(&Some(log_id(2, 9))).unwrap());
+    values.push(codec::encode_value(&applied()).unwrap());
     values.push(
-        store_codec::encode(&StoredSnapshot {
+        codec::encode_value(&StoredSnapshot {
             meta: snapshot_meta(),
-            data: store_codec::encode(&applied()).unwrap(),
+            data: codec::encode_value(&applied()).unwrap(),
         })
         .unwrap(),
     );
@@ -340,11 +340,11 @@ fn frame_read_off_a_stream_never_panics() {
 
 /// Decodes `bytes` as every value the store reads back.
 fn decode_stored(bytes: &[u8]) {
-    let _ = store_codec::decode::<Entry<TypeConfig>>(bytes);
-    let _ = store_codec::decode::<Vote<NodeId>>(bytes);
-    let _ = store_codec::decode::<Option<LogId<NodeId>>>(bytes);
-    let _ = store_codec::decode::<Applied>(bytes);
-    let _ = store_codec::decode::<StoredSnapshot>(bytes);
+    let _ = codec::decode_value::<Entry<TypeConfig>>(bytes);
+    let _ = codec::decode_value::<Vote<NodeId>>(bytes);
+    let _ = codec::decode_value::<Option<LogId<NodeId>>>(bytes);
+    let _ = codec::decode_value::<Applied>(bytes);
+    let _ = codec::decode_value::<StoredSnapshot>(bytes);
 }
 
 proptest! {
@@ -352,7 +352,7 @@ proptest! {
     #[test]
     fn store_arbitrary_values_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
         decode_stored(&bytes);
-        let mut versioned = vec![store_codec::FORMAT_VERSION];
+        let mut versioned = vec![VERSION];
         versioned.extend_from_slice(&bytes);
         decode_stored(&versioned);
     }
@@ -371,11 +371,11 @@ proptest! {
 #[test]
 fn store_a_huge_claimed_length_is_an_error() {
     for len in [u64::MAX, 1 << 62, 1 << 40] {
-        let mut bytes = vec![store_codec::FORMAT_VERSION, 0xFD];
+        let mut bytes = vec![VERSION, 0xFD];
         bytes.extend_from_slice(&len.to_le_bytes());
-        assert!(store_codec::decode::<String>(&bytes).is_err());
-        assert!(store_codec::decode::<Applied>(&bytes).is_err());
-        assert!(store_codec::decode::<StoredSnapshot>(&bytes).is_err());
+        assert!(codec::decode_value::<String>(&bytes).is_err());
+        assert!(codec::decode_value::<Applied>(&bytes).is_err());
+        assert!(codec::decode_value::<StoredSnapshot>(&bytes).is_err());
     }
 }
 
@@ -387,7 +387,7 @@ fn store_a_damaged_applied_state_fails_to_open() {
     {
         let db = store::open_db(dir.path()).unwrap();
         let sm = db.open_tree("sm").unwrap();
-        let mut value = store_codec::encode(&applied()).unwrap();
+        let mut value = codec::encode_value(&applied()).unwrap();
         value.truncate(value.len() / 2);
         sm.insert(b"applied", value).unwrap();
         db.flush().unwrap();

@@ -12,8 +12,10 @@ use openraft::{
     AnyError, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
     RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership, Vote,
 };
+use proto::FieldError;
+use proto::codec;
 use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, Member};
-use raft::store::{self, Applied, LogStore, StateMachineStore, codec};
+use raft::store::{self, Applied, LogStore, StateMachineStore, StoreError};
 use raft::{NodeId, TypeConfig};
 use tempfile::TempDir;
 
@@ -119,10 +121,10 @@ async fn everything_survives_a_restart() {
         assert_eq!(updates.borrow_and_update().state, state);
         assert_eq!(
             responses[9],
-            CommandResponse::Rejected {
-                field: "key".into(),
-                message: "sha256 must be 64 lowercase hex digits".into(),
-            }
+            CommandResponse::Rejected(FieldError::new(
+                "key",
+                "sha256 must be 64 lowercase hex digits"
+            ))
         );
 
         let snap = sm
@@ -169,7 +171,7 @@ async fn everything_survives_a_restart() {
         .expect("a snapshot");
     assert_eq!(snap.meta, built.meta);
     assert_eq!(snap.snapshot.get_ref(), built.snapshot.get_ref());
-    let data: Applied = codec::decode(snap.snapshot.get_ref()).unwrap();
+    let data: Applied = codec::decode_value(snap.snapshot.get_ref()).unwrap();
     assert_eq!(data, expected);
 
     // A second node installs that snapshot, restarts, and has the state.
@@ -212,6 +214,46 @@ async fn a_snapshot_that_disagrees_with_its_meta_is_refused() {
             .is_err()
     );
     assert_eq!(*sm2.current(), Applied::default());
+}
+
+/// A data dir written by a build whose store wrote format version 1 (the
+/// same bincode body behind a version byte of 1, as the store did before
+/// it shared the wire's codec) is refused at open, naming the dir and both
+/// versions, whichever tree holds the old value: nothing is misread.
+#[test]
+fn a_data_dir_of_the_old_format_is_refused_naming_it() {
+    let old = |value: Vec<u8>| {
+        let mut value = value;
+        value[0] = 1;
+        value
+    };
+    let entry = codec::encode_value(&history()[0]).unwrap();
+    let applied = codec::encode_value(&Applied::default()).unwrap();
+    for (tree, key, value) in [
+        ("logs", 1u64.to_be_bytes().to_vec(), old(entry)),
+        ("sm", b"applied".to_vec(), old(applied)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = store::open_db(dir.path()).unwrap();
+            db.open_tree(tree).unwrap().insert(key, value).unwrap();
+            db.flush().unwrap();
+        }
+        let Err(e) = store::open(dir.path()) else {
+            panic!("a format 1 value in `{tree}` was accepted");
+        };
+        assert!(
+            matches!(e, StoreError::Format { found: 1, expected, .. } if expected == codec::VERSION),
+            "{e}"
+        );
+        let message = e.to_string();
+        assert!(
+            message.contains(&dir.path().display().to_string())
+                && message.contains("version 1")
+                && message.contains(&format!("version {}", codec::VERSION)),
+            "{message}"
+        );
+    }
 }
 
 /// Bytes the files under `dir` occupy on disk (allocated blocks, so sparse

@@ -10,6 +10,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use proto::FieldError;
 use serde::Deserialize;
 
 use crate::mock::Behavior;
@@ -36,21 +37,14 @@ pub enum CaseError {
         /// The parser's message (it names the field and line).
         message: String,
     },
-    /// A field parsed but its value cannot be used.
-    #[error("{field}: {message}")]
-    Field {
-        /// The field, as a path into the file (`faults[1].rate`).
-        field: String,
-        /// What is wrong with it.
-        message: String,
-    },
+    /// A field parsed but its value cannot be used; the field is a path
+    /// into the file (`faults[1].rate`).
+    #[error(transparent)]
+    Field(FieldError),
 }
 
 fn field_error(field: impl Into<String>, message: impl Into<String>) -> CaseError {
-    CaseError::Field {
-        field: field.into(),
-        message: message.into(),
-    }
+    CaseError::Field(FieldError::new(field, message))
 }
 
 /// The raw shape of a case file, as written.
@@ -501,10 +495,10 @@ impl Case {
                 path: path.display().to_string(),
                 message,
             },
-            CaseError::Field { field, message } => CaseError::Field {
-                field: format!("{}: {field}", path.display()),
-                message,
-            },
+            CaseError::Field(e) => CaseError::Field(FieldError::new(
+                format!("{}: {}", path.display(), e.field),
+                e.message,
+            )),
             other => other,
         })
     }

@@ -12,6 +12,7 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use proto::FieldError;
 use proto::api::admin::{KeyName, WriteAck};
 use proto::config::{RouteConfig, UpstreamConfig, check_secret_strength};
 use proto::state::{ClusterState, Command, CommandResponse, KeyRecord};
@@ -283,7 +284,7 @@ async fn propose(state: &AdminState, command: Command) -> Result<Json<WriteAck>,
     let current = state.cluster.applied().state.clone();
     refuse_delete(&current, &command)?;
     let mut trial = current;
-    if let CommandResponse::Rejected { field, message } = trial.apply(&command) {
+    if let CommandResponse::Rejected(FieldError { field, message }) = trial.apply(&command) {
         return Err(AdminError::invalid(field, message));
     }
     match state.cluster.write(command).await? {
@@ -304,7 +305,7 @@ async fn propose(state: &AdminState, command: Command) -> Result<Json<WriteAck>,
             }))
         }
         // Another change won a race between our check and the commit.
-        CommandResponse::Rejected { field, message } => {
+        CommandResponse::Rejected(FieldError { field, message }) => {
             Err(AdminError::Conflict { field, message })
         }
     }

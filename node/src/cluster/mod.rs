@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::ChangeMembers;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
-use openraft::{ChangeMembers, SnapshotPolicy};
 use proto::Config;
 use proto::state::{Command, CommandResponse, KeyRecord, Member, NodeInfo};
 use raft::network::{ForwardError, Network, TlsPaths, Transport};
@@ -20,11 +20,9 @@ use raft::{NodeId, TypeConfig};
 use tokio::sync::watch;
 
 use crate::auth::KeyHash;
+use crate::settings::Settings;
 
 mod raft_core;
-mod transport;
-
-use transport::network_settings;
 
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -102,9 +100,10 @@ pub struct Cluster {
 impl Cluster {
     /// Opens the store, starts Raft and the transport, and bootstraps a new
     /// cluster from `cluster.members` (or a cluster of one).
-    pub async fn start(config: &Config) -> Result<Arc<Self>, ClusterError> {
-        let id = config.node.id;
-        let dir = config.node.data_dir.join("raft");
+    pub async fn start(settings: &Settings) -> Result<Arc<Self>, ClusterError> {
+        let config = &settings.file;
+        let id = settings.node_id();
+        let dir = settings.raft.dir.clone();
         let path = dir.display().to_string();
         let store_error = |message: String| ClusterError::Store {
             path: path.clone(),
@@ -116,26 +115,6 @@ impl Cluster {
             .map_err(|e| store_error(e.to_string()))?;
         let applied = state_machine.subscribe();
 
-        let c = &config.cluster;
-        let raft_config = openraft::Config {
-            cluster_name: "meridian".into(),
-            heartbeat_interval: c.heartbeat_ms,
-            // openraft 0.9 makes a follower wait its leader lease (equal to
-            // election_timeout_max) plus a random election timeout in
-            // [min, max] after the last heartbeat; these bounds make the
-            // whole wait 0.7-0.8 x cluster.election_timeout_ms, leaving room
-            // for a failed first round within the configured timeout's
-            // double (measured: see README).
-            election_timeout_min: c.election_timeout_ms * 3 / 10,
-            election_timeout_max: c.election_timeout_ms * 2 / 5,
-            install_snapshot_timeout: c.heartbeat_ms.max(1_000) * 4,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_logs),
-            max_in_snapshot_log_to_keep: c.snapshot_logs.min(500),
-            ..openraft::Config::default()
-        }
-        .validate()
-        .map_err(|e| ClusterError::Raft(e.to_string()))?;
-
         let (network, transport) = match &config.tls {
             Some(tls) => {
                 let paths = TlsPaths {
@@ -143,22 +122,19 @@ impl Cluster {
                     cert: tls.cert.clone(),
                     key: tls.key.clone(),
                 };
-                let transport = Transport::bind(
-                    config.listen.raft,
-                    &paths,
-                    network_settings(&config.cluster),
-                )
-                .map_err(|e| ClusterError::Transport {
-                    addr: config.listen.raft.to_string(),
-                    message: e.to_string(),
-                })?;
+                let transport =
+                    Transport::bind(config.listen.raft, &paths, settings.raft.network.clone())
+                        .map_err(|e| ClusterError::Transport {
+                            addr: config.listen.raft.to_string(),
+                            message: e.to_string(),
+                        })?;
                 (transport.network(id), Some(transport))
             }
             None => (Network::standalone(id), None),
         };
         let raft = Raft::new(
             id,
-            Arc::new(raft_config),
+            settings.raft.config.clone(),
             network.clone(),
             log,
             state_machine,
@@ -172,15 +148,14 @@ impl Cluster {
         if !initialized {
             // Every bootstrapping member proposes the same membership (Raft
             // addresses only), so whichever is elected, the log agrees.
-            let mut members: BTreeMap<NodeId, Member> = config
-                .cluster
-                .parsed_members()
-                .into_iter()
-                .map(|(id, addr)| {
+            let mut members: BTreeMap<NodeId, Member> = settings
+                .voters
+                .iter()
+                .map(|v| {
                     (
-                        id,
+                        v.id,
                         Member {
-                            raft_addr: addr.to_string(),
+                            raft_addr: v.raft_addr.to_string(),
                             ..Member::default()
                         },
                     )
@@ -213,7 +188,7 @@ impl Cluster {
             network,
             applied,
             transport,
-            timeout: Duration::from_millis(c.election_timeout_ms * 4).max(Duration::from_secs(5)),
+            timeout: settings.raft.write_timeout,
         }))
     }
 

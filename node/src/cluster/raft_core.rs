@@ -82,7 +82,8 @@ mod tests {
             dir.path().display()
         ))
         .unwrap();
-        let cluster = Cluster::start(&config).await.unwrap();
+        let settings = crate::settings::Settings::new(&config).unwrap();
+        let cluster = Cluster::start(&settings).await.unwrap();
         cluster
             .raft
             .wait(Some(Duration::from_secs(10)))

@@ -13,7 +13,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use proto::config::HealthConfig;
 use proto::health::{HealthReport, UpstreamWindow};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -39,24 +38,9 @@ pub struct RecorderSettings {
     pub region: String,
     /// When circuits open and for how long.
     pub breaker: BreakerPolicy,
-}
-
-impl RecorderSettings {
-    /// The settings a node's `[health]` section asks for.
-    pub fn new(health: &HealthConfig, region: &str) -> Self {
-        Self {
-            slots: health.window_slots as usize,
-            slot: Duration::from_millis(health.slot_ms),
-            publish_every: Duration::from_millis(50),
-            report_every: Duration::from_millis(health.report_interval_ms),
-            region: region.to_owned(),
-            breaker: BreakerPolicy {
-                failures: health.breaker_failures,
-                ejection_ms: health.ejection_ms,
-                max_ejection_ms: health.max_ejection_ms,
-            },
-        }
-    }
+    /// Data-plane workers, one sample queue each (built by
+    /// `crate::settings::Settings` from the node's file).
+    pub workers: usize,
 }
 
 /// What the recorder asks its shell to do.
@@ -241,8 +225,7 @@ pub fn apply(effect: Effect) {
 pub fn spawn_recorder(
     settings: RecorderSettings,
 ) -> (HealthSink, watch::Receiver<Option<Arc<HealthReport>>>) {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let queues = Arc::new(Queues::new(workers));
+    let queues = Arc::new(Queues::new(settings.workers.max(1)));
     let weak = Arc::downgrade(&queues);
     let (reports, receiver) = watch::channel(None);
     tokio::spawn(record_loop(weak, Recorder::new(settings), reports));
@@ -303,6 +286,7 @@ mod tests {
                 ejection_ms: 1_000,
                 max_ejection_ms: 8_000,
             },
+            workers: 1,
         }
     }
 

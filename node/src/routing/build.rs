@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
+use proto::FieldError;
 use proto::config::{
     Config, HealthConfig, ProxyConfig, RouteConfig, SecretOrigin, SecretPolicy, UpstreamAuth,
     UpstreamConfig,
@@ -47,13 +48,8 @@ pub struct Disabled {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     /// A configuration value cannot be used (names the field).
-    #[error("{field}: {message}")]
-    Invalid {
-        /// The field.
-        field: String,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
 }
 
 /// What the routing table takes from this node's own settings; the
@@ -135,7 +131,7 @@ impl RoutingSnapshot {
         previous: Option<&RoutingSnapshot>,
         trust: &LocalTrust,
     ) -> Result<Self, BuildError> {
-        let invalid = |field: String, message: String| BuildError::Invalid { field, message };
+        let invalid = |field: String, message: String| FieldError::new(field, message);
         let region = HeaderValue::from_str(&node.region)
             .map_err(|_| invalid("node.region".into(), "must be a header-safe string".into()))?;
         let proxy = &node.proxy;
@@ -318,9 +314,8 @@ pub(super) fn build_upstream(
             };
             // Only rustls refusing its own defaults fails this: no
             // upstream's input can, so it fails the table as before.
-            upstream::pools_for(&plain, proxy).map_err(|e| BuildError::Invalid {
-                field: format!("upstreams.{}.{}", uc.id, e.field()),
-                message: e.to_string(),
+            upstream::pools_for(&plain, proxy).map_err(|e| {
+                FieldError::new(format!("upstreams.{}.{}", uc.id, e.field()), e.to_string())
             })?
         }
     };

@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use http::{HeaderName, HeaderValue};
+use proto::FieldError;
 use proto::config::{
     Config, ConfigError, FileAccess, SecretOrigin, SecretPolicy, UpstreamAuth, UpstreamConfig,
     check_secret_strength,
@@ -66,18 +67,13 @@ pub fn resolve_keys(
         .enumerate()
         .map(|(i, key)| {
             let field = format!("keys[{i}].key_env");
-            let value = secrets
-                .env(&key.key_env)
-                .ok_or_else(|| BuildError::Invalid {
-                    field: field.clone(),
-                    message: format!("environment variable {} is not set", key.key_env),
-                })?;
-            check_secret_strength(&field, &key.key_env, &value).map_err(|e| {
-                BuildError::Invalid {
-                    field: e.field,
-                    message: e.message,
-                }
+            let value = secrets.env(&key.key_env).ok_or_else(|| {
+                FieldError::new(
+                    &field,
+                    format!("environment variable {} is not set", key.key_env),
+                )
             })?;
+            check_secret_strength(&field, &key.key_env, &value)?;
             Ok((key.name.clone(), hash_key(&value)))
         })
         .collect()
@@ -195,10 +191,8 @@ pub fn check_upstream(
     secrets: &dyn Secrets,
     policy: &SecretPolicy,
 ) -> Result<(), ConfigError> {
-    let error = |field: &str, message: String| ConfigError {
-        field: format!("upstream.{field}"),
-        message,
-    };
+    let error =
+        |field: &str, message: String| ConfigError::new(format!("upstream.{field}"), message);
     if let Some(var) = &uc.api_key_env {
         policy.check_env("upstream", var, SecretOrigin::AdminApi)?;
     }
@@ -226,7 +220,7 @@ mod tests {
 
     #[tokio::test]
     async fn missing_client_key_is_an_error_naming_the_field() {
-        let Err(BuildError::Invalid { field, .. }) = build(&[("A_KEY", "ka")]) else {
+        let Err(BuildError::Invalid(FieldError { field, .. })) = build(&[("A_KEY", "ka")]) else {
             panic!("expected an error");
         };
         assert_eq!(field, "keys[0].key_env");
@@ -234,7 +228,7 @@ mod tests {
 
     #[tokio::test]
     async fn short_client_keys_are_refused_at_start() {
-        let Err(BuildError::Invalid { field, message }) =
+        let Err(BuildError::Invalid(FieldError { field, message })) =
             build(&[("CLIENT_KEY", "k"), ("A_KEY", "ka"), ("B_KEY", "kb")])
         else {
             panic!("expected an error");

@@ -2,8 +2,8 @@
 
 use openraft::{AnyError, ErrorSubject, ErrorVerb, StorageError, StorageIOError};
 
-use super::codec::CodecError;
 use crate::NodeId;
+use proto::codec::CodecError;
 
 /// Why the store could not be opened or read or written.
 ///
@@ -19,6 +19,21 @@ pub enum StoreError {
     /// A stored value could not be encoded or decoded.
     #[error("codec: {0}")]
     Codec(#[from] CodecError),
+    /// The data dir was written in another storage format (an older or
+    /// newer build): refused whole at open, before anything is misread.
+    #[error(
+        "the data dir {dir} holds storage format version {found}; this build reads only \
+         version {expected}: run the release that wrote it, or restore this node from its \
+         peers (a new node id and an empty data dir, see deploy/RUNBOOK.md section 7)"
+    )]
+    Format {
+        /// The directory opened.
+        dir: String,
+        /// The version byte found on a stored value.
+        found: u8,
+        /// The version this build reads and writes ([`proto::codec::VERSION`]).
+        expected: u8,
+    },
     /// A snapshot's data disagrees with its metadata.
     #[error("snapshot data is for {data}, but its metadata says {meta}")]
     SnapshotMismatch {

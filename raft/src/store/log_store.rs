@@ -39,7 +39,7 @@ impl LogStore {
         let keys = (key_bound(range.start_bound()), key_bound(range.end_bound()));
         self.logs
             .range::<[u8; 8], _>(keys)
-            .map(|kv| Ok(codec::decode(&kv?.1)?))
+            .map(|kv| Ok(codec::decode_value(&kv?.1)?))
             .collect()
     }
 
@@ -57,7 +57,7 @@ impl LogStore {
     fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
         let last_purged_log_id: Option<LogId<NodeId>> = read_value(&self.meta, LAST_PURGED)?;
         let last_log_id = match self.logs.last()? {
-            Some((_, bytes)) => Some(codec::decode::<LogEntry>(&bytes)?.log_id),
+            Some((_, bytes)) => Some(codec::decode_value::<LogEntry>(&bytes)?.log_id),
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -72,7 +72,7 @@ impl LogStore {
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            batch.insert(&key(entry.log_id.index)[..], codec::encode(&entry)?);
+            batch.insert(&key(entry.log_id.index)[..], codec::encode_value(&entry)?);
         }
         self.logs.apply_batch(batch)?;
         flush(&self.logs).await

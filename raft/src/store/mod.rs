@@ -10,10 +10,10 @@
 //!   membership, as one value so they change together) and the current
 //!   snapshot with its metadata.
 //!
-//! Every value goes through [`codec`]. Appends, votes, purges, applies and
+//! Every value goes through [`proto::codec`] (the same version byte as the
+//! wire), and [`open`] refuses a data dir written in another version. Appends, votes, purges, applies and
 //! snapshots are flushed to disk before openraft hears they are done.
 
-pub mod codec;
 mod error;
 pub mod log_store;
 pub mod state_machine;
@@ -22,12 +22,13 @@ use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use proto::codec;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub use codec::CodecError;
 pub use error::StoreError;
 pub use log_store::LogStore;
+pub use proto::codec::CodecError;
 pub use state_machine::{Applied, SnapshotBuilder, StateMachineStore};
 
 /// How long [`open`] waits for a just-dropped store on the same dir to let
@@ -44,12 +45,38 @@ const LOCK_WAIT: Duration = Duration::from_secs(1);
 /// held: this retries for up to a second, blocking the calling thread, and
 /// then fails. A lock held by a live store is held far longer, so a real
 /// second opener still gets the error.
+///
+/// A data dir written in another storage format ([`codec::VERSION`]) is
+/// refused whole with [`StoreError::Format`], naming the dir and both
+/// versions, before any of it is read as state.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
     let db = open_db(dir)?;
     let logs = db.open_tree("logs")?;
     let meta = db.open_tree("meta")?;
     let sm = db.open_tree("sm")?;
+    for tree in [&logs, &meta, &sm] {
+        check_format(dir, tree)?;
+    }
     Ok((LogStore::new(logs, meta), StateMachineStore::load(sm)?))
+}
+
+/// Refuses a tree whose first value carries another version byte. A data
+/// dir holds one format only (a format change refuses the old dir rather
+/// than migrating it value by value), so the first value of each tree
+/// stands for the rest; an empty value is left to the decoder, which calls
+/// it truncated.
+fn check_format(dir: &Path, tree: &sled::Tree) -> Result<(), StoreError> {
+    let Some(first) = tree.iter().values().next() else {
+        return Ok(());
+    };
+    match codec::version_of(&first?) {
+        Some(found) if found != codec::VERSION => Err(StoreError::Format {
+            dir: dir.display().to_string(),
+            found,
+            expected: codec::VERSION,
+        }),
+        _ => Ok(()),
+    }
 }
 
 /// Opens the raw sled database in `dir`, waiting out a just-dropped handle
@@ -76,14 +103,14 @@ fn is_lock_contention(e: &sled::Error) -> bool {
 /// Reads and decodes the value at `key`, if there is one.
 fn read_value<T: DeserializeOwned>(tree: &sled::Tree, key: &[u8]) -> Result<Option<T>, StoreError> {
     match tree.get(key)? {
-        Some(bytes) => Ok(Some(codec::decode(&bytes)?)),
+        Some(bytes) => Ok(Some(codec::decode_value(&bytes)?)),
         None => Ok(None),
     }
 }
 
 /// Encodes and writes `value` at `key` (not yet flushed).
 fn write_value<T: Serialize>(tree: &sled::Tree, key: &[u8], value: &T) -> Result<(), StoreError> {
-    tree.insert(key, codec::encode(value)?)?;
+    tree.insert(key, codec::encode_value(value)?)?;
     Ok(())
 }
 

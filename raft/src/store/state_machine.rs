@@ -90,7 +90,7 @@ impl StateMachineStore {
 
     /// Persists `applied` and flushes it, then publishes it.
     async fn commit(&self, applied: Applied) -> Result<(), StoreError> {
-        self.sm.insert(APPLIED, codec::encode(&applied)?)?;
+        self.sm.insert(APPLIED, codec::encode_value(&applied)?)?;
         flush(&self.sm).await?;
         self.applied.send_replace(Arc::new(applied));
         Ok(())
@@ -101,7 +101,7 @@ impl StateMachineStore {
         meta: &SnapshotMeta<NodeId, Member>,
         data: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let applied: Applied = codec::decode(&data)?;
+        let applied: Applied = codec::decode_value(&data)?;
         if applied.last_applied != meta.last_log_id || applied.membership != meta.last_membership {
             return Err(StoreError::SnapshotMismatch {
                 data: format!("{:?} / {}", applied.last_applied, applied.membership),
@@ -109,12 +109,12 @@ impl StateMachineStore {
             });
         }
         let mut batch = sled::Batch::default();
-        batch.insert(APPLIED, codec::encode(&applied)?);
+        batch.insert(APPLIED, codec::encode_value(&applied)?);
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
         };
-        batch.insert(SNAPSHOT, codec::encode(&stored)?);
+        batch.insert(SNAPSHOT, codec::encode_value(&stored)?);
         self.sm.apply_batch(batch)?;
         flush(&self.sm).await?;
         self.applied.send_replace(Arc::new(applied));
@@ -228,14 +228,14 @@ impl SnapshotBuilder {
                 last_membership: self.applied.membership.clone(),
                 snapshot_id,
             },
-            data: codec::encode(&*self.applied)?,
+            data: codec::encode_value(&*self.applied)?,
         };
-        let bytes = codec::encode(&stored)?;
+        let bytes = codec::encode_value(&stored)?;
         // An install may have landed while this was being built; never let
         // an older snapshot replace a newer one.
         self.sm.transaction(|tx| {
             if let Some(current) = tx.get(SNAPSHOT)? {
-                let current: StoredSnapshot = codec::decode(&current)
+                let current: StoredSnapshot = codec::decode_value(&current)
                     .map_err(|e| ConflictableTransactionError::Abort(StoreError::from(e)))?;
                 if current.meta.last_log_id > stored.meta.last_log_id {
                     return Ok(());

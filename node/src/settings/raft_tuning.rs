@@ -1,15 +1,48 @@
-//! How this node's Raft transport is tuned from the cluster's timeouts, so
-//! a restarted peer is redialled before it would campaign.
+//! How this node's Raft core and transport are tuned from `[cluster]`'s
+//! timeouts: openraft's election bounds, and a transport that redials a
+//! restarted peer before it would campaign.
 
 use std::time::Duration;
 
+use openraft::SnapshotPolicy;
+use proto::FieldError;
+use proto::config::ClusterConfig;
 use raft::network::NetworkSettings;
+
+/// openraft's configuration for this cluster's timing, validated by openraft.
+pub(super) fn openraft_config(c: &ClusterConfig) -> Result<openraft::Config, FieldError> {
+    openraft::Config {
+        cluster_name: "meridian".into(),
+        heartbeat_interval: c.heartbeat_ms,
+        // openraft 0.9 makes a follower wait its leader lease (equal to
+        // election_timeout_max) plus a random election timeout in
+        // [min, max] after the last heartbeat; these bounds make the
+        // whole wait 0.7-0.8 x cluster.election_timeout_ms, leaving room
+        // for a failed first round within the configured timeout's
+        // double (measured: see README).
+        election_timeout_min: c.election_timeout_ms * 3 / 10,
+        election_timeout_max: c.election_timeout_ms * 2 / 5,
+        install_snapshot_timeout: c.heartbeat_ms.max(1_000) * 4,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_logs),
+        max_in_snapshot_log_to_keep: c.snapshot_logs.min(500),
+        ..openraft::Config::default()
+    }
+    .validate()
+    .map_err(|e| FieldError::new("cluster", e.to_string()))
+}
+
+/// How long a write or a consistent read waits: four election timeouts, so
+/// a lost leader is replaced (even after a failed first round) within it,
+/// and never under 5 s.
+pub(super) fn write_timeout(c: &ClusterConfig) -> Duration {
+    Duration::from_millis(c.election_timeout_ms * 4).max(Duration::from_secs(5))
+}
 
 /// Transport settings for this cluster's timing. A peer restarted after a
 /// crash campaigns if it hears no leader for 0.7 x the election timeout, so
 /// the leader must redial it sooner than that: the redial backoff is capped
 /// at a quarter of the election timeout rather than the transport's 5 s.
-pub(super) fn network_settings(cluster: &proto::config::ClusterConfig) -> NetworkSettings {
+pub(super) fn network_settings(cluster: &ClusterConfig) -> NetworkSettings {
     let defaults = NetworkSettings::default();
     let quarter = Duration::from_millis(cluster.election_timeout_ms / 4);
     // A dial begun while the peer was down (restarting) holds its slot until
@@ -37,7 +70,7 @@ mod tests {
     #[test]
     fn peers_are_redialled_before_a_restarted_one_would_campaign() {
         let with = |election_timeout_ms| {
-            let cluster = proto::config::ClusterConfig {
+            let cluster = ClusterConfig {
                 election_timeout_ms,
                 ..Default::default()
             };
@@ -52,7 +85,7 @@ mod tests {
     #[test]
     fn a_dial_to_a_restarting_peer_is_given_up_before_it_would_campaign() {
         let connect = |heartbeat_ms, election_timeout_ms| {
-            let cluster = proto::config::ClusterConfig {
+            let cluster = ClusterConfig {
                 heartbeat_ms,
                 election_timeout_ms,
                 ..Default::default()

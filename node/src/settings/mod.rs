@@ -1,0 +1,140 @@
+//! The node's runtime settings, built once at start-up from its validated
+//! configuration file and passed down: durations as [`Duration`], the
+//! initial voters parsed, the worker count resolved, the router's policy,
+//! the health recorder's and breakers' settings, both listeners' connection
+//! limits, and the Raft core's and transport's tuning (in `raft_tuning`). Nothing below [`Settings::new`] reads a
+//! millisecond integer or re-parses an `id@addr` string, and nothing asks
+//! the machine for its CPU count a second time.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proto::config::Voter;
+use proto::{Config, FieldError};
+use raft::network::NetworkSettings;
+
+use crate::breaker::BreakerPolicy;
+use crate::health::RecorderSettings;
+use crate::routing::NodeSettings;
+use crate::select::Policy;
+use crate::server::Limits;
+
+mod raft_tuning;
+#[cfg(test)]
+mod tests;
+
+/// How often the recorder drains queued samples and republishes summaries.
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+
+/// Everything a node runs with, derived from its file in one place.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file as validated, with `proxy.workers` replaced by the resolved
+    /// count ([`Settings::workers`]), so the routing table built over it
+    /// sizes its per-worker pools the same way. The sections used as they
+    /// are (listeners, TLS paths, connections, keys, upstreams, routes,
+    /// secrets) are read from here.
+    pub file: Config,
+    /// The initial voters of `cluster.members`, parsed, in file order.
+    pub voters: Vec<Voter>,
+    /// Data-plane threads: `proxy.workers`, or one per CPU when 0.
+    pub workers: usize,
+    /// How the router weighs targets, from `[health]`.
+    pub policy: Policy,
+    /// The health recorder's windows, cadence and circuit breakers.
+    pub recorder: RecorderSettings,
+    /// How long a request body may take to arrive (`connections.body_timeout_ms`).
+    pub body_timeout: Duration,
+    /// How the data plane's listener holds client connections.
+    pub data_limits: Limits,
+    /// How the admin listener holds client connections.
+    pub admin_limits: Limits,
+    /// The Raft store, core and transport.
+    pub raft: RaftSettings,
+    /// What each routing table is built with besides the cluster's state.
+    pub routing: NodeSettings,
+}
+
+/// This node's Raft: where it stores, how its core and transport are tuned.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// The store's directory: `node.data_dir/raft`.
+    pub dir: PathBuf,
+    /// openraft's configuration, already validated by openraft.
+    pub config: Arc<openraft::Config>,
+    /// The QUIC transport's tuning for this cluster's timing.
+    pub network: NetworkSettings,
+    /// How long a write or a consistent read waits for a leader and a commit.
+    pub write_timeout: Duration,
+}
+
+impl Settings {
+    /// Builds the settings of a validated file ([`Config::from_toml`]
+    /// validates); what still cannot be used names its field, as
+    /// validation does.
+    pub fn new(config: &Config) -> Result<Self, FieldError> {
+        Self::with_cpus(config, || {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        })
+    }
+
+    /// [`Settings::new`] with the CPU count given, so the resolution of
+    /// `proxy.workers` is tested without the machine's.
+    fn with_cpus(config: &Config, cpus: impl FnOnce() -> usize) -> Result<Self, FieldError> {
+        let workers = match config.proxy.workers {
+            0 => cpus().max(1),
+            n => n,
+        };
+        let mut file = config.clone();
+        file.proxy.workers = workers;
+        let health = &config.health;
+        let cluster = &config.cluster;
+        let ms = Duration::from_millis;
+        Ok(Self {
+            voters: cluster.voters()?,
+            workers,
+            policy: Policy {
+                prior_p99_ms: health.prior_p99_ms,
+                min_samples: health.min_samples,
+                error_threshold: health.error_threshold,
+                explore: health.explore,
+                ..Policy::default()
+            },
+            recorder: RecorderSettings {
+                slots: health.window_slots as usize,
+                slot: ms(health.slot_ms),
+                publish_every: PUBLISH_EVERY,
+                report_every: ms(health.report_interval_ms),
+                region: config.node.region.clone(),
+                breaker: BreakerPolicy {
+                    failures: health.breaker_failures,
+                    ejection_ms: health.ejection_ms,
+                    max_ejection_ms: health.max_ejection_ms,
+                },
+                workers,
+            },
+            body_timeout: ms(config.connections.body_timeout_ms),
+            data_limits: Limits::data(&config.connections),
+            admin_limits: Limits::admin(&config.connections),
+            raft: RaftSettings {
+                dir: config.node.data_dir.join("raft"),
+                config: Arc::new(raft_tuning::openraft_config(cluster)?),
+                network: raft_tuning::network_settings(cluster),
+                write_timeout: raft_tuning::write_timeout(cluster),
+            },
+            routing: NodeSettings::new(&file),
+            file,
+        })
+    }
+
+    /// This node's Raft id.
+    pub fn node_id(&self) -> u64 {
+        self.file.node.id
+    }
+
+    /// How often this node proposes its health window to the cluster.
+    pub fn report_every(&self) -> Duration {
+        self.recorder.report_every
+    }
+}
