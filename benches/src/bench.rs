@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chaos::load::{ClosedLoop, Generator, Mix, OpenLoop, RequestKind, RequestSpec, RunOptions};
+use load::{ClosedLoop, Generator, Mix, OpenLoop, RequestKind, RequestSpec, RunOptions};
 use http::Method;
 
 use crate::cpu::CpuClock;

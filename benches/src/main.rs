@@ -13,7 +13,7 @@ mod report;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chaos::load::{DEFAULT_BATCH_WINDOW, DEFAULT_MAX_IN_FLIGHT, Generator};
+use load::{DEFAULT_BATCH_WINDOW, DEFAULT_MAX_IN_FLIGHT, Generator};
 use clap::Parser;
 
 use crate::bench::{Bench, Target};

@@ -9,7 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chaos::load::{Generator, RequestKind, RequestSpec};
+use load::{Generator, RequestKind, RequestSpec};
 use http::{Method, StatusCode};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
@@ -353,7 +353,7 @@ fn find_program(bin: &Path) -> Result<PathBuf> {
             return Ok(bin.to_path_buf());
         }
         bail!(
-            "{} not found; build it first: cargo build --release -p meridian -p meridian-chaos -p meridian-benches",
+            "{} not found; build it first: cargo build --release -p meridian -p meridian-mock -p meridian-benches",
             bin.display()
         );
     }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use chaos::mock::{Behavior, MockConfig, MockServer, tls};
+use mock::{Behavior, MockConfig, MockServer, tls};
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 

@@ -23,7 +23,7 @@ use super::RunError;
 use super::http::{HttpClient, call, client};
 use crate::case::{Case, Signal, upstream_id};
 use crate::faults::{LinkTable, TcpMode, TcpProxy, UdpProxy};
-use crate::mock::Behavior;
+use mock::Behavior;
 
 /// Region names given to nodes 1, 2, … .
 pub const REGIONS: [&str; 7] = [

@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use super::cluster::{LocalCluster, ROUTE};
 use super::http::{HttpClient, client};
 use crate::case::LoadSpec;
-use crate::load::OpenLoop;
+use load::OpenLoop;
 use crate::report::stats::{Kind, Outcome, RequestRecord};
 
 /// Largest stream body kept for the end-of-stream check.
