@@ -69,6 +69,20 @@ impl Http {
         }
     }
 
+    /// A client keeping at most `idle` idle connections per host, Nagle
+    /// off, giving up a connection attempt after `connect` (a loopback port
+    /// behind a fault proxy may swallow the SYN).
+    pub fn tuned(idle: usize, connect: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect));
+        Self {
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(idle)
+                .build(connector),
+        }
+    }
+
     /// One exchange within `timeout`, with extra `headers`; a body is sent
     /// as JSON. Transport failures and timeouts are `Err` with a message.
     pub async fn send(
