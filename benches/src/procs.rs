@@ -9,8 +9,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use load::{Generator, RequestKind, RequestSpec};
 use http::{Method, StatusCode};
+use load::{Generator, RequestKind, RequestSpec};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};

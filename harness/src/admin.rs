@@ -61,6 +61,10 @@ pub struct MemberView {
     pub admin_addr: Option<String>,
     /// Its region, once announced.
     pub region: Option<String>,
+    /// On the leader: the last log index this member is known to hold.
+    pub matched_index: Option<u64>,
+    /// On the leader: how many entries this member is behind.
+    pub lag: Option<u64>,
 }
 
 /// The leader every viewing node agrees on: one of them says it leads and

@@ -37,11 +37,14 @@ struct AddressLine {
 impl MockProcess {
     /// Runs `bin` with `args` (the flags of `meridian-mock`, listeners on
     /// port 0 unless `args` say otherwise), stderr to `log` (or discarded),
-    /// and reads its address line within `limit`.
+    /// in a process group of its own when `own_group` (see
+    /// [`crate::process::NodeCommand::own_group`]), and reads its address
+    /// line within `limit`.
     pub async fn start(
         bin: &Path,
         args: &[String],
         log: Option<&Path>,
+        own_group: bool,
         limit: Duration,
     ) -> Result<MockProcess, HarnessError> {
         let stderr = match log {
@@ -51,28 +54,50 @@ impl MockProcess {
             ),
             None => Stdio::null(),
         };
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(stderr)
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if own_group {
+            command.process_group(0);
+        }
+        let mut child = command
             .spawn()
             .map_err(|e| HarnessError::io(format!("spawn {}", bin.display()), e))?;
         let line = read_line(&mut child, limit).await.unwrap_or_default();
-        let addrs: AddressLine =
-            serde_json::from_str(&line).map_err(|e| HarnessError::NotReady {
-                name: "meridian-mock".to_owned(),
-                detail: format!("it said {line:?} ({e})"),
-                log: log.map(|p| crate::process::tail(p, 20)).unwrap_or_default(),
-            })?;
+        let addrs: AddressLine = match serde_json::from_str(&line) {
+            Ok(addrs) => addrs,
+            Err(e) => {
+                let _ = child.start_kill();
+                let _ = child.wait().await;
+                return Err(HarnessError::NotReady {
+                    name: bin.display().to_string(),
+                    detail: format!("it said {line:?} ({e})"),
+                    log: log.map(|p| crate::process::tail(p, 20)).unwrap_or_default(),
+                });
+            }
+        };
         Ok(MockProcess {
             api: addrs.api,
             control: addrs.control,
             tls: addrs.tls,
             child,
         })
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
+    /// SIGKILLs it and reaps it (within 5 s).
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
     }
 
     /// The OpenAI base URL (`http://ADDR/v1`, or `https://` with TLS).

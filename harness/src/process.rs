@@ -7,7 +7,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdout, Command};
 
 use crate::HarnessError;
 
@@ -57,6 +57,11 @@ pub struct NodeCommand {
     pub log_level: String,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
+    /// Variables of this process's environment the node must not inherit.
+    pub env_remove: Vec<String>,
+    /// Runs it in a process group of its own, so that a Ctrl-C at the
+    /// terminal reaches only the launcher, which then stops it.
+    pub own_group: bool,
 }
 
 impl NodeCommand {
@@ -68,6 +73,8 @@ impl NodeCommand {
             log: log.to_path_buf(),
             log_level: "info".to_owned(),
             env: Vec::new(),
+            env_remove: Vec::new(),
+            own_group: false,
         }
     }
 
@@ -79,16 +86,25 @@ impl NodeCommand {
             .append(true)
             .open(&self.log)
             .map_err(|e| HarnessError::io(format!("open {}", self.log.display()), e))?;
-        Command::new(&self.bin)
+        let mut command = Command::new(&self.bin);
+        command
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
-            .env("RUST_LOG", &self.log_level)
+            .env("RUST_LOG", &self.log_level);
+        for name in &self.env_remove {
+            command.env_remove(name);
+        }
+        command
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
-            .kill_on_drop(true)
+            .kill_on_drop(true);
+        if self.own_group {
+            command.process_group(0);
+        }
+        command
             .spawn()
             .map_err(|e| HarnessError::io(format!("spawn {}", self.bin.display()), e))
     }
@@ -102,6 +118,9 @@ pub struct NodeProcess {
     /// Its addresses while it runs.
     pub ready: Option<Ready>,
     child: Option<Child>,
+    /// Kept open after the ready line, so the node never writes to a
+    /// closed pipe.
+    stdout: Option<BufReader<ChildStdout>>,
 }
 
 impl NodeProcess {
@@ -111,6 +130,7 @@ impl NodeProcess {
             command,
             ready: None,
             child: None,
+            stdout: None,
         }
     }
 
@@ -144,7 +164,14 @@ impl NodeProcess {
             .child
             .as_mut()
             .ok_or_else(|| HarnessError::State("the node is not running".to_owned()))?;
-        let line = read_line(child, limit).await;
+        let mut reader = child.stdout.take().map(BufReader::new);
+        let mut line = None;
+        if let Some(reader) = reader.as_mut() {
+            let mut text = String::new();
+            let read = tokio::time::timeout(limit, reader.read_line(&mut text)).await;
+            line = matches!(read, Ok(Ok(n)) if n > 0).then_some(text);
+        }
+        self.stdout = reader;
         match line.as_deref().and_then(Ready::parse) {
             Some(ready) => {
                 self.ready = Some(ready);
@@ -210,6 +237,7 @@ impl NodeProcess {
                 let status = status.map_err(|e| HarnessError::io("wait", e))?;
                 self.child = None;
                 self.ready = None;
+                self.stdout = None;
                 Ok(Some(status))
             }
         }
@@ -227,6 +255,7 @@ impl NodeProcess {
 
     fn take(&mut self) -> Result<Child, HarnessError> {
         self.ready = None;
+        self.stdout = None;
         self.child
             .take()
             .ok_or_else(|| HarnessError::State("the node is not running".to_owned()))

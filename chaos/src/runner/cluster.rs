@@ -276,9 +276,8 @@ impl LocalCluster {
             }
             if all && let Some(leader) = self.leader().await {
                 let view = self.view(leader).await;
-                let announced = view.is_some_and(|view| {
-                    self.nodes.iter().all(|n| view.announced(n.id, n.admin))
-                });
+                let announced = view
+                    .is_some_and(|view| self.nodes.iter().all(|n| view.announced(n.id, n.admin)));
                 if announced {
                     return Ok(());
                 }
@@ -437,7 +436,14 @@ async fn start_mock(
         behavior,
     ];
     let log = dir.join(format!("mock-{id}.log"));
-    let process = MockProcess::start(&bins.mock, &args, Some(&log), Duration::from_secs(10)).await?;
+    let process = MockProcess::start(
+        &bins.mock,
+        &args,
+        Some(&log),
+        false,
+        Duration::from_secs(10),
+    )
+    .await?;
     let api = process.api;
     let control = process.control;
     let proxy = TcpProxy::start(api)
@@ -475,8 +481,7 @@ fn node_config_of(
     config.upstreams = upstreams
         .iter()
         .map(|u| {
-            let mut upstream =
-                node_config::upstream(&u.id, &format!("http://{}/v1", u.proxy.addr));
+            let mut upstream = node_config::upstream(&u.id, &format!("http://{}/v1", u.proxy.addr));
             upstream.region = "local".to_owned();
             upstream
         })

@@ -58,7 +58,9 @@ pub struct Mock {
 impl Mock {
     pub async fn start(extra: &[&str]) -> Mock {
         use clap::Parser as _;
-        let flags = ["meridian-mock", "--seed", "7"].into_iter().chain(extra.iter().copied());
+        let flags = ["meridian-mock", "--seed", "7"]
+            .into_iter()
+            .chain(extra.iter().copied());
         let args = mock::cli::Args::try_parse_from(flags).unwrap_or_else(|e| panic!("{e}"));
         let config = args.config().unwrap_or_else(|e| panic!("{e}"));
         let handle = mock::spawn(config, 2).unwrap();
