@@ -3,7 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -122,9 +122,7 @@ impl Proc {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        harness::process::tail(&self.log, LOG_TAIL_LINES)
     }
 }
 
@@ -239,7 +237,10 @@ pub async fn start_meridian(
             admin: free_tcp_port()?,
             raft: free_udp_port()?,
         };
-        std::fs::write(&config, configs::meridian_toml(dir, ports, mock, workers))?;
+        harness::config::write(
+            &config,
+            &configs::meridian_config(dir, ports, mock, workers),
+        )?;
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--config")
@@ -337,11 +338,11 @@ where
 }
 
 fn free_tcp_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(harness::ports::free_tcp()?.port())
 }
 
 fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(harness::ports::free_udp()?.port())
 }
 
 /// Resolves a program: a path is checked as is; a bare name is looked up on

@@ -86,9 +86,65 @@ pub fn member(id: u64, raft: SocketAddr) -> String {
     format!("{id}@{raft}")
 }
 
-/// The config as TOML text.
+/// The config as TOML text, leaving out every value that equals its
+/// default: the file says what this launcher chose, and an older binary
+/// that lacks a newer section (a benchmark's baseline) still reads it.
 pub fn to_toml(config: &Config) -> Result<String, HarnessError> {
-    Ok(toml::to_string(config)?)
+    let mut table = toml::Table::try_from(config)?;
+    let mut reference = toml::Table::try_from(defaults(config))?;
+    // The node's identity is always written whole.
+    reference.remove("node");
+    prune(&mut table, &reference);
+    let upstream = toml::Value::try_from(upstream("", ""))?;
+    let target = toml::Value::try_from(target("", ""))?;
+    if let Some(toml::Value::Array(upstreams)) = table.get_mut("upstreams") {
+        for each in upstreams {
+            prune_value(each, &upstream);
+        }
+    }
+    if let Some(toml::Value::Array(routes)) = table.get_mut("routes") {
+        for route in routes {
+            let tiers = match route {
+                toml::Value::Table(route) => route.get_mut("tiers"),
+                _ => None,
+            };
+            if let Some(toml::Value::Array(tiers)) = tiers {
+                for each in tiers.iter_mut().flat_map(|tier| match tier {
+                    toml::Value::Array(tier) => tier.iter_mut(),
+                    _ => [].iter_mut(),
+                }) {
+                    prune_value(each, &target);
+                }
+            }
+        }
+    }
+    Ok(toml::to_string(&table)?)
+}
+
+/// `config` with every section but `node` at its default.
+fn defaults(config: &Config) -> Config {
+    Config {
+        listen: ListenConfig::default(),
+        ..node(config.node.id, &config.node.region, &config.node.data_dir)
+    }
+}
+
+/// Removes from `table` each key whose value equals `reference`'s, and
+/// each table left empty by that.
+fn prune(table: &mut toml::Table, reference: &toml::Table) {
+    table.retain(|key, value| match reference.get(key) {
+        Some(default) => {
+            prune_value(value, default);
+            value != default && !matches!(value, toml::Value::Table(t) if t.is_empty())
+        }
+        None => true,
+    });
+}
+
+fn prune_value(value: &mut toml::Value, reference: &toml::Value) {
+    if let (toml::Value::Table(table), toml::Value::Table(reference)) = (value, reference) {
+        prune(table, reference);
+    }
 }
 
 /// Writes the config to `path`.
@@ -132,5 +188,12 @@ mod tests {
         let text = to_toml(&config).unwrap();
         let back = Config::from_toml(&text).unwrap();
         assert_eq!(back, config);
+        // Defaults are left out; what was chosen is written.
+        assert!(!text.contains("[connections]"), "{text}");
+        assert!(!text.contains("output_per_mtok"), "{text}");
+        assert!(!text.contains("http2"), "{text}");
+        assert!(text.contains("input_per_mtok = 0.1"), "{text}");
+        assert!(text.contains("workers = 1"), "{text}");
+        assert!(text.contains("api = \"127.0.0.1:0\""), "{text}");
     }
 }
