@@ -174,6 +174,12 @@ impl Admin {
         )
     }
 
+    /// `GET /admin/v1/health`: this node's health windows and board.
+    pub async fn health(&self, timeout: Duration) -> Result<Reply, HarnessError> {
+        self.call(Method::GET, "/admin/v1/health", None, timeout)
+            .await
+    }
+
     /// `GET /admin/v1/cluster`; `None` without a 200 JSON answer in time.
     pub async fn view(&self, timeout: Duration) -> Option<ClusterView> {
         let reply = self
