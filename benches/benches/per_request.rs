@@ -27,32 +27,34 @@ impl Secrets for Env {
 
 /// 8 upstreams, 40 routes of two tiers of three targets: a large deployment.
 fn snapshot() -> RoutingSnapshot {
-    let mut toml = String::from(
-        "[node]\nid = 1\nregion = \"bench\"\n\n[[keys]]\nname = \"app\"\nkey_env = \"K\"\n\n",
-    );
-    for u in 0..8 {
-        toml += &format!(
-            "[[upstreams]]\nid = \"u{u}\"\nbase_url = \"https://u{u}.example/v1\"\napi_key_env = \"U{u}\"\n\n"
-        );
-    }
-    for r in 0..40 {
-        let t = |i: usize| {
-            format!(
-                "{{ upstream = \"u{}\", model = \"m{r}-{i}\", input_per_mtok = 0.1 }}",
-                (r + i) % 8
+    use harness::config as build;
+    let mut config = build::node(1, "bench", std::path::Path::new("data"));
+    config.keys = vec![proto::config::KeyConfig {
+        name: "app".to_owned(),
+        key_env: "K".to_owned(),
+    }];
+    config.upstreams = (0..8)
+        .map(|u| {
+            let mut upstream =
+                build::upstream(&format!("u{u}"), &format!("https://u{u}.example/v1"));
+            upstream.api_key_env = Some(format!("U{u}"));
+            upstream
+        })
+        .collect();
+    config.routes = (0..40)
+        .map(|r| {
+            let t = |i: usize| {
+                let mut target = build::target(&format!("u{}", (r + i) % 8), &format!("m{r}-{i}"));
+                target.input_per_mtok = 0.1;
+                target
+            };
+            build::route(
+                &format!("route-{r}"),
+                vec![vec![t(0), t(1), t(2)], vec![t(3), t(4), t(5)]],
             )
-        };
-        toml += &format!(
-            "[[routes]]\nmodel = \"route-{r}\"\ntiers = [[{}, {}, {}], [{}, {}, {}]]\n\n",
-            t(0),
-            t(1),
-            t(2),
-            t(3),
-            t(4),
-            t(5)
-        );
-    }
-    let config = proto::Config::from_toml(&toml).unwrap();
+        })
+        .collect();
+    config.validate().unwrap();
     RoutingSnapshot::build(&config, &Env, None).unwrap()
 }
 

@@ -5,8 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use chaos::load::{ClosedLoop, Generator, Mix, OpenLoop, RequestKind, RequestSpec, RunOptions};
 use http::Method;
+use load::{ClosedLoop, Generator, Mix, OpenLoop, RequestKind, RequestSpec, RunOptions};
 
 use crate::cpu::CpuClock;
 use crate::procs::Processes;

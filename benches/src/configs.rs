@@ -1,7 +1,11 @@
-//! Configuration files for the processes under test, as plain text.
+//! Configurations of the processes under test: meridian's as a
+//! [`Config`] value (written by `meridian-harness`), nginx's as text.
 
 use std::net::SocketAddr;
 use std::path::Path;
+
+use harness::config as node_config;
+use proto::config::Config;
 
 /// Ports of the `meridian` node's three listeners.
 #[derive(Debug, Clone, Copy)]
@@ -17,37 +21,26 @@ pub struct MeridianPorts {
 /// A one-node config with one upstream (the mock) and one route,
 /// `bench-model`, and no client keys (no auth on loopback).
 /// `workers` is `proxy.workers` (0: one per CPU).
-pub fn meridian_toml(dir: &Path, ports: MeridianPorts, mock: SocketAddr, workers: usize) -> String {
-    let data_dir = dir.join("data");
-    format!(
-        r#"[node]
-id = 1
-region = "bench"
-data_dir = "{data_dir}"
-
-[listen]
-api = "127.0.0.1:{api}"
-admin = "127.0.0.1:{admin}"
-raft = "127.0.0.1:{raft}"
-
-[proxy]
-workers = {workers}
-
-[[upstreams]]
-id = "mock"
-base_url = "http://{mock}/v1"
-region = "bench"
-
-[[routes]]
-model = "bench-model"
-tiers = [[{{ upstream = "mock", model = "mock-model" }}]]
-"#,
-        data_dir = data_dir.display(),
-        api = ports.api,
-        admin = ports.admin,
-        raft = ports.raft,
-        workers = workers,
-    )
+pub fn meridian_config(
+    dir: &Path,
+    ports: MeridianPorts,
+    mock: SocketAddr,
+    workers: usize,
+) -> Config {
+    let loopback = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    let mut config = node_config::node(1, "bench", &dir.join("data"));
+    config.listen.api = loopback(ports.api);
+    config.listen.admin = loopback(ports.admin);
+    config.listen.raft = loopback(ports.raft);
+    config.proxy.workers = workers;
+    let mut upstream = node_config::upstream("mock", &format!("http://{mock}/v1"));
+    upstream.region = "bench".to_owned();
+    config.upstreams = vec![upstream];
+    config.routes = vec![node_config::route(
+        "bench-model",
+        vec![vec![node_config::target("mock", "mock-model")]],
+    )];
+    config
 }
 
 /// HTTP modules whose temp paths nginx creates at startup when compiled in.
@@ -124,11 +117,16 @@ mod tests {
             admin: 2,
             raft: 3,
         };
-        let toml = meridian_toml(Path::new("/tmp/b"), ports, mock(), 0);
-        assert!(toml.contains("data_dir = \"/tmp/b/data\""));
-        assert!(toml.contains("admin = \"127.0.0.1:2\""));
-        assert!(toml.contains("base_url = \"http://127.0.0.1:4000/v1\""));
-        assert!(toml.contains("tiers = [[{ upstream = \"mock\", model = \"mock-model\" }]]"));
+        let text =
+            node_config::to_toml(&meridian_config(Path::new("/tmp/b"), ports, mock(), 0)).unwrap();
+        let config = Config::from_toml(&text).unwrap();
+        assert_eq!(config.node.data_dir, Path::new("/tmp/b/data"));
+        assert_eq!(config.listen.admin, "127.0.0.1:2".parse().unwrap());
+        assert_eq!(config.upstreams[0].base_url, "http://127.0.0.1:4000/v1");
+        assert_eq!(
+            config.routes[0].tiers,
+            [[node_config::target("mock", "mock-model")]]
+        );
     }
 
     #[test]

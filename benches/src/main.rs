@@ -13,8 +13,8 @@ mod report;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chaos::load::{DEFAULT_BATCH_WINDOW, DEFAULT_MAX_IN_FLIGHT, Generator};
 use clap::Parser;
+use load::{DEFAULT_BATCH_WINDOW, DEFAULT_MAX_IN_FLIGHT, Generator};
 
 use crate::bench::{Bench, Target};
 use crate::procs::{Processes, Workdir};

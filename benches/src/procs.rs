@@ -3,14 +3,14 @@
 
 use std::fs::OpenOptions;
 use std::future::Future;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
-use chaos::load::{Generator, RequestKind, RequestSpec};
 use http::{Method, StatusCode};
+use load::{Generator, RequestKind, RequestSpec};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
@@ -122,9 +122,7 @@ impl Proc {
     }
 
     fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+        harness::process::tail(&self.log, LOG_TAIL_LINES)
     }
 }
 
@@ -239,7 +237,10 @@ pub async fn start_meridian(
             admin: free_tcp_port()?,
             raft: free_udp_port()?,
         };
-        std::fs::write(&config, configs::meridian_toml(dir, ports, mock, workers))?;
+        harness::config::write(
+            &config,
+            &configs::meridian_config(dir, ports, mock, workers),
+        )?;
         let mut cmd = Command::new(&bin);
         cmd.arg("serve")
             .arg("--config")
@@ -337,11 +338,11 @@ where
 }
 
 fn free_tcp_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(harness::ports::free_tcp()?.port())
 }
 
 fn free_udp_port() -> Result<u16> {
-    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(harness::ports::free_udp()?.port())
 }
 
 /// Resolves a program: a path is checked as is; a bare name is looked up on
@@ -353,7 +354,7 @@ fn find_program(bin: &Path) -> Result<PathBuf> {
             return Ok(bin.to_path_buf());
         }
         bail!(
-            "{} not found; build it first: cargo build --release -p meridian -p meridian-chaos -p meridian-benches",
+            "{} not found; build it first: cargo build --release -p meridian -p meridian-mock -p meridian-benches",
             bin.display()
         );
     }

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use chaos::load::{Percentiles, Summary};
+use load::{Percentiles, Summary};
 use serde::Serialize;
 
 /// A target of the benchmark.
@@ -352,7 +352,7 @@ fn verdict(ratio: Option<f64>, ok: fn(f64) -> bool, measured: bool) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use chaos::load::Counts;
+    use load::Counts;
 
     use super::*;
 

@@ -6,7 +6,7 @@
 //! and 15 s. Run them with
 //!
 //! ```text
-//! cargo build --release -p meridian -p meridian-chaos
+//! cargo build --release -p meridian -p meridian-chaos -p meridian-mock
 //! cargo test --release -p meridian-chaos --test chaos_smoke -- --ignored
 //! ```
 //!

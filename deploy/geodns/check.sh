@@ -100,7 +100,7 @@ fi
 # --- binaries -------------------------------------------------------------
 if [ ! -x "$BIN" ] || [ ! -x "$MOCK" ]; then
   say "building meridian and meridian-mock (release)"
-  cargo build --release -p meridian -p meridian-chaos
+  cargo build --release -p meridian -p meridian-mock
 fi
 
 # --- PowerDNS -------------------------------------------------------------

@@ -15,7 +15,7 @@ BIN=${MERIDIAN_BIN:-target/release/meridian}
 MOCK=${MERIDIAN_MOCK_BIN:-target/release/meridian-mock}
 if [ ! -x "$BIN" ] || [ ! -x "$MOCK" ]; then
   echo "==> building meridian and meridian-mock (release)"
-  cargo build --release -p meridian -p meridian-chaos
+  cargo build --release -p meridian -p meridian-mock
 fi
 
 mkdir -p "$DIR"

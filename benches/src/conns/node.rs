@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
+use proto::config::Config;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
@@ -75,25 +76,20 @@ impl Setup {
             .ok_or_else(|| anyhow!("no api in {line}"))?;
 
         let config = dir.join("meridian.toml");
-        std::fs::write(&config, self.config(&dir, mock_api, max_in_flight))?;
+        let mock_api: SocketAddr = mock_api.parse().with_context(|| format!("api in {line}"))?;
+        harness::config::write(&config, &self.config(&dir, mock_api, max_in_flight))?;
         let mut node = limited(&self.meridian_bin, self.node_nofile);
         node.arg("serve")
             .arg("--config")
             .arg(&config)
             .env("RUST_LOG", "warn");
         let (node, line) = spawn(node, &dir.join("meridian.log")).await?;
-        let field = |name: &str| -> Result<SocketAddr> {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .map(|a| a.trim_start_matches("http://"))
-                .ok_or_else(|| anyhow!("no {name} in {line:?}"))?
-                .parse()
-                .with_context(|| format!("{name} in {line:?}"))
-        };
+        let ready = harness::process::Ready::parse(&line)
+            .ok_or_else(|| anyhow!("no ready line but {line:?}"))?;
         let pid = node.id().context("the node exited")?;
         Ok(Started {
-            api: field("api=")?,
-            admin: field("admin=")?,
+            api: ready.api,
+            admin: ready.admin,
             pid,
             _node: node,
             _mock: mock,
@@ -101,24 +97,23 @@ impl Setup {
         })
     }
 
-    fn config(&self, dir: &Path, mock: &str, max_in_flight: usize) -> String {
-        let connections = if self.legacy {
-            String::new()
-        } else {
-            format!(
-                "[connections]\nbody_timeout_ms = {t}\nheader_read_timeout_ms = {t}\n\
-                 max_h2_streams = 128\n\n",
-                t = self.timeout_ms
-            )
-        };
-        format!(
-            "[node]\nid = 1\nregion = \"bench\"\ndata_dir = \"{data}\"\n\n\
-             [listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n\
-             [proxy]\nmax_in_flight = {max_in_flight}\n\n{connections}\
-             [[upstreams]]\nid = \"mock\"\nbase_url = \"http://{mock}/v1\"\nregion = \"bench\"\n\n\
-             [[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"mock\", model = \"mock-model\" }}]]\n",
-            data = dir.join("data").display(),
-        )
+    fn config(&self, dir: &Path, mock: SocketAddr, max_in_flight: usize) -> Config {
+        use harness::config as build;
+        let mut config = build::node(1, "bench", &dir.join("data"));
+        config.proxy.max_in_flight = max_in_flight;
+        if !self.legacy {
+            config.connections.body_timeout_ms = self.timeout_ms;
+            config.connections.header_read_timeout_ms = self.timeout_ms;
+            config.connections.max_h2_streams = 128;
+        }
+        let mut upstream = build::upstream("mock", &format!("http://{mock}/v1"));
+        upstream.region = "bench".to_owned();
+        config.upstreams = vec![upstream];
+        config.routes = vec![build::route(
+            "m",
+            vec![vec![build::target("mock", "mock-model")]],
+        )];
+        config
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use proto::FieldError;
 use serde::Deserialize;
 
-use crate::mock::Behavior;
+use mock::Behavior;
 
 #[cfg(test)]
 mod tests;
@@ -1003,8 +1003,8 @@ fn check_fault(
 }
 
 /// A latency multiplied by `factor`.
-fn scale(latency: &crate::mock::Latency, factor: f64) -> Result<crate::mock::Latency, String> {
-    use crate::mock::Latency;
+fn scale(latency: &mock::Latency, factor: f64) -> Result<mock::Latency, String> {
+    use mock::Latency;
     match latency {
         Latency::Fixed { ms } => Ok(Latency::Fixed { ms: ms * factor }),
         Latency::LogNormal { p50_ms, p99_ms, .. } => {

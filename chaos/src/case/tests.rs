@@ -153,9 +153,9 @@ latency_factor = 10
         panic!("not a behaviour fault");
     };
     assert!(
-        matches!(b.first_byte, crate::mock::Latency::LogNormal { p50_ms, p99_ms, .. } if p50_ms == 200.0 && p99_ms == 800.0)
+        matches!(b.first_byte, mock::Latency::LogNormal { p50_ms, p99_ms, .. } if p50_ms == 200.0 && p99_ms == 800.0)
     );
-    assert_eq!(b.chunk_delay, crate::mock::Latency::Fixed { ms: 50.0 });
+    assert_eq!(b.chunk_delay, mock::Latency::Fixed { ms: 50.0 });
 }
 
 #[test]

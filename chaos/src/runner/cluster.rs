@@ -1,5 +1,6 @@
-//! The cluster under test, made of real processes: `meridian certs` for a
-//! CA and one certificate per node, one `meridian-mock` per upstream behind
+//! The cluster under test, made of real processes started through
+//! `meridian-harness`: a CA and one certificate per node (`raft::certs`),
+//! one `meridian-mock` process per upstream behind
 //! a TCP fault proxy, and N `meridian serve` processes, each its own region,
 //! data dir and certificate, its Raft port behind a UDP fault proxy (the
 //! members list names the proxies). Every node keeps its API, admin and
@@ -8,23 +9,23 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use harness::admin::{Admin, ClusterView};
+use harness::config as node_config;
+use harness::mocks::MockProcess;
+use harness::process::{NodeCommand, NodeProcess};
 use http::{Method, StatusCode};
-use proto::api::admin::{ClusterView, Role};
-use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use mock::Behavior;
+use proto::config::Config;
 use tokio::sync::Mutex;
 
 use super::RunError;
 use super::http::{HttpClient, call, client};
 use crate::case::{Case, Signal, upstream_id};
 use crate::faults::{LinkTable, TcpMode, TcpProxy, UdpProxy};
-use crate::mock::Behavior;
 
 /// Region names given to nodes 1, 2, … .
 pub const REGIONS: [&str; 7] = [
@@ -55,19 +56,24 @@ pub struct Binaries {
 impl Binaries {
     /// The binaries in `dir`, which must exist.
     pub fn in_dir(dir: &Path) -> Result<Self, RunError> {
-        let bins = Self {
-            meridian: dir.join("meridian"),
-            mock: dir.join("meridian-mock"),
+        let find = |name| {
+            harness::bins::locate(dir, name).map_err(|_| {
+                RunError::Setup(format!(
+                    "{} not found: build with `cargo build --release -p meridian -p meridian-chaos -p meridian-mock` or pass --bin-dir",
+                    dir.join(name).display()
+                ))
+            })
         };
-        for bin in [&bins.meridian, &bins.mock] {
-            if !bin.is_file() {
-                return Err(RunError::Setup(format!(
-                    "{} not found: build with `cargo build --release -p meridian -p meridian-chaos` or pass --bin-dir",
-                    bin.display()
-                )));
-            }
-        }
-        Ok(bins)
+        Ok(Self {
+            meridian: find(harness::bins::MERIDIAN)?,
+            mock: find(harness::bins::MOCK)?,
+        })
+    }
+}
+
+impl From<harness::HarnessError> for RunError {
+    fn from(e: harness::HarnessError) -> Self {
+        RunError::Setup(e.to_string())
     }
 }
 
@@ -89,7 +95,7 @@ pub struct Node {
     pub config: PathBuf,
     /// Its stderr (every run appended).
     pub log: PathBuf,
-    child: Mutex<Option<Child>>,
+    process: Mutex<NodeProcess>,
     up: AtomicBool,
     /// Whether `/readyz` answered 200 at the last probe (the GeoDNS view).
     pub ready: AtomicBool,
@@ -110,7 +116,7 @@ pub struct Upstream {
     pub control: SocketAddr,
     /// The fault proxy nodes connect through.
     pub proxy: TcpProxy,
-    _child: Child,
+    _process: MockProcess,
 }
 
 /// The running cluster; processes are killed when it is dropped.
@@ -123,36 +129,15 @@ pub struct LocalCluster {
     pub table: LinkTable,
     /// The client for admin and control calls.
     pub http: HttpClient,
+    /// The client of the nodes' admin APIs (readiness, views, leader).
+    admin_http: harness::http::Http,
     /// The baseline behaviour of the providers.
     pub baseline: Behavior,
-    bins: Binaries,
-    log_level: String,
     _proxies: Vec<UdpProxy>,
 }
 
-fn free_tcp() -> Result<SocketAddr, RunError> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| RunError::io("bind", e))?;
-    l.local_addr().map_err(|e| RunError::io("bind", e))
-}
-
-fn free_udp() -> Result<SocketAddr, RunError> {
-    let s = std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| RunError::io("bind", e))?;
-    s.local_addr().map_err(|e| RunError::io("bind", e))
-}
-
-/// `kill -SIG PID` (std has SIGKILL only, and unsafe is forbidden).
-async fn signal(pid: u32, name: &str) -> Result<(), RunError> {
-    let status = Command::new("kill")
-        .args([format!("-{name}"), pid.to_string()])
-        .status()
-        .await
-        .map_err(|e| RunError::io("kill", e))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(RunError::Setup(format!("kill -{name} {pid} failed")))
-    }
-}
+/// How long a SIGTERMed node may take to exit before it is SIGKILLed.
+const STOP_GRACE: Duration = Duration::from_secs(40);
 
 impl LocalCluster {
     /// Starts the cluster of `case` in `dir` and waits until every node is
@@ -168,20 +153,7 @@ impl LocalCluster {
         std::fs::create_dir_all(dir).map_err(|e| RunError::io("mkdir", e))?;
         let certs = dir.join("certs");
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
-        let out = Command::new(&bins.meridian)
-            .arg("certs")
-            .arg("--dir")
-            .arg(&certs)
-            .args(&names)
-            .output()
-            .await
-            .map_err(|e| RunError::io("meridian certs", e))?;
-        if !out.status.success() {
-            return Err(RunError::Setup(format!(
-                "meridian certs failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )));
-        }
+        harness::certs::write(&certs, &names)?;
 
         let mut upstreams = Vec::new();
         for i in 0..case.upstreams {
@@ -189,7 +161,9 @@ impl LocalCluster {
         }
 
         let table = LinkTable::default();
-        let raft_binds: Vec<SocketAddr> = (0..n).map(|_| free_udp()).collect::<Result<_, _>>()?;
+        let raft_binds: Vec<SocketAddr> = (0..n)
+            .map(|_| harness::ports::free_udp())
+            .collect::<Result<_, _>>()?;
         let peers: HashMap<SocketAddr, u64> = raft_binds
             .iter()
             .enumerate()
@@ -211,7 +185,7 @@ impl LocalCluster {
         let members: Vec<String> = proxies
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("\"{}@{}\"", i + 1, p.front))
+            .map(|(i, p)| node_config::member(i as u64 + 1, p.front))
             .collect();
 
         let mut nodes = Vec::new();
@@ -219,20 +193,24 @@ impl LocalCluster {
             let id = i as u64 + 1;
             let home = dir.join(format!("n{id}"));
             std::fs::create_dir_all(&home).map_err(|e| RunError::io("mkdir", e))?;
+            let config = home.join("meridian.toml");
+            let log = home.join("meridian.log");
+            let mut command = NodeCommand::new(&bins.meridian, &config, &log);
+            command.log_level = log_level.to_owned();
             let node = Node {
                 id,
                 region: REGIONS[i % REGIONS.len()].to_owned(),
-                api: free_tcp()?,
-                admin: free_tcp()?,
+                api: harness::ports::free_tcp()?,
+                admin: harness::ports::free_tcp()?,
                 raft_bind: raft_binds[i],
                 raft_proxy: proxies[i].front,
-                config: home.join("meridian.toml"),
-                log: home.join("meridian.log"),
-                child: Mutex::new(None),
+                config,
+                log,
+                process: Mutex::new(NodeProcess::new(command)),
                 up: AtomicBool::new(false),
                 ready: AtomicBool::new(false),
             };
-            let text = config_text(
+            let built = node_config_of(
                 case,
                 &node,
                 &home.join("data"),
@@ -240,7 +218,7 @@ impl LocalCluster {
                 &members,
                 &upstreams,
             );
-            std::fs::write(&node.config, text).map_err(|e| RunError::io("write config", e))?;
+            node_config::write(&node.config, &built)?;
             nodes.push(Arc::new(node));
         }
         let cluster = LocalCluster {
@@ -248,18 +226,17 @@ impl LocalCluster {
             upstreams,
             table,
             http: client(64),
+            admin_http: harness::http::Http::tuned(64, Duration::from_secs(1)),
             baseline: case.baseline.clone(),
-            bins,
-            log_level: log_level.to_owned(),
             _proxies: proxies,
         };
         // All first (they need each other for a quorum), then their ready lines.
-        let mut waiting = Vec::new();
         for node in &cluster.nodes {
-            waiting.push((node.id, cluster.spawn(node).await?));
+            node.process.lock().await.spawn()?;
+            node.up.store(true, Ordering::Relaxed);
         }
-        for (id, child) in waiting {
-            cluster.await_ready(id, child).await?;
+        for node in &cluster.nodes {
+            cluster.await_ready(node).await?;
         }
         cluster.settle().await?;
         Ok(cluster)
@@ -279,50 +256,13 @@ impl LocalCluster {
             .collect()
     }
 
-    async fn spawn(&self, node: &Node) -> Result<Child, RunError> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&node.log)
-            .map_err(|e| RunError::io("open log", e))?;
-        Command::new(&self.bins.meridian)
-            .arg("serve")
-            .arg("--config")
-            .arg(&node.config)
-            .env("RUST_LOG", &self.log_level)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| RunError::io("spawn meridian", e))
-    }
-
-    /// Waits for the ready line of a just-spawned node, then keeps its child.
-    async fn await_ready(&self, id: u64, mut child: Child) -> Result<(), RunError> {
-        let Some(node) = self.node(id) else {
-            return Err(RunError::Setup(format!("no node {id}")));
-        };
-        let line = match child.stdout.take() {
-            Some(stdout) => {
-                let mut line = String::new();
-                let read = tokio::time::timeout(
-                    READY_TIMEOUT,
-                    BufReader::new(stdout).read_line(&mut line),
-                )
-                .await;
-                matches!(read, Ok(Ok(n)) if n > 0).then_some(line)
-            }
-            None => None,
-        };
-        *node.child.lock().await = Some(child);
-        node.up.store(true, Ordering::Relaxed);
-        match line {
-            Some(line) if line.starts_with("meridian ready") => Ok(()),
-            _ => Err(RunError::NotReady {
-                node: id,
-                log: node.log.display().to_string(),
-            }),
-        }
+    /// Waits for the ready line of a just-spawned node.
+    async fn await_ready(&self, node: &Node) -> Result<(), RunError> {
+        let ready = node.process.lock().await.await_ready(READY_TIMEOUT).await;
+        ready.map(|_| ()).map_err(|_| RunError::NotReady {
+            node: node.id,
+            log: node.log.display().to_string(),
+        })
     }
 
     /// Waits until every node answers `/readyz` 200 and has announced its
@@ -336,13 +276,8 @@ impl LocalCluster {
             }
             if all && let Some(leader) = self.leader().await {
                 let view = self.view(leader).await;
-                let announced = view.is_some_and(|v| {
-                    self.nodes.iter().all(|n| {
-                        v.members.iter().any(|m| {
-                            m.id == n.id && m.admin_addr.as_deref() == Some(&*n.admin.to_string())
-                        })
-                    })
-                });
+                let announced = view
+                    .is_some_and(|view| self.nodes.iter().all(|n| view.announced(n.id, n.admin)));
                 if announced {
                     return Ok(());
                 }
@@ -356,58 +291,33 @@ impl LocalCluster {
         }
     }
 
+    /// The typed admin client of node `id`.
+    pub fn admin(&self, id: u64) -> Option<Admin> {
+        let node = self.node(id)?;
+        Some(Admin::new(self.admin_http.clone(), node.admin))
+    }
+
     /// Whether node `id` answers `/readyz` with 200 within 500 ms.
     pub async fn readyz(&self, id: u64) -> bool {
-        let Some(node) = self.node(id) else {
-            return false;
-        };
-        let url = format!("http://{}/readyz", node.admin);
-        matches!(
-            call(
-                &self.http,
-                Method::GET,
-                &url,
-                None,
-                Duration::from_millis(500)
-            )
-            .await,
-            Ok((StatusCode::OK, _))
-        )
+        match self.admin(id) {
+            Some(admin) => admin.ready(Duration::from_millis(500)).await,
+            None => false,
+        }
     }
 
     /// `GET /admin/v1/cluster` on node `id` (1 s timeout).
     pub async fn view(&self, id: u64) -> Option<ClusterView> {
-        let node = self.node(id)?;
-        let url = format!("http://{}/admin/v1/cluster", node.admin);
-        let (status, body) = call(&self.http, Method::GET, &url, None, Duration::from_secs(1))
-            .await
-            .ok()?;
-        (status == StatusCode::OK)
-            .then(|| serde_json::from_slice(&body).ok())
-            .flatten()
+        self.admin(id)?.view(Duration::from_secs(1)).await
     }
 
     /// The leader: the running node that says it leads with the highest
     /// term, else the leader most running nodes name.
     pub async fn leader(&self) -> Option<u64> {
-        let mut claims = Vec::new();
-        let mut named: HashMap<u64, usize> = HashMap::new();
+        let mut views = Vec::new();
         for id in self.up() {
-            let Some(view) = self.view(id).await else {
-                continue;
-            };
-            if view.role == Role::Leader {
-                claims.push((view.term, id));
-            }
-            if let Some(l) = view.leader {
-                *named.entry(l).or_default() += 1;
-            }
+            views.push((id, self.view(id).await));
         }
-        claims.sort_unstable();
-        claims
-            .last()
-            .map(|(_, id)| *id)
-            .or_else(|| named.into_iter().max_by_key(|(_, n)| *n).map(|(id, _)| id))
+        harness::admin::likely_leader(&views)
     }
 
     /// Stops node `id` with `sig` and waits for it to exit; returns the
@@ -416,27 +326,19 @@ impl LocalCluster {
         let node = self
             .node(id)
             .ok_or_else(|| RunError::Setup(format!("no node {id}")))?;
-        let mut guard = node.child.lock().await;
-        let Some(mut child) = guard.take() else {
+        let mut process = node.process.lock().await;
+        if !process.is_up() {
             return Err(RunError::Setup(format!("node {id} is not running")));
-        };
-        node.up.store(false, Ordering::Relaxed);
-        match sig {
-            Signal::Kill => {
-                child.start_kill().map_err(|e| RunError::io("kill", e))?;
-            }
-            Signal::Term => {
-                if let Some(pid) = child.id() {
-                    signal(pid, "TERM").await?;
-                }
-            }
         }
-        let status = match tokio::time::timeout(Duration::from_secs(40), child.wait()).await {
-            Ok(status) => status.map_err(|e| RunError::io("wait", e))?,
-            Err(_) => {
-                tracing::warn!(node = id, "no exit within 40 s of SIGTERM: SIGKILL");
-                let _ = child.start_kill();
-                child.wait().await.map_err(|e| RunError::io("wait", e))?
+        node.up.store(false, Ordering::Relaxed);
+        let status = match sig {
+            Signal::Kill => process.kill().await?,
+            Signal::Term => {
+                let (status, exited) = process.terminate(STOP_GRACE).await?;
+                if !exited {
+                    tracing::warn!(node = id, "no exit within 40 s of SIGTERM: SIGKILL");
+                }
+                status
             }
         };
         Ok(status.to_string())
@@ -452,8 +354,9 @@ impl LocalCluster {
             return Err(RunError::Setup(format!("node {id} is already running")));
         }
         let started = Instant::now();
-        let child = self.spawn(node).await?;
-        self.await_ready(id, child).await?;
+        node.process.lock().await.spawn()?;
+        node.up.store(true, Ordering::Relaxed);
+        self.await_ready(node).await?;
         Ok(started.elapsed())
     }
 
@@ -523,45 +426,26 @@ async fn start_mock(
     baseline: &Behavior,
 ) -> Result<Upstream, RunError> {
     let id = upstream_id(index);
-    let log = std::fs::File::create(dir.join(format!("mock-{id}.log")))
-        .map_err(|e| RunError::io("mock log", e))?;
     let behavior = serde_json::to_string(baseline).map_err(|e| RunError::Setup(e.to_string()))?;
-    let mut child = Command::new(&bins.mock)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--control",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
-        ])
-        .arg("--seed")
-        .arg((seed.wrapping_add(index as u64 * 7_919)).to_string())
-        .arg("--behavior")
-        .arg(behavior)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| RunError::io("spawn meridian-mock", e))?;
-    let mut line = String::new();
-    if let Some(stdout) = child.stdout.take() {
-        let _ = tokio::time::timeout(
-            Duration::from_secs(10),
-            BufReader::new(stdout).read_line(&mut line),
-        )
-        .await;
-    }
-    let v: Value = serde_json::from_str(&line)
-        .map_err(|e| RunError::Setup(format!("meridian-mock said {line:?}: {e}")))?;
-    let addr = |field: &str| -> Result<SocketAddr, RunError> {
-        v[field]
-            .as_str()
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| RunError::Setup(format!("meridian-mock said {line:?}: no {field}")))
-    };
-    let api = addr("api")?;
-    let control = addr("control")?;
+    let args = [
+        "--threads".to_owned(),
+        "1".to_owned(),
+        "--seed".to_owned(),
+        seed.wrapping_add(index as u64 * 7_919).to_string(),
+        "--behavior".to_owned(),
+        behavior,
+    ];
+    let log = dir.join(format!("mock-{id}.log"));
+    let process = MockProcess::start(
+        &bins.mock,
+        &args,
+        Some(&log),
+        false,
+        Duration::from_secs(10),
+    )
+    .await?;
+    let api = process.api;
+    let control = process.control;
     let proxy = TcpProxy::start(api)
         .await
         .map_err(|e| RunError::io("tcp proxy", e))?;
@@ -569,86 +453,54 @@ async fn start_mock(
         id,
         control,
         proxy,
-        _child: child,
+        _process: process,
     })
 }
 
-/// A node's configuration file.
-fn config_text(
+/// A node's configuration.
+fn node_config_of(
     case: &Case,
     node: &Node,
     data: &Path,
     certs: &Path,
     members: &[String],
     upstreams: &[Upstream],
-) -> String {
+) -> Config {
     let c = &case.cluster;
     let r = &case.route;
-    let mut text = format!(
-        r#"[node]
-id = {id}
-region = "{region}"
-data_dir = "{data}"
-
-[listen]
-api = "{api}"
-admin = "{admin}"
-raft = "{raft}"
-
-[cluster]
-members = [{members}]
-heartbeat_ms = {hb}
-election_timeout_ms = {et}
-snapshot_logs = {sl}
-
-[tls]
-ca = "{certs}/ca.pem"
-cert = "{certs}/n{id}.pem"
-key = "{certs}/n{id}.key"
-
-[proxy]
-workers = {workers}
-"#,
-        id = node.id,
-        region = node.region,
-        data = data.display(),
-        api = node.api,
-        admin = node.admin,
-        raft = node.raft_bind,
-        members = members.join(", "),
-        hb = c.heartbeat_ms,
-        et = c.election_timeout_ms,
-        sl = c.snapshot_logs,
-        certs = certs.display(),
-        workers = c.workers,
-    );
-    for u in upstreams {
-        text.push_str(&format!(
-            "\n[[upstreams]]\nid = \"{}\"\nbase_url = \"http://{}/v1\"\nregion = \"local\"\n",
-            u.id, u.proxy.addr
-        ));
-    }
+    let mut config = node_config::node(node.id, &node.region, data);
+    config.listen.api = node.api;
+    config.listen.admin = node.admin;
+    config.listen.raft = node.raft_bind;
+    config.cluster.members = members.to_vec();
+    config.cluster.heartbeat_ms = c.heartbeat_ms;
+    config.cluster.election_timeout_ms = c.election_timeout_ms;
+    config.cluster.snapshot_logs = c.snapshot_logs;
+    config.tls = Some(harness::certs::tls_config(certs, &format!("n{}", node.id)));
+    config.proxy.workers = c.workers as usize;
+    config.upstreams = upstreams
+        .iter()
+        .map(|u| {
+            let mut upstream = node_config::upstream(&u.id, &format!("http://{}/v1", u.proxy.addr));
+            upstream.region = "local".to_owned();
+            upstream
+        })
+        .collect();
     let target = |u: &Upstream| {
-        format!(
-            "{{ upstream = \"{}\", model = \"model-{}\", input_per_mtok = 0.1, output_per_mtok = 0.4 }}",
-            u.id, u.id
-        )
+        let mut target = node_config::target(&u.id, &format!("model-{}", u.id));
+        target.input_per_mtok = 0.1;
+        target.output_per_mtok = 0.4;
+        target
     };
     let tiers = if r.tiered {
-        upstreams
-            .iter()
-            .map(|u| format!("[{}]", target(u)))
-            .collect::<Vec<_>>()
-            .join(", ")
+        upstreams.iter().map(|u| vec![target(u)]).collect()
     } else {
-        format!(
-            "[{}]",
-            upstreams.iter().map(target).collect::<Vec<_>>().join(", ")
-        )
+        vec![upstreams.iter().map(target).collect()]
     };
-    text.push_str(&format!(
-        "\n[[routes]]\nmodel = \"{ROUTE}\"\ntiers = [{tiers}]\nmax_attempts = {}\nfirst_byte_timeout_ms = {}\nrequest_timeout_ms = {}\n",
-        r.max_attempts, r.first_byte_timeout_ms, r.request_timeout_ms
-    ));
-    text
+    let mut route = node_config::route(ROUTE, tiers);
+    route.max_attempts = Some(r.max_attempts);
+    route.first_byte_timeout_ms = Some(r.first_byte_timeout_ms);
+    route.request_timeout_ms = Some(r.request_timeout_ms);
+    config.routes = vec![route];
+    config
 }

@@ -25,8 +25,8 @@ use tokio::sync::Semaphore;
 use super::cluster::{LocalCluster, ROUTE};
 use super::http::{HttpClient, client};
 use crate::case::LoadSpec;
-use crate::load::OpenLoop;
 use crate::report::stats::{Kind, Outcome, RequestRecord};
+use load::OpenLoop;
 
 /// Largest stream body kept for the end-of-stream check.
 const MAX_STREAM_BYTES: usize = 1 << 20;

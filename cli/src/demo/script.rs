@@ -72,70 +72,48 @@ fn brownout_behavior(i: usize) -> Value {
     json!({"first_byte": {"p50_ms": p50, "p99_ms": p50 * 3}})
 }
 
-fn config(node: &NodeProc, members: &str, certs: &Path, data: &Path, mocks: &[MockProc]) -> String {
-    let upstreams: String = mocks
+/// Node `node`'s configuration: the cluster, fast Raft timing, one
+/// upstream per fake provider and the route `fast` over all of them.
+fn config(
+    node: &NodeProc,
+    members: &[String],
+    certs: &Path,
+    data: &Path,
+    mocks: &[MockProc],
+) -> proto::config::Config {
+    use harness::config as build;
+    let mut config = build::node(node.id, node.region, data);
+    config.listen.raft = std::net::SocketAddr::from(([127, 0, 0, 1], node.raft_port));
+    config.cluster.members = members.to_vec();
+    config.cluster.heartbeat_ms = 100;
+    config.cluster.election_timeout_ms = 1000;
+    config.tls = Some(harness::certs::tls_config(certs, &format!("n{}", node.id)));
+    config.proxy.workers = 1;
+    // A short window, so that a short demo shows a recovery too.
+    config.health.window_slots = 5;
+    config.health.slot_ms = 1000;
+    config.health.min_samples = 5;
+    config.health.explore = 0.06;
+    config.upstreams = mocks
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            format!(
-                "[[upstreams]]\nid = \"{}\"\nbase_url = \"http://{}/v1\"\nregion = \"{}\"\n\n",
-                m.name,
-                m.api,
-                REGIONS[i % REGIONS.len()]
-            )
+            let mut upstream = build::upstream(m.name, &format!("http://{}/v1", m.api));
+            upstream.region = REGIONS[i % REGIONS.len()].to_owned();
+            upstream
         })
         .collect();
-    let targets: Vec<String> = mocks
+    let targets = mocks
         .iter()
         .map(|m| {
-            format!(
-                "{{ upstream = \"{}\", model = \"{}-chat\", input_per_mtok = 0.2, output_per_mtok = 0.8 }}",
-                m.name, m.name
-            )
+            let mut target = build::target(m.name, &format!("{}-chat", m.name));
+            target.input_per_mtok = 0.2;
+            target.output_per_mtok = 0.8;
+            target
         })
         .collect();
-    format!(
-        r#"# written by `meridian demo`
-[node]
-id = {id}
-region = "{region}"
-data_dir = "{data}"
-
-[listen]
-api = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-raft = "127.0.0.1:{port}"
-
-[cluster]
-members = [{members}]
-heartbeat_ms = 100
-election_timeout_ms = 1000
-
-[tls]
-ca = "{certs}/ca.pem"
-cert = "{certs}/n{id}.pem"
-key = "{certs}/n{id}.key"
-
-[proxy]
-workers = 1
-
-[health]                # a short window, so that a short demo shows a recovery too
-window_slots = 5
-slot_ms = 1000
-min_samples = 5
-explore = 0.06
-
-{upstreams}[[routes]]
-model = "fast"
-tiers = [[{targets}]]
-"#,
-        id = node.id,
-        region = node.region,
-        data = data.display(),
-        port = node.raft_port,
-        certs = certs.display(),
-        targets = targets.join(", "),
-    )
+    config.routes = vec![build::route("fast", vec![targets])];
+    config
 }
 
 /// Sets everything up, plays the script, and returns how it ended; the
@@ -171,7 +149,6 @@ async fn start_cluster(
     dir: &Path,
     shared: &Shared,
     procs: &mut Procs,
-    http: &Http,
 ) -> Result<(), DemoError> {
     for (i, name) in UPSTREAMS.iter().enumerate() {
         let log = dir.join(format!("{name}.log"));
@@ -188,14 +165,8 @@ async fn start_cluster(
             .join(", ")
     );
     let certs = dir.join("certs");
-    let names: Vec<raft::certs::NodeCert> = (1..=REGIONS.len())
-        .map(|i| raft::certs::NodeCert {
-            name: format!("n{i}"),
-            id: i as u64,
-            sans: vec!["127.0.0.1".to_owned(), "localhost".to_owned()],
-        })
-        .collect();
-    raft::certs::write_cluster(&certs, &names)
+    let names: Vec<String> = (1..=REGIONS.len()).map(|i| format!("n{i}")).collect();
+    harness::certs::write(&certs, &names)
         .map_err(|e| DemoError::Start(format!("cannot make the cluster's certificates: {e}")))?;
     for (i, region) in REGIONS.iter().enumerate() {
         let port = procs::free_udp_port()?;
@@ -203,16 +174,18 @@ async fn start_cluster(
             .nodes
             .push(NodeProc::new(i as u64 + 1, region, port, dir));
     }
-    let members = procs
+    let members: Vec<String> = procs
         .nodes
         .iter()
-        .map(|n| format!("\"{}@127.0.0.1:{}\"", n.id, n.raft_port))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .map(|n| {
+            let raft = std::net::SocketAddr::from(([127, 0, 0, 1], n.raft_port));
+            harness::config::member(n.id, raft)
+        })
+        .collect();
     for node in &procs.nodes {
         let data = dir.join(format!("n{}", node.id));
-        let text = config(node, &members, &certs, &data, &procs.mocks);
-        std::fs::write(&node.config, text).map_err(|e| {
+        let built = config(node, &members, &certs, &data, &procs.mocks);
+        harness::config::write(&node.config, &built).map_err(|e| {
             DemoError::Start(format!("cannot write {}: {e}", node.config.display()))
         })?;
     }
@@ -228,7 +201,7 @@ async fn start_cluster(
     for (i, node) in procs.nodes.iter_mut().enumerate() {
         node.await_ready(Duration::from_secs(40)).await?;
         let admin = node.admin.clone().unwrap_or_default();
-        if !ready(http, &admin, Duration::from_secs(15)).await {
+        if !ready(&admin, Duration::from_secs(15)).await {
             return Err(DemoError::Start(format!(
                 "node n{} never answered /readyz 200; the end of its log:\n{}",
                 node.id,
@@ -256,7 +229,7 @@ async fn play(
         options.rate,
         dir.display()
     );
-    start_cluster(exe, mock, dir, shared, procs, &http).await?;
+    start_cluster(exe, mock, dir, shared, procs).await?;
     println!("the cluster is ready; starting the clients\n");
     for region in 0..REGIONS.len() {
         procs.tasks.push(tokio::spawn(traffic::generate(
@@ -310,7 +283,7 @@ async fn play(
     ));
     tokio::time::sleep(d[2]).await;
 
-    kill_and_return(exe, shared, procs, &http, d[3], d[4]).await?;
+    kill_and_return(exe, shared, procs, d[3], d[4]).await?;
 
     shared.step("6/6 steady state again".into());
     tokio::time::sleep(d[5]).await;
@@ -327,7 +300,6 @@ async fn kill_and_return(
     exe: &Path,
     shared: &Arc<Shared>,
     procs: &mut Procs,
-    http: &Http,
     kill_for: Duration,
     return_for: Duration,
 ) -> Result<(), DemoError> {
@@ -361,7 +333,7 @@ async fn kill_and_return(
     let step_end = Instant::now() + kill_for;
     while Instant::now() < step_end {
         if shared.events().new_leader.is_none()
-            && let Some(new) = leader_seen(http, shared, killed_id).await
+            && let Some(new) = leader_seen(shared, killed_id).await
         {
             let after = killed_at.elapsed();
             shared.event(|e| e.new_leader = Some((new, after)));
@@ -383,7 +355,7 @@ async fn kill_and_return(
     ));
     procs.nodes[k].await_ready(Duration::from_secs(40)).await?;
     let admin = procs.nodes[k].admin.clone().unwrap_or_default();
-    ready(http, &admin, Duration::from_secs(15)).await;
+    ready(&admin, Duration::from_secs(15)).await;
     let ready_after = restart.elapsed();
     shared.set_node(k, procs.nodes[k].api.clone(), procs.nodes[k].admin.clone());
     shared.event(|e| e.ready_after = Some(ready_after));
@@ -396,7 +368,7 @@ async fn kill_and_return(
     while Instant::now() < give_up
         && (Instant::now() < step_end || shared.events().caught_up_after.is_none())
     {
-        if shared.events().caught_up_after.is_none() && caught_up(http, shared, killed_id).await {
+        if shared.events().caught_up_after.is_none() && caught_up(shared, killed_id).await {
             let after = restart.elapsed();
             shared.event(|e| e.caught_up_after = Some(after));
             shared.say(format!(
@@ -480,13 +452,20 @@ async fn patch(http: &Http, control: &str, behavior: &Value) -> Result<(), DemoE
     }
 }
 
-async fn ready(http: &Http, admin: &str, limit: Duration) -> bool {
+/// The typed admin client of the node whose admin listener is `admin`.
+fn admin_api(admin: &str) -> Option<harness::admin::Admin> {
+    let addr = admin.parse().ok()?;
+    let http = harness::http::Http::tuned(1, Duration::from_secs(1));
+    Some(harness::admin::Admin::new(http, addr))
+}
+
+async fn ready(admin: &str, limit: Duration) -> bool {
+    let Some(admin) = admin_api(admin) else {
+        return false;
+    };
     let deadline = Instant::now() + limit;
-    let url = format!("http://{admin}/readyz");
     while Instant::now() < deadline {
-        if let Ok((StatusCode::OK, _)) =
-            call(http, Method::GET, &url, None, Duration::from_secs(1)).await
-        {
+        if admin.ready(Duration::from_secs(1)).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -495,15 +474,13 @@ async fn ready(http: &Http, admin: &str, limit: Duration) -> bool {
 }
 
 /// A leader other than `old`, as a live node reports it.
-async fn leader_seen(http: &Http, shared: &Shared, old: u64) -> Option<u64> {
+async fn leader_seen(shared: &Shared, old: u64) -> Option<u64> {
     for i in 0..REGIONS.len() {
-        let Some(admin) = shared.admin(i) else {
+        let Some(admin) = shared.admin(i).as_deref().and_then(admin_api) else {
             continue;
         };
-        let url = format!("http://{admin}/admin/v1/cluster");
-        if let Ok((StatusCode::OK, v)) =
-            call(http, Method::GET, &url, None, Duration::from_millis(500)).await
-            && let Some(leader) = v["leader"].as_u64()
+        if let Some(view) = admin.view(Duration::from_millis(500)).await
+            && let Some(leader) = view.leader
             && leader != old
         {
             return Some(leader);
@@ -513,21 +490,18 @@ async fn leader_seen(http: &Http, shared: &Shared, old: u64) -> Option<u64> {
 }
 
 /// Whether the leader reports member `id` at lag 0.
-async fn caught_up(http: &Http, shared: &Shared, id: u64) -> bool {
+async fn caught_up(shared: &Shared, id: u64) -> bool {
     for i in 0..REGIONS.len() {
-        let Some(admin) = shared.admin(i) else {
+        let Some(admin) = shared.admin(i).as_deref().and_then(admin_api) else {
             continue;
         };
-        let url = format!("http://{admin}/admin/v1/cluster");
-        if let Ok((StatusCode::OK, v)) =
-            call(http, Method::GET, &url, None, Duration::from_millis(500)).await
-            && v["role"] == "leader"
+        if let Some(view) = admin.view(Duration::from_millis(500)).await
+            && view.is_leader()
         {
-            return v["members"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .any(|m| m["id"] == id && m["lag"] == 0 && m["matched_index"].is_u64());
+            return view
+                .members
+                .iter()
+                .any(|m| m.id == id && m.lag == Some(0) && m.matched_index.is_some());
         }
     }
     false

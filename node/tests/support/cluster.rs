@@ -8,18 +8,11 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 use super::Mock;
 
@@ -76,35 +69,7 @@ impl Default for Options {
 }
 
 /// An admin or data-plane answer.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    /// Its status.
-    pub status: StatusCode,
-    /// Its headers.
-    pub headers: http::HeaderMap,
-    /// Its body.
-    pub body: Bytes,
-}
-
-impl Reply {
-    /// The body as JSON (`Null` when it is not JSON).
-    pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
-    }
-
-    /// The body as text, for assertion messages.
-    pub fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    /// A header as text ("" when absent).
-    pub fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-    }
-}
+pub use harness::http::Reply;
 
 /// One node of the cluster; `api` and `admin` are `host:port` of the
 /// running process (they change at each restart) and empty while it is down.
@@ -154,23 +119,15 @@ pub struct Cluster {
 
 /// A plain-HTTP client with per-request timeouts that reports transport
 /// failures instead of panicking; cheap to clone into spawned tasks.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Http {
-    client: Client<HttpConnector, Full<Bytes>>,
-}
-
-impl Default for Http {
-    fn default() -> Self {
-        Self::new()
-    }
+    inner: harness::http::Http,
 }
 
 impl Http {
     /// A client with keep-alive connection pooling.
     pub fn new() -> Self {
-        Self {
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
+        Self::default()
     }
 
     /// One exchange within `timeout`; transport failures and timeouts are `Err`.
@@ -181,34 +138,7 @@ impl Http {
         body: Option<String>,
         timeout: Duration,
     ) -> Result<Reply, String> {
-        let mut builder = Request::builder().method(method).uri(url);
-        if body.is_some() {
-            builder = builder.header("content-type", "application/json");
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .unwrap();
-        let exchange = async {
-            let response = self
-                .client
-                .request(request)
-                .await
-                .map_err(|e| format!("{e:?}"))?;
-            let (parts, body) = response.into_parts();
-            let body = body
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
-            Ok(Reply {
-                status: parts.status,
-                headers: parts.headers,
-                body,
-            })
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {timeout:?}")))
+        self.inner.send(method, url, &[], body, timeout).await
     }
 
     /// A chat request for `model` to the data plane at `api` (`host:port`).
@@ -246,8 +176,7 @@ impl Stranger {
 
 /// A free loopback UDP port (bound, then released).
 pub fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    socket.local_addr().unwrap().port()
+    harness::ports::free_udp().unwrap().port()
 }
 
 /// Writes a CA and one certificate per name into `dir` with `raft::certs`
@@ -255,19 +184,7 @@ pub fn free_udp_port() -> u16 {
 /// name is `n<ID>` or `NAME=ID` as `meridian certs` takes it. A new `dir`
 /// means a new CA.
 pub fn write_certs(dir: &Path, names: &[String]) {
-    let sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-    let nodes: Vec<raft::certs::NodeCert> = names
-        .iter()
-        .map(|spec| {
-            let (name, id) = raft::certs::parse_node(spec).unwrap();
-            raft::certs::NodeCert {
-                name,
-                id,
-                sans: sans.clone(),
-            }
-        })
-        .collect();
-    raft::certs::write_cluster(dir, &nodes).unwrap();
+    harness::certs::write(dir, names).unwrap();
 }
 
 /// A node's configuration file.
@@ -280,67 +197,26 @@ fn config_text(
     options: Options,
     mock: &Mock,
 ) -> String {
-    let members = members
-        .iter()
-        .map(|m| format!("\"{m}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"[node]
-id = {id}
-region = "r{id}"
-data_dir = "{data}"
-
-[listen]
-api = "127.0.0.1:0"
-admin = "127.0.0.1:0"
-raft = "127.0.0.1:{raft_port}"
-
-[cluster]
-members = [{members}]
-heartbeat_ms = {hb}
-election_timeout_ms = {et}
-snapshot_logs = {sl}
-
-[tls]
-ca = "{certs}/ca.pem"
-cert = "{certs}/n{id}.pem"
-key = "{certs}/n{id}.key"
-
-[proxy]
-workers = 1
-
-[[upstreams]]
-id = "{UPSTREAM}"
-base_url = "{base}"
-
-[[routes]]
-model = "{SEED_ROUTE}"
-tiers = [[{{ upstream = "{UPSTREAM}", model = "seed-model" }}]]
-"#,
-        data = data_dir.display(),
-        hb = options.heartbeat_ms,
-        et = options.election_timeout_ms,
-        sl = options.snapshot_logs,
-        certs = certs.display(),
-        base = mock.base_url(),
-    )
+    use harness::config;
+    let mut c = config::node(id, &format!("r{id}"), data_dir);
+    c.listen.raft = std::net::SocketAddr::from(([127, 0, 0, 1], raft_port));
+    c.cluster.members = members.to_vec();
+    c.cluster.heartbeat_ms = options.heartbeat_ms;
+    c.cluster.election_timeout_ms = options.election_timeout_ms;
+    c.cluster.snapshot_logs = options.snapshot_logs;
+    c.tls = Some(harness::certs::tls_config(certs, &format!("n{id}")));
+    c.proxy.workers = 1;
+    c.upstreams = vec![config::upstream(UPSTREAM, &mock.base_url())];
+    c.routes = vec![config::route(
+        SEED_ROUTE,
+        vec![vec![config::target(UPSTREAM, "seed-model")]],
+    )];
+    config::to_toml(&c).unwrap()
 }
 
 /// Starts `meridian serve --config CONFIG`, stderr appended to `log`.
 fn spawn(config: &Path, log: &Path) -> Child {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
+    harness::process::NodeCommand::new(Path::new(env!("CARGO_BIN_EXE_meridian")), config, log)
         .spawn()
         .unwrap()
 }
@@ -349,18 +225,9 @@ fn spawn(config: &Path, log: &Path) -> Child {
 /// region=R`) within `timeout`: `Some((api, admin))`, or `None` when the
 /// process printed nothing in time or exited first.
 pub async fn read_ready(child: &mut Child, timeout: Duration) -> Option<(String, String)> {
-    let stdout = child.stdout.as_mut()?;
-    let mut line = String::new();
-    let read = tokio::time::timeout(timeout, BufReader::new(stdout).read_line(&mut line)).await;
-    if !matches!(read, Ok(Ok(n)) if n > 0) {
-        return None;
-    }
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(name))
-            .map(|v| v.trim_start_matches("http://").to_owned())
-    };
-    Some((field("api=")?, field("admin=")?))
+    let line = harness::process::read_line(child, timeout).await?;
+    let ready = harness::process::Ready::parse(&line)?;
+    Some((ready.api.to_string(), ready.admin.to_string()))
 }
 
 /// A route body with one tier on the mock, serving `upstream_model`.
@@ -418,12 +285,8 @@ pub fn dir_bytes(path: &Path) -> u64 {
 }
 
 /// Sends SIGTERM to a process.
-fn sigterm(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -TERM {pid} failed");
+async fn sigterm(pid: u32) {
+    harness::process::signal(pid, "TERM").await.unwrap();
 }
 
 impl Cluster {
@@ -484,11 +347,8 @@ impl Cluster {
                 Duration::from_secs(10),
                 Duration::from_millis(2),
                 || async {
-                    let reply = cluster
-                        .try_admin(id, Method::GET, "/readyz", None, Duration::from_secs(1))
-                        .await
-                        .ok()?;
-                    (reply.status == StatusCode::OK).then_some(())
+                    let admin = cluster.admin_client(id);
+                    admin.ready(Duration::from_secs(1)).await.then_some(())
                 },
             )
             .await;
@@ -712,7 +572,7 @@ impl Cluster {
     pub async fn terminate(&mut self, id: u64) {
         let node = self.node_mut(id);
         let mut child = node.child.take().expect("node is not running");
-        sigterm(child.id().unwrap());
+        sigterm(child.id().unwrap()).await;
         let status = tokio::time::timeout(Duration::from_secs(40), child.wait())
             .await
             .expect("node did not exit within 40 s of SIGTERM")
@@ -727,7 +587,7 @@ impl Cluster {
         let mut children = Vec::new();
         for node in &mut self.nodes {
             if let Some(child) = node.child.take() {
-                sigterm(child.id().unwrap());
+                sigterm(child.id().unwrap()).await;
                 node.api.clear();
                 node.admin.clear();
                 children.push((node.id, child));
@@ -839,29 +699,21 @@ impl Cluster {
     /// The leader the running nodes agree on, polled every 5 ms for `limit`.
     pub async fn leader_within(&self, limit: Duration) -> Option<u64> {
         poll(limit, Duration::from_millis(5), || async {
-            let mut claimed = None;
-            let mut named = Vec::new();
+            let mut views = Vec::new();
             for id in self.up() {
-                let reply = self
-                    .try_admin(
-                        id,
-                        Method::GET,
-                        "/admin/v1/cluster",
-                        None,
-                        Duration::from_secs(1),
-                    )
-                    .await
-                    .ok()?;
-                let view = reply.json();
-                if view["role"] == "leader" {
-                    claimed = Some(id);
-                }
-                named.push(view["leader"].as_u64());
+                let view = self.admin_client(id).view(Duration::from_secs(1)).await;
+                views.push((id, view));
             }
-            let leader = claimed?;
-            named.iter().all(|n| *n == Some(leader)).then_some(leader)
+            harness::admin::agreed_leader(&views)
         })
         .await
+    }
+
+    /// The harness's typed client of node `id`'s admin API.
+    pub fn admin_client(&self, id: u64) -> harness::admin::Admin {
+        let admin = &self.node(id).admin;
+        assert!(!admin.is_empty(), "node {id} is down");
+        harness::admin::Admin::new(self.http.inner.clone(), admin.parse().unwrap())
     }
 
     /// A chat request for `model` to node `id`'s data plane within `timeout`.

@@ -1,5 +1,6 @@
-//! Real processes for integration tests: `meridian-mock` upstreams and
-//! `meridian` nodes on ephemeral loopback ports, killed when dropped.
+//! Real processes for integration tests: `meridian` nodes on ephemeral
+//! loopback ports, killed when dropped, and `meridian-mock` upstreams run
+//! in-process; thin helpers over `meridian-harness`.
 
 #![allow(
     clippy::unwrap_used,
@@ -10,7 +11,6 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -21,80 +21,54 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 pub mod cluster;
 
-/// `target/<profile>`, where cargo put this test and the binaries.
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
+/// The directory cargo built `meridian` into for these tests; the other
+/// workspace binaries (`meridian-mock`) are there after
+/// `cargo build --workspace --bins`, which `scripts/test` runs.
+pub fn bin_dir() -> PathBuf {
+    harness::bins::dir_of(Path::new(env!("CARGO_BIN_EXE_meridian")))
 }
 
-/// The mock binary, built on first use if `cargo test` did not build it.
-pub fn mock_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = target_dir().join("meridian-mock");
-        if !bin.exists() {
-            let status = std::process::Command::new(env!("CARGO"))
-                .args(["build", "-p", "meridian-chaos", "--bin", "meridian-mock"])
-                .status()
-                .unwrap();
-            assert!(status.success(), "building meridian-mock failed");
-        }
-        bin
-    })
+/// The `meridian-mock` binary, for tests that need it as a process of its
+/// own; a clear failure (never a build) when it is missing.
+pub fn mock_bin() -> PathBuf {
+    harness::bins::locate(&bin_dir(), harness::bins::MOCK).unwrap_or_else(|e| panic!("{e}"))
 }
 
 async fn first_line(child: &mut Child) -> String {
-    let stdout = child.stdout.take().unwrap();
-    let mut line = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        BufReader::new(stdout).read_line(&mut line),
-    )
-    .await
-    .expect("process did not print its address in time")
-    .unwrap();
-    line
+    harness::process::read_line(child, Duration::from_secs(30))
+        .await
+        .expect("process did not print its address in time")
 }
 
-/// A running `meridian-mock`.
+/// A `meridian-mock` running in this test process on a thread of its own
+/// (see `mock::spawn`), started from the binary's flags; stopped when
+/// dropped.
 pub struct Mock {
     pub api: String,
     pub control: String,
     /// Whether its data plane speaks TLS (started with `--tls-cert`).
     pub tls: bool,
-    _child: Child,
+    _handle: mock::MockHandle,
 }
 
 impl Mock {
     pub async fn start(extra: &[&str]) -> Mock {
-        let mut child = Command::new(mock_bin())
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--control",
-                "127.0.0.1:0",
-                "--seed",
-                "7",
-            ])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let line = first_line(&mut child).await;
-        let v: Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("mock said {line:?}: {e}"));
+        use clap::Parser as _;
+        let flags = ["meridian-mock", "--seed", "7"]
+            .into_iter()
+            .chain(extra.iter().copied());
+        let args = mock::cli::Args::try_parse_from(flags).unwrap_or_else(|e| panic!("{e}"));
+        let config = args.config().unwrap_or_else(|e| panic!("{e}"));
+        let handle = mock::spawn(config, 2).unwrap();
         Mock {
-            api: v["api"].as_str().unwrap().to_owned(),
-            control: v["control"].as_str().unwrap().to_owned(),
-            tls: v["tls"].as_bool().unwrap_or(false),
-            _child: child,
+            api: handle.api_addr().to_string(),
+            control: handle.control_addr().to_string(),
+            tls: handle.tls(),
+            _handle: handle,
         }
     }
 
@@ -144,40 +118,29 @@ impl Node {
     /// followed by `rest` (upstreams, routes, keys…).
     pub async fn start(rest: &str, env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let config = format!(
-            "[node]\nid = 1\nregion = \"test-region\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n{rest}",
-            dir.path().join("data").display()
-        );
+        let base = harness::config::node(1, "test-region", &dir.path().join("data"));
         let path = dir.path().join("meridian.toml");
-        std::fs::write(&path, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("meridian.log")).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(["serve", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+        std::fs::write(&path, with_rest(&base, rest)).unwrap();
+        let mut command = harness::process::NodeCommand::new(
+            Path::new(env!("CARGO_BIN_EXE_meridian")),
+            &path,
+            &dir.path().join("meridian.log"),
+        );
+        command.env = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut child = command.spawn().unwrap();
         let line = first_line(&mut child).await;
-        let field = |name: &str| {
-            line.split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| {
-                    panic!(
-                        "no {name} in {line:?}; log: {}",
-                        std::fs::read_to_string(dir.path().join("meridian.log"))
-                            .unwrap_or_default()
-                    )
-                })
-                .trim_start_matches("http://")
-                .to_owned()
-        };
+        let ready = harness::process::Ready::parse(&line).unwrap_or_else(|| {
+            panic!(
+                "no ready line but {line:?}; log: {}",
+                std::fs::read_to_string(dir.path().join("meridian.log")).unwrap_or_default()
+            )
+        });
         Node {
-            api: field("api="),
-            admin: field("admin="),
+            api: ready.api.to_string(),
+            admin: ready.admin.to_string(),
             _child: child,
             dir,
         }
@@ -345,8 +308,36 @@ pub fn chat_body(model: &str) -> Value {
 
 /// An upstream section pointing at a mock.
 pub fn upstream(id: &str, mock: &Mock) -> String {
-    format!(
-        "[[upstreams]]\nid = \"{id}\"\nbase_url = \"{}\"\n\n",
-        mock.base_url()
-    )
+    #[derive(serde::Serialize)]
+    struct Upstreams {
+        upstreams: Vec<proto::config::UpstreamConfig>,
+    }
+    let mut upstream = harness::config::upstream(id, &mock.base_url());
+    upstream.region.clear();
+    let text = toml::to_string(&Upstreams {
+        upstreams: vec![upstream],
+    })
+    .unwrap();
+    format!("{text}\n")
+}
+
+/// The whole config file of a test node: `base` (built by the harness),
+/// with the test's own sections `rest` laid over it table by table.
+fn with_rest(base: &proto::config::Config, rest: &str) -> String {
+    let mut table: toml::Table = toml::from_str(&harness::config::to_toml(base).unwrap()).unwrap();
+    let rest: toml::Table = toml::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"));
+    overlay(&mut table, rest);
+    toml::to_string(&table).unwrap()
+}
+
+/// Lays `top` over `base`: tables merge key by key, anything else replaces.
+fn overlay(base: &mut toml::Table, top: toml::Table) {
+    for (key, value) in top {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => overlay(below, above),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
 }

@@ -71,6 +71,22 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
 }
 
+impl ClusterView {
+    /// Whether the node says it leads.
+    pub fn is_leader(&self) -> bool {
+        self.role == Role::Leader
+    }
+
+    /// Whether member `id` has announced `admin` as its admin address (a
+    /// launcher waits for this before it sends writes to any node).
+    pub fn announced(&self, id: u64, admin: std::net::SocketAddr) -> bool {
+        let admin = admin.to_string();
+        self.members
+            .iter()
+            .any(|m| m.id == id && m.admin_addr.as_deref() == Some(admin.as_str()))
+    }
+}
+
 /// A node's Raft role.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

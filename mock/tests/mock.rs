@@ -699,3 +699,36 @@ async fn unusable_tls_files_stop_the_start_naming_the_file() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("--tls-key"));
 }
+
+#[tokio::test]
+async fn spawn_starts_one_in_process_from_the_binarys_flags() {
+    use clap::Parser as _;
+    let args = mock::cli::Args::try_parse_from([
+        "meridian-mock",
+        "--api-key",
+        "sk-in-process",
+        "--model-list",
+        "m1,m2",
+    ])
+    .unwrap();
+    let handle = mock::spawn(args.config().unwrap(), 1).unwrap();
+    assert!(!handle.tls());
+    assert_eq!(
+        handle.base_url(),
+        format!("http://{}/v1", handle.api_addr())
+    );
+    let http = client(false);
+    let url = format!("http://{}/v1/models", handle.api_addr());
+    let refused = send(&http, Method::GET, &url, None, None).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let listed = send(&http, Method::GET, &url, None, Some("Bearer sk-in-process")).await;
+    assert_eq!(listed.status(), StatusCode::OK);
+    let models = json_of(listed).await;
+    assert_eq!(models["data"][1]["id"], "m2");
+    let health = format!("http://{}/_mock/healthz", handle.control_addr());
+    assert_eq!(
+        send(&http, Method::GET, &health, None, None).await.status(),
+        StatusCode::OK
+    );
+    drop(handle);
+}

@@ -3,8 +3,9 @@
 //! real provider would be, then make it slow, failing, rate limited, stalled,
 //! cut or unreachable on demand through a separate control listener.
 //!
-//! The `meridian-mock` binary is a thin shell over [`MockServer`]; tests
-//! that prefer not to spawn a process can start one in-process.
+//! The `meridian-mock` binary is a thin shell over [`MockServer`] and the
+//! flags of [`cli::Args`]; tests that prefer not to spawn a process start one
+//! in-process on its own thread with [`spawn()`].
 //!
 //! Data plane (HTTP/1.1 and h2c, or over TLS with ALPN `h2`/`http/1.1` when
 //! [`MockConfig::tls`] is set): `POST /v1/chat/completions`,
@@ -21,10 +22,12 @@
 
 pub mod behavior;
 mod body;
+pub mod cli;
 mod control;
 mod data;
 pub mod openai;
 mod server;
+mod spawn;
 pub mod stats;
 pub mod tls;
 
@@ -37,6 +40,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use behavior::{Behavior, BehaviorError, Latency};
+pub use spawn::{MockHandle, spawn};
 pub use tls::TlsError;
 
 use server::{DataPlane, Running};

@@ -5,48 +5,12 @@
 //! or SIGINT.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
-use chaos::mock::{Behavior, MockConfig, MockServer, tls};
 use clap::Parser;
+use mock::cli::Args;
+use mock::{MockConfig, MockServer};
 use tracing_subscriber::EnvFilter;
-
-/// An OpenAI-compatible fake provider with programmable faults.
-#[derive(Debug, Parser)]
-#[command(name = "meridian-mock", version)]
-struct Args {
-    /// Data-plane address (OpenAI API); port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
-    /// Control-plane address (/_mock/...); port 0 picks a free port.
-    #[arg(long, default_value = "127.0.0.1:0")]
-    control: SocketAddr,
-    /// Seed of the random draws (faults, latencies), so a run repeats.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Require `Authorization: Bearer <KEY>` on data requests.
-    #[arg(long, env = "MERIDIAN_MOCK_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Models listed by GET /v1/models, comma separated.
-    #[arg(long, value_delimiter = ',', default_value = "mock-model")]
-    model_list: Vec<String>,
-    /// Behaviour at start and after POST /_mock/reset, as JSON.
-    #[arg(long)]
-    behavior: Option<String>,
-    /// Serve the data plane over TLS with this PEM certificate chain (leaf
-    /// first); the control plane stays plain HTTP.
-    #[arg(long, requires = "tls_key", value_name = "PEM")]
-    tls_cert: Option<PathBuf>,
-    /// The PEM private key of --tls-cert.
-    #[arg(long, requires = "tls_cert", value_name = "PEM")]
-    tls_key: Option<PathBuf>,
-    /// Worker threads (default: one per core).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
-    threads: Option<u16>,
-}
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -56,16 +20,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let behavior = match &args.behavior {
-        Some(json) => Behavior::from_json(json.as_bytes()).context("--behavior")?,
-        None => Behavior::default(),
-    };
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => {
-            Some(tls::server_config(cert, key).context("--tls-cert/--tls-key")?)
-        }
-        _ => None,
-    };
+    let config = args.config()?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = args.threads {
         runtime.worker_threads(usize::from(threads));
@@ -74,23 +29,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    runtime.block_on(run(args, behavior, tls))
+    runtime.block_on(run(config))
 }
 
-async fn run(
-    args: Args,
-    behavior: Behavior,
-    tls: Option<Arc<rustls::ServerConfig>>,
-) -> anyhow::Result<()> {
-    let config = MockConfig {
-        listen: args.listen,
-        control: args.control,
-        seed: args.seed,
-        api_key: args.api_key,
-        models: args.model_list,
-        behavior,
-        tls,
-    };
+async fn run(config: MockConfig) -> anyhow::Result<()> {
     let shutdown = shutdown_signal()?;
     let server = MockServer::start(config)
         .await
