@@ -24,11 +24,3 @@ pub mod server;
 pub mod settings;
 pub mod upstream;
 pub mod usage;
-
-// The health wing's parts under their old paths, for code written before
-// they moved into `health/`.
-pub use health::{board, breaker, sharing};
-
-/// The hedging budget lives with the data plane; the routing table builds
-/// its routes' [`hedge::Hedge`] from here.
-pub use proxy::hedge;

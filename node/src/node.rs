@@ -116,7 +116,7 @@ impl Node {
             .local_addr()
             .map_err(bind_error("the admin API", config.listen.admin))?;
 
-        let cluster = Cluster::start(&settings).await?;
+        let cluster = Cluster::start(&settings.raft).await?;
         let trust = Arc::new(LocalTrust::new(config));
         let first_applied = cluster.applied();
         let first = routing::build_applied(

@@ -14,8 +14,8 @@ use proto::api::admin::{
 };
 
 use super::AdminState;
-use crate::board::{ReportInfo, UpstreamBoard, View};
-use crate::breaker::Circuit;
+use crate::health::board::{ReportInfo, UpstreamBoard, View};
+use crate::health::breaker::Circuit;
 use crate::health::{self, WindowSummary};
 use crate::metrics;
 use crate::routing::{Disabled, KeyState};

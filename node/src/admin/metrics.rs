@@ -28,8 +28,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use super::{AdminError, AdminState, readiness};
-use crate::board::HealthBoard;
-use crate::breaker::Circuit;
+use crate::health::board::HealthBoard;
+use crate::health::breaker::Circuit;
 use crate::metrics::{CIRCUITS, gauge};
 use crate::routing::RoutingSnapshot;
 
@@ -332,7 +332,7 @@ impl Scrape {
             Some(&Unit::Seconds),
             MetricType::Gauge,
         )?;
-        let reports: Vec<(String, &crate::board::ReportInfo)> = self
+        let reports: Vec<(String, &crate::health::board::ReportInfo)> = self
             .board
             .reports
             .iter()

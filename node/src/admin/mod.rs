@@ -30,8 +30,8 @@ use proto::api::admin::{DisabledUpstream, Readiness};
 
 pub use self::error::AdminError;
 use crate::auth::{KeyHash, bearer_token, hash_key};
-use crate::board::HealthBoard;
 use crate::cluster::Cluster;
+use crate::health::board::HealthBoard;
 use crate::routing::{LocalTrust, RoutingSnapshot, Secrets};
 
 /// What the admin API reads.

@@ -14,15 +14,17 @@ use openraft::ChangeMembers;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use proto::Config;
 use proto::state::{Command, CommandResponse, KeyRecord, Member, NodeInfo};
-use raft::network::{ForwardError, Network, TlsPaths, Transport};
+use raft::network::{ForwardError, Network, Transport};
 use raft::store::Applied;
 use raft::{NodeId, TypeConfig};
 use tokio::sync::watch;
 
 use crate::auth::KeyHash;
-use crate::settings::Settings;
 
 mod raft_core;
+mod tuning;
+
+pub use tuning::RaftSettings;
 
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
@@ -100,10 +102,9 @@ pub struct Cluster {
 impl Cluster {
     /// Opens the store, starts Raft and the transport, and bootstraps a new
     /// cluster from `cluster.members` (or a cluster of one).
-    pub async fn start(settings: &Settings) -> Result<Arc<Self>, ClusterError> {
-        let config = &settings.file;
-        let id = settings.node_id();
-        let dir = settings.raft.dir.clone();
+    pub async fn start(settings: &RaftSettings) -> Result<Arc<Self>, ClusterError> {
+        let id = settings.id;
+        let dir = settings.dir.clone();
         let path = dir.display().to_string();
         let store_error = |message: String| ClusterError::Store {
             path: path.clone(),
@@ -115,26 +116,20 @@ impl Cluster {
             .map_err(|e| store_error(e.to_string()))?;
         let applied = state_machine.subscribe();
 
-        let (network, transport) = match &config.tls {
-            Some(tls) => {
-                let paths = TlsPaths {
-                    ca: tls.ca.clone(),
-                    cert: tls.cert.clone(),
-                    key: tls.key.clone(),
-                };
-                let transport =
-                    Transport::bind(config.listen.raft, &paths, settings.raft.network.clone())
-                        .map_err(|e| ClusterError::Transport {
-                            addr: config.listen.raft.to_string(),
-                            message: e.to_string(),
-                        })?;
+        let (network, transport) = match &settings.tls {
+            Some(paths) => {
+                let transport = Transport::bind(settings.listen, paths, settings.network.clone())
+                    .map_err(|e| ClusterError::Transport {
+                    addr: settings.listen.to_string(),
+                    message: e.to_string(),
+                })?;
                 (transport.network(id), Some(transport))
             }
             None => (Network::standalone(id), None),
         };
         let raft = Raft::new(
             id,
-            settings.raft.config.clone(),
+            settings.config.clone(),
             network.clone(),
             log,
             state_machine,
@@ -165,7 +160,7 @@ impl Cluster {
                 members.insert(
                     id,
                     Member {
-                        raft_addr: config.listen.raft.to_string(),
+                        raft_addr: settings.listen.to_string(),
                         ..Member::default()
                     },
                 );
@@ -188,7 +183,7 @@ impl Cluster {
             network,
             applied,
             transport,
-            timeout: settings.raft.write_timeout,
+            timeout: settings.write_timeout,
         }))
     }
 

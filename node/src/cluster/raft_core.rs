@@ -82,7 +82,7 @@ mod tests {
             dir.path().display()
         ))
         .unwrap();
-        let settings = crate::settings::Settings::new(&config).unwrap();
+        let settings = crate::cluster::RaftSettings::new(&config).unwrap();
         let cluster = Cluster::start(&settings).await.unwrap();
         cluster
             .raft

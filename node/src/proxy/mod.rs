@@ -21,12 +21,10 @@
 //! - `finish.rs`: the finishing phase of attempts and requests (health
 //!   sample, metrics, access log, failover events), for plain answers and
 //!   streams alike.
-//! - [`hedge`]: the hedging budget of a route.
 
 mod attempt;
 pub mod failover;
 mod finish;
-pub mod hedge;
 mod route;
 
 use std::convert::Infallible;

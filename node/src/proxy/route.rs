@@ -14,8 +14,8 @@ use tracing::info;
 use super::attempt::{self, Ready, race};
 use super::failover::{Failover, Leg, Step, Targets, Timing};
 use super::{Admission, Answered, Call, Failed, Proxy, finish};
-use crate::breaker::Circuit;
 use crate::error::{AttemptError, Attempts, ProxyError};
+use crate::health::breaker::Circuit;
 use crate::routing::{Route, RoutingSnapshot, Target};
 use crate::select::{self, Pick, Policy};
 

@@ -21,12 +21,12 @@ use proto::config::{
 use proto::state::ClusterState;
 use serde::Serialize;
 
+use super::hedge::Hedge;
 use super::secrets::{LocalTrust, Secrets, provider_key, resolve_keys};
 use super::{Endpoint, KeyState, Price, Route, RoutingSnapshot, Target, Upstream};
 use crate::auth::{KeyHash, KeyRing};
 use crate::cluster::unhex;
 use crate::health::{Live, Registry};
-use crate::hedge::Hedge;
 use crate::request_body::json_string;
 use crate::scrub::Scrubber;
 use crate::upstream;

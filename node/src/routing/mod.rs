@@ -19,6 +19,7 @@ mod build;
 #[cfg(test)]
 mod fixtures;
 mod follow;
+pub mod hedge;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -39,11 +40,11 @@ use serde::Serialize;
 
 use crate::auth::KeyRing;
 use crate::health::{Circuit, HasLive, Live, Quantiles, Registry, WindowSummary};
-use crate::hedge::Hedge;
 use crate::metrics::{Metrics, RouteMetrics, TargetMetrics, UpstreamMetrics};
 use crate::scrub::Scrubber;
 use crate::select::{self, Pick, Policy, TargetStats};
 use crate::upstream::Pools;
+use hedge::Hedge;
 
 /// The OpenAI endpoints Meridian proxies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,25 +2,21 @@
 //! configuration file and passed down: durations as [`Duration`], the
 //! initial voters parsed, the worker count resolved, the router's policy,
 //! the health recorder's and breakers' settings, both listeners' connection
-//! limits, and the Raft core's and transport's tuning (in `raft_tuning`). Nothing below [`Settings::new`] reads a
+//! limits, and the Raft core's and transport's tuning (in `cluster::tuning`). Nothing below [`Settings::new`] reads a
 //! millisecond integer or re-parses an `id@addr` string, and nothing asks
 //! the machine for its CPU count a second time.
 
-use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use proto::config::Voter;
 use proto::{Config, FieldError};
-use raft::network::NetworkSettings;
 
-use crate::breaker::BreakerPolicy;
+use crate::cluster::RaftSettings;
 use crate::health::RecorderSettings;
+use crate::health::breaker::BreakerPolicy;
 use crate::routing::NodeSettings;
 use crate::select::Policy;
 use crate::server::Limits;
 
-mod raft_tuning;
 #[cfg(test)]
 mod tests;
 
@@ -36,8 +32,6 @@ pub struct Settings {
     /// are (listeners, TLS paths, connections, keys, upstreams, routes,
     /// secrets) are read from here.
     pub file: Config,
-    /// The initial voters of `cluster.members`, parsed, in file order.
-    pub voters: Vec<Voter>,
     /// Data-plane threads: `proxy.workers`, or one per CPU when 0.
     pub workers: usize,
     /// How the router weighs targets, from `[health]`.
@@ -50,23 +44,10 @@ pub struct Settings {
     pub data_limits: Limits,
     /// How the admin listener holds client connections.
     pub admin_limits: Limits,
-    /// The Raft store, core and transport.
+    /// The Raft store, core and transport, and the voters that bootstrap it.
     pub raft: RaftSettings,
     /// What each routing table is built with besides the cluster's state.
     pub routing: NodeSettings,
-}
-
-/// This node's Raft: where it stores, how its core and transport are tuned.
-#[derive(Debug, Clone)]
-pub struct RaftSettings {
-    /// The store's directory: `node.data_dir/raft`.
-    pub dir: PathBuf,
-    /// openraft's configuration, already validated by openraft.
-    pub config: Arc<openraft::Config>,
-    /// The QUIC transport's tuning for this cluster's timing.
-    pub network: NetworkSettings,
-    /// How long a write or a consistent read waits for a leader and a commit.
-    pub write_timeout: Duration,
 }
 
 impl Settings {
@@ -89,10 +70,8 @@ impl Settings {
         let mut file = config.clone();
         file.proxy.workers = workers;
         let health = &config.health;
-        let cluster = &config.cluster;
         let ms = Duration::from_millis;
         Ok(Self {
-            voters: cluster.voters()?,
             workers,
             policy: Policy {
                 prior_p99_ms: health.prior_p99_ms,
@@ -117,12 +96,7 @@ impl Settings {
             body_timeout: ms(config.connections.body_timeout_ms),
             data_limits: Limits::data(&config.connections),
             admin_limits: Limits::admin(&config.connections),
-            raft: RaftSettings {
-                dir: config.node.data_dir.join("raft"),
-                config: Arc::new(raft_tuning::openraft_config(cluster)?),
-                network: raft_tuning::network_settings(cluster),
-                write_timeout: raft_tuning::write_timeout(cluster),
-            },
+            raft: RaftSettings::new(config)?,
             routing: NodeSettings::new(&file),
             file,
         })

@@ -1,6 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use proto::config::Voter;
 
 use super::*;
 
@@ -88,7 +91,7 @@ fn members_are_parsed_once_in_file_order() {
     ));
     let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
     assert_eq!(
-        s.voters,
+        s.raft.voters,
         vec![
             Voter {
                 id: 2,
@@ -100,7 +103,7 @@ fn members_are_parsed_once_in_file_order() {
             },
         ]
     );
-    assert!(settings("").voters.is_empty());
+    assert!(settings("").raft.voters.is_empty());
 }
 
 /// A hostile member list, built in code past the file's validation, is

@@ -2,15 +2,65 @@
 //! timeouts: openraft's election bounds, and a transport that redials a
 //! restarted peer before it would campaign.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::SnapshotPolicy;
-use proto::FieldError;
-use proto::config::ClusterConfig;
-use raft::network::NetworkSettings;
+use proto::config::{ClusterConfig, Voter};
+use proto::{Config, FieldError};
+use raft::network::{NetworkSettings, TlsPaths};
+
+/// This node's Raft as [`crate::settings::Settings`] builds it once from the
+/// file: who it is, where it stores and listens, the voters it bootstraps
+/// with, and how its core and transport are tuned. It lives with the
+/// cluster, which is all that reads it, so the cluster needs nothing else
+/// from the node's settings.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// This node's Raft id.
+    pub id: u64,
+    /// The store's directory: `node.data_dir/raft`.
+    pub dir: PathBuf,
+    /// The QUIC listener (`listen.raft`).
+    pub listen: SocketAddr,
+    /// The cluster CA and this node's identity; `None` runs alone.
+    pub tls: Option<TlsPaths>,
+    /// The initial voters of `cluster.members`, parsed, in file order.
+    pub voters: Vec<Voter>,
+    /// openraft's configuration, already validated by openraft.
+    pub config: Arc<openraft::Config>,
+    /// The QUIC transport's tuning for this cluster's timing.
+    pub network: NetworkSettings,
+    /// How long a write or a consistent read waits for a leader and a commit.
+    pub write_timeout: Duration,
+}
+
+impl RaftSettings {
+    /// The Raft settings of a validated file; what openraft still refuses
+    /// names its `cluster.*` field.
+    pub fn new(config: &Config) -> Result<Self, FieldError> {
+        let cluster = &config.cluster;
+        Ok(Self {
+            id: config.node.id,
+            dir: config.node.data_dir.join("raft"),
+            listen: config.listen.raft,
+            tls: config.tls.as_ref().map(|tls| TlsPaths {
+                ca: tls.ca.clone(),
+                cert: tls.cert.clone(),
+                key: tls.key.clone(),
+            }),
+            voters: cluster.voters()?,
+            config: Arc::new(openraft_config(cluster)?),
+            network: network_settings(cluster),
+            write_timeout: write_timeout(cluster),
+        })
+    }
+}
 
 /// openraft's configuration for this cluster's timing, validated by openraft.
-pub(super) fn openraft_config(c: &ClusterConfig) -> Result<openraft::Config, FieldError> {
+fn openraft_config(c: &ClusterConfig) -> Result<openraft::Config, FieldError> {
     openraft::Config {
         cluster_name: "meridian".into(),
         heartbeat_interval: c.heartbeat_ms,
@@ -34,7 +84,7 @@ pub(super) fn openraft_config(c: &ClusterConfig) -> Result<openraft::Config, Fie
 /// How long a write or a consistent read waits: four election timeouts, so
 /// a lost leader is replaced (even after a failed first round) within it,
 /// and never under 5 s.
-pub(super) fn write_timeout(c: &ClusterConfig) -> Duration {
+fn write_timeout(c: &ClusterConfig) -> Duration {
     Duration::from_millis(c.election_timeout_ms * 4).max(Duration::from_secs(5))
 }
 
@@ -42,7 +92,7 @@ pub(super) fn write_timeout(c: &ClusterConfig) -> Duration {
 /// crash campaigns if it hears no leader for 0.7 x the election timeout, so
 /// the leader must redial it sooner than that: the redial backoff is capped
 /// at a quarter of the election timeout rather than the transport's 5 s.
-pub(super) fn network_settings(cluster: &ClusterConfig) -> NetworkSettings {
+fn network_settings(cluster: &ClusterConfig) -> NetworkSettings {
     let defaults = NetworkSettings::default();
     let quarter = Duration::from_millis(cluster.election_timeout_ms / 4);
     // A dial begun while the peer was down (restarting) holds its slot until
