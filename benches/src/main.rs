@@ -33,6 +33,10 @@ struct Args {
     /// The meridian binary.
     #[arg(long, default_value = "target/release/meridian")]
     meridian_bin: PathBuf,
+    /// An earlier meridian build to measure side by side with
+    /// `--meridian-bin` (target `baseline`), for a change's before and after.
+    #[arg(long)]
+    baseline_bin: Option<PathBuf>,
     /// The nginx binary (a bare name is looked up on PATH and in /usr/sbin).
     #[arg(long, default_value = "nginx")]
     nginx_bin: PathBuf,
@@ -165,6 +169,22 @@ async fn run(args: &Args) -> Result<()> {
         .await?;
         targets.push(Target::new(TargetKind::Meridian, addr, meridian.group())?);
         processes.push(meridian);
+    }
+    if let Some(baseline_bin) = &args.baseline_bin {
+        // Its own directory: its config, log and Raft store stay apart.
+        let baseline_dir = dir.join("baseline");
+        std::fs::create_dir_all(&baseline_dir)
+            .with_context(|| format!("creating {}", baseline_dir.display()))?;
+        let (baseline, addr) = procs::start_meridian(
+            baseline_bin,
+            &baseline_dir,
+            mock_addrs.api,
+            args.meridian_workers,
+            &generator,
+        )
+        .await?;
+        targets.push(Target::new(TargetKind::Baseline, addr, baseline.group())?);
+        processes.push(baseline);
     }
 
     let machine = Machine {

@@ -15,6 +15,9 @@ pub enum TargetKind {
     Nginx,
     /// meridian in front of the mock: what we measure.
     Meridian,
+    /// An earlier meridian build in front of the mock (`--baseline-bin`),
+    /// so a change's cost is measured side by side with the build before it.
+    Baseline,
 }
 
 impl TargetKind {
@@ -24,6 +27,7 @@ impl TargetKind {
             Self::Direct => "direct",
             Self::Nginx => "nginx",
             Self::Meridian => "meridian",
+            Self::Baseline => "baseline",
         }
     }
 }
@@ -156,6 +160,12 @@ pub struct Acceptance {
     /// (target ≤ 1.0). `None` when either was not measured or nginx added
     /// nothing measurable (the ratio would mean nothing).
     pub added_p99_ratio: Option<f64>,
+    /// Saturation throughput, meridian / the baseline build (when measured).
+    pub baseline_saturation_ratio: Option<f64>,
+    /// Proxy CPU per ok answer at saturation, meridian / the baseline build.
+    pub baseline_cpu_ratio: Option<f64>,
+    /// p99 added over direct at the fixed rate, meridian / the baseline build.
+    pub baseline_added_p99_ratio: Option<f64>,
 }
 
 impl Acceptance {
@@ -163,9 +173,14 @@ impl Acceptance {
     pub fn new(saturation: &PhaseResult, latency: &PhaseResult) -> Self {
         let rate = |kind| saturation.get(kind).map(|t| t.median.achieved_rate);
         let added = |kind| latency.get(kind).and_then(|t| t.added_p99_us);
+        let cpu = |kind| saturation.get(kind).and_then(|t| t.median.proxy_cpu_us);
+        use TargetKind::{Baseline, Meridian, Nginx};
         Self {
-            saturation_ratio: ratio(rate(TargetKind::Meridian), rate(TargetKind::Nginx)),
-            added_p99_ratio: ratio(added(TargetKind::Meridian), added(TargetKind::Nginx)),
+            saturation_ratio: ratio(rate(Meridian), rate(Nginx)),
+            added_p99_ratio: ratio(added(Meridian), added(Nginx)),
+            baseline_saturation_ratio: ratio(rate(Meridian), rate(Baseline)),
+            baseline_cpu_ratio: ratio(cpu(Meridian), cpu(Baseline)),
+            baseline_added_p99_ratio: ratio(added(Meridian), added(Baseline)),
         }
     }
 }
@@ -297,6 +312,18 @@ pub fn markdown(r: &Results) -> String {
         "- Added p99 at half nginx saturation, meridian / nginx: {} (target ≤ 1.0)",
         verdict(r.acceptance.added_p99_ratio, |x| x <= 1.0, both(&r.latency))
     );
+    if r.saturation.get(TargetKind::Baseline).is_some() {
+        let a = &r.acceptance;
+        let show =
+            |x: Option<f64>| x.map_or_else(|| "not measured".to_owned(), |x| format!("{x:.3}"));
+        let _ = writeln!(
+            out,
+            "- Against the baseline build, meridian / baseline: saturation {}, proxy CPU per answer {}, added p99 {}",
+            show(a.baseline_saturation_ratio),
+            show(a.baseline_cpu_ratio),
+            show(a.baseline_added_p99_ratio)
+        );
+    }
     out
 }
 
@@ -423,6 +450,29 @@ mod tests {
         let acceptance = Acceptance::new(&saturation, &latency);
         assert!((acceptance.saturation_ratio.unwrap() - 1.1).abs() < 1e-9);
         assert!((acceptance.added_p99_ratio.unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(acceptance.baseline_saturation_ratio, None);
+    }
+
+    #[test]
+    fn a_baseline_build_is_compared_with_meridian() {
+        let phase = |meridian, baseline| {
+            PhaseResult::new(
+                Some(100.0),
+                vec![
+                    (TargetKind::Direct, vec![summary(2000.0, 100, 300)]),
+                    (TargetKind::Meridian, vec![summary(meridian, 150, 500)]),
+                    (TargetKind::Baseline, vec![summary(baseline, 150, 700)]),
+                ],
+                |s| &s.latency_us,
+            )
+        };
+        let acceptance = Acceptance::new(&phase(1200.0, 1000.0), &phase(100.0, 100.0));
+        assert!((acceptance.baseline_saturation_ratio.unwrap() - 1.2).abs() < 1e-9);
+        // proxy_cpu_us is rate / 100 in `summary`.
+        assert!((acceptance.baseline_cpu_ratio.unwrap() - 1.2).abs() < 1e-9);
+        // Added p99 over direct: 200 against 400.
+        assert!((acceptance.baseline_added_p99_ratio.unwrap() - 0.5).abs() < 1e-9);
+        assert_eq!(acceptance.saturation_ratio, None);
     }
 
     #[test]

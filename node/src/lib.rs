@@ -2,9 +2,48 @@
 //! the healthiest upstream of its route, failing over across tiers.
 //!
 //! The request path reads one immutable [`routing::RoutingSnapshot`] and
-//! never waits on a lock; decisions ([`select`], [`health::Windows`],
-//! [`health::breaker`], [`health::board`], [`hedge`]) are pure functions of
-//! their inputs so they are tested without sockets or clocks.
+//! never waits on a lock; decisions ([`select`], [`proxy::failover`],
+//! [`health::window`], [`health::breaker`], [`health::board`],
+//! [`routing::hedge`]) are pure functions of their inputs so they are tested
+//! without sockets or clocks.
+//!
+//! # Layout
+//!
+//! Start-up and settings:
+//! - `main.rs`, `args.rs`: the `meridian` binary and its command line; the
+//!   operator commands and the demo are the `meridian-cli` crate (`cli/`).
+//! - [`settings`]: the config file validated once into what the node runs
+//!   with (durations, workers, policy, recorder, limits, Raft tuning).
+//! - [`node`]: starts everything in order and stops it; [`defaults`]: the
+//!   embedded config of `meridian serve` without `--config`.
+//!
+//! The data plane (a request):
+//! - [`server`]: TCP listeners, HTTP/1.1 and h2c, connection caps and timeouts.
+//! - [`proxy`]: the request's edge (`mod.rs`), the pure failover machine
+//!   (`failover.rs`), one attempt's I/O (`attempt.rs`), carrying out the
+//!   machine's decisions (`route.rs`), and the finishing phase (`finish.rs`).
+//! - [`auth`] (client keys), [`request_body`] (reading `model` and `stream`
+//!   without re-serialising), [`select`] (which targets, in which order),
+//!   [`upstream`] (connection pools), [`relay`] (streams, event by event),
+//!   [`usage`] (tokens and cost), [`error`] (the data plane's errors and why
+//!   an attempt failed), [`scrub`] (keys out of every answer and log line).
+//! - [`routing`]: the snapshot the data plane reads, built from the applied
+//!   cluster state (`build.rs`), rebuilt as Raft applies (`follow.rs`), with
+//!   each route's hedge budget (`hedge.rs`) and where secrets come from
+//!   (`secrets.rs`).
+//!
+//! Health (a sample to a choice):
+//! - [`health`]: windows, breakers and the recorder that owns them, each
+//!   upstream's live state and the registry that keeps it across rebuilds,
+//!   the cluster's board and the sharing through Raft.
+//! - [`metrics`]: the Prometheus counters and the recent failovers.
+//!
+//! The cluster and operators:
+//! - [`cluster`]: openraft over the sled store and the QUIC transport, writes
+//!   and reads forwarded to the leader, the Raft core watched.
+//! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz`, the dashboard.
+//!
+//! docs/code-map.md draws both paths end to end across the crates.
 
 pub mod admin;
 pub mod auth;
