@@ -23,7 +23,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::process::Child;
 
+use self::config::Config;
+
 pub mod cluster;
+pub mod config;
 
 /// The directory cargo built `meridian` into for these tests; the other
 /// workspace binaries (`meridian-mock`) are there after
@@ -114,16 +117,35 @@ pub struct Node {
 }
 
 impl Node {
+    /// Starts a node whose config is the harness's lone node on ephemeral
+    /// ports (region `test-region`) with what `configure` sets on it
+    /// (upstreams, routes, keys…); `env` is added to its environment.
+    pub async fn start_with(configure: impl FnOnce(&mut Config), env: &[(&str, &str)]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = harness::config::node(1, "test-region", &dir.path().join("data"));
+        configure(&mut config);
+        let path = dir.path().join("meridian.toml");
+        harness::config::write(&path, &config).unwrap();
+        Node::spawn(dir, &path, env).await
+    }
+
     /// Starts a node whose config is `[node]`/`[listen]` on ephemeral ports
-    /// followed by `rest` (upstreams, routes, keys…).
+    /// followed by `rest` (upstreams, routes, keys…) as TOML text; for the
+    /// tests not yet on [`Node::start_with`].
     pub async fn start(rest: &str, env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let base = harness::config::node(1, "test-region", &dir.path().join("data"));
         let path = dir.path().join("meridian.toml");
         std::fs::write(&path, with_rest(&base, rest)).unwrap();
+        Node::spawn(dir, &path, env).await
+    }
+
+    /// Runs `meridian serve` on the config file at `path` inside `dir`
+    /// until its ready line.
+    async fn spawn(dir: tempfile::TempDir, path: &Path, env: &[(&str, &str)]) -> Node {
         let mut command = harness::process::NodeCommand::new(
             Path::new(env!("CARGO_BIN_EXE_meridian")),
-            &path,
+            path,
             &dir.path().join("meridian.log"),
         );
         command.env = env
