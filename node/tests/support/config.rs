@@ -13,6 +13,11 @@ pub fn upstream(id: &str, mock: &Mock) -> UpstreamConfig {
     harness::config::upstream(id, &mock.base_url())
 }
 
+/// An upstream `id` at `base_url`, for one no mock answers on.
+pub fn upstream_at(id: &str, base_url: &str) -> UpstreamConfig {
+    harness::config::upstream(id, base_url)
+}
+
 /// A client key `name` read from the environment variable `key_env`.
 pub fn key(name: &str, key_env: &str) -> KeyConfig {
     KeyConfig {
