@@ -129,17 +129,6 @@ impl Node {
         Node::spawn(dir, &path, env).await
     }
 
-    /// Starts a node whose config is `[node]`/`[listen]` on ephemeral ports
-    /// followed by `rest` (upstreams, routes, keys…) as TOML text; for the
-    /// tests not yet on [`Node::start_with`].
-    pub async fn start(rest: &str, env: &[(&str, &str)]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let base = harness::config::node(1, "test-region", &dir.path().join("data"));
-        let path = dir.path().join("meridian.toml");
-        std::fs::write(&path, with_rest(&base, rest)).unwrap();
-        Node::spawn(dir, &path, env).await
-    }
-
     /// Runs `meridian serve` on the config file at `path` inside `dir`
     /// until its ready line.
     async fn spawn(dir: tempfile::TempDir, path: &Path, env: &[(&str, &str)]) -> Node {
@@ -326,40 +315,4 @@ pub async fn send(
 /// A small chat body.
 pub fn chat_body(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hi"}]})
-}
-
-/// An upstream section pointing at a mock.
-pub fn upstream(id: &str, mock: &Mock) -> String {
-    #[derive(serde::Serialize)]
-    struct Upstreams {
-        upstreams: Vec<proto::config::UpstreamConfig>,
-    }
-    let mut upstream = harness::config::upstream(id, &mock.base_url());
-    upstream.region.clear();
-    let text = toml::to_string(&Upstreams {
-        upstreams: vec![upstream],
-    })
-    .unwrap();
-    format!("{text}\n")
-}
-
-/// The whole config file of a test node: `base` (built by the harness),
-/// with the test's own sections `rest` laid over it table by table.
-fn with_rest(base: &proto::config::Config, rest: &str) -> String {
-    let mut table: toml::Table = toml::from_str(&harness::config::to_toml(base).unwrap()).unwrap();
-    let rest: toml::Table = toml::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"));
-    overlay(&mut table, rest);
-    toml::to_string(&table).unwrap()
-}
-
-/// Lays `top` over `base`: tables merge key by key, anything else replaces.
-fn overlay(base: &mut toml::Table, top: toml::Table) {
-    for (key, value) in top {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => overlay(below, above),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
 }
