@@ -8,7 +8,8 @@ mod support;
 
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Mock, Node, chat_body, send, upstream};
+use support::config::{Config, route_to, upstream};
+use support::{Mock, Node, chat_body, send};
 
 async fn admin(
     node: &Node,
@@ -38,11 +39,14 @@ async fn applied_index(node: &Node) -> u64 {
 #[tokio::test]
 async fn config_changes_apply_at_once_and_bad_ones_change_nothing() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
-    let config = format!(
-        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", &a)
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams.push(upstream("a", &a));
+            c.routes.push(route_to("m", "a", "x"));
+        },
+        &[],
+    )
+    .await;
 
     // The seed is the cluster's state.
     let (status, routes) = admin(&node, Method::GET, "/admin/v1/routes", None).await;
@@ -146,11 +150,14 @@ async fn config_changes_apply_at_once_and_bad_ones_change_nothing() {
 #[tokio::test]
 async fn client_keys_are_hashed_on_arrival_and_never_shown() {
     let mock = Mock::start(&[]).await;
-    let config = format!(
-        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", &mock)
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("m", "a", "x"));
+        },
+        &[],
+    )
+    .await;
     // No keys: open (on loopback).
     assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);
 
@@ -197,7 +204,7 @@ async fn client_keys_are_hashed_on_arrival_and_never_shown() {
 #[tokio::test]
 async fn cluster_view_of_a_single_node() {
     let mock = Mock::start(&[]).await;
-    let node = Node::start(&upstream("a", &mock), &[]).await;
+    let node = Node::start_with(|c: &mut Config| c.upstreams.push(upstream("a", &mock)), &[]).await;
     // The node announces its region and admin address through the log right
     // after the seed, so they appear shortly after the ready line.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
@@ -224,7 +231,7 @@ async fn hostile_requests_get_their_4xx_and_answers_their_types() {
     use proto::api::openai::ErrorEnvelope;
 
     let mock = Mock::start(&[]).await;
-    let node = Node::start(&upstream("a", &mock), &[]).await;
+    let node = Node::start_with(|c: &mut Config| c.upstreams.push(upstream("a", &mock)), &[]).await;
     let raw = |method: Method, path: &str, body: &str| {
         let url = format!("http://{}{path}", node.admin);
         let body = body.to_owned();

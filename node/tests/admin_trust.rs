@@ -20,7 +20,8 @@ use std::time::Duration;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::cluster::{Cluster, Options, UPSTREAM, poll, read_ready, route};
-use support::{Mock, Node, chat_body, send, upstream};
+use support::config::{Config, key, route_to, tiers, upstream};
+use support::{Mock, Node, chat_body, send};
 use tokio::io::AsyncReadExt;
 
 const ADMIN_TOKEN: &str = "trust-admin-token-0001";
@@ -172,13 +173,16 @@ async fn the_admin_api_cannot_point_an_upstream_at_node_secrets() {
 
     // The prefix matches the client key's and the admin token's variables:
     // they must be refused all the same.
-    let config = format!(
-        "[admin]\ntoken_env = \"TRUST_ADMIN_TOKEN\"\n\n[secrets]\nenv = [\"TRUST_SPARE\"]\nenv_prefix = \"TRUST_\"\ndir = \"{}\"\n\n[[keys]]\nname = \"app\"\nkey_env = \"TRUST_CLIENT_KEY\"\n\n{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        keys.display(),
-        upstream("a", &mock)
-    );
-    let node = Node::start(
-        &config,
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.admin.token_env = "TRUST_ADMIN_TOKEN".to_owned();
+            c.secrets.env = vec!["TRUST_SPARE".to_owned()];
+            c.secrets.env_prefix = Some("TRUST_".to_owned());
+            c.secrets.dir = Some(keys.clone());
+            c.keys.push(key("app", "TRUST_CLIENT_KEY"));
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("m", "a", "x"));
+        },
         &[
             ("TRUST_ADMIN_TOKEN", ADMIN_TOKEN),
             ("TRUST_CLIENT_KEY", CLIENT_KEY),
@@ -357,18 +361,25 @@ async fn a_committed_upstream_this_node_cannot_use_is_disabled_and_the_rest_serv
     let home = tempfile::tempdir().unwrap();
     let newline = write(&home.path().join("two-lines"), "sk-line-one\nsk-line-two\n");
     let not_pem = write(&home.path().join("not.pem"), "not a certificate");
-    let base = mock.base_url();
-    let config = format!(
-        "{}[[upstreams]]\nid = \"bad-key\"\nbase_url = \"{base}\"\napi_key_file = \"{newline}\"\n\n\
-         [[upstreams]]\nid = \"bad-ca\"\nbase_url = \"{base}\"\nca_file = \"/surely/not/here.pem\"\n\n\
-         [[upstreams]]\nid = \"bad-pem\"\nbase_url = \"{base}\"\nca_file = \"{not_pem}\"\n\n\
-         [[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"good\", model = \"x\" }}]]\n\n\
-         [[routes]]\nmodel = \"k\"\ntiers = [[{{ upstream = \"bad-key\", model = \"x\" }}]]\n\n\
-         [[routes]]\nmodel = \"c\"\ntiers = [[{{ upstream = \"bad-ca\", model = \"x\" }}]]\n\n\
-         [[routes]]\nmodel = \"p\"\ntiers = [[{{ upstream = \"bad-pem\", model = \"x\" }}], [{{ upstream = \"good\", model = \"y\" }}]]\n",
-        upstream("good", &mock)
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            let mut bad_key = upstream("bad-key", &mock);
+            bad_key.api_key_file = Some(newline.into());
+            let mut bad_ca = upstream("bad-ca", &mock);
+            bad_ca.ca_file = Some("/surely/not/here.pem".into());
+            let mut bad_pem = upstream("bad-pem", &mock);
+            bad_pem.ca_file = Some(not_pem.into());
+            c.upstreams = vec![upstream("good", &mock), bad_key, bad_ca, bad_pem];
+            c.routes = vec![
+                route_to("m", "good", "x"),
+                route_to("k", "bad-key", "x"),
+                route_to("c", "bad-ca", "x"),
+                tiers("p", &[("bad-pem", "x"), ("good", "y")]),
+            ];
+        },
+        &[],
+    )
+    .await;
 
     let ready = node.admin_get("/readyz", &[]).await;
     assert_eq!(ready.status, 200, "other upstreams serve");
@@ -436,12 +447,13 @@ async fn a_committed_upstream_this_node_cannot_use_is_disabled_and_the_rest_serv
 #[tokio::test]
 async fn unknown_deletes_propose_nothing_and_the_last_key_stays() {
     let mock = Mock::start(&[]).await;
-    let config = format!(
-        "[admin]\ntoken_env = \"TRUST_ADMIN_TOKEN\"\n\n[[keys]]\nname = \"app\"\nkey_env = \"TRUST_CLIENT_KEY\"\n\n{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", &mock)
-    );
-    let node = Node::start(
-        &config,
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.admin.token_env = "TRUST_ADMIN_TOKEN".to_owned();
+            c.keys.push(key("app", "TRUST_CLIENT_KEY"));
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("m", "a", "x"));
+        },
         &[
             ("TRUST_ADMIN_TOKEN", ADMIN_TOKEN),
             ("TRUST_CLIENT_KEY", CLIENT_KEY),
@@ -505,11 +517,14 @@ async fn unknown_deletes_propose_nothing_and_the_last_key_stays() {
 #[tokio::test]
 async fn admin_edges_answer_what_a_user_expects() {
     let mock = Mock::start(&[]).await;
-    let config = format!(
-        "[admin]\ntoken_env = \"TRUST_ADMIN_TOKEN\"\n\n{}",
-        upstream("a", &mock)
-    );
-    let node = Node::start(&config, &[("TRUST_ADMIN_TOKEN", ADMIN_TOKEN)]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.admin.token_env = "TRUST_ADMIN_TOKEN".to_owned();
+            c.upstreams.push(upstream("a", &mock));
+        },
+        &[("TRUST_ADMIN_TOKEN", ADMIN_TOKEN)],
+    )
+    .await;
     let url = format!("http://{}/admin/v1/cluster", node.admin);
     for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
         let auth = format!("{scheme} {ADMIN_TOKEN}");
@@ -591,26 +606,22 @@ fn meridian(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
     (code, std::fs::read_to_string(stderr.path()).unwrap())
 }
 
-const MINIMAL: &str = "[node]\nid = 1\nregion = \"eu\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n";
-
 /// Short secrets stop the node at start (exit 64, naming the field, never
 /// the value); so does a base URL with credentials.
 #[test]
 fn short_secrets_and_credentials_in_urls_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let file = |name: &str, text: &str| {
+    // A lone node on ephemeral loopback ports, with what `configure` sets.
+    let file = |name: &str, configure: &dyn Fn(&mut Config)| {
+        let mut config = harness::config::node(1, "eu", &dir.path().join("data"));
+        configure(&mut config);
         let path = dir.path().join(name);
-        let minimal = MINIMAL.replace(
-            "region = \"eu\"\n",
-            &format!(
-                "region = \"eu\"\ndata_dir = \"{}\"\n",
-                dir.path().join("data").display()
-            ),
-        );
-        std::fs::write(&path, format!("{minimal}{text}")).unwrap();
+        harness::config::write(&path, &config).unwrap();
         path.display().to_string()
     };
-    let token = file("token.toml", "[admin]\ntoken_env = \"TRUST_ADMIN_TOKEN\"\n");
+    let token = file("token.toml", &|c| {
+        c.admin.token_env = "TRUST_ADMIN_TOKEN".to_owned();
+    });
     for short in ["x", "fifteen-chars-x"] {
         let (code, stderr) = meridian(
             &["serve", "--config", &token],
@@ -626,18 +637,17 @@ fn short_secrets_and_credentials_in_urls_are_refused_at_start() {
             "the token was printed: {stderr}"
         );
     }
-    let key = file(
-        "key.toml",
-        "[[keys]]\nname = \"app\"\nkey_env = \"TRUST_CLIENT_KEY\"\n",
-    );
+    let key = file("key.toml", &|c| c.keys.push(key("app", "TRUST_CLIENT_KEY")));
     let (code, stderr) = meridian(&["serve", "--config", &key], &[("TRUST_CLIENT_KEY", "k")]);
     assert_eq!(code, 64, "{stderr}");
     assert!(stderr.contains("keys[0].key_env"), "{stderr}");
 
-    let url = file(
-        "url.toml",
-        "[[upstreams]]\nid = \"a\"\nbase_url = \"https://user:hunter2-password@api.example/v1\"\n",
-    );
+    let url = file("url.toml", &|c| {
+        c.upstreams.push(harness::config::upstream(
+            "a",
+            "https://user:hunter2-password@api.example/v1",
+        ));
+    });
     for args in [
         vec!["serve", "--config", &url],
         vec!["config", "check", &url],
@@ -650,9 +660,13 @@ fn short_secrets_and_credentials_in_urls_are_refused_at_start() {
 }
 
 /// A node process on a data directory that outlives it.
-async fn serve(dir: &Path, config: &str, env: &[(&str, &str)]) -> (tokio::process::Child, String) {
+async fn serve(
+    dir: &Path,
+    config: &Config,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     let path = dir.join("meridian.toml");
-    std::fs::write(&path, config).unwrap();
+    harness::config::write(&path, config).unwrap();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -688,17 +702,9 @@ async fn serve(dir: &Path, config: &str, env: &[(&str, &str)]) -> (tokio::proces
 async fn a_node_without_keys_beyond_loopback_refuses_every_request() {
     let mock = Mock::start(&[]).await;
     let dir = tempfile::tempdir().unwrap();
-    let head = format!(
-        "[node]\nid = 1\nregion = \"eu\"\ndata_dir = \"{}\"\n\n",
-        dir.path().join("data").display()
-    );
-    let body = format!(
-        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", &mock)
-    );
-    let loopback = format!(
-        "{head}[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n{body}"
-    );
+    let mut loopback = harness::config::node(1, "eu", &dir.path().join("data"));
+    loopback.upstreams.push(upstream("a", &mock));
+    loopback.routes.push(route_to("m", "a", "x"));
     let (mut first, api) = serve(dir.path(), &loopback, &[]).await;
     let http = support::cluster::Http::new();
     let open = http.chat(&api, "m", Duration::from_secs(10)).await.unwrap();
@@ -706,9 +712,9 @@ async fn a_node_without_keys_beyond_loopback_refuses_every_request() {
     first.kill().await.unwrap();
     first.wait().await.unwrap();
 
-    let public = format!(
-        "{head}[listen]\napi = \"0.0.0.0:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n[[keys]]\nname = \"app\"\nkey_env = \"TRUST_CLIENT_KEY\"\n\n{body}"
-    );
+    let mut public = loopback.clone();
+    public.listen.api = "0.0.0.0:0".parse().unwrap();
+    public.keys.push(key("app", "TRUST_CLIENT_KEY"));
     let (_second, api) = serve(dir.path(), &public, &[("TRUST_CLIENT_KEY", CLIENT_KEY)]).await;
     let refused = http.chat(&api, "m", Duration::from_secs(10)).await.unwrap();
     assert_eq!(refused.status, 401, "{}", refused.text());
@@ -734,10 +740,10 @@ async fn secret_references_are_checked_where_called_and_again_where_applied() {
     std::fs::create_dir(&keys).unwrap();
     let key_file = write(&keys.join("provider"), "sk-node-three-0001\n");
     cluster.terminate(3).await;
-    let config: PathBuf = cluster.node(3).config.clone();
-    let mut text = std::fs::read_to_string(&config).unwrap();
-    text.push_str(&format!("\n[secrets]\ndir = \"{}\"\n", keys.display()));
-    std::fs::write(&config, text).unwrap();
+    let path: PathBuf = cluster.node(3).config.clone();
+    let mut config = Config::from_toml(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    config.secrets.dir = Some(keys.clone());
+    harness::config::write(&path, &config).unwrap();
     cluster.restart(3).await;
     let leader = cluster.leader().await;
     let index = |view: Value| view["applied_index"].as_u64().unwrap();

@@ -24,7 +24,30 @@ fn write(text: &str) -> tempfile::NamedTempFile {
     file
 }
 
+/// A valid file as an operator writes it, which the bad-config cases below
+/// break on purpose, as text.
 const GOOD: &str = "[node]\nid = 1\nregion = \"eu\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[[upstreams]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[[routes]]\nmodel = \"m\"\ntiers = [[{ upstream = \"a\", model = \"x\" }]]\n";
+
+/// What [`GOOD`] says, as a value, on a data dir of the test's own and
+/// ephemeral ports: for the cases whose config is sound.
+fn good(data_dir: &std::path::Path) -> proto::Config {
+    let mut config = harness::config::node(1, "eu", data_dir);
+    config
+        .upstreams
+        .push(harness::config::upstream("a", "http://127.0.0.1:9/v1"));
+    config.routes.push(harness::config::route(
+        "m",
+        vec![vec![harness::config::target("a", "x")]],
+    ));
+    config
+}
+
+/// `config` written to a temporary file.
+fn write_config(config: &proto::Config) -> tempfile::NamedTempFile {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    harness::config::write(file.path(), config).unwrap();
+    file
+}
 
 #[test]
 fn a_bad_config_names_the_field_and_exits_64() {
@@ -62,9 +85,13 @@ fn a_bad_config_names_the_field_and_exits_64() {
 
 #[test]
 fn an_unset_client_key_variable_exits_64_naming_it() {
-    let file = write(&format!(
-        "{GOOD}\n[[keys]]\nname = \"app\"\nkey_env = \"TEST_SURELY_UNSET_KEY\"\n"
-    ));
+    let data = tempfile::tempdir().unwrap();
+    let mut config = good(data.path());
+    config.keys.push(proto::config::KeyConfig {
+        name: "app".to_owned(),
+        key_env: "TEST_SURELY_UNSET_KEY".to_owned(),
+    });
+    let file = write_config(&config);
     let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);
     assert_eq!(code, 64, "{stderr}");
     assert!(
@@ -97,13 +124,7 @@ fn a_data_dir_of_an_older_storage_format_is_refused() {
             .unwrap();
         db.flush().unwrap();
     }
-    let file = write(&GOOD.replace(
-        "region = \"eu\"\n",
-        &format!(
-            "region = \"eu\"\ndata_dir = \"{}\"\n",
-            data.path().display()
-        ),
-    ));
+    let file = write_config(&good(data.path()));
     let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);
     assert_eq!(code, 1, "{stderr}");
     let dir = data.path().join("raft").display().to_string();

@@ -19,7 +19,8 @@ use http::Request;
 use http_body::Frame;
 use http_body_util::StreamBody;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use support::{Mock, Node, chat_body, upstream};
+use support::config::{Config, route_to, upstream};
+use support::{Mock, Node, chat_body};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -27,12 +28,18 @@ use tokio::net::TcpStream;
 /// assertion: every limit configured below is a fraction of it).
 const PATIENCE: Duration = Duration::from_secs(15);
 
-async fn node(mock: &Mock, connections: &str, proxy: &str) -> Node {
-    let config = format!(
-        "[proxy]\n{proxy}\n[connections]\n{connections}\n{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", mock)
-    );
-    Node::start(&config, &[]).await
+/// A node with upstream `a` on `mock` and route `m` to it, after `limits`
+/// set its `[connections]` and `[proxy]` fields.
+async fn node(mock: &Mock, limits: impl FnOnce(&mut Config)) -> Node {
+    Node::start_with(
+        |c: &mut Config| {
+            limits(c);
+            c.upstreams.push(upstream("a", mock));
+            c.routes.push(route_to("m", "a", "x"));
+        },
+        &[],
+    )
+    .await
 }
 
 /// Reads until the peer closes; returns what it sent. Fails the test if the
@@ -66,7 +73,11 @@ async fn slow_body(api: &str) -> TcpStream {
 #[tokio::test]
 async fn slow_bodies_hold_no_slot_and_are_answered_408_after_the_body_timeout() {
     let mock = Mock::start(&[]).await;
-    let node = node(&mock, "body_timeout_ms = 1500\n", "max_in_flight = 2\n").await;
+    let node = node(&mock, |c| {
+        c.connections.body_timeout_ms = 1500;
+        c.proxy.max_in_flight = 2;
+    })
+    .await;
 
     // More stalled bodies than the node has in-flight slots, on HTTP/1.1
     // connections and on the streams of one h2c connection.
@@ -142,11 +153,10 @@ async fn slow_bodies_hold_no_slot_and_are_answered_408_after_the_body_timeout() 
 #[tokio::test]
 async fn silent_half_sent_and_idle_connections_are_closed_on_both_listeners() {
     let mock = Mock::start(&[]).await;
-    let node = node(
-        &mock,
-        "header_read_timeout_ms = 500\nidle_timeout_ms = 1000\n",
-        "",
-    )
+    let node = node(&mock, |c| {
+        c.connections.header_read_timeout_ms = 500;
+        c.connections.idle_timeout_ms = 1000;
+    })
     .await;
     for addr in [&node.api, &node.admin] {
         // Never sends a byte.
@@ -193,11 +203,11 @@ async fn one_request(addr: &str, path: &str) -> String {
 #[tokio::test]
 async fn past_the_connection_cap_with_every_connection_busy_a_new_one_gets_a_json_503() {
     let mock = Mock::start(&[]).await;
-    let node = node(
-        &mock,
-        "max_connections = 3\nadmin_max_connections = 2\nheader_read_timeout_ms = 60000\n",
-        "",
-    )
+    let node = node(&mock, |c| {
+        c.connections.max_connections = 3;
+        c.connections.admin_max_connections = 2;
+        c.connections.header_read_timeout_ms = 60000;
+    })
     .await;
     let busy = [
         (&node.api, 3, "/v1/models", "POST /v1/chat/completions"),
@@ -252,11 +262,11 @@ async fn past_the_connection_cap_with_every_connection_busy_a_new_one_gets_a_jso
 #[tokio::test]
 async fn at_the_connection_cap_a_new_client_displaces_a_silent_connection() {
     let mock = Mock::start(&[]).await;
-    let node = node(
-        &mock,
-        "max_connections = 3\nadmin_max_connections = 2\nheader_read_timeout_ms = 60000\n",
-        "",
-    )
+    let node = node(&mock, |c| {
+        c.connections.max_connections = 3;
+        c.connections.admin_max_connections = 2;
+        c.connections.header_read_timeout_ms = 60000;
+    })
     .await;
     for (addr, cap, path) in [(&node.api, 3, "/v1/models"), (&node.admin, 2, "/healthz")] {
         // The listener full of connections that never speak (before: they
@@ -338,7 +348,7 @@ async fn an_h2c_connection_cannot_open_more_streams_than_the_cap() {
     const REFUSED_STREAM: u32 = 0x7;
 
     let mock = Mock::start(&[]).await;
-    let node = node(&mock, "max_h2_streams = 4\n", "").await;
+    let node = node(&mock, |c| c.connections.max_h2_streams = 4).await;
     let mut conn = TcpStream::connect(&node.api).await.unwrap();
     conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         .await

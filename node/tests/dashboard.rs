@@ -18,6 +18,7 @@ use std::time::Duration;
 use http::Method;
 use serde_json::json;
 use support::cluster::{Cluster, Options, UPSTREAM, poll};
+use support::config::{Config, route_to, upstream};
 use support::{Mock, chat_body, send};
 
 /// `chromium` on the PATH, if any.
@@ -231,11 +232,12 @@ async fn dashboard_shows_members_upstreams_and_failovers_in_chromium() {
 #[tokio::test]
 async fn dashboard_assets_are_embedded_and_its_data_needs_the_token() {
     let mock = Mock::start(&[]).await;
-    let node = support::Node::start(
-        &format!(
-            "[admin]\ntoken_env = \"TEST_ADMIN_TOKEN\"\n\n{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"u\", model = \"x\" }}]]\n",
-            support::upstream("u", &mock)
-        ),
+    let node = support::Node::start_with(
+        |c: &mut Config| {
+            c.admin.token_env = "TEST_ADMIN_TOKEN".to_owned();
+            c.upstreams.push(upstream("u", &mock));
+            c.routes.push(route_to("m", "u", "x"));
+        },
         &[("TEST_ADMIN_TOKEN", "admin-secret-0001")],
     )
     .await;

@@ -6,22 +6,33 @@
 mod support;
 
 use serde_json::json;
-use support::{Mock, Node, chat_body, upstream};
+use support::config::{Config, key, route_to, upstream, upstream_at};
+use support::{Mock, Node, chat_body};
 
 const KEY: &[(&str, &str)] = &[("authorization", "Bearer sk-client-0123456789")];
 
-async fn node_with_key(mock: &Mock, extra: &str) -> Node {
-    let config = format!(
-        "[[keys]]\nname = \"app\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n{extra}{}[[routes]]\nmodel = \"m\"\nfirst_byte_timeout_ms = 300\nrequest_timeout_ms = 3000\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", mock)
-    );
-    Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client-0123456789")]).await
+/// A node with client key `app`, upstream `a` on `mock` and route `m` to
+/// it with short timeouts; `extra` changes anything else first.
+async fn node_with_key(mock: &Mock, extra: impl FnOnce(&mut Config)) -> Node {
+    Node::start_with(
+        |c: &mut Config| {
+            extra(c);
+            c.keys.push(key("app", "TEST_CLIENT_KEY"));
+            c.upstreams.push(upstream("a", mock));
+            let mut m = route_to("m", "a", "x");
+            m.first_byte_timeout_ms = Some(300);
+            m.request_timeout_ms = Some(3000);
+            c.routes.push(m);
+        },
+        &[("TEST_CLIENT_KEY", "sk-client-0123456789")],
+    )
+    .await
 }
 
 #[tokio::test]
 async fn client_mistakes_get_4xx_with_openai_errors() {
     let mock = Mock::start(&[]).await;
-    let node = node_with_key(&mock, "[proxy]\nmax_request_bytes = 4096\n\n").await;
+    let node = node_with_key(&mock, |c| c.proxy.max_request_bytes = 4096).await;
 
     let malformed = node
         .post("/v1/chat/completions", "{not json".into(), KEY)
@@ -82,7 +93,7 @@ async fn upstream_client_errors_are_passed_through_not_retried() {
     let mock = Mock::start(&[]).await;
     mock.behave(json!({"error_rate": 1.0, "error_status": 422}))
         .await;
-    let node = node_with_key(&mock, "").await;
+    let node = node_with_key(&mock, |_| {}).await;
     let answer = node.chat(chat_body("m"), KEY).await;
     assert_eq!(answer.status, 422);
     assert_eq!(answer.header("x-meridian-upstream"), "a");
@@ -94,7 +105,7 @@ async fn all_upstreams_rate_limited_gives_429_with_retry_after() {
     let mock = Mock::start(&[]).await;
     mock.behave(json!({"rate_limit_rate": 1.0, "retry_after_s": 9}))
         .await;
-    let node = node_with_key(&mock, "").await;
+    let node = node_with_key(&mock, |_| {}).await;
     let answer = node.chat(chat_body("m"), KEY).await;
     assert_eq!(answer.status, 429);
     assert_eq!(answer.header("retry-after"), "9");
@@ -112,7 +123,7 @@ async fn all_upstreams_failing_gives_502_naming_the_attempts() {
     let mock = Mock::start(&[]).await;
     mock.behave(json!({"error_rate": 1.0, "error_status": 503}))
         .await;
-    let node = node_with_key(&mock, "").await;
+    let node = node_with_key(&mock, |_| {}).await;
     let answer = node.chat(chat_body("m"), KEY).await;
     assert_eq!(answer.status, 502);
     assert_eq!(answer.header("x-meridian-attempts"), "1");
@@ -124,7 +135,7 @@ async fn all_upstreams_failing_gives_502_naming_the_attempts() {
 async fn all_upstreams_stalled_gives_504() {
     let mock = Mock::start(&[]).await;
     mock.behave(json!({"stall": true})).await;
-    let node = node_with_key(&mock, "").await;
+    let node = node_with_key(&mock, |_| {}).await;
     let answer = node.chat(chat_body("m"), KEY).await;
     assert_eq!(answer.status, 504);
     assert_eq!(answer.error()["code"], "upstream_timeout");
@@ -132,8 +143,16 @@ async fn all_upstreams_stalled_gives_504() {
 
 #[tokio::test]
 async fn a_route_without_usable_upstreams_gives_503_and_not_ready() {
-    let config = "[[upstreams]]\nid = \"keyless\"\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"TEST_UNSET_PROVIDER_KEY\"\n\n[[routes]]\nmodel = \"m\"\ntiers = [[{ upstream = \"keyless\", model = \"x\" }]]\n";
-    let node = Node::start(config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            let mut keyless = upstream_at("keyless", "http://127.0.0.1:9/v1");
+            keyless.api_key_env = Some("TEST_UNSET_PROVIDER_KEY".to_owned());
+            c.upstreams.push(keyless);
+            c.routes.push(route_to("m", "keyless", "x"));
+        },
+        &[],
+    )
+    .await;
     let answer = node.chat(chat_body("m"), &[]).await;
     assert_eq!(answer.status, 503);
     assert_eq!(answer.error()["code"], "no_usable_upstream");
@@ -144,11 +163,18 @@ async fn a_route_without_usable_upstreams_gives_503_and_not_ready() {
 async fn overload_gives_429_with_retry_after() {
     let mock = Mock::start(&[]).await;
     mock.behave(json!({"stall": true})).await;
-    let config = format!(
-        "[[keys]]\nname = \"app\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n[proxy]\nmax_in_flight = 1\n\n{}[[routes]]\nmodel = \"m\"\nfirst_byte_timeout_ms = 10000\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", &mock)
-    );
-    let node = Node::start(&config, &[("TEST_CLIENT_KEY", "sk-client-0123456789")]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.keys.push(key("app", "TEST_CLIENT_KEY"));
+            c.proxy.max_in_flight = 1;
+            c.upstreams.push(upstream("a", &mock));
+            let mut m = route_to("m", "a", "x");
+            m.first_byte_timeout_ms = Some(10000);
+            c.routes.push(m);
+        },
+        &[("TEST_CLIENT_KEY", "sk-client-0123456789")],
+    )
+    .await;
     // The first request holds the only slot while the upstream stalls.
     let slow = node.chat(chat_body("m"), KEY);
     tokio::pin!(slow);
@@ -170,11 +196,14 @@ async fn overload_gives_429_with_retry_after() {
 #[tokio::test]
 async fn the_admin_api_wants_its_token() {
     let mock = Mock::start(&[]).await;
-    let config = format!(
-        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-        upstream("a", &mock)
-    );
-    let node = Node::start(&config, &[("MERIDIAN_ADMIN_TOKEN", "admin-secret-0001")]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("m", "a", "x"));
+        },
+        &[("MERIDIAN_ADMIN_TOKEN", "admin-secret-0001")],
+    )
+    .await;
     assert_eq!(node.admin_get("/admin/v1/health", &[]).await.status, 401);
     assert_eq!(
         node.admin_get("/admin/v1/health", &[("authorization", "Bearer nope")])
@@ -201,7 +230,7 @@ async fn the_admin_api_wants_its_token() {
 #[tokio::test]
 async fn only_a_json_object_is_a_request() {
     let mock = Mock::start(&[]).await;
-    let node = node_with_key(&mock, "").await;
+    let node = node_with_key(&mock, |_| {}).await;
     for body in [
         r#"["m", true]"#,
         r#"["m"]"#,
@@ -227,7 +256,7 @@ async fn only_a_json_object_is_a_request() {
 #[tokio::test]
 async fn every_400_names_the_real_param() {
     let mock = Mock::start(&[]).await;
-    let node = node_with_key(&mock, "").await;
+    let node = node_with_key(&mock, |_| {}).await;
     for (body, param) in [
         (r#"{"model":"m","model":"m"}"#, "model"),
         (r#"{"model":"m","mod\u0065l":"other"}"#, "model"),
@@ -249,7 +278,7 @@ async fn every_400_names_the_real_param() {
 #[tokio::test]
 async fn hostile_model_names_cannot_forge_or_flood_log_lines() {
     let mock = Mock::start(&[]).await;
-    let node = node_with_key(&mock, "[proxy]\nmax_request_bytes = 4194304\n\n").await;
+    let node = node_with_key(&mock, |c| c.proxy.max_request_bytes = 4194304).await;
     let forged = "x\n2026-01-01T00:00:00.000000Z ERROR forged: the node was breached\r\u{1b}[2J";
     let answer = node.chat(chat_body(forged), KEY).await;
     assert_eq!(answer.status, 404);

@@ -16,9 +16,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
+use proto::config::HedgeConfig;
 use serde_json::{Value, json};
 use support::cluster::{Cluster, Http, Options, poll};
-use support::{Mock, Node, upstream};
+use support::config::{Config, tiers, upstream};
+use support::{Mock, Node};
 use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
@@ -371,13 +373,19 @@ async fn a_node_cut_off_from_the_cluster_serves_and_avoids_what_it_measures() {
 /// A node whose route `m` has `x` as its only first-tier target and `y` as
 /// the fallback, with circuits that eject for 500 ms at first.
 async fn breaker_node(x: &Mock, y: &Mock) -> Node {
-    let config = format!(
-        "[health]\nejection_ms = 500\nmax_ejection_ms = 4000\nbreaker_failures = 5\ntimeout_floor_ms = 200\n\n{}{}\
-         [[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"x\", model = \"x-model\" }}], [{{ upstream = \"y\", model = \"y-model\" }}]]\n",
-        upstream("x", x),
-        upstream("y", y),
-    );
-    Node::start(&config, &[]).await
+    Node::start_with(
+        |c: &mut Config| {
+            c.health.ejection_ms = 500;
+            c.health.max_ejection_ms = 4000;
+            c.health.breaker_failures = 5;
+            c.health.timeout_floor_ms = 200;
+            c.upstreams = vec![upstream("x", x), upstream("y", y)];
+            c.routes
+                .push(tiers("m", &[("x", "x-model"), ("y", "y-model")]));
+        },
+        &[],
+    )
+    .await
 }
 
 async fn circuit_of(node: &Node, upstream: &str) -> String {
@@ -505,15 +513,22 @@ async fn hedging_cuts_a_heavy_tail_for_little_extra_load() {
     }))
     .await;
     y.behave(json!({"first_byte": {"fixed_ms": 10}})).await;
-    let config = format!(
-        "{}{}\
-         [[routes]]\nmodel = \"plain\"\ntiers = [[{{ upstream = \"x\", model = \"x-model\" }}], [{{ upstream = \"y\", model = \"y-model\" }}]]\n\n\
-         [[routes]]\nmodel = \"hedged\"\nhedge = {{ quantile = 0.95, budget = 0.1 }}\n\
-         tiers = [[{{ upstream = \"x\", model = \"x-model\" }}], [{{ upstream = \"y\", model = \"y-model\" }}]]\n",
-        upstream("x", &x),
-        upstream("y", &y),
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams = vec![upstream("x", &x), upstream("y", &y)];
+            let targets = [("x", "x-model"), ("y", "y-model")];
+            c.routes.push(tiers("plain", &targets));
+            let mut hedged = tiers("hedged", &targets);
+            hedged.hedge = Some(HedgeConfig {
+                quantile: 0.95,
+                budget: 0.1,
+                ..HedgeConfig::default()
+            });
+            c.routes.push(hedged);
+        },
+        &[],
+    )
+    .await;
     let http = Arc::new(Http::new());
     let reference = Instant::now();
     // Both routes share x's window, so both know its p95 after this.

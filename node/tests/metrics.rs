@@ -12,9 +12,11 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use http::{Method, StatusCode};
+use proto::config::HedgeConfig;
 use serde_json::{Value, json};
 use support::cluster::{free_udp_port, poll, write_certs};
-use support::{Mock, Node, chat_body, send, upstream};
+use support::config::{Config, key, route_to, tiers, upstream};
+use support::{Mock, Node, chat_body, send};
 
 /// One scrape: series (`name{labels}`) to value.
 struct Scrape {
@@ -79,18 +81,22 @@ async fn metrics_count_answers_failovers_circuits_and_hedges() {
         "tail_first_byte": {"fixed_ms": 300},
     }))
     .await;
-    let config = format!(
-        "[health]\nmin_samples = 5\n\n\
-         [[keys]]\nname = \"holder-name-x\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n\
-         {a}[[upstreams]]\nid = \"b\"\nbase_url = \"{b}\"\napi_key_env = \"TEST_PROVIDER_KEY\"\n\n{c}\
-         [[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}], [{{ upstream = \"b\", model = \"y\" }}]]\n\n\
-         [[routes]]\nmodel = \"h\"\nhedge = {{ quantile = 0.5, budget = 1.0 }}\ntiers = [[{{ upstream = \"c\", model = \"z\" }}]]\n",
-        a = upstream("a", &a),
-        b = b.base_url(),
-        c = upstream("c", &c),
-    );
-    let node = Node::start(
-        &config,
+    let node = Node::start_with(
+        |config: &mut Config| {
+            config.health.min_samples = 5;
+            config.keys.push(key("holder-name-x", "TEST_CLIENT_KEY"));
+            let mut keyed = upstream("b", &b);
+            keyed.api_key_env = Some("TEST_PROVIDER_KEY".to_owned());
+            config.upstreams = vec![upstream("a", &a), keyed, upstream("c", &c)];
+            config.routes.push(tiers("m", &[("a", "x"), ("b", "y")]));
+            let mut h = route_to("h", "c", "z");
+            h.hedge = Some(HedgeConfig {
+                quantile: 0.5,
+                budget: 1.0,
+                ..HedgeConfig::default()
+            });
+            config.routes.push(h);
+        },
         &[
             ("TEST_CLIENT_KEY", CLIENT_KEY),
             ("TEST_PROVIDER_KEY", PROVIDER_KEY),
@@ -287,25 +293,21 @@ async fn not_ready_until_the_cluster_config_is_applied() {
         .local_addr()
         .unwrap()
         .port();
-    let members = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("\"{}@127.0.0.1:{p}\"", i + 1))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = format!(
-        "[node]\nid = 1\nregion = \"alone\"\ndata_dir = \"{data}\"\n\n\
-         [listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:{admin_port}\"\nraft = \"127.0.0.1:{raft}\"\n\n\
-         [cluster]\nmembers = [{members}]\nheartbeat_ms = 100\nelection_timeout_ms = 1000\n\n\
-         [tls]\nca = \"{certs}/ca.pem\"\ncert = \"{certs}/n1.pem\"\nkey = \"{certs}/n1.key\"\n\n\
-         {upstream}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"u\", model = \"x\" }}]]\n",
-        data = dir.path().join("data").display(),
-        raft = ports[0],
-        certs = certs.display(),
-        upstream = upstream("u", &mock),
-    );
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut config = harness::config::node(1, "alone", &dir.path().join("data"));
+    config.listen.admin = local(admin_port);
+    config.listen.raft = local(ports[0]);
+    config.cluster.members = (1..)
+        .zip(&ports)
+        .map(|(id, port)| harness::config::member(id, local(*port)))
+        .collect();
+    config.cluster.heartbeat_ms = 100;
+    config.cluster.election_timeout_ms = 1000;
+    config.tls = Some(harness::certs::tls_config(&certs, "n1"));
+    config.upstreams.push(upstream("u", &mock));
+    config.routes.push(route_to("m", "u", "x"));
     let path = dir.path().join("meridian.toml");
-    std::fs::write(&path, config).unwrap();
+    harness::config::write(&path, &config).unwrap();
     let log = std::fs::File::create(dir.path().join("meridian.log")).unwrap();
     let _child = tokio::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(["serve", "--config"])
@@ -369,12 +371,14 @@ async fn json_logs_carry_the_request_id_on_every_data_plane_line() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
     a.behave(json!({"error_rate": 1.0, "error_status": 503}))
         .await;
-    let config = format!(
-        "{}{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}], [{{ upstream = \"b\", model = \"y\" }}]]\n",
-        upstream("a", &a),
-        upstream("b", &b),
-    );
-    let node = Node::start(&config, &[("MERIDIAN_LOG_FORMAT", "json")]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams = vec![upstream("a", &a), upstream("b", &b)];
+            c.routes.push(tiers("m", &[("a", "x"), ("b", "y")]));
+        },
+        &[("MERIDIAN_LOG_FORMAT", "json")],
+    )
+    .await;
     let ids = ["req-json-1", "req-json-2", "req-json-3"];
     let answer = node.chat(chat_body("m"), &[("x-request-id", ids[0])]).await;
     assert_eq!(answer.status, 200);

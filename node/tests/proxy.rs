@@ -7,26 +7,38 @@
 mod support;
 
 use serde_json::json;
-use support::{Mock, Node, chat_body, upstream};
+use support::config::{Config, key, route, route_to, target, tiers, upstream};
+use support::{Mock, Node, chat_body};
 
 /// A route `m` with tier 0 on `a` and tier 1 on `b`, with short timeouts.
-fn two_tiers(a: &Mock, b: &Mock) -> String {
-    format!(
-        "{}{}[[routes]]\nmodel = \"m\"\nfirst_byte_timeout_ms = 400\nrequest_timeout_ms = 5000\ntiers = [[{{ upstream = \"a\", model = \"a-model\" }}], [{{ upstream = \"b\", model = \"b-model\" }}]]\n",
-        upstream("a", a),
-        upstream("b", b)
+async fn two_tiers(a: &Mock, b: &Mock) -> Node {
+    Node::start_with(
+        |c: &mut Config| {
+            c.upstreams = vec![upstream("a", a), upstream("b", b)];
+            let mut m = tiers("m", &[("a", "a-model"), ("b", "b-model")]);
+            m.first_byte_timeout_ms = Some(400);
+            m.request_timeout_ms = Some(5000);
+            c.routes.push(m);
+        },
+        &[],
     )
+    .await
 }
 
 #[tokio::test]
 async fn plain_request_is_routed_rewritten_and_labelled() {
     let mock = Mock::start(&["--api-key", "sk-provider"]).await;
-    let config = format!(
-        "[[keys]]\nname = \"app\"\nkey_env = \"TEST_CLIENT_KEY\"\n\n[[upstreams]]\nid = \"a\"\nbase_url = \"{}\"\napi_key_env = \"TEST_PROVIDER_KEY\"\n\n[[routes]]\nmodel = \"fast\"\ntiers = [[{{ upstream = \"a\", model = \"provider-model\", input_per_mtok = 1.0, output_per_mtok = 2.0 }}]]\n",
-        mock.base_url()
-    );
-    let node = Node::start(
-        &config,
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.keys.push(key("app", "TEST_CLIENT_KEY"));
+            let mut a = upstream("a", &mock);
+            a.api_key_env = Some("TEST_PROVIDER_KEY".to_owned());
+            c.upstreams.push(a);
+            let mut priced = target("a", "provider-model");
+            priced.input_per_mtok = 1.0;
+            priced.output_per_mtok = 2.0;
+            c.routes.push(route("fast", vec![vec![priced]]));
+        },
         &[
             ("TEST_CLIENT_KEY", "sk-client-0123456789"),
             ("TEST_PROVIDER_KEY", "sk-provider"),
@@ -101,11 +113,14 @@ async fn stream_arrives_chunk_by_chunk_with_usage() {
     let mock = Mock::start(&[]).await;
     mock.behave(json!({"chunks": 5, "chunk_delay": {"fixed_ms": 30}}))
         .await;
-    let config = format!(
-        "{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"a-model\" }}]]\n",
-        upstream("a", &mock)
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("m", "a", "a-model"));
+        },
+        &[],
+    )
+    .await;
 
     let mut body = chat_body("m");
     body["stream"] = json!(true);
@@ -136,7 +151,7 @@ async fn fails_over_on_500_and_marks_the_fallback() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
     a.behave(json!({"error_rate": 1.0, "error_status": 500}))
         .await;
-    let node = Node::start(&two_tiers(&a, &b), &[]).await;
+    let node = two_tiers(&a, &b).await;
     let answer = node.chat(chat_body("m"), &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["model"], "b-model");
@@ -150,7 +165,7 @@ async fn fails_over_on_500_and_marks_the_fallback() {
 async fn fails_over_on_refused_connection() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
     a.behave(json!({"refuse": true})).await;
-    let node = Node::start(&two_tiers(&a, &b), &[]).await;
+    let node = two_tiers(&a, &b).await;
     let answer = node.chat(chat_body("m"), &[]).await;
     assert_eq!(
         answer.status,
@@ -166,7 +181,7 @@ async fn fails_over_on_refused_connection() {
 async fn fails_over_on_a_stalled_upstream_within_the_first_byte_timeout() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
     a.behave(json!({"stall": true})).await;
-    let node = Node::start(&two_tiers(&a, &b), &[]).await;
+    let node = two_tiers(&a, &b).await;
     let started = std::time::Instant::now();
     let answer = node.chat(chat_body("m"), &[]).await;
     assert_eq!(answer.status, 200);
@@ -191,7 +206,7 @@ async fn fails_over_on_429() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
     a.behave(json!({"rate_limit_rate": 1.0, "retry_after_s": 7}))
         .await;
-    let node = Node::start(&two_tiers(&a, &b), &[]).await;
+    let node = two_tiers(&a, &b).await;
     let answer = node.chat(chat_body("m"), &[]).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("x-meridian-upstream"), "b");
@@ -202,7 +217,7 @@ async fn fails_over_on_429() {
 async fn a_cut_stream_ends_with_an_error_event_and_is_not_retried() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
     a.behave(json!({"chunks": 8, "cut_after_chunks": 3})).await;
-    let node = Node::start(&two_tiers(&a, &b), &[]).await;
+    let node = two_tiers(&a, &b).await;
     let mut body = chat_body("m");
     body["stream"] = json!(true);
     let (status, headers, frames) = node.chat_stream(body).await;
@@ -228,11 +243,16 @@ async fn a_cut_stream_ends_with_an_error_event_and_is_not_retried() {
 #[tokio::test]
 async fn http2_upstreams_work() {
     let mock = Mock::start(&[]).await;
-    let config = format!(
-        "[[upstreams]]\nid = \"h2\"\nbase_url = \"{}\"\nhttp2 = true\n\n[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"h2\", model = \"x\" }}]]\n",
-        mock.base_url()
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            let mut h2 = upstream("h2", &mock);
+            h2.http2 = true;
+            c.upstreams.push(h2);
+            c.routes.push(route_to("m", "h2", "x"));
+        },
+        &[],
+    )
+    .await;
     for _ in 0..3 {
         assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);
     }
@@ -253,11 +273,15 @@ async fn http2_upstreams_work() {
 #[tokio::test]
 async fn completions_and_embeddings_are_proxied() {
     let mock = Mock::start(&[]).await;
-    let config = format!(
-        "{}[[routes]]\nmodel = \"c\"\ntiers = [[{{ upstream = \"a\", model = \"c-up\" }}]]\n\n[[routes]]\nmodel = \"e\"\ntiers = [[{{ upstream = \"a\", model = \"e-up\" }}]]\n",
-        upstream("a", &mock)
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("c", "a", "c-up"));
+            c.routes.push(route_to("e", "a", "e-up"));
+        },
+        &[],
+    )
+    .await;
     let c = node
         .post(
             "/v1/completions",
@@ -283,7 +307,7 @@ async fn completions_and_embeddings_are_proxied() {
 async fn admin_health_shows_this_nodes_windows() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
     a.behave(json!({"error_rate": 1.0})).await;
-    let node = Node::start(&two_tiers(&a, &b), &[]).await;
+    let node = two_tiers(&a, &b).await;
     for _ in 0..5 {
         assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);
     }

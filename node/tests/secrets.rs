@@ -43,7 +43,9 @@ use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
 use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use proto::config::UpstreamAuth;
 use serde_json::json;
+use support::config::{Config, route_to, tiers, upstream_at};
 use support::{Node, chat_body};
 
 const FORMATS: [&str; 8] = [
@@ -58,10 +60,18 @@ const FORMATS: [&str; 8] = [
 ];
 
 /// `(name, key, auth)`: the three key shapes.
-const SHAPES: [(&str, &str, &str); 3] = [
-    ("sk", "sk-proj-Zx81Qm4TvL0pR7wN2yB5cH9kD3fG6jA", "bearer"),
-    ("base64", "UPSECRETB+x/y=Zq81", "bearer"),
-    ("api-key", "3f9a1c7e5b2d4f6a8c0e1b3d5f7a9c2e", "api-key"),
+const SHAPES: [(&str, &str, UpstreamAuth); 3] = [
+    (
+        "sk",
+        "sk-proj-Zx81Qm4TvL0pR7wN2yB5cH9kD3fG6jA",
+        UpstreamAuth::Bearer,
+    ),
+    ("base64", "UPSECRETB+x/y=Zq81", UpstreamAuth::Bearer),
+    (
+        "api-key",
+        "3f9a1c7e5b2d4f6a8c0e1b3d5f7a9c2e",
+        UpstreamAuth::ApiKey,
+    ),
 ];
 
 fn percent(key: &str, upper: bool, twice: bool) -> String {
@@ -278,35 +288,41 @@ fn holds_key(text: &str, key: &str) -> bool {
     text.contains(key) || decoded(text).contains(key)
 }
 
-fn config(echo: &str, auth: &str) -> String {
-    let mut config = String::new();
-    let upstream = |config: &mut String, id: &str, format: &str, mode: &str| {
-        let _ = write!(
-            config,
-            "[[upstreams]]\nid = \"{id}\"\nbase_url = \"http://{echo}/{format}/{mode}/v1\"\napi_key_env = \"TEST_PROVIDER_KEY\"\nauth = \"{auth}\"\n\n"
-        );
+/// The node's routes: per echo format, one route per mode to an upstream
+/// of its own on the echo, and `FORMAT-503` over two failing upstreams;
+/// every upstream holds the key in `TEST_PROVIDER_KEY` and sends it as `auth`.
+fn configure(config: &mut Config, echo: &str, auth: UpstreamAuth) {
+    let mut upstream = |id: &str, format: &str, mode: &str| {
+        let mut upstream = upstream_at(id, &format!("http://{echo}/{format}/{mode}/v1"));
+        upstream.api_key_env = Some("TEST_PROVIDER_KEY".to_owned());
+        upstream.auth = auth;
+        config.upstreams.push(upstream);
     };
+    let mut routes = Vec::new();
     for format in FORMATS {
         for mode in ["400", "sse", "200"] {
-            upstream(&mut config, &format!("{format}-{mode}"), format, mode);
-            let _ = write!(
-                config,
-                "[[routes]]\nmodel = \"{format}-{mode}\"\nfirst_byte_timeout_ms = 3000\ntiers = [[{{ upstream = \"{format}-{mode}\", model = \"x\" }}]]\n\n"
-            );
+            let id = format!("{format}-{mode}");
+            upstream(&id, format, mode);
+            routes.push(route_to(&id, &id, "x"));
         }
-        upstream(&mut config, &format!("{format}-503-a"), format, "503");
-        upstream(&mut config, &format!("{format}-503-b"), format, "503");
-        let _ = write!(
-            config,
-            "[[routes]]\nmodel = \"{format}-503\"\nfirst_byte_timeout_ms = 3000\ntiers = [[{{ upstream = \"{format}-503-a\", model = \"x\" }}], [{{ upstream = \"{format}-503-b\", model = \"x\" }}]]\n\n"
-        );
+        let (a, b) = (format!("{format}-503-a"), format!("{format}-503-b"));
+        upstream(&a, format, "503");
+        upstream(&b, format, "503");
+        routes.push(tiers(&format!("{format}-503"), &[(&a, "x"), (&b, "x")]));
     }
-    config
+    for mut route in routes {
+        route.first_byte_timeout_ms = Some(3000);
+        config.routes.push(route);
+    }
 }
 
 /// Every place one key shape's key was found, as `format/mode/where`.
-async fn leaks_for(echo: &str, shape: &str, key: &str, auth: &str) -> Vec<String> {
-    let node = Node::start(&config(echo, auth), &[("TEST_PROVIDER_KEY", key)]).await;
+async fn leaks_for(echo: &str, shape: &str, key: &str, auth: UpstreamAuth) -> Vec<String> {
+    let node = Node::start_with(
+        |c: &mut Config| configure(c, echo, auth),
+        &[("TEST_PROVIDER_KEY", key)],
+    )
+    .await;
     let mut leaks = Vec::new();
     for format in FORMATS {
         let cell = |what: &str| format!("{shape}/{format}/{what}");

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::cluster::{Cluster, Options};
-use support::{Mock, Node, chat_body, upstream};
+use support::config::{Config, route_to, upstream};
+use support::{Mock, Node, chat_body};
 
 /// Runs `meridian ARGS` with `env` (and no admin token unless given),
 /// feeding `stdin`; returns (exit code, stdout, stderr).
@@ -124,11 +125,11 @@ async fn status_shows_the_cluster_and_the_health_board() {
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_upstreams_and_keys_are_listed_put_and_deleted() {
     let (a, b) = (Mock::start(&[]).await, Mock::start(&[]).await);
-    let node = Node::start(
-        &format!(
-            "{}[[routes]]\nmodel = \"fast\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-            upstream("a", &a)
-        ),
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams.push(upstream("a", &a));
+            c.routes.push(route_to("fast", "a", "x"));
+        },
         &[],
     )
     .await;
@@ -299,11 +300,12 @@ async fn an_unreachable_node_or_a_wrong_token_is_said_plainly() {
     assert_eq!(code, 64, "not a URL: {stderr}");
 
     let mock = Mock::start(&[]).await;
-    let node = Node::start(
-        &format!(
-            "[admin]\ntoken_env = \"TEST_ADMIN_TOKEN\"\n\n{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n",
-            upstream("a", &mock)
-        ),
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.admin.token_env = "TEST_ADMIN_TOKEN".to_owned();
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("m", "a", "x"));
+        },
         &[("TEST_ADMIN_TOKEN", "right-token-0123")],
     )
     .await;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use serde_json::json;
+use support::config::{Config, UpstreamConfig, route_to, upstream};
 use support::{Mock, Node, chat_body};
 
 /// A private CA, written to `dir/<name>-ca.pem`.
@@ -55,13 +56,11 @@ impl Ca {
     }
 }
 
-/// An upstream section for `mock` trusting the CA file `ca`.
-fn tls_upstream(id: &str, mock: &Mock, ca: &Path) -> String {
-    format!(
-        "[[upstreams]]\nid = \"{id}\"\nbase_url = \"{}\"\nca_file = \"{}\"\n\n",
-        mock.base_url(),
-        ca.display()
-    )
+/// An upstream for `mock` trusting the CA file `ca`.
+fn tls_upstream(id: &str, mock: &Mock, ca: &Path) -> UpstreamConfig {
+    let mut upstream = upstream(id, mock);
+    upstream.ca_file = Some(ca.to_path_buf());
+    upstream
 }
 
 #[tokio::test]
@@ -73,12 +72,20 @@ async fn https_upstream_is_verified_against_its_ca_file() {
     let mock = Mock::start(&["--tls-cert", &cert, "--tls-key", &key]).await;
     assert!(mock.tls && mock.base_url().starts_with("https://127.0.0.1:"));
     mock.behave(json!({"chunks": 4})).await;
-    let config = format!(
-        "{}{}[[routes]]\nmodel = \"m\"\ntiers = [[{{ upstream = \"tls\", model = \"tls-model\" }}]]\n\n[[routes]]\nmodel = \"bad\"\ntiers = [[{{ upstream = \"wrong-ca\", model = \"x\" }}]]\n",
-        tls_upstream("tls", &mock, &ca.pem),
-        tls_upstream("wrong-ca", &mock, &stranger.pem),
-    );
-    let node = Node::start(&config, &[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams = vec![
+                tls_upstream("tls", &mock, &ca.pem),
+                tls_upstream("wrong-ca", &mock, &stranger.pem),
+            ];
+            c.routes = vec![
+                route_to("m", "tls", "tls-model"),
+                route_to("bad", "wrong-ca", "x"),
+            ];
+        },
+        &[],
+    )
+    .await;
 
     let answer = node.chat(chat_body("m"), &[]).await;
     assert_eq!(

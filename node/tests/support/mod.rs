@@ -23,7 +23,10 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 use tokio::process::Child;
 
+use self::config::Config;
+
 pub mod cluster;
+pub mod config;
 
 /// The directory cargo built `meridian` into for these tests; the other
 /// workspace binaries (`meridian-mock`) are there after
@@ -114,16 +117,24 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts a node whose config is `[node]`/`[listen]` on ephemeral ports
-    /// followed by `rest` (upstreams, routes, keys…).
-    pub async fn start(rest: &str, env: &[(&str, &str)]) -> Node {
+    /// Starts a node whose config is the harness's lone node on ephemeral
+    /// ports (region `test-region`) with what `configure` sets on it
+    /// (upstreams, routes, keys…); `env` is added to its environment.
+    pub async fn start_with(configure: impl FnOnce(&mut Config), env: &[(&str, &str)]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let base = harness::config::node(1, "test-region", &dir.path().join("data"));
+        let mut config = harness::config::node(1, "test-region", &dir.path().join("data"));
+        configure(&mut config);
         let path = dir.path().join("meridian.toml");
-        std::fs::write(&path, with_rest(&base, rest)).unwrap();
+        harness::config::write(&path, &config).unwrap();
+        Node::spawn(dir, &path, env).await
+    }
+
+    /// Runs `meridian serve` on the config file at `path` inside `dir`
+    /// until its ready line.
+    async fn spawn(dir: tempfile::TempDir, path: &Path, env: &[(&str, &str)]) -> Node {
         let mut command = harness::process::NodeCommand::new(
             Path::new(env!("CARGO_BIN_EXE_meridian")),
-            &path,
+            path,
             &dir.path().join("meridian.log"),
         );
         command.env = env
@@ -304,40 +315,4 @@ pub async fn send(
 /// A small chat body.
 pub fn chat_body(model: &str) -> Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "Say hi"}]})
-}
-
-/// An upstream section pointing at a mock.
-pub fn upstream(id: &str, mock: &Mock) -> String {
-    #[derive(serde::Serialize)]
-    struct Upstreams {
-        upstreams: Vec<proto::config::UpstreamConfig>,
-    }
-    let mut upstream = harness::config::upstream(id, &mock.base_url());
-    upstream.region.clear();
-    let text = toml::to_string(&Upstreams {
-        upstreams: vec![upstream],
-    })
-    .unwrap();
-    format!("{text}\n")
-}
-
-/// The whole config file of a test node: `base` (built by the harness),
-/// with the test's own sections `rest` laid over it table by table.
-fn with_rest(base: &proto::config::Config, rest: &str) -> String {
-    let mut table: toml::Table = toml::from_str(&harness::config::to_toml(base).unwrap()).unwrap();
-    let rest: toml::Table = toml::from_str(rest).unwrap_or_else(|e| panic!("{e}: {rest}"));
-    overlay(&mut table, rest);
-    toml::to_string(&table).unwrap()
-}
-
-/// Lays `top` over `base`: tables merge key by key, anything else replaces.
-fn overlay(base: &mut toml::Table, top: toml::Table) {
-    for (key, value) in top {
-        match (base.get_mut(&key), value) {
-            (Some(toml::Value::Table(below)), toml::Value::Table(above)) => overlay(below, above),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
 }
