@@ -289,11 +289,11 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn readyz_fails_once_the_raft_core_stops() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(&format!(
-            "[node]\nid = 1\nregion = \"r\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n[admin]\ntoken_env = \"MERIDIAN_TEST_UNSET_TOKEN\"\n",
-            dir.path().display()
-        ))
+        let mut config = Config::from_toml(
+            "[node]\nid = 1\nregion = \"r\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n\n[admin]\ntoken_env = \"MERIDIAN_TEST_UNSET_TOKEN\"\n",
+        )
         .unwrap();
+        config.node.data_dir = dir.path().to_path_buf();
         let node = Node::start(&config, Arc::new(crate::routing::ProcessEnv))
             .await
             .unwrap();

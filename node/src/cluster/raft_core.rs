@@ -77,11 +77,11 @@ mod tests {
     #[tokio::test]
     async fn the_watcher_sees_the_core_stop() {
         let dir = tempfile::tempdir().unwrap();
-        let config = Config::from_toml(&format!(
-            "[node]\nid = 1\nregion = \"r\"\ndata_dir = \"{}\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n",
-            dir.path().display()
-        ))
+        let mut config = Config::from_toml(
+            "[node]\nid = 1\nregion = \"r\"\n\n[listen]\napi = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nraft = \"127.0.0.1:0\"\n",
+        )
         .unwrap();
+        config.node.data_dir = dir.path().to_path_buf();
         let settings = crate::cluster::RaftSettings::new(&config).unwrap();
         let cluster = Cluster::start(&settings).await.unwrap();
         cluster

@@ -17,37 +17,12 @@ use serde::Serialize;
 
 use super::window::{Quantiles, error_rate, quantiles};
 
-/// What a set of reports says about one upstream.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct View {
-    /// Nodes whose reports are merged here.
-    pub nodes: usize,
-    /// Attempts in their windows.
-    pub attempts: u64,
-    /// 2xx answers.
-    pub successes: u64,
-    /// Upstream failures.
-    pub errors: u64,
-    /// First-byte timeouts.
-    pub timeouts: u64,
-    /// (errors + timeouts) / attempts.
-    pub error_rate: f64,
-    /// Time to first byte.
-    pub ttfb_ms: Quantiles,
-    /// Total time.
-    pub total_ms: Quantiles,
-    /// Age of the oldest report merged, in milliseconds.
-    pub report_age_ms: u64,
-}
-
-/// One upstream as the cluster sees it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct UpstreamBoard {
-    /// Per region.
-    pub regions: BTreeMap<String, View>,
-    /// Every region merged.
-    pub merged: View,
-}
+/// One upstream as the cluster sees it: per region, and every region merged.
+pub use proto::api::admin::BoardView as UpstreamBoard;
+/// What the board says of one member's report.
+pub use proto::api::admin::ReportView as ReportInfo;
+/// What a set of reports says about one upstream, as the admin API writes it.
+pub use proto::api::admin::ReportedView as View;
 
 /// The age of one member's report, as this node judges it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,26 +40,6 @@ pub struct HealthBoard {
     pub upstreams: HashMap<Arc<str>, UpstreamBoard>,
     /// Reports merged, by member id, with their age in milliseconds.
     pub reports: BTreeMap<u64, ReportInfo>,
-}
-
-/// What the board says of one member's report.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ReportInfo {
-    /// The member's region.
-    pub region: String,
-    /// Its sequence number.
-    pub seq: u64,
-    /// How long ago this node first saw it.
-    pub age_ms: u64,
-    /// Whether it is too old to count.
-    pub stale: bool,
-    /// Histograms in it that could not be decoded (a corrupt report).
-    #[serde(skip_serializing_if = "is_zero")]
-    pub undecodable: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 #[derive(Default)]

@@ -8,49 +8,14 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 use proto::health::{MAX_MICROS, UpstreamWindow, empty_histogram, encode_histogram};
-use serde::Serialize;
 
 use super::{Outcome, Sample};
 
-/// Latency quantiles in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct Quantiles {
-    /// Samples behind the figures.
-    pub count: u64,
-    /// Median.
-    pub p50: f64,
-    /// 90th percentile.
-    pub p90: f64,
-    /// 95th percentile (the hedging delay).
-    pub p95: f64,
-    /// 99th percentile.
-    pub p99: f64,
-    /// 99.9th percentile.
-    pub p999: f64,
-}
-
-/// What the router and the admin API see of one upstream's recent window.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct WindowSummary {
-    /// Span of the window in seconds.
-    pub window_s: u64,
-    /// Attempts in the window.
-    pub attempts: u64,
-    /// 2xx answers.
-    pub successes: u64,
-    /// Client-caused 4xx answers passed through.
-    pub client_errors: u64,
-    /// Upstream failures.
-    pub errors: u64,
-    /// First-byte timeouts.
-    pub timeouts: u64,
-    /// (errors + timeouts) / attempts, 0 when there were none.
-    pub error_rate: f64,
-    /// Time to first byte.
-    pub ttfb_ms: Quantiles,
-    /// Total time.
-    pub total_ms: Quantiles,
-}
+/// Latency quantiles in milliseconds, as the admin API writes them.
+pub use proto::api::admin::Quantiles;
+/// What the router and the admin API see of one upstream's recent window:
+/// the admin API's own wire shape, so the answer is this value as it is.
+pub use proto::api::admin::WindowView as WindowSummary;
 
 #[derive(Clone)]
 struct Slot {

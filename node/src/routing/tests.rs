@@ -279,12 +279,16 @@ async fn snapshots_share_the_scrubber_until_the_keys_change() {
         }
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let toml = |model: &str, var: &str| {
-        format!(
-            "[node]\nid = 1\nregion = \"r\"\n\n[[upstreams]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\napi_key_env = \"{var}\"\nauth = \"api-key\"\n\n[[routes]]\nmodel = \"{model}\"\ntiers = [[{{ upstream = \"a\", model = \"x\" }}]]\n"
-        )
+    let base = Config::from_toml(
+        "[node]\nid = 1\nregion = \"r\"\n\n[[upstreams]]\nid = \"a\"\nbase_url = \"http://127.0.0.1:1/v1\"\nauth = \"api-key\"\n\n[[routes]]\nmodel = \"m\"\ntiers = [[{ upstream = \"a\", model = \"x\" }]]\n",
+    )
+    .unwrap();
+    let config = |model: &str, var: &str| {
+        let mut c = base.clone();
+        c.routes[0].model = model.to_owned();
+        c.upstreams[0].api_key_env = Some(var.to_owned());
+        c
     };
-    let config = |model, var| Config::from_toml(&toml(model, var)).unwrap();
     let first = RoutingSnapshot::build(&config("m", "A_KEY"), &Env, None).unwrap();
     assert_eq!(first.scrub.text(B64), REDACTED);
     let second = RoutingSnapshot::build(&config("n", "A_KEY"), &Env, Some(&first)).unwrap();
