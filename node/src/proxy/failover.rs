@@ -1,5 +1,5 @@
 //! The failover of one request, as a state machine. Pure, the way
-//! [`crate::breaker`] is: the plan, the attempts' outcomes and the time (an
+//! [`crate::health::breaker`] is: the plan, the attempts' outcomes and the time (an
 //! instant the caller read) go in; decisions come out (try this target
 //! with this timeout, hedge it, give up with this error). The caller does
 //! the I/O, and asks [`Targets`] for what lives in shared state: whether a
