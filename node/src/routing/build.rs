@@ -14,6 +14,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use proto::FieldError;
+use proto::api::openai::ModelList;
 use proto::config::{
     Config, HealthConfig, ProxyConfig, RouteConfig, SecretOrigin, SecretPolicy, UpstreamAuth,
     UpstreamConfig,
@@ -239,35 +240,8 @@ fn provider_keys(upstreams: &[Arc<Upstream>]) -> Vec<(&Arc<str>, &str)> {
 }
 
 fn models_body(routes: &[&RouteConfig]) -> Bytes {
-    #[derive(Serialize)]
-    struct Model<'a> {
-        id: &'a str,
-        object: &'static str,
-        created: u64,
-        owned_by: &'static str,
-    }
-    #[derive(Serialize)]
-    struct List<'a> {
-        object: &'static str,
-        data: Vec<Model<'a>>,
-    }
-    let mut data: Vec<Model<'_>> = routes
-        .iter()
-        .map(|r| Model {
-            id: &r.model,
-            object: "model",
-            created: 0,
-            owned_by: "meridian",
-        })
-        .collect();
-    data.sort_by(|a, b| a.id.cmp(b.id));
-    Bytes::from(
-        serde_json::to_vec(&List {
-            object: "list",
-            data,
-        })
-        .unwrap_or_default(),
-    )
+    let list = ModelList::new(routes.iter().map(|r| r.model.as_str()), "meridian");
+    Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
 }
 
 /// Builds one upstream. What this node cannot use (a key it may not read or

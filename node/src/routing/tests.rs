@@ -101,6 +101,11 @@ async fn builds_uris_keys_and_routes() {
     let models: serde_json::Value = serde_json::from_slice(&snap.models_body).unwrap();
     assert_eq!(models["data"][0]["id"], "b-only");
     assert_eq!(models["data"][1]["id"], "fast");
+    // Byte for byte what the node wrote before `proto::api::openai::ModelList`.
+    assert_eq!(
+        std::str::from_utf8(&snap.models_body).unwrap(),
+        r#"{"object":"list","data":[{"id":"b-only","object":"model","created":0,"owned_by":"meridian"},{"id":"fast","object":"model","created":0,"owned_by":"meridian"}]}"#
+    );
 }
 
 #[tokio::test]
