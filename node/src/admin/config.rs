@@ -324,13 +324,8 @@ mod tests {
             .map(|_| ())
             .unwrap_err()
             .into_response();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let bytes = runtime
-            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
-            .unwrap();
-        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        let (_, _, body) = crate::admin::error::read(response);
+        let v: Value = serde_json::from_slice(body.as_bytes()).unwrap();
         v["error"]["param"].as_str().unwrap().to_owned()
     }
 

@@ -181,6 +181,25 @@ impl IntoResponse for AdminError {
     }
 }
 
+/// What a client reads of an admin answer: its status, its `Retry-After`
+/// and its body, for the tests of this module and of the handlers.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(super) fn read(response: Response) -> (StatusCode, Option<String>, String) {
+    let status = response.status();
+    let retry = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let bytes = runtime
+        .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
+        .unwrap();
+    (status, retry, String::from_utf8(bytes.to_vec()).unwrap())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -190,19 +209,7 @@ mod tests {
     use super::*;
 
     fn answer(e: AdminError) -> (StatusCode, Option<String>, String) {
-        let response = e.into_response();
-        let status = response.status();
-        let retry = response
-            .headers()
-            .get(header::RETRY_AFTER)
-            .map(|v| v.to_str().unwrap().to_owned());
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let bytes = runtime
-            .block_on(axum::body::to_bytes(response.into_body(), 1 << 16))
-            .unwrap();
-        (status, retry, String::from_utf8(bytes.to_vec()).unwrap())
+        read(e.into_response())
     }
 
     #[test]

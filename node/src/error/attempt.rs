@@ -271,6 +271,17 @@ impl fmt::Display for Attempts {
     }
 }
 
+/// The account of one failed attempt (upstream `a`, model `x`), which the
+/// error tests of this module and of [`ProxyError`](super::ProxyError) quote.
+#[cfg(test)]
+pub(crate) fn attempts(error: AttemptError) -> Attempts {
+    Attempts::from(vec![Tried::Failed {
+        upstream: "a".into(),
+        model: "x".into(),
+        error,
+    }])
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -279,14 +290,6 @@ mod tests {
 
     use super::*;
     use crate::error::ProxyError;
-
-    fn attempts(error: AttemptError) -> Attempts {
-        Attempts::from(vec![Tried::Failed {
-            upstream: "a".into(),
-            model: "x".into(),
-            error,
-        }])
-    }
 
     /// The accounts read as they did when they were built as strings.
     #[test]

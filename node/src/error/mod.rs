@@ -181,15 +181,8 @@ mod tests {
 
     use http::HeaderMap;
 
+    use super::attempt::attempts;
     use super::*;
-
-    fn attempts(error: AttemptError) -> Attempts {
-        Attempts::from(vec![Tried::Failed {
-            upstream: "a".into(),
-            model: "x".into(),
-            error,
-        }])
-    }
 
     #[test]
     fn body_is_openai_shaped() {
