@@ -228,15 +228,7 @@ async fn one_unusable_upstream_leaves_the_rest_of_the_table() {
         "auth = \"api-key\"\nca_file = \"/surely/not/here.pem\"",
     ))
     .unwrap();
-    let env = FakeEnv(
-        [
-            ("CLIENT_KEY", "client-key-0123456789"),
-            ("A_KEY", "ka"),
-            ("B_KEY", "kb"),
-        ]
-        .into_iter()
-        .collect(),
-    );
+    let env = env();
     let snap = RoutingSnapshot::build(&config, &env, None).unwrap();
     assert!(snap.route("fast").unwrap().usable());
     assert!(!snap.route("b-only").unwrap().usable());
@@ -249,15 +241,7 @@ async fn one_unusable_upstream_leaves_the_rest_of_the_table() {
 
 #[tokio::test]
 async fn rebuild_keeps_unchanged_upstreams() {
-    let env = FakeEnv(
-        [
-            ("CLIENT_KEY", "client-key-0123456789"),
-            ("A_KEY", "ka"),
-            ("B_KEY", "kb"),
-        ]
-        .into_iter()
-        .collect(),
-    );
+    let env = env();
     let config = Config::from_toml(CONFIG).unwrap();
     let first = RoutingSnapshot::build(&config, &env, None).unwrap();
     let mut changed = config.clone();
