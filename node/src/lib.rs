@@ -25,7 +25,8 @@
 //! - [`auth`] (client keys), [`request_body`] (reading `model` and `stream`
 //!   without re-serialising), [`select`] (which targets, in which order),
 //!   [`upstream`] (connection pools), [`relay`] (streams, event by event),
-//!   [`usage`] (tokens and cost), [`error`] (the data plane's errors and why
+//!   [`usage`] (tokens and cost), [`translate`] (Anthropic Messages ↔
+//!   OpenAI chat, streams included), [`error`] (the data plane's errors and why
 //!   an attempt failed), [`scrub`] (keys out of every answer and log line).
 //! - [`routing`]: the snapshot the data plane reads, built from the applied
 //!   cluster state (`build.rs`), rebuilt as Raft applies (`follow.rs`), with
@@ -61,5 +62,6 @@ pub mod scrub;
 pub mod select;
 pub mod server;
 pub mod settings;
+pub mod translate;
 pub mod upstream;
 pub mod usage;

@@ -1,0 +1,1 @@
+//! Placeholder until the translation lands; see `mod.rs`.
