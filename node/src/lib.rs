@@ -57,6 +57,7 @@ pub mod node;
 pub mod proxy;
 pub mod relay;
 pub mod request_body;
+pub mod responses;
 pub mod routing;
 pub mod scrub;
 pub mod select;
