@@ -8,6 +8,7 @@ use std::path::Path;
 use proto::config::{
     AdminConfig, ClusterConfig, Config, ConnectionsConfig, HealthConfig, ListenConfig, NodeConfig,
     ProxyConfig, RouteConfig, SecretsConfig, TargetConfig, UpstreamAuth, UpstreamConfig,
+    UpstreamKind,
 };
 
 use crate::HarnessError;
@@ -55,6 +56,9 @@ pub fn upstream(id: &str, base_url: &str) -> UpstreamConfig {
         auth: UpstreamAuth::Bearer,
         http2: false,
         ca_file: None,
+        kind: UpstreamKind::Openai,
+        anthropic_version: None,
+        responses: false,
     }
 }
 

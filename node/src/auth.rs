@@ -69,7 +69,8 @@ impl KeyRing {
             };
         }
         let presented = bearer(headers).ok_or(ProxyError::Unauthorized(
-            "You didn't provide an API key. Send it as `Authorization: Bearer KEY`.",
+            "You didn't provide an API key. Send it as `Authorization: Bearer KEY` or \
+             `x-api-key: KEY`.",
         ))?;
         self.keys
             .get(&hash_key(presented))
@@ -90,17 +91,21 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The key from `Authorization: Bearer KEY`, or from `api-key: KEY` as Azure
-/// OpenAI clients send it.
+/// The key from `Authorization: Bearer KEY`, else from `x-api-key: KEY`
+/// as the anthropic SDK sends it, else from `api-key: KEY` as Azure OpenAI
+/// clients send it. A present `Authorization` decides alone (a non-Bearer
+/// one is refused, not passed over for another header).
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     if headers.contains_key(http::header::AUTHORIZATION) {
         return bearer_token(headers);
     }
-    headers
-        .get("api-key")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+    ["x-api-key", "api-key"].into_iter().find_map(|name| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+    })
 }
 
 #[cfg(test)]
@@ -126,6 +131,10 @@ mod tests {
             .unwrap();
         assert_eq!(&*name, "app");
         assert!(ring.authenticate(&headers("api-key", "sk-good")).is_ok());
+        assert!(ring.authenticate(&headers("x-api-key", "sk-good")).is_ok());
+        assert!(ring.authenticate(&headers("x-api-key", " sk-good ")).is_ok());
+        assert!(ring.authenticate(&headers("x-api-key", "sk-bad")).is_err());
+        assert!(ring.authenticate(&headers("x-api-key", "")).is_err());
         assert!(matches!(
             ring.authenticate(&headers("authorization", "Bearer sk-bad")),
             Err(ProxyError::Unauthorized(m)) if m.contains("Incorrect")

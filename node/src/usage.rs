@@ -4,6 +4,14 @@
 //! last chunk when the client asked `stream_options.include_usage`. Chunks are
 //! only parsed when they contain the word, so a stream costs one substring
 //! search per chunk.
+//!
+//! Every API Meridian speaks is read: OpenAI chat (`prompt_tokens`,
+//! `completion_tokens`), Anthropic Messages and the Responses API
+//! (`input_tokens`, `output_tokens`), whose usage may sit one level down
+//! (`message.usage` in Anthropic's `message_start`, `response.usage` in
+//! `response.completed`). An Anthropic stream spreads it over two events
+//! (input in `message_start`, output in `message_delta`), so a stream's
+//! usages are [merged](Usage::merge).
 
 use serde::Deserialize;
 
@@ -13,10 +21,10 @@ use crate::routing::Price;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
     /// Input tokens.
-    #[serde(default)]
+    #[serde(default, alias = "input_tokens")]
     pub prompt_tokens: u64,
     /// Output tokens (0 for embeddings).
-    #[serde(default)]
+    #[serde(default, alias = "output_tokens")]
     pub completion_tokens: u64,
 }
 
@@ -29,25 +37,52 @@ impl Usage {
     }
 }
 
+impl Usage {
+    /// Both counts, each the larger of the two: counts in a stream only
+    /// grow, and each event may carry only one of them.
+    pub fn merge(self, other: Usage) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.max(other.prompt_tokens),
+            completion_tokens: self.completion_tokens.max(other.completion_tokens),
+        }
+    }
+}
+
 #[derive(Deserialize)]
 struct WithUsage {
+    #[serde(default)]
+    usage: Option<Usage>,
+    /// Anthropic's `message_start` event.
+    #[serde(default)]
+    message: Option<Nested>,
+    /// The Responses API's answer events.
+    #[serde(default)]
+    response: Option<Nested>,
+}
+
+#[derive(Deserialize)]
+struct Nested {
     #[serde(default)]
     usage: Option<Usage>,
 }
 
 /// The `usage` of a JSON answer body, if it has one.
 pub fn from_json(body: &[u8]) -> Option<Usage> {
-    serde_json::from_slice::<WithUsage>(body).ok()?.usage
+    let with = serde_json::from_slice::<WithUsage>(body).ok()?;
+    with.usage
+        .or_else(|| with.message.and_then(|m| m.usage))
+        .or_else(|| with.response.and_then(|r| r.usage))
 }
 
-/// The `usage` carried by any `data:` line of complete SSE events.
+/// The `usage` carried by the `data:` lines of complete SSE events, merged.
 pub fn from_sse(events: &[u8]) -> Option<Usage> {
     memchr::memmem::find(events, b"\"usage\"")?;
     events
-        .rsplit(|b| *b == b'\n')
+        .split(|b| *b == b'\n')
         .filter_map(|line| line.strip_prefix(b"data:"))
         .filter(|data| memchr::memmem::find(data, b"\"usage\"").is_some())
-        .find_map(|data| from_json(data.trim_ascii()))
+        .filter_map(|data| from_json(data.trim_ascii()))
+        .reduce(Usage::merge)
 }
 
 #[cfg(test)]
@@ -104,5 +139,34 @@ data: [DONE]\n\n";
             })
         );
         assert_eq!(from_sse(b"data: {\"choices\":[]}\n\n"), None);
+    }
+
+    #[test]
+    fn reads_anthropic_and_responses_usage() {
+        let plain = br#"{"type":"message","content":[],"usage":{"input_tokens":7,"output_tokens":4}}"#;
+        assert_eq!(
+            from_json(plain),
+            Some(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 4
+            })
+        );
+        let events = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":25,\"output_tokens\":1}}}\n\n\
+event: message_delta\ndata: {\"type\":\"message_delta\",\"usage\":{\"output_tokens\":15}}\n\n";
+        assert_eq!(
+            from_sse(events),
+            Some(Usage {
+                prompt_tokens: 25,
+                completion_tokens: 15
+            })
+        );
+        let completed = b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"r\",\"usage\":{\"input_tokens\":3,\"output_tokens\":9,\"total_tokens\":12}}}\n\n";
+        assert_eq!(
+            from_sse(completed),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 9
+            })
+        );
     }
 }

@@ -21,13 +21,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The encoding version this build writes, on the wire and on disk, and the
-/// only one it reads. Version 2: the cluster state carries health reports
-/// (`Command::Report`, `ClusterState::health`); bincode is not
-/// self-describing, so a version 1 store or peer is refused with a clear
-/// error instead of misread. (Until the two codecs became this one, the
-/// store still wrote version 1 for the new shape; such a data dir is
-/// refused too.)
-pub const VERSION: u8 = 2;
+/// only one it reads. Version 3: upstreams carry `kind`,
+/// `anthropic_version` and `responses`. Version 2: the cluster state
+/// carries health reports (`Command::Report`, `ClusterState::health`).
+/// bincode is not self-describing, so a store or peer of another version is
+/// refused with a clear error instead of misread. (Until the two codecs
+/// became this one, the store still wrote version 1 for the version 2
+/// shape; such a data dir is refused too.)
+pub const VERSION: u8 = 3;
 
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;

@@ -312,6 +312,9 @@ mod tests {
             auth: Default::default(),
             http2: false,
             ca_file: None,
+            kind: Default::default(),
+            anthropic_version: None,
+            responses: false,
         }
     }
 

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proto::codec::{self, CodecError, HEADER_LEN, VERSION};
-use proto::config::{RouteConfig, TargetConfig, UpstreamAuth, UpstreamConfig};
+use proto::config::{RouteConfig, TargetConfig, UpstreamAuth, UpstreamConfig, UpstreamKind};
 use proto::health::{self, HealthReport, UpstreamWindow};
 use proto::state::{ClusterState, Command, CommandResponse, KeyRecord, NodeInfo};
 use proto::{Config, ConfigError};
@@ -62,6 +62,14 @@ fn upstream() -> impl Strategy<Value = UpstreamConfig> {
                 },
                 http2,
                 ca_file: None,
+                // The codec must carry every field: vary the new ones too.
+                kind: if http2 {
+                    UpstreamKind::Anthropic
+                } else {
+                    UpstreamKind::Openai
+                },
+                anthropic_version: http2.then(|| "2023-06-01".to_owned()),
+                responses: api_key,
             },
         )
 }

@@ -7,8 +7,13 @@
 //! [`Attempts`] the account of a request's failed attempts that the client's
 //! 502, 504 or 429 quotes.
 
+mod anthropic;
 mod attempt;
 
+pub use anthropic::{
+    anthropic_error_json, anthropic_error_to_openai, anthropic_stream_error, anthropic_type,
+    openai_error_to_anthropic,
+};
 pub use attempt::{AttemptError, Attempts, FailureSource, Tried, retry_after, retryable_status};
 
 use std::time::Duration;
@@ -16,6 +21,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::StatusCode;
 use proto::api::openai::ErrorEnvelope;
+
+use crate::translate::TranslateError;
 
 /// Why a request was not answered by an upstream.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +34,29 @@ pub enum ProxyError {
         message: String,
         /// The offending request field, when there is one.
         param: Option<&'static str>,
+    },
+    /// A request that cannot reach any target of its route faithfully:
+    /// every target speaks another API and the request holds what that
+    /// API cannot express (Anthropic's `thinking` for an OpenAI target).
+    #[error("`{}` cannot be sent to this route's targets: {}", .0.field, .0.message)]
+    Untranslatable(TranslateError),
+    /// The route has no target that can answer this endpoint at all
+    /// (count_tokens without a native Anthropic target, the Responses API
+    /// without a target that declares it).
+    #[error("{message}")]
+    NotServed {
+        /// What is missing and how to fix it.
+        message: String,
+        /// Answered 404 (an endpoint the route lacks) rather than 400.
+        not_found: bool,
+    },
+    /// A header the client sent for the upstream is not acceptable.
+    #[error("The `{name}` header is not valid: {message}")]
+    BadHeader {
+        /// The header.
+        name: &'static str,
+        /// Why.
+        message: String,
     },
     /// No client key, or one that is not configured.
     #[error("{0}")]
@@ -99,7 +129,16 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::Untranslatable(_) | Self::BadHeader { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::NotServed { not_found, .. } => {
+                if *not_found {
+                    StatusCode::NOT_FOUND
+                } else {
+                    StatusCode::BAD_REQUEST
+                }
+            }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::UnknownModel(_) | Self::UnknownPath { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -138,6 +177,9 @@ impl ProxyError {
     fn kind(&self) -> (&'static str, Option<&'static str>) {
         match self {
             Self::BadRequest { .. } => ("invalid_request_error", None),
+            Self::Untranslatable(_) => ("invalid_request_error", Some("untranslatable")),
+            Self::NotServed { .. } => ("invalid_request_error", Some("not_served")),
+            Self::BadHeader { .. } => ("invalid_request_error", Some("invalid_header")),
             Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             Self::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
             Self::UnknownPath { .. } => ("invalid_request_error", Some("unknown_url")),
@@ -152,9 +194,11 @@ impl ProxyError {
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             Self::BadRequest { param, .. } => *param,
+            Self::Untranslatable(e) => Some(&e.field),
+            Self::BadHeader { name, .. } => Some(name),
             Self::UnknownModel(_) => Some("model"),
             _ => None,
         }
@@ -164,6 +208,20 @@ impl ProxyError {
     pub fn body(&self) -> Bytes {
         let (kind, code) = self.kind();
         error_json(&self.to_string(), kind, self.param(), code)
+    }
+
+    /// The status and body an Anthropic Messages client gets, so the
+    /// anthropic SDK raises its own classes: the same status, except that
+    /// this node being full is Anthropic's 529 `overloaded_error`.
+    pub fn anthropic(&self) -> (StatusCode, Bytes) {
+        let status = match self {
+            Self::Overloaded { .. } => anthropic::OVERLOADED,
+            _ => self.status(),
+        };
+        (
+            status,
+            anthropic_error_json(anthropic_type(status), &self.to_string()),
+        )
     }
 }
 
@@ -236,6 +294,15 @@ mod tests {
                 param: None,
             },
             ProxyError::Unauthorized("no"),
+            ProxyError::Untranslatable(TranslateError::new("thinking", "no")),
+            ProxyError::NotServed {
+                message: "m".into(),
+                not_found: true,
+            },
+            ProxyError::BadHeader {
+                name: "anthropic-beta",
+                message: "m".into(),
+            },
             ProxyError::UnknownModel("m".into()),
             ProxyError::UnknownPath {
                 method: "GET".into(),

@@ -11,20 +11,23 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+use proto::config::UpstreamKind;
+
 use super::failover::Leg;
 use super::finish::{Finish, StreamDone};
-use super::{Admission, Call, JSON, Proxy, ProxyBody, X_REQUEST_ID};
-use crate::error::AttemptError;
+use super::request::{build_request, stream_shape, unix_now};
+use super::{Admission, Call, JSON, Proxy, ProxyBody};
+use crate::error::{AttemptError, anthropic_error_to_openai, openai_error_to_anthropic};
 use crate::health::Outcome;
-use crate::relay::Relay;
-use crate::request_body::splice;
-use crate::routing::{InFlight, Route, Target};
+use crate::relay::{Relay, Shape};
+use crate::routing::{Dialect, InFlight, Route, Target, Translation};
 use crate::scrub::Scrubber;
+use crate::translate::{chat_to_messages, messages_to_chat};
 use crate::usage;
 
 impl Proxy {
@@ -39,8 +42,15 @@ impl Proxy {
         deadline: Instant,
     ) -> Result<Ready, AttemptError> {
         let upstream = &target.upstream;
+        let Some(form) = call.forms.for_upstream(&upstream.config) else {
+            // Not reached: the plan holds only targets with a form.
+            return Err(AttemptError::Body {
+                cause: "this target cannot answer the request's endpoint".into(),
+                over_limit: false,
+            });
+        };
         let in_flight = InFlight::new(upstream.clone());
-        let request = build_request(call, target);
+        let request = build_request(call, form, target);
         let started = Instant::now();
         let finish = Finish {
             health: &self.health,
@@ -82,17 +92,24 @@ impl Proxy {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
-            return Ok(Ready::Stream(Box::new(PendingStream {
-                status,
-                content_type: parts
+            let shape = stream_shape(call, form);
+            let content_type = if shape.translator.is_some() {
+                Some(HeaderValue::from_static("text/event-stream"))
+            } else {
+                parts
                     .headers
                     .get(CONTENT_TYPE)
-                    .map(|v| call.scrub.header(v)),
+                    .map(|v| call.scrub.header(v))
+            };
+            return Ok(Ready::Stream(Box::new(PendingStream {
+                status,
+                content_type,
                 first,
                 body,
                 sse,
                 idle_timeout: route.first_byte_timeout,
                 scrub: call.scrub.clone(),
+                shape,
                 done: finish.stream(ttfb, in_flight),
             })));
         }
@@ -111,6 +128,20 @@ impl Proxy {
                 }
                 Ok(Ok(collected)) => call.scrub.bytes(collected.to_bytes()),
             };
+            let translated = match form.translation {
+                Translation::None => Ok(bytes.clone()),
+                Translation::MessagesToChat => messages_to_chat::response(&bytes),
+                Translation::ChatToMessages => chat_to_messages::response(&bytes, unix_now()),
+            };
+            let answer = match translated {
+                Ok(answer) => answer,
+                Err(e) => {
+                    return Err(failed(AttemptError::Body {
+                        cause: format!("the answer could not be translated: {e}"),
+                        over_limit: false,
+                    }));
+                }
+            };
             // The usage is for the log line only: parsing the answer
             // again is skipped when that line would not be written.
             let usage = if tracing::enabled!(tracing::Level::INFO) {
@@ -119,9 +150,13 @@ impl Proxy {
                 None
             };
             finish.plain(Outcome::Success, status, ttfb, usage);
-            let mut out = Response::new(ProxyBody::bytes(bytes));
+            let mut out = Response::new(ProxyBody::bytes(answer));
             *out.status_mut() = status;
-            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
+            if form.translation == Translation::None {
+                copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
+            } else {
+                out.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+            }
             return Ok(Ready::Plain(out));
         }
 
@@ -138,9 +173,20 @@ impl Proxy {
         // The client's own mistake (400, 413, 422…): the upstream's answer
         // is the right one to give, and no other target would differ.
         finish.plain(Outcome::ClientError, status, ttfb, None);
-        let mut out = Response::new(ProxyBody::bytes(call.scrub.bytes(detail.body)));
+        let body = call.scrub.bytes(detail.body);
+        // In the client's shape when the upstream speaks the other API.
+        let body = match (call.dialect, upstream.config.kind) {
+            (Dialect::Anthropic, UpstreamKind::Openai) => openai_error_to_anthropic(status, &body),
+            (Dialect::OpenAi, UpstreamKind::Anthropic) => anthropic_error_to_openai(status, &body),
+            _ => body,
+        };
+        let mut out = Response::new(ProxyBody::bytes(body));
         *out.status_mut() = status;
-        copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
+        if form.translation == Translation::None {
+            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
+        } else {
+            out.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+        }
         Ok(Ready::Plain(out))
     }
 }
@@ -206,6 +252,7 @@ pub(super) struct PendingStream {
     sse: bool,
     idle_timeout: Duration,
     scrub: Arc<Scrubber>,
+    shape: Shape,
     done: StreamDone,
 }
 
@@ -223,10 +270,12 @@ impl Ready {
                     sse,
                     idle_timeout,
                     scrub,
+                    shape,
                     mut done,
                 } = *pending;
                 done._admission = Some(admission);
-                let relay = Relay::new(first, body, sse, idle_timeout, scrub, Box::new(done));
+                let relay =
+                    Relay::with_shape(first, body, sse, idle_timeout, scrub, shape, Box::new(done));
                 let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
                 *out.status_mut() = status;
                 if let Some(ct) = content_type {
@@ -238,26 +287,6 @@ impl Ready {
             }
         }
     }
-}
-
-fn build_request(call: &Call<'_>, target: &Target) -> Request<Full<Bytes>> {
-    let body = splice(call.body, call.model_span.clone(), &target.model_json);
-    let mut request = Request::new(Full::new(body));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = target.upstream.uri(call.endpoint).clone();
-    let headers = request.headers_mut();
-    headers.insert(CONTENT_TYPE, JSON.clone());
-    let accept = match (&call.accept, call.stream) {
-        (Some(accept), _) => accept.clone(),
-        (None, true) => HeaderValue::from_static("text/event-stream"),
-        (None, false) => JSON.clone(),
-    };
-    headers.insert(http::header::ACCEPT, accept);
-    headers.insert(X_REQUEST_ID.clone(), call.request_id.clone());
-    if let Some((name, value)) = target.upstream.auth_header() {
-        headers.insert(name.clone(), value.clone());
-    }
-    request
 }
 
 /// The first data frame of a streamed answer.

@@ -21,11 +21,24 @@
 //! - `finish.rs`: the finishing phase of attempts and requests (health
 //!   sample, metrics, access log, failover events), for plain answers and
 //!   streams alike.
+//! - `forms.rs`: the request as each kind of target is sent it (the
+//!   client's own body, or its translation to the other API);
+//!   `request.rs`: one attempt's upstream request, and the shape of its
+//!   stream for the client.
+//!
+//! Clients of Anthropic's Messages API (`/v1/messages`) are served the same
+//! way; what differs is the shape of their errors ([`Dialect`]) and, for
+//! targets of the other API, the translation of the request, the answer and
+//! the stream ([`crate::translate`]).
 
 mod attempt;
 pub mod failover;
 mod finish;
+mod forms;
+mod request;
 mod route;
+
+pub use forms::DEFAULT_MAX_TOKENS;
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -47,7 +60,8 @@ use crate::error::ProxyError;
 use crate::health::HealthSink;
 use crate::relay::Relay;
 use crate::request_body::probe;
-use crate::routing::{Endpoint, RoutingSnapshot};
+use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
+use forms::Forms;
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
 
@@ -149,10 +163,15 @@ impl From<ProxyError> for Failed {
 
 /// What the client asked for, once read.
 struct Call<'a> {
-    endpoint: Endpoint,
-    body: &'a Bytes,
-    model_span: std::ops::Range<usize>,
+    /// The API the client speaks.
+    dialect: Dialect,
+    /// The request as each kind of target is sent it.
+    forms: Forms,
     stream: bool,
+    /// The client's `anthropic-version` and `anthropic-beta`, checked, for
+    /// native Anthropic targets.
+    anthropic_version: Option<HeaderValue>,
+    anthropic_beta: Option<HeaderValue>,
     accept: Option<HeaderValue>,
     key: Arc<str>,
     request_id: &'a HeaderValue,
@@ -200,6 +219,7 @@ impl Proxy {
         req: Request<Incoming>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = request_id(req.headers());
+        let dialect = Endpoint::dialect_of_path(req.uri().path());
         let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
         let snapshot = self.snapshot.load_full();
         let result = self
@@ -238,7 +258,7 @@ impl Proxy {
                 } else {
                     info!(status = status.as_u16(), error = %error, "request refused");
                 }
-                error_response(&failed.error, failed.attempts)
+                error_response(&failed.error, failed.attempts, dialect)
             }
         };
         let headers = response.headers_mut();
@@ -277,6 +297,7 @@ impl Proxy {
         // `body_timeout`: a client that sends its body slowly, or never
         // finishes it, holds its own connection and nothing else.
         let accept = req.headers().get(http::header::ACCEPT).cloned();
+        let (anthropic_version, anthropic_beta) = request::anthropic_headers(req.headers())?;
         let max = snapshot.proxy.max_request_bytes;
         let body = tokio::time::timeout(self.body_timeout, read_body(req, max))
             .await
@@ -293,11 +314,13 @@ impl Proxy {
             .route(&probed.model)
             .ok_or_else(|| ProxyError::UnknownModel(probed.model.clone().into_owned()))?
             .clone();
+        let forms = Forms::new(endpoint, &body, probed.model_span.clone(), &route)?;
         let call = Call {
-            endpoint,
-            body: &body,
-            model_span: probed.model_span.clone(),
+            dialect: endpoint.dialect(),
+            forms,
             stream: probed.stream,
+            anthropic_version,
+            anthropic_beta,
             accept,
             key,
             request_id,
@@ -348,9 +371,13 @@ fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {
     }
 }
 
-fn error_response(error: &ProxyError, attempts: usize) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::bytes(error.body()));
-    *response.status_mut() = error.status();
+fn error_response(error: &ProxyError, attempts: usize, dialect: Dialect) -> Response<ProxyBody> {
+    let (status, body) = match dialect {
+        Dialect::OpenAi => (error.status(), error.body()),
+        Dialect::Anthropic => error.anthropic(),
+    };
+    let mut response = Response::new(ProxyBody::bytes(body));
+    *response.status_mut() = status;
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, JSON.clone());
     headers.insert(X_ATTEMPTS.clone(), count_header(attempts));

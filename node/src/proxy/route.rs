@@ -28,7 +28,12 @@ impl Proxy {
         admission: Admission,
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
-        let plan = route.plan(&self.policy, call.stream, &mut rand::rng());
+        let plan = route.plan_among(
+            &self.policy,
+            call.stream,
+            |upstream| call.forms.for_upstream(&upstream.config).is_some(),
+            &mut rand::rng(),
+        );
         if plan.is_empty() {
             let error = ProxyError::NoUsableUpstream(route.name.to_string());
             finish::gave_up(route, &error, started);

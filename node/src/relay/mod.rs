@@ -11,6 +11,12 @@
 //! SSE error event instead of a clean end that would look like a complete
 //! answer. When the stream ends, however it ends, the attempt's figures go
 //! to the health recorder and the request's log line is written.
+//!
+//! A stream from a target of another API passes through a
+//! [`StreamTranslator`] on its way out ([`Shape`]): the relay still cuts on
+//! the upstream's event boundaries, reads the usage from the upstream's
+//! events, and hands each batch of whole events to the translator at once,
+//! so a translated stream is held back no more than a relayed one.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -24,6 +30,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::error_json;
 use crate::scrub::Scrubber;
+use crate::translate::StreamTranslator;
 use crate::usage::{self, Usage};
 
 mod events;
@@ -45,6 +52,38 @@ pub enum StreamEnd {
 pub trait OnStreamEnd: Send + 'static {
     /// Records the end: health sample, log line, counters.
     fn finish(self: Box<Self>, end: StreamEnd, usage: Option<Usage>, bytes: u64);
+}
+
+/// The shape of what the client receives: the upstream's events as they
+/// are, or translated; and the client's own error event.
+pub struct Shape {
+    /// Rewrites the upstream's events into the client's API, if they differ.
+    pub translator: Option<Box<dyn StreamTranslator>>,
+    /// The event that ends the client's stream on an upstream failure.
+    pub error_event: fn(&str) -> Bytes,
+}
+
+impl Shape {
+    /// An OpenAI client, an OpenAI upstream: events pass as they are.
+    pub fn openai() -> Self {
+        Self {
+            translator: None,
+            error_event: openai_stream_error,
+        }
+    }
+}
+
+/// The SSE event that ends an OpenAI stream on an error.
+pub fn openai_stream_error(message: &str) -> Bytes {
+    let mut event = BytesMut::from(&b"data: "[..]);
+    event.extend_from_slice(&error_json(
+        message,
+        "server_error",
+        None,
+        Some("stream_interrupted"),
+    ));
+    event.extend_from_slice(b"\n\n");
+    event.freeze()
 }
 
 /// A streamed answer being relayed; `B` is the upstream's body
@@ -69,6 +108,7 @@ pub struct Relay<B> {
     done: bool,
     /// Takes the node's provider keys out of every event before it leaves.
     scrub: Arc<Scrubber>,
+    shape: Shape,
     on_end: Option<Box<dyn OnStreamEnd>>,
 }
 
@@ -89,6 +129,22 @@ where
         scrub: Arc<Scrubber>,
         on_end: Box<dyn OnStreamEnd>,
     ) -> Self {
+        Self::with_shape(first, inner, sse, idle_timeout, scrub, Shape::openai(), on_end)
+    }
+
+    /// The same, with what the client receives shaped by `shape`. A
+    /// translated stream is cut on event boundaries whatever `sse` says:
+    /// a translator reads whole events.
+    pub fn with_shape(
+        first: Bytes,
+        inner: B,
+        sse: bool,
+        idle_timeout: Duration,
+        scrub: Arc<Scrubber>,
+        shape: Shape,
+        on_end: Box<dyn OnStreamEnd>,
+    ) -> Self {
+        let sse = sse || shape.translator.is_some();
         let mut relay = Self {
             inner,
             ready: None,
@@ -103,6 +159,7 @@ where
             bytes: 0,
             done: false,
             scrub,
+            shape,
             on_end: Some(on_end),
         };
         relay.ready = relay.take_events(first);
@@ -144,8 +201,19 @@ where
         if self.sse
             && let Some(u) = usage::from_sse(&out)
         {
-            self.usage = Some(u);
+            self.usage = Some(self.usage.map_or(u, |before| before.merge(u)));
         }
+        let out = match &mut self.shape.translator {
+            None => out,
+            Some(translator) => {
+                let mut translated = BytesMut::new();
+                translator.events(&out, &mut translated);
+                if translated.is_empty() {
+                    return None;
+                }
+                translated.freeze()
+            }
+        };
         self.bytes += out.len() as u64;
         Some(out)
     }
@@ -175,16 +243,9 @@ where
         self.pending.clear();
         let reason = self.scrub.message(&reason);
         let message = format!("The upstream stream was interrupted: {reason}");
-        let mut event = BytesMut::from(&b"data: "[..]);
-        event.extend_from_slice(&error_json(
-            &message,
-            "server_error",
-            None,
-            Some("stream_interrupted"),
-        ));
-        event.extend_from_slice(b"\n\n");
+        let event = (self.shape.error_event)(&message);
         self.end(StreamEnd::UpstreamFailed(reason));
-        event.freeze()
+        event
     }
 
     /// Sends what is batched, then `next` (if any) on the following poll.
@@ -283,7 +344,19 @@ where
                     return this.flush(Some(event));
                 }
                 Poll::Ready(None) => {
-                    let rest = this.scrub.bytes(std::mem::take(&mut this.pending).freeze());
+                    let mut rest = this.scrub.bytes(std::mem::take(&mut this.pending).freeze());
+                    if let Some(translator) = &mut this.shape.translator {
+                        // A trailing event without its blank line is still
+                        // an event; then whatever closes the client's shape.
+                        let mut out = BytesMut::new();
+                        if !rest.is_empty() {
+                            let mut whole = BytesMut::from(&rest[..]);
+                            whole.extend_from_slice(b"\n\n");
+                            translator.events(&whole, &mut out);
+                        }
+                        translator.finish(&mut out);
+                        rest = out.freeze();
+                    }
                     // Counted before the end is reported, so the log line
                     // includes a trailing partial event.
                     this.bytes += rest.len() as u64;

@@ -260,7 +260,7 @@ pub(super) fn build_upstream(
         disabled.get_or_insert(Disabled { field, reason });
     };
     let base = uc.base_url.trim_end_matches('/');
-    let uris: [Uri; 3] = Endpoint::ALL.map(|endpoint| {
+    let uris: [Uri; Endpoint::ALL.len()] = Endpoint::ALL.map(|endpoint| {
         format!("{base}{}", endpoint.suffix())
             .parse()
             .unwrap_or_else(|e| {

@@ -16,6 +16,7 @@
 //! wing's [`Registry`], which keeps it across rebuilds.
 
 mod build;
+mod endpoint;
 #[cfg(test)]
 mod fixtures;
 mod follow;
@@ -25,6 +26,7 @@ mod secrets;
 mod tests;
 
 pub use build::{BuildError, Disabled, NodeSettings};
+pub use endpoint::{Dialect, Endpoint, Translation};
 pub use follow::{Follow, build_applied, follow_applied, log_disabled, routing_built_at};
 pub use secrets::{LocalTrust, ProcessEnv, Secrets, check_upstream, resolve_keys};
 
@@ -45,45 +47,6 @@ use crate::scrub::Scrubber;
 use crate::select::{self, Pick, Policy, TargetStats};
 use crate::upstream::Pools;
 use hedge::Hedge;
-
-/// The OpenAI endpoints Meridian proxies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/v1/chat/completions`
-    ChatCompletions,
-    /// `/v1/completions`
-    Completions,
-    /// `/v1/embeddings`
-    Embeddings,
-}
-
-impl Endpoint {
-    /// Every proxied endpoint, in the order of `Upstream::uris`.
-    pub const ALL: [Endpoint; 3] = [Self::ChatCompletions, Self::Completions, Self::Embeddings];
-
-    /// The endpoint for a client path, if it is one Meridian proxies.
-    pub fn from_path(path: &str) -> Option<Self> {
-        match path.trim_end_matches('/') {
-            "/v1/chat/completions" => Some(Self::ChatCompletions),
-            "/v1/completions" => Some(Self::Completions),
-            "/v1/embeddings" => Some(Self::Embeddings),
-            _ => None,
-        }
-    }
-
-    /// The path below the upstream's base URL.
-    pub fn suffix(self) -> &'static str {
-        match self {
-            Self::ChatCompletions => "/chat/completions",
-            Self::Completions => "/completions",
-            Self::Embeddings => "/embeddings",
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-}
 
 /// Whether this node holds the provider key an upstream needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,7 +71,7 @@ pub struct Upstream {
     /// The configuration it was built from, to reuse it across rebuilds.
     pub config: UpstreamConfig,
     /// Full URI of each endpoint, by `Endpoint` index.
-    uris: [Uri; 3],
+    uris: [Uri; Endpoint::ALL.len()],
     /// The provider key header, marked sensitive so it never prints.
     auth: Option<(HeaderName, HeaderValue)>,
     /// Whether the key is there.
@@ -257,6 +220,19 @@ impl Route {
     /// The targets to try, in order: `select::plan` over each target's
     /// figures, with this route's error threshold.
     pub fn plan(&self, policy: &Policy, stream: bool, rng: &mut impl rand::Rng) -> Vec<Pick> {
+        self.plan_among(policy, stream, |_| true, rng)
+    }
+
+    /// The same among the targets whose upstream `serves` this request
+    /// (one that speaks another API and cannot be translated to is left
+    /// out, as an unusable one is).
+    pub fn plan_among(
+        &self,
+        policy: &Policy,
+        stream: bool,
+        serves: impl Fn(&Upstream) -> bool,
+        rng: &mut impl rand::Rng,
+    ) -> Vec<Pick> {
         let policy = Policy {
             error_threshold: self.error_threshold,
             ..*policy
@@ -264,7 +240,15 @@ impl Route {
         let stats: Vec<Vec<TargetStats>> = self
             .tiers
             .iter()
-            .map(|tier| tier.iter().map(|t| t.stats(&policy, stream)).collect())
+            .map(|tier| {
+                tier.iter()
+                    .map(|t| {
+                        let mut stats = t.stats(&policy, stream);
+                        stats.usable &= serves(&t.upstream);
+                        stats
+                    })
+                    .collect()
+            })
             .collect();
         select::plan(&stats, &policy, self.max_attempts as usize, rng)
     }

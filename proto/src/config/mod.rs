@@ -24,7 +24,10 @@ pub use route::{HedgeConfig, RouteConfig, TargetConfig};
 pub use secrets::{
     FileAccess, MIN_SECRET_CHARS, SecretOrigin, SecretPolicy, SecretsConfig, check_secret_strength,
 };
-pub use upstream::{KeyConfig, UpstreamAuth, UpstreamConfig};
+pub use upstream::{
+    DEFAULT_ANTHROPIC_VERSION, KeyConfig, UpstreamAuth, UpstreamConfig, UpstreamKind,
+    check_anthropic_version,
+};
 use validate::{check_name, parse_members};
 
 /// A configuration that cannot be used, with the field to fix: the one

@@ -28,6 +28,27 @@ pub enum UpstreamAuth {
     ApiKey,
 }
 
+/// Which API an upstream speaks. A route may mix kinds: Meridian translates
+/// between a client's API and its target's (node/src/translate).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    /// OpenAI's API: OpenAI itself and every compatible server (chat
+    /// completions, completions, embeddings; the Responses API where
+    /// `responses` says so).
+    #[default]
+    Openai,
+    /// Anthropic's native Messages API (`{base_url}/messages`), the key in
+    /// `x-api-key` and an `anthropic-version` on every request: prompt
+    /// caching and Anthropic's own features, which its OpenAI-compatible
+    /// layer lacks.
+    Anthropic,
+}
+
+/// The `anthropic-version` sent to a native Anthropic upstream when the
+/// client named none (an OpenAI-SDK client never does).
+pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// One provider deployment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +76,18 @@ pub struct UpstreamConfig {
     /// Extra CA (PEM) trusted for this upstream's TLS, for private deployments.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The API it speaks.
+    #[serde(default)]
+    pub kind: UpstreamKind,
+    /// For `kind = "anthropic"`: the `anthropic-version` sent when the
+    /// client sent none ([`DEFAULT_ANTHROPIC_VERSION`] when unset).
+    #[serde(default)]
+    pub anthropic_version: Option<String>,
+    /// For `kind = "openai"`: it serves the Responses API (`/responses`),
+    /// so `/v1/responses` may be sent to it. Off by default: most
+    /// OpenAI-compatible servers do not serve it.
+    #[serde(default)]
+    pub responses: bool,
 }
 
 impl UpstreamConfig {
@@ -112,6 +145,33 @@ impl UpstreamConfig {
                 check_path(&format!("{at}.{field}"), path)?;
             }
         }
+        match self.kind {
+            UpstreamKind::Anthropic => {
+                if self.auth != UpstreamAuth::Bearer {
+                    return Err(ConfigError::new(
+                        format!("{at}.auth"),
+                        "an anthropic upstream always takes its key as x-api-key; leave auth unset",
+                    ));
+                }
+                if self.responses {
+                    return Err(ConfigError::new(
+                        format!("{at}.responses"),
+                        "the Responses API is OpenAI's; an anthropic upstream does not serve it",
+                    ));
+                }
+                if let Some(version) = &self.anthropic_version {
+                    check_anthropic_version(&format!("{at}.anthropic_version"), version)?;
+                }
+            }
+            UpstreamKind::Openai => {
+                if self.anthropic_version.is_some() {
+                    return Err(ConfigError::new(
+                        format!("{at}.anthropic_version"),
+                        "only applies to kind = \"anthropic\"",
+                    ));
+                }
+            }
+        }
         if self.http2 && uri.scheme_str() == Some("https") {
             return Err(ConfigError::new(
                 format!("{at}.http2"),
@@ -119,5 +179,28 @@ impl UpstreamConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// An `anthropic-version` value: a date such as `2023-06-01`. Checked for
+/// the file's value and for a client's header alike, so nothing else
+/// reaches an upstream's request head.
+pub fn check_anthropic_version(field: &str, value: &str) -> Result<(), ConfigError> {
+    let b = value.as_bytes();
+    let ok = b.len() == 10
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            _ => c.is_ascii_digit(),
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!(
+                "`{}` is not a version date like 2023-06-01",
+                value.escape_debug()
+            ),
+        ))
     }
 }

@@ -1,0 +1,167 @@
+//! The request as each kind of target in its route is sent it: the
+//! client's body for targets that speak the client's API, a translation
+//! for those that speak the other one. Each form is made once per request,
+//! before any attempt, so a request that cannot be translated is refused
+//! (400 naming the field) before anything reaches an upstream, and a
+//! failover across kinds costs no second translation.
+
+use std::ops::Range;
+
+use bytes::Bytes;
+use proto::config::{UpstreamConfig, UpstreamKind};
+
+use crate::error::ProxyError;
+use crate::request_body::probe;
+use crate::routing::{Endpoint, Route, Translation};
+use crate::translate::{TranslateError, chat_to_messages, messages_to_chat};
+
+/// `max_tokens` sent to a native Anthropic target when an OpenAI client
+/// set none (Anthropic requires it): every Claude model can produce this
+/// many, so it never turns a valid request into a refusal.
+pub const DEFAULT_MAX_TOKENS: u32 = 4096;
+
+/// One form of the request.
+pub(super) struct Form {
+    /// The endpoint on the upstream.
+    pub endpoint: Endpoint,
+    /// How the upstream's answer comes back to the client's API.
+    pub translation: Translation,
+    /// The body, with a model name to be replaced by each target's.
+    pub body: Bytes,
+    /// Where that model name is in `body`.
+    pub model_span: Range<usize>,
+    /// The client asked for the final usage chunk of a stream (read when
+    /// an OpenAI stream is made from an Anthropic one).
+    pub include_usage: bool,
+}
+
+/// The forms a request takes for the kinds of target in its route.
+pub(super) struct Forms {
+    endpoint: Endpoint,
+    openai: Option<Form>,
+    anthropic: Option<Form>,
+}
+
+impl Forms {
+    /// The forms `body` (whose `model` is at `model_span`) takes for the
+    /// targets of `route`; an error when no target can take it.
+    pub fn new(
+        endpoint: Endpoint,
+        body: &Bytes,
+        model_span: Range<usize>,
+        route: &Route,
+    ) -> Result<Self, ProxyError> {
+        let mut forms = Forms {
+            endpoint,
+            openai: None,
+            anthropic: None,
+        };
+        let mut refused: Option<TranslateError> = None;
+        for target in route.tiers.iter().flatten() {
+            let config = &target.upstream.config;
+            let slot = match config.kind {
+                UpstreamKind::Openai => &mut forms.openai,
+                UpstreamKind::Anthropic => &mut forms.anthropic,
+            };
+            if slot.is_some() {
+                continue;
+            }
+            let Some((on, translation)) = endpoint.on(config) else {
+                continue;
+            };
+            match form(on, translation, body, &model_span) {
+                Ok(form) => *slot = Some(form),
+                Err(e) => {
+                    refused.get_or_insert(e);
+                }
+            }
+        }
+        let served = route
+            .tiers
+            .iter()
+            .flatten()
+            .any(|t| forms.for_upstream(&t.upstream.config).is_some());
+        if served {
+            return Ok(forms);
+        }
+        Err(match refused {
+            Some(e) => ProxyError::Untranslatable(e),
+            None => not_served(endpoint, &route.name),
+        })
+    }
+
+    /// The form for `upstream`, if it can answer this request at all.
+    pub fn for_upstream(&self, upstream: &UpstreamConfig) -> Option<&Form> {
+        self.endpoint.on(upstream)?;
+        match upstream.kind {
+            UpstreamKind::Openai => self.openai.as_ref(),
+            UpstreamKind::Anthropic => self.anthropic.as_ref(),
+        }
+    }
+}
+
+/// The form for one kind: the body as it is, or translated.
+fn form(
+    endpoint: Endpoint,
+    translation: Translation,
+    body: &Bytes,
+    model_span: &Range<usize>,
+) -> Result<Form, TranslateError> {
+    // Translations are made for a placeholder model, whose place is then
+    // found as in the client's body, so each target's name is spliced in.
+    const PLACEHOLDER: &str = "m";
+    let (body, include_usage) = match translation {
+        Translation::None => {
+            return Ok(Form {
+                endpoint,
+                translation,
+                body: body.clone(),
+                model_span: model_span.clone(),
+                include_usage: false,
+            });
+        }
+        Translation::MessagesToChat => (messages_to_chat::request(body, PLACEHOLDER)?, false),
+        Translation::ChatToMessages => {
+            let translated = chat_to_messages::request(body, PLACEHOLDER, DEFAULT_MAX_TOKENS)?;
+            (translated.body, translated.include_usage)
+        }
+    };
+    let model_span = probe(&body)
+        .map_err(|e| TranslateError::new("", format!("the translation is not valid: {e}")))?
+        .model_span;
+    Ok(Form {
+        endpoint,
+        translation,
+        body,
+        model_span,
+        include_usage,
+    })
+}
+
+/// Why a route cannot answer an endpoint, and what would fix it.
+fn not_served(endpoint: Endpoint, route: &str) -> ProxyError {
+    let (message, not_found) = match endpoint {
+        Endpoint::CountTokens => (
+            format!(
+                "The model `{route}` has no native Anthropic target, so it cannot count tokens: \
+                 /v1/messages/count_tokens is served by routes with a kind = \"anthropic\" upstream."
+            ),
+            true,
+        ),
+        Endpoint::Responses => (
+            format!(
+                "The model `{route}` has no target that serves the Responses API: mark an \
+                 OpenAI upstream of it with responses = true, or use /v1/chat/completions."
+            ),
+            false,
+        ),
+        other => (
+            format!(
+                "The model `{route}` has no target that serves {}: its upstreams speak another API.",
+                other.suffix()
+            ),
+            false,
+        ),
+    };
+    ProxyError::NotServed { message, not_found }
+}

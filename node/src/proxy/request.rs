@@ -1,0 +1,130 @@
+//! What an attempt sends and how its answer is shaped for the client: the
+//! upstream request (the form's body with the target's model, its URI, the
+//! provider key, Anthropic's version and beta headers), and the shape of a
+//! streamed answer (translated or not, its error event in the client's
+//! API).
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
+use http_body_util::Full;
+use proto::config::{DEFAULT_ANTHROPIC_VERSION, UpstreamKind};
+
+use super::forms::Form;
+use super::{Call, JSON, X_REQUEST_ID};
+use crate::error::{ProxyError, anthropic_stream_error};
+use crate::relay::{Shape, openai_stream_error};
+use crate::request_body::splice;
+use crate::routing::{Dialect, Target, Translation};
+use crate::translate::{StreamTranslator, chat_to_messages, messages_to_chat};
+
+/// What the client receives of a stream: translated when the target speaks
+/// the other API, and ended on a failure by an error event in the client's
+/// shape either way.
+pub(super) fn stream_shape(call: &Call<'_>, form: &Form) -> Shape {
+    let translator: Option<Box<dyn StreamTranslator>> = match form.translation {
+        Translation::None => None,
+        Translation::MessagesToChat => Some(Box::new(messages_to_chat::Stream::new())),
+        Translation::ChatToMessages => Some(Box::new(chat_to_messages::Stream::new(
+            form.include_usage,
+            unix_now(),
+        ))),
+    };
+    Shape {
+        translator,
+        error_event: match call.dialect {
+            Dialect::OpenAi => openai_stream_error,
+            Dialect::Anthropic => anthropic_stream_error,
+        },
+    }
+}
+
+/// Seconds since the Unix epoch, for the `created` of a translated answer.
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Request<Full<Bytes>> {
+    let body = splice(&form.body, form.model_span.clone(), &target.model_json);
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = target.upstream.uri(form.endpoint).clone();
+    let headers = request.headers_mut();
+    headers.insert(CONTENT_TYPE, JSON.clone());
+    let accept = match (&call.accept, call.stream) {
+        (Some(accept), _) => accept.clone(),
+        (None, true) => HeaderValue::from_static("text/event-stream"),
+        (None, false) => JSON.clone(),
+    };
+    headers.insert(http::header::ACCEPT, accept);
+    headers.insert(X_REQUEST_ID.clone(), call.request_id.clone());
+    if let Some((name, value)) = target.upstream.auth_header() {
+        headers.insert(name.clone(), value.clone());
+    }
+    let config = &target.upstream.config;
+    if config.kind == UpstreamKind::Anthropic {
+        let version = call.anthropic_version.clone().unwrap_or_else(|| {
+            config
+                .anthropic_version
+                .as_deref()
+                .and_then(|v| HeaderValue::from_str(v).ok())
+                .unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION))
+        });
+        headers.insert(ANTHROPIC_VERSION.clone(), version);
+        if let Some(beta) = &call.anthropic_beta {
+            headers.insert(ANTHROPIC_BETA.clone(), beta.clone());
+        }
+    }
+    request
+}
+
+static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
+
+/// The client's `anthropic-version` and `anthropic-beta`, which a native
+/// Anthropic target is sent (the version is the upstream's configured one
+/// when the client names none). Both reach an upstream's request head, so
+/// both are checked: a version date, and a list of beta names.
+pub(super) fn anthropic_headers(
+    headers: &HeaderMap,
+) -> Result<(Option<HeaderValue>, Option<HeaderValue>), ProxyError> {
+    let version = match headers.get("anthropic-version") {
+        None => None,
+        Some(v) => {
+            let text = v.to_str().map_err(|_| ProxyError::BadHeader {
+                name: "anthropic-version",
+                message: "not visible ASCII".into(),
+            })?;
+            proto::config::check_anthropic_version("anthropic-version", text).map_err(|e| {
+                ProxyError::BadHeader {
+                    name: "anthropic-version",
+                    message: e.message,
+                }
+            })?;
+            Some(v.clone())
+        }
+    };
+    let beta = match headers.get("anthropic-beta") {
+        None => None,
+        Some(v) => {
+            let ok = (1..=1024).contains(&v.len())
+                && v.as_bytes()
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.,: ".contains(b));
+            if !ok {
+                return Err(ProxyError::BadHeader {
+                    name: "anthropic-beta",
+                    message: "must be a comma-separated list of beta names (letters, digits, \
+                              `-`, `_`, `.`), at most 1024 bytes"
+                        .into(),
+                });
+            }
+            Some(v.clone())
+        }
+    };
+    Ok((version, beta))
+}
+
