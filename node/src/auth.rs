@@ -132,7 +132,10 @@ mod tests {
         assert_eq!(&*name, "app");
         assert!(ring.authenticate(&headers("api-key", "sk-good")).is_ok());
         assert!(ring.authenticate(&headers("x-api-key", "sk-good")).is_ok());
-        assert!(ring.authenticate(&headers("x-api-key", " sk-good ")).is_ok());
+        assert!(
+            ring.authenticate(&headers("x-api-key", " sk-good "))
+                .is_ok()
+        );
         assert!(ring.authenticate(&headers("x-api-key", "sk-bad")).is_err());
         assert!(ring.authenticate(&headers("x-api-key", "")).is_err());
         assert!(matches!(

@@ -143,7 +143,8 @@ data: [DONE]\n\n";
 
     #[test]
     fn reads_anthropic_and_responses_usage() {
-        let plain = br#"{"type":"message","content":[],"usage":{"input_tokens":7,"output_tokens":4}}"#;
+        let plain =
+            br#"{"type":"message","content":[],"usage":{"input_tokens":7,"output_tokens":4}}"#;
         assert_eq!(
             from_json(plain),
             Some(Usage {

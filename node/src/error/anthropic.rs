@@ -139,16 +139,16 @@ mod tests {
 
     #[test]
     fn upstream_errors_change_shape_and_keep_their_message() {
-        let openai = br#"{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}"#;
-        let v: serde_json::Value = serde_json::from_slice(&openai_error_to_anthropic(
-            StatusCode::BAD_REQUEST,
-            openai,
-        ))
-        .unwrap();
+        let openai =
+            br#"{"error":{"message":"max_tokens is too large","type":"invalid_request_error"}}"#;
+        let v: serde_json::Value =
+            serde_json::from_slice(&openai_error_to_anthropic(StatusCode::BAD_REQUEST, openai))
+                .unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "invalid_request_error");
         assert_eq!(v["error"]["message"], "max_tokens is too large");
-        let anthropic = br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad tools"}}"#;
+        let anthropic =
+            br#"{"type":"error","error":{"type":"invalid_request_error","message":"bad tools"}}"#;
         let v: serde_json::Value = serde_json::from_slice(&anthropic_error_to_openai(
             StatusCode::BAD_REQUEST,
             anthropic,

@@ -106,6 +106,12 @@ impl AttemptError {
         matches!(self, Self::Timeout { .. })
     }
 
+    /// Whether the upstream said it is overloaded (Anthropic's 529), which
+    /// a client of Anthropic's API expects to see as such.
+    pub fn is_overloaded(&self) -> bool {
+        matches!(self, Self::Status { code, .. } if code.as_u16() == 529)
+    }
+
     /// The wait a rate-limited upstream asked for; `None` for any other
     /// failure.
     pub fn retry_after(&self) -> Option<Duration> {

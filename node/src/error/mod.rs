@@ -117,6 +117,12 @@ pub enum ProxyError {
         /// The attempts made, in order.
         attempts: Attempts,
     },
+    /// Every upstream tried said it is overloaded (Anthropic's 529).
+    #[error("Every upstream is overloaded: {attempts}")]
+    UpstreamsOverloaded {
+        /// The attempts made, in order.
+        attempts: Attempts,
+    },
     /// The request deadline passed before any upstream answered.
     #[error("No upstream answered in time: {attempts}")]
     UpstreamsTimedOut {
@@ -145,7 +151,9 @@ impl ProxyError {
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Overloaded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoUsableUpstream(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NoUsableUpstream(_) | Self::UpstreamsOverloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::UpstreamsFailed { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamsTimedOut { .. } => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -160,6 +168,7 @@ impl ProxyError {
             Self::Overloaded { .. }
                 | Self::RateLimited { .. }
                 | Self::NoUsableUpstream(_)
+                | Self::UpstreamsOverloaded { .. }
                 | Self::UpstreamsFailed { .. }
                 | Self::UpstreamsTimedOut { .. }
         )
@@ -168,7 +177,9 @@ impl ProxyError {
     /// How long the client should wait before retrying, for `Retry-After`.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::Overloaded { .. } => Some(Duration::from_secs(1)),
+            Self::Overloaded { .. } | Self::UpstreamsOverloaded { .. } => {
+                Some(Duration::from_secs(1))
+            }
             Self::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
@@ -190,6 +201,7 @@ impl ProxyError {
             Self::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             Self::NoUsableUpstream(_) => ("server_error", Some("no_usable_upstream")),
             Self::UpstreamsFailed { .. } => ("server_error", Some("upstream_error")),
+            Self::UpstreamsOverloaded { .. } => ("server_error", Some("upstream_overloaded")),
             Self::UpstreamsTimedOut { .. } => ("server_error", Some("upstream_timeout")),
         }
     }
@@ -215,7 +227,7 @@ impl ProxyError {
     /// this node being full is Anthropic's 529 `overloaded_error`.
     pub fn anthropic(&self) -> (StatusCode, Bytes) {
         let status = match self {
-            Self::Overloaded { .. } => anthropic::OVERLOADED,
+            Self::Overloaded { .. } | Self::UpstreamsOverloaded { .. } => anthropic::OVERLOADED,
             _ => self.status(),
         };
         (
@@ -322,6 +334,7 @@ mod tests {
             },
             ProxyError::NoUsableUpstream("m".into()),
             ProxyError::UpstreamsFailed { attempts: none() },
+            ProxyError::UpstreamsOverloaded { attempts: none() },
             ProxyError::UpstreamsTimedOut { attempts: none() },
         ];
         for e in all {

@@ -130,6 +130,8 @@ pub struct Failover {
     retry_after: Option<Duration>,
     all_rate_limited: bool,
     all_timed_out: bool,
+    /// Every attempt answered Anthropic's 529 "overloaded".
+    all_overloaded: bool,
     /// A failure no other target would undo.
     stop: bool,
     finished: bool,
@@ -153,6 +155,7 @@ impl Failover {
             retry_after: None,
             all_rate_limited: true,
             all_timed_out: true,
+            all_overloaded: true,
             stop: false,
             finished: false,
         }
@@ -180,6 +183,7 @@ impl Failover {
                     timeout: self.request_timeout,
                 });
                 self.all_rate_limited = false;
+                self.all_overloaded = false;
                 break;
             }
             self.attempts += 1;
@@ -243,6 +247,7 @@ impl Failover {
             return;
         };
         self.all_timed_out &= error.is_timeout();
+        self.all_overloaded &= error.is_overloaded();
         match error.retry_after() {
             Some(wait) => self.retry_after = Some(self.retry_after.map_or(wait, |r| r.min(wait))),
             None => self.all_rate_limited = false,
@@ -290,7 +295,8 @@ impl Failover {
     }
 
     /// The error for a request that got no answer: 429 when every attempt
-    /// was rate limited (with the shortest wait asked for), 504 when every
+    /// was rate limited (with the shortest wait asked for), 503 (529 to an
+    /// Anthropic client) when every attempt was overloaded, 504 when every
     /// attempt timed out or the deadline passed, else 502.
     fn give_up(&mut self, now: Instant) -> ProxyError {
         let attempts = std::mem::take(&mut self.tried);
@@ -299,6 +305,8 @@ impl Failover {
                 attempts,
                 retry_after: self.retry_after.unwrap_or(Duration::from_secs(1)),
             }
+        } else if self.all_overloaded && self.attempts > 0 {
+            ProxyError::UpstreamsOverloaded { attempts }
         } else if self.all_timed_out || now >= self.deadline {
             ProxyError::UpstreamsTimedOut { attempts }
         } else {

@@ -61,9 +61,9 @@ use crate::health::HealthSink;
 use crate::relay::Relay;
 use crate::request_body::probe;
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
-use forms::Forms;
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
+use forms::Forms;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_UPSTREAM: HeaderName = HeaderName::from_static("x-meridian-upstream");

@@ -83,7 +83,6 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
 static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
-
 /// The client's `anthropic-version` and `anthropic-beta`, which a native
 /// Anthropic target is sent (the version is the upstream's configured one
 /// when the client names none). Both reach an upstream's request head, so
@@ -127,4 +126,3 @@ pub(super) fn anthropic_headers(
     };
     Ok((version, beta))
 }
-

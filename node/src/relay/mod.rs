@@ -129,7 +129,15 @@ where
         scrub: Arc<Scrubber>,
         on_end: Box<dyn OnStreamEnd>,
     ) -> Self {
-        Self::with_shape(first, inner, sse, idle_timeout, scrub, Shape::openai(), on_end)
+        Self::with_shape(
+            first,
+            inner,
+            sse,
+            idle_timeout,
+            scrub,
+            Shape::openai(),
+            on_end,
+        )
     }
 
     /// The same, with what the client receives shaped by `shape`. A

@@ -64,9 +64,7 @@ impl Endpoint {
             "/v1/embeddings" => Some(Self::Embeddings),
             "/v1/responses" | "/v1/v1/responses" => Some(Self::Responses),
             "/v1/messages" | "/v1/v1/messages" => Some(Self::Messages),
-            "/v1/messages/count_tokens" | "/v1/v1/messages/count_tokens" => {
-                Some(Self::CountTokens)
-            }
+            "/v1/messages/count_tokens" | "/v1/v1/messages/count_tokens" => Some(Self::CountTokens),
             _ => None,
         }
     }
@@ -114,9 +112,7 @@ impl Endpoint {
             (Self::ChatCompletions | Self::Completions | Self::Embeddings, Openai)
             | (Self::Messages | Self::CountTokens, Anthropic) => Some((self, Translation::None)),
             (Self::Responses, Openai) if upstream.responses => Some((self, Translation::None)),
-            (Self::Messages, Openai) => {
-                Some((Self::ChatCompletions, Translation::MessagesToChat))
-            }
+            (Self::Messages, Openai) => Some((Self::ChatCompletions, Translation::MessagesToChat)),
             (Self::ChatCompletions, Anthropic) => {
                 Some((Self::Messages, Translation::ChatToMessages))
             }
@@ -162,21 +158,37 @@ mod tests {
     #[test]
     fn paths_name_their_endpoint_and_dialect() {
         for (path, endpoint, dialect) in [
-            ("/v1/chat/completions", Endpoint::ChatCompletions, Dialect::OpenAi),
+            (
+                "/v1/chat/completions",
+                Endpoint::ChatCompletions,
+                Dialect::OpenAi,
+            ),
             ("/v1/messages", Endpoint::Messages, Dialect::Anthropic),
             ("/v1/v1/messages", Endpoint::Messages, Dialect::Anthropic),
             ("/v1/messages/", Endpoint::Messages, Dialect::Anthropic),
-            ("/v1/v1/messages/count_tokens", Endpoint::CountTokens, Dialect::Anthropic),
+            (
+                "/v1/v1/messages/count_tokens",
+                Endpoint::CountTokens,
+                Dialect::Anthropic,
+            ),
             ("/v1/responses", Endpoint::Responses, Dialect::OpenAi),
         ] {
             assert_eq!(Endpoint::from_path(path), Some(endpoint), "{path}");
             assert_eq!(endpoint.dialect(), dialect);
             assert_eq!(Endpoint::dialect_of_path(path), dialect, "{path}");
         }
-        for hostile in ["/v1/v1/v1/messages", "/v1/messages/../chat", "/messages", "/v1/messagesx"] {
+        for hostile in [
+            "/v1/v1/v1/messages",
+            "/v1/messages/../chat",
+            "/messages",
+            "/v1/messagesx",
+        ] {
             assert_eq!(Endpoint::from_path(hostile), None, "{hostile}");
         }
-        assert_eq!(Endpoint::dialect_of_path("/v1/messages/nope"), Dialect::Anthropic);
+        assert_eq!(
+            Endpoint::dialect_of_path("/v1/messages/nope"),
+            Dialect::Anthropic
+        );
         assert_eq!(Endpoint::dialect_of_path("/v1/nope"), Dialect::OpenAi);
     }
 
@@ -194,7 +206,10 @@ mod tests {
             Endpoint::ChatCompletions.on(&anthropic),
             Some((Endpoint::Messages, T::ChatToMessages))
         );
-        assert_eq!(Endpoint::Messages.on(&anthropic), Some((Endpoint::Messages, T::None)));
+        assert_eq!(
+            Endpoint::Messages.on(&anthropic),
+            Some((Endpoint::Messages, T::None))
+        );
         assert_eq!(Endpoint::Embeddings.on(&anthropic), None);
         assert_eq!(Endpoint::CountTokens.on(&openai), None);
         assert_eq!(Endpoint::Responses.on(&openai), None);

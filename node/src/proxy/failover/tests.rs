@@ -121,6 +121,16 @@ fn give_up_names_the_kind_of_failure() {
         run(vec![timeout.clone(), timeout.clone()]),
         ProxyError::UpstreamsTimedOut { .. }
     ));
+    // Anthropic's 529 from every target: overloaded, which an Anthropic
+    // client sees as its own 529; one other failure among them: a 502.
+    assert!(matches!(
+        run(vec![status(529), status(529)]),
+        ProxyError::UpstreamsOverloaded { .. }
+    ));
+    assert!(matches!(
+        run(vec![status(529), status(500)]),
+        ProxyError::UpstreamsFailed { .. }
+    ));
     let mixed = run(vec![timeout, status(502)]);
     assert_eq!(
         mixed.to_string(),
@@ -330,6 +340,7 @@ proptest::proptest! {
                     let lines = match &error {
                         ProxyError::RateLimited { attempts, .. }
                         | ProxyError::UpstreamsFailed { attempts }
+                        | ProxyError::UpstreamsOverloaded { attempts }
                         | ProxyError::UpstreamsTimedOut { attempts } => attempts.lines().to_vec(),
                         other => panic!("{other:?}"),
                     };
