@@ -213,10 +213,20 @@ impl Node {
 
     /// Sends a streamed chat request and collects its body frame by frame.
     pub async fn chat_stream(&self, body: Value) -> (StatusCode, HeaderMap, Vec<Bytes>) {
+        self.stream("/v1/chat/completions", body, &[]).await
+    }
+
+    /// A streamed answer to `POST path`, frame by frame as it arrived.
+    pub async fn stream(
+        &self,
+        path: &str,
+        body: Value,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, HeaderMap, Vec<Bytes>) {
         let req = request(
             Method::POST,
-            &format!("http://{}/v1/chat/completions", self.api),
-            &[],
+            &format!("http://{}{path}", self.api),
+            headers,
             Some(body.to_string()),
         );
         let resp = client().request(req).await.unwrap();
