@@ -103,7 +103,12 @@ pub fn parse_call(
     path: &str,
     query: Option<&str>,
 ) -> Result<Option<ResponsesCall>, ResponsesError> {
-    let Some(rest) = PREFIXES.iter().find_map(|prefix| path.strip_prefix(prefix)) else {
+    // A trailing slash is forgiven, as on the other endpoints.
+    let trimmed = path.trim_end_matches('/');
+    let Some(rest) = PREFIXES
+        .iter()
+        .find_map(|prefix| trimmed.strip_prefix(prefix))
+    else {
         return Ok(None);
     };
     let segments: Vec<&str> = match rest {

@@ -72,6 +72,16 @@ fn every_call_is_parsed_under_both_prefixes() {
 }
 
 #[test]
+fn a_trailing_slash_is_forgiven() {
+    assert_eq!(
+        call(Method::POST, "/v1/responses/", None),
+        ResponsesCall::Create
+    );
+    let c = call(Method::POST, "/v1/responses/eu~r/cancel/", None);
+    assert_eq!(c, ResponsesCall::Cancel(eu("r")));
+}
+
+#[test]
 fn other_paths_are_not_responses_calls() {
     for path in [
         "/v1/chat/completions",
@@ -88,9 +98,8 @@ fn other_paths_are_not_responses_calls() {
 #[test]
 fn unknown_paths_under_responses_are_404() {
     for path in [
-        "/v1/responses/",
-        "/v1/responses/eu~r/",
         "/v1/responses//cancel",
+        "/v1/responses/eu~r//cancel",
         "/v1/responses/eu~r/items",
         "/v1/responses/eu~r/cancel/now",
         "/v1/responses/eu~r/input_items/x",

@@ -177,7 +177,7 @@ fn check_tagged(id: &str) -> Result<(&str, &str), &'static str> {
 
 /// Whether an upstream's own id (or any id passed on to an upstream in a
 /// path or a query) is safe there.
-pub(crate) fn check_own(own: &str) -> Result<(), &'static str> {
+fn check_own(own: &str) -> Result<(), &'static str> {
     if own.is_empty() {
         return Err("it is empty");
     }
@@ -198,7 +198,8 @@ fn id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
-/// The members of a request body this module reads.
+/// The request member that names the response a conversation continues,
+/// and the answer member that repeats it.
 const PREVIOUS: &str = "previous_response_id";
 
 /// A Responses request body whose `previous_response_id` (if any) is

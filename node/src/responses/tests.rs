@@ -259,6 +259,15 @@ proptest! {
     }
 
     #[test]
+    fn near_valid_ids_untag_only_to_safe_parts(id in "[A-Za-z0-9._~/%?#é-]{0,80}") {
+        if let Some((upstream, own)) = untag(&id) {
+            prop_assert_eq!(tag(upstream, own), id.clone());
+            prop_assert!(upstream.bytes().all(id_byte) && own.bytes().all(id_byte));
+            prop_assert!(own != "." && !own.contains(".."));
+        }
+    }
+
+    #[test]
     fn arbitrary_ids_never_panic_and_untag_only_to_safe_parts(id in any::<String>()) {
         if let Some((upstream, own)) = untag(&id) {
             prop_assert_eq!(tag(upstream, own), id.clone());
