@@ -117,7 +117,12 @@ async fn a_messages_client_is_served_by_an_openai_target_and_by_a_native_one() {
                 &[AUTH, ("anthropic-version", "2023-06-01")],
             )
             .await;
-        assert_eq!(answer.status, 200, "{model} {path}: {}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            200,
+            "{model} {path}: {}",
+            String::from_utf8_lossy(&answer.body)
+        );
         let v = answer.json();
         assert_eq!(v["type"], "message", "{v}");
         assert_eq!(v["role"], "assistant");
@@ -136,7 +141,10 @@ async fn a_messages_client_is_served_by_an_openai_target_and_by_a_native_one() {
     assert_eq!(stats["by_model"]["claude-x"], 2, "{stats}");
     assert_eq!(stats["last_anthropic_version"], "2023-06-01");
     assert_eq!(stats["last_x_api_key_seen"], true);
-    assert_eq!(stats["outcomes"]["unauthorized"], 0, "the provider key reached it: {stats}");
+    assert_eq!(
+        stats["outcomes"]["unauthorized"], 0,
+        "the provider key reached it: {stats}"
+    );
 
     // The beta header reaches a native target; an absent version is the
     // upstream's configured default.
@@ -149,12 +157,18 @@ async fn a_messages_client_is_served_by_an_openai_target_and_by_a_native_one() {
         .await;
     assert_eq!(answer.status, 200);
     let stats = nat.stats().await;
-    assert_eq!(stats["last_anthropic_beta"], "prompt-caching-2024-07-31,x-2");
+    assert_eq!(
+        stats["last_anthropic_beta"],
+        "prompt-caching-2024-07-31,x-2"
+    );
     assert_eq!(stats["last_anthropic_version"], "2023-06-01");
     // The log names the request's usage from either shape.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let log = node.log();
-    assert!(!log.contains(CLIENT) && !log.contains(PROVIDER), "a secret reached the log");
+    assert!(
+        !log.contains(CLIENT) && !log.contains(PROVIDER),
+        "a secret reached the log"
+    );
 }
 
 #[tokio::test]
@@ -173,7 +187,11 @@ async fn translated_streams_arrive_event_by_event_in_anthropic_shape() {
         assert_eq!(headers["content-type"], "text/event-stream", "{model}");
         // 30 ms between the upstream's chunks: each arrives on its own,
         // translated or not (nothing is held for the whole answer).
-        assert!(frames.len() >= 5, "{model}: buffered into {} frames", frames.len());
+        assert!(
+            frames.len() >= 5,
+            "{model}: buffered into {} frames",
+            frames.len()
+        );
         let events = events(&frames);
         let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(names.first(), Some(&"message_start"), "{model}: {names:?}");
@@ -189,7 +207,10 @@ async fn translated_streams_arrive_event_by_event_in_anthropic_shape() {
             .find(|(n, _)| n == "message_delta")
             .unwrap_or_else(|| panic!("{model}: no message_delta in {names:?}"));
         assert_eq!(delta.1["delta"]["stop_reason"], "end_turn", "{model}");
-        assert!(delta.1["usage"]["output_tokens"].as_u64().unwrap() > 0, "{model}");
+        assert!(
+            delta.1["usage"]["output_tokens"].as_u64().unwrap() > 0,
+            "{model}"
+        );
         for pair in ["content_block_start", "content_block_stop"] {
             assert!(names.contains(&pair), "{model}: {names:?}");
         }
@@ -199,8 +220,7 @@ async fn translated_streams_arrive_event_by_event_in_anthropic_shape() {
     let log = node.log();
     let line = log
         .lines()
-        .filter(|l| l.contains("request done") && l.contains("via-openai"))
-        .last()
+        .rfind(|l| l.contains("request done") && l.contains("via-openai"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("completion_tokens="), "{line}");
 }
@@ -216,11 +236,21 @@ async fn an_openai_client_is_served_by_a_native_anthropic_target() {
         {"role": "user", "content": "Say hi"},
     ]});
     let answer = node.chat(body.clone(), &[bearer]).await;
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let v = answer.json();
     assert_eq!(v["object"], "chat.completion", "{v}");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
-    assert!(!v["choices"][0]["message"]["content"].as_str().unwrap().is_empty());
+    assert!(
+        !v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(answer.header("x-meridian-upstream"), "nat");
@@ -251,12 +281,18 @@ async fn an_openai_client_is_served_by_a_native_anthropic_target() {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     }}]);
     let answer = node.chat(tools, &[bearer]).await;
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     let v = answer.json();
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
     let call = &v["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args["city"], "mock");
 }
 
@@ -268,7 +304,12 @@ async fn tool_use_round_trips_through_an_openai_target() {
         let mut first = messages(model);
         first["tools"] = weather_tool();
         let answer = node.post("/v1/messages", first.to_string(), &[AUTH]).await;
-        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
         let v = answer.json();
         assert_eq!(v["stop_reason"], "tool_use", "{model}: {v}");
         let call = v["content"]
@@ -289,26 +330,41 @@ async fn tool_use_round_trips_through_an_openai_target() {
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "sunny, 21 C"}]},
         ]);
         let answer = node.post("/v1/messages", second.to_string(), &[AUTH]).await;
-        assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+        assert_eq!(
+            answer.status,
+            200,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
         let v = answer.json();
         assert_eq!(v["stop_reason"], "end_turn", "{model}: {v}");
         let text = v["content"][0]["text"].as_str().unwrap();
-        assert!(text.contains("sunny, 21 C"), "{model}: the result reached the model: {text}");
+        assert!(
+            text.contains("sunny, 21 C"),
+            "{model}: the result reached the model: {text}"
+        );
     }
 }
 
 #[tokio::test]
 async fn a_native_529_fails_over_to_an_openai_target_before_the_first_byte() {
     let (oai, nat) = mocks().await;
-    nat.behave(json!({"error_rate": 1.0, "error_status": 529})).await;
+    nat.behave(json!({"error_rate": 1.0, "error_status": 529}))
+        .await;
     let node = node(&oai, &nat, |c| {
-        c.routes.push(tiers("premium", &[("nat", "claude-x"), ("oai", "gpt-x")]));
+        c.routes
+            .push(tiers("premium", &[("nat", "claude-x"), ("oai", "gpt-x")]));
     })
     .await;
     let answer = node
         .post("/v1/messages", messages("premium").to_string(), &[AUTH])
         .await;
-    assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.json()["type"], "message");
     assert_eq!(answer.header("x-meridian-upstream"), "oai");
     assert_eq!(answer.header("x-meridian-fallback"), "true");
@@ -320,18 +376,34 @@ async fn a_native_529_fails_over_to_an_openai_target_before_the_first_byte() {
     assert_eq!(status, 200);
     assert_eq!(headers["x-meridian-fallback"], "true");
     let names: Vec<String> = events(&frames).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names.first().map(String::as_str), Some("message_start"), "{names:?}");
-    assert_eq!(names.last().map(String::as_str), Some("message_stop"), "{names:?}");
+    assert_eq!(
+        names.first().map(String::as_str),
+        Some("message_start"),
+        "{names:?}"
+    );
+    assert_eq!(
+        names.last().map(String::as_str),
+        Some("message_stop"),
+        "{names:?}"
+    );
 
     // With nothing else to try, the client sees Anthropic's own 529; an
     // OpenAI client of the same route, a 503.
     let answer = node
         .post("/v1/messages", messages("native").to_string(), &[AUTH])
         .await;
-    assert_eq!(answer.status.as_u16(), 529, "{}", String::from_utf8_lossy(&answer.body));
+    assert_eq!(
+        answer.status.as_u16(),
+        529,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
     assert_eq!(answer.json()["error"]["type"], "overloaded_error");
     let answer = node
-        .chat(support::chat_body("native"), &[("authorization", "Bearer sk-client-0123456789")])
+        .chat(
+            support::chat_body("native"),
+            &[("authorization", "Bearer sk-client-0123456789")],
+        )
         .await;
     assert_eq!(answer.status, 503);
     assert_eq!(answer.json()["error"]["code"], "upstream_overloaded");
@@ -341,7 +413,10 @@ async fn a_native_529_fails_over_to_an_openai_target_before_the_first_byte() {
 fn refused(answer: &support::Answer) -> (u16, String) {
     let v = answer.json();
     assert_eq!(v["type"], "error", "{v}");
-    (answer.status.as_u16(), v["error"]["type"].as_str().unwrap().to_owned())
+    (
+        answer.status.as_u16(),
+        v["error"]["type"].as_str().unwrap().to_owned(),
+    )
 }
 
 #[tokio::test]
@@ -361,14 +436,24 @@ async fn messages_errors_are_anthropic_shaped_and_name_what_is_wrong() {
     // Keys.
     let a = post("/v1/messages", body.clone(), vec![]).await;
     assert_eq!(refused(&a), (401, "authentication_error".into()));
-    let a = post("/v1/messages", body.clone(), vec![("x-api-key", "sk-wrong".into())]).await;
+    let a = post(
+        "/v1/messages",
+        body.clone(),
+        vec![("x-api-key", "sk-wrong".into())],
+    )
+    .await;
     assert_eq!(refused(&a), (401, "authentication_error".into()));
     // The body and the model.
     let a = post("/v1/messages", "{\"model\": ".into(), key()).await;
     assert_eq!(refused(&a), (400, "invalid_request_error".into()));
     let a = post("/v1/messages", messages("claude-9").to_string(), key()).await;
     assert_eq!(refused(&a), (404, "not_found_error".into()));
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("claude-9"));
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("claude-9")
+    );
     // What an OpenAI target cannot take is refused naming the field, and
     // nothing reaches the upstream.
     let before = oai.requests().await;
@@ -376,13 +461,29 @@ async fn messages_errors_are_anthropic_shaped_and_name_what_is_wrong() {
     thinking["thinking"] = json!({"type": "enabled", "budget_tokens": 1024});
     let a = post("/v1/messages", thinking.to_string(), key()).await;
     assert_eq!(refused(&a), (400, "invalid_request_error".into()));
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("thinking"), "{}", a.json());
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("thinking"),
+        "{}",
+        a.json()
+    );
     let mut no_max = messages("via-openai");
     no_max.as_object_mut().unwrap().remove("max_tokens");
     let a = post("/v1/messages", no_max.to_string(), key()).await;
     assert_eq!(refused(&a), (400, "invalid_request_error".into()));
-    assert!(a.json()["error"]["message"].as_str().unwrap().contains("max_tokens"));
-    assert_eq!(oai.requests().await, before, "a refused request reached the upstream");
+    assert!(
+        a.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_tokens")
+    );
+    assert_eq!(
+        oai.requests().await,
+        before,
+        "a refused request reached the upstream"
+    );
     // A native target's own refusal comes back as it wrote it.
     let mut no_max = messages("native");
     no_max.as_object_mut().unwrap().remove("max_tokens");
@@ -392,7 +493,12 @@ async fn messages_errors_are_anthropic_shaped_and_name_what_is_wrong() {
     let a = post("/v1/messages/count_tokens", body.clone(), key()).await;
     assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
     assert!(a.json()["input_tokens"].as_u64().unwrap() > 0);
-    let a = post("/v1/messages/count_tokens", messages("via-openai").to_string(), key()).await;
+    let a = post(
+        "/v1/messages/count_tokens",
+        messages("via-openai").to_string(),
+        key(),
+    )
+    .await;
     assert_eq!(refused(&a), (404, "not_found_error".into()));
     // Hostile headers bound for the upstream are refused, naming them.
     for (name, value) in [
@@ -405,7 +511,12 @@ async fn messages_errors_are_anthropic_shaped_and_name_what_is_wrong() {
         headers.push((name, value));
         let a = post("/v1/messages", body.clone(), headers).await;
         assert_eq!(refused(&a), (400, "invalid_request_error".into()), "{name}");
-        assert!(a.json()["error"]["message"].as_str().unwrap().contains(name));
+        assert!(
+            a.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(name)
+        );
     }
     // Unknown Anthropic paths and wrong methods, in Anthropic's shape.
     let a = post("/v1/messages/batches", body.clone(), key()).await;
@@ -423,7 +534,8 @@ async fn messages_errors_are_anthropic_shaped_and_name_what_is_wrong() {
     assert_eq!(a.status, 400);
     assert_eq!(a.json()["error"]["code"], "not_served");
     // A rate-limited native target: 429 with Retry-After.
-    nat.behave(json!({"rate_limit_rate": 1.0, "retry_after_s": 3})).await;
+    nat.behave(json!({"rate_limit_rate": 1.0, "retry_after_s": 3}))
+        .await;
     let a = post("/v1/messages", body.clone(), key()).await;
     assert_eq!(refused(&a), (429, "rate_limit_error".into()));
     assert_eq!(a.header("retry-after"), "3");

@@ -25,6 +25,7 @@ use super::{Admission, Call, JSON, Proxy, ProxyBody};
 use crate::error::{AttemptError, anthropic_error_to_openai, openai_error_to_anthropic};
 use crate::health::Outcome;
 use crate::relay::{Relay, Shape};
+use crate::responses;
 use crate::routing::{Dialect, InFlight, Route, Target, Translation};
 use crate::scrub::Scrubber;
 use crate::translate::{chat_to_messages, messages_to_chat};
@@ -92,8 +93,8 @@ impl Proxy {
                 .get(CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
                 .is_some_and(|v| v.starts_with("text/event-stream"));
-            let shape = stream_shape(call, form);
-            let content_type = if shape.translator.is_some() {
+            let shape = stream_shape(call, form, target);
+            let content_type = if form.translation.changes_api() {
                 Some(HeaderValue::from_static("text/event-stream"))
             } else {
                 parts
@@ -130,6 +131,7 @@ impl Proxy {
             };
             let translated = match form.translation {
                 Translation::None => Ok(bytes.clone()),
+                Translation::TagResponses => Ok(responses::tag_answer(bytes.clone(), &upstream.id)),
                 Translation::MessagesToChat => messages_to_chat::response(&bytes),
                 Translation::ChatToMessages => chat_to_messages::response(&bytes, unix_now()),
             };
@@ -152,10 +154,10 @@ impl Proxy {
             finish.plain(Outcome::Success, status, ttfb, usage);
             let mut out = Response::new(ProxyBody::bytes(answer));
             *out.status_mut() = status;
-            if form.translation == Translation::None {
-                copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
-            } else {
+            if form.translation.changes_api() {
                 out.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+            } else {
+                copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
             }
             return Ok(Ready::Plain(out));
         }
@@ -182,10 +184,10 @@ impl Proxy {
         };
         let mut out = Response::new(ProxyBody::bytes(body));
         *out.status_mut() = status;
-        if form.translation == Translation::None {
-            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
-        } else {
+        if form.translation.changes_api() {
             out.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+        } else {
+            copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
         }
         Ok(Ready::Plain(out))
     }
@@ -290,7 +292,7 @@ impl Ready {
 }
 
 /// The first data frame of a streamed answer.
-async fn first_data(body: &mut Incoming) -> Result<Bytes, AttemptError> {
+pub(super) async fn first_data(body: &mut Incoming) -> Result<Bytes, AttemptError> {
     loop {
         match body.frame().await {
             None => return Err(AttemptError::EndedEarly { cause: None }),
@@ -358,7 +360,7 @@ async fn read_error_detail(body: Incoming) -> ErrorDetail {
 
 /// A request that got no answer head: the connection failed, or the
 /// request on it, with the chain of causes.
-fn client_error(e: &hyper_util::client::legacy::Error) -> AttemptError {
+pub(super) fn client_error(e: &hyper_util::client::legacy::Error) -> AttemptError {
     use std::error::Error as _;
     let mut causes = Vec::new();
     let mut source = e.source();

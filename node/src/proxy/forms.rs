@@ -90,6 +90,28 @@ impl Forms {
         })
     }
 
+    /// Checks that `upstream`, which holds the response a follow-up names,
+    /// is a target of `route` that can take it: a conversation cannot move
+    /// to another upstream, and a route without that one cannot reach it.
+    pub fn pin(&self, upstream: &str, route: &Route) -> Result<(), ProxyError> {
+        let reachable = route.tiers.iter().flatten().any(|t| {
+            &*t.upstream.id == upstream && self.for_upstream(&t.upstream.config).is_some()
+        });
+        if reachable {
+            Ok(())
+        } else {
+            Err(ProxyError::BadRequest {
+                message: format!(
+                    "previous_response_id names a response held by upstream `{upstream}`, which \
+                     is not a Responses target of the model `{}`; continue it with a model \
+                     routed to that upstream.",
+                    route.name
+                ),
+                param: Some("previous_response_id"),
+            })
+        }
+    }
+
     /// The form for `upstream`, if it can answer this request at all.
     pub fn for_upstream(&self, upstream: &UpstreamConfig) -> Option<&Form> {
         self.endpoint.on(upstream)?;
@@ -111,7 +133,7 @@ fn form(
     // found as in the client's body, so each target's name is spliced in.
     const PLACEHOLDER: &str = "m";
     let (body, include_usage) = match translation {
-        Translation::None => {
+        Translation::None | Translation::TagResponses => {
             return Ok(Form {
                 endpoint,
                 translation,

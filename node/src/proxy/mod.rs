@@ -37,6 +37,7 @@ mod finish;
 mod forms;
 mod request;
 mod route;
+mod stored;
 
 pub use forms::DEFAULT_MAX_TOKENS;
 
@@ -60,6 +61,7 @@ use crate::error::ProxyError;
 use crate::health::HealthSink;
 use crate::relay::Relay;
 use crate::request_body::probe;
+use crate::responses::{self, ResponsesCall};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
@@ -163,6 +165,8 @@ impl From<ProxyError> for Failed {
 
 /// What the client asked for, once read.
 struct Call<'a> {
+    /// The one upstream a follow-up of a stored response may go to.
+    pinned: Option<String>,
     /// The API the client speaks.
     dialect: Dialect,
     /// The request as each kind of target is sent it.
@@ -277,6 +281,18 @@ impl Proxy {
         // learns nothing, not even which models or paths exist.
         let key = snapshot.keys.authenticate(req.headers())?;
         let path = req.uri().path();
+        // The Responses API's calls on a stored response go to the upstream
+        // that holds it, with no route; a new response is routed below.
+        match responses::parse_call(req.method(), path, req.uri().query())
+            .map_err(ProxyError::from)?
+        {
+            None | Some(ResponsesCall::Create) => {}
+            Some(stored) => {
+                return self
+                    .stored_response(stored, req, snapshot, request_id)
+                    .await;
+            }
+        }
         let endpoint = match (req.method(), path.trim_end_matches('/')) {
             (&Method::GET, "/v1/models") => return Ok(models(snapshot)),
             (_, "/v1/models") => return Err(not_allowed(&req, "GET").into()),
@@ -314,8 +330,26 @@ impl Proxy {
             .route(&probed.model)
             .ok_or_else(|| ProxyError::UnknownModel(probed.model.clone().into_owned()))?
             .clone();
-        let forms = Forms::new(endpoint, &body, probed.model_span.clone(), &route)?;
+        // A follow-up of a stored response goes where that response lives.
+        let (pinned, body) = match endpoint {
+            Endpoint::Responses => {
+                match responses::previous_response(&body).map_err(ProxyError::from)? {
+                    Some((upstream, own)) => (Some(upstream), own),
+                    None => (None, body.clone()),
+                }
+            }
+            _ => (None, body.clone()),
+        };
+        let model_span = match pinned {
+            Some(_) => probe(&body)?.model_span,
+            None => probed.model_span.clone(),
+        };
+        let forms = Forms::new(endpoint, &body, model_span, &route)?;
+        if let Some(upstream) = &pinned {
+            forms.pin(upstream, &route)?;
+        }
         let call = Call {
+            pinned,
             dialect: endpoint.dialect(),
             forms,
             stream: probed.stream,

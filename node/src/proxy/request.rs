@@ -15,15 +15,17 @@ use super::{Call, JSON, X_REQUEST_ID};
 use crate::error::{ProxyError, anthropic_stream_error};
 use crate::relay::{Shape, openai_stream_error};
 use crate::request_body::splice;
+use crate::responses::TagStream;
 use crate::routing::{Dialect, Target, Translation};
 use crate::translate::{StreamTranslator, chat_to_messages, messages_to_chat};
 
 /// What the client receives of a stream: translated when the target speaks
 /// the other API, and ended on a failure by an error event in the client's
 /// shape either way.
-pub(super) fn stream_shape(call: &Call<'_>, form: &Form) -> Shape {
+pub(super) fn stream_shape(call: &Call<'_>, form: &Form, target: &Target) -> Shape {
     let translator: Option<Box<dyn StreamTranslator>> = match form.translation {
         Translation::None => None,
+        Translation::TagResponses => Some(Box::new(TagStream::new(&target.upstream.id))),
         Translation::MessagesToChat => Some(Box::new(messages_to_chat::Stream::new())),
         Translation::ChatToMessages => Some(Box::new(chat_to_messages::Stream::new(
             form.include_usage,

@@ -31,7 +31,10 @@ impl Proxy {
         let plan = route.plan_among(
             &self.policy,
             call.stream,
-            |upstream| call.forms.for_upstream(&upstream.config).is_some(),
+            |upstream| {
+                call.forms.for_upstream(&upstream.config).is_some()
+                    && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
+            },
             &mut rand::rng(),
         );
         if plan.is_empty() {

@@ -39,6 +39,18 @@ pub enum Translation {
     MessagesToChat,
     /// An OpenAI chat client, a native Anthropic target.
     ChatToMessages,
+    /// The Responses API, passed through, with the response ids in the
+    /// answer tagged with the upstream that holds them
+    /// ([`crate::responses`]).
+    TagResponses,
+}
+
+impl Translation {
+    /// Whether the answer changes API on its way back (and with it its
+    /// content type), not just a few of its values.
+    pub fn changes_api(self) -> bool {
+        matches!(self, Self::MessagesToChat | Self::ChatToMessages)
+    }
 }
 
 impl Endpoint {
@@ -111,7 +123,9 @@ impl Endpoint {
         match (self, upstream.kind) {
             (Self::ChatCompletions | Self::Completions | Self::Embeddings, Openai)
             | (Self::Messages | Self::CountTokens, Anthropic) => Some((self, Translation::None)),
-            (Self::Responses, Openai) if upstream.responses => Some((self, Translation::None)),
+            (Self::Responses, Openai) if upstream.responses => {
+                Some((self, Translation::TagResponses))
+            }
             (Self::Messages, Openai) => Some((Self::ChatCompletions, Translation::MessagesToChat)),
             (Self::ChatCompletions, Anthropic) => {
                 Some((Self::Messages, Translation::ChatToMessages))
@@ -215,7 +229,7 @@ mod tests {
         assert_eq!(Endpoint::Responses.on(&openai), None);
         assert_eq!(
             Endpoint::Responses.on(&openai_responses),
-            Some((Endpoint::Responses, T::None))
+            Some((Endpoint::Responses, T::TagResponses))
         );
         assert_eq!(Endpoint::Responses.on(&anthropic), None);
     }
