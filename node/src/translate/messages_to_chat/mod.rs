@@ -2,7 +2,8 @@
 //! chat completions: the request goes out as a chat request, the answer
 //! (plain or streamed) comes back as a Message.
 //!
-//! - [`request`]: Messages request body -> chat request body.
+//! - [`request`]: Messages request body -> chat request body (its
+//!   messages and content blocks in `content.rs`).
 //! - [`response`]: chat completion -> Message.
 //! - [`Stream`]: chat SSE chunks -> Messages SSE events, event by event.
 //!

@@ -23,7 +23,6 @@ const KNOWN: &[&str] = &[
     "top_p",
     "tools",
     "tool_choice",
-    "thinking",
 ];
 
 /// Anthropic Messages request body -> OpenAI chat request body for `model`
@@ -143,7 +142,7 @@ pub fn request(body: &[u8], model: &str) -> Result<Bytes, TranslateError> {
 
 /// Refuses a top-level field that is unknown or has no OpenAI counterpart.
 fn refuse_untranslatable(key: &str, value: &Value) -> Result<(), TranslateError> {
-    if value.is_null() || (KNOWN.contains(&key) && key != "thinking") {
+    if value.is_null() || KNOWN.contains(&key) {
         return Ok(());
     }
     let why = match key {

@@ -205,3 +205,51 @@ fn events_that_are_not_json_are_skipped() {
     );
     assert_eq!(names(&out)[0], "message_start");
 }
+
+#[test]
+fn interleaved_and_unindexed_tool_calls_keep_their_blocks() {
+    let out = run_stream(&[
+        // No `index`: the position in the array stands in for it.
+        chunk(
+            json!({"tool_calls": [
+                {"id": "call_a", "function": {"name": "f", "arguments": "{\"x\":"}},
+                {"id": "call_b", "function": {"name": "g", "arguments": "{}"}},
+            ]}),
+            json!(null),
+        ),
+        // A late fragment of the first call still goes to its block.
+        chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}),
+            json!(null),
+        ),
+        chunk(json!({"content": "done"}), json!("tool_calls")),
+    ]);
+    let deltas: Vec<_> = events(&out)
+        .into_iter()
+        .filter(|(name, _)| name == "content_block_delta")
+        .map(|(_, data)| (data["index"].clone(), data["delta"].clone()))
+        .collect();
+    assert_eq!(
+        deltas,
+        [
+            (
+                json!(0),
+                json!({"type": "input_json_delta", "partial_json": "{\"x\":"})
+            ),
+            (
+                json!(1),
+                json!({"type": "input_json_delta", "partial_json": "{}"})
+            ),
+            (
+                json!(0),
+                json!({"type": "input_json_delta", "partial_json": "1}"})
+            ),
+            (json!(2), json!({"type": "text_delta", "text": "done"})),
+        ]
+    );
+    let starts = events(&out)
+        .into_iter()
+        .filter(|(name, _)| name == "content_block_start")
+        .count();
+    assert_eq!(starts, 3);
+}
