@@ -70,6 +70,16 @@ pub fn request(body: &[u8], model: &str) -> Result<Bytes, TranslateError> {
     for (i, message) in history.iter().enumerate() {
         translate_message(message, &format!("messages[{i}]"), &mut messages)?;
     }
+    // Anthropic continues a final assistant message (a prefill, often used
+    // to force a format); a chat target would start a new answer instead.
+    if let Some(last) = history.last()
+        && last.get("role").and_then(Value::as_str) == Some("assistant")
+    {
+        return Err(TranslateError::new(
+            format!("messages[{}].role", history.len() - 1),
+            "a final assistant message (a prefill the answer continues) has no counterpart in OpenAI chat completions",
+        ));
+    }
     chat.insert("messages".into(), Value::Array(messages));
 
     match field("max_tokens") {

@@ -14,7 +14,7 @@ fn hostile_json_never_panics() {
         Stream::new().events(format!("data: {body}\n\n").as_bytes(), &mut out);
     }
     let deep_input = format!(
-        r#"{{"model":"m","max_tokens":1,"messages":[{{"role":"assistant","content":[{{"type":"tool_use","id":"t","name":"f","input":{{"a":{}1{}}}}}]}}]}}"#,
+        r#"{{"model":"m","max_tokens":1,"messages":[{{"role":"assistant","content":[{{"type":"tool_use","id":"t","name":"f","input":{{"a":{}1{}}}}}]}},{{"role":"user","content":"go"}}]}}"#,
         "[".repeat(100),
         "]".repeat(100)
     );

@@ -94,6 +94,7 @@ fn a_tool_use_round_trip_keeps_calls_and_results_paired() {
             {"role": "assistant", "content": [
                 {"type": "tool_use", "id": "toolu_3", "name": "weather", "input": {}},
             ]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_3", "content": "done"}]},
         ],
     })));
     assert_eq!(
@@ -127,7 +128,7 @@ fn a_tool_use_round_trip_keeps_calls_and_results_paired() {
     );
     assert_eq!(messages[5]["content"], Value::Null);
     assert_eq!(messages[5]["tool_calls"][0]["function"]["arguments"], "{}");
-    assert_eq!(messages.len(), 6);
+    assert_eq!(messages.len(), 7);
 }
 
 #[test]
@@ -220,6 +221,10 @@ fn untranslatable_requests_name_the_field() {
             "messages[0].name",
         ),
         (json!({"messages": ["hi"]}), "messages[0]"),
+        (
+            json!({"messages": [{"role": "user", "content": "Say OK"}, {"role": "assistant", "content": "O"}]}),
+            "messages[1].role",
+        ),
     ];
     for (extra, field) in cases {
         assert_eq!(refused(with(extra.clone())), field, "{extra}");
