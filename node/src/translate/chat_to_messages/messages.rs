@@ -60,6 +60,7 @@ pub(super) fn convert(messages: &Value) -> Result<Converted, TranslateError> {
         };
         let (role, allowed, blocks): (_, &[&str], _) = match role {
             "system" | "developer" => {
+                check_keys(message, &at, &[])?;
                 system.extend(text_content(message.get("content"), &at)?);
                 continue;
             }
@@ -90,8 +91,8 @@ pub(super) fn convert(messages: &Value) -> Result<Converted, TranslateError> {
     })
 }
 
-/// Fails on a field of a non-system message other than `role`, `content`,
-/// `name` and `allowed` (a `null` counts as absent).
+/// Fails on a field of a message other than `role`, `content`, `name` and
+/// `allowed` (a `null` counts as absent).
 fn check_keys(
     message: &Map<String, Value>,
     at: &str,

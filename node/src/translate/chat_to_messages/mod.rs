@@ -25,6 +25,8 @@ mod stream;
 mod usage;
 
 #[cfg(test)]
+mod stream_tests;
+#[cfg(test)]
 mod tests;
 
 use bytes::Bytes;

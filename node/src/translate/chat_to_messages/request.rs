@@ -112,7 +112,12 @@ pub fn request(
                 include_usage = value.get("include_usage").and_then(Value::as_bool) == Some(true);
             }
             "tools" => {
-                out.insert(key.into(), tools(value)?);
+                let tools = tools(value)?;
+                // An empty list says nothing (and would make a tool_choice
+                // invalid).
+                if tools.as_array().is_some_and(|t| !t.is_empty()) {
+                    out.insert(key.into(), tools);
+                }
             }
             "tool_choice" => tool_choice = Some(choice(value)?),
             "parallel_tool_calls" => match value {

@@ -37,12 +37,17 @@ enum Block {
     ToolUse {
         id: String,
         name: String,
-        #[serde(default)]
+        #[serde(default = "no_input")]
         input: serde_json::Value,
     },
     /// `thinking`, `redacted_thinking`, server tools: see the module doc.
     #[serde(other)]
     Other,
+}
+
+/// A tool call's input when the answer leaves it out: no arguments.
+fn no_input() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
 }
 
 #[derive(Serialize)]
