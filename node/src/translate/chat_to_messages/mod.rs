@@ -6,13 +6,13 @@
 //!
 //! # Layout
 //!
-//! - `request.rs`: chat request → Messages request ([`request`]); what
+//! - `request.rs`: chat request → Messages request ([`request()`]); what
 //!   cannot be carried over faithfully is a
 //!   [`TranslateError`](super::TranslateError) naming the
 //!   field.
 //! - `messages.rs`: the `messages` array (roles, content parts, tool
 //!   calls and results), for `request.rs`.
-//! - `response.rs`: Messages answer → chat completion ([`response`]).
+//! - `response.rs`: Messages answer → chat completion ([`response()`]).
 //! - `stream.rs`: Messages events → chat chunks ([`Stream`]), one event in,
 //!   its chunks out, nothing held back.
 //! - `usage.rs`: Anthropic's usage → OpenAI's, shared by the answer and the
