@@ -6,7 +6,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::{HeaderValue, Response, StatusCode, header};
+use http::{Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use super::body::{self, Body};
@@ -417,14 +417,4 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
         },
     };
     body::json(status, json_body(&envelope))
-}
-
-/// 429 in Anthropic's shape, with `retry-after`.
-pub fn rate_limited(retry_after_s: u64) -> Response<Body> {
-    let message = format!("Rate limit reached (meridian-mock). Retry after {retry_after_s}s.");
-    let mut response = error(StatusCode::TOO_MANY_REQUESTS, &message);
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-    response
 }

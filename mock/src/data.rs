@@ -19,6 +19,7 @@ use super::behavior::{Action, Latency};
 use super::body::{self, Body, MockError, ReadError};
 use super::by_id;
 use super::chat_tools::{self, Call};
+use super::dialect::Dialect;
 use super::events::{self, Events};
 use super::openai::{self, Api, ChatRequest, Completion, CompletionRequest, EmbeddingRequest};
 use super::responses::{ResponsesRequest, Stored};
@@ -56,32 +57,6 @@ impl From<Answer> for Prepared {
     }
 }
 
-/// The wire format of a path, which its errors speak too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Dialect {
-    /// `{"error": {"message", "type", "param", "code"}}`.
-    OpenAi,
-    /// `{"type": "error", "error": {"type", "message"}}`.
-    Anthropic,
-}
-
-impl Dialect {
-    fn of(endpoint: Endpoint) -> Self {
-        match endpoint {
-            Endpoint::Messages | Endpoint::CountTokens => Dialect::Anthropic,
-            _ => Dialect::OpenAi,
-        }
-    }
-
-    /// A client error (4xx) in this format.
-    pub(crate) fn error(self, status: StatusCode, message: &str) -> Response<Body> {
-        match self {
-            Dialect::OpenAi => body::error(status, message, "invalid_request_error", None),
-            Dialect::Anthropic => anthropic::error(status, message),
-        }
-    }
-}
-
 /// Answers one data-plane request.
 pub async fn handle(
     shared: Arc<Shared>,
@@ -114,15 +89,7 @@ pub async fn handle(
         && sent.map(HeaderValue::as_bytes) != Some(expected.as_bytes())
     {
         shared.stats.outcome(Outcome::Unauthorized);
-        return Ok(match dialect {
-            Dialect::OpenAi => body::error(
-                StatusCode::UNAUTHORIZED,
-                "Incorrect API key provided.",
-                "invalid_request_error",
-                Some("invalid_api_key"),
-            ),
-            Dialect::Anthropic => anthropic::error(StatusCode::UNAUTHORIZED, "invalid x-api-key"),
-        });
+        return Ok(dialect.unauthorized());
     }
 
     let behavior = shared.behavior();
@@ -142,11 +109,11 @@ pub async fn handle(
     let (outcome, response) = match plan.action {
         Action::RateLimit => (
             Outcome::RateLimited,
-            rate_limited(dialect, behavior.retry_after_s),
+            dialect.rate_limited(behavior.retry_after_s),
         ),
         Action::Error => (
             Outcome::Error,
-            injected_error(dialect, behavior.error_status),
+            dialect.injected(behavior.error_status, behavior.retry_after_s),
         ),
         Action::Stall => {
             shared.stats.outcome(Outcome::Stalled);
@@ -215,14 +182,7 @@ async fn prepare(
         _ => Method::POST,
     };
     if endpoint == Endpoint::Other || request.method() != expected {
-        let (method, path) = (request.method(), request.uri().path());
-        let response = match dialect {
-            Dialect::OpenAi => body::not_found(method, path),
-            Dialect::Anthropic => anthropic::error(
-                StatusCode::NOT_FOUND,
-                &format!("Not found: {method} {path}"),
-            ),
-        };
+        let response = dialect.not_found(request.method(), request.uri().path());
         return Err(Rejected::Respond(Outcome::NotFound, Box::new(response)));
     }
     if endpoint == Endpoint::Models {
@@ -231,13 +191,7 @@ async fn prepare(
     let bytes = match body::read_body(request.into_body(), MAX_REQUEST).await {
         Ok(bytes) => bytes,
         Err(ReadError::TooLarge) => {
-            let response = match dialect {
-                Dialect::OpenAi => body::too_large(MAX_REQUEST),
-                Dialect::Anthropic => anthropic::error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("request body over {MAX_REQUEST} bytes"),
-                ),
-            };
+            let response = dialect.too_large(MAX_REQUEST);
             return Err(Rejected::Respond(Outcome::BadRequest, Box::new(response)));
         }
         Err(ReadError::Broken(e)) => return Err(Rejected::Broken(e)),
@@ -357,10 +311,7 @@ fn messages(
 
 fn parse<T: DeserializeOwned>(dialect: Dialect, bytes: &[u8]) -> Result<T, Rejected> {
     serde_json::from_slice(bytes).map_err(|e| {
-        let response = match dialect {
-            Dialect::OpenAi => body::bad_json(&e),
-            Dialect::Anthropic => anthropic::error(StatusCode::BAD_REQUEST, &e.to_string()),
-        };
+        let response = dialect.bad_json(&e);
         Rejected::Respond(Outcome::BadRequest, Box::new(response))
     })
 }
@@ -378,40 +329,6 @@ fn completion_answer(
     } else {
         Answer::Json(completion.body())
     }
-}
-
-/// 429 the way the provider sends it, with `Retry-After`.
-fn rate_limited(dialect: Dialect, retry_after_s: u64) -> Response<Body> {
-    if dialect == Dialect::Anthropic {
-        return anthropic::rate_limited(retry_after_s);
-    }
-    let message =
-        format!("Rate limit reached (meridian-mock). Please try again in {retry_after_s}s.");
-    let mut response = body::error(
-        StatusCode::TOO_MANY_REQUESTS,
-        &message,
-        "requests",
-        Some("rate_limit_exceeded"),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-    response
-}
-
-/// The injected `error_status` (Anthropic's error type by status on its paths).
-fn injected_error(dialect: Dialect, status: u16) -> Response<Body> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let message = format!("Injected error {} (meridian-mock)", status.as_u16());
-    if dialect == Dialect::Anthropic {
-        return anthropic::error(status, &message);
-    }
-    let kind = if status.is_server_error() {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    };
-    body::error(status, &message, kind, None)
 }
 
 /// Sends the answer, cut after `cut` chunks when asked.

@@ -35,6 +35,7 @@ pub mod chat_tools;
 pub mod cli;
 mod control;
 mod data;
+mod dialect;
 mod events;
 pub mod openai;
 pub mod responses;

@@ -214,6 +214,10 @@ async fn injected_faults_speak_anthropic() {
             .await;
         assert_error(&api.post("/v1/messages", &hello()).await, status, kind);
     }
+    api.behave(json!({"error_status": 429})).await;
+    let answer = api.post("/v1/messages", &hello()).await;
+    assert_error(&answer, 429, "rate_limit_error");
+    assert_eq!(answer.headers["retry-after"], "7");
 
     api.behave(json!({"error_rate": 0.0, "cut_after_chunks": 2}))
         .await;
