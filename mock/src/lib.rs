@@ -1,7 +1,8 @@
-//! `meridian-mock`: an OpenAI-compatible fake provider with programmable
-//! faults. Meridian's integration tests, benchmarks and demos put it where a
-//! real provider would be, then make it slow, failing, rate limited, stalled,
-//! cut or unreachable on demand through a separate control listener.
+//! `meridian-mock`: an OpenAI- and Anthropic-compatible fake provider with
+//! programmable faults. Meridian's integration tests, benchmarks and demos put
+//! it where a real provider would be, then make it slow, failing, rate
+//! limited, stalled, cut or unreachable on demand through a separate control
+//! listener.
 //!
 //! The `meridian-mock` binary is a thin shell over [`MockServer`] and the
 //! flags of [`cli::Args`]; tests that prefer not to spawn a process start one
