@@ -418,3 +418,71 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     };
     body::json(status, json_body(&envelope))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use serde_json::json;
+
+    fn request(json: serde_json::Value) -> MessagesRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn error_types_follow_the_status() {
+        for (status, kind) in [
+            (400, "invalid_request_error"),
+            (401, "authentication_error"),
+            (403, "permission_error"),
+            (404, "not_found_error"),
+            (413, "request_too_large"),
+            (429, "rate_limit_error"),
+            (500, "api_error"),
+            (502, "api_error"),
+            (529, "overloaded_error"),
+            (418, "invalid_request_error"),
+        ] {
+            assert_eq!(error_type(StatusCode::from_u16(status).unwrap()), kind);
+        }
+    }
+
+    #[test]
+    fn tokens_count_system_text_and_tool_results() {
+        let r = request(json!({"model": "m", "system": "abcd", "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "abcd"},
+                                         {"type": "image", "source": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                          "content": [{"type": "text", "text": "abcde"}]}]},
+        ]}));
+        assert_eq!(r.input_tokens(), 4); // 13 characters
+        assert_eq!(
+            r.turn().unwrap(),
+            Turn::Quote("The tool said: abcde".into())
+        );
+        let empty = request(json!({"model": "m", "messages": []}));
+        assert_eq!(empty.input_tokens(), 1);
+        assert_eq!(empty.turn().unwrap(), Turn::Text);
+    }
+
+    #[test]
+    fn tool_choice_none_and_named() {
+        let tools = json!([{"name": "a"}, {"name": "b", "input_schema": {"required": ["x"]}}]);
+        let ask = |choice: serde_json::Value| {
+            request(json!({"model": "m", "tools": tools, "tool_choice": choice,
+                           "messages": [{"role": "user", "content": "hi"}]}))
+            .turn()
+            .unwrap()
+        };
+        assert_eq!(ask(json!({"type": "none"})), Turn::Text);
+        assert_eq!(
+            ask(json!({"type": "tool", "name": "b"})),
+            Turn::Call {
+                name: "b".into(),
+                arguments: r#"{"x":"mock"}"#.into()
+            }
+        );
+        assert!(matches!(ask(json!({"type": "any"})), Turn::Call { name, .. } if name == "a"));
+    }
+}

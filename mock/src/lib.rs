@@ -26,7 +26,10 @@
 //! a bad path or body, then (after the first-byte delay) 429 with
 //! `rate_limit_rate`, `error_status` with `error_rate`, a stall, a cut, or the
 //! answer. Request `n` (counted from 0 since start or reset) draws from
-//! `seed ^ n * 0x9E3779B97F4A7C15`, so the same seed repeats a run.
+//! `seed ^ n * 0x9E3779B97F4A7C15`, so the same seed repeats a run. The
+//! `/v1/responses/{id}` calls read the stored responses and are answered at
+//! once, without faults; a `POST /v1/responses` is stored only once answered
+//! (not when a fault replaced its answer), and a reset forgets them all.
 
 pub mod anthropic;
 pub mod behavior;

@@ -303,3 +303,53 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn request(json: Value) -> ResponsesRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn the_store_keeps_the_newest_and_follows_only_its_own() {
+        let store = Store::default();
+        let mut ids = Vec::new();
+        for _ in 0..MAX_STORED + 2 {
+            let stored = store
+                .answer(request(json!({"model": "m", "input": "hi"})), 2)
+                .unwrap();
+            ids.push(stored.id().to_owned());
+            store.keep(stored);
+        }
+        assert!(store.get(&ids[0]).is_err());
+        assert!(store.get(&ids[1]).is_err());
+        assert!(store.get(&ids[2]).is_ok());
+        let follow = json!({"model": "m", "input": "x", "previous_response_id": ids[0]});
+        assert_eq!(
+            store.answer(request(follow), 2).unwrap_err(),
+            ResponsesError::PreviousNotFound(ids[0].clone())
+        );
+
+        let other = Store::default();
+        let theirs = other.answer(request(json!({"model": "m"})), 1).unwrap();
+        assert!(
+            !ids.contains(&theirs.id().to_owned()),
+            "ids differ between mocks"
+        );
+        store.clear();
+        assert!(store.get(ids.last().unwrap()).is_err());
+    }
+
+    #[test]
+    fn input_tokens_count_instructions_and_item_text() {
+        let r = request(json!({"model": "m", "instructions": "abcd", "input": [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "abcd"}]},
+            {"type": "function_call_output", "call_id": "c", "output": "ab"},
+        ]}));
+        assert_eq!(r.input_tokens(), 3); // 10 characters
+    }
+}

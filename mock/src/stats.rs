@@ -326,6 +326,31 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_headers_are_kept_bounded_and_reset() {
+        let stats = Stats::default();
+        let long = "é".repeat(MAX_HEADER);
+        stats.anthropic(true, Some(b"2023-06-01"), Some(long.as_bytes()));
+        let snap = stats.snapshot();
+        assert!(snap.last_x_api_key_seen);
+        assert_eq!(snap.last_anthropic_version.as_deref(), Some("2023-06-01"));
+        assert_eq!(snap.last_anthropic_beta.unwrap().len(), MAX_HEADER);
+        stats.anthropic(false, None, None);
+        assert_eq!(stats.snapshot().last_anthropic_version, None);
+        stats.anthropic(true, Some(b"v"), None);
+        stats.reset();
+        let snap = stats.snapshot();
+        assert!(!snap.last_x_api_key_seen && snap.last_anthropic_version.is_none());
+        assert_eq!(
+            Endpoint::from_path("/v1/responses/resp_1/cancel"),
+            Endpoint::ResponseById
+        );
+        assert_eq!(
+            Endpoint::from_path("/v1/messages/count_tokens"),
+            Endpoint::CountTokens
+        );
+    }
+
+    #[test]
     fn model_map_is_bounded() {
         let stats = Stats::default();
         for i in 0..MAX_MODELS + 10 {

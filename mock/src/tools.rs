@@ -85,10 +85,10 @@ pub fn decide(tools: &[Tool<'_>], choice: Choice<'_>, last: Last) -> Result<Turn
     if last != Last::UserText || tools.is_empty() {
         return Ok(Turn::Text);
     }
-    let tool = match choice {
-        Choice::None => return Ok(Turn::Text),
-        Choice::Auto => tools[0],
-        Choice::Named(name) => *tools
+    let tool = match (choice, tools.first()) {
+        (Choice::None, _) | (Choice::Auto, None) => return Ok(Turn::Text),
+        (Choice::Auto, Some(first)) => *first,
+        (Choice::Named(name), _) => *tools
             .iter()
             .find(|t| t.name == name)
             .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))?,
