@@ -9,11 +9,11 @@ use clap::Parser;
 
 use crate::{Behavior, BehaviorError, MockConfig, TlsError, tls};
 
-/// An OpenAI-compatible fake provider with programmable faults.
+/// An OpenAI- and Anthropic-compatible fake provider with programmable faults.
 #[derive(Debug, Parser)]
 #[command(name = "meridian-mock", version)]
 pub struct Args {
-    /// Data-plane address (OpenAI API); port 0 picks a free port.
+    /// Data-plane address (OpenAI and Anthropic APIs); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
     /// Control-plane address (/_mock/...); port 0 picks a free port.
@@ -22,7 +22,8 @@ pub struct Args {
     /// Seed of the random draws (faults, latencies), so a run repeats.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Require `Authorization: Bearer <KEY>` on data requests.
+    /// Require `Authorization: Bearer <KEY>` on OpenAI data requests and
+    /// `x-api-key: <KEY>` on Anthropic ones.
     #[arg(long, env = "MERIDIAN_MOCK_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Models listed by GET /v1/models, comma separated.

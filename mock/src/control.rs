@@ -47,6 +47,7 @@ pub(crate) async fn handle(
         (&Method::POST, "/_mock/reset") => {
             let result = plane.update(|_| Ok(shared.initial.clone())).await;
             shared.stats.reset();
+            shared.responses.clear();
             updated(result)
         }
         (method, path) => body::not_found(method, path),

@@ -1,5 +1,6 @@
-//! The data plane: answers OpenAI requests as the current behaviour says
-//! (delays, injected errors, 429s, stalls, cut connections).
+//! The data plane: answers OpenAI and Anthropic requests as the current
+//! behaviour says (delays, injected errors, 429s, stalls, cut connections),
+//! each error in the wire format of the path it answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,10 +14,17 @@ use rand::rngs::SmallRng;
 use serde::de::DeserializeOwned;
 
 use super::Shared;
+use super::anthropic::{self, MessagesRequest};
 use super::behavior::{Action, Latency};
 use super::body::{self, Body, MockError, ReadError};
+use super::by_id;
+use super::chat_tools::{self, Call};
+use super::dialect::Dialect;
+use super::events::{self, Events};
 use super::openai::{self, Api, ChatRequest, Completion, CompletionRequest, EmbeddingRequest};
+use super::responses::{ResponsesRequest, Stored};
 use super::stats::{Endpoint, Outcome};
+use super::tools::Turn;
 
 /// Largest request body read; beyond it the answer is 413.
 const MAX_REQUEST: usize = 16 << 20;
@@ -33,6 +41,20 @@ enum Answer {
         completion: Completion,
         include_usage: bool,
     },
+    /// A stream of events framed up front (tool calls, Messages, Responses).
+    Events(Events),
+}
+
+/// An answer, and the response to store once it is sent (`POST /v1/responses`).
+struct Prepared {
+    answer: Answer,
+    keep: Option<Stored>,
+}
+
+impl From<Answer> for Prepared {
+    fn from(answer: Answer) -> Self {
+        Prepared { answer, keep: None }
+    }
 }
 
 /// Answers one data-plane request.
@@ -41,39 +63,58 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, MockError> {
     let endpoint = Endpoint::from_path(request.uri().path());
-    let authorization = request.headers().get(header::AUTHORIZATION);
+    let dialect = Dialect::of(endpoint);
+    let headers = request.headers();
+    let authorization = headers.get(header::AUTHORIZATION);
     let n = shared
         .stats
         .begin(endpoint, request.version(), authorization.is_some());
+    let x_api_key = headers.get("x-api-key");
+    if dialect == Dialect::Anthropic {
+        let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
+        shared.stats.anthropic(
+            x_api_key.is_some(),
+            header("anthropic-version"),
+            header("anthropic-beta"),
+        );
+    }
 
-    if let Some(expected) = &shared.authorization
-        && authorization.map(HeaderValue::as_bytes) != Some(expected.as_bytes())
+    // The OpenAI paths take `Authorization: Bearer <key>`, the Anthropic
+    // ones `x-api-key: <key>`, as the real providers do.
+    let (expected, sent) = match dialect {
+        Dialect::OpenAi => (shared.authorization.as_deref(), authorization),
+        Dialect::Anthropic => (shared.api_key.as_deref(), x_api_key),
+    };
+    if let Some(expected) = expected
+        && sent.map(HeaderValue::as_bytes) != Some(expected.as_bytes())
     {
         shared.stats.outcome(Outcome::Unauthorized);
-        return Ok(body::error(
-            StatusCode::UNAUTHORIZED,
-            "Incorrect API key provided.",
-            "invalid_request_error",
-            Some("invalid_api_key"),
-        ));
+        return Ok(dialect.unauthorized());
     }
 
     let behavior = shared.behavior();
-    let answer = match prepare(&shared, n, endpoint, behavior.chunks, request).await {
-        Ok(answer) => answer,
-        Err(Rejected::Respond(outcome, response)) => {
-            shared.stats.outcome(outcome);
-            return Ok(*response);
-        }
-        Err(Rejected::Broken(e)) => return Err(e),
-    };
+    let Prepared { answer, keep } =
+        match prepare(&shared, n, endpoint, behavior.chunks, request).await {
+            Ok(prepared) => prepared,
+            Err(Rejected::Respond(outcome, response)) => {
+                shared.stats.outcome(outcome);
+                return Ok(*response);
+            }
+            Err(Rejected::Broken(e)) => return Err(e),
+        };
     let plan = behavior.plan(shared.seed, n);
     if !plan.first_byte.is_zero() {
         tokio::time::sleep(plan.first_byte).await;
     }
     let (outcome, response) = match plan.action {
-        Action::RateLimit => (Outcome::RateLimited, rate_limited(behavior.retry_after_s)),
-        Action::Error => (Outcome::Error, injected_error(behavior.error_status)),
+        Action::RateLimit => (
+            Outcome::RateLimited,
+            dialect.rate_limited(behavior.retry_after_s),
+        ),
+        Action::Error => (
+            Outcome::Error,
+            dialect.injected(behavior.error_status, behavior.retry_after_s),
+        ),
         Action::Stall => {
             shared.stats.outcome(Outcome::Stalled);
             // Dropped by hyper as soon as the client goes away.
@@ -89,16 +130,35 @@ pub async fn handle(
             respond(answer, &behavior.chunk_delay, plan.rng, None),
         ),
     };
+    // Stored once sent, so a response that failed on purpose cannot be followed.
+    if let Some(stored) = keep
+        && matches!(plan.action, Action::Answer | Action::Cut(_))
+    {
+        shared.responses.keep(stored);
+    }
     shared.stats.outcome(outcome);
     Ok(response)
 }
 
 /// Why a request gets no [`Answer`].
-enum Rejected {
-    /// A client error, answered now (boxed: this is the rare path).
+pub(crate) enum Rejected {
+    /// Answered now, without faults (boxed: this is the rare path): a client
+    /// error, or a `/v1/responses/{id}` call.
     Respond(Outcome, Box<Response<Body>>),
     /// The connection broke while reading.
     Broken(MockError),
+}
+
+impl Rejected {
+    /// A 4xx client error in `dialect`.
+    pub(crate) fn client(dialect: Dialect, status: StatusCode, message: &str) -> Self {
+        let outcome = if status == StatusCode::NOT_FOUND {
+            Outcome::NotFound
+        } else {
+            Outcome::BadRequest
+        };
+        Rejected::Respond(outcome, Box::new(dialect.error(status, message)))
+    }
 }
 
 /// Reads and parses the request and builds its answer.
@@ -108,50 +168,42 @@ async fn prepare(
     endpoint: Endpoint,
     chunks: u32,
     request: Request<Incoming>,
-) -> Result<Answer, Rejected> {
+) -> Result<Prepared, Rejected> {
+    let dialect = Dialect::of(endpoint);
+    if endpoint == Endpoint::ResponseById {
+        let (parts, incoming) = request.into_parts();
+        // The body of these calls is empty or ignored; drain a little of it.
+        let _ = body::read_body(incoming, 1 << 16).await;
+        let (outcome, response) = by_id::answer(&shared.responses, &parts.method, &parts.uri);
+        return Err(Rejected::Respond(outcome, Box::new(response)));
+    }
     let expected = match endpoint {
         Endpoint::Models => Method::GET,
         _ => Method::POST,
     };
     if endpoint == Endpoint::Other || request.method() != expected {
-        let response = body::not_found(request.method(), request.uri().path());
+        let response = dialect.not_found(request.method(), request.uri().path());
         return Err(Rejected::Respond(Outcome::NotFound, Box::new(response)));
     }
     if endpoint == Endpoint::Models {
-        return Ok(Answer::Json(shared.models_body.clone()));
+        return Ok(Answer::Json(shared.models_body.clone()).into());
     }
     let bytes = match body::read_body(request.into_body(), MAX_REQUEST).await {
         Ok(bytes) => bytes,
         Err(ReadError::TooLarge) => {
-            return Err(Rejected::Respond(
-                Outcome::BadRequest,
-                Box::new(body::too_large(MAX_REQUEST)),
-            ));
+            let response = dialect.too_large(MAX_REQUEST);
+            return Err(Rejected::Respond(Outcome::BadRequest, Box::new(response)));
         }
         Err(ReadError::Broken(e)) => return Err(Rejected::Broken(e)),
     };
     match endpoint {
         Endpoint::Chat => {
-            let request: ChatRequest = parse(&bytes)?;
+            let request: ChatRequest = parse(dialect, &bytes)?;
             shared.stats.model(&request.model);
-            let prompt_tokens = request.prompt_tokens();
-            let max_tokens = request.max_completion_tokens.or(request.max_tokens);
-            let completion = Completion::new(
-                Api::Chat,
-                n,
-                request.model,
-                prompt_tokens,
-                chunks,
-                max_tokens,
-            );
-            Ok(completion_answer(
-                completion,
-                request.stream,
-                request.stream_options,
-            ))
+            chat(n, request, chunks).map(Prepared::from)
         }
         Endpoint::Completions => {
-            let request: CompletionRequest = parse(&bytes)?;
+            let request: CompletionRequest = parse(dialect, &bytes)?;
             shared.stats.model(&request.model);
             let prompt_tokens = request.prompt.tokens();
             let completion = Completion::new(
@@ -162,33 +214,106 @@ async fn prepare(
                 chunks,
                 request.max_tokens,
             );
-            Ok(completion_answer(
-                completion,
-                request.stream,
-                request.stream_options,
-            ))
+            Ok(completion_answer(completion, request.stream, request.stream_options).into())
+        }
+        Endpoint::Messages | Endpoint::CountTokens => {
+            let request: MessagesRequest = parse(dialect, &bytes)?;
+            shared.stats.model(&request.model);
+            messages(n, endpoint, &request, chunks).map(Prepared::from)
+        }
+        Endpoint::Responses => {
+            let request: ResponsesRequest = parse(dialect, &bytes)?;
+            shared.stats.model(&request.model);
+            let stream = request.stream == Some(true);
+            let stored = shared
+                .responses
+                .answer(request, chunks)
+                .map_err(|e| by_id::rejected(&e))?;
+            let answer = if stream {
+                Answer::Events(stored.events())
+            } else {
+                Answer::Json(stored.body())
+            };
+            Ok(Prepared {
+                answer,
+                keep: Some(stored),
+            })
         }
         _ => {
-            let request: EmbeddingRequest = parse(&bytes)?;
+            let request: EmbeddingRequest = parse(dialect, &bytes)?;
             shared.stats.model(&request.model);
             openai::embeddings_body(&request)
-                .map(Answer::Json)
-                .map_err(|e| {
-                    let response = body::error(
-                        StatusCode::BAD_REQUEST,
-                        &e.to_string(),
-                        "invalid_request_error",
-                        None,
-                    );
-                    Rejected::Respond(Outcome::BadRequest, Box::new(response))
-                })
+                .map(|body| Answer::Json(body).into())
+                .map_err(|e| Rejected::client(dialect, StatusCode::BAD_REQUEST, &e.to_string()))
         }
     }
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejected> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| Rejected::Respond(Outcome::BadRequest, Box::new(body::bad_json(&e))))
+/// A chat answer: a tool call, a quoted tool result, or the canned words.
+fn chat(n: u64, request: ChatRequest, chunks: u32) -> Result<Answer, Rejected> {
+    let turn = chat_tools::turn(&request)
+        .map_err(|e| Rejected::client(Dialect::OpenAi, StatusCode::BAD_REQUEST, &e.to_string()))?;
+    let prompt_tokens = request.prompt_tokens();
+    let max_tokens = request.max_completion_tokens.or(request.max_tokens);
+    let include_usage = request
+        .stream_options
+        .as_ref()
+        .is_some_and(|o| o.include_usage);
+    if let Turn::Call { name, arguments } = turn {
+        let call = Call::new(n, request.model, prompt_tokens, name, arguments, chunks);
+        return Ok(if request.stream == Some(true) {
+            Answer::Events(call.events(chunks, include_usage))
+        } else {
+            Answer::Json(call.body())
+        });
+    }
+    let mut completion = Completion::new(
+        Api::Chat,
+        n,
+        request.model,
+        prompt_tokens,
+        chunks,
+        max_tokens,
+    );
+    if let Turn::Quote(text) = turn {
+        completion = completion.quoting(&text, max_tokens);
+    }
+    Ok(completion_answer(
+        completion,
+        request.stream,
+        request.stream_options,
+    ))
+}
+
+/// A Messages answer (`max_tokens` required), or the `count_tokens` one.
+fn messages(
+    n: u64,
+    endpoint: Endpoint,
+    request: &MessagesRequest,
+    chunks: u32,
+) -> Result<Answer, Rejected> {
+    let bad =
+        |message: &str| Rejected::client(Dialect::Anthropic, StatusCode::BAD_REQUEST, message);
+    if endpoint == Endpoint::CountTokens {
+        return Ok(Answer::Json(anthropic::count_tokens_body(request)));
+    }
+    if request.max_tokens.is_none() {
+        return Err(bad("max_tokens: Field required"));
+    }
+    let turn = request.turn().map_err(|e| bad(&e.to_string()))?;
+    let answer = anthropic::Answer::new(n, request, turn, chunks);
+    Ok(if request.stream == Some(true) {
+        Answer::Events(answer.events(chunks))
+    } else {
+        Answer::Json(answer.body())
+    })
+}
+
+fn parse<T: DeserializeOwned>(dialect: Dialect, bytes: &[u8]) -> Result<T, Rejected> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        let response = dialect.bad_json(&e);
+        Rejected::Respond(Outcome::BadRequest, Box::new(response))
+    })
 }
 
 fn completion_answer(
@@ -204,34 +329,6 @@ fn completion_answer(
     } else {
         Answer::Json(completion.body())
     }
-}
-
-/// 429 the way OpenAI sends it.
-fn rate_limited(retry_after_s: u64) -> Response<Body> {
-    let message =
-        format!("Rate limit reached (meridian-mock). Please try again in {retry_after_s}s.");
-    let mut response = body::error(
-        StatusCode::TOO_MANY_REQUESTS,
-        &message,
-        "requests",
-        Some("rate_limit_exceeded"),
-    );
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_s));
-    response
-}
-
-/// The injected `error_status`.
-fn injected_error(status: u16) -> Response<Body> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let kind = if status.is_server_error() {
-        "server_error"
-    } else {
-        "invalid_request_error"
-    };
-    let message = format!("Injected error {} (meridian-mock)", status.as_u16());
-    body::error(status, &message, kind, None)
 }
 
 /// Sends the answer, cut after `cut` chunks when asked.
@@ -260,6 +357,14 @@ fn respond(
                 stage: Stage::Content,
             };
             let mut response = body::response(StatusCode::OK, sse.into_body(), "text/event-stream");
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            response
+        }
+        Answer::Events(events) => {
+            let body = events::body(events, chunk_delay, rng, cut);
+            let mut response = body::response(StatusCode::OK, body, "text/event-stream");
             response
                 .headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -371,7 +476,7 @@ const ABORT_SETTLE: Duration = Duration::from_millis(10);
 /// Waits until what was sent (headers, earlier frames) is on the wire, then
 /// gives the error that makes hyper drop the connection (HTTP/1) or reset the
 /// stream (HTTP/2).
-async fn abort() -> MockError {
+pub(crate) async fn abort() -> MockError {
     tokio::time::sleep(ABORT_SETTLE).await;
     MockError::Cut
 }

@@ -1,7 +1,8 @@
-//! `meridian-mock`: an OpenAI-compatible fake provider with programmable
-//! faults. Meridian's integration tests, benchmarks and demos put it where a
-//! real provider would be, then make it slow, failing, rate limited, stalled,
-//! cut or unreachable on demand through a separate control listener.
+//! `meridian-mock`: an OpenAI- and Anthropic-compatible fake provider with
+//! programmable faults. Meridian's integration tests, benchmarks and demos put
+//! it where a real provider would be, then make it slow, failing, rate
+//! limited, stalled, cut or unreachable on demand through a separate control
+//! listener.
 //!
 //! The `meridian-mock` binary is a thin shell over [`MockServer`] and the
 //! flags of [`cli::Args`]; tests that prefer not to spawn a process start one
@@ -9,7 +10,14 @@
 //!
 //! Data plane (HTTP/1.1 and h2c, or over TLS with ALPN `h2`/`http/1.1` when
 //! [`MockConfig::tls`] is set): `POST /v1/chat/completions`,
-//! `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`.
+//! `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`; the
+//! Anthropic Messages API, `POST /v1/messages` and
+//! `POST /v1/messages/count_tokens` (key in `x-api-key`, errors in
+//! Anthropic's shape); the Responses API, `POST /v1/responses`,
+//! `GET|DELETE /v1/responses/{id}`, `POST /v1/responses/{id}/cancel`,
+//! `GET /v1/responses/{id}/input_items`. Chat and Messages play tool use
+//! ([`tools`]): a request declaring tools gets a call, a tool result is
+//! quoted back.
 //! Control plane (always plain HTTP): `GET|PUT|PATCH /_mock/behavior`
 //! ([`Behavior`]), `GET /_mock/stats` ([`stats::Snapshot`]),
 //! `POST /_mock/reset`, `GET /_mock/healthz`.
@@ -18,18 +26,28 @@
 //! a bad path or body, then (after the first-byte delay) 429 with
 //! `rate_limit_rate`, `error_status` with `error_rate`, a stall, a cut, or the
 //! answer. Request `n` (counted from 0 since start or reset) draws from
-//! `seed ^ n * 0x9E3779B97F4A7C15`, so the same seed repeats a run.
+//! `seed ^ n * 0x9E3779B97F4A7C15`, so the same seed repeats a run. The
+//! `/v1/responses/{id}` calls read the stored responses and are answered at
+//! once, without faults; a `POST /v1/responses` is stored only once answered
+//! (not when a fault replaced its answer), and a reset forgets them all.
 
+pub mod anthropic;
 pub mod behavior;
 mod body;
+mod by_id;
+pub mod chat_tools;
 pub mod cli;
 mod control;
 mod data;
+mod dialect;
+mod events;
 pub mod openai;
+pub mod responses;
 mod server;
 mod spawn;
 pub mod stats;
 pub mod tls;
+pub mod tools;
 
 use std::io;
 use std::net::SocketAddr;
@@ -55,7 +73,8 @@ pub struct MockConfig {
     pub control: SocketAddr,
     /// Seed of every random draw, so a run repeats.
     pub seed: u64,
-    /// When set, data requests need `Authorization: Bearer <key>`.
+    /// When set, data requests need `Authorization: Bearer <key>` (OpenAI
+    /// paths) or `x-api-key: <key>` (Anthropic paths).
     pub api_key: Option<String>,
     /// What `GET /v1/models` lists.
     pub models: Vec<String>,
@@ -87,10 +106,14 @@ struct Shared {
     seed: u64,
     /// The whole expected header value, `Bearer <key>`.
     authorization: Option<String>,
+    /// The expected `x-api-key` of the Anthropic paths.
+    api_key: Option<String>,
     models_body: Bytes,
     initial: Behavior,
     behavior: RwLock<Arc<Behavior>>,
     stats: Stats,
+    /// The Responses API's stored responses.
+    responses: responses::Store,
 }
 
 impl Shared {
@@ -120,11 +143,13 @@ impl MockServer {
     pub async fn start(config: MockConfig) -> io::Result<Self> {
         let shared = Arc::new(Shared {
             seed: config.seed,
-            authorization: config.api_key.map(|key| format!("Bearer {key}")),
+            authorization: config.api_key.as_ref().map(|key| format!("Bearer {key}")),
+            api_key: config.api_key,
             models_body: openai::models_body(&config.models),
             behavior: RwLock::new(Arc::new(config.behavior.clone())),
             initial: config.behavior,
             stats: Stats::default(),
+            responses: responses::Store::default(),
         });
         let tls = config.tls.map(TlsAcceptor::from);
         let data = Arc::new(DataPlane::bind(config.listen, shared, tls).await?);

@@ -1,5 +1,5 @@
-//! `meridian-mock`: an OpenAI-compatible fake provider with programmable
-//! faults, run as its own process by Meridian's integration tests,
+//! `meridian-mock`: an OpenAI- and Anthropic-compatible fake provider with
+//! programmable faults, run as its own process by Meridian's integration tests,
 //! benchmarks and demos. It prints one JSON line on stdout,
 //! `{"api": ADDR, "control": ADDR, "tls": BOOL}`, then serves until SIGTERM
 //! or SIGINT.

@@ -8,6 +8,9 @@ use base64::Engine as _;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize, Serializer};
 
+use super::chat_tools::ChatTool;
+use super::tools;
+
 /// The canned words the fake model answers with, one per chunk (cycled).
 const WORDS: [&str; 8] = [
     "Hello",
@@ -49,11 +52,21 @@ pub struct ChatRequest {
     /// The newer name of `max_tokens`.
     #[serde(default)]
     pub max_completion_tokens: Option<u32>,
+    /// Tools the model may call ([`crate::chat_tools`]).
+    #[serde(default)]
+    pub tools: Vec<ChatTool>,
+    /// `none`, `auto`, `required`, or `{"type":"function","function":{"name"}}`.
+    #[serde(default)]
+    pub tool_choice: Option<serde_json::Value>,
 }
 
-/// One chat message; its role is irrelevant to the mock.
+/// One chat message: its role matters only to tool use (a `tool` message
+/// last is a result to quote).
 #[derive(Debug, Deserialize)]
 pub struct ChatMessage {
+    /// `system`, `user`, `assistant`, `tool`, ...
+    #[serde(default)]
+    pub role: Option<String>,
     /// Text, or a list of parts (only text parts count).
     #[serde(default)]
     pub content: Option<Content>,
@@ -67,6 +80,16 @@ pub enum Content {
     Text(String),
     /// Multi-part content; parts without text (images) count nothing.
     Parts(Vec<ContentPart>),
+}
+
+impl Content {
+    /// Its text, parts joined.
+    pub fn text(&self) -> String {
+        match self {
+            Content::Text(text) => text.clone(),
+            Content::Parts(parts) => parts.iter().filter_map(|p| p.text.as_deref()).collect(),
+        }
+    }
 }
 
 /// One part of multi-part content.
@@ -318,6 +341,8 @@ pub struct Completion {
     pub finish_reason: &'static str,
     /// Token counts.
     pub usage: Usage,
+    /// The pieces of a quoted tool result, said instead of the canned words.
+    pub quote: Option<Vec<String>>,
 }
 
 #[derive(Serialize)]
@@ -397,6 +422,37 @@ impl Completion {
                 completion_tokens: chunks,
                 total_tokens: prompt_tokens.saturating_add(chunks),
             },
+            quote: None,
+        }
+    }
+
+    /// This answer saying `text` (a quoted tool result) instead of the canned
+    /// words: split at its words into at most as many chunks, then capped by
+    /// `max_tokens`.
+    pub fn quoting(mut self, text: &str, max_tokens: Option<u32>) -> Self {
+        let (pieces, cut) = tools::text_pieces(Some(text), self.chunks, max_tokens);
+        let chunks = pieces.len() as u32;
+        self.chunks = chunks;
+        self.finish_reason = if cut { "length" } else { "stop" };
+        self.usage.completion_tokens = chunks;
+        self.usage.total_tokens = self.usage.prompt_tokens.saturating_add(chunks);
+        self.quote = Some(pieces.into_iter().map(|p| p.into_owned()).collect());
+        self
+    }
+
+    /// The text of chunk `i`.
+    fn piece(&self, i: u32) -> &str {
+        match &self.quote {
+            Some(pieces) => pieces.get(i as usize).map_or("", String::as_str),
+            None => chunk_text(i),
+        }
+    }
+
+    /// The whole answer text.
+    fn text(&self) -> String {
+        match &self.quote {
+            Some(pieces) => pieces.concat(),
+            None => answer_text(self.chunks),
         }
     }
 
@@ -421,7 +477,7 @@ impl Completion {
 
     /// The non-streamed answer body.
     pub fn body(&self) -> Bytes {
-        let text = answer_text(self.chunks);
+        let text = self.text();
         let usage = Some(self.usage);
         match self.api {
             Api::Chat => json_body(&self.envelope(
@@ -453,7 +509,7 @@ impl Completion {
     /// SSE event of content chunk `i` (0-based): the first carries the
     /// assistant role, the last the finish reason.
     pub fn chunk(&self, i: u32) -> Bytes {
-        let content = chunk_text(i);
+        let content = self.piece(i);
         let finish_reason = (i + 1 >= self.chunks).then_some(self.finish_reason);
         match self.api {
             Api::Chat => sse_event(&self.envelope(
@@ -614,7 +670,8 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

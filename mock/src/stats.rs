@@ -3,8 +3,8 @@
 //! the per-model map takes a read lock unless a model is new.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Mutex, RwLock};
 
 use http::Version;
 use serde::Serialize;
@@ -31,16 +31,28 @@ pub enum Endpoint {
     Embeddings,
     /// `GET /v1/models`.
     Models,
+    /// `POST /v1/messages` (Anthropic).
+    Messages,
+    /// `POST /v1/messages/count_tokens` (Anthropic).
+    CountTokens,
+    /// `POST /v1/responses`.
+    Responses,
+    /// `/v1/responses/{id}`, its `/cancel` and `/input_items`.
+    ResponseById,
     /// Any other path (answered 404).
     Other,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 5] = [
+    const ALL: [Endpoint; 9] = [
         Endpoint::Chat,
         Endpoint::Completions,
         Endpoint::Embeddings,
         Endpoint::Models,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+        Endpoint::Responses,
+        Endpoint::ResponseById,
         Endpoint::Other,
     ];
 
@@ -51,6 +63,10 @@ impl Endpoint {
             "/v1/completions" => Endpoint::Completions,
             "/v1/embeddings" => Endpoint::Embeddings,
             "/v1/models" => Endpoint::Models,
+            "/v1/messages" => Endpoint::Messages,
+            "/v1/messages/count_tokens" => Endpoint::CountTokens,
+            "/v1/responses" => Endpoint::Responses,
+            _ if path.starts_with("/v1/responses/") => Endpoint::ResponseById,
             _ => Endpoint::Other,
         }
     }
@@ -62,6 +78,10 @@ impl Endpoint {
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Models => "/v1/models",
+            Endpoint::Messages => "/v1/messages",
+            Endpoint::CountTokens => "/v1/messages/count_tokens",
+            Endpoint::Responses => "/v1/responses",
+            Endpoint::ResponseById => "/v1/responses/{id}",
             Endpoint::Other => "other",
         }
     }
@@ -123,7 +143,23 @@ pub struct Stats {
     by_version: [AtomicU64; VERSIONS.len()],
     by_model: RwLock<HashMap<Box<str>, AtomicU64>>,
     last_authorization_seen: AtomicBool,
+    anthropic: Mutex<AnthropicHeaders>,
 }
+
+/// What the latest Messages-API request (`/v1/messages`, `/count_tokens`)
+/// said about itself, so a test can check what the proxy sent.
+#[derive(Clone, Debug, Default)]
+pub struct AnthropicHeaders {
+    /// Whether it carried `x-api-key` (never its value).
+    pub x_api_key_seen: bool,
+    /// Its `anthropic-version`, at most [`MAX_HEADER`] bytes.
+    pub version: Option<String>,
+    /// Its `anthropic-beta`, at most [`MAX_HEADER`] bytes.
+    pub beta: Option<String>,
+}
+
+/// The longest header value kept (longer ones are cut at a char boundary).
+pub const MAX_HEADER: usize = 256;
 
 /// The `GET /_mock/stats` answer.
 #[derive(Debug, Serialize)]
@@ -141,6 +177,12 @@ pub struct Snapshot {
     pub by_version: BTreeMap<&'static str, u64>,
     /// Whether the latest request carried an `Authorization` header (never its value).
     pub last_authorization_seen: bool,
+    /// Whether the latest Messages-API request carried `x-api-key` (never its value).
+    pub last_x_api_key_seen: bool,
+    /// The `anthropic-version` of the latest Messages-API request.
+    pub last_anthropic_version: Option<String>,
+    /// The `anthropic-beta` of the latest Messages-API request.
+    pub last_anthropic_beta: Option<String>,
 }
 
 impl Stats {
@@ -153,6 +195,25 @@ impl Stats {
         self.last_authorization_seen
             .store(authorization_seen, Relaxed);
         self.requests.fetch_add(1, Relaxed)
+    }
+
+    /// Records the Anthropic headers of a Messages-API request.
+    pub fn anthropic(&self, x_api_key_seen: bool, version: Option<&[u8]>, beta: Option<&[u8]>) {
+        let keep = |value: Option<&[u8]>| {
+            value.map(|v| {
+                let text = String::from_utf8_lossy(v);
+                let mut end = text.len().min(MAX_HEADER);
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text[..end].to_owned()
+            })
+        };
+        *self.anthropic.lock().unwrap_or_else(|e| e.into_inner()) = AnthropicHeaders {
+            x_api_key_seen,
+            version: keep(version),
+            beta: keep(beta),
+        };
     }
 
     /// Counts how a request ended.
@@ -190,6 +251,7 @@ impl Stats {
             .chain(&self.by_version)
             .for_each(|c| c.store(0, Relaxed));
         self.last_authorization_seen.store(false, Relaxed);
+        *self.anthropic.lock().unwrap_or_else(|e| e.into_inner()) = AnthropicHeaders::default();
     }
 
     /// A copy of the counters, for the control plane.
@@ -201,6 +263,11 @@ impl Stats {
             .iter()
             .map(|(model, count)| (model.to_string(), count.load(Relaxed)))
             .collect();
+        let anthropic = self
+            .anthropic
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         Snapshot {
             requests: self.requests.load(Relaxed),
             outcomes: Outcome::ALL
@@ -220,6 +287,9 @@ impl Stats {
                 .filter(|(_, count)| *count > 0)
                 .collect(),
             last_authorization_seen: self.last_authorization_seen.load(Relaxed),
+            last_x_api_key_seen: anthropic.x_api_key_seen,
+            last_anthropic_version: anthropic.version,
+            last_anthropic_beta: anthropic.beta,
         }
     }
 }
@@ -253,6 +323,31 @@ mod tests {
         assert_eq!(snap.requests, 0);
         assert!(snap.by_model.is_empty() && snap.by_path.is_empty() && snap.by_version.is_empty());
         assert_eq!(stats.begin(Endpoint::Models, Version::HTTP_11, false), 0);
+    }
+
+    #[test]
+    fn anthropic_headers_are_kept_bounded_and_reset() {
+        let stats = Stats::default();
+        let long = "é".repeat(MAX_HEADER);
+        stats.anthropic(true, Some(b"2023-06-01"), Some(long.as_bytes()));
+        let snap = stats.snapshot();
+        assert!(snap.last_x_api_key_seen);
+        assert_eq!(snap.last_anthropic_version.as_deref(), Some("2023-06-01"));
+        assert_eq!(snap.last_anthropic_beta.unwrap().len(), MAX_HEADER);
+        stats.anthropic(false, None, None);
+        assert_eq!(stats.snapshot().last_anthropic_version, None);
+        stats.anthropic(true, Some(b"v"), None);
+        stats.reset();
+        let snap = stats.snapshot();
+        assert!(!snap.last_x_api_key_seen && snap.last_anthropic_version.is_none());
+        assert_eq!(
+            Endpoint::from_path("/v1/responses/resp_1/cancel"),
+            Endpoint::ResponseById
+        );
+        assert_eq!(
+            Endpoint::from_path("/v1/messages/count_tokens"),
+            Endpoint::CountTokens
+        );
     }
 
     #[test]
