@@ -16,8 +16,7 @@ use http::{HeaderValue, Uri};
 use proto::FieldError;
 use proto::api::openai::ModelList;
 use proto::config::{
-    Config, HealthConfig, ProxyConfig, RouteConfig, SecretOrigin, SecretPolicy, UpstreamAuth,
-    UpstreamConfig,
+    Config, HealthConfig, ProxyConfig, RouteConfig, SecretOrigin, SecretPolicy, UpstreamConfig,
 };
 use proto::state::ClusterState;
 use serde::Serialize;
@@ -228,11 +227,13 @@ fn provider_keys(upstreams: &[Arc<Upstream>]) -> Vec<(&Arc<str>, &str)> {
     upstreams
         .iter()
         .filter_map(|u| {
-            let (_, value) = u.auth_header()?;
+            let (name, value) = u.auth_header()?;
             let value = value.to_str().ok()?;
-            let key = match u.config.auth {
-                UpstreamAuth::Bearer => value.strip_prefix("Bearer ").unwrap_or(value),
-                UpstreamAuth::ApiKey => value,
+            // `x-api-key` and `api-key` hold the key alone.
+            let key = if name == http::header::AUTHORIZATION {
+                value.strip_prefix("Bearer ").unwrap_or(value)
+            } else {
+                value
             };
             Some((&u.id, key))
         })

@@ -10,7 +10,7 @@ use http::{HeaderName, HeaderValue};
 use proto::FieldError;
 use proto::config::{
     Config, ConfigError, FileAccess, SecretOrigin, SecretPolicy, UpstreamAuth, UpstreamConfig,
-    check_secret_strength,
+    UpstreamKind, check_secret_strength,
 };
 
 use super::BuildError;
@@ -113,9 +113,14 @@ pub(super) fn provider_key(
         (None, None) => return Ok(None),
     };
     let key = key.trim();
-    let (name, value) = match uc.auth {
-        UpstreamAuth::Bearer => (http::header::AUTHORIZATION, format!("Bearer {key}")),
-        UpstreamAuth::ApiKey => (HeaderName::from_static("api-key"), key.to_owned()),
+    let (name, value) = match (uc.kind, uc.auth) {
+        (UpstreamKind::Anthropic, _) => (HeaderName::from_static("x-api-key"), key.to_owned()),
+        (UpstreamKind::Openai, UpstreamAuth::Bearer) => {
+            (http::header::AUTHORIZATION, format!("Bearer {key}"))
+        }
+        (UpstreamKind::Openai, UpstreamAuth::ApiKey) => {
+            (HeaderName::from_static("api-key"), key.to_owned())
+        }
     };
     let mut value = HeaderValue::from_str(&value).map_err(|_| {
         (
