@@ -26,7 +26,7 @@ use crate::error::{AttemptError, anthropic_error_to_openai, openai_error_to_anth
 use crate::health::Outcome;
 use crate::relay::{Relay, Shape};
 use crate::responses;
-use crate::routing::{Dialect, InFlight, Route, Target, Translation};
+use crate::routing::{Dialect, Endpoint, InFlight, Route, Target, Translation};
 use crate::scrub::Scrubber;
 use crate::translate::{chat_to_messages, messages_to_chat};
 use crate::usage;
@@ -59,6 +59,7 @@ impl Proxy {
             target,
             key: &call.key,
             started,
+            timed: form.endpoint != Endpoint::CountTokens,
         };
         let timed_out = |ttfb, after| {
             let error = AttemptError::Timeout { after };

@@ -30,6 +30,10 @@ pub(super) struct Finish<'a> {
     pub(super) target: &'a Target,
     pub(super) key: &'a Arc<str>,
     pub(super) started: Instant,
+    /// Whether the attempt's times say how fast the upstream generates: not
+    /// for `count_tokens`, a lookup whose few milliseconds would make a slow
+    /// model look fast. Its outcome counts either way.
+    pub(super) timed: bool,
 }
 
 impl Finish<'_> {
@@ -66,7 +70,11 @@ impl Finish<'_> {
         usage: Option<Usage>,
     ) {
         let total = self.started.elapsed();
-        self.record(outcome, Some(ttfb), Some(total));
+        if self.timed {
+            self.record(outcome, Some(ttfb), Some(total));
+        } else {
+            self.record(outcome, None, None);
+        }
         let (route, target) = (self.route, self.target);
         info!(
             key = %self.key, route = %route.name, upstream = %target.upstream.id, model = %target.model,
