@@ -412,3 +412,49 @@ async fn a_table_that_fails_to_build_leaves_the_health_as_it_was() {
     assert!(!first.upstreams[1].live.retired());
     assert!(first.registry.get("b").is_some());
 }
+
+#[tokio::test]
+async fn a_native_anthropic_upstream_takes_its_key_as_x_api_key_and_is_scrubbed() {
+    use crate::scrub::REDACTED;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    const KEY: &str = "sk-ant-api03-Zx81Qm4TvL0pR7wN2yB5cH9kD3fG6jA";
+    let config = proto::config::Config::from_toml(
+        r#"
+[node]
+id = 1
+region = "us-east"
+
+[[upstreams]]
+id = "claude"
+base_url = "https://api.anthropic.example/v1"
+api_key_env = "ANTHROPIC_KEY"
+kind = "anthropic"
+
+[[routes]]
+model = "m"
+tiers = [[{ upstream = "claude", model = "claude-x" }]]
+"#,
+    )
+    .unwrap();
+    let snap = RoutingSnapshot::build(
+        &config,
+        &super::fixtures::FakeEnv([("ANTHROPIC_KEY", KEY)].into_iter().collect()),
+        None,
+    )
+    .unwrap();
+    let upstream = &snap.route("m").unwrap().tiers[0][0].upstream;
+    let (name, value) = upstream.auth_header().unwrap();
+    assert_eq!(name, "x-api-key");
+    assert_eq!(value, KEY);
+    assert!(value.is_sensitive());
+    assert_eq!(
+        upstream.uri(Endpoint::Messages),
+        "https://api.anthropic.example/v1/messages"
+    );
+    // An upstream that echoes its key has it taken out, as for any other.
+    let echoed = format!("invalid x-api-key: {KEY}");
+    assert_eq!(
+        snap.scrub.text(&echoed),
+        format!("invalid x-api-key: {REDACTED}")
+    );
+}

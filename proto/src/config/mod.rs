@@ -224,21 +224,35 @@ impl Default for AdminConfig {
 impl Config {
     /// Parses and validates a TOML document.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| {
-            let field = e
-                .message()
-                .split('`')
-                .nth(1)
-                .map(str::to_owned)
-                .unwrap_or_else(|| "config".to_owned());
+        let deserializer = toml::Deserializer::new(text);
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            // The path serde was at (`upstreams[0].kind`, `node.regoin` for
+            // an unknown field), and for a missing field its name below it.
+            let message = e.inner().message().trim().to_owned();
+            let mut field = match e.path().to_string() {
+                path if path == "." => String::new(),
+                path => path,
+            };
+            if message.starts_with("missing field")
+                && let Some(name) = message.split('`').nth(1)
+            {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(name);
+            }
+            if field.is_empty() {
+                field = "config".to_owned();
+            }
             let location = e
+                .inner()
                 .span()
                 .map(|span| {
                     let line = text[..span.start.min(text.len())].lines().count().max(1);
                     format!(" (line {line})")
                 })
                 .unwrap_or_default();
-            ConfigError::new(field, format!("{}{location}", e.message().trim()))
+            ConfigError::new(field, format!("{message}{location}"))
         })?;
         config.validate()?;
         Ok(config)

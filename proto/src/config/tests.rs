@@ -68,7 +68,16 @@ fn design_example_parses() {
 fn unknown_field_is_named() {
     let e =
         err(&DESIGN_EXAMPLE.replace("region = \"us-east\"\ndata_dir", "regoin = \"x\"\ndata_dir"));
-    assert_eq!(e.field, "regoin", "{e}");
+    // Named where it sits, so a field of the same name elsewhere is not
+    // mistaken for it.
+    assert_eq!(e.field, "node.regoin", "{e}");
+    let e = err(&DESIGN_EXAMPLE.replace(
+        "api_key_env = \"DEEPSEEK_API_KEY\"\n",
+        "api_key_env = \"DEEPSEEK_API_KEY\"\nkind = \"gemini\"\n",
+    ));
+    assert_eq!(e.field, "upstreams[0].kind", "{e}");
+    let e = err(&DESIGN_EXAMPLE.replace("base_url = \"https://api.deepseek.com/v1\"\n", ""));
+    assert_eq!(e.field, "upstreams[0].base_url", "{e}");
 }
 
 #[test]
@@ -238,7 +247,7 @@ fn secrets_section_is_checked() {
         ("dir = \"keys\"", "secrets.dir"),
         ("dir = \"/\"", "secrets.dir"),
         ("dir = \"/etc/../keys\"", "secrets.dir"),
-        ("surprise = 1", "surprise"),
+        ("surprise = 1", "secrets.surprise"),
     ] {
         assert_eq!(
             err(&format!("{DESIGN_EXAMPLE}\n[secrets]\n{bad}\n")).field,
@@ -437,4 +446,71 @@ fn minimal_config_uses_defaults() {
     assert_eq!(config.listen, ListenConfig::default());
     assert!(config.tls.is_none());
     assert!(config.routes.is_empty());
+}
+
+#[test]
+fn upstream_kinds_and_their_settings_are_checked() {
+    let with = |lines: &str| {
+        DESIGN_EXAMPLE.replace(
+            "api_key_env = \"DEEPSEEK_API_KEY\"\n",
+            &format!("api_key_env = \"DEEPSEEK_API_KEY\"\n{lines}\n"),
+        )
+    };
+    let ok = Config::from_toml(&with(
+        "kind = \"anthropic\"\nanthropic_version = \"2023-06-01\"",
+    ))
+    .unwrap();
+    assert_eq!(ok.upstreams[0].kind, UpstreamKind::Anthropic);
+    assert!(
+        Config::from_toml(&with("responses = true"))
+            .unwrap()
+            .upstreams[0]
+            .responses
+    );
+    for (lines, field) in [
+        ("kind = \"gemini\"", "upstreams[0].kind"),
+        (
+            "kind = \"anthropic\"\nauth = \"api-key\"",
+            "upstreams[0].auth",
+        ),
+        (
+            "kind = \"anthropic\"\nresponses = true",
+            "upstreams[0].responses",
+        ),
+        (
+            "kind = \"anthropic\"\nanthropic_version = \"latest\"",
+            "upstreams[0].anthropic_version",
+        ),
+        (
+            "kind = \"anthropic\"\nanthropic_version = \"2023-06-01\\r\\nx: y\"",
+            "upstreams[0].anthropic_version",
+        ),
+        (
+            "anthropic_version = \"2023-06-01\"",
+            "upstreams[0].anthropic_version",
+        ),
+    ] {
+        let e = err(&with(lines));
+        assert!(
+            e.field.starts_with(field),
+            "{lines}: {} ({})",
+            e.field,
+            e.message
+        );
+    }
+}
+
+#[test]
+fn anthropic_versions_are_dates_only() {
+    assert!(check_anthropic_version("h", "2023-06-01").is_ok());
+    for bad in [
+        "",
+        "2023-6-01",
+        "2023-06-01 ",
+        "2023/06/01",
+        "20230601xx",
+        "２０２３-06-01",
+    ] {
+        assert!(check_anthropic_version("h", bad).is_err(), "{bad:?}");
+    }
 }
