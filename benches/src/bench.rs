@@ -17,6 +17,11 @@ const PLAIN_BODY: &str = r#"{"model":"bench-model","messages":[{"role":"system",
 /// The same, streamed.
 const STREAM_BODY: &str = r#"{"model":"bench-model","stream":true,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write one sentence about the sea."}]}"#;
 
+/// The plain request as the anthropic SDK sends it to `/v1/messages`.
+const MESSAGES_BODY: &str = r#"{"model":"bench-model","max_tokens":256,"system":"You are a helpful assistant.","messages":[{"role":"user","content":"Write one sentence about the sea."}]}"#;
+/// The same, streamed.
+const MESSAGES_STREAM_BODY: &str = r#"{"model":"bench-model","max_tokens":256,"stream":true,"system":"You are a helpful assistant.","messages":[{"role":"user","content":"Write one sentence about the sea."}]}"#;
+
 /// Share of the reference proxy's saturation throughput offered in phase 2.
 const LATENCY_LOAD: f64 = 0.5;
 /// Share of the phase 2 rate offered in phase 3.
@@ -35,12 +40,16 @@ impl Target {
     /// The chat-completions endpoint at `addr`, served by the proxy in
     /// process group `proxy_group` (`None` for the direct target).
     pub fn new(kind: TargetKind, addr: SocketAddr, proxy_group: Option<u32>) -> Result<Self> {
-        let url = format!("http://{addr}/v1/chat/completions");
+        let (path, plain, stream) = match kind {
+            TargetKind::Messages => ("/v1/messages", MESSAGES_BODY, MESSAGES_STREAM_BODY),
+            _ => ("/v1/chat/completions", PLAIN_BODY, STREAM_BODY),
+        };
+        let url = format!("http://{addr}{path}");
         let spec = |body: &'static str, kind| RequestSpec::json(Method::POST, &url, body, kind);
         Ok(Self {
             kind,
-            plain: Mix::single(spec(PLAIN_BODY, RequestKind::Plain)?),
-            stream: Mix::single(spec(STREAM_BODY, RequestKind::Stream)?),
+            plain: Mix::single(spec(plain, RequestKind::Plain)?),
+            stream: Mix::single(spec(stream, RequestKind::Stream)?),
             proxy_group,
         })
     }

@@ -43,6 +43,10 @@ struct Args {
     /// Do not measure meridian.
     #[arg(long)]
     skip_meridian: bool,
+    /// Also measure the same meridian through Anthropic's Messages API
+    /// (target `meridian-messages`), translated to the mock's OpenAI chat.
+    #[arg(long)]
+    messages: bool,
     /// Do not measure nginx.
     #[arg(long)]
     skip_nginx: bool,
@@ -168,6 +172,9 @@ async fn run(args: &Args) -> Result<()> {
         )
         .await?;
         targets.push(Target::new(TargetKind::Meridian, addr, meridian.group())?);
+        if args.messages {
+            targets.push(Target::new(TargetKind::Messages, addr, meridian.group())?);
+        }
         processes.push(meridian);
     }
     if let Some(baseline_bin) = &args.baseline_bin {

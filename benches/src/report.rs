@@ -18,6 +18,11 @@ pub enum TargetKind {
     /// An earlier meridian build in front of the mock (`--baseline-bin`),
     /// so a change's cost is measured side by side with the build before it.
     Baseline,
+    /// The same meridian called through Anthropic's Messages API
+    /// (`--messages`): each request and answer translated to and from the
+    /// mock's OpenAI chat, so translation's cost (and, in the streaming
+    /// phase, what it adds to the first byte) shows beside pass-through.
+    Messages,
 }
 
 impl TargetKind {
@@ -28,6 +33,7 @@ impl TargetKind {
             Self::Nginx => "nginx",
             Self::Meridian => "meridian",
             Self::Baseline => "baseline",
+            Self::Messages => "meridian-messages",
         }
     }
 }
