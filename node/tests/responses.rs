@@ -25,6 +25,8 @@ async fn node(r1: &Mock, r2: &Mock, plain: &Mock) -> Node {
                 vec![vec![target("r1", "gpt-r"), target("r2", "gpt-r")]],
             ));
             c.routes
+                .push(route("only-r1", vec![vec![target("r1", "gpt-r")]]));
+            c.routes
                 .push(route("only-r2", vec![vec![target("r2", "gpt-r")]]));
             c.routes
                 .push(route("plain", vec![vec![target("plain", "gpt-p")]]));
