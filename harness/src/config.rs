@@ -57,8 +57,7 @@ pub fn upstream(id: &str, base_url: &str) -> UpstreamConfig {
         http2: false,
         ca_file: None,
         kind: UpstreamKind::Openai,
-        anthropic_version: None,
-        responses: false,
+        ..UpstreamConfig::default()
     }
 }
 
@@ -69,6 +68,7 @@ pub fn target(upstream: &str, model: &str) -> TargetConfig {
         model: model.to_owned(),
         input_per_mtok: 0.0,
         output_per_mtok: 0.0,
+        cached_input_per_mtok: None,
     }
 }
 

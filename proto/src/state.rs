@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RouteConfig, UpstreamConfig};
+use crate::config::{RouteConfig, UpstreamConfig, check_model_name, check_prefixes};
 use crate::error::FieldError;
 use crate::health::HealthReport;
 
@@ -101,7 +101,20 @@ pub enum Command {
         /// What it measured.
         report: HealthReport,
     },
+    /// The models an upstream with `discover_models` listed when the leader
+    /// last asked it: replaces the previous list (a failed fetch commits
+    /// nothing, so a provider's outage never empties the catalogue).
+    PutCatalogue {
+        /// The upstream's id.
+        upstream: String,
+        /// Its model names, as it listed them.
+        models: Vec<String>,
+    },
 }
+
+/// The most models one upstream's discovered catalogue may hold: a provider
+/// that lists a million cannot bloat every node's state and snapshot.
+pub const MAX_CATALOGUE_MODELS: usize = 10_000;
 
 /// What a member announces about itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +160,8 @@ pub struct ClusterState {
     pub nodes: BTreeMap<u64, NodeInfo>,
     /// The latest health report of each member that sent one.
     pub health: BTreeMap<u64, HealthReport>,
+    /// The models each upstream with `discover_models` listed, sorted.
+    pub catalogue: BTreeMap<String, Vec<String>>,
 }
 
 impl ClusterState {
@@ -189,6 +204,10 @@ impl ClusterState {
                 if let Err(e) = u.validate("upstream") {
                     return CommandResponse::Rejected(e);
                 }
+                let others = self.upstreams.values().filter(|other| other.id != u.id);
+                if let Err(e) = check_prefixes(others.chain([u]), "upstreams") {
+                    return CommandResponse::Rejected(e);
+                }
                 let changed = self.upstreams.get(&u.id) != Some(u);
                 self.upstreams.insert(u.id.clone(), u.clone());
                 CommandResponse::Applied { changed }
@@ -206,6 +225,7 @@ impl ClusterState {
                         format!("upstream `{id}` is used by routes: {}", users.join(", ")),
                     );
                 }
+                self.catalogue.remove(id);
                 CommandResponse::Applied {
                     changed: self.upstreams.remove(id).is_some(),
                 }
@@ -251,6 +271,37 @@ impl ClusterState {
                 }
                 CommandResponse::Applied { changed: newer }
             }
+            Command::PutCatalogue { upstream, models } => {
+                // The upstream may have been deleted, or its discovery
+                // switched off, between the fetch and the commit.
+                if !self
+                    .upstreams
+                    .get(upstream)
+                    .is_some_and(|u| u.discover_models)
+                {
+                    return CommandResponse::rejected(
+                        "upstream",
+                        format!("upstream `{upstream}` does not discover its models"),
+                    );
+                }
+                if models.len() > MAX_CATALOGUE_MODELS {
+                    return CommandResponse::rejected(
+                        "models",
+                        format!("more than {MAX_CATALOGUE_MODELS} models"),
+                    );
+                }
+                for model in models {
+                    if let Err(e) = check_model_name("models", model) {
+                        return CommandResponse::Rejected(e);
+                    }
+                }
+                let mut sorted = models.clone();
+                sorted.sort();
+                sorted.dedup();
+                let changed = self.catalogue.get(upstream) != Some(&sorted);
+                self.catalogue.insert(upstream.clone(), sorted);
+                CommandResponse::Applied { changed }
+            }
         }
     }
 
@@ -258,7 +309,10 @@ impl ClusterState {
     /// (upstreams, routes, keys): health reports arrive every second and
     /// must not rebuild it.
     pub fn routing_differs(&self, other: &ClusterState) -> bool {
-        self.upstreams != other.upstreams || self.routes != other.routes || self.keys != other.keys
+        self.upstreams != other.upstreams
+            || self.routes != other.routes
+            || self.keys != other.keys
+            || self.catalogue != other.catalogue
     }
 
     /// Checks the whole state for consistency, naming the first problem.
@@ -266,6 +320,7 @@ impl ClusterState {
         for (id, u) in &self.upstreams {
             u.validate(&format!("upstreams.{id}"))?;
         }
+        check_prefixes(self.upstreams.values(), "upstreams")?;
         for (model, r) in &self.routes {
             r.validate(&format!("routes.{model}"), |id| {
                 self.upstreams.contains_key(id)
@@ -312,9 +367,7 @@ mod tests {
             auth: Default::default(),
             http2: false,
             ca_file: None,
-            kind: Default::default(),
-            anthropic_version: None,
-            responses: false,
+            ..Default::default()
         }
     }
 
@@ -326,6 +379,7 @@ mod tests {
                 model: "x".into(),
                 input_per_mtok: 0.0,
                 output_per_mtok: 0.0,
+                cached_input_per_mtok: None,
             }]],
             max_attempts: None,
             first_byte_timeout_ms: None,
@@ -557,6 +611,78 @@ mod tests {
         assert_eq!(
             crate::codec::encode_value(&before).unwrap(),
             crate::codec::encode_value(&now).unwrap()
+        );
+    }
+
+    #[test]
+    fn a_discovered_catalogue_is_kept_sorted_and_only_for_discovering_upstreams() {
+        let mut s = ClusterState::default();
+        let put = |upstream: &str, models: &[&str]| Command::PutCatalogue {
+            upstream: upstream.into(),
+            models: models.iter().map(|m| m.to_string()).collect(),
+        };
+        assert!(matches!(
+            s.apply(&put("nope", &["m"])),
+            CommandResponse::Rejected(e) if e.field == "upstream"
+        ));
+        s.apply(&Command::PutUpstream(upstream("a")));
+        assert!(matches!(
+            s.apply(&put("a", &["m"])),
+            CommandResponse::Rejected(_)
+        ));
+        s.apply(&Command::PutUpstream(UpstreamConfig {
+            discover_models: true,
+            ..upstream("a")
+        }));
+        assert_eq!(
+            s.apply(&put("a", &["m2", "m1", "m2"])),
+            CommandResponse::Applied { changed: true }
+        );
+        assert_eq!(s.catalogue["a"], ["m1", "m2"]);
+        assert_eq!(
+            s.apply(&put("a", &["m1", "m2"])),
+            CommandResponse::Applied { changed: false }
+        );
+        assert!(matches!(
+            s.apply(&put("a", &["bad name"])),
+            CommandResponse::Rejected(_)
+        ));
+        let many: Vec<String> = (0..=MAX_CATALOGUE_MODELS)
+            .map(|i| format!("m{i}"))
+            .collect();
+        assert!(matches!(
+            s.apply(&Command::PutCatalogue { upstream: "a".into(), models: many }),
+            CommandResponse::Rejected(e) if e.field == "models"
+        ));
+        assert_eq!(s.catalogue["a"], ["m1", "m2"], "a refusal changes nothing");
+        s.apply(&Command::DeleteUpstream { id: "a".into() });
+        assert!(s.catalogue.is_empty());
+    }
+
+    #[test]
+    fn an_alias_addresses_one_upstream_only() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutUpstream(upstream("a")));
+        let b = UpstreamConfig {
+            aliases: vec!["a".into()],
+            ..upstream("b")
+        };
+        assert!(matches!(
+            s.apply(&Command::PutUpstream(b)),
+            CommandResponse::Rejected(e) if e.field.contains("aliases")
+        ));
+        let b = UpstreamConfig {
+            aliases: vec!["bee".into()],
+            ..upstream("b")
+        };
+        assert_eq!(
+            s.apply(&Command::PutUpstream(b.clone())),
+            CommandResponse::Applied { changed: true }
+        );
+        // Replacing an upstream with its own aliases is not a collision.
+        assert_eq!(
+            s.apply(&Command::PutUpstream(b)),
+            CommandResponse::Applied { changed: false }
         );
     }
 }

@@ -70,6 +70,20 @@ fn upstream() -> impl Strategy<Value = UpstreamConfig> {
                 },
                 anthropic_version: http2.then(|| "2023-06-01".to_owned()),
                 responses: api_key,
+                aliases: vec!["alias".to_owned()],
+                models: vec!["m-1".to_owned(), "m/2".to_owned()],
+                prices: [(
+                    "m-1".to_owned(),
+                    proto::config::ModelPrice {
+                        input_per_mtok: 0.5,
+                        output_per_mtok: 1.5,
+                        cached_input_per_mtok: Some(0.05),
+                    },
+                )]
+                .into_iter()
+                .collect(),
+                discover_models: api_key,
+                api_version: Some("2024-10-21".to_owned()),
             },
         )
 }
@@ -81,6 +95,7 @@ fn target() -> impl Strategy<Value = TargetConfig> {
             model,
             input_per_mtok,
             output_per_mtok,
+            cached_input_per_mtok: Some(input_per_mtok / 10.0),
         },
     )
 }

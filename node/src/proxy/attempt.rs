@@ -179,7 +179,9 @@ impl Proxy {
         let body = call.scrub.bytes(detail.body);
         // In the client's shape when the upstream speaks the other API.
         let body = match (call.dialect, upstream.config.kind) {
-            (Dialect::Anthropic, UpstreamKind::Openai) => openai_error_to_anthropic(status, &body),
+            (Dialect::Anthropic, UpstreamKind::Openai | UpstreamKind::Azure) => {
+                openai_error_to_anthropic(status, &body)
+            }
             (Dialect::OpenAi, UpstreamKind::Anthropic) => anthropic_error_to_openai(status, &body),
             _ => body,
         };

@@ -60,7 +60,7 @@ impl Forms {
         for target in route.tiers.iter().flatten() {
             let config = &target.upstream.config;
             let slot = match config.kind {
-                UpstreamKind::Openai => &mut forms.openai,
+                UpstreamKind::Openai | UpstreamKind::Azure => &mut forms.openai,
                 UpstreamKind::Anthropic => &mut forms.anthropic,
             };
             if slot.is_some() {
@@ -116,7 +116,7 @@ impl Forms {
     pub fn for_upstream(&self, upstream: &UpstreamConfig) -> Option<&Form> {
         self.endpoint.on(upstream)?;
         match upstream.kind {
-            UpstreamKind::Openai => self.openai.as_ref(),
+            UpstreamKind::Openai | UpstreamKind::Azure => self.openai.as_ref(),
             UpstreamKind::Anthropic => self.anthropic.as_ref(),
         }
     }

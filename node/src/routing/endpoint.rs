@@ -119,14 +119,16 @@ impl Endpoint {
     /// (embeddings from Anthropic, the Responses API from a server that
     /// does not declare it).
     pub fn on(self, upstream: &UpstreamConfig) -> Option<(Endpoint, Translation)> {
-        use UpstreamKind::{Anthropic, Openai};
+        use UpstreamKind::{Anthropic, Azure, Openai};
         match (self, upstream.kind) {
-            (Self::ChatCompletions | Self::Completions | Self::Embeddings, Openai)
+            (Self::ChatCompletions | Self::Completions | Self::Embeddings, Openai | Azure)
             | (Self::Messages | Self::CountTokens, Anthropic) => Some((self, Translation::None)),
             (Self::Responses, Openai) if upstream.responses => {
                 Some((self, Translation::TagResponses))
             }
-            (Self::Messages, Openai) => Some((Self::ChatCompletions, Translation::MessagesToChat)),
+            (Self::Messages, Openai | Azure) => {
+                Some((Self::ChatCompletions, Translation::MessagesToChat))
+            }
             (Self::ChatCompletions, Anthropic) => {
                 Some((Self::Messages, Translation::ChatToMessages))
             }
@@ -157,15 +159,7 @@ mod tests {
         UpstreamConfig {
             id: "u".into(),
             base_url: "http://u/v1".into(),
-            region: String::new(),
-            api_key_env: None,
-            api_key_file: None,
-            auth: Default::default(),
-            http2: false,
-            ca_file: None,
-            kind: UpstreamKind::Openai,
-            anthropic_version: None,
-            responses: false,
+            ..UpstreamConfig::default()
         }
     }
 

@@ -118,7 +118,7 @@ pub(super) fn provider_key(
         (UpstreamKind::Openai, UpstreamAuth::Bearer) => {
             (http::header::AUTHORIZATION, format!("Bearer {key}"))
         }
-        (UpstreamKind::Openai, UpstreamAuth::ApiKey) => {
+        (UpstreamKind::Azure, _) | (UpstreamKind::Openai, UpstreamAuth::ApiKey) => {
             (HeaderName::from_static("api-key"), key.to_owned())
         }
     };

@@ -25,8 +25,8 @@ pub use secrets::{
     FileAccess, MIN_SECRET_CHARS, SecretOrigin, SecretPolicy, SecretsConfig, check_secret_strength,
 };
 pub use upstream::{
-    DEFAULT_ANTHROPIC_VERSION, KeyConfig, UpstreamAuth, UpstreamConfig, UpstreamKind,
-    check_anthropic_version,
+    DEFAULT_ANTHROPIC_VERSION, KeyConfig, ModelPrice, UpstreamAuth, UpstreamConfig, UpstreamKind,
+    check_anthropic_version, check_model_name, check_prefixes,
 };
 use validate::{check_name, parse_members};
 
@@ -338,6 +338,8 @@ impl Config {
                 ));
             }
         }
+
+        upstream::check_prefixes(self.upstreams.iter(), "upstreams")?;
 
         let mut models = HashSet::new();
         for (i, route) in self.routes.iter().enumerate() {

@@ -71,6 +71,10 @@ pub struct TargetConfig {
     /// Price per million output tokens.
     #[serde(default)]
     pub output_per_mtok: f64,
+    /// Price per million input tokens read from the provider's prompt
+    /// cache, where it bills them apart (absent: billed as input).
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<f64>,
 }
 
 impl RouteConfig {
@@ -122,6 +126,10 @@ impl RouteConfig {
                 for (name, price) in [
                     ("input_per_mtok", target.input_per_mtok),
                     ("output_per_mtok", target.output_per_mtok),
+                    (
+                        "cached_input_per_mtok",
+                        target.cached_input_per_mtok.unwrap_or(0.0),
+                    ),
                 ] {
                     if !price.is_finite() || price < 0.0 {
                         return Err(ConfigError::new(

@@ -514,3 +514,54 @@ fn anthropic_versions_are_dates_only() {
         assert!(check_anthropic_version("h", bad).is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn catalogue_and_azure_settings_are_checked() {
+    let with = |lines: &str| {
+        DESIGN_EXAMPLE.replace(
+            "api_key_env = \"DEEPSEEK_API_KEY\"\n",
+            &format!("api_key_env = \"DEEPSEEK_API_KEY\"\n{lines}\n"),
+        )
+    };
+    let ok = Config::from_toml(&with(
+        "aliases = [\"deepseek-ai\"]\nmodels = [\"deepseek-chat\"]\ndiscover_models = true\n\
+         [upstreams.prices.deepseek-chat]\ninput_per_mtok = 0.27\noutput_per_mtok = 1.1\n\
+         cached_input_per_mtok = 0.07",
+    ))
+    .unwrap();
+    let u = &ok.upstreams[0];
+    assert_eq!(u.aliases, ["deepseek-ai"]);
+    assert_eq!(u.prices["deepseek-chat"].cached_input_per_mtok, Some(0.07));
+    let azure = Config::from_toml(&with("kind = \"azure\"\napi_version = \"2024-10-21\"")).unwrap();
+    assert_eq!(azure.upstreams[0].kind, UpstreamKind::Azure);
+    assert!(
+        Config::from_toml(&with(
+            "kind = \"azure\"\napi_version = \"2025-04-01-preview\""
+        ))
+        .is_ok()
+    );
+    for (lines, field) in [
+        ("aliases = [\"deepseek\"]", "upstreams[0].aliases[0]"),
+        ("aliases = [\"openai\"]", "upstreams.deepseek.aliases[0]"),
+        ("aliases = [\"a/b\"]", "upstreams[0].aliases[0]"),
+        ("models = [\"a b\"]", "upstreams[0].models[0]"),
+        ("models = [\"\"]", "upstreams[0].models[0]"),
+        ("kind = \"azure\"", "upstreams[0].api_version"),
+        (
+            "kind = \"azure\"\napi_version = \"v1\"",
+            "upstreams[0].api_version",
+        ),
+        ("api_version = \"2024-10-21\"", "upstreams[0].api_version"),
+        (
+            "kind = \"azure\"\napi_version = \"2024-10-21\"\nresponses = true",
+            "upstreams[0].responses",
+        ),
+        (
+            "[upstreams.prices.x]\ninput_per_mtok = -1.0",
+            "upstreams[0].prices.x.input_per_mtok",
+        ),
+    ] {
+        let e = err(&with(lines));
+        assert_eq!(e.field, field, "{lines}: {}", e.message);
+    }
+}

@@ -1,5 +1,6 @@
 //! Client keys and the provider deployments (`[[upstreams]]`) requests go to.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,27 @@ pub enum UpstreamKind {
     /// caching and Anthropic's own features, which its OpenAI-compatible
     /// layer lacks.
     Anthropic,
+    /// Azure OpenAI: OpenAI's chat API at a deployment URL
+    /// (`{base_url}/openai/deployments/{model}/chat/completions?api-version=…`),
+    /// the key in `api-key`, so a deployment in each region can sit in a
+    /// tier like any other upstream.
+    Azure,
+}
+
+/// What a model costs, per million tokens, for the cost on every answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    /// Per million input tokens.
+    #[serde(default)]
+    pub input_per_mtok: f64,
+    /// Per million output tokens.
+    #[serde(default)]
+    pub output_per_mtok: f64,
+    /// Per million input tokens read from the provider's prompt cache, where
+    /// it bills them apart (absent: billed as input).
+    #[serde(default)]
+    pub cached_input_per_mtok: Option<f64>,
 }
 
 /// The `anthropic-version` sent to a native Anthropic upstream when the
@@ -50,7 +72,7 @@ pub enum UpstreamKind {
 pub const DEFAULT_ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// One provider deployment.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
     /// Name routes refer to; appears in `x-meridian-upstream`.
@@ -88,6 +110,26 @@ pub struct UpstreamConfig {
     /// OpenAI-compatible servers do not serve it.
     #[serde(default)]
     pub responses: bool,
+    /// Other prefixes that address it: with `aliases = ["deepseek-ai"]`,
+    /// `deepseek-ai/DeepSeek-V3.2` reaches it as `deepseek/…` does.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// The models it serves, listed in `/v1/models` as `{id}/{model}`;
+    /// when this (or the discovered list) is not empty, an addressed name
+    /// outside it is a 404.
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Prices of its models when addressed as `{id}/{model}` (a route's
+    /// targets carry their own).
+    #[serde(default)]
+    pub prices: BTreeMap<String, ModelPrice>,
+    /// The leader fetches the upstream's own model list on an interval and
+    /// commits it, so every region lists the same catalogue.
+    #[serde(default)]
+    pub discover_models: bool,
+    /// For `kind = "azure"`: the `api-version` query parameter.
+    #[serde(default)]
+    pub api_version: Option<String>,
 }
 
 impl UpstreamConfig {
@@ -145,7 +187,60 @@ impl UpstreamConfig {
                 check_path(&format!("{at}.{field}"), path)?;
             }
         }
+        for (i, alias) in self.aliases.iter().enumerate() {
+            check_name(&format!("{at}.aliases[{i}]"), alias)?;
+            if *alias == self.id {
+                return Err(ConfigError::new(
+                    format!("{at}.aliases[{i}]"),
+                    "is the upstream's own id",
+                ));
+            }
+        }
+        for (i, model) in self.models.iter().enumerate() {
+            check_model_name(&format!("{at}.models[{i}]"), model)?;
+        }
+        for (model, price) in &self.prices {
+            check_model_name(&format!("{at}.prices"), model)?;
+            for (field, value) in [
+                ("input_per_mtok", Some(price.input_per_mtok)),
+                ("output_per_mtok", Some(price.output_per_mtok)),
+                ("cached_input_per_mtok", price.cached_input_per_mtok),
+            ] {
+                if value.is_some_and(|v| !v.is_finite() || v < 0.0) {
+                    return Err(ConfigError::new(
+                        format!("{at}.prices.{model}.{field}"),
+                        "must be a finite price of at least 0",
+                    ));
+                }
+            }
+        }
+        match (self.kind, &self.api_version) {
+            (UpstreamKind::Azure, None) => {
+                return Err(ConfigError::new(
+                    format!("{at}.api_version"),
+                    "an azure upstream needs its api-version, e.g. 2024-10-21",
+                ));
+            }
+            (UpstreamKind::Azure, Some(version)) => {
+                check_azure_version(&format!("{at}.api_version"), version)?;
+                if self.auth != UpstreamAuth::Bearer || self.responses {
+                    return Err(ConfigError::new(
+                        format!("{at}.{}", if self.responses { "responses" } else { "auth" }),
+                        "an azure upstream takes its key as api-key and serves chat, \
+                         completions and embeddings; leave this unset",
+                    ));
+                }
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{at}.api_version"),
+                    "only applies to kind = \"azure\"",
+                ));
+            }
+            (_, None) => {}
+        }
         match self.kind {
+            UpstreamKind::Azure => {}
             UpstreamKind::Anthropic => {
                 if self.auth != UpstreamAuth::Bearer {
                     return Err(ConfigError::new(
@@ -203,4 +298,62 @@ pub fn check_anthropic_version(field: &str, value: &str) -> Result<(), ConfigErr
             ),
         ))
     }
+}
+
+/// A provider's model name as a catalogue holds it: 1 to 256 visible
+/// characters, no whitespace (it goes into `/v1/models` and, for Azure, a
+/// URL path, where it is escaped).
+pub fn check_model_name(field: &str, value: &str) -> Result<(), ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= 256
+        && value.chars().all(|c| !c.is_control() && !c.is_whitespace());
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            field,
+            format!(
+                "`{}` must be 1 to 256 characters without spaces or control characters",
+                value.escape_debug()
+            ),
+        ))
+    }
+}
+
+/// An Azure OpenAI `api-version`: a date, optionally `-preview`.
+fn check_azure_version(field: &str, value: &str) -> Result<(), ConfigError> {
+    let date = value.strip_suffix("-preview").unwrap_or(value);
+    check_anthropic_version(field, date).map_err(|_| {
+        ConfigError::new(
+            field,
+            format!(
+                "`{}` is not an api-version like 2024-10-21 or 2025-04-01-preview",
+                value.escape_debug()
+            ),
+        )
+    })
+}
+
+/// Checks that every prefix addressing an upstream (its id, its aliases)
+/// names one upstream only: `{prefix}/{model}` must have one meaning.
+pub fn check_prefixes<'a>(
+    upstreams: impl Iterator<Item = &'a UpstreamConfig>,
+    at: &str,
+) -> Result<(), ConfigError> {
+    let upstreams: Vec<&UpstreamConfig> = upstreams.collect();
+    let mut owner: BTreeMap<&str, &str> = upstreams
+        .iter()
+        .map(|u| (u.id.as_str(), u.id.as_str()))
+        .collect();
+    for u in &upstreams {
+        for (i, alias) in u.aliases.iter().enumerate() {
+            if let Some(other) = owner.insert(alias, &u.id) {
+                return Err(ConfigError::new(
+                    format!("{at}.{}.aliases[{i}]", u.id),
+                    format!("`{alias}` already addresses upstream `{other}`"),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -140,7 +140,8 @@ impl RaftRequest {
                 | Command::PutRoute(_)
                 | Command::DeleteRoute { .. }
                 | Command::PutKey(_)
-                | Command::DeleteKey { .. },
+                | Command::DeleteKey { .. }
+                | Command::PutCatalogue { .. },
             )
             | Self::ReadIndex => None,
         }
@@ -158,6 +159,7 @@ fn command_kind(command: &Command) -> &'static str {
         Command::DeleteKey { .. } => "DeleteKey",
         Command::Announce { .. } => "Announce",
         Command::Report { .. } => "Report",
+        Command::PutCatalogue { .. } => "PutCatalogue",
     }
 }
 
