@@ -77,6 +77,17 @@ fn weather_tool() -> Value {
     }])
 }
 
+/// The JSON of an answer that must be a 200.
+fn ok(answer: &support::Answer) -> Value {
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()
+}
+
 /// The events of an Anthropic stream, as (event name, data).
 fn events(frames: &[Bytes]) -> Vec<(String, Value)> {
     let text: String = frames
@@ -117,14 +128,8 @@ async fn a_messages_client_is_served_by_an_openai_target_and_by_a_native_one() {
                 &[AUTH, ("anthropic-version", "2023-06-01")],
             )
             .await;
-        assert_eq!(
-            answer.status,
-            200,
-            "{model} {path}: {}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        let v = answer.json();
-        assert_eq!(v["type"], "message", "{v}");
+        let v = ok(&answer);
+        assert_eq!(v["type"], "message", "{model} {path}: {v}");
         assert_eq!(v["role"], "assistant");
         assert_eq!(v["content"][0]["type"], "text");
         assert!(!v["content"][0]["text"].as_str().unwrap().is_empty());
@@ -236,13 +241,7 @@ async fn an_openai_client_is_served_by_a_native_anthropic_target() {
         {"role": "user", "content": "Say hi"},
     ]});
     let answer = node.chat(body.clone(), &[bearer]).await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let v = answer.json();
+    let v = ok(&answer);
     assert_eq!(v["object"], "chat.completion", "{v}");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");
     assert!(
@@ -281,13 +280,7 @@ async fn an_openai_client_is_served_by_a_native_anthropic_target() {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
     }}]);
     let answer = node.chat(tools, &[bearer]).await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    let v = answer.json();
+    let v = ok(&answer);
     assert_eq!(v["choices"][0]["finish_reason"], "tool_calls", "{v}");
     let call = &v["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "get_weather");
@@ -304,13 +297,7 @@ async fn tool_use_round_trips_through_an_openai_target() {
         let mut first = messages(model);
         first["tools"] = weather_tool();
         let answer = node.post("/v1/messages", first.to_string(), &[AUTH]).await;
-        assert_eq!(
-            answer.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        let v = answer.json();
+        let v = ok(&answer);
         assert_eq!(v["stop_reason"], "tool_use", "{model}: {v}");
         let call = v["content"]
             .as_array()
@@ -330,13 +317,7 @@ async fn tool_use_round_trips_through_an_openai_target() {
             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "sunny, 21 C"}]},
         ]);
         let answer = node.post("/v1/messages", second.to_string(), &[AUTH]).await;
-        assert_eq!(
-            answer.status,
-            200,
-            "{}",
-            String::from_utf8_lossy(&answer.body)
-        );
-        let v = answer.json();
+        let v = ok(&answer);
         assert_eq!(v["stop_reason"], "end_turn", "{model}: {v}");
         let text = v["content"][0]["text"].as_str().unwrap();
         assert!(
@@ -359,13 +340,7 @@ async fn a_native_529_fails_over_to_an_openai_target_before_the_first_byte() {
     let answer = node
         .post("/v1/messages", messages("premium").to_string(), &[AUTH])
         .await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    assert_eq!(answer.json()["type"], "message");
+    assert_eq!(ok(&answer)["type"], "message");
     assert_eq!(answer.header("x-meridian-upstream"), "oai");
     assert_eq!(answer.header("x-meridian-fallback"), "true");
     assert_eq!(answer.header("x-meridian-attempts"), "2");
