@@ -72,7 +72,8 @@ async fn frames_ready_together_leave_together() {
         usage,
         Some(Usage {
             prompt_tokens: 3,
-            completion_tokens: 4
+            completion_tokens: 4,
+            cached_tokens: 0
         })
     );
     assert_eq!(bytes, out.iter().map(|b| b.len() as u64).sum::<u64>());
