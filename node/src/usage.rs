@@ -270,7 +270,9 @@ mod tests {
         assert_eq!(usage(5, 5, 0).cost(&price(0.0, 0.0, Some(0.0))), None);
         // A price known and nothing used: a true zero.
         assert_eq!(
-            usage(0, 0, 0).cost(&price(1.0, 0.0, None)).map(|c| c.to_string()),
+            usage(0, 0, 0)
+                .cost(&price(1.0, 0.0, None))
+                .map(|c| c.to_string()),
             Some("0".into())
         );
         assert!(price(0.0, 0.0, Some(0.1)).is_known());
@@ -286,7 +288,9 @@ mod tests {
         // 12 tokens in, 3 out at 0.07 / 0.25 is 1.59e-6.
         let c = usage(12, 3, 0).cost(&price(0.07, 0.25, None)).unwrap();
         assert_eq!(c.to_string(), "0.00000159");
-        let big = usage(3_000_000, 0, 0).cost(&price(15.0, 0.0, None)).unwrap();
+        let big = usage(3_000_000, 0, 0)
+            .cost(&price(15.0, 0.0, None))
+            .unwrap();
         assert_eq!(big.to_string(), "45");
         // The smallest: one token at a millionth of a dollar per million.
         let tiny = usage(1, 0, 0).cost(&price(0.000001, 0.0, None)).unwrap();
@@ -314,7 +318,8 @@ mod tests {
             "prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},
             "completion_tokens_details":{"reasoning_tokens":0}}}"#;
         assert_eq!(from_json(chat), Some(usage(2006, 300, 1920)));
-        let null_details = br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":null}}"#;
+        let null_details =
+            br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":null}}"#;
         assert_eq!(from_json(null_details), Some(usage(5, 1, 0)));
         // Anthropic: reads from and writes to the cache are not in
         // `input_tokens`; both are input, the reads are cached.

@@ -213,7 +213,10 @@ async fn streams_carry_their_cost_in_the_final_usage() {
         usage["prompt_tokens"].as_u64().unwrap(),
         usage["completion_tokens"].as_u64().unwrap(),
     );
-    assert!(text.contains(&format!(",\"cost\":{}}}", expected(p, c, A_PRICE))), "{text}");
+    assert!(
+        text.contains(&format!(",\"cost\":{}}}", expected(p, c, A_PRICE))),
+        "{text}"
+    );
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
     // Every other chunk is as the mock wrote it: none has a cost.
     assert_eq!(text.matches("\"cost\"").count(), 1, "{text}");
@@ -222,7 +225,10 @@ async fn streams_carry_their_cost_in_the_final_usage() {
     body["model"] = json!("free");
     let (_, _, frames) = node.chat_stream(body).await;
     let text = self::text(&frames);
-    assert!(text.contains("\"usage\":{") && !text.contains("\"cost\""), "{text}");
+    assert!(
+        text.contains("\"usage\":{") && !text.contains("\"cost\""),
+        "{text}"
+    );
 
     // Anthropic clients: `usage.cost` in `message_delta`, through the
     // OpenAI target (translated) and the native one (passed through).
@@ -248,9 +254,14 @@ async fn streams_carry_their_cost_in_the_final_usage() {
             .unwrap();
         let output = delta["usage"]["output_tokens"].as_u64().unwrap();
         assert!(input > 0 && output > 0, "{model}: {text}");
-        let cost = delta["usage"]["cost"].as_f64().unwrap_or_else(|| panic!("{model}: {text}"));
+        let cost = delta["usage"]["cost"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{model}: {text}"));
         let want: f64 = expected(input, output, price).parse().unwrap();
-        assert!((cost - want).abs() < 1e-15, "{model}: {cost} != {want}\n{text}");
+        assert!(
+            (cost - want).abs() < 1e-15,
+            "{model}: {cost} != {want}\n{text}"
+        );
         assert!(
             !start.to_string().contains("\"cost\""),
             "{model}: message_start is left alone"

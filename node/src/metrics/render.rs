@@ -126,7 +126,11 @@ impl Metrics {
         for (name, route_targets) in &targets {
             for (upstream, t) in route_targets {
                 for (i, kind) in TOKEN_KINDS.iter().enumerate() {
-                    let labels = [("route", &**name), ("upstream", &**upstream), ("kind", *kind)];
+                    let labels = [
+                        ("route", &**name),
+                        ("upstream", &**upstream),
+                        ("kind", *kind),
+                    ];
                     counter(&mut m, &labels, t.tokens(i))?;
                 }
             }

@@ -74,7 +74,8 @@ fn priced(usage: &str, cost: &str) -> Option<String> {
     if memchr::memmem::find(body.as_bytes(), b"\"cost\"").is_some() {
         // Rare: rebuilt without the upstream's own figure (its keys in
         // serde_json's order), then priced like any other.
-        let mut fields = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(usage).ok()?;
+        let mut fields =
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(usage).ok()?;
         fields.remove("cost");
         let rebuilt = serde_json::to_string(&fields).ok()?;
         return priced_without_cost(&rebuilt, cost);
@@ -184,7 +185,9 @@ event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n";
     /// Events that carry no usage: any text, any JSON without the word.
     fn other_event() -> impl Strategy<Value = String> {
         prop_oneof![
-            "[a-z ]{0,20}".prop_map(|t| format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n")),
+            "[a-z ]{0,20}".prop_map(|t| format!(
+                "data: {{\"choices\":[{{\"delta\":{{\"content\":\"{t}\"}}}}]}}\n\n"
+            )),
             "[a-z_]{1,12}".prop_map(|t| format!("event: {t}\ndata: {{\"type\":\"{t}\"}}\n\n")),
             Just("data: [DONE]\n\n".to_owned()),
             Just(": keep-alive\r\n\r\n".to_owned()),
