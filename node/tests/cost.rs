@@ -112,24 +112,6 @@ async fn plain_answers_carry_their_cost_at_the_answering_targets_prices() {
     assert_eq!(cost, expected(p, c, A_PRICE), "{usage}");
     assert!(!cost.contains('e') && cost.parse::<f64>().unwrap() > 0.0);
 
-    // `a` fails: the fallback's own prices.
-    a.behave(json!({"error_rate": 1.0, "error_status": 500}))
-        .await;
-    let answer = node.chat(chat_body("m"), &[]).await;
-    assert_eq!(answer.status, 200);
-    assert_eq!(answer.header("x-meridian-upstream"), "b");
-    assert_eq!(answer.header("x-meridian-fallback"), "true");
-    let usage = answer.json()["usage"].clone();
-    let (p, c) = (
-        usage["prompt_tokens"].as_u64().unwrap(),
-        usage["completion_tokens"].as_u64().unwrap(),
-    );
-    assert_eq!(
-        answer.header("x-meridian-cost-usd"),
-        expected(p, c, B_PRICE)
-    );
-    a.behave(json!({})).await;
-
     // No price: no header, never a made-up figure.
     let answer = node.chat(chat_body("free"), &[]).await;
     assert_eq!(answer.status, 200);
@@ -160,6 +142,23 @@ async fn plain_answers_carry_their_cost_at_the_answering_targets_prices() {
     assert_eq!(
         answer.header("x-meridian-cost-usd"),
         expected(p, c, A_PRICE)
+    );
+
+    // `a` fails: the fallback's own prices (last, as `a` is unhealthy after).
+    a.behave(json!({"error_rate": 1.0, "error_status": 500}))
+        .await;
+    let answer = node.chat(chat_body("m"), &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-meridian-upstream"), "b");
+    assert_eq!(answer.header("x-meridian-fallback"), "true");
+    let usage = answer.json()["usage"].clone();
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        answer.header("x-meridian-cost-usd"),
+        expected(p, c, B_PRICE)
     );
 
     // /metrics counts what was spent, by route and answering upstream.
