@@ -397,3 +397,42 @@ async fn translated_streams_carry_the_cost_in_the_clients_shape() {
     assert!(chunk.contains(",\"cost\":0.0000704}"), "{chunk}");
     assert!(out.trim_end().ends_with("data: [DONE]"), "{out}");
 }
+
+/// Relays `text` cut at `cuts` (positions, any order), priced.
+fn relay_cut(text: &str, cuts: &[usize]) -> String {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (text.len() + 1)).collect();
+    cuts.extend([0, text.len()]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let frames: Vec<&'static str> = cuts
+        .windows(2)
+        .map(|w| &*String::leak(text[w[0]..w[1]].to_owned()))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(relay_shaped(frames, Shape::openai(), true))
+        .0
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// However the upstream's frames cut the stream, the client gets it
+    /// byte for byte but for the cost in the usage chunk.
+    #[test]
+    fn only_the_usage_chunk_changes_however_frames_are_cut(
+        cuts in proptest::collection::vec(0usize..1000, 0..8),
+        chunks in 0usize..4,
+    ) {
+        let mut text = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n".repeat(chunks);
+        text.push_str(&OPENAI_STREAM.concat());
+        let want = text.replace(
+            "{\"cached_tokens\":400}}",
+            "{\"cached_tokens\":400},\"cost\":0.00084}",
+        );
+        proptest::prop_assert_eq!(relay_cut(&text, &cuts), want);
+    }
+}
