@@ -119,7 +119,8 @@ impl Metrics {
         let mut m = encoder.encode_descriptor(
             "meridian_tokens",
             "Tokens of answers with usage, by route, answering upstream and kind (input not read from \
-             the prompt cache, cached_input, output)",
+             the prompt cache, cached_input, output); a plain answer's are read when its target has a \
+             price or the log is at info",
             None,
             MetricType::Counter,
         )?;
