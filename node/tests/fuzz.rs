@@ -495,11 +495,11 @@ proptest! {
         events.extend_from_slice(b"\n\ndata: [DONE]\n\n");
         prop_assert_eq!(
             usage::from_sse(&events),
-            Some(Usage { prompt_tokens: prompt, completion_tokens: completion })
+            Some(Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: 0 })
         );
         prop_assert_eq!(
             usage::from_json(line.to_string().as_bytes()),
-            Some(Usage { prompt_tokens: prompt, completion_tokens: completion })
+            Some(Usage { prompt_tokens: prompt, completion_tokens: completion, cached_tokens: 0 })
         );
     }
 }

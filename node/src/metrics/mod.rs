@@ -73,6 +73,37 @@ pub struct TargetMetrics {
     /// Attempts at this upstream that failed and were followed by an
     /// attempt at another (or the same) target.
     pub failovers: AtomicU64,
+    /// What this upstream's answers to the route cost, in nanodollars, at
+    /// the target's prices (answers with no price known add nothing).
+    pub cost_nanodollars: AtomicU64,
+    /// Tokens of this upstream's answers to the route, in the order of
+    /// [`TOKEN_KINDS`]: input not from the cache, input read from the
+    /// cache, output.
+    pub(crate) tokens: [AtomicU64; 3],
+}
+
+/// Token kinds as labelled.
+pub const TOKEN_KINDS: [&str; 3] = ["input", "cached_input", "output"];
+
+impl TargetMetrics {
+    /// Counts one answer's tokens (`input` counts the cached ones too, as
+    /// usage reports them) and, when a price is known, its cost.
+    pub fn spent(&self, input: u64, cached: u64, output: u64, cost_nanodollars: Option<u64>) {
+        let cached = cached.min(input);
+        for (n, add) in self.tokens.iter().zip([input - cached, cached, output]) {
+            n.fetch_add(add, Ordering::Relaxed);
+        }
+        if let Some(nanos) = cost_nanodollars {
+            self.cost_nanodollars.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+
+    /// Tokens counted of kind `kind` (its place in [`TOKEN_KINDS`]).
+    pub fn tokens(&self, kind: usize) -> u64 {
+        self.tokens
+            .get(kind)
+            .map_or(0, |n| n.load(Ordering::Relaxed))
+    }
 }
 
 /// One upstream's counters, found through its `Upstream`.

@@ -9,7 +9,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
 
 use super::{
-    CIRCUITS, Metrics, OUTCOMES, RouteMetrics, StatusCounts, TargetMetrics, UpstreamMetrics, lock,
+    CIRCUITS, Metrics, OUTCOMES, RouteMetrics, StatusCounts, TOKEN_KINDS, TargetMetrics,
+    UpstreamMetrics, lock,
 };
 
 /// A route's per-upstream counters, as one scrape reads them.
@@ -94,6 +95,45 @@ impl Metrics {
             for (upstream, t) in route_targets {
                 let labels = [("route", &**name), ("upstream", &**upstream)];
                 counter(&mut m, &labels, t.failovers.load(Ordering::Relaxed))?;
+            }
+        }
+
+        // What answers cost, by route and the upstream that answered: the
+        // label sets are the configured pairs, bounded like the ones above.
+        let mut m = encoder.encode_descriptor(
+            "meridian_cost_usd",
+            "What answers cost at the configured prices, in dollars, by route and answering upstream \
+             (answers without a price or without usage add nothing)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, route_targets) in &targets {
+            for (upstream, t) in route_targets {
+                let nanos = t.cost_nanodollars.load(Ordering::Relaxed);
+                let labels = [("route", &**name), ("upstream", &**upstream)];
+                m.encode_family(&labels)?
+                    .encode_counter::<NoLabelSet, f64, u64>(&(nanos as f64 / 1e9), None)?;
+            }
+        }
+
+        let mut m = encoder.encode_descriptor(
+            "meridian_tokens",
+            "Tokens of answers with usage, by route, answering upstream and kind (input not read from \
+             the prompt cache, cached_input, output); a plain answer's are read when its target has a \
+             price or the log is at info",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, route_targets) in &targets {
+            for (upstream, t) in route_targets {
+                for (i, kind) in TOKEN_KINDS.iter().enumerate() {
+                    let labels = [
+                        ("route", &**name),
+                        ("upstream", &**upstream),
+                        ("kind", *kind),
+                    ];
+                    counter(&mut m, &labels, t.tokens(i))?;
+                }
             }
         }
 
@@ -201,6 +241,7 @@ mod tests {
         let t = route.target(&Arc::from("a"));
         t.answers.inc(200);
         t.failovers.fetch_add(1, Ordering::Relaxed);
+        t.spent(1_000, 400, 100, Some(3_000_000));
         route.latency.observe(Duration::from_millis(30));
         // A success (OUTCOMES[0]) answered in 20 ms.
         m.upstream(&Arc::from("a"))
@@ -219,6 +260,10 @@ mod tests {
         for line in [
             "meridian_requests_total{route=\"fast\",upstream=\"a\",status=\"200\"} 1",
             "meridian_failovers_total{route=\"fast\",upstream=\"a\"} 1",
+            "meridian_cost_usd_total{route=\"fast\",upstream=\"a\"} 0.003",
+            "meridian_tokens_total{route=\"fast\",upstream=\"a\",kind=\"input\"} 600",
+            "meridian_tokens_total{route=\"fast\",upstream=\"a\",kind=\"cached_input\"} 400",
+            "meridian_tokens_total{route=\"fast\",upstream=\"a\",kind=\"output\"} 100",
             "meridian_request_duration_seconds_bucket{le=\"0.05\",route=\"fast\"} 1",
             "meridian_upstream_ttfb_seconds_count{upstream=\"a\"} 1",
             "meridian_upstream_attempts_total{upstream=\"a\",outcome=\"success\"} 1",

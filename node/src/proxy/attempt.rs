@@ -145,16 +145,20 @@ impl Proxy {
                     }));
                 }
             };
-            // The usage is for the log line only: parsing the answer
-            // again is skipped when that line would not be written.
-            let usage = if tracing::enabled!(tracing::Level::INFO) {
+            // The usage (the upstream's, before any translation) is for the
+            // log line and the cost: parsing the answer again is skipped
+            // when neither is wanted.
+            let usage = if target.price.is_known() || tracing::enabled!(tracing::Level::INFO) {
                 usage::from_json(&bytes)
             } else {
                 None
             };
-            finish.plain(Outcome::Success, status, ttfb, usage);
+            let cost = finish.plain(Outcome::Success, status, ttfb, usage);
             let mut out = Response::new(ProxyBody::bytes(answer));
             *out.status_mut() = status;
+            if let Some(cost) = cost.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
+                out.headers_mut().insert(usage::COST_HEADER, cost);
+            }
             if form.translation.changes_api() {
                 out.headers_mut().insert(CONTENT_TYPE, JSON.clone());
             } else {

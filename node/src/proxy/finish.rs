@@ -3,7 +3,10 @@
 //! its upstream a health sample and, when it answered, the access log line
 //! ("request done"); a request's end counts its answer (or its error) and
 //! its latency in the route's metrics; a failover leaves an event in the
-//! ring the dashboard reads.
+//! ring the dashboard reads. An answer with usage is counted in its
+//! target's token and cost counters, and its [`Cost`] (from the answering
+//! target's prices) is what the log line, the client's header and a
+//! stream's `usage.cost` say.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,10 +19,11 @@ use tracing::{Span, info, warn};
 use super::Admission;
 use crate::error::{AttemptError, ProxyError};
 use crate::health::{HealthSink, Outcome, Sample};
+use crate::metrics::TargetMetrics;
 use crate::relay::{OnStreamEnd, StreamEnd};
 use crate::routing::{InFlight, Price, Route, RoutingSnapshot, Target, Upstream};
 use crate::scrub::LogText;
-use crate::usage::Usage;
+use crate::usage::{Cost, Usage};
 
 /// One attempt's end, to be told: its target, its request, its start.
 /// Borrowed, so an attempt that ends at once costs no clones; a stream
@@ -61,14 +65,15 @@ impl Finish<'_> {
     }
 
     /// A plain answer read whole (a success, or the client's own mistake
-    /// passed through): its health sample and its access log line.
+    /// passed through): its health sample, its counters and its access log
+    /// line. Returns its cost, when its usage and a price are known.
     pub(super) fn plain(
         &self,
         outcome: Outcome,
         status: StatusCode,
         ttfb: Duration,
         usage: Option<Usage>,
-    ) {
+    ) -> Option<Cost> {
         let total = self.started.elapsed();
         if self.timed {
             self.record(outcome, Some(ttfb), Some(total));
@@ -76,13 +81,15 @@ impl Finish<'_> {
             self.record(outcome, None, None);
         }
         let (route, target) = (self.route, self.target);
+        let cost = spent(&target.metrics, usage, &target.price);
         info!(
             key = %self.key, route = %route.name, upstream = %target.upstream.id, model = %target.model,
             stream = false, status = status.as_u16(),
             ttfb_ms = ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
             prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),
-            cost_usd = usage.map(|u| u.cost(&target.price)), "request done"
+            cached_tokens = usage.map(|u| u.cached_tokens), cost_usd = cost.map(Cost::usd), "request done"
         );
+        cost
     }
 
     /// A stream whose first chunk arrived after `ttfb`: what finishes it
@@ -91,6 +98,7 @@ impl Finish<'_> {
         StreamDone {
             health: self.health.clone(),
             target_price: self.target.price,
+            metrics: self.target.metrics.clone(),
             model: self.target.model.clone(),
             route: self.route.name.clone(),
             key: self.key.clone(),
@@ -112,6 +120,7 @@ pub(super) struct StreamDone {
     route: Arc<str>,
     key: Arc<str>,
     target_price: Price,
+    metrics: Arc<TargetMetrics>,
     started: Instant,
     ttfb: Duration,
     span: Span,
@@ -137,7 +146,7 @@ impl OnStreamEnd for StreamDone {
                 total: total_sample,
             },
         );
-        let cost = usage.map(|u| u.cost(&self.target_price));
+        let cost = spent(&self.metrics, usage, &self.target_price);
         match end {
             StreamEnd::UpstreamFailed(reason) => warn!(
                 route = %self.route, upstream = %self.upstream.id, model = %self.model, bytes,
@@ -149,10 +158,27 @@ impl OnStreamEnd for StreamDone {
                 stream = true, complete = end == StreamEnd::Complete, bytes,
                 ttfb_ms = self.ttfb.as_millis() as u64, total_ms = total.as_millis() as u64,
                 prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),
-                cost_usd = cost, "request done"
+                cached_tokens = usage.map(|u| u.cached_tokens), cost_usd = cost.map(Cost::usd), "request done"
             ),
         }
     }
+
+    fn price(&self) -> Option<Price> {
+        Some(self.target_price).filter(Price::is_known)
+    }
+}
+
+/// An answer's usage counted on its target, and its cost at `price`.
+fn spent(metrics: &TargetMetrics, usage: Option<Usage>, price: &Price) -> Option<Cost> {
+    let usage = usage?;
+    let cost = usage.cost(price);
+    metrics.spent(
+        usage.prompt_tokens,
+        usage.cached_tokens,
+        usage.completion_tokens,
+        cost.map(Cost::nanodollars),
+    );
+    cost
 }
 
 /// A failed attempt, once its text is scrubbed: its log line.

@@ -17,6 +17,10 @@
 //! the upstream's event boundaries, reads the usage from the upstream's
 //! events, and hands each batch of whole events to the translator at once,
 //! so a translated stream is held back no more than a relayed one.
+//!
+//! When the target has a price, the cost of the usage read so far is
+//! written into the client's usage event on its way out (`cost`), after any
+//! translation; every other event passes untouched.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -29,10 +33,12 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
 use crate::error::error_json;
+use crate::routing::Price;
 use crate::scrub::Scrubber;
 use crate::translate::StreamTranslator;
 use crate::usage::{self, Usage};
 
+mod cost;
 mod events;
 
 pub use events::{ends_with_boundary, last_boundary};
@@ -52,6 +58,13 @@ pub enum StreamEnd {
 pub trait OnStreamEnd: Send + 'static {
     /// Records the end: health sample, log line, counters.
     fn finish(self: Box<Self>, end: StreamEnd, usage: Option<Usage>, bytes: u64);
+
+    /// The prices of the target streaming, when it has any: the relay then
+    /// writes the cost into the client's usage event. `None` (the default):
+    /// the usage goes out as it came.
+    fn price(&self) -> Option<Price> {
+        None
+    }
 }
 
 /// The shape of what the client receives: the upstream's events as they
@@ -104,6 +117,8 @@ pub struct Relay<B> {
     idle: Pin<Box<Sleep>>,
     last_data: Instant,
     usage: Option<Usage>,
+    /// The target's prices, when known: the usage event gets its cost.
+    price: Option<Price>,
     bytes: u64,
     done: bool,
     /// Takes the node's provider keys out of every event before it leaves.
@@ -153,6 +168,7 @@ where
         on_end: Box<dyn OnStreamEnd>,
     ) -> Self {
         let sse = sse || shape.translator.is_some();
+        let price = on_end.price();
         let mut relay = Self {
             inner,
             ready: None,
@@ -164,6 +180,7 @@ where
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             last_data: Instant::now(),
             usage: None,
+            price,
             bytes: 0,
             done: false,
             scrub,
@@ -222,8 +239,20 @@ where
                 translated.freeze()
             }
         };
+        let out = self.priced(out);
         self.bytes += out.len() as u64;
         Some(out)
+    }
+
+    /// `out` (the client's whole events) with the cost of the usage so far
+    /// in its usage event, when the target has a price and there is one.
+    fn priced(&self, out: Bytes) -> Bytes {
+        let cost = match (&self.price, &self.usage) {
+            (Some(price), Some(usage)) if self.sse => usage.cost(price),
+            _ => None,
+        };
+        cost.and_then(|cost| cost::with_cost(&out, cost))
+            .unwrap_or(out)
     }
 
     /// Ready once no data has come for `idle_timeout`.
@@ -353,6 +382,11 @@ where
                 }
                 Poll::Ready(None) => {
                     let mut rest = this.scrub.bytes(std::mem::take(&mut this.pending).freeze());
+                    if this.sse
+                        && let Some(u) = usage::from_sse(&rest)
+                    {
+                        this.usage = Some(this.usage.map_or(u, |before| before.merge(u)));
+                    }
                     if let Some(translator) = &mut this.shape.translator {
                         // A trailing event without its blank line is still
                         // an event; then whatever closes the client's shape.
@@ -365,6 +399,7 @@ where
                         translator.finish(&mut out);
                         rest = out.freeze();
                     }
+                    let rest = this.priced(rest);
                     // Counted before the end is reported, so the log line
                     // includes a trailing partial event.
                     this.bytes += rest.len() as u64;

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use super::*;
+use crate::routing::Price;
 use std::sync::{Arc, Mutex};
 
 use futures_util::stream;
@@ -72,7 +73,8 @@ async fn frames_ready_together_leave_together() {
         usage,
         Some(Usage {
             prompt_tokens: 3,
-            completion_tokens: 4
+            completion_tokens: 4,
+            cached_tokens: 0
         })
     );
     assert_eq!(bytes, out.iter().map(|b| b.len() as u64).sum::<u64>());
@@ -246,4 +248,191 @@ async fn dropping_mid_stream_reports_the_client_gone() {
         ended.lock().unwrap().clone().unwrap().0,
         StreamEnd::ClientGone
     );
+}
+
+// ------------------------------------------------ the cost in the usage
+
+/// Ends like [`Record`], with a target price: the relay prices the usage.
+struct Priced(Ended);
+impl OnStreamEnd for Priced {
+    fn finish(self: Box<Self>, end: StreamEnd, usage: Option<Usage>, bytes: u64) {
+        *self.0.lock().unwrap() = Some((end, usage, bytes));
+    }
+    fn price(&self) -> Option<Price> {
+        // $1 per million input tokens, $2 per million output, $0.1 cached.
+        Some(Price {
+            input_per_mtok: 1.0,
+            output_per_mtok: 2.0,
+            cached_input_per_mtok: Some(0.1),
+        })
+    }
+}
+
+/// Relays `frames` (the first one first) through `shape`, priced or not,
+/// and returns what the client got, joined, and the figures at the end.
+async fn relay_shaped(frames: Vec<&'static str>, shape: Shape, priced: bool) -> (String, Ended) {
+    let ended: Ended = Arc::default();
+    let on_end: Box<dyn OnStreamEnd> = if priced {
+        Box::new(Priced(ended.clone()))
+    } else {
+        Box::new(Record(ended.clone()))
+    };
+    let mut frames = frames.into_iter();
+    let first = Bytes::from_static(frames.next().unwrap().as_bytes());
+    let mut relay = Relay::with_shape(
+        first,
+        upstream(frames.map(Ok).collect()),
+        true,
+        Duration::from_secs(5),
+        Arc::new(Scrubber::default()),
+        shape,
+        on_end,
+    );
+    let mut out = Vec::new();
+    while let Some(frame) = relay.frame().await {
+        out.extend_from_slice(&frame.unwrap().into_data().unwrap());
+    }
+    (String::from_utf8(out).unwrap(), ended)
+}
+
+const OPENAI_STREAM: [&str; 5] = [
+    "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+    "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":1000,\"compl",
+    "etion_tokens\":100,\"prompt_tokens_details\":{\"cached_tokens\":400}}}",
+    "\n\ndata: [DO",
+    "NE]\n\n",
+];
+
+#[tokio::test]
+async fn the_openai_usage_chunk_gets_its_cost_even_split_across_frames() {
+    let (out, ended) = relay_shaped(OPENAI_STREAM.to_vec(), Shape::openai(), true).await;
+    // 600 × 1 + 400 × 0.1 + 100 × 2 = 840 millionths of a dollar.
+    let want = OPENAI_STREAM.concat().replace(
+        "{\"cached_tokens\":400}}",
+        "{\"cached_tokens\":400},\"cost\":0.00084}",
+    );
+    assert_eq!(out, want);
+    let (end, usage, bytes) = ended.lock().unwrap().clone().unwrap();
+    assert_eq!(end, StreamEnd::Complete);
+    assert_eq!(usage.unwrap().cached_tokens, 400);
+    assert_eq!(bytes, out.len() as u64, "the cost's bytes are counted");
+
+    // No price: byte for byte what the upstream sent.
+    let (out, _) = relay_shaped(OPENAI_STREAM.to_vec(), Shape::openai(), false).await;
+    assert_eq!(out, OPENAI_STREAM.concat());
+}
+
+#[tokio::test]
+async fn the_anthropic_message_delta_gets_the_cost_of_the_whole_message() {
+    let frames = vec![
+        "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\",\"usage\":{\"input_tokens\":50,\"cache_read_input_tokens\":1000,\"output_tokens\":1}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\nevent: message_del",
+        "ta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":30}}\n\n",
+        "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+    ];
+    let shape = Shape {
+        translator: None,
+        error_event: openai_stream_error,
+    };
+    let (out, _) = relay_shaped(frames.clone(), shape, true).await;
+    // Input from message_start, output from message_delta:
+    // 50 × 1 + 1000 × 0.1 + 30 × 2 = 210 millionths.
+    let want = frames.concat().replace(
+        "{\"output_tokens\":30}}",
+        "{\"output_tokens\":30,\"cost\":0.00021}}",
+    );
+    assert_eq!(out, want);
+}
+
+#[tokio::test]
+async fn translated_streams_carry_the_cost_in_the_clients_shape() {
+    // An OpenAI upstream, an Anthropic client: `message_delta` is written
+    // when the stream ends, from the usage chunk the relay has read.
+    let shape = Shape {
+        translator: Some(Box::new(crate::translate::messages_to_chat::Stream::new())),
+        error_event: openai_stream_error,
+    };
+    let (out, _) = relay_shaped(
+        vec![
+            "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":\"hi\"}}]}\n\n",
+            "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n",
+            "data: {\"id\":\"c1\",\"model\":\"gpt-x\",\"choices\":[],\"usage\":{\"prompt_tokens\":20,\"completion_tokens\":7}}\n\ndata: [DONE]\n\n",
+        ],
+        shape,
+        true,
+    )
+    .await;
+    let delta = out
+        .lines()
+        .find(|l| l.contains("\"message_delta\""))
+        .unwrap_or_else(|| panic!("{out}"));
+    // 20 × 1 + 7 × 2 = 34 millionths.
+    assert!(delta.contains(",\"cost\":0.000034}"), "{delta}");
+    assert_eq!(out.matches("\"cost\"").count(), 1, "{out}");
+
+    // An Anthropic upstream, an OpenAI client asking for usage.
+    let shape = Shape {
+        translator: Some(Box::new(crate::translate::chat_to_messages::Stream::new(
+            true, 42,
+        ))),
+        error_event: openai_stream_error,
+    };
+    let (out, _) = relay_shaped(
+        vec![
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"model\":\"claude-x\",\"usage\":{\"input_tokens\":10,\"cache_read_input_tokens\":4,\"output_tokens\":1}}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"}}\n\n",
+            "event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"end_turn\"},\"usage\":{\"output_tokens\":30}}\n\n",
+            "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        ],
+        shape,
+        true,
+    )
+    .await;
+    let chunk = out
+        .lines()
+        .find(|l| l.contains("\"usage\":{"))
+        .unwrap_or_else(|| panic!("{out}"));
+    // 10 × 1 + 4 × 0.1 + 30 × 2 = 70.4 millionths.
+    assert!(chunk.contains(",\"cost\":0.0000704}"), "{chunk}");
+    assert!(out.trim_end().ends_with("data: [DONE]"), "{out}");
+}
+
+/// Relays `text` cut at `cuts` (positions, any order), priced.
+fn relay_cut(text: &str, cuts: &[usize]) -> String {
+    let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (text.len() + 1)).collect();
+    cuts.extend([0, text.len()]);
+    cuts.sort_unstable();
+    cuts.dedup();
+    let frames: Vec<&'static str> = cuts
+        .windows(2)
+        .map(|w| &*String::leak(text[w[0]..w[1]].to_owned()))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    runtime
+        .block_on(relay_shaped(frames, Shape::openai(), true))
+        .0
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// However the upstream's frames cut the stream, the client gets it
+    /// byte for byte but for the cost in the usage chunk.
+    #[test]
+    fn only_the_usage_chunk_changes_however_frames_are_cut(
+        cuts in proptest::collection::vec(0usize..1000, 0..8),
+        chunks in 0usize..4,
+    ) {
+        let mut text = "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n".repeat(chunks);
+        text.push_str(&OPENAI_STREAM.concat());
+        let want = text.replace(
+            "{\"cached_tokens\":400}}",
+            "{\"cached_tokens\":400},\"cost\":0.00084}",
+        );
+        proptest::prop_assert_eq!(relay_cut(&text, &cuts), want);
+    }
 }

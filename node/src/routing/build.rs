@@ -176,6 +176,7 @@ impl RoutingSnapshot {
                         price: Price {
                             input_per_mtok: tc.input_per_mtok,
                             output_per_mtok: tc.output_per_mtok,
+                            cached_input_per_mtok: tc.cached_input_per_mtok,
                         },
                         metrics: route_metrics.target(&upstream.id),
                         upstream,

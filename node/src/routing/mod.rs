@@ -123,6 +123,9 @@ pub struct Price {
     pub input_per_mtok: f64,
     /// Per million output (completion) tokens.
     pub output_per_mtok: f64,
+    /// Per million input tokens read from the provider's prompt cache;
+    /// `None`: billed as input.
+    pub cached_input_per_mtok: Option<f64>,
 }
 
 /// A provider model behind a route.

@@ -1,0 +1,269 @@
+//! Cost to the client over real sockets: `meridian` in front of
+//! `meridian-mock` processes, each answer's `x-meridian-cost-usd` (or a
+//! stream's `usage.cost`) checked against the usage the answer itself
+//! reports times the prices of the target that answered, and `/metrics`
+//! checked for the cost counter.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod support;
+
+use bytes::Bytes;
+use http::Method;
+use proto::config::{TargetConfig, UpstreamKind};
+use serde_json::{Value, json};
+use support::config::{Config, route, target, upstream};
+use support::{Mock, Node, chat_body, send};
+
+/// Input and output prices, in millionths of a dollar per million tokens,
+/// so the expected cost is exact integer arithmetic (picodollars).
+const A_PRICE: (u64, u64) = (2_000_000, 8_000_000); // $2 / $8 per Mtok
+const B_PRICE: (u64, u64) = (150_000, 600_000); // $0.15 / $0.60 per Mtok
+
+fn priced(upstream: &str, model: &str, (input, output): (u64, u64)) -> TargetConfig {
+    let mut t = target(upstream, model);
+    t.input_per_mtok = input as f64 / 1e6;
+    t.output_per_mtok = output as f64 / 1e6;
+    t
+}
+
+/// The cost of `input` and `output` tokens at `price`, written as the
+/// header writes it: plain decimal dollars, trailing zeros dropped.
+fn expected(input: u64, output: u64, (pin, pout): (u64, u64)) -> String {
+    let pico = u128::from(input) * u128::from(pin) + u128::from(output) * u128::from(pout);
+    let (whole, frac) = (pico / 1_000_000_000_000, pico % 1_000_000_000_000);
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:012}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Routes: `m` on `a` (priced) falling back to `b` (priced differently),
+/// `free` on `a` with no price, `msg` on `a` for Messages clients (an OpenAI
+/// target, so translated), `nat` on the native Anthropic upstream `n`.
+async fn node(a: &Mock, b: &Mock, n: &Mock) -> Node {
+    Node::start_with(
+        |c: &mut Config| {
+            let mut native = upstream("n", n);
+            native.kind = UpstreamKind::Anthropic;
+            c.upstreams = vec![upstream("a", a), upstream("b", b), native];
+            let mut m = route(
+                "m",
+                vec![
+                    vec![priced("a", "a-model", A_PRICE)],
+                    vec![priced("b", "b-model", B_PRICE)],
+                ],
+            );
+            m.first_byte_timeout_ms = Some(400);
+            m.request_timeout_ms = Some(5000);
+            c.routes.push(m);
+            c.routes
+                .push(route("free", vec![vec![target("a", "a-model")]]));
+            c.routes
+                .push(route("msg", vec![vec![priced("a", "a-model", A_PRICE)]]));
+            c.routes
+                .push(route("nat", vec![vec![priced("n", "claude-x", B_PRICE)]]));
+        },
+        &[],
+    )
+    .await
+}
+
+async fn mocks() -> (Mock, Mock, Mock) {
+    (
+        Mock::start(&[]).await,
+        Mock::start(&[]).await,
+        Mock::start(&[]).await,
+    )
+}
+
+fn text(frames: &[Bytes]) -> String {
+    frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect()
+}
+
+/// The JSON of every `data:` line that is JSON.
+fn data_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_answers_carry_their_cost_at_the_answering_targets_prices() {
+    let (a, b, n) = mocks().await;
+    let node = node(&a, &b, &n).await;
+
+    // Answered by `a`, at its prices.
+    let answer = node.chat(chat_body("m"), &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-meridian-upstream"), "a");
+    let usage = answer.json()["usage"].clone();
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(p > 0 && c > 0, "{usage}");
+    let cost = answer.header("x-meridian-cost-usd");
+    assert_eq!(cost, expected(p, c, A_PRICE), "{usage}");
+    assert!(!cost.contains('e') && cost.parse::<f64>().unwrap() > 0.0);
+
+    // No price: no header, never a made-up figure.
+    let answer = node.chat(chat_body("free"), &[]).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.json()["usage"]["prompt_tokens"].as_u64().unwrap() > 0);
+    assert!(
+        answer.headers.get("x-meridian-cost-usd").is_none(),
+        "{:?}",
+        answer.headers
+    );
+
+    // A Messages client through an OpenAI target: the cost of the
+    // upstream's usage, which the translated answer reports as its own.
+    let body = json!({"model": "msg", "max_tokens": 64,
+        "messages": [{"role": "user", "content": "Say hi"}]});
+    let answer = node.post("/v1/messages", body.to_string(), &[]).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let v = answer.json();
+    assert_eq!(v["type"], "message", "{v}");
+    let (p, c) = (
+        v["usage"]["input_tokens"].as_u64().unwrap(),
+        v["usage"]["output_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        answer.header("x-meridian-cost-usd"),
+        expected(p, c, A_PRICE)
+    );
+
+    // `a` fails: the fallback's own prices (last, as `a` is unhealthy after).
+    a.behave(json!({"error_rate": 1.0, "error_status": 500}))
+        .await;
+    let answer = node.chat(chat_body("m"), &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-meridian-upstream"), "b");
+    assert_eq!(answer.header("x-meridian-fallback"), "true");
+    let usage = answer.json()["usage"].clone();
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert_eq!(
+        answer.header("x-meridian-cost-usd"),
+        expected(p, c, B_PRICE)
+    );
+
+    // /metrics counts what was spent, by route and answering upstream.
+    let (status, _, body) = send(
+        Method::GET,
+        &format!("http://{}/metrics", node.admin),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(body.to_vec()).unwrap();
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit_once(' '))
+            .map(|(_, v)| v.parse::<f64>().unwrap())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(series("meridian_cost_usd_total{route=\"m\",upstream=\"a\"}") > 0.0);
+    assert!(series("meridian_cost_usd_total{route=\"m\",upstream=\"b\"}") > 0.0);
+    assert!(series("meridian_cost_usd_total{route=\"msg\",upstream=\"a\"}") > 0.0);
+    assert_eq!(
+        series("meridian_cost_usd_total{route=\"free\",upstream=\"a\"}"),
+        0.0
+    );
+    assert!(series("meridian_tokens_total{route=\"free\",upstream=\"a\",kind=\"output\"}") > 0.0);
+}
+
+#[tokio::test]
+async fn streams_carry_their_cost_in_the_final_usage() {
+    let (a, b, n) = mocks().await;
+    for mock in [&a, &n] {
+        mock.behave(json!({"chunks": 4})).await;
+    }
+    let node = node(&a, &b, &n).await;
+
+    // OpenAI chat with include_usage: `usage.cost` in the usage chunk.
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let (status, _, frames) = node.chat_stream(body.clone()).await;
+    assert_eq!(status, 200);
+    let text = text(&frames);
+    let chunks = data_lines(&text);
+    let with_usage: Vec<&Value> = chunks.iter().filter(|c| c["usage"].is_object()).collect();
+    assert_eq!(with_usage.len(), 1, "{text}");
+    let usage = &with_usage[0]["usage"];
+    let (p, c) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(
+        text.contains(&format!(",\"cost\":{}}}", expected(p, c, A_PRICE))),
+        "{text}"
+    );
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // Every other chunk is as the mock wrote it: none has a cost.
+    assert_eq!(text.matches("\"cost\"").count(), 1, "{text}");
+
+    // Without a price the usage chunk goes out as it came.
+    body["model"] = json!("free");
+    let (_, _, frames) = node.chat_stream(body).await;
+    let text = self::text(&frames);
+    assert!(
+        text.contains("\"usage\":{") && !text.contains("\"cost\""),
+        "{text}"
+    );
+
+    // Anthropic clients: `usage.cost` in `message_delta`, through the
+    // OpenAI target (translated) and the native one (passed through).
+    for (model, price) in [("msg", A_PRICE), ("nat", B_PRICE)] {
+        let body = json!({"model": model, "max_tokens": 64, "stream": true,
+            "messages": [{"role": "user", "content": "Say hi"}]});
+        let (status, _, frames) = node.stream("/v1/messages", body, &[]).await;
+        assert_eq!(status, 200, "{model}");
+        let text = self::text(&frames);
+        let events = data_lines(&text);
+        let start = events
+            .iter()
+            .find(|e| e["type"] == "message_start")
+            .unwrap_or_else(|| panic!("{model}: {text}"));
+        let delta = events
+            .iter()
+            .find(|e| e["type"] == "message_delta")
+            .unwrap_or_else(|| panic!("{model}: {text}"));
+        let input = delta["usage"]["input_tokens"]
+            .as_u64()
+            .filter(|n| *n > 0)
+            .or_else(|| start["message"]["usage"]["input_tokens"].as_u64())
+            .unwrap();
+        let output = delta["usage"]["output_tokens"].as_u64().unwrap();
+        assert!(input > 0 && output > 0, "{model}: {text}");
+        let cost = delta["usage"]["cost"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{model}: {text}"));
+        let want: f64 = expected(input, output, price).parse().unwrap();
+        assert!(
+            (cost - want).abs() < 1e-15,
+            "{model}: {cost} != {want}\n{text}"
+        );
+        assert!(
+            !start.to_string().contains("\"cost\""),
+            "{model}: message_start is left alone"
+        );
+    }
+}
