@@ -36,6 +36,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "main": (None, ""),
             "limited": ({"rate_limit_rate": 1.0, "retry_after_s": 2}, ""),
             "cut": ({"chunks": 8, "cut_after_chunks": 2}, ""),
+            # Addressed as `deep/<model>` or `deep-ai/<model>`, no route.
+            "deep": (None, 'aliases = ["deep-ai"]\nmodels = ["deep-chat"]'),
         },
         route("chat", ("main", "provider-chat"))
         + route("embed", ("main", "provider-embed"))
@@ -87,6 +89,22 @@ def test_streaming_with_usage(stack: Stack) -> None:
 def test_models_list(stack: Stack) -> None:
     ids = {model.id for model in client(stack).models.list()}
     assert {"chat", "embed", "limited"} <= ids
+
+
+def test_addressed_models_are_listed_retrieved_and_called(stack: Stack) -> None:
+    owners = {model.id: model.owned_by for model in client(stack).models.list()}
+    assert owners["deep/deep-chat"] == "deep"
+    assert owners["chat"] == "meridian"
+    assert client(stack).models.retrieve("deep/deep-chat").owned_by == "deep"
+    for name in ["deep/deep-chat", "deep-ai/deep-chat"]:
+        raw = client(stack).chat.completions.with_raw_response.create(model=name, messages=MESSAGES)
+        assert raw.headers["x-meridian-upstream"] == "deep"
+        assert raw.parse().model == "deep-chat"
+    assert stack.mocks["deep"].stats()["by_model"]["deep-chat"] == 2
+    with pytest.raises(openai.NotFoundError) as caught:
+        client(stack).chat.completions.create(model="deep/other", messages=MESSAGES)
+    assert caught.value.code == "model_not_found"
+    assert "1 models" in caught.value.message
 
 
 def test_embeddings_in_the_sdk_default_base64(stack: Stack) -> None:

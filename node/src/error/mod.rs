@@ -64,6 +64,20 @@ pub enum ProxyError {
     /// The `model` names no route.
     #[error("The model `{0}` does not exist or you do not have access to it.")]
     UnknownModel(String),
+    /// `{upstream}/{model}` names an upstream whose catalogue (declared or
+    /// discovered) does not list the model.
+    #[error(
+        "The model `{model}` is not among the {count} models upstream `{upstream}` serves; \
+         GET /v1/models lists them."
+    )]
+    NotInCatalogue {
+        /// The name the client sent.
+        model: String,
+        /// The upstream it addressed.
+        upstream: String,
+        /// How many models that upstream lists.
+        count: usize,
+    },
     /// No such endpoint.
     #[error("Unknown request URL: {method} {path}.")]
     UnknownPath {
@@ -146,7 +160,9 @@ impl ProxyError {
                 }
             }
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::UnknownModel(_) | Self::UnknownPath { .. } => StatusCode::NOT_FOUND,
+            Self::UnknownModel(_) | Self::NotInCatalogue { .. } | Self::UnknownPath { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -192,7 +208,9 @@ impl ProxyError {
             Self::NotServed { .. } => ("invalid_request_error", Some("not_served")),
             Self::BadHeader { .. } => ("invalid_request_error", Some("invalid_header")),
             Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
-            Self::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
+            Self::UnknownModel(_) | Self::NotInCatalogue { .. } => {
+                ("invalid_request_error", Some("model_not_found"))
+            }
             Self::UnknownPath { .. } => ("invalid_request_error", Some("unknown_url")),
             Self::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             Self::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
@@ -211,7 +229,7 @@ impl ProxyError {
             Self::BadRequest { param, .. } => *param,
             Self::Untranslatable(e) => Some(&e.field),
             Self::BadHeader { name, .. } => Some(name),
-            Self::UnknownModel(_) => Some("model"),
+            Self::UnknownModel(_) | Self::NotInCatalogue { .. } => Some("model"),
             _ => None,
         }
     }

@@ -296,6 +296,12 @@ impl Proxy {
         let endpoint = match (req.method(), path.trim_end_matches('/')) {
             (&Method::GET, "/v1/models") => return Ok(models(snapshot)),
             (_, "/v1/models") => return Err(not_allowed(&req, "GET").into()),
+            (method, p) if p.starts_with("/v1/models/") => {
+                if method != Method::GET {
+                    return Err(not_allowed(&req, "GET").into());
+                }
+                return Ok(model(snapshot, &p["/v1/models/".len()..])?);
+            }
             (method, _) => match Endpoint::from_path(path) {
                 Some(e) if method == Method::POST => e,
                 Some(_) => return Err(not_allowed(&req, "POST").into()),
@@ -327,9 +333,8 @@ impl Proxy {
         }
         let probed = probe(&body)?;
         let route = snapshot
-            .route(&probed.model)
-            .ok_or_else(|| ProxyError::UnknownModel(probed.model.clone().into_owned()))?
-            .clone();
+            .lookup(&probed.model)
+            .map_err(|miss| miss.into_error(&probed.model))?;
         // A follow-up of a stored response goes where that response lives.
         let (pinned, body) = match endpoint {
             Endpoint::Responses => {
@@ -395,6 +400,29 @@ fn models(snapshot: &RoutingSnapshot) -> Answered {
         attempts: 0,
         fallback: false,
     }
+}
+
+/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): the entry of a
+/// name a request may send, which may hold `/` (`deepseek/deepseek-chat`,
+/// or `deepseek%2Fdeepseek-chat`), or a 404 as a request for it would get.
+fn model(snapshot: &RoutingSnapshot, id: &str) -> Result<Answered, ProxyError> {
+    let id = crate::routing::decode_model_id(id);
+    let entry = snapshot.model_entry(&id).map_err(|miss| match miss {
+        // Retrieving a model the catalogue lacks or that is not a model
+        // name at all: not found, either way.
+        crate::routing::Miss::BadModel { .. } => ProxyError::UnknownModel(id.clone()),
+        miss => miss.into_error(&id),
+    })?;
+    let mut response = Response::new(ProxyBody::bytes(Bytes::from(
+        serde_json::to_vec(&entry).unwrap_or_default(),
+    )));
+    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
+    Ok(Answered {
+        response,
+        upstream: HeaderValue::from_static("meridian"),
+        attempts: 0,
+        fallback: false,
+    })
 }
 
 fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {

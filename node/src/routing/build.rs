@@ -1,26 +1,27 @@
 //! Building a snapshot from the applied state: each upstream with its URIs,
-//! key header and pools, each route with its targets, and the `/v1/models`
-//! answer. What one node cannot use of a committed upstream (a key it may
+//! key header and pools, each route with its targets, each upstream's
+//! addressed models (`addressed`), and the `/v1/models` answer. What one node cannot use of a committed upstream (a key it may
 //! not or cannot read, a CA file that is not PEM) disables that upstream on
 //! that node alone ([`Disabled`]), naming the field, and the rest of the
 //! table is built; what makes the table itself wrong (a route naming no
 //! upstream, a region that is not a header value, a client key not set)
 //! fails the build ([`BuildError`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Uri};
 use proto::FieldError;
-use proto::api::openai::ModelList;
+use proto::api::openai::{Model, ModelList};
 use proto::config::{
     Config, HealthConfig, ProxyConfig, RouteConfig, SecretOrigin, SecretPolicy, UpstreamConfig,
 };
 use proto::state::ClusterState;
 use serde::Serialize;
 
+use super::addressed::{Addressed, Defaults};
 use super::hedge::Hedge;
 use super::secrets::{LocalTrust, Secrets, provider_key, resolve_keys};
 use super::{Endpoint, KeyState, Price, Route, RoutingSnapshot, Target, Upstream};
@@ -80,6 +81,8 @@ struct Tables<'a> {
     upstreams: Vec<&'a UpstreamConfig>,
     routes: Vec<&'a RouteConfig>,
     keys: Vec<(String, KeyHash)>,
+    /// The models discovery committed, by upstream id.
+    discovered: &'a BTreeMap<String, Vec<String>>,
 }
 
 impl RoutingSnapshot {
@@ -91,18 +94,22 @@ impl RoutingSnapshot {
         secrets: &dyn Secrets,
         previous: Option<&RoutingSnapshot>,
     ) -> Result<Self, BuildError> {
+        // Discovery commits to the cluster's state: a file alone has none.
+        let discovered = BTreeMap::new();
         let tables = Tables {
             upstreams: config.upstreams.iter().collect(),
             routes: config.routes.iter().collect(),
             keys: resolve_keys(config, secrets)?,
+            discovered: &discovered,
         };
         let node = NodeSettings::new(config);
         Self::assemble(tables, &node, secrets, previous, &LocalTrust::new(config))
     }
 
     /// Builds a snapshot from the cluster's applied state (its upstreams,
-    /// routes and hashed client keys, in id and name order) and this node's
-    /// own settings; `trust` comes from the node's own file.
+    /// routes, hashed client keys and discovered catalogue, in id and name
+    /// order) and this node's own settings; `trust` comes from the node's
+    /// own file.
     pub fn from_state(
         state: &ClusterState,
         node: &NodeSettings,
@@ -120,6 +127,7 @@ impl RoutingSnapshot {
                 .values()
                 .filter_map(|k| unhex(&k.sha256).map(|h| (k.name.clone(), h)))
                 .collect(),
+            discovered: &state.catalogue,
         };
         Self::assemble(tables, node, secrets, previous, trust)
     }
@@ -204,15 +212,28 @@ impl RoutingSnapshot {
             routes.insert(name, Arc::new(route));
         }
 
+        let addressed = Addressed::build(
+            &upstreams,
+            tables.discovered,
+            &metrics,
+            Defaults {
+                max_attempts: proxy.max_attempts,
+                first_byte_timeout: Duration::from_millis(proxy.first_byte_timeout_ms),
+                request_timeout: Duration::from_millis(proxy.request_timeout_ms),
+                error_threshold: node.health.error_threshold,
+            },
+        );
+
         // Built: the upstreams that left the table lose their health now.
         lives.publish();
         Ok(Self {
             scrub: Scrubber::for_keys(&provider_keys(&upstreams), previous.map(|p| &p.scrub)),
             region,
             keys: KeyRing::new(tables.keys).open_when_empty(trust.open_without_keys),
-            models_body: models_body(&tables.routes),
+            models_body: models_body(&tables.routes, &addressed),
             routes,
             upstreams,
+            addressed,
             proxy: proxy.clone(),
             health: node.health.clone(),
             applied_index: None,
@@ -241,8 +262,16 @@ fn provider_keys(upstreams: &[Arc<Upstream>]) -> Vec<(&Arc<str>, &str)> {
         .collect()
 }
 
-fn models_body(routes: &[&RouteConfig]) -> Bytes {
-    let list = ModelList::new(routes.iter().map(|r| r.model.as_str()), "meridian");
+/// The routes, owned by `meridian`, then every catalogue model as
+/// `{upstream}/{model}` owned by its upstream; a route of the same name
+/// wins, as it does for requests.
+fn models_body(routes: &[&RouteConfig], addressed: &Addressed) -> Bytes {
+    let mut data: Vec<Model> = routes
+        .iter()
+        .map(|r| Model::new(&r.model, "meridian"))
+        .collect();
+    data.extend(addressed.entries());
+    let list = ModelList::of(data);
     Bytes::from(serde_json::to_vec(&list).unwrap_or_default())
 }
 

@@ -11,10 +11,12 @@
 //! applied state is in `build`, where provider and client keys come from
 //! and whether this node may read them in `secrets`, and the task that
 //! rebuilds the table each time the cluster's applied state changes in
-//! `follow`. Each upstream's live health (circuit, window summary, shared
+//! `follow`. Names no route holds but that address an upstream
+//! (`{upstream}/{model}`) are looked up in `addressed`. Each upstream's live health (circuit, window summary, shared
 //! estimate, attempts in flight) is not made here: it comes from the health
 //! wing's [`Registry`], which keeps it across rebuilds.
 
+mod addressed;
 mod build;
 mod endpoint;
 #[cfg(test)]
@@ -25,6 +27,7 @@ mod secrets;
 #[cfg(test)]
 mod tests;
 
+pub use addressed::{Miss, decode_model_id};
 pub use build::{BuildError, Disabled, NodeSettings};
 pub use endpoint::{Dialect, Endpoint, Translation};
 pub use follow::{Follow, build_applied, follow_applied, log_disabled, routing_built_at};
@@ -37,6 +40,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Uri};
+use proto::api::openai::Model;
 use proto::config::{HealthConfig, ProxyConfig, UpstreamConfig};
 use serde::Serialize;
 
@@ -46,6 +50,7 @@ use crate::metrics::{Metrics, RouteMetrics, TargetMetrics, UpstreamMetrics};
 use crate::scrub::Scrubber;
 use crate::select::{self, Pick, Policy, TargetStats};
 use crate::upstream::Pools;
+use addressed::Addressed;
 use hedge::Hedge;
 
 /// Whether this node holds the provider key an upstream needs.
@@ -272,6 +277,8 @@ pub struct RoutingSnapshot {
     pub routes: HashMap<Arc<str>, Arc<Route>>,
     /// Upstreams, in configuration order.
     pub upstreams: Vec<Arc<Upstream>>,
+    /// Every upstream by the prefixes that address it, with its catalogue.
+    addressed: Addressed,
     /// The `/v1/models` answer, built once.
     pub models_body: Bytes,
     /// Timeouts and limits.
@@ -291,9 +298,30 @@ pub struct RoutingSnapshot {
 }
 
 impl RoutingSnapshot {
-    /// The route for a model name.
+    /// The route named `model`, if one is.
     pub fn route(&self, model: &str) -> Option<&Arc<Route>> {
         self.routes.get(model)
+    }
+
+    /// What a request for `model` is sent through: the route of that name,
+    /// else, for `{prefix}/{name}` with a prefix addressing an upstream,
+    /// that upstream alone (see `addressed`). No lock, no await.
+    pub fn lookup(&self, model: &str) -> Result<Arc<Route>, Miss> {
+        match self.routes.get(model) {
+            Some(route) => Ok(route.clone()),
+            None => self.addressed.lookup(model),
+        }
+    }
+
+    /// `GET /v1/models/{id}`: the entry of a name a client may send, owned
+    /// by `meridian` for a route and by the upstream for an addressed name.
+    pub fn model_entry(&self, id: &str) -> Result<Model, Miss> {
+        if self.routes.contains_key(id) {
+            return Ok(Model::new(id, "meridian"));
+        }
+        let route = self.addressed.lookup(id)?;
+        let owner = route.tiers.iter().flatten().next().map(|t| &t.upstream.id);
+        Ok(Model::new(id, owner.map_or("meridian", |o| o)))
     }
 
     /// Ready to serve: at least one route has an upstream this node can use.

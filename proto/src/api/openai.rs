@@ -70,19 +70,31 @@ pub struct Model {
     pub owned_by: String,
 }
 
+impl Model {
+    /// The entry of `id`, served by `owned_by` (Meridian itself for a
+    /// route, the upstream's id for a model addressed as `{upstream}/{model}`).
+    pub fn new(id: &str, owned_by: &str) -> Self {
+        Self {
+            id: id.to_owned(),
+            object: "model".to_owned(),
+            created: 0,
+            owned_by: owned_by.to_owned(),
+        }
+    }
+}
+
 impl ModelList {
     /// The list of `ids`, sorted, each owned by `owned_by`.
     pub fn new<'a>(ids: impl IntoIterator<Item = &'a str>, owned_by: &str) -> Self {
-        let mut data: Vec<Model> = ids
-            .into_iter()
-            .map(|id| Model {
-                id: id.to_owned(),
-                object: "model".to_owned(),
-                created: 0,
-                owned_by: owned_by.to_owned(),
-            })
-            .collect();
+        Self::of(ids.into_iter().map(|id| Model::new(id, owned_by)).collect())
+    }
+
+    /// The list of `data`, sorted by id, each id once (the first entry of
+    /// an id wins: callers put the routes first, which win over addressed
+    /// names).
+    pub fn of(mut data: Vec<Model>) -> Self {
         data.sort_by(|a, b| a.id.cmp(&b.id));
+        data.dedup_by(|later, first| later.id == first.id);
         Self {
             object: "list".to_owned(),
             data,
