@@ -24,7 +24,8 @@
 //! - `forms.rs`: the request as each kind of target is sent it (the
 //!   client's own body, or its translation to the other API);
 //!   `request.rs`: one attempt's upstream request, and the shape of its
-//!   stream for the client.
+//!   stream for the client; `models.rs`: `/v1/models` and `/v1/models/{id}`;
+//!   `stored.rs`: the Responses API's calls on a stored response.
 //!
 //! Clients of Anthropic's Messages API (`/v1/messages`) are served the same
 //! way; what differs is the shape of their errors ([`Dialect`]) and, for
@@ -35,6 +36,7 @@ mod attempt;
 pub mod failover;
 mod finish;
 mod forms;
+mod models;
 mod request;
 mod route;
 mod stored;
@@ -294,13 +296,13 @@ impl Proxy {
             }
         }
         let endpoint = match (req.method(), path.trim_end_matches('/')) {
-            (&Method::GET, "/v1/models") => return Ok(models(snapshot)),
+            (&Method::GET, "/v1/models") => return Ok(models::list(snapshot)),
             (_, "/v1/models") => return Err(not_allowed(&req, "GET").into()),
             (method, p) if p.starts_with("/v1/models/") => {
                 if method != Method::GET {
                     return Err(not_allowed(&req, "GET").into());
                 }
-                return Ok(model(snapshot, &p["/v1/models/".len()..])?);
+                return Ok(models::retrieve(snapshot, &p["/v1/models/".len()..])?);
             }
             (method, _) => match Endpoint::from_path(path) {
                 Some(e) if method == Method::POST => e,
@@ -389,40 +391,6 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ProxyErr
             param: None,
         }),
     }
-}
-
-fn models(snapshot: &RoutingSnapshot) -> Answered {
-    let mut response = Response::new(ProxyBody::bytes(snapshot.models_body.clone()));
-    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
-    Answered {
-        response,
-        upstream: HeaderValue::from_static("meridian"),
-        attempts: 0,
-        fallback: false,
-    }
-}
-
-/// `GET /v1/models/{id}` (the SDKs' `models.retrieve`): the entry of a
-/// name a request may send, which may hold `/` (`deepseek/deepseek-chat`,
-/// or `deepseek%2Fdeepseek-chat`), or a 404 as a request for it would get.
-fn model(snapshot: &RoutingSnapshot, id: &str) -> Result<Answered, ProxyError> {
-    let id = crate::routing::decode_model_id(id);
-    let entry = snapshot.model_entry(&id).map_err(|miss| match miss {
-        // Retrieving a model the catalogue lacks or that is not a model
-        // name at all: not found, either way.
-        crate::routing::Miss::BadModel { .. } => ProxyError::UnknownModel(id.clone()),
-        miss => miss.into_error(&id),
-    })?;
-    let mut response = Response::new(ProxyBody::bytes(Bytes::from(
-        serde_json::to_vec(&entry).unwrap_or_default(),
-    )));
-    response.headers_mut().insert(CONTENT_TYPE, JSON.clone());
-    Ok(Answered {
-        response,
-        upstream: HeaderValue::from_static("meridian"),
-        attempts: 0,
-        fallback: false,
-    })
 }
 
 fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {

@@ -195,6 +195,7 @@ impl Door {
             .map_or_else(Price::default, |p| Price {
                 input_per_mtok: p.input_per_mtok,
                 output_per_mtok: p.output_per_mtok,
+                cached_input_per_mtok: p.cached_input_per_mtok,
             });
         Route {
             name,
