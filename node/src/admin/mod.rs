@@ -121,7 +121,9 @@ async fn require_token(State(state): State<AdminState>, req: Request, next: Next
     }
 }
 
-/// Ready when the configuration is applied and a route is usable. A node
+/// Ready when the configuration is applied and something can be served: a
+/// usable route, or a usable upstream (every upstream answers addressed
+/// names, `{upstream}/{model}`, with no route at all). A node
 /// that has not applied the cluster's configuration (a new node before the
 /// first leader seeds it, or one that cannot reach its peers on first
 /// start) would serve a table that is not the cluster's, so GeoDNS must
@@ -131,10 +133,11 @@ fn judge(
     applied_index: Option<u64>,
     routes: usize,
     usable_routes: usize,
+    usable_upstreams: usize,
 ) -> Readiness {
     let config_applied = seeded && applied_index.is_some();
     Readiness {
-        ready: config_applied && usable_routes > 0,
+        ready: config_applied && (usable_routes > 0 || usable_upstreams > 0),
         config_applied,
         applied_index,
         routes,
@@ -148,11 +151,13 @@ pub(crate) fn readiness(state: &AdminState) -> Readiness {
     let snapshot = state.snapshot.load();
     let usable_routes = snapshot.routes.values().filter(|r| r.usable()).count();
     let built = *state.routing_built.borrow();
+    let usable_upstreams = snapshot.upstreams.iter().filter(|u| u.usable()).count();
     let mut readiness = judge(
         state.cluster.applied().state.seeded,
         built,
         snapshot.routes.len(),
         usable_routes,
+        usable_upstreams,
     );
     readiness.disabled_upstreams = snapshot
         .upstreams
@@ -191,16 +196,18 @@ mod tests {
     #[test]
     fn ready_needs_the_applied_configuration_and_a_usable_route() {
         // A new node before the seed is applied: nothing to serve.
-        assert!(!judge(false, None, 0, 0).ready);
+        assert!(!judge(false, None, 0, 0, 0).ready);
         // Seeded, but the table is still the one built from nothing.
-        let r = judge(true, None, 2, 2);
+        let r = judge(true, None, 2, 2, 2);
         assert!(!r.ready && !r.config_applied);
         // A write applied before the seed: routes, but not the cluster's yet.
-        let r = judge(false, Some(3), 1, 1);
+        let r = judge(false, Some(3), 1, 1, 1);
         assert!(!r.ready && !r.config_applied);
-        // Applied, but no route can be served from this node.
-        let r = judge(true, Some(4), 1, 0);
+        // Applied, but nothing can be served from this node.
+        let r = judge(true, Some(4), 1, 0, 0);
         assert!(!r.ready && r.config_applied);
-        assert!(judge(true, Some(4), 2, 1).ready);
+        assert!(judge(true, Some(4), 2, 1, 1).ready);
+        // No route, but an upstream that answers addressed names.
+        assert!(judge(true, Some(4), 0, 0, 1).ready);
     }
 }

@@ -326,7 +326,7 @@ impl RoutingSnapshot {
 
     /// Ready to serve: at least one route has an upstream this node can use.
     pub fn ready(&self) -> bool {
-        self.routes.values().any(|r| r.usable())
+        self.routes.values().any(|r| r.usable()) || self.upstreams.iter().any(|u| u.usable())
     }
 }
 
