@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use proto::config::{
-    AdminConfig, ClusterConfig, Config, ConnectionsConfig, HealthConfig, ListenConfig, NodeConfig,
+    AdminConfig, CatalogueConfig, ClusterConfig, Config, ConnectionsConfig, HealthConfig, ListenConfig, NodeConfig,
     ProxyConfig, RouteConfig, SecretsConfig, TargetConfig, UpstreamAuth, UpstreamConfig,
     UpstreamKind,
 };
@@ -38,6 +38,7 @@ pub fn node(id: u64, region: &str, data_dir: &Path) -> Config {
         proxy: ProxyConfig::default(),
         connections: ConnectionsConfig::default(),
         health: HealthConfig::default(),
+        catalogue: CatalogueConfig::default(),
         keys: Vec::new(),
         upstreams: Vec::new(),
         routes: Vec::new(),
