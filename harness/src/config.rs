@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use proto::config::{
-    AdminConfig, CatalogueConfig, ClusterConfig, Config, ConnectionsConfig, HealthConfig, ListenConfig, NodeConfig,
-    ProxyConfig, RouteConfig, SecretsConfig, TargetConfig, UpstreamAuth, UpstreamConfig,
-    UpstreamKind,
+    AdminConfig, CatalogueConfig, ClusterConfig, Config, ConnectionsConfig, HealthConfig,
+    ListenConfig, NodeConfig, ProxyConfig, RouteConfig, SecretsConfig, TargetConfig, UpstreamAuth,
+    UpstreamConfig, UpstreamKind,
 };
 
 use crate::HarnessError;
