@@ -44,6 +44,20 @@ async fn everywhere(cluster: &Cluster, upstreams: &[&str], models: &[&str]) -> b
     true
 }
 
+/// Runs `meridian ARGS` (no admin token: the test nodes' admin listeners
+/// are on loopback); its stdout, asserting success.
+fn models_cli(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .env_remove("MERIDIAN_ADMIN_TOKEN")
+        .env_remove("MERIDIAN_ADMIN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "meridian {args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test]
 async fn every_node_lists_the_discovered_models_and_keeps_them_when_the_provider_fails() {
     let cluster = Cluster::start(3, Options::fast()).await;
@@ -92,6 +106,24 @@ async fn every_node_lists_the_discovered_models_and_keeps_them_when_the_provider
     assert!(entry["applied_unix_ms"].as_u64().is_some(), "{entry}");
     // The seeded upstream does not discover and holds no list.
     assert_eq!(discovered(&answer, "mock").unwrap(), Vec::<String>::new());
+
+    // `meridian models` lists them as clients address them, and as JSON.
+    let admin = format!("http://{}", cluster.node(3).admin);
+    let table = models_cli(&["models", "--admin", &admin]);
+    for addressed in ["openai-list/m1", "openai-list/m2", "claude-list/m1"] {
+        assert!(
+            table
+                .lines()
+                .any(|l| l.starts_with(addressed) && l.ends_with("discovered")),
+            "{table}"
+        );
+    }
+    let json: Value = serde_json::from_str(&models_cli(&[
+        "models", "--admin", &admin, "--output", "json",
+    ]))
+    .unwrap();
+    assert_eq!(json["node"], 3);
+    assert_eq!(discovered(&json, "claude-list").unwrap(), ["m1", "m2"]);
 
     // The provider goes away; a changed upstream is fetched again at once,
     // and that fetch fails.
