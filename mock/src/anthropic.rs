@@ -419,6 +419,41 @@ pub fn error(status: StatusCode, message: &str) -> Response<Body> {
     body::json(status, json_body(&envelope))
 }
 
+/// The `GET /v1/models` body in Anthropic's shape (asked for with an
+/// `anthropic-version` header), built once at start: one page holding
+/// every model, `has_more: false`.
+pub fn models_body(models: &[String]) -> Bytes {
+    #[derive(Serialize)]
+    struct List<'a> {
+        data: Vec<Model<'a>>,
+        has_more: bool,
+        first_id: Option<&'a str>,
+        last_id: Option<&'a str>,
+    }
+    #[derive(Serialize)]
+    struct Model<'a> {
+        id: &'a str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        display_name: &'a str,
+        created_at: &'static str,
+    }
+    json_body(&List {
+        data: models
+            .iter()
+            .map(|id| Model {
+                id,
+                kind: "model",
+                display_name: id,
+                created_at: "2025-01-01T00:00:00Z",
+            })
+            .collect(),
+        has_more: false,
+        first_id: models.first().map(String::as_str),
+        last_id: models.last().map(String::as_str),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -495,39 +530,4 @@ mod tests {
         );
         assert!(matches!(ask(json!({"type": "any"})), Turn::Call { name, .. } if name == "a"));
     }
-}
-
-/// The `GET /v1/models` body in Anthropic's shape (asked for with an
-/// `anthropic-version` header), built once at start: one page holding
-/// every model, `has_more: false`.
-pub fn models_body(models: &[String]) -> Bytes {
-    #[derive(Serialize)]
-    struct List<'a> {
-        data: Vec<Model<'a>>,
-        has_more: bool,
-        first_id: Option<&'a str>,
-        last_id: Option<&'a str>,
-    }
-    #[derive(Serialize)]
-    struct Model<'a> {
-        id: &'a str,
-        #[serde(rename = "type")]
-        kind: &'static str,
-        display_name: &'a str,
-        created_at: &'static str,
-    }
-    json_body(&List {
-        data: models
-            .iter()
-            .map(|id| Model {
-                id,
-                kind: "model",
-                display_name: id,
-                created_at: "2025-01-01T00:00:00Z",
-            })
-            .collect(),
-        has_more: false,
-        first_id: models.first().map(String::as_str),
-        last_id: models.last().map(String::as_str),
-    })
 }
