@@ -196,7 +196,73 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+    use std::collections::HashMap;
+
+    use proto::Config;
+
     use super::*;
+    use crate::routing::{RoutingSnapshot, Secrets};
+
+    const KEY: &str = "sk-catalogue-test-0123456789abcdef";
+
+    struct Env(HashMap<&'static str, &'static str>);
+    impl Secrets for Env {
+        fn env(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|v| (*v).to_owned())
+        }
+    }
+
+    /// Both shapes from one mock that wants `KEY`, each with the kind's
+    /// key header; a wrong key is a 401 whose error carries no key.
+    #[tokio::test]
+    async fn each_kind_fetches_its_shape_with_its_key_header() {
+        let mock = mock::MockServer::start(mock::MockConfig {
+            api_key: Some(KEY.to_owned()),
+            models: vec!["m2".into(), "m1".into(), "m1".into()],
+            ..mock::MockConfig::default()
+        })
+        .await
+        .unwrap();
+        let base = format!("http://{}/v1", mock.api_addr());
+        let config = Config::from_toml(&format!(
+            "[node]\nid = 1\nregion = \"r\"\n\n\
+             [[upstreams]]\nid = \"o\"\nbase_url = \"{base}\"\napi_key_env = \"GOOD\"\n\n\
+             [[upstreams]]\nid = \"a\"\nbase_url = \"{base}\"\napi_key_env = \"GOOD\"\nkind = \"anthropic\"\n\n\
+             [[upstreams]]\nid = \"w\"\nbase_url = \"{base}\"\napi_key_env = \"WRONG\"\n"
+        ))
+        .unwrap();
+        let env = Env(HashMap::from([
+            ("GOOD", KEY),
+            ("WRONG", "sk-wrong-key-0123456789abcdef"),
+        ]));
+        let snapshot = RoutingSnapshot::build(&config, &env, None).unwrap();
+        let upstream = |id: &str| {
+            snapshot
+                .upstreams
+                .iter()
+                .find(|u| u.id.as_ref() == id)
+                .unwrap()
+                .clone()
+        };
+        let timeout = Duration::from_secs(10);
+        for id in ["o", "a"] {
+            let fetched = fetch(&upstream(id), &snapshot.scrub, timeout)
+                .await
+                .unwrap();
+            assert_eq!(fetched.models, ["m1", "m2"], "{id}");
+            assert_eq!(fetched.skipped, 0);
+        }
+        let refused = fetch(&upstream("w"), &snapshot.scrub, timeout)
+            .await
+            .unwrap_err();
+        assert_eq!(refused, FetchError::Status(401));
+        mock.stop().await;
+        let gone = fetch(&upstream("o"), &snapshot.scrub, timeout)
+            .await
+            .unwrap_err();
+        assert!(matches!(gone, FetchError::Transport(_)), "{gone:?}");
+        assert!(!gone.to_string().contains(KEY));
+    }
 
     #[test]
     fn the_list_url_follows_the_kind_and_escapes_the_cursor() {

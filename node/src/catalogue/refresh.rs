@@ -13,6 +13,7 @@ use arc_swap::ArcSwap;
 use proto::api::admin::CatalogueFetch;
 use proto::config::UpstreamConfig;
 use proto::state::{Command, CommandResponse};
+use raft::store::Applied;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -55,11 +56,17 @@ pub async fn run(refresh: Refresh, mut stop: watch::Receiver<bool>) {
     let mut applied = refresh.cluster.subscribe();
     let mut metrics = refresh.cluster.raft.metrics();
     let mut schedule = Schedule::new(refresh.refresh);
+    let mut noted: Option<Arc<Applied>> = None;
     loop {
         let current = applied.borrow_and_update().clone();
-        refresh
-            .ledger
-            .note_applied(&current.state.catalogue, unix_ms());
+        // Leadership metrics change with every heartbeat: note the
+        // catalogue only when a new state was applied.
+        if !noted.as_ref().is_some_and(|n| Arc::ptr_eq(n, &current)) {
+            refresh
+                .ledger
+                .note_applied(&current.state.catalogue, unix_ms());
+            noted = Some(current.clone());
+        }
         let leader = metrics.borrow_and_update().current_leader == Some(refresh.cluster.id);
         let discovering = current
             .state
