@@ -34,6 +34,7 @@
 //! (not when a fault replaced its answer), and a reset forgets them all.
 
 pub mod anthropic;
+mod anthropic_models;
 pub mod behavior;
 mod body;
 mod by_id;
@@ -150,7 +151,7 @@ impl MockServer {
             authorization: config.api_key.as_ref().map(|key| format!("Bearer {key}")),
             api_key: config.api_key,
             models_body: openai::models_body(&config.models),
-            anthropic_models_body: anthropic::models_body(&config.models),
+            anthropic_models_body: anthropic_models::models_body(&config.models),
             behavior: RwLock::new(Arc::new(config.behavior.clone())),
             initial: config.behavior,
             stats: Stats::default(),
