@@ -11,6 +11,7 @@ pub mod certs;
 pub mod config_cmds;
 pub mod demo;
 pub mod members;
+pub mod models;
 pub mod status;
 pub mod table;
 

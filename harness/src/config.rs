@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use proto::config::{
-    AdminConfig, ClusterConfig, Config, ConnectionsConfig, HealthConfig, ListenConfig, NodeConfig,
-    ProxyConfig, RouteConfig, SecretsConfig, TargetConfig, UpstreamAuth, UpstreamConfig,
-    UpstreamKind,
+    AdminConfig, CatalogueConfig, ClusterConfig, Config, ConnectionsConfig, HealthConfig,
+    ListenConfig, NodeConfig, ProxyConfig, RouteConfig, SecretsConfig, TargetConfig, UpstreamAuth,
+    UpstreamConfig, UpstreamKind,
 };
 
 use crate::HarnessError;
@@ -38,6 +38,7 @@ pub fn node(id: u64, region: &str, data_dir: &Path) -> Config {
         proxy: ProxyConfig::default(),
         connections: ConnectionsConfig::default(),
         health: HealthConfig::default(),
+        catalogue: CatalogueConfig::default(),
         keys: Vec::new(),
         upstreams: Vec::new(),
         routes: Vec::new(),

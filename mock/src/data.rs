@@ -63,14 +63,20 @@ pub async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Body>, MockError> {
     let endpoint = Endpoint::from_path(request.uri().path());
-    let dialect = Dialect::of(endpoint);
     let headers = request.headers();
+    // `GET /v1/models` is both providers' path: a request with an
+    // `anthropic-version` is Anthropic's (key in `x-api-key`, its shape).
+    let dialect = if endpoint == Endpoint::Models && headers.contains_key("anthropic-version") {
+        Dialect::Anthropic
+    } else {
+        Dialect::of(endpoint)
+    };
     let authorization = headers.get(header::AUTHORIZATION);
     let n = shared
         .stats
         .begin(endpoint, request.version(), authorization.is_some());
     let x_api_key = headers.get("x-api-key");
-    if dialect == Dialect::Anthropic {
+    if Dialect::of(endpoint) == Dialect::Anthropic {
         let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
         shared.stats.anthropic(
             x_api_key.is_some(),
@@ -186,7 +192,12 @@ async fn prepare(
         return Err(Rejected::Respond(Outcome::NotFound, Box::new(response)));
     }
     if endpoint == Endpoint::Models {
-        return Ok(Answer::Json(shared.models_body.clone()).into());
+        let body = if request.headers().contains_key("anthropic-version") {
+            &shared.anthropic_models_body
+        } else {
+            &shared.models_body
+        };
+        return Ok(Answer::Json(body.clone()).into());
     }
     let bytes = match body::read_body(request.into_body(), MAX_REQUEST).await {
         Ok(bytes) => bytes,

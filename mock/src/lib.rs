@@ -10,7 +10,9 @@
 //!
 //! Data plane (HTTP/1.1 and h2c, or over TLS with ALPN `h2`/`http/1.1` when
 //! [`MockConfig::tls`] is set): `POST /v1/chat/completions`,
-//! `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models`; the
+//! `POST /v1/completions`, `POST /v1/embeddings`, `GET /v1/models` (in
+//! Anthropic's shape, key in `x-api-key`, when asked with an
+//! `anthropic-version` header); the
 //! Anthropic Messages API, `POST /v1/messages` and
 //! `POST /v1/messages/count_tokens` (key in `x-api-key`, errors in
 //! Anthropic's shape); the Responses API, `POST /v1/responses`,
@@ -32,6 +34,7 @@
 //! (not when a fault replaced its answer), and a reset forgets them all.
 
 pub mod anthropic;
+mod anthropic_models;
 pub mod behavior;
 mod body;
 mod by_id;
@@ -109,6 +112,8 @@ struct Shared {
     /// The expected `x-api-key` of the Anthropic paths.
     api_key: Option<String>,
     models_body: Bytes,
+    /// The same list in Anthropic's shape.
+    anthropic_models_body: Bytes,
     initial: Behavior,
     behavior: RwLock<Arc<Behavior>>,
     stats: Stats,
@@ -146,6 +151,7 @@ impl MockServer {
             authorization: config.api_key.as_ref().map(|key| format!("Bearer {key}")),
             api_key: config.api_key,
             models_body: openai::models_body(&config.models),
+            anthropic_models_body: anthropic_models::models_body(&config.models),
             behavior: RwLock::new(Arc::new(config.behavior.clone())),
             initial: config.behavior,
             stats: Stats::default(),

@@ -57,6 +57,12 @@ pub(crate) enum Command {
         #[command(flatten)]
         target: AdminTarget,
     },
+    /// List the model catalogue: every upstream's declared and discovered models,
+    /// as clients address them (`<upstream>/<model>`).
+    Models {
+        #[command(flatten)]
+        target: AdminTarget,
+    },
     /// List, show, put or delete routes (what clients send as "model").
     Routes {
         #[command(flatten)]

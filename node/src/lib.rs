@@ -43,11 +43,14 @@
 //! - [`cluster`]: openraft over the sled store and the QUIC transport, writes
 //!   and reads forwarded to the leader, the Raft core watched.
 //! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz`, the dashboard.
+//! - [`catalogue`]: the leader fetches discovering upstreams' model lists
+//!   and commits them (pure parse and schedule, the fetch, the task).
 //!
 //! docs/code-map.md draws both paths end to end across the crates.
 
 pub mod admin;
 pub mod auth;
+pub mod catalogue;
 pub mod cluster;
 pub mod defaults;
 pub mod error;

@@ -75,6 +75,9 @@ fn main() -> ExitCode {
         Command::Status { target } => admin(&target, |client| async move {
             cli::status::status(&client).await
         }),
+        Command::Models { target } => admin(&target, |client| async move {
+            cli::models::models(&client).await
+        }),
         Command::Routes { target, command } => routes(&target, command),
         Command::Upstreams { target, command } => upstreams(&target, command),
         Command::Keys { target, command } => keys(&target, command),

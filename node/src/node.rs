@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminState};
 use crate::auth::hash_key;
+use crate::catalogue::{self, Ledger};
 use crate::cluster::{self, Cluster, ClusterError};
 use crate::health::{self, HealthBoard, sharing};
 use crate::proxy::Proxy;
@@ -176,6 +177,18 @@ impl Node {
             report_every,
             stop.clone(),
         ));
+        // Runs on every node; fetches only while this one leads.
+        let ledger = Arc::new(Ledger::default());
+        tasks.spawn(catalogue::refresh::run(
+            catalogue::refresh::Refresh {
+                cluster: cluster.clone(),
+                snapshot: snapshot.clone(),
+                ledger: ledger.clone(),
+                refresh: settings.catalogue_refresh,
+                timeout: settings.catalogue_timeout,
+            },
+            stop.clone(),
+        ));
         let connections = &config.connections;
         let needed = server::descriptors_needed(connections);
         if let Some(limit) = server::descriptor_limit().filter(|&limit| limit < needed) {
@@ -212,6 +225,7 @@ impl Node {
             token,
             trust,
             secrets,
+            catalogue: ledger,
         };
         let router = admin::router(state);
         let body_timeout = settings.body_timeout;

@@ -3,13 +3,14 @@
 //! ([`dashboard`]), all unauthenticated because they reveal nothing secret;
 //! and the `/admin/v1` API behind a bearer token: the health board (this
 //! node's windows and circuits, and every member's shared reports), recent
-//! failovers, the replicated configuration ([`config`]) and the cluster and
-//! its members ([`cluster`]).
+//! failovers, the replicated configuration ([`config`]), the cluster and
+//! its members ([`cluster`]), and the model catalogue ([`catalogue`]).
 //!
 //! Every answer is a wire type of [`proto::api::admin`], which the CLI and
 //! the tests read too; every refusal is an [`AdminError`], which knows its
 //! status and code and is written as the OpenAI error envelope in one place.
 
+mod catalogue;
 mod cluster;
 mod config;
 mod dashboard;
@@ -30,6 +31,7 @@ use proto::api::admin::{DisabledUpstream, Readiness};
 
 pub use self::error::AdminError;
 use crate::auth::{KeyHash, bearer_token, hash_key};
+use crate::catalogue::Ledger;
 use crate::cluster::Cluster;
 use crate::health::board::HealthBoard;
 use crate::routing::{LocalTrust, RoutingSnapshot, Secrets};
@@ -55,6 +57,8 @@ pub struct AdminState {
     pub trust: Arc<LocalTrust>,
     /// This node's secrets, to check an upstream's key before proposing it.
     pub secrets: Arc<dyn Secrets + Send + Sync>,
+    /// What this node saw of the model catalogue (applied lists, its own fetches).
+    pub catalogue: Arc<Ledger>,
 }
 
 /// The largest admin request body: far above any upstream, route or key.
@@ -65,6 +69,7 @@ pub fn router(state: AdminState) -> Router {
     let api = Router::new()
         .route("/admin/v1/health", get(health::health))
         .route("/admin/v1/events", get(health::events))
+        .route("/admin/v1/catalogue", get(catalogue::catalogue))
         .merge(config::routes())
         .merge(cluster::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));

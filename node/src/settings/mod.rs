@@ -48,6 +48,11 @@ pub struct Settings {
     pub raft: RaftSettings,
     /// What each routing table is built with besides the cluster's state.
     pub routing: NodeSettings,
+    /// How often the leader refreshes each discovering upstream's model
+    /// list (`catalogue.refresh_ms`).
+    pub catalogue_refresh: Duration,
+    /// How long one model-list fetch may take (`catalogue.timeout_ms`).
+    pub catalogue_timeout: Duration,
 }
 
 impl Settings {
@@ -98,6 +103,8 @@ impl Settings {
             admin_limits: Limits::admin(&config.connections),
             raft: RaftSettings::new(config)?,
             routing: NodeSettings::new(&file),
+            catalogue_refresh: ms(config.catalogue.refresh_ms),
+            catalogue_timeout: ms(config.catalogue.timeout_ms),
             file,
         })
     }

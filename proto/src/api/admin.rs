@@ -420,3 +420,57 @@ pub struct FailoverEvent {
     /// Why the attempt failed, as the request's log line says.
     pub reason: String,
 }
+
+/// `GET /admin/v1/catalogue`: the models of every upstream as this node
+/// holds them (declared in the configuration, discovered by the leader and
+/// replicated), so an operator sees that every region lists the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogueAnswer {
+    /// The node asked.
+    pub node: u64,
+    /// Its region.
+    pub region: String,
+    /// Every upstream of the applied configuration, by id.
+    pub upstreams: Vec<UpstreamCatalogue>,
+}
+
+/// One upstream in a [`CatalogueAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamCatalogue {
+    /// Its id, the prefix of its models' addressed names.
+    pub id: String,
+    /// Whether the leader fetches its model list (`discover_models`).
+    #[serde(default)]
+    pub discover: bool,
+    /// The models its configuration declares (`models`).
+    #[serde(default)]
+    pub declared: Vec<String>,
+    /// The models the leader last committed for it, sorted.
+    #[serde(default)]
+    pub discovered: Vec<String>,
+    /// When this node applied the discovered list it holds, in
+    /// milliseconds since the Unix epoch (since this process started, at
+    /// the earliest); absent when it holds none.
+    #[serde(default)]
+    pub applied_unix_ms: Option<u64>,
+    /// The last fetch of its list this node made; only the leader fetches,
+    /// so the other nodes show none (or one from when they led).
+    #[serde(default)]
+    pub last_fetch: Option<CatalogueFetch>,
+}
+
+/// One fetch of an upstream's model list, as the node that made it saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogueFetch {
+    /// When it ended, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub at_unix_ms: u64,
+    /// Whether it returned a usable list (a failed one commits nothing).
+    pub ok: bool,
+    /// Models the list held.
+    #[serde(default)]
+    pub models: usize,
+    /// Why it failed, with any secret scrubbed.
+    #[serde(default)]
+    pub error: Option<String>,
+}

@@ -13,12 +13,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::FieldError;
 
+mod catalogue;
 mod proxy;
 mod route;
 mod secrets;
 mod upstream;
 mod validate;
 
+pub use catalogue::CatalogueConfig;
 pub use proxy::{ConnectionsConfig, HealthConfig, ProxyConfig};
 pub use route::{HedgeConfig, RouteConfig, TargetConfig};
 pub use secrets::{
@@ -61,6 +63,10 @@ pub struct Config {
     /// How upstream health is measured, shared and acted on.
     #[serde(default)]
     pub health: HealthConfig,
+    /// How the leader refreshes the catalogue of upstreams that discover
+    /// their models.
+    #[serde(default)]
+    pub catalogue: CatalogueConfig,
     /// Client keys; only a hash of each is kept in memory.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -267,6 +273,7 @@ impl Config {
         self.proxy.validate()?;
         self.connections.validate()?;
         self.health.validate()?;
+        self.catalogue.validate()?;
         self.secrets.validate()?;
         let members = self.cluster.voters()?;
         let cluster = &self.cluster;
