@@ -209,6 +209,11 @@ impl ClusterState {
                     return CommandResponse::Rejected(e);
                 }
                 let changed = self.upstreams.get(&u.id) != Some(u);
+                // A list discovered before discovery was switched off is
+                // no longer the upstream's word.
+                if !u.discover_models {
+                    self.catalogue.remove(&u.id);
+                }
                 self.upstreams.insert(u.id.clone(), u.clone());
                 CommandResponse::Applied { changed }
             }
@@ -655,6 +660,13 @@ mod tests {
             CommandResponse::Rejected(e) if e.field == "models"
         ));
         assert_eq!(s.catalogue["a"], ["m1", "m2"], "a refusal changes nothing");
+        s.apply(&Command::PutUpstream(upstream("a")));
+        assert!(s.catalogue.is_empty(), "discovery switched off");
+        s.apply(&Command::PutUpstream(UpstreamConfig {
+            discover_models: true,
+            ..upstream("a")
+        }));
+        s.apply(&put("a", &["m1"]));
         s.apply(&Command::DeleteUpstream { id: "a".into() });
         assert!(s.catalogue.is_empty());
     }
