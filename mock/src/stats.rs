@@ -9,6 +9,8 @@ use std::sync::{Mutex, RwLock};
 use http::Version;
 use serde::Serialize;
 
+use super::seen::Seen;
+
 /// Distinct model names counted one by one; later ones share [`OTHER_MODELS`],
 /// so a client sending random names cannot grow the map without bound.
 const MAX_MODELS: usize = 1024;
@@ -144,6 +146,8 @@ pub struct Stats {
     by_model: RwLock<HashMap<Box<str>, AtomicU64>>,
     last_authorization_seen: AtomicBool,
     anthropic: Mutex<AnthropicHeaders>,
+    seen: Mutex<Seen>,
+    azure_requests: AtomicU64,
 }
 
 /// What the latest Messages-API request (`/v1/messages`, `/count_tokens`)
@@ -183,6 +187,12 @@ pub struct Snapshot {
     pub last_anthropic_version: Option<String>,
     /// The `anthropic-beta` of the latest Messages-API request.
     pub last_anthropic_beta: Option<String>,
+    /// Data requests in Azure's path shape (`/openai/deployments/…`).
+    pub azure_requests: u64,
+    /// The latest data request's passed headers (`last_traceparent`,
+    /// `last_user_agent`, `last_header_names`, …).
+    #[serde(flatten)]
+    pub seen: Seen,
 }
 
 impl Stats {
@@ -216,6 +226,15 @@ impl Stats {
         };
     }
 
+    /// Records what the latest data request carried ([`Seen`]), and counts
+    /// it when it came in Azure's shape.
+    pub fn seen(&self, seen: Seen) {
+        if seen.last_azure_deployment.is_some() {
+            self.azure_requests.fetch_add(1, Relaxed);
+        }
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = seen;
+    }
+
     /// Counts how a request ended.
     pub fn outcome(&self, outcome: Outcome) {
         self.outcomes[outcome as usize].fetch_add(1, Relaxed);
@@ -245,6 +264,8 @@ impl Stats {
         let mut map = self.by_model.write().unwrap_or_else(|e| e.into_inner());
         map.clear();
         self.requests.store(0, Relaxed);
+        self.azure_requests.store(0, Relaxed);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Seen::default();
         self.outcomes
             .iter()
             .chain(&self.by_path)
@@ -290,6 +311,8 @@ impl Stats {
             last_x_api_key_seen: anthropic.x_api_key_seen,
             last_anthropic_version: anthropic.version,
             last_anthropic_beta: anthropic.beta,
+            azure_requests: self.azure_requests.load(Relaxed),
+            seen: self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }

@@ -35,6 +35,7 @@ mod attempt;
 pub mod failover;
 mod finish;
 mod forms;
+mod headers;
 mod request;
 mod route;
 mod stored;
@@ -176,6 +177,9 @@ struct Call<'a> {
     /// native Anthropic targets.
     anthropic_version: Option<HeaderValue>,
     anthropic_beta: Option<HeaderValue>,
+    /// The client headers passed on (trace context, `openai-beta`, its
+    /// user agent after Meridian's), checked.
+    passed: headers::Passed,
     accept: Option<HeaderValue>,
     key: Arc<str>,
     request_id: &'a HeaderValue,
@@ -313,7 +317,9 @@ impl Proxy {
         // `body_timeout`: a client that sends its body slowly, or never
         // finishes it, holds its own connection and nothing else.
         let accept = req.headers().get(http::header::ACCEPT).cloned();
+        request::no_client_query(req.uri().query())?;
         let (anthropic_version, anthropic_beta) = request::anthropic_headers(req.headers())?;
+        let passed = headers::Passed::from_client(req.headers())?;
         let max = snapshot.proxy.max_request_bytes;
         let body = tokio::time::timeout(self.body_timeout, read_body(req, max))
             .await
@@ -355,6 +361,7 @@ impl Proxy {
             stream: probed.stream,
             anthropic_version,
             anthropic_beta,
+            passed,
             accept,
             key,
             request_id,
