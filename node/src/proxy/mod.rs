@@ -24,7 +24,9 @@
 //! - `forms.rs`: the request as each kind of target is sent it (the
 //!   client's own body, or its translation to the other API);
 //!   `request.rs`: one attempt's upstream request, and the shape of its
-//!   stream for the client.
+//!   stream for the client; `headers.rs`: the client headers it passes on
+//!   (trace context, `openai-beta`, the user agent), checked, and the
+//!   upstream's request id given back.
 //!
 //! Clients of Anthropic's Messages API (`/v1/messages`) are served the same
 //! way; what differs is the shape of their errors ([`Dialect`]) and, for
