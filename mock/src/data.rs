@@ -75,12 +75,13 @@ pub async fn handle(
     let n = shared
         .stats
         .begin(endpoint, request.version(), authorization.is_some());
-    shared.stats.seen(Seen::of(
-        headers,
-        azure
-            .as_ref()
-            .map(|a| (a.deployment.as_str(), a.api_version.as_deref())),
-    ));
+    shared.stats.seen(azure.is_some(), || {
+        let azure = azure.as_ref();
+        Seen::of(
+            headers,
+            azure.map(|a| (a.deployment.as_str(), a.api_version.as_deref())),
+        )
+    });
     let behavior = shared.behavior();
     // Each provider's own header for it: OpenAI's, Anthropic's, Azure's.
     let id_name = match (&azure, dialect) {
