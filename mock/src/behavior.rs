@@ -169,6 +169,12 @@ pub struct Behavior {
     pub cut_after_chunks: Option<u32>,
     /// Close the data listener, so connections are refused.
     pub refuse: bool,
+    /// The request id every answer carries (in `x-request-id`, Anthropic's
+    /// `request-id` or Azure's `apim-request-id`) instead of `req_mock_<n>`,
+    /// so a test can offer a proxy a hostile one; one that is no header
+    /// value is not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 impl Default for Behavior {
@@ -186,6 +192,7 @@ impl Default for Behavior {
             stall: false,
             cut_after_chunks: None,
             refuse: false,
+            request_id: None,
         }
     }
 }

@@ -15,7 +15,8 @@ use serde::de::DeserializeOwned;
 
 use super::Shared;
 use super::anthropic::{self, MessagesRequest};
-use super::behavior::{Action, Latency};
+use super::azure::{self, AzurePath};
+use super::behavior::{Action, Behavior, Latency};
 use super::body::{self, Body, MockError, ReadError};
 use super::by_id;
 use super::chat_tools::{self, Call};
@@ -23,6 +24,7 @@ use super::dialect::Dialect;
 use super::events::{self, Events};
 use super::openai::{self, Api, ChatRequest, Completion, CompletionRequest, EmbeddingRequest};
 use super::responses::{ResponsesRequest, Stored};
+use super::seen::{Seen, header_value};
 use super::stats::{Endpoint, Outcome};
 use super::tools::Turn;
 
@@ -62,7 +64,11 @@ pub async fn handle(
     shared: Arc<Shared>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, MockError> {
-    let endpoint = Endpoint::from_path(request.uri().path());
+    let azure = azure::parse(request.uri());
+    let endpoint = match &azure {
+        Some(path) => path.endpoint,
+        None => Endpoint::from_path(request.uri().path()),
+    };
     let headers = request.headers();
     // `GET /v1/models` is both providers' path: a request with an
     // `anthropic-version` is Anthropic's (key in `x-api-key`, its shape).
@@ -75,6 +81,44 @@ pub async fn handle(
     let n = shared
         .stats
         .begin(endpoint, request.version(), authorization.is_some());
+    shared.stats.seen(azure.is_some(), || {
+        let azure = azure.as_ref();
+        Seen::of(
+            headers,
+            azure.map(|a| (a.deployment.as_str(), a.api_version.as_deref())),
+        )
+    });
+    let behavior = shared.behavior();
+    // Each provider's own header for it: OpenAI's, Anthropic's, Azure's.
+    let id_name = match (&azure, dialect) {
+        (Some(_), _) => "apim-request-id",
+        (None, Dialect::Anthropic) => "request-id",
+        (None, Dialect::OpenAi) => "x-request-id",
+    };
+    let id = match &behavior.request_id {
+        Some(id) => header_value(id),
+        None => header_value(&format!("req_mock_{n}")),
+    };
+    let mut response = answer(&shared, &behavior, n, endpoint, azure, request).await?;
+    if let Some(id) = id {
+        response.headers_mut().insert(id_name, id);
+    }
+    Ok(response)
+}
+
+/// The answer to a counted request: the key checked (`api-key` on Azure's
+/// paths, which also need their `api-version`), then the behaviour's.
+async fn answer(
+    shared: &Shared,
+    behavior: &Behavior,
+    n: u64,
+    endpoint: Endpoint,
+    azure: Option<AzurePath>,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, MockError> {
+    let dialect = Dialect::of(endpoint);
+    let headers = request.headers();
+    let authorization = headers.get(header::AUTHORIZATION);
     let x_api_key = headers.get("x-api-key");
     if Dialect::of(endpoint) == Dialect::Anthropic {
         let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
@@ -86,10 +130,12 @@ pub async fn handle(
     }
 
     // The OpenAI paths take `Authorization: Bearer <key>`, the Anthropic
-    // ones `x-api-key: <key>`, as the real providers do.
-    let (expected, sent) = match dialect {
-        Dialect::OpenAi => (shared.authorization.as_deref(), authorization),
-        Dialect::Anthropic => (shared.api_key.as_deref(), x_api_key),
+    // ones `x-api-key: <key>`, Azure's `api-key: <key>`, as the real
+    // providers do.
+    let (expected, sent) = match (dialect, &azure) {
+        (_, Some(_)) => (shared.api_key.as_deref(), headers.get("api-key")),
+        (Dialect::OpenAi, None) => (shared.authorization.as_deref(), authorization),
+        (Dialect::Anthropic, None) => (shared.api_key.as_deref(), x_api_key),
     };
     if let Some(expected) = expected
         && sent.map(HeaderValue::as_bytes) != Some(expected.as_bytes())
@@ -97,10 +143,14 @@ pub async fn handle(
         shared.stats.outcome(Outcome::Unauthorized);
         return Ok(dialect.unauthorized());
     }
+    if let Some(refused) = azure.as_ref().and_then(azure::refusal) {
+        shared.stats.outcome(Outcome::BadRequest);
+        return Ok(refused);
+    }
 
-    let behavior = shared.behavior();
+    let deployment = azure.map(|a| a.deployment);
     let Prepared { answer, keep } =
-        match prepare(&shared, n, endpoint, behavior.chunks, request).await {
+        match prepare(shared, n, endpoint, behavior.chunks, deployment, request).await {
             Ok(prepared) => prepared,
             Err(Rejected::Respond(outcome, response)) => {
                 shared.stats.outcome(outcome);
@@ -173,6 +223,7 @@ async fn prepare(
     n: u64,
     endpoint: Endpoint,
     chunks: u32,
+    deployment: Option<String>,
     request: Request<Incoming>,
 ) -> Result<Prepared, Rejected> {
     let dialect = Dialect::of(endpoint);
@@ -209,12 +260,14 @@ async fn prepare(
     };
     match endpoint {
         Endpoint::Chat => {
-            let request: ChatRequest = parse(dialect, &bytes)?;
+            let mut request: ChatRequest = parse(dialect, &bytes)?;
+            azure::as_model(&mut request.model, deployment);
             shared.stats.model(&request.model);
             chat(n, request, chunks).map(Prepared::from)
         }
         Endpoint::Completions => {
-            let request: CompletionRequest = parse(dialect, &bytes)?;
+            let mut request: CompletionRequest = parse(dialect, &bytes)?;
+            azure::as_model(&mut request.model, deployment);
             shared.stats.model(&request.model);
             let prompt_tokens = request.prompt.tokens();
             let completion = Completion::new(
@@ -251,7 +304,8 @@ async fn prepare(
             })
         }
         _ => {
-            let request: EmbeddingRequest = parse(dialect, &bytes)?;
+            let mut request: EmbeddingRequest = parse(dialect, &bytes)?;
+            azure::as_model(&mut request.model, deployment);
             shared.stats.model(&request.model);
             openai::embeddings_body(&request)
                 .map(|body| Answer::Json(body).into())

@@ -17,7 +17,11 @@
 //! `POST /v1/messages/count_tokens` (key in `x-api-key`, errors in
 //! Anthropic's shape); the Responses API, `POST /v1/responses`,
 //! `GET|DELETE /v1/responses/{id}`, `POST /v1/responses/{id}/cancel`,
-//! `GET /v1/responses/{id}/input_items`. Chat and Messages play tool use
+//! `GET /v1/responses/{id}/input_items`; Azure OpenAI's shape of chat,
+//! completions and embeddings, `POST /openai/deployments/{d}/…` with the
+//! `api-version` query parameter required and the key in `api-key`. Each
+//! answer carries a request id (`x-request-id`, Anthropic's `request-id`,
+//! Azure's `apim-request-id`). Chat and Messages play tool use
 //! ([`tools`]): a request declaring tools gets a call, a tool result is
 //! quoted back.
 //! Control plane (always plain HTTP): `GET|PUT|PATCH /_mock/behavior`
@@ -35,6 +39,7 @@
 
 pub mod anthropic;
 mod anthropic_models;
+mod azure;
 pub mod behavior;
 mod body;
 mod by_id;
@@ -46,6 +51,7 @@ mod dialect;
 mod events;
 pub mod openai;
 pub mod responses;
+pub mod seen;
 mod server;
 mod spawn;
 pub mod stats;

@@ -4,10 +4,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Mutex, RwLock, TryLockError};
 
 use http::Version;
 use serde::Serialize;
+
+use super::seen::Seen;
 
 /// Distinct model names counted one by one; later ones share [`OTHER_MODELS`],
 /// so a client sending random names cannot grow the map without bound.
@@ -144,6 +146,8 @@ pub struct Stats {
     by_model: RwLock<HashMap<Box<str>, AtomicU64>>,
     last_authorization_seen: AtomicBool,
     anthropic: Mutex<AnthropicHeaders>,
+    seen: Mutex<Seen>,
+    azure_requests: AtomicU64,
 }
 
 /// What the latest Messages-API request (`/v1/messages`, `/count_tokens`)
@@ -183,6 +187,12 @@ pub struct Snapshot {
     pub last_anthropic_version: Option<String>,
     /// The `anthropic-beta` of the latest Messages-API request.
     pub last_anthropic_beta: Option<String>,
+    /// Data requests in Azure's path shape (`/openai/deployments/…`).
+    pub azure_requests: u64,
+    /// The latest data request's passed headers (`last_traceparent`,
+    /// `last_user_agent`, `last_header_names`, …).
+    #[serde(flatten)]
+    pub seen: Seen,
 }
 
 impl Stats {
@@ -216,6 +226,23 @@ impl Stats {
         };
     }
 
+    /// Counts a request in Azure's shape when `azure`, and records what
+    /// the request carried (`make`, [`Seen`]). Under concurrent load "the
+    /// latest" is any recent one: a request that finds the record busy
+    /// skips it rather than wait (a benchmark's mock stays lock-free in
+    /// effect), and a test's sequential requests are each recorded.
+    pub fn seen(&self, azure: bool, make: impl FnOnce() -> Seen) {
+        if azure {
+            self.azure_requests.fetch_add(1, Relaxed);
+        }
+        let mut slot = match self.seen.try_lock() {
+            Ok(slot) => slot,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return,
+        };
+        *slot = make();
+    }
+
     /// Counts how a request ended.
     pub fn outcome(&self, outcome: Outcome) {
         self.outcomes[outcome as usize].fetch_add(1, Relaxed);
@@ -245,6 +272,8 @@ impl Stats {
         let mut map = self.by_model.write().unwrap_or_else(|e| e.into_inner());
         map.clear();
         self.requests.store(0, Relaxed);
+        self.azure_requests.store(0, Relaxed);
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Seen::default();
         self.outcomes
             .iter()
             .chain(&self.by_path)
@@ -290,6 +319,8 @@ impl Stats {
             last_x_api_key_seen: anthropic.x_api_key_seen,
             last_anthropic_version: anthropic.version,
             last_anthropic_beta: anthropic.beta,
+            azure_requests: self.azure_requests.load(Relaxed),
+            seen: self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         }
     }
 }

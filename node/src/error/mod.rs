@@ -58,6 +58,17 @@ pub enum ProxyError {
         /// Why.
         message: String,
     },
+    /// A query string on an endpoint that takes none (the Responses API's
+    /// calls check their own): named, never silently dropped.
+    #[error(
+        "Query parameters are not accepted on this endpoint (got `{param}`): send every option \
+         in the JSON body; an upstream's own, such as Azure's api-version, is set by Meridian's \
+         configuration."
+    )]
+    QueryRefused {
+        /// The first parameter's name as sent (percent-encoded), cut to 64 bytes.
+        param: String,
+    },
     /// No client key, or one that is not configured.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -149,9 +160,10 @@ impl ProxyError {
     /// The status the client receives.
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::BadRequest { .. } | Self::Untranslatable(_) | Self::BadHeader { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::BadRequest { .. }
+            | Self::Untranslatable(_)
+            | Self::BadHeader { .. }
+            | Self::QueryRefused { .. } => StatusCode::BAD_REQUEST,
             Self::NotServed { not_found, .. } => {
                 if *not_found {
                     StatusCode::NOT_FOUND
@@ -207,6 +219,7 @@ impl ProxyError {
             Self::Untranslatable(_) => ("invalid_request_error", Some("untranslatable")),
             Self::NotServed { .. } => ("invalid_request_error", Some("not_served")),
             Self::BadHeader { .. } => ("invalid_request_error", Some("invalid_header")),
+            Self::QueryRefused { .. } => ("invalid_request_error", Some("unsupported_parameter")),
             Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             Self::UnknownModel(_) | Self::NotInCatalogue { .. } => {
                 ("invalid_request_error", Some("model_not_found"))
@@ -229,6 +242,7 @@ impl ProxyError {
             Self::BadRequest { param, .. } => *param,
             Self::Untranslatable(e) => Some(&e.field),
             Self::BadHeader { name, .. } => Some(name),
+            Self::QueryRefused { param } => Some(param),
             Self::UnknownModel(_) | Self::NotInCatalogue { .. } => Some("model"),
             _ => None,
         }

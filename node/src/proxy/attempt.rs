@@ -20,6 +20,7 @@ use proto::config::UpstreamKind;
 
 use super::failover::Leg;
 use super::finish::{Finish, StreamDone};
+use super::headers::{X_UPSTREAM_REQUEST_ID, upstream_request_id};
 use super::request::{build_request, stream_shape, unix_now};
 use super::{Admission, Call, JSON, Proxy, ProxyBody};
 use crate::error::{AttemptError, anthropic_error_to_openai, openai_error_to_anthropic};
@@ -106,6 +107,7 @@ impl Proxy {
             return Ok(Ready::Stream(Box::new(PendingStream {
                 status,
                 content_type,
+                upstream_id: upstream_request_id(&parts.headers, call.scrub),
                 first,
                 body,
                 sse,
@@ -164,6 +166,7 @@ impl Proxy {
             } else {
                 copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
             }
+            give_upstream_id(&parts.headers, &mut out, call.scrub);
             return Ok(Ready::Plain(out));
         }
 
@@ -196,6 +199,7 @@ impl Proxy {
         } else {
             copy_header(&parts.headers, out.headers_mut(), &CONTENT_TYPE, call.scrub);
         }
+        give_upstream_id(&parts.headers, &mut out, call.scrub);
         Ok(Ready::Plain(out))
     }
 }
@@ -256,6 +260,8 @@ pub(super) enum Ready {
 pub(super) struct PendingStream {
     status: StatusCode,
     content_type: Option<HeaderValue>,
+    /// The upstream's request id, for `x-upstream-request-id`.
+    upstream_id: Option<HeaderValue>,
     first: Bytes,
     body: Incoming,
     sse: bool,
@@ -274,6 +280,7 @@ impl Ready {
                 let PendingStream {
                     status,
                     content_type,
+                    upstream_id,
                     first,
                     body,
                     sse,
@@ -289,6 +296,9 @@ impl Ready {
                 *out.status_mut() = status;
                 if let Some(ct) = content_type {
                     out.headers_mut().insert(CONTENT_TYPE, ct);
+                }
+                if let Some(id) = upstream_id {
+                    out.headers_mut().insert(X_UPSTREAM_REQUEST_ID.clone(), id);
                 }
                 out.headers_mut()
                     .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -378,6 +388,14 @@ pub(super) fn client_error(e: &hyper_util::client::legacy::Error) -> AttemptErro
     AttemptError::Connect {
         connected: !e.is_connect(),
         causes,
+    }
+}
+
+/// `x-upstream-request-id` on the client's answer, when the upstream
+/// sent a sane request id ([`upstream_request_id`]).
+fn give_upstream_id(from: &HeaderMap, to: &mut Response<ProxyBody>, scrub: &Scrubber) {
+    if let Some(id) = upstream_request_id(from, scrub) {
+        to.headers_mut().insert(X_UPSTREAM_REQUEST_ID.clone(), id);
     }
 }
 

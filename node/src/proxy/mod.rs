@@ -24,8 +24,11 @@
 //! - `forms.rs`: the request as each kind of target is sent it (the
 //!   client's own body, or its translation to the other API);
 //!   `request.rs`: one attempt's upstream request, and the shape of its
-//!   stream for the client; `models.rs`: `/v1/models` and `/v1/models/{id}`;
-//!   `stored.rs`: the Responses API's calls on a stored response.
+//!   stream for the client; `headers.rs`: the client headers it passes on
+//!   (trace context, `openai-beta`, the user agent), checked, and the
+//!   upstream's request id given back; `models.rs`: `/v1/models` and
+//!   `/v1/models/{id}`; `stored.rs`: the Responses API's calls on a stored
+//!   response.
 //!
 //! Clients of Anthropic's Messages API (`/v1/messages`) are served the same
 //! way; what differs is the shape of their errors ([`Dialect`]) and, for
@@ -36,6 +39,7 @@ mod attempt;
 pub mod failover;
 mod finish;
 mod forms;
+mod headers;
 mod models;
 mod request;
 mod route;
@@ -178,6 +182,9 @@ struct Call<'a> {
     /// native Anthropic targets.
     anthropic_version: Option<HeaderValue>,
     anthropic_beta: Option<HeaderValue>,
+    /// The client headers passed on (trace context, `openai-beta`, its
+    /// user agent after Meridian's), checked.
+    passed: headers::Passed,
     accept: Option<HeaderValue>,
     key: Arc<str>,
     request_id: &'a HeaderValue,
@@ -321,7 +328,9 @@ impl Proxy {
         // `body_timeout`: a client that sends its body slowly, or never
         // finishes it, holds its own connection and nothing else.
         let accept = req.headers().get(http::header::ACCEPT).cloned();
+        request::no_client_query(req.uri().query())?;
         let (anthropic_version, anthropic_beta) = request::anthropic_headers(req.headers())?;
+        let passed = headers::Passed::from_client(req.headers())?;
         let max = snapshot.proxy.max_request_bytes;
         let body = tokio::time::timeout(self.body_timeout, read_body(req, max))
             .await
@@ -362,6 +371,7 @@ impl Proxy {
             stream: probed.stream,
             anthropic_version,
             anthropic_beta,
+            passed,
             accept,
             key,
             request_id,

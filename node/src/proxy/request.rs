@@ -1,16 +1,23 @@
 //! What an attempt sends and how its answer is shaped for the client: the
 //! upstream request (the form's body with the target's model, its URI, the
-//! provider key, Anthropic's version and beta headers), and the shape of a
-//! streamed answer (translated or not, its error event in the client's
-//! API).
+//! provider key, Anthropic's version and beta headers, and the client
+//! headers [`super::headers`] checked), and the shape of a streamed answer
+//! (translated or not, its error event in the client's API).
+//!
+//! The upstream request is built from scratch, header by header: nothing
+//! of the client's is copied wholesale, so its key (in `authorization`,
+//! `x-api-key` or `api-key`), its cookies and any other header stay here.
+//! Its URI, query included (Azure's `api-version`), is the target's, set
+//! from configuration; a client's query string never reaches it.
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request};
 use http_body_util::Full;
 use proto::config::{DEFAULT_ANTHROPIC_VERSION, UpstreamKind};
 
 use super::forms::Form;
+use super::headers::{OPENAI_BETA, TRACEPARENT, TRACESTATE};
 use super::{Call, JSON, X_REQUEST_ID};
 use crate::error::{ProxyError, anthropic_stream_error};
 use crate::relay::{Shape, openai_stream_error};
@@ -52,7 +59,7 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
     let body = splice(&form.body, form.model_span.clone(), &target.model_json);
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
-    *request.uri_mut() = target.upstream.uri(form.endpoint).clone();
+    *request.uri_mut() = target.uri(form.endpoint).clone();
     let headers = request.headers_mut();
     headers.insert(CONTENT_TYPE, JSON.clone());
     let accept = match (&call.accept, call.stream) {
@@ -65,7 +72,20 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
     if let Some((name, value)) = target.upstream.auth_header() {
         headers.insert(name.clone(), value.clone());
     }
+    let passed = &call.passed;
+    headers.insert(USER_AGENT, passed.user_agent.clone());
+    if let Some(traceparent) = &passed.traceparent {
+        headers.insert(TRACEPARENT.clone(), traceparent.clone());
+    }
+    if let Some(tracestate) = &passed.tracestate {
+        headers.insert(TRACESTATE.clone(), tracestate.clone());
+    }
     let config = &target.upstream.config;
+    if let (UpstreamKind::Openai | UpstreamKind::Azure, Some(beta)) =
+        (config.kind, &passed.openai_beta)
+    {
+        headers.insert(OPENAI_BETA.clone(), beta.clone());
+    }
     if config.kind == UpstreamKind::Anthropic {
         let version = call.anthropic_version.clone().unwrap_or_else(|| {
             config
@@ -84,6 +104,37 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
 
 static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
+/// Refuses a client query string on a proxied endpoint with a 400 naming
+/// its first parameter: none is passed on, and one silently dropped would
+/// leave the client believing it took effect. Two markers SDKs put on
+/// their requests are accepted and not passed on: `api-version`, which the
+/// AzureOpenAI SDKs send on every request (each Azure upstream gets its
+/// configured version instead, since the deployment Meridian picks decides
+/// which it speaks), and `beta=true`, which the anthropic SDK's `beta`
+/// resources add (the betas themselves travel in `anthropic-beta`). The
+/// Responses API's calls check their own ([`crate::responses`]).
+pub(super) fn no_client_query(query: Option<&str>) -> Result<(), ProxyError> {
+    let Some(query) = query else {
+        return Ok(());
+    };
+    for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let sane_version = (1..=32).contains(&value.len())
+            && value
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if (name == "api-version" && sane_version) || pair == "beta=true" {
+            continue;
+        }
+        // As sent (a URI's query is printable ASCII), and cut: it goes into
+        // the error body and the log.
+        return Err(ProxyError::QueryRefused {
+            param: name.chars().take(64).collect(),
+        });
+    }
+    Ok(())
+}
 
 /// The client's `anthropic-version` and `anthropic-beta`, which a native
 /// Anthropic target is sent (the version is the upstream's configured one

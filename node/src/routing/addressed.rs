@@ -205,6 +205,13 @@ impl Door {
                 model_json: json_string(model),
                 price,
                 metrics: self.target_metrics.clone(),
+                // An Azure deployment's own URIs. A name that passed
+                // `check_model_name` is always a valid percent-encoded path
+                // segment; were it not, the request would fail at the
+                // upstream's plain URI, never reach another.
+                uris: super::build::target_uris(&self.upstream.config, model)
+                    .ok()
+                    .flatten(),
             }]],
             max_attempts: defaults.max_attempts,
             first_byte_timeout: defaults.first_byte_timeout,

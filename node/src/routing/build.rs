@@ -17,6 +17,7 @@ use proto::FieldError;
 use proto::api::openai::{Model, ModelList};
 use proto::config::{
     Config, HealthConfig, ProxyConfig, RouteConfig, SecretOrigin, SecretPolicy, UpstreamConfig,
+    UpstreamKind,
 };
 use proto::state::ClusterState;
 use serde::Serialize;
@@ -24,7 +25,7 @@ use serde::Serialize;
 use super::addressed::{Addressed, Defaults};
 use super::hedge::Hedge;
 use super::secrets::{LocalTrust, Secrets, provider_key, resolve_keys};
-use super::{Endpoint, KeyState, Price, Route, RoutingSnapshot, Target, Upstream};
+use super::{Endpoint, KeyState, Price, Route, RoutingSnapshot, Target, Upstream, azure_uris};
 use crate::auth::{KeyHash, KeyRing};
 use crate::cluster::unhex;
 use crate::health::{Live, Registry};
@@ -178,7 +179,14 @@ impl RoutingSnapshot {
                             format!("no upstream with id `{}`", tc.upstream),
                         )
                     })?;
+                    let uris = target_uris(&upstream.config, &tc.model).map_err(|e| {
+                        invalid(
+                            format!("routes[{i}].tiers[{t}][{j}].model"),
+                            format!("not usable in a deployment URL: {e}"),
+                        )
+                    })?;
                     targets.push(Target {
+                        uris,
                         model: Arc::from(tc.model.as_str()),
                         model_json: json_string(&tc.model),
                         price: Price {
@@ -240,6 +248,19 @@ impl RoutingSnapshot {
             metrics,
             registry,
         })
+    }
+}
+
+/// A target's own URIs: an Azure deployment's (the model names it in the
+/// path), precomputed here so no request formats one; `None` for every
+/// other kind, which sends to its upstream's.
+pub(super) fn target_uris(
+    upstream: &UpstreamConfig,
+    model: &str,
+) -> Result<Option<Arc<[Uri; Endpoint::ALL.len()]>>, http::uri::InvalidUri> {
+    match upstream.kind {
+        UpstreamKind::Azure => Ok(Some(Arc::new(azure_uris(upstream, model)?))),
+        UpstreamKind::Openai | UpstreamKind::Anthropic => Ok(None),
     }
 }
 

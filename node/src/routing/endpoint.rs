@@ -1,6 +1,8 @@
 //! The endpoints Meridian proxies, the API each belongs to, and which
 //! upstream kinds can answer each: natively, or through a translation.
 
+use http::Uri;
+use http::uri::InvalidUri;
 use proto::config::{UpstreamConfig, UpstreamKind};
 
 /// A proxied endpoint, as the client called it and as an upstream is sent it.
@@ -141,6 +143,48 @@ impl Endpoint {
     }
 }
 
+/// Each endpoint's URI on one Azure OpenAI deployment, by `Endpoint`
+/// index: `{base_url}/openai/deployments/{deployment}{suffix}?api-version=…`,
+/// the deployment (the target's model) percent-encoded as one path
+/// segment and the `api-version` the upstream's own, never a client's.
+/// Built once per target when the snapshot is, so the hot path formats
+/// nothing; only chat, completions and embeddings are ever sent there
+/// ([`Endpoint::on`]), the other entries follow the same shape unused.
+pub fn azure_uris(
+    upstream: &UpstreamConfig,
+    deployment: &str,
+) -> Result<[Uri; Endpoint::ALL.len()], InvalidUri> {
+    let base = upstream.base_url.trim_end_matches('/');
+    let segment = path_segment(deployment);
+    let version = upstream.api_version.as_deref().unwrap_or_default();
+    let mut uris: [Uri; Endpoint::ALL.len()] = Default::default();
+    for (uri, endpoint) in uris.iter_mut().zip(Endpoint::ALL) {
+        *uri = format!(
+            "{base}/openai/deployments/{segment}{}?api-version={version}",
+            endpoint.suffix()
+        )
+        .parse()?;
+    }
+    Ok(uris)
+}
+
+/// `text` as one URI path segment: RFC 3986's unreserved characters kept,
+/// every other byte percent-encoded, so a deployment name can neither add
+/// a segment (`/`), start a query (`?`) nor climb out of its place (a
+/// segment of dots alone is encoded whole).
+fn path_segment(text: &str) -> String {
+    let dots = text.bytes().all(|b| b == b'.');
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (b.is_ascii_alphanumeric() || b"-_~".contains(&b) || b == b'.') && !dots {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -226,5 +270,53 @@ mod tests {
             Some((Endpoint::Responses, T::TagResponses))
         );
         assert_eq!(Endpoint::Responses.on(&anthropic), None);
+        let azure = upstream(UpstreamKind::Azure, false);
+        assert_eq!(
+            Endpoint::Embeddings.on(&azure),
+            Some((Endpoint::Embeddings, T::None))
+        );
+        assert_eq!(
+            Endpoint::Messages.on(&azure),
+            Some((Endpoint::ChatCompletions, T::MessagesToChat))
+        );
+        assert_eq!(Endpoint::Responses.on(&azure), None);
+        assert_eq!(Endpoint::CountTokens.on(&azure), None);
+    }
+
+    #[test]
+    fn azure_uris_name_the_deployment_and_the_configured_version() {
+        let azure = UpstreamConfig {
+            kind: UpstreamKind::Azure,
+            base_url: "https://res.openai.azure.com/".into(),
+            api_version: Some("2024-10-21".into()),
+            ..harness_free_upstream()
+        };
+        let uris = azure_uris(&azure, "gpt-4o.mini_1").unwrap();
+        assert_eq!(
+            uris[Endpoint::ChatCompletions.index()],
+            "https://res.openai.azure.com/openai/deployments/gpt-4o.mini_1/chat/completions?api-version=2024-10-21"
+        );
+        assert_eq!(
+            uris[Endpoint::Embeddings.index()].path(),
+            "/openai/deployments/gpt-4o.mini_1/embeddings"
+        );
+        assert_eq!(
+            uris[Endpoint::Completions.index()].query(),
+            Some("api-version=2024-10-21")
+        );
+        for (hostile, segment) in [
+            ("a/b?api-version=x", "a%2Fb%3Fapi-version%3Dx"),
+            ("..", "%2E%2E"),
+            ("é #", "%C3%A9%20%23"),
+            ("a%2F", "a%252F"),
+        ] {
+            let uri = &azure_uris(&azure, hostile).unwrap()[Endpoint::ChatCompletions.index()];
+            assert_eq!(
+                uri.path(),
+                format!("/openai/deployments/{segment}/chat/completions"),
+                "{hostile}"
+            );
+            assert_eq!(uri.query(), Some("api-version=2024-10-21"));
+        }
     }
 }

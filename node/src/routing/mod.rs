@@ -29,7 +29,7 @@ mod tests;
 
 pub use addressed::{Miss, decode_model_id};
 pub use build::{BuildError, Disabled, NodeSettings};
-pub use endpoint::{Dialect, Endpoint, Translation};
+pub use endpoint::{Dialect, Endpoint, Translation, azure_uris};
 pub use follow::{Follow, build_applied, follow_applied, log_disabled, routing_built_at};
 pub use secrets::{LocalTrust, ProcessEnv, Secrets, check_upstream, resolve_keys};
 
@@ -145,6 +145,10 @@ pub struct Target {
     pub price: Price,
     /// The counters of this route's answers from this upstream.
     pub metrics: Arc<TargetMetrics>,
+    /// Its own URI of each endpoint, by `Endpoint` index, when it has them:
+    /// an Azure deployment's ([`azure_uris`]), where the model is in the
+    /// path; `None` for the upstream's own ([`Upstream::uri`]).
+    pub uris: Option<Arc<[Uri; Endpoint::ALL.len()]>>,
 }
 
 /// A model name clients may send, and its tiers.
@@ -168,6 +172,15 @@ pub struct Route {
 }
 
 impl Target {
+    /// The URI to send an endpoint's requests to: the target's own (an
+    /// Azure deployment's), else its upstream's.
+    pub fn uri(&self, endpoint: Endpoint) -> &Uri {
+        match &self.uris {
+            Some(uris) => &uris[endpoint.index()],
+            None => self.upstream.uri(endpoint),
+        }
+    }
+
     /// The time to first byte to expect from this target: this node's own
     /// window when it has enough samples (it is the freshest, and what a
     /// node cut off from the cluster still has), else the shared figures of
