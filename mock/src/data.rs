@@ -99,7 +99,7 @@ pub async fn handle(
         Some(id) => header_value(id),
         None => header_value(&format!("req_mock_{n}")),
     };
-    let mut response = answer(&shared, &behavior, n, endpoint, azure, request).await?;
+    let mut response = answer(&shared, &behavior, n, (endpoint, dialect), azure, request).await?;
     if let Some(id) = id {
         response.headers_mut().insert(id_name, id);
     }
@@ -112,14 +112,14 @@ async fn answer(
     shared: &Shared,
     behavior: &Behavior,
     n: u64,
-    endpoint: Endpoint,
+    (endpoint, dialect): (Endpoint, Dialect),
     azure: Option<AzurePath>,
     request: Request<Incoming>,
 ) -> Result<Response<Body>, MockError> {
-    let dialect = Dialect::of(endpoint);
     let headers = request.headers();
     let authorization = headers.get(header::AUTHORIZATION);
     let x_api_key = headers.get("x-api-key");
+    // Recorded for the Messages API's own paths only.
     if Dialect::of(endpoint) == Dialect::Anthropic {
         let header = |name: &str| headers.get(name).map(HeaderValue::as_bytes);
         shared.stats.anthropic(

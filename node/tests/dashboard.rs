@@ -88,7 +88,7 @@ async fn dashboard_shows_members_upstreams_and_failovers_in_chromium() {
         .put(
             1,
             "/admin/v1/upstreams/backup",
-            &json!({"base_url": backup.base_url(), "region": "r2"}),
+            &json!({"base_url": backup.base_url(), "region": "r2", "models": ["b", "b-large"]}),
         )
         .await;
     assert_eq!(put.status, 200, "{}", put.text());
@@ -192,6 +192,12 @@ async fn dashboard_shows_members_upstreams_and_failovers_in_chromium() {
         assert!(
             dom.contains(&format!(r#"data-region="{region}""#)),
             "region {region} not in the heat map:\n{dom}"
+        );
+    }
+    for model in ["backup/b", "backup/b-large"] {
+        assert!(
+            dom.contains(&format!(r#"data-catalogue="{model}""#)),
+            "catalogue model {model} not on the page:\n{dom}"
         );
     }
     assert!(dom.contains("leader"), "no leader on the page");

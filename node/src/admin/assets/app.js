@@ -166,6 +166,28 @@ function drawFailovers(events) {
   fill("#failovers", rows, 6, "no failover since this node started");
 }
 
+function drawCatalogue(catalogue) {
+  const rows = [];
+  for (const u of catalogue.upstreams) {
+    const declared = new Set(u.declared);
+    const discovered = new Set(u.discovered);
+    const models = [...new Set([...u.declared, ...u.discovered])].sort();
+    const list = !u.discover ? "—"
+      : u.applied_unix_ms ? "applied " + new Date(u.applied_unix_ms).toLocaleTimeString()
+      : "none yet";
+    for (const m of models) {
+      const source = declared.has(m) && discovered.has(m) ? "both"
+        : declared.has(m) ? "declared" : "discovered";
+      rows.push(el("tr", { "data-catalogue": u.id + "/" + m },
+        el("td", {}, u.id + "/" + m),
+        el("td", {}, source),
+        el("td", {}, list),
+      ));
+    }
+  }
+  fill("#catalogue", rows, 3, "no upstream declares or discovers its models: any upstream/model is accepted");
+}
+
 function say(text, isError) {
   const status = document.getElementById("status");
   status.textContent = text;
@@ -174,16 +196,18 @@ function say(text, isError) {
 
 async function refresh() {
   try {
-    const [cluster, health, events] = await Promise.all([
+    const [cluster, health, events, catalogue] = await Promise.all([
       get("/admin/v1/cluster"),
       get("/admin/v1/health"),
       get("/admin/v1/events"),
+      get("/admin/v1/catalogue"),
     ]);
     drawNode(cluster);
     drawMembers(cluster, health);
     drawHeatmap(health, cluster);
     drawUpstreams(health);
     drawFailovers(events);
+    drawCatalogue(catalogue);
     document.body.dataset.loaded = "true";
     say("updated " + new Date().toLocaleTimeString(), false);
   } catch (e) {
