@@ -192,6 +192,31 @@ async fn a_client_api_version_is_replaced_by_the_configured_one() {
     assert_eq!(az.requests().await, 1, "nothing refused was sent");
 }
 
+/// A plain and a streamed request to `route`, each answered by the next
+/// tier's `to` (its own `model`) after the first tier failed.
+async fn falls_over(node: &Node, route: &str, to: &str, model: &str) {
+    let answer = node.chat(chat(route), &[AUTH]).await;
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(answer.header("x-meridian-upstream"), to);
+    assert_eq!(answer.header("x-meridian-fallback"), "true");
+    assert_eq!(answer.header("x-meridian-attempts"), "2");
+    assert_eq!(answer.json()["model"], model);
+    let (status, headers, frames) = node
+        .stream("/v1/chat/completions", streamed(route), &[AUTH])
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["x-meridian-upstream"], to);
+    assert_eq!(headers["x-meridian-fallback"], "true");
+    let text = text(&frames);
+    assert!(text.contains(&format!("\"{model}\"")), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}
+
 #[tokio::test]
 async fn azure_and_openai_fail_over_to_each_other_both_ways() {
     let (az, oai) = mocks().await;
@@ -210,24 +235,7 @@ async fn azure_and_openai_fail_over_to_each_other_both_ways() {
     // Azure failing: the OpenAI target answers, plain and streamed.
     az.behave(json!({"error_rate": 1.0, "error_status": 500}))
         .await;
-    let answer = node.chat(chat("az-first"), &[AUTH]).await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    assert_eq!(answer.header("x-meridian-upstream"), "oai");
-    assert_eq!(answer.header("x-meridian-fallback"), "true");
-    assert_eq!(answer.header("x-meridian-attempts"), "2");
-    assert_eq!(answer.json()["model"], "gpt-b");
-    let (status, headers, frames) = node
-        .stream("/v1/chat/completions", streamed("az-first"), &[AUTH])
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(headers["x-meridian-upstream"], "oai");
-    assert_eq!(headers["x-meridian-fallback"], "true");
-    assert!(text(&frames).trim_end().ends_with("data: [DONE]"));
+    falls_over(&node, "az-first", "oai", "gpt-b").await;
     // In one tier, every answer is the healthy target's, after one
     // attempt or two (a retry within the tier is no fallback: that header
     // names a later tier).
@@ -244,22 +252,6 @@ async fn azure_and_openai_fail_over_to_each_other_both_ways() {
     az.behave(json!({"error_rate": 0.0})).await;
     oai.behave(json!({"error_rate": 1.0, "error_status": 503}))
         .await;
-    let answer = node.chat(chat("oai-first"), &[AUTH]).await;
-    assert_eq!(
-        answer.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&answer.body)
-    );
-    assert_eq!(answer.header("x-meridian-upstream"), "az");
-    assert_eq!(answer.header("x-meridian-fallback"), "true");
-    assert_eq!(answer.json()["model"], "dep-a");
-    let (status, headers, frames) = node
-        .stream("/v1/chat/completions", streamed("oai-first"), &[AUTH])
-        .await;
-    assert_eq!(status, 200);
-    assert_eq!(headers["x-meridian-upstream"], "az");
-    assert_eq!(headers["x-meridian-fallback"], "true");
-    assert!(text(&frames).contains("\"dep-a\""));
+    falls_over(&node, "oai-first", "az", "dep-a").await;
     assert_eq!(az.stats().await["last_api_version"], API_VERSION);
 }
