@@ -24,8 +24,11 @@ async fn node(r1: &Mock, r2: &Mock, plain: &Mock) -> Node {
                 "resp",
                 vec![vec![target("r1", "gpt-r"), target("r2", "gpt-r")]],
             ));
-            c.routes
-                .push(route("only-r1", vec![vec![target("r1", "gpt-r")]]));
+            // Priced, so its answers carry their cost.
+            let mut priced = target("r1", "gpt-r");
+            priced.input_per_mtok = 1.0;
+            priced.output_per_mtok = 2.0;
+            c.routes.push(route("only-r1", vec![vec![priced]]));
             c.routes
                 .push(route("only-r2", vec![vec![target("r2", "gpt-r")]]));
             c.routes
@@ -177,6 +180,50 @@ async fn responses_are_tagged_pinned_and_reached_by_id_only_through_checked_part
     .await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["code"], "not_served");
+
+    // A priced route's responses carry their cost: the header on a plain
+    // one, `cost` in the completed event's `response.usage` on a stream.
+    let answer = node
+        .post(
+            "/v1/responses",
+            json!({"model": "only-r1", "input": "hi"}).to_string(),
+            &[],
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let cost: f64 = answer.header("x-meridian-cost-usd").parse().unwrap();
+    assert!(cost > 0.0, "{cost}");
+    let (status, _, frames) = node
+        .stream(
+            "/v1/responses",
+            json!({"model": "only-r1", "input": "hi", "stream": true}),
+            &[],
+        )
+        .await;
+    assert_eq!(status, 200);
+    let text: String = frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    let completed = text
+        .split("\n\n")
+        .find(|e| e.contains("event: response.completed"))
+        .unwrap_or_else(|| panic!("{text}"));
+    let data: Value = serde_json::from_str(
+        completed
+            .lines()
+            .find_map(|l| l.strip_prefix("data: "))
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        data["response"]["usage"]["cost"].as_f64().unwrap() > 0.0,
+        "{data}"
+    );
+    assert!(
+        data["response"]["id"].as_str().unwrap().starts_with("r1~"),
+        "{data}"
+    );
 
     // Deleted: then unknown at its upstream, which says so.
     let (status, _) = call(&node, Method::DELETE, &format!("/v1/responses/{id}"), None).await;

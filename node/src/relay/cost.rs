@@ -1,11 +1,13 @@
 //! The cost written into a stream's usage as it passes the relay, as
 //! OpenRouter does: `"usage": {..., "cost": 0.000123}`.
 //!
-//! The events are the client's, after any translation, and the one
-//! rewritten is the one whose JSON carries a top-level `usage` object: an
-//! OpenAI chat chunk's (`stream_options.include_usage`), an Anthropic
-//! `message_delta`'s. Usage one level down (`message_start`'s
-//! `message.usage`, the Responses API's `response.usage`) is left as it is.
+//! The events are the client's, after any translation, and the ones
+//! rewritten are those whose JSON carries a final usage object: a top-level
+//! `usage` (an OpenAI chat chunk's with `stream_options.include_usage`, an
+//! Anthropic `message_delta`'s), or the Responses API's `response.usage`
+//! (in `response.completed`, where the whole response comes with its
+//! usage). `message_start`'s `message.usage` holds only the input so far
+//! and is left as it is.
 //! Only the usage object changes: `,"cost":…` is spliced in before its
 //! closing brace, so everything else in the batch, that event's other
 //! fields included, goes out byte for byte; a usage that already has a
@@ -18,9 +20,19 @@ use serde_json::value::RawValue;
 
 use crate::usage::Cost;
 
-/// The event's top-level `usage`, where it sits in the line.
+/// The event's top-level `usage`, or its `response.usage`, where it sits
+/// in the line.
 #[derive(Deserialize)]
 struct Top<'a> {
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    response: Option<Response<'a>>,
+}
+
+/// A Responses-API event's `response` object.
+#[derive(Deserialize)]
+struct Response<'a> {
     #[serde(borrow, default)]
     usage: Option<&'a RawValue>,
 }
@@ -58,7 +70,11 @@ fn usage_in(line: &[u8], offset: usize) -> Option<(usize, &str)> {
     let data = line.strip_prefix(b"data:")?;
     memchr::memmem::find(data, b"\"usage\"")?;
     let json = data.trim_ascii();
-    let usage = serde_json::from_slice::<Top<'_>>(json).ok()?.usage?.get();
+    let top = serde_json::from_slice::<Top<'_>>(json).ok()?;
+    let usage = top
+        .usage
+        .or_else(|| top.response.and_then(|r| r.usage))?
+        .get();
     if !usage.starts_with('{') {
         return None;
     }
@@ -153,7 +169,8 @@ event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n";
     fn nothing_to_price_is_left_alone() {
         for events in [
             "data: {\"choices\":[],\"usage\":null}\n\n",
-            "data: {\"response\":{\"usage\":{\"input_tokens\":1}}}\n\n",
+            "data: {\"message\":{\"usage\":{\"input_tokens\":1}}}\n\n",
+            "data: {\"type\":\"response.created\",\"response\":{\"usage\":null}}\n\n",
             "data: {\"text\":\"the word \\\"usage\\\" in a string\"}\n\n",
             "data: not json \"usage\"\n\n",
             "data: {\"usage\":[1]}\n\n",
@@ -164,6 +181,20 @@ event: message_stop\r\ndata: {\"type\":\"message_stop\"}\r\n\r\n";
         assert_eq!(
             text(with_cost(b"data: {\"usage\":{}}\n\n", cost())).unwrap(),
             "data: {\"usage\":{\"cost\":0.00000159}}\n\n"
+        );
+    }
+
+    #[test]
+    fn the_responses_completed_event_gets_the_cost_in_its_response_usage() {
+        let events = "event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n\
+event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"id\":\"up~resp_1\",\"usage\":{\"input_tokens\":12,\"output_tokens\":3,\"total_tokens\":15}}}\n\n";
+        let out = text(with_cost(events.as_bytes(), cost())).unwrap();
+        assert_eq!(
+            out,
+            events.replace(
+                "\"total_tokens\":15}",
+                "\"total_tokens\":15,\"cost\":0.00000159}"
+            )
         );
     }
 
