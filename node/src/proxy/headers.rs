@@ -181,19 +181,36 @@ fn member_ok(member: &[u8]) -> bool {
 /// such), refused when it is anything else: it reaches an upstream's
 /// request head.
 fn openai_beta(headers: &HeaderMap) -> Result<Option<HeaderValue>, ProxyError> {
-    let Some(v) = headers.get(&OPENAI_BETA) else {
+    beta_list(
+        headers,
+        "openai-beta",
+        b"-_.,:= ",
+        "a comma-separated list of beta names such as `assistants=v2` (letters, digits, \
+         `-`, `_`, `.`, `=`), at most 1024 bytes",
+    )
+}
+
+/// A client's beta header (`openai-beta`, `anthropic-beta`) when it is 1 to
+/// 1024 bytes of letters, digits and `punctuation`, for an upstream's
+/// request head; a 400 naming the header, saying it must be `what`,
+/// otherwise.
+pub(super) fn beta_list(
+    headers: &HeaderMap,
+    name: &'static str,
+    punctuation: &[u8],
+    what: &str,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    let Some(v) = headers.get(name) else {
         return Ok(None);
     };
     let ok = (1..=1024).contains(&v.len())
         && v.as_bytes()
             .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.,:= ".contains(b));
+            .all(|b| b.is_ascii_alphanumeric() || punctuation.contains(b));
     if !ok {
         return Err(ProxyError::BadHeader {
-            name: "openai-beta",
-            message: "must be a comma-separated list of beta names such as `assistants=v2` \
-                      (letters, digits, `-`, `_`, `.`, `=`), at most 1024 bytes"
-                .into(),
+            name,
+            message: format!("must be {what}"),
         });
     }
     Ok(Some(v.clone()))

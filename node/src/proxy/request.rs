@@ -17,7 +17,7 @@ use http_body_util::Full;
 use proto::config::{DEFAULT_ANTHROPIC_VERSION, UpstreamKind};
 
 use super::forms::Form;
-use super::headers::{OPENAI_BETA, TRACEPARENT, TRACESTATE};
+use super::headers::{OPENAI_BETA, TRACEPARENT, TRACESTATE, beta_list};
 use super::{Call, JSON, X_REQUEST_ID};
 use crate::error::{ProxyError, anthropic_stream_error};
 use crate::relay::{Shape, openai_stream_error};
@@ -159,23 +159,12 @@ pub(super) fn anthropic_headers(
             Some(v.clone())
         }
     };
-    let beta = match headers.get("anthropic-beta") {
-        None => None,
-        Some(v) => {
-            let ok = (1..=1024).contains(&v.len())
-                && v.as_bytes()
-                    .iter()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.,: ".contains(b));
-            if !ok {
-                return Err(ProxyError::BadHeader {
-                    name: "anthropic-beta",
-                    message: "must be a comma-separated list of beta names (letters, digits, \
-                              `-`, `_`, `.`), at most 1024 bytes"
-                        .into(),
-                });
-            }
-            Some(v.clone())
-        }
-    };
+    let beta = beta_list(
+        headers,
+        "anthropic-beta",
+        b"-_.,: ",
+        "a comma-separated list of beta names (letters, digits, `-`, `_`, `.`), at most \
+         1024 bytes",
+    )?;
     Ok((version, beta))
 }
