@@ -32,6 +32,7 @@ fn snapshot() -> RoutingSnapshot {
     config.keys = vec![proto::config::KeyConfig {
         name: "app".to_owned(),
         key_env: "K".to_owned(),
+        ..Default::default()
     }];
     config.upstreams = (0..8)
         .map(|u| {

@@ -39,6 +39,7 @@ pub fn node(id: u64, region: &str, data_dir: &Path) -> Config {
         connections: ConnectionsConfig::default(),
         health: HealthConfig::default(),
         catalogue: CatalogueConfig::default(),
+        tenants: Default::default(),
         keys: Vec::new(),
         upstreams: Vec::new(),
         routes: Vec::new(),

@@ -90,6 +90,7 @@ fn an_unset_client_key_variable_exits_64_naming_it() {
     config.keys.push(proto::config::KeyConfig {
         name: "app".to_owned(),
         key_env: "TEST_SURELY_UNSET_KEY".to_owned(),
+        ..Default::default()
     });
     let file = write_config(&config);
     let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);

@@ -132,6 +132,7 @@ fn forged_key() -> Command {
     Command::PutKey(KeyRecord {
         name: "forged".into(),
         sha256: "ab".repeat(32),
+        limits: Default::default(),
     })
 }
 

@@ -21,14 +21,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The encoding version this build writes, on the wire and on disk, and the
-/// only one it reads. Version 3: upstreams carry `kind`,
+/// only one it reads. Version 4: keys carry their limits
+/// (`KeyRecord::limits`), the state its tenants' ledger
+/// (`ClusterState::tenancy`, `Command::AddCredits`, `Command::Tenancy`).
+/// Version 3: upstreams carry `kind`,
 /// `anthropic_version` and `responses`. Version 2: the cluster state
 /// carries health reports (`Command::Report`, `ClusterState::health`).
 /// bincode is not self-describing, so a store or peer of another version is
 /// refused with a clear error instead of misread. (Until the two codecs
 /// became this one, the store still wrote version 1 for the version 2
 /// shape; such a data dir is refused too.)
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod health;
 pub mod state;
+pub mod tenancy;
 
 pub use config::{Config, ConfigError};
 pub use error::FieldError;

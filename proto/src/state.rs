@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{RouteConfig, UpstreamConfig, check_model_name, check_prefixes};
 use crate::error::FieldError;
 use crate::health::HealthReport;
+use crate::tenancy::{KeyLimits, Tenancy, TenantReport};
 
 /// A cluster member as Raft records it: where to reach it and what it serves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +47,8 @@ pub struct KeyRecord {
     pub name: String,
     /// Hex SHA-256 of the key.
     pub sha256: String,
+    /// What the key may use: models, rates, credits, class.
+    pub limits: KeyLimits,
 }
 
 /// A change to the replicated state; one Raft log entry each.
@@ -110,6 +113,24 @@ pub enum Command {
         /// Its model names, as it listed them.
         models: Vec<String>,
     },
+    /// Adds to a key's prepaid balance. `id` makes a retried top-up count
+    /// once.
+    AddCredits {
+        /// The key holder's name.
+        key: String,
+        /// Chosen by whoever tops up; the same id again changes nothing.
+        id: String,
+        /// The amount, in nanodollars.
+        nanos: u64,
+    },
+    /// A member's demand, spending and usage per key since it started
+    /// ([`crate::tenancy::ledger`]).
+    Tenancy {
+        /// The reporting member's id.
+        id: u64,
+        /// What it reports.
+        report: TenantReport,
+    },
 }
 
 /// The most models one upstream's discovered catalogue may hold: a provider
@@ -162,6 +183,8 @@ pub struct ClusterState {
     pub health: BTreeMap<u64, HealthReport>,
     /// The models each upstream with `discover_models` listed, sorted.
     pub catalogue: BTreeMap<String, Vec<String>>,
+    /// Credits, usage and demand per key.
+    pub tenancy: Tenancy,
 }
 
 impl ClusterState {
@@ -196,6 +219,11 @@ impl ClusterState {
                 }
                 if let Err(e) = next.check() {
                     return CommandResponse::Rejected(e);
+                }
+                for k in next.keys.values() {
+                    if let Some(opening) = k.limits.credits_nanos {
+                        next.tenancy.open(&k.name, opening);
+                    }
                 }
                 *self = next;
                 CommandResponse::Applied { changed: true }
@@ -247,10 +275,13 @@ impl ClusterState {
                 changed: self.routes.remove(model).is_some(),
             },
             Command::PutKey(k) => {
-                if let Err(message) = check_key(k) {
-                    return CommandResponse::rejected("key", message);
+                if let Err(e) = check_key(k) {
+                    return CommandResponse::rejected(format!("key.{}", e.field), e.message);
                 }
-                let changed = self.keys.get(&k.name) != Some(k);
+                let mut changed = self.keys.get(&k.name) != Some(k);
+                if let Some(opening) = k.limits.credits_nanos {
+                    changed |= self.tenancy.open(&k.name, opening);
+                }
                 self.keys.insert(k.name.clone(), k.clone());
                 CommandResponse::Applied { changed }
             }
@@ -307,6 +338,19 @@ impl ClusterState {
                 self.catalogue.insert(upstream.clone(), sorted);
                 CommandResponse::Applied { changed }
             }
+            Command::AddCredits { key, id, nanos } => {
+                if !self.keys.contains_key(key) {
+                    return CommandResponse::rejected("key", format!("no key named `{key}`"));
+                }
+                match self.tenancy.top_up(key, id, *nanos) {
+                    Ok(changed) => CommandResponse::Applied { changed },
+                    Err(e) => CommandResponse::Rejected(e),
+                }
+            }
+            Command::Tenancy { id, report } => match self.tenancy.report(*id, report) {
+                Ok(changed) => CommandResponse::Applied { changed },
+                Err(e) => CommandResponse::Rejected(e),
+            },
         }
     }
 
@@ -332,7 +376,8 @@ impl ClusterState {
             })?;
         }
         for k in self.keys.values() {
-            check_key(k).map_err(|m| FieldError::new(format!("keys.{}", k.name), m))?;
+            check_key(k)
+                .map_err(|e| FieldError::new(format!("keys.{}.{}", k.name, e.field), e.message))?;
         }
         Ok(())
     }
@@ -342,16 +387,16 @@ impl ClusterState {
 pub const LAST_KEY: &str = "this is the last client key: without one, a node accepts every \
      request on loopback and none elsewhere; put another key first";
 
-fn check_key(k: &KeyRecord) -> Result<(), String> {
+fn check_key(k: &KeyRecord) -> Result<(), FieldError> {
     let names_ok = !k.name.is_empty() && k.name.len() <= 64;
     let hash_ok = k.sha256.len() == 64
         && k.sha256
             .bytes()
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
     match (names_ok, hash_ok) {
-        (false, _) => Err("name must be 1 to 64 characters".into()),
-        (_, false) => Err("sha256 must be 64 lowercase hex digits".into()),
-        _ => Ok(()),
+        (false, _) => Err(FieldError::new("name", "must be 1 to 64 characters")),
+        (_, false) => Err(FieldError::new("sha256", "must be 64 lowercase hex digits")),
+        _ => k.limits.validate("limits"),
     }
 }
 
@@ -398,6 +443,7 @@ mod tests {
         KeyRecord {
             name: name.into(),
             sha256: "ab".repeat(32),
+            limits: KeyLimits::default(),
         }
     }
 
@@ -523,7 +569,7 @@ mod tests {
         );
         let mut k = key("app");
         k.sha256 = "not-hex".into();
-        assert_eq!(rejected(s.apply(&Command::PutKey(k))), "key");
+        assert_eq!(rejected(s.apply(&Command::PutKey(k))), "key.sha256");
         assert_eq!(s, ClusterState::default());
     }
 
@@ -696,5 +742,132 @@ mod tests {
             s.apply(&Command::PutUpstream(b)),
             CommandResponse::Applied { changed: false }
         );
+    }
+}
+
+#[cfg(test)]
+mod tenancy_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::tenancy::{Counters, UsageBucket};
+
+    fn key(name: &str, credits_nanos: Option<u64>) -> KeyRecord {
+        KeyRecord {
+            name: name.into(),
+            sha256: "cd".repeat(32),
+            limits: KeyLimits {
+                credits_nanos,
+                ..KeyLimits::default()
+            },
+        }
+    }
+
+    #[test]
+    fn a_key_with_credits_opens_its_ledger_once() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::PutKey(key("acme", Some(100))));
+        assert_eq!(s.tenancy.credits["acme"].balance_nanos(), 100);
+        // Putting the key again (even with another opening balance) never
+        // refills it: top-ups do.
+        s.apply(&Command::PutKey(key("acme", Some(5_000))));
+        assert_eq!(s.tenancy.credits["acme"].balance_nanos(), 100);
+        let top_up = Command::AddCredits {
+            key: "acme".into(),
+            id: "t1".into(),
+            nanos: 50,
+        };
+        assert_eq!(s.apply(&top_up), CommandResponse::Applied { changed: true });
+        assert_eq!(
+            s.apply(&top_up),
+            CommandResponse::Applied { changed: false }
+        );
+        assert_eq!(s.tenancy.credits["acme"].balance_nanos(), 150);
+        let before = s.clone();
+        for bad in [
+            Command::AddCredits {
+                key: "nobody".into(),
+                id: "t2".into(),
+                nanos: 50,
+            },
+            Command::AddCredits {
+                key: "acme".into(),
+                id: "".into(),
+                nanos: 50,
+            },
+            Command::AddCredits {
+                key: "acme".into(),
+                id: "x".repeat(500),
+                nanos: 50,
+            },
+        ] {
+            assert!(
+                matches!(s.apply(&bad), CommandResponse::Rejected(_)),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(s, before, "a refused top-up changes nothing");
+        // A deleted key's balance is kept for when it comes back.
+        s.apply(&Command::PutKey(key("other", None)));
+        s.apply(&Command::DeleteKey {
+            name: "acme".into(),
+        });
+        s.apply(&Command::PutKey(key("acme", Some(1))));
+        assert_eq!(s.tenancy.credits["acme"].balance_nanos(), 150);
+    }
+
+    #[test]
+    fn seeded_keys_open_their_ledgers_and_spending_follows_reports() {
+        let mut s = ClusterState::default();
+        s.apply(&Command::Seed {
+            upstreams: vec![],
+            routes: vec![],
+            keys: vec![key("acme", Some(1_000)), key("free", None)],
+        });
+        assert!(s.tenancy.credits.contains_key("acme"));
+        assert!(!s.tenancy.credits.contains_key("free"));
+        let cell = UsageBucket {
+            key: "acme".into(),
+            day: 20_000,
+            model: "fast".into(),
+            upstream: "a".into(),
+        };
+        let report = Command::Tenancy {
+            id: 2,
+            report: crate::tenancy::TenantReport {
+                boot: 1,
+                seq: 1,
+                usage_days: 30,
+                demand: Default::default(),
+                usage: vec![(
+                    cell,
+                    Counters {
+                        requests: 2,
+                        input_tokens: 1,
+                        output_tokens: 1,
+                        cost_nanos: 400,
+                    },
+                )],
+            },
+        };
+        s.apply(&report);
+        s.apply(&report);
+        assert_eq!(s.tenancy.credits["acme"].balance_nanos(), 600);
+        assert!(!ClusterState::default().routing_differs(&ClusterState {
+            tenancy: s.tenancy.clone(),
+            ..ClusterState::default()
+        }));
+    }
+
+    #[test]
+    fn invalid_limits_are_refused_naming_the_field() {
+        let mut s = ClusterState::default();
+        let mut k = key("acme", None);
+        k.limits.rpm = Some(0);
+        match s.apply(&Command::PutKey(k)) {
+            CommandResponse::Rejected(e) => assert_eq!(e.field, "key.limits.rpm"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(s, ClusterState::default());
     }
 }

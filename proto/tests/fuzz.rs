@@ -144,7 +144,49 @@ fn command() -> impl Strategy<Value = Command> {
         route().prop_map(Command::PutRoute),
         text().prop_map(|id| Command::DeleteUpstream { id }),
         text().prop_map(|model| Command::DeleteRoute { model }),
-        (text(), text()).prop_map(|(name, sha256)| Command::PutKey(KeyRecord { name, sha256 })),
+        (text(), text()).prop_map(|(name, sha256)| Command::PutKey(KeyRecord {
+            name,
+            sha256,
+            limits: Default::default(),
+        })),
+        (text(), text(), any::<u64>()).prop_map(|(key, id, nanos)| Command::AddCredits {
+            key,
+            id,
+            nanos
+        }),
+        (
+            any::<u64>(),
+            0u64..3,
+            any::<u64>(),
+            any::<u32>(),
+            proptest::collection::vec((text(), 0u32..3, any::<u64>()), 0..3)
+        )
+            .prop_map(|(id, boot, seq, usage_days, cells)| Command::Tenancy {
+                id,
+                report: proto::tenancy::TenantReport {
+                    boot,
+                    seq,
+                    usage_days,
+                    demand: cells.iter().map(|(k, _, n)| (k.clone(), *n)).collect(),
+                    usage: cells
+                        .into_iter()
+                        .map(|(key, day, n)| (
+                            proto::tenancy::UsageBucket {
+                                key,
+                                day,
+                                model: "m".into(),
+                                upstream: "u".into(),
+                            },
+                            proto::tenancy::Counters {
+                                requests: n,
+                                input_tokens: n,
+                                output_tokens: n,
+                                cost_nanos: n,
+                            }
+                        ))
+                        .collect(),
+                },
+            }),
         (any::<u64>(), text(), text()).prop_map(|(id, admin_addr, region)| Command::Announce {
             id,
             info: NodeInfo { admin_addr, region },

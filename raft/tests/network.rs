@@ -530,6 +530,7 @@ fn key(name: &str) -> Command {
     Command::PutKey(KeyRecord {
         name: name.into(),
         sha256: "ab".repeat(32),
+        limits: Default::default(),
     })
 }
 

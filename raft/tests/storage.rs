@@ -64,6 +64,7 @@ fn key(name: &str) -> KeyRecord {
     KeyRecord {
         name: name.into(),
         sha256: "ab".repeat(32),
+        limits: Default::default(),
     }
 }
 
@@ -76,6 +77,7 @@ fn history() -> Vec<Entry<TypeConfig>> {
     commands.push(Command::PutKey(KeyRecord {
         name: "bad".into(),
         sha256: "nothex".into(),
+        limits: Default::default(),
     }));
     let mut entries = vec![
         entry(1, 1, EntryPayload::Blank),

@@ -199,7 +199,15 @@ async fn put_key(
             ));
         }
     };
-    propose(&state, Command::PutKey(KeyRecord { name, sha256 })).await
+    propose(
+        &state,
+        Command::PutKey(KeyRecord {
+            name,
+            sha256,
+            limits: Default::default(),
+        }),
+    )
+    .await
 }
 
 async fn delete_key(

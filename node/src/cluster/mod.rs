@@ -456,6 +456,12 @@ pub fn seed(config: &Config, keys: &[(String, KeyHash)]) -> Command {
             .map(|(name, hash)| KeyRecord {
                 name: name.clone(),
                 sha256: hex(hash),
+                limits: config
+                    .keys
+                    .iter()
+                    .find(|k| &k.name == name)
+                    .and_then(|k| k.limits().ok())
+                    .unwrap_or_default(),
             })
             .collect(),
     }

@@ -310,6 +310,7 @@ fn state_of(config: &Config) -> ClusterState {
         keys: vec![KeyRecord {
             name: "app".into(),
             sha256: hex(&hash_key("client-key-0123456789")),
+            limits: Default::default(),
         }],
     };
     state.apply(&seed);

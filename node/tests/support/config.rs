@@ -23,6 +23,7 @@ pub fn key(name: &str, key_env: &str) -> KeyConfig {
     KeyConfig {
         name: name.to_owned(),
         key_env: key_env.to_owned(),
+        ..Default::default()
     }
 }
 

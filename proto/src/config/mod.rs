@@ -17,6 +17,7 @@ mod catalogue;
 mod proxy;
 mod route;
 mod secrets;
+mod tenants;
 mod upstream;
 mod validate;
 
@@ -26,6 +27,7 @@ pub use route::{HedgeConfig, RouteConfig, TargetConfig};
 pub use secrets::{
     FileAccess, MIN_SECRET_CHARS, SecretOrigin, SecretPolicy, SecretsConfig, check_secret_strength,
 };
+pub use tenants::TenantsConfig;
 pub use upstream::{
     DEFAULT_ANTHROPIC_VERSION, KeyConfig, ModelPrice, UpstreamAuth, UpstreamConfig, UpstreamKind,
     check_anthropic_version, check_model_name, check_prefixes,
@@ -67,6 +69,9 @@ pub struct Config {
     /// their models.
     #[serde(default)]
     pub catalogue: CatalogueConfig,
+    /// How the tenants' usage ledger is kept.
+    #[serde(default)]
+    pub tenants: TenantsConfig,
     /// Client keys; only a hash of each is kept in memory.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -274,6 +279,7 @@ impl Config {
         self.connections.validate()?;
         self.health.validate()?;
         self.catalogue.validate()?;
+        self.tenants.validate()?;
         self.secrets.validate()?;
         let members = self.cluster.voters()?;
         let cluster = &self.cluster;
@@ -323,6 +329,8 @@ impl Config {
                     "must name an environment variable",
                 ));
             }
+            key.limits()
+                .map_err(|e| ConfigError::new(format!("keys[{i}].{}", e.field), e.message))?;
         }
         if self.keys.is_empty() && !self.listen.api.ip().is_loopback() {
             return Err(ConfigError::new(

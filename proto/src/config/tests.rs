@@ -565,3 +565,51 @@ fn catalogue_and_azure_settings_are_checked() {
         assert_eq!(e.field, field, "{lines}: {}", e.message);
     }
 }
+
+#[test]
+fn key_limits_parse_and_bad_ones_are_named() {
+    let with = |fields: &str| {
+        DESIGN_EXAMPLE.replace(
+            "key_env = \"MERIDIAN_CLIENT_KEY\"\n",
+            &format!("key_env = \"MERIDIAN_CLIENT_KEY\"\n{fields}\n"),
+        )
+    };
+    let config = Config::from_toml(&with(
+        "models = [\"fast\", \"deepseek/*\"]\nrpm = 600\ntpm = 200000\ncredits_usd = 25.0\nclass = \"pro\"",
+    ))
+    .unwrap();
+    let limits = config.keys[0].limits().unwrap();
+    assert_eq!(limits.rpm, Some(600));
+    assert_eq!(limits.tpm, Some(200_000));
+    assert_eq!(limits.credits_nanos, Some(25_000_000_000));
+    assert_eq!(limits.class.as_deref(), Some("pro"));
+    assert!(limits.allows("deepseek/deepseek-chat"));
+    assert!(!limits.allows("openai/gpt-4o"));
+    assert_eq!(config.tenants.usage_days, 90);
+    for (fields, field) in [
+        ("rpm = 0", "keys[0].rpm"),
+        ("tpm = 0", "keys[0].tpm"),
+        ("rpm = -1", "keys[0].rpm"),
+        ("credits_usd = -1.0", "keys[0].credits_usd"),
+        ("credits_usd = nan", "keys[0].credits_usd"),
+        ("credits_usd = inf", "keys[0].credits_usd"),
+        ("credits_usd = 1e12", "keys[0].credits_usd"),
+        ("models = [\"\"]", "keys[0].models[0]"),
+        ("models = [\"a b\"]", "keys[0].models[0]"),
+        ("models = \"fast\"", "keys[0].models"),
+        ("class = \"pro class\"", "keys[0].class"),
+        ("class = \"\"", "keys[0].class"),
+        ("rpm_limit = 5", "keys[0].rpm_limit"),
+    ] {
+        assert_eq!(err(&with(fields)).field, field, "{fields}");
+    }
+    let many = format!(
+        "models = [{}]",
+        vec!["\"m\""; crate::tenancy::MAX_ALLOWED_MODELS + 1].join(",")
+    );
+    assert_eq!(err(&with(&many)).field, "keys[0].models");
+    assert_eq!(
+        err(&format!("{DESIGN_EXAMPLE}\n[tenants]\nusage_days = 0\n")).field,
+        "tenants.usage_days"
+    );
+}

@@ -7,15 +7,56 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::validate::{check_env_name, check_name, check_path};
+use crate::tenancy::{KeyLimits, usd_to_nanos};
 
 /// A client key, read from the environment so it never sits in the file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyConfig {
     /// Who holds the key; appears in logs instead of the key.
     pub name: String,
     /// Environment variable that holds the key.
     pub key_env: String,
+    /// Route names and addressed models (`upstream/model`) the key may
+    /// call, `*` matching any run of characters; absent: every model.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Requests per minute, cluster-wide; absent: no limit.
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    /// Tokens per minute (input + output), cluster-wide; absent: no limit.
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    /// Opening prepaid balance in US dollars; never expires; absent: no
+    /// balance check.
+    #[serde(default)]
+    pub credits_usd: Option<f64>,
+    /// Priority class; absent: the last class.
+    #[serde(default)]
+    pub class: Option<String>,
+}
+
+impl KeyConfig {
+    /// The limits as the replicated state keeps them, or the field at
+    /// fault (named from the key, e.g. `credits_usd`).
+    pub fn limits(&self) -> Result<KeyLimits, ConfigError> {
+        let credits_nanos = self
+            .credits_usd
+            .map(usd_to_nanos)
+            .transpose()
+            .map_err(|m| ConfigError::new("credits_usd", m))?;
+        let limits = KeyLimits {
+            models: self.models.clone(),
+            rpm: self.rpm,
+            tpm: self.tpm,
+            credits_nanos,
+            class: self.class.clone(),
+        };
+        limits
+            .validate("")
+            .map_err(|e| ConfigError::new(e.field.trim_start_matches('.').to_owned(), e.message))?;
+        Ok(limits)
+    }
 }
 
 /// How the provider key is presented to the upstream.

@@ -123,16 +123,18 @@ impl RaftRequest {
 
     /// The node the request says it comes from, when it names one: the
     /// candidate of a vote, the leader of an append or a snapshot, the
-    /// member an `Announce` or `Report` is about. `Some(None)` is a request
+    /// member an `Announce`, `Report` or `Tenancy` is about. `Some(None)` is a request
     /// that must name its sender and names none.
     fn claimed_sender(&self) -> Option<Option<NodeId>> {
         match self {
             Self::AppendEntries(rpc) => Some(rpc.vote.leader_id().voted_for()),
             Self::Vote(rpc) => Some(rpc.vote.leader_id().voted_for()),
             Self::InstallSnapshot(rpc) => Some(rpc.vote.leader_id().voted_for()),
-            Self::Forward(Command::Announce { id, .. } | Command::Report { id, .. }) => {
-                Some(Some(*id))
-            }
+            Self::Forward(
+                Command::Announce { id, .. }
+                | Command::Report { id, .. }
+                | Command::Tenancy { id, .. },
+            ) => Some(Some(*id)),
             Self::Forward(
                 Command::Seed { .. }
                 | Command::PutUpstream(_)
@@ -141,7 +143,8 @@ impl RaftRequest {
                 | Command::DeleteRoute { .. }
                 | Command::PutKey(_)
                 | Command::DeleteKey { .. }
-                | Command::PutCatalogue { .. },
+                | Command::PutCatalogue { .. }
+                | Command::AddCredits { .. },
             )
             | Self::ReadIndex => None,
         }
@@ -160,6 +163,8 @@ fn command_kind(command: &Command) -> &'static str {
         Command::Announce { .. } => "Announce",
         Command::Report { .. } => "Report",
         Command::PutCatalogue { .. } => "PutCatalogue",
+        Command::AddCredits { .. } => "AddCredits",
+        Command::Tenancy { .. } => "Tenancy",
     }
 }
 
@@ -564,6 +569,7 @@ mod tests {
             forward(Command::PutKey(proto::state::KeyRecord {
                 name: "k".into(),
                 sha256: "ab".repeat(32),
+                limits: Default::default(),
             })),
             forward(Command::DeleteKey { name: "k".into() }),
             RaftRequest::ReadIndex,
