@@ -157,7 +157,9 @@ fn check_dns_name(host: &str) -> Result<(), PeerAddrError> {
             && label.len() <= MAX_LABEL_LEN
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     let last_is_number = host
         .rsplit('.')
@@ -181,7 +183,12 @@ mod tests {
 
     #[test]
     fn ip_literals_keep_their_socket_address_form() {
-        for text in ["127.0.0.1:7080", "10.0.0.2:1", "[::1]:65535", "[fd00::2]:7080"] {
+        for text in [
+            "127.0.0.1:7080",
+            "10.0.0.2:1",
+            "[::1]:65535",
+            "[fd00::2]:7080",
+        ] {
             let addr = parse(text).unwrap();
             assert_eq!(addr.to_string(), text);
             assert_eq!(addr.socket_addr(), Some(text.parse().unwrap()));
@@ -214,10 +221,7 @@ mod tests {
         let name = format!("{label}.{label}.{label}.{}", "b".repeat(61));
         assert_eq!(name.len(), MAX_NAME_LEN);
         assert!(parse(&format!("{name}:7080")).is_ok());
-        assert_eq!(
-            parse(&format!("{name}c:7080")),
-            Err(PeerAddrError::TooLong)
-        );
+        assert_eq!(parse(&format!("{name}c:7080")), Err(PeerAddrError::TooLong));
         assert_eq!(
             parse(&format!("{}.x:7080", "a".repeat(64))),
             Err(PeerAddrError::Host)

@@ -4,7 +4,9 @@
 //! peers and dials them. Both ends present certificates signed by the
 //! cluster CA. Every RPC is one bidirectional stream carrying one request
 //! frame and one response frame ([`proto::codec`]); connections are cached
-//! per peer and redialled with backoff.
+//! per peer and redialled with backoff. A peer's address may be a DNS name,
+//! resolved again at every dial; who the peer is comes from the node id in
+//! its certificate, never from its address.
 //!
 //! Starting a node is two-phase, because openraft wants the network before
 //! the [`Raft`](crate::types::Raft) exists and serving needs the `Raft`:
@@ -17,6 +19,7 @@
 
 mod client;
 pub mod frame;
+mod resolve;
 pub mod rpc;
 mod server;
 pub mod tls;
