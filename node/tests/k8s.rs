@@ -152,6 +152,10 @@ fn every_container_is_probed_confined_and_bounded() {
     for set in sets {
         let who = name(set);
         assert_eq!(set["spec"]["replicas"], 1, "{who}: one node per region");
+        assert_eq!(
+            set["spec"]["updateStrategy"]["type"], "OnDelete",
+            "{who}: an apply must not restart every region at once"
+        );
         let pod = &set["spec"]["template"]["spec"];
         assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{who}");
         assert_ne!(pod["securityContext"]["runAsUser"], 0, "{who}");
