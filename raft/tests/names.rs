@@ -6,8 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::sync::Arc;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::Vote;
@@ -17,7 +18,9 @@ use openraft::raft::{VoteRequest, VoteResponse};
 use proto::state::{Command, CommandResponse, Member};
 use raft::NodeId;
 use raft::certs;
-use raft::network::{NetworkSettings, RaftRequest, RaftResponse, RpcHandler, TlsPaths, Transport};
+use raft::network::{
+    Lookup, NetworkSettings, RaftRequest, RaftResponse, Resolve, RpcHandler, TlsPaths, Transport,
+};
 use tempfile::TempDir;
 
 /// Certificates for `n1` and `n2` listing `sans`.
@@ -171,4 +174,80 @@ async fn a_name_that_does_not_resolve_is_unreachable_and_retried() {
         format!("{forwarded:?}").contains("no-such-node.invalid"),
         "{forwarded:?}"
     );
+}
+
+/// A resolver whose one name moves, as a rescheduled pod's does; counts
+/// the lookups.
+#[derive(Default)]
+struct Moving {
+    at: Mutex<Option<SocketAddr>>,
+    lookups: AtomicUsize,
+}
+
+impl Resolve for Moving {
+    fn lookup<'a>(&'a self, addr: &'a str) -> Lookup<'a> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        let found = match addr {
+            "meridian-1.raft.test:7080" => *self.at.lock().unwrap(),
+            _ => None,
+        };
+        Box::pin(async move {
+            found
+                .map(|a| vec![a])
+                .ok_or_else(|| std::io::Error::other("no such name"))
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_moved_is_found_at_its_new_address_on_the_next_dial() {
+    let dir = cluster_certs(&["meridian-1.raft.test"]);
+    let resolver = Arc::new(Moving::default());
+    let client = Transport::bind_resolving(
+        "127.0.0.1:0".parse().unwrap(),
+        &paths(&dir, "n2"),
+        settings(),
+        resolver.clone(),
+    )
+    .unwrap();
+    let target = member("meridian-1.raft.test:7080".into());
+
+    let before = bind(&dir, "n1");
+    let first = Granting::default();
+    before.serve(first.clone());
+    *resolver.at.lock().unwrap() = Some(before.local_addr().unwrap());
+    let mut connection = client.network(2).new_client(1, &target).await;
+    assert!(
+        connection
+            .vote(vote(), option())
+            .await
+            .unwrap()
+            .vote_granted
+    );
+    assert_eq!(first.0.load(Ordering::SeqCst), 1);
+    let lookups = resolver.lookups.load(Ordering::SeqCst);
+
+    // Node 1 is rescheduled: the old endpoint closes, a new one (same
+    // certificate) listens elsewhere, and the name now points there.
+    before.close().await;
+    drop(before);
+    let after = bind(&dir, "n1");
+    let second = Granting::default();
+    after.serve(second.clone());
+    *resolver.at.lock().unwrap() = Some(after.local_addr().unwrap());
+
+    // The call on the closed connection may fail; a later one redials,
+    // looks the name up again, and reaches the moved node.
+    let mut reached = false;
+    for _ in 0..50 {
+        if let Ok(answer) = connection.vote(vote(), option()).await {
+            assert!(answer.vote_granted);
+            reached = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(reached, "the moved peer was never reached");
+    assert_eq!(second.0.load(Ordering::SeqCst), 1);
+    assert!(resolver.lookups.load(Ordering::SeqCst) > lookups);
 }

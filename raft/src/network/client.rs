@@ -24,7 +24,7 @@ use rand::Rng;
 
 use super::NetworkSettings;
 use super::frame::{FrameError, read_frame, write_frame};
-use super::resolve::{host, resolve};
+use super::resolve::{Resolve, host, resolve};
 use super::rpc::{ForwardError, RaftRequest, RaftResponse};
 use super::tls::peer_id;
 use crate::types::{NodeId, TypeConfig};
@@ -89,6 +89,7 @@ struct Slot {
 pub(super) struct Peers {
     dialer: Option<(quinn::Endpoint, quinn::ClientConfig)>,
     settings: Arc<NetworkSettings>,
+    resolver: Arc<dyn Resolve>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// When each peer last answered an RPC, for operators ("last contact").
     contacts: Mutex<HashMap<String, Instant>>,
@@ -100,10 +101,12 @@ impl Peers {
     pub(super) fn new(
         dialer: Option<(quinn::Endpoint, quinn::ClientConfig)>,
         settings: Arc<NetworkSettings>,
+        resolver: Arc<dyn Resolve>,
     ) -> Self {
         Self {
             dialer,
             settings,
+            resolver,
             slots: Mutex::new(HashMap::new()),
             contacts: Mutex::new(HashMap::new()),
         }
@@ -223,7 +226,7 @@ impl Peers {
         let attempt = async {
             // Resolved at every dial: a peer addressed by name may have
             // moved (a rescheduled pod) since the last connection.
-            let target = resolve(addr, endpoint.local_addr().ok()).await?;
+            let target = resolve(&*self.resolver, addr, endpoint.local_addr().ok()).await?;
             endpoint
                 .connect_with(config.clone(), target, server_name)
                 .map_err(|e| e.to_string())?

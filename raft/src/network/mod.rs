@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{Connection, Network};
+pub use resolve::{Lookup, Resolve, SystemResolver};
 pub use rpc::{ForwardError, RaftRequest, RaftResponse, RpcHandler};
 pub use tls::{TlsError, TlsPaths};
 
@@ -107,6 +108,17 @@ impl Transport {
         tls: &TlsPaths,
         settings: NetworkSettings,
     ) -> Result<Self, TransportError> {
+        Self::bind_resolving(addr, tls, settings, Arc::new(SystemResolver))
+    }
+
+    /// [`Transport::bind`] with peers' names resolved by `resolver` at each
+    /// dial instead of the system's resolver.
+    pub fn bind_resolving(
+        addr: SocketAddr,
+        tls: &TlsPaths,
+        settings: NetworkSettings,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, TransportError> {
         let identity = tls::Identity::load(tls)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(identity.server_config()?));
         server.transport_config(transport_config(&settings, settings.max_concurrent_rpcs)?);
@@ -116,7 +128,8 @@ impl Transport {
         let endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
         let settings = Arc::new(settings);
-        let peers = client::Peers::new(Some((endpoint.clone(), client)), settings.clone());
+        let peers =
+            client::Peers::new(Some((endpoint.clone(), client)), settings.clone(), resolver);
         Ok(Self {
             endpoint,
             peers: Arc::new(peers),
@@ -160,7 +173,11 @@ impl Network {
     /// A network for a node without `[tls]`: it runs alone, and every call
     /// to a peer fails as unreachable.
     pub fn standalone(id: NodeId) -> Self {
-        let peers = client::Peers::new(None, Arc::new(NetworkSettings::default()));
+        let peers = client::Peers::new(
+            None,
+            Arc::new(NetworkSettings::default()),
+            Arc::new(SystemResolver),
+        );
         Network::new(id, Arc::new(peers))
     }
 }

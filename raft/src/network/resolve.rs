@@ -4,7 +4,9 @@
 //! The name only finds the peer; the node id in the certificate it presents
 //! says who it is (see `client.rs`).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 
 /// The `host` of `host:port` (brackets of an IPv6 literal removed), which
 /// the peer's certificate must name.
@@ -13,14 +15,41 @@ pub(super) fn host(addr: &str) -> &str {
     host.trim_start_matches('[').trim_end_matches(']')
 }
 
-/// Resolves `addr` now (no cache of ours: the system resolver's, if any, is
-/// the only one) and picks the address the endpoint bound at `local` can
-/// reach. The error is the sentence a log line or `members list` shows.
-pub(super) async fn resolve(addr: &str, local: Option<SocketAddr>) -> Result<SocketAddr, String> {
-    let resolved = tokio::net::lookup_host(addr)
+/// The addresses a lookup found, or why it failed.
+pub type Lookup<'a> = Pin<Box<dyn Future<Output = std::io::Result<Vec<SocketAddr>>> + Send + 'a>>;
+
+/// How peer names become addresses at each dial: the system's resolver
+/// ([`SystemResolver`]) in a node; tests substitute one whose answers
+/// change, as a rescheduled pod's do.
+pub trait Resolve: Send + Sync + 'static {
+    /// Every address `addr` (`host:port`) stands for now.
+    fn lookup<'a>(&'a self, addr: &'a str) -> Lookup<'a>;
+}
+
+/// The operating system's resolver (`getaddrinfo`: /etc/hosts, then DNS),
+/// asked afresh each time; no cache of ours.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn lookup<'a>(&'a self, addr: &'a str) -> Lookup<'a> {
+        Box::pin(async move { Ok(tokio::net::lookup_host(addr).await?.collect()) })
+    }
+}
+
+/// Resolves `addr` now with `resolver` and picks the address the endpoint
+/// bound at `local` can reach. The error is the sentence a log line or
+/// `members list` shows.
+pub(super) async fn resolve(
+    resolver: &dyn Resolve,
+    addr: &str,
+    local: Option<SocketAddr>,
+) -> Result<SocketAddr, String> {
+    let resolved = resolver
+        .lookup(addr)
         .await
         .map_err(|e| format!("cannot resolve `{}`: {e}", host(addr)))?;
-    pick(resolved, local).ok_or_else(|| match local {
+    pick(resolved.into_iter(), local).ok_or_else(|| match local {
         Some(SocketAddr::V4(_)) => format!(
             "`{}` resolves to no IPv4 address, and the Raft listener is IPv4",
             host(addr)
@@ -77,7 +106,9 @@ mod tests {
     async fn a_name_is_resolved_at_each_call() {
         let local = Some("127.0.0.1:0".parse().unwrap());
         for _ in 0..2 {
-            let found = resolve("localhost:7080", local).await.unwrap();
+            let found = resolve(&SystemResolver, "localhost:7080", local)
+                .await
+                .unwrap();
             assert_eq!(found, "127.0.0.1:7080".parse().unwrap());
         }
     }
@@ -85,14 +116,16 @@ mod tests {
     #[tokio::test]
     async fn a_name_that_does_not_resolve_is_a_clear_error() {
         // `.invalid` never resolves (RFC 2606).
-        let e = resolve("no-such-node.invalid:7080", None)
+        let e = resolve(&SystemResolver, "no-such-node.invalid:7080", None)
             .await
             .unwrap_err();
         assert!(
             e.starts_with("cannot resolve `no-such-node.invalid`: "),
             "{e}"
         );
-        let e = resolve("localhost", None).await.unwrap_err();
+        let e = resolve(&SystemResolver, "localhost", None)
+            .await
+            .unwrap_err();
         assert!(e.starts_with("cannot resolve"), "{e}");
     }
 }
