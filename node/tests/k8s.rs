@@ -363,6 +363,8 @@ fn each_config_parses_and_names_its_peers_mounts_and_ports() {
             .filter(|e| e["valueFrom"]["secretKeyRef"].is_object())
             .map(|e| e["name"].as_str().unwrap())
             .collect();
+        // The variable `meridian` subcommands read too (an operator's shell).
+        assert_eq!(config.admin.token_env, "MERIDIAN_ADMIN_TOKEN", "{who}");
         assert!(
             from_secret.contains(config.admin.token_env.as_str()),
             "{who}"
@@ -373,6 +375,15 @@ fn each_config_parses_and_names_its_peers_mounts_and_ports() {
                 "{who}: {}",
                 key.name
             );
+        }
+        // Every variable set is one the node reads: a misspelt name would be
+        // set for nothing while the node misses the one it needs.
+        let mut read: BTreeSet<&str> = BTreeSet::from(["MERIDIAN_LOG_FORMAT"]);
+        read.insert(&config.admin.token_env);
+        read.extend(config.keys.iter().map(|k| k.key_env.as_str()));
+        for env in container["env"].as_array().unwrap() {
+            let var = env["name"].as_str().unwrap();
+            assert!(read.contains(var), "{who}: {var} is read by nothing");
         }
 
         // State on the claim, mounted where the config keeps it.
