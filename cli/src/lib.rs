@@ -12,6 +12,7 @@ pub mod config_cmds;
 pub mod demo;
 pub mod members;
 pub mod models;
+pub mod out;
 pub mod status;
 pub mod table;
 

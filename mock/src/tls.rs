@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::ServerConfig;
+use rustls::pki_types::pem::{self, PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// ALPN protocols offered, preferred first; the connection then serves
 /// whichever the client picked.
@@ -43,16 +45,18 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsEr
         move |source| TlsError::File { path, source }
     };
     let cert_pem = std::fs::read(cert).map_err(file_error(cert))?;
-    let chain = rustls_pemfile::certs(&mut cert_pem.as_slice())
+    let chain = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(file_error(cert))?;
+        .map_err(|e| file_error(cert)(io::Error::other(e)))?;
     if chain.is_empty() {
         return Err(TlsError::NoCertificate(cert.to_owned()));
     }
     let key_pem = std::fs::read(key).map_err(file_error(key))?;
-    let private_key = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(file_error(key))?
-        .ok_or_else(|| TlsError::NoKey(key.to_owned()))?;
+    let private_key = match PrivateKeyDer::from_pem_slice(&key_pem) {
+        Ok(private_key) => private_key,
+        Err(pem::Error::NoItemsFound) => return Err(TlsError::NoKey(key.to_owned())),
+        Err(e) => return Err(file_error(key)(io::Error::other(e))),
+    };
 
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))

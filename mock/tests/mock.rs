@@ -16,6 +16,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::{Connect, HttpConnector};
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -583,7 +585,7 @@ fn tls_files(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
 /// `http/1.1`, or only `http/1.1`.
 fn tls_client(ca: &Path, offer_h2: bool) -> HttpsClient {
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut std::fs::read(ca).unwrap().as_slice()) {
+    for cert in CertificateDer::pem_slice_iter(&std::fs::read(ca).unwrap()) {
         roots.add(cert.unwrap()).unwrap();
     }
     let config = rustls::ClientConfig::builder_with_provider(

@@ -2,6 +2,7 @@
 //! default in one place, apart from what each command does (`main.rs`) and
 //! the operator CLI's library code (the `meridian-cli` crate, `cli`).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,6 +21,16 @@ pub(crate) enum Command {
         /// The node's TOML configuration; without it, the embedded default.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Serve the embedded default's routes from a built-in fake provider
+        /// (no provider account, no key; state in a temporary directory).
+        #[arg(long, conflicts_with = "config")]
+        mock: bool,
+        /// Listen for the API here instead of the configuration's `listen.api`.
+        #[arg(long, value_name = "ADDR")]
+        listen_api: Option<SocketAddr>,
+        /// Listen for the admin API here instead of the configuration's `listen.admin`.
+        #[arg(long, value_name = "ADDR")]
+        listen_admin: Option<SocketAddr>,
         /// Log format.
         #[arg(long, value_enum, env = "MERIDIAN_LOG_FORMAT", default_value = "text")]
         log_format: LogFormat,
@@ -90,7 +101,7 @@ pub(crate) enum Command {
         /// A short run (about 30 s of script).
         #[arg(long, conflicts_with = "duration")]
         quick: bool,
-        /// The script's length in seconds (at least 20).
+        /// The script's length in seconds (at least 20; shorter is refused).
         #[arg(long, default_value_t = 70)]
         duration: u64,
         /// Requests per second per region (half of them streamed).

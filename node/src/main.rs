@@ -24,6 +24,8 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 const EXIT_CONFIG: u8 = 64;
 
 mod args;
+mod serve_mock;
+mod startup;
 
 use args::{
     AdminTarget, Cli, Command, ConfigCommand, KeysCommand, LogFormat, MembersCommand, Output,
@@ -36,29 +38,43 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Default,
         } => {
-            print!("{DEFAULT_TOML}");
+            cli::out::print(DEFAULT_TOML);
             ExitCode::SUCCESS
         }
         Command::Config {
             command: ConfigCommand::Check { file },
         } => match load(&file) {
             Ok(config) => {
-                println!(
+                cli::out::println(&format!(
                     "{}: valid ({} upstreams, {} routes, {} client keys)",
                     file.display(),
                     config.upstreams.len(),
                     config.routes.len(),
                     config.keys.len()
-                );
+                ));
                 ExitCode::SUCCESS
             }
             Err(message) => config_error(&message),
         },
-        Command::Serve { config, log_format } => serve(config.as_deref(), log_format),
+        Command::Serve {
+            config,
+            log_format,
+            mock,
+            listen_api,
+            listen_admin,
+        } => serve(
+            ServeOptions {
+                path: config,
+                mock,
+                listen_api,
+                listen_admin,
+            },
+            log_format,
+        ),
         Command::Certs { dir, nodes, sans } => match cli::certs::new_certs(&dir, &nodes, &sans) {
             Ok(written) => {
                 for file in written {
-                    println!("wrote {file}");
+                    cli::out::println(&format!("wrote {file}"));
                 }
                 ExitCode::SUCCESS
             }
@@ -107,11 +123,11 @@ where
     });
     match result {
         Ok(printed) if target.output == Output::Json => {
-            println!("{:#}", printed.json);
+            cli::out::println(&format!("{:#}", printed.json));
             ExitCode::SUCCESS
         }
         Ok(printed) => {
-            print!("{}", printed.text);
+            cli::out::print(&printed.text);
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -173,10 +189,23 @@ fn keys(target: &AdminTarget, command: KeysCommand) -> ExitCode {
 /// Exit status of a demo stopped by Ctrl-C (128 + SIGINT), as shells expect.
 const EXIT_INTERRUPTED: u8 = 130;
 
+/// The shortest script `meridian demo` can play: a brownout, its recovery,
+/// the leader killed and back each need a few seconds to be seen.
+const DEMO_MIN_DURATION_S: u64 = 20;
+
 fn demo(quick: bool, duration: u64, rate: f64, mock: Option<PathBuf>) -> ExitCode {
     use cli::demo::{self, DemoOptions};
+    if !quick && duration < DEMO_MIN_DURATION_S {
+        // Refused rather than silently stretched (a 5 s request ran 20 s).
+        eprintln!(
+            "meridian demo: --duration {duration} is too short: the script (a brownout, its recovery, \
+             the leader killed and restarted) needs at least {DEMO_MIN_DURATION_S} s; \
+             use --duration {DEMO_MIN_DURATION_S}, or --quick for a 28 s run"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let options = DemoOptions {
-        duration_s: if quick { 28 } else { duration.max(20) },
+        duration_s: if quick { 28 } else { duration },
         rate: rate.clamp(1.0, 500.0),
         mock,
         redraw: std::io::IsTerminal::is_terminal(&std::io::stdout()),
@@ -186,7 +215,7 @@ fn demo(quick: bool, duration: u64, rate: f64, mock: Option<PathBuf>) -> ExitCod
     };
     match runtime.block_on(demo::run(options)) {
         Ok(summary) => {
-            println!("\n{}", summary.text);
+            cli::out::println(&format!("\n{}", summary.text));
             if summary.interrupted {
                 ExitCode::from(EXIT_INTERRUPTED)
             } else {
@@ -235,28 +264,58 @@ fn load(path: &Path) -> Result<Config, String> {
     Config::from_toml(&text).map_err(|e| format!("invalid configuration {}: {e}", path.display()))
 }
 
-fn serve(path: Option<&Path>, log_format: LogFormat) -> ExitCode {
+/// `meridian serve`'s choices of what to run.
+struct ServeOptions {
+    path: Option<PathBuf>,
+    mock: bool,
+    listen_api: Option<std::net::SocketAddr>,
+    listen_admin: Option<std::net::SocketAddr>,
+}
+
+fn serve(options: ServeOptions, log_format: LogFormat) -> ExitCode {
     let _log_guard = init_logging(log_format);
     // One crypto provider for every TLS use in the process.
     let _ = rustls::crypto::ring::default_provider().install_default();
 
-    let config = match path {
+    // Lives until the node stops: the fake provider and its data dir.
+    let mut _mock = None;
+    let (mut config, embedded) = match options.path.as_deref() {
+        _ if options.mock => match serve_mock::start() {
+            Ok(serve) => {
+                let config = serve.config.clone();
+                _mock = Some(serve);
+                (config, None)
+            }
+            Err(message) => {
+                eprintln!("meridian: {message}");
+                return ExitCode::FAILURE;
+            }
+        },
         Some(path) => match load(path) {
-            Ok(config) => config,
+            Ok(config) => (config, None),
             Err(message) => return config_error(&message),
         },
         None => match defaults::default_config(&ProcessEnv) {
             Ok(d) => {
-                announce_default(&d);
-                d.config
+                startup::announce_default(&d);
+                (d.config.clone(), Some(d))
             }
             Err(e) => return config_error(&format!("invalid embedded default: {e}")),
         },
     };
+    if let Some(api) = options.listen_api {
+        config.listen.api = api;
+    }
+    if let Some(admin) = options.listen_admin {
+        config.listen.admin = admin;
+    }
+    if let Err(e) = config.validate() {
+        return config_error(&format!("invalid configuration: {e}"));
+    }
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, embedded)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(RunError::Config(message)) => config_error(&message),
         Err(RunError::Other(e)) => {
@@ -271,7 +330,7 @@ enum RunError {
     Other(anyhow::Error),
 }
 
-async fn run(config: Config) -> Result<(), RunError> {
+async fn run(config: Config, embedded: Option<defaults::DefaultConfig>) -> Result<(), RunError> {
     let node = match Node::start(&config, Arc::new(ProcessEnv)).await {
         Ok(node) => node,
         Err(e @ StartError::Config(_)) => {
@@ -290,7 +349,7 @@ async fn run(config: Config) -> Result<(), RunError> {
             tracing::error!(error = %why, "the Raft core stopped: this node cannot commit or apply anything; exiting so that it is restarted");
             return Err(RunError::Other(anyhow::anyhow!("the Raft core stopped: {why}")));
         }
-        signal = serve_until_signal(&node, &config) => signal.map_err(RunError::Other)?,
+        signal = serve_until_signal(&node, &config, embedded.as_ref()) => signal.map_err(RunError::Other)?,
     }
     tracing::info!("shutting down: draining requests in flight");
     node.shutdown().await;
@@ -298,7 +357,11 @@ async fn run(config: Config) -> Result<(), RunError> {
 }
 
 /// Waits until the node is ready (saying so), then until a shutdown signal.
-async fn serve_until_signal(node: &Node, config: &Config) -> anyhow::Result<()> {
+async fn serve_until_signal(
+    node: &Node,
+    config: &Config,
+    embedded: Option<&defaults::DefaultConfig>,
+) -> anyhow::Result<()> {
     let mut waited = 0u64;
     while !node.ready(Duration::from_secs(5)).await {
         waited += 5;
@@ -307,62 +370,15 @@ async fn serve_until_signal(node: &Node, config: &Config) -> anyhow::Result<()> 
             "waiting for the cluster to elect a leader and apply its state"
         );
     }
-    warn_if_file_differs(config, &node.cluster.applied().state);
-    let snapshot = node.snapshot.load();
-    if snapshot.keys.accepts_anyone() {
-        tracing::warn!(api = %node.api_addr, "no client keys configured: accepting every request, on loopback only");
+    if let Some(d) = embedded {
+        startup::follow_default_keys(node, d, config).await;
     }
-    if !snapshot.ready() {
-        tracing::warn!("no route has a usable upstream: /readyz answers 503");
-    }
-    drop(snapshot);
-    println!(
+    cli::out::println(&format!(
         "meridian ready: api=http://{} admin=http://{} region={}",
         node.api_addr, node.admin_addr, config.node.region
-    );
-    tracing::info!(api = %node.api_addr, admin = %node.admin_addr, region = %config.node.region, "serving");
+    ));
+    startup::announce(node, config, embedded.is_some());
     shutdown_signal().await
-}
-
-/// The file's upstreams and routes only seed a new cluster; say so when they
-/// no longer match the cluster's, so an edit is not silently ignored.
-fn warn_if_file_differs(config: &Config, state: &proto::state::ClusterState) {
-    let upstreams_differ = config
-        .upstreams
-        .iter()
-        .any(|u| state.upstreams.get(&u.id) != Some(u));
-    let routes_differ = config
-        .routes
-        .iter()
-        .any(|r| state.routes.get(&r.model) != Some(r));
-    if upstreams_differ || routes_differ {
-        tracing::warn!(
-            "the [[upstreams]] or [[routes]] in the file differ from the cluster's: the file only seeds a new \
-             cluster, and the cluster's state is what serves; change it with the admin API (meridian members list \
-             shows the nodes)"
-        );
-    }
-}
-
-fn announce_default(d: &defaults::DefaultConfig) {
-    let list = |v: &[(String, String)]| {
-        v.iter()
-            .map(|(id, var)| format!("{id} ({var})"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    if d.serving.is_empty() {
-        tracing::warn!(
-            "no --config and no provider key set: set one of {} and restart",
-            list(&d.skipped)
-        );
-    } else {
-        tracing::info!(
-            "no --config: serving the embedded default for {}; skipped (key not set): {}",
-            list(&d.serving),
-            list(&d.skipped)
-        );
-    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
@@ -378,7 +394,8 @@ async fn shutdown_signal() -> anyhow::Result<()> {
 fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let (writer, guard) = tracing_appender::non_blocking(std::io::stderr());
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(startup::DEFAULT_LOG_FILTER));
     // Colours only for a person at a terminal, never in files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()

@@ -33,19 +33,49 @@ pub enum StartError {
     /// The configuration cannot be used as it is (names the field).
     #[error(transparent)]
     Config(#[from] FieldError),
-    /// A listener could not be bound.
-    #[error("cannot listen for {what} on {addr}: {source}")]
+    /// A listener could not be bound. The reason is in the message, not a
+    /// `source`: printed with its chain, the OS error came out twice.
+    #[error(
+        "cannot listen for {what} on {addr} ({field}): {}",
+        bind_reason(error, field)
+    )]
     Bind {
         /// Which listener.
         what: &'static str,
+        /// The configuration field that names the address.
+        field: &'static str,
         /// Where.
         addr: SocketAddr,
         /// Why.
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The cluster could not start.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+}
+
+/// Why a bind failed, in the words an operator acts on: a port in use is
+/// the common case (another node, or an old one still running).
+fn bind_reason(error: &std::io::Error, field: &str) -> String {
+    // `listen.api` is also `meridian serve --listen-api`.
+    let flag = field.replace('.', "-");
+    match error.kind() {
+        std::io::ErrorKind::AddrInUse => format!(
+            "the address is already in use (another meridian or another program listens there); \
+             stop it, or set {field} (or `--{flag}`) to a free address"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => {
+            format!(
+                "no interface of this machine has that address; set {field} to one of its addresses"
+            )
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            format!(
+                "permission denied (a port below 1024 needs privileges); set {field} to a port above 1023"
+            )
+        }
+        _ => error.to_string(),
+    }
 }
 
 impl From<BuildError> for StartError {
@@ -101,21 +131,39 @@ impl Node {
         let seed_keys = resolve_keys(config, secrets.as_ref())?;
 
         let workers = settings.workers;
-        let bind_error = |what, addr| move |source| StartError::Bind { what, addr, source };
-        let api = server::bind_reuseport(config.listen.api, workers)
-            .map_err(bind_error("the API", config.listen.api))?;
+        let bind_error = |what, field, addr| {
+            move |error| StartError::Bind {
+                what,
+                field,
+                addr,
+                error,
+            }
+        };
+        let api = server::bind_reuseport(config.listen.api, workers).map_err(bind_error(
+            "the API",
+            "listen.api",
+            config.listen.api,
+        ))?;
         let api_addr = match api.first() {
-            Some(listener) => listener
-                .local_addr()
-                .map_err(bind_error("the API", config.listen.api))?,
+            Some(listener) => listener.local_addr().map_err(bind_error(
+                "the API",
+                "listen.api",
+                config.listen.api,
+            ))?,
             None => config.listen.api,
         };
         let admin_listener = TcpListener::bind(config.listen.admin)
             .await
-            .map_err(bind_error("the admin API", config.listen.admin))?;
-        let admin_addr = admin_listener
-            .local_addr()
-            .map_err(bind_error("the admin API", config.listen.admin))?;
+            .map_err(bind_error(
+                "the admin API",
+                "listen.admin",
+                config.listen.admin,
+            ))?;
+        let admin_addr = admin_listener.local_addr().map_err(bind_error(
+            "the admin API",
+            "listen.admin",
+            config.listen.admin,
+        ))?;
 
         let cluster = Cluster::start(&settings.raft).await?;
         let trust = Arc::new(LocalTrust::new(config));
@@ -212,7 +260,7 @@ impl Node {
             settings.data_limits.clone(),
             server::Gate::new("API", connections.max_connections),
         )
-        .map_err(bind_error("the API", api_addr))?;
+        .map_err(bind_error("the API", "listen.api", api_addr))?;
         tasks.spawn(data_plane.join());
 
         let state = AdminState {

@@ -15,6 +15,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use proto::config::{ProxyConfig, UpstreamConfig};
 use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 
 /// A pooled HTTP client for one upstream.
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -106,7 +107,7 @@ pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError>
     let mut pem = Vec::new();
     std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CA_FILE_BYTES), &mut pem)
         .map_err(|e| ca_error(e.to_string()))?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
+    let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ca_error(format!("not PEM: {e}")))?;
     if certs.is_empty() {

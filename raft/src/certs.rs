@@ -17,9 +17,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use rcgen::string::Ia5String;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    Ia5String, IsCa, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
 };
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
@@ -115,7 +116,7 @@ pub fn generate_node(ca: &CaFiles, node: &NodeCert) -> Result<NodeFiles, CertErr
         .map_err(|e| CertError::BadCa(format!("certificate: {e}")))?;
     let ca_key =
         KeyPair::from_pem(&ca.key_pem).map_err(|e| CertError::BadCa(format!("key: {e}")))?;
-    let spki = ca_key.public_key_der();
+    let spki = ca_key.subject_public_key_info();
     if !ca_der.windows(spki.len()).any(|w| w == spki.as_slice()) {
         return Err(CertError::BadCa(
             "the key does not belong to the certificate".into(),
@@ -123,10 +124,10 @@ pub fn generate_node(ca: &CaFiles, node: &NodeCert) -> Result<NodeFiles, CertErr
     }
     let ca_name = common_name(&ca_der)
         .ok_or_else(|| CertError::BadCa("the certificate has no common name".into()))?;
-    // rcgen 0.13 signs with an issuer `Certificate`; the issuer's name and
-    // key are all it takes from it, so rebuilding it from the same name and
-    // key yields the same issuer and authority key identifier.
-    let issuer = ca_params(&ca_name).self_signed(&ca_key)?;
+    // The issuer is the CA's name and key (what rcgen takes from it), so
+    // rebuilding it from the same name and key yields the same issuer and
+    // authority key identifier.
+    let issuer = Issuer::new(ca_params(&ca_name), &ca_key);
 
     let mut params = CertificateParams::new(node.sans.clone())?;
     let uri = Ia5String::try_from(format!("{NODE_URI_PREFIX}{}", node.id))?;
@@ -141,7 +142,7 @@ pub fn generate_node(ca: &CaFiles, node: &NodeCert) -> Result<NodeFiles, CertErr
     params.use_authority_key_identifier_extension = true;
     set_validity(&mut params);
     let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer, &ca_key)?;
+    let cert = params.signed_by(&key, &issuer)?;
     Ok(NodeFiles {
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
@@ -401,16 +402,12 @@ mod tests {
     /// tool (or an attacker holding the CA key) might make it.
     fn with_sans(ca: &CaFiles, sans: Vec<SanType>) -> Vec<u8> {
         let ca_key = KeyPair::from_pem(&ca.key_pem).unwrap();
-        let issuer = ca_params("test CA").self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params("test CA"), &ca_key);
         let mut params = CertificateParams::default();
         params.subject_alt_names = sans;
         params.distinguished_name = name("odd");
         let key = KeyPair::generate().unwrap();
-        params
-            .signed_by(&key, &issuer, &ca_key)
-            .unwrap()
-            .der()
-            .to_vec()
+        params.signed_by(&key, &issuer).unwrap().der().to_vec()
     }
 
     #[test]

@@ -209,7 +209,7 @@ async fn a_peer_signed_by_another_ca_is_refused() {
 /// `meridian certs` made them before certificates named their node: the
 /// common name and the address, no `meridian:node:` SAN.
 fn legacy_cert(dir: &Path, name: &str) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
     let ca_pem = std::fs::read_to_string(dir.join("ca.pem")).unwrap();
     let ca_key = KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
     let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
@@ -217,12 +217,12 @@ fn legacy_cert(dir: &Path, name: &str) {
     ca.distinguished_name
         .push(DnType::CommonName, certs::common_name(&ca_der).unwrap());
     ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    let issuer = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
     let mut params = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
     params.distinguished_name.push(DnType::CommonName, name);
     params.use_authority_key_identifier_extension = true;
     let key = KeyPair::generate().unwrap();
-    let cert = params.signed_by(&key, &issuer, &ca_key).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
     std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
     std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
 }

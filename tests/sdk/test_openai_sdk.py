@@ -8,7 +8,7 @@ applications actually catch.
 
 Run after `cargo build --workspace --bins`:
 
-    python3 -m pytest -q tests/sdk
+    target/sdk-venv/bin/python -m pytest -q tests/sdk   # scripts/test makes the venv
 """
 
 from __future__ import annotations

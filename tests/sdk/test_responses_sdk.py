@@ -6,7 +6,7 @@ otherwise pick.
 
 Run after `cargo build --workspace --bins`:
 
-    python3 -m pytest -q tests/sdk
+    target/sdk-venv/bin/python -m pytest -q tests/sdk   # scripts/test makes the venv
 """
 
 from __future__ import annotations

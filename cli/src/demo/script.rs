@@ -137,7 +137,7 @@ pub async fn run(
     tokio::select! {
         r = play(options, exe, mock, dir, shared, procs) => r.map(|()| End::Done),
         () = interrupted => {
-            println!("\ninterrupted: stopping every process of the demo");
+            crate::out::println("\ninterrupted: stopping every process of the demo");
             Ok(End::Interrupted)
         }
     }
@@ -155,7 +155,7 @@ async fn start_cluster(
         let m = procs::spawn_mock(mock, name, 7 + i as u64, &base_behavior(i), &log).await?;
         procs.mocks.push(m);
     }
-    println!(
+    crate::out::println(&format!(
         "started fake providers: {}",
         procs
             .mocks
@@ -163,7 +163,7 @@ async fn start_cluster(
             .map(|m| format!("{} (pid {})", m.name, m.pid()))
             .collect::<Vec<_>>()
             .join(", ")
-    );
+    ));
     let certs = dir.join("certs");
     let names: Vec<String> = (1..=REGIONS.len()).map(|i| format!("n{i}")).collect();
     harness::certs::write(&certs, &names)
@@ -194,10 +194,10 @@ async fn start_cluster(
         let pid = node.spawn(exe)?;
         started.push(format!("n{} {} (pid {pid})", node.id, node.region));
     }
-    println!(
+    crate::out::println(&format!(
         "started nodes: {}; waiting for a leader",
         started.join(", ")
-    );
+    ));
     for (i, node) in procs.nodes.iter_mut().enumerate() {
         node.await_ready(Duration::from_secs(40)).await?;
         let admin = node.admin.clone().unwrap_or_default();
@@ -222,15 +222,15 @@ async fn play(
     procs: &mut Procs,
 ) -> Result<(), DemoError> {
     let http = traffic::client();
-    println!(
+    crate::out::println(&format!(
         "meridian demo: 3 regions ({}), 3 fake providers ({}), {} req/s per region; files in {}",
         REGIONS.join(", "),
         UPSTREAMS.join(", "),
         options.rate,
         dir.display()
-    );
+    ));
     start_cluster(exe, mock, dir, shared, procs).await?;
-    println!("the cluster is ready; starting the clients\n");
+    crate::out::println("the cluster is ready; starting the clients\n");
     for region in 0..REGIONS.len() {
         procs.tasks.push(tokio::spawn(traffic::generate(
             shared.clone(),

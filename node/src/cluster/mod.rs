@@ -41,7 +41,7 @@ pub enum ClusterError {
         message: String,
     },
     /// The QUIC listener or TLS files could not be used.
-    #[error("cannot start the Raft transport on {addr}: {message}")]
+    #[error("cannot start the Raft transport on {addr} (listen.raft): {message}")]
     Transport {
         /// Where.
         addr: String,

@@ -6,11 +6,13 @@
 //! [`Metrics`] when the routing snapshot is built ([`Metrics::route`],
 //! [`RouteMetrics::target`], [`Metrics::upstream`]), so a request finds them
 //! through the `Route`, `Target` and `Upstream` it already holds, with no
-//! label lookup, no lock and no allocation. The handles live as long as the
-//! node, so a counter keeps counting across configuration changes (a
-//! Prometheus counter must not go back) and a rebuilt snapshot finds the
-//! same ones. Only the snapshot build and a scrape take the registry's
-//! locks.
+//! label lookup, no lock and no allocation. The handles live as long as
+//! their route or upstream is in the configuration, so a counter keeps
+//! counting across configuration changes (a Prometheus counter must not go
+//! back) and a rebuilt snapshot finds the same ones; a deleted route or
+//! upstream leaves `/metrics` with the build that drops it
+//! ([`Metrics::retain`]), instead of being reported for ever. Only the
+//! snapshot build and a scrape take the registry's locks.
 //!
 //! Gauges that describe state (circuits, Raft, the health board) are not
 //! kept here: the admin listener reads them at scrape time
@@ -21,16 +23,18 @@
 //! - `histogram`: the lock-free histogram and status counters.
 //! - `events`: the ring of recent failovers.
 //! - `render`: the Prometheus text of all of it.
+//! - `process`: the standard `process_*` figures, read from `/proc`.
 
 mod events;
 mod histogram;
+mod process;
 mod render;
 
 pub use events::{EVENTS_KEPT, Events, FailoverEvent};
 pub use histogram::{Histogram, LATENCY_BUCKETS, StatusCounts};
 pub use render::{counter, gauge};
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -183,5 +187,68 @@ impl Metrics {
     /// An upstream's counters, made on first use.
     pub fn upstream(&self, id: &Arc<str>) -> Arc<UpstreamMetrics> {
         lock(&self.upstreams).entry(id.clone()).or_default().clone()
+    }
+
+    /// Forgets the series of every route, (route, upstream) pair and
+    /// upstream a new routing snapshot no longer has: `routes` maps each
+    /// route label kept to the upstreams of its targets. Requests still in
+    /// flight on a forgotten route count into handles no scrape reads; a
+    /// route added again starts from zero, which Prometheus reads as a
+    /// counter reset.
+    pub fn retain(
+        &self,
+        routes: &BTreeMap<Arc<str>, BTreeSet<Arc<str>>>,
+        upstreams: &BTreeSet<Arc<str>>,
+    ) {
+        lock(&self.routes).retain(|name, route| match routes.get(name) {
+            Some(targets) => {
+                lock(&route.targets).retain(|upstream, _| targets.contains(upstream));
+                true
+            }
+            None => false,
+        });
+        lock(&self.upstreams).retain(|id, _| upstreams.contains(id));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn names(m: &Metrics) -> (Vec<String>, Vec<String>) {
+        let routes = lock(&m.routes)
+            .iter()
+            .flat_map(|(r, rm)| {
+                let mut v = vec![r.to_string()];
+                v.extend(lock(&rm.targets).keys().map(|u| format!("{r}>{u}")));
+                v
+            })
+            .collect();
+        let upstreams = lock(&m.upstreams).keys().map(|u| u.to_string()).collect();
+        (routes, upstreams)
+    }
+
+    #[test]
+    fn retain_forgets_what_the_configuration_dropped() {
+        let m = Metrics::default();
+        let (fast, slow, a, b): (Arc<str>, Arc<str>, Arc<str>, Arc<str>) =
+            ("fast".into(), "slow".into(), "a".into(), "b".into());
+        m.route(&fast).target(&a);
+        m.route(&fast).target(&b);
+        m.route(&slow).target(&a);
+        m.upstream(&a);
+        m.upstream(&b);
+        let kept = BTreeMap::from([(fast.clone(), BTreeSet::from([a.clone()]))]);
+        m.retain(&kept, &BTreeSet::from([a.clone()]));
+        assert_eq!(
+            names(&m),
+            (vec!["fast".into(), "fast>a".into()], vec!["a".into()])
+        );
+        // What is kept is the same handle: its counts go on.
+        let before = m.route(&fast);
+        m.retain(&kept, &BTreeSet::from([a]));
+        assert!(Arc::ptr_eq(&before, &m.route(&fast)));
     }
 }

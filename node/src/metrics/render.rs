@@ -17,9 +17,8 @@ use super::{
 type Targets = Vec<(Arc<str>, Arc<TargetMetrics>)>;
 
 impl Metrics {
-    /// Writes the counters and histograms kept here. Routes and upstreams
-    /// removed from the configuration keep their series: their counts
-    /// happened.
+    /// Writes the counters and histograms kept here: those of the routes
+    /// and upstreams of the current configuration (see [`Metrics::retain`]).
     pub fn encode(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let routes: Vec<(Arc<str>, Arc<RouteMetrics>)> = lock(&self.routes)
             .iter()
@@ -199,7 +198,7 @@ impl Metrics {
                 counter(&mut m, &labels, n.load(Ordering::Relaxed))?;
             }
         }
-        Ok(())
+        super::process::Process::read().encode(encoder)
     }
 }
 /// Writes one counter value with its labels.

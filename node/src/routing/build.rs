@@ -7,7 +7,7 @@
 //! upstream, a region that is not a header value, a client key not set)
 //! fails the build ([`BuildError`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -232,8 +232,13 @@ impl RoutingSnapshot {
             },
         );
 
-        // Built: the upstreams that left the table lose their health now.
+        // Built: the upstreams that left the table lose their health now,
+        // and what left the configuration leaves /metrics.
         lives.publish();
+        metrics.retain(
+            &metric_labels(&routes, &upstreams),
+            &upstreams.iter().map(|u| u.id.clone()).collect(),
+        );
         Ok(Self {
             scrub: Scrubber::for_keys(&provider_keys(&upstreams), previous.map(|p| &p.scrub)),
             region,
@@ -249,6 +254,30 @@ impl RoutingSnapshot {
             registry,
         })
     }
+}
+
+/// Every route label the snapshot counts under (its routes, and each
+/// upstream's addressed door `<upstream>/*`), with the upstreams of its
+/// targets: what [`Metrics::retain`] keeps.
+fn metric_labels(
+    routes: &HashMap<Arc<str>, Arc<Route>>,
+    upstreams: &[Arc<Upstream>],
+) -> BTreeMap<Arc<str>, BTreeSet<Arc<str>>> {
+    let mut labels: BTreeMap<Arc<str>, BTreeSet<Arc<str>>> = routes
+        .iter()
+        .map(|(name, route)| {
+            let targets = route.tiers.iter().flatten();
+            (
+                name.clone(),
+                targets.map(|t| t.upstream.id.clone()).collect(),
+            )
+        })
+        .collect();
+    for upstream in upstreams {
+        let door: Arc<str> = Arc::from(format!("{}/*", upstream.id));
+        labels.entry(door).or_default().insert(upstream.id.clone());
+    }
+    labels
 }
 
 /// A target's own URIs: an Azure deployment's (the model names it in the

@@ -185,6 +185,12 @@ pub fn bind_reuseport(
     addr: SocketAddr,
     count: usize,
 ) -> std::io::Result<Vec<std::net::TcpListener>> {
+    // SO_REUSEPORT would also let this node share a port another process
+    // (an old node still running) listens on, each taking part of the
+    // connections: a bind without it fails then, naming the port in use.
+    if addr.port() != 0 {
+        drop(std::net::TcpListener::bind(addr)?);
+    }
     let mut listeners = Vec::with_capacity(count);
     let mut at = addr;
     for _ in 0..count.max(1) {
