@@ -81,7 +81,8 @@ impl View {
             // More than the limit at once: once both windows are gone.
             2.0 * w - self.elapsed_ms as f64
         };
-        wait.max(1.0).ceil() as u64
+        // Less a hair of float error, so an exact wait is not a millisecond long.
+        (wait.max(1.0) - 1e-6).ceil() as u64
     }
 
     /// Milliseconds until the counter is back to its initial state (both

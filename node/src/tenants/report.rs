@@ -28,7 +28,7 @@ use crate::server;
 impl Tenants {
     /// The next report at `now_ms`, if there is anything to say: this
     /// node's demand and its cells not yet committed. `seq` numbers it.
-    fn next_report(
+    pub(super) fn next_report(
         &self,
         now_ms: u64,
         seq: u64,
@@ -50,7 +50,7 @@ impl Tenants {
     }
 
     /// A report was committed (or not) at `now_ms`.
-    fn reported(&self, report: Option<&TenantReport>, now_ms: u64, usage_days: u32) {
+    pub(super) fn reported(&self, report: Option<&TenantReport>, now_ms: u64, usage_days: u32) {
         match report {
             Some(report) => {
                 self.cells
