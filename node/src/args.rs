@@ -182,7 +182,7 @@ pub(crate) enum KeysCommand {
         name: String,
     },
     /// Add or replace a client key: read from --key-env VAR, else from stdin; with its
-    /// limits (each left out: no limit).
+    /// limits, which replace the key's (each left out: no limit; a balance is never reset).
     Put {
         /// Its name (appears in logs instead of the key).
         name: String,
