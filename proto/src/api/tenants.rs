@@ -311,6 +311,21 @@ mod tests {
     }
 
     #[test]
+    fn answers_round_trip_byte_for_byte() {
+        fn same<T: Serialize + serde::de::DeserializeOwned>(literal: &str) {
+            let parsed: T = serde_json::from_str(literal).unwrap();
+            assert_eq!(serde_json::to_string(&parsed).unwrap(), literal);
+        }
+        same::<CreditsAdded>(
+            r#"{"key":"acme","applied":false,"balance_usd":35.0,"added_usd":35.0,"spent_usd":0.0}"#,
+        );
+        same::<UsageAnswer>(
+            r#"{"by":"upstream","from":null,"to":"2026-11-30","rows":[{"key":"a","upstream":"x","requests":1,"input_tokens":2,"output_tokens":3,"cost_usd":0.5}]}"#,
+        );
+        same::<AddCredits>(r#"{"add_usd":10.0,"id":"topup-123"}"#);
+    }
+
+    #[test]
     fn a_top_up_body_is_strict() {
         let ok: AddCredits = serde_json::from_str(r#"{"add_usd":10,"id":"t-1"}"#).unwrap();
         assert_eq!(ok.add_usd, 10.0);
