@@ -255,8 +255,8 @@ pub(crate) enum MembersCommand {
     Add {
         /// The new node's id (never reused).
         id: u64,
-        /// Its Raft address, host:port.
-        raft_addr: String,
+        /// Its Raft address, host:port; the host an IP address or a DNS name.
+        raft_addr: proto::config::PeerAddr,
         /// Keep it a learner (it receives the log and serves, but does not vote).
         #[arg(long)]
         learner: bool,
