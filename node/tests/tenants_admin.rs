@@ -272,7 +272,8 @@ async fn top_ups_count_once_per_id_and_refuse_hostile_values() {
         "a refused top-up was proposed"
     );
 
-    // A key without an opening balance: the first top-up opens its ledger.
+    // A key without an opening balance has no balance checked: a top-up
+    // is refused (naming the key), nothing proposed, no ledger opened.
     let put = json!({"key": "sk-free-0123456789abcdef"});
     assert_eq!(
         call(&node, Method::PUT, "/admin/v1/keys/free", Some(put))
@@ -280,8 +281,25 @@ async fn top_ups_count_once_per_id_and_refuse_hostile_values() {
             .0,
         200
     );
+    let body = json!({"add_usd": 2.25, "id": "first"});
+    refused(
+        &node,
+        Method::POST,
+        "/admin/v1/keys/free/credits",
+        body.to_string(),
+        "key",
+    )
+    .await;
     let (_, key) = call(&node, Method::GET, "/admin/v1/keys/free", None).await;
     assert_eq!(key, json!({"name": "free"}));
+    // Put again with an empty balance: its ledger opens, and top-ups count.
+    let put = json!({"key": "sk-free-0123456789abcdef", "credits_usd": 0});
+    assert_eq!(
+        call(&node, Method::PUT, "/admin/v1/keys/free", Some(put))
+            .await
+            .0,
+        200
+    );
     let body = json!({"add_usd": 2.25, "id": "first"});
     let (_, answer) = call(
         &node,

@@ -38,7 +38,7 @@ pub struct KeyView {
     /// Its priority class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
-    /// Its ledger, once one is open (an opening balance or a top-up).
+    /// Its ledger, once one is open (the key was put with `credits_usd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditsView>,
 }
