@@ -228,12 +228,14 @@ impl KeyState {
     /// what this node can still admit of them.
     pub fn headers(&self, now_ms: u64) -> RateHeaders {
         RateHeaders::new(
-            self.limits.rpm.zip(self.plan.rpm).map(|(limit, share)| {
-                (limit, share, self.meters.requests.view(now_ms, MINUTE_MS))
-            }),
-            self.limits.tpm.zip(self.plan.tpm).map(|(limit, share)| {
-                (limit, share, self.meters.tokens.view(now_ms, MINUTE_MS))
-            }),
+            self.limits
+                .rpm
+                .zip(self.plan.rpm)
+                .map(|(limit, share)| (limit, share, self.meters.requests.view(now_ms, MINUTE_MS))),
+            self.limits
+                .tpm
+                .zip(self.plan.tpm)
+                .map(|(limit, share)| (limit, share, self.meters.tokens.view(now_ms, MINUTE_MS))),
         )
     }
 

@@ -125,7 +125,11 @@ fn tokens_are_debited_after_the_answer_and_refuse_once_spent() {
     assert_eq!(limit, 1_000);
     assert!(retry_after >= Duration::from_secs(1));
     let h = acme.headers(T0 + 3);
-    assert_eq!(h.requests.unwrap().remaining, 98, "the refused request was taken back");
+    assert_eq!(
+        h.requests.unwrap().remaining,
+        98,
+        "the refused request was taken back"
+    );
     assert_eq!(h.tokens.unwrap().remaining, 0);
 }
 
@@ -149,7 +153,10 @@ fn credits_run_out_and_a_top_up_lets_the_key_go_on() {
     s.tenancy.report(1, &report).unwrap();
     assert_eq!(s.tenancy.credits["acme"].balance_nanos(), -200);
     t.rebuild(applied(s.clone()), T0);
-    assert_eq!(t.key("acme").unwrap().admit("fast", T0), Err(Refusal::Credits));
+    assert_eq!(
+        t.key("acme").unwrap().admit("fast", T0),
+        Err(Refusal::Credits)
+    );
     s.tenancy.top_up("acme", "t-1", 10_000).unwrap();
     t.rebuild(applied(s.clone()), T0);
     t.key("acme").unwrap().admit("fast", T0).unwrap();
@@ -206,7 +213,10 @@ fn shares_follow_demand_and_a_cut_off_node_keeps_its_floor() {
     t.rebuild(applied(s.clone()), after);
     let floor = t.key("acme").unwrap();
     assert!((floor.plan.share - FLOOR / 3.0).abs() < 1e-9);
-    assert!((floor.plan.rpm.unwrap() - 30.0).abs() < 1e-9, "never zero, never all");
+    assert!(
+        (floor.plan.rpm.unwrap() - 30.0).abs() < 1e-9,
+        "never zero, never all"
+    );
     // A report commits again: the share by demand is back.
     t.reported(Some(&demand_report(2, 1)), after, 30);
     t.rebuild(applied(s), after);
@@ -220,7 +230,10 @@ fn reports_carry_demand_and_cells_until_committed() {
         ..KeyLimits::default()
     };
     let (t, _) = tenants(state(limits, &[1]));
-    assert!(t.next_report(T0, 1, 30, false).is_none(), "idle: nothing to say");
+    assert!(
+        t.next_report(T0, 1, 30, false).is_none(),
+        "idle: nothing to say"
+    );
     for _ in 0..5 {
         t.key("acme").unwrap().admit("fast", T0).unwrap();
     }
@@ -228,7 +241,11 @@ fn reports_carry_demand_and_cells_until_committed() {
     t.answered("free", "fast", "a", used(4, 7));
     let r = t.next_report(T0, 1, 30, false).unwrap();
     assert_eq!((r.boot, r.seq, r.usage_days), (42, 1, 30));
-    assert_eq!(r.demand, BTreeMap::from([("acme".to_owned(), 30)]), "5 in 10 s");
+    assert_eq!(
+        r.demand,
+        BTreeMap::from([("acme".to_owned(), 30)]),
+        "5 in 10 s"
+    );
     assert_eq!(r.usage.len(), 1);
     assert_eq!(r.usage[0].0.key, "free");
     t.reported(Some(&r), T0, 30);
