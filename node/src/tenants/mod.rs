@@ -353,11 +353,15 @@ impl Tenants {
     /// Counts one answered request of `key` for `model` through
     /// `upstream`: its usage cell, its metrics, and for a limited key its
     /// tokens and spending.
+    ///
+    /// Requests of no configured key (a node open to anyone on loopback,
+    /// as `anonymous`) are not counted: the ledger is per key.
     pub fn answered(&self, key: &str, model: &str, upstream: &str, counters: Counters) {
         let now = now_ms();
-        if let Some(state) = self.key(key) {
-            state.spent(now, &counters);
-        }
+        let Some(state) = self.key(key) else {
+            return;
+        };
+        state.spent(now, &counters);
         self.cells.add(
             UsageBucket {
                 key: key.to_owned(),
