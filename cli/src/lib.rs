@@ -15,6 +15,7 @@ pub mod models;
 pub mod out;
 pub mod status;
 pub mod table;
+pub mod tenants;
 
 use admin_client::{AdminError, EXIT_INPUT};
 
