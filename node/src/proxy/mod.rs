@@ -29,7 +29,8 @@
 //!   upstream's request id given back; `models.rs`: `/v1/models` and
 //!   `/v1/models/{id}` (filtered by the key's allowlist); `stored.rs`: the
 //!   Responses API's calls on a stored response; `own_usage.rs`: a key's
-//!   own `GET /v1/usage`.
+//!   own `GET /v1/usage`; `ids.rs`: the request id and the attempt count
+//!   on every answer.
 //!
 //! A key with limits ([`crate::tenants`]) is checked once its model is
 //! known, before routing: its allowlist (403), its credits, its requests
@@ -46,6 +47,7 @@ pub mod failover;
 mod finish;
 mod forms;
 mod headers;
+mod ids;
 mod models;
 mod own_usage;
 mod request;
@@ -64,7 +66,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -80,6 +82,7 @@ use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
 use crate::tenants::{KeyState, Tenants};
 use forms::Forms;
+use ids::{count_header, request_id};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_UPSTREAM: HeaderName = HeaderName::from_static("x-meridian-upstream");
@@ -473,58 +476,4 @@ fn error_response(error: &ProxyError, attempts: usize, dialect: Dialect) -> Resp
         headers.insert(http::header::ALLOW, HeaderValue::from_static(allowed));
     }
     response
-}
-
-/// The client's `x-request-id` when it is a sane token, else a new one.
-fn request_id(headers: &HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(&X_REQUEST_ID)
-        && (1..=128).contains(&v.len())
-        && v.as_bytes()
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-    {
-        return v.clone();
-    }
-    // 128 random bits from the thread-local generator (seeded from the OS,
-    // reseeded periodically): unique without a syscall per request.
-    let id: u128 = rand::random();
-    HeaderValue::from_maybe_shared(Bytes::from(format!("{id:032x}")))
-        .unwrap_or(HeaderValue::from_static("unknown"))
-}
-
-/// A count as a header value, without allocating for the usual few.
-fn count_header(n: usize) -> HeaderValue {
-    const SMALL: [&str; 5] = ["0", "1", "2", "3", "4"];
-    match SMALL.get(n) {
-        Some(text) => HeaderValue::from_static(text),
-        None => HeaderValue::from(n),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-    use super::*;
-
-    #[test]
-    fn request_ids_are_kept_when_sane() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
-        h.insert(
-            &X_REQUEST_ID,
-            HeaderValue::from_static("bad id with spaces"),
-        );
-        let fresh = request_id(&h);
-        assert_eq!(fresh.len(), 32);
-        assert_ne!(fresh, request_id(&HeaderMap::new()));
-    }
-
-    #[test]
-    fn counts_read_the_same_either_way() {
-        for n in [0, 1, 4, 5, 12] {
-            assert_eq!(count_header(n), HeaderValue::from(n));
-        }
-    }
 }

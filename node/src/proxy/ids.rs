@@ -1,0 +1,61 @@
+//! The identifiers on every answer: the request id (the client's when it
+//! is sane, else a fresh one) and the attempt count.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue};
+
+use super::X_REQUEST_ID;
+
+/// The client's `x-request-id` when it is a sane token, else a new one.
+pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(&X_REQUEST_ID)
+        && (1..=128).contains(&v.len())
+        && v.as_bytes()
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+    {
+        return v.clone();
+    }
+    // 128 random bits from the thread-local generator (seeded from the OS,
+    // reseeded periodically): unique without a syscall per request.
+    let id: u128 = rand::random();
+    HeaderValue::from_maybe_shared(Bytes::from(format!("{id:032x}")))
+        .unwrap_or(HeaderValue::from_static("unknown"))
+}
+
+/// A count as a header value, without allocating for the usual few.
+pub(super) fn count_header(n: usize) -> HeaderValue {
+    const SMALL: [&str; 5] = ["0", "1", "2", "3", "4"];
+    match SMALL.get(n) {
+        Some(text) => HeaderValue::from_static(text),
+        None => HeaderValue::from(n),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(
+            &X_REQUEST_ID,
+            HeaderValue::from_static("bad id with spaces"),
+        );
+        let fresh = request_id(&h);
+        assert_eq!(fresh.len(), 32);
+        assert_ne!(fresh, request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn counts_read_the_same_either_way() {
+        for n in [0, 1, 4, 5, 12] {
+            assert_eq!(count_header(n), HeaderValue::from(n));
+        }
+    }
+}
