@@ -222,6 +222,45 @@ pub fn openai_duration(ms: u64) -> String {
     }
 }
 
+/// The share a node may use in the current minute: the lowest its share
+/// has been since the minute began. A share that falls takes effect at
+/// once; one that rises waits for the next minute.
+///
+/// Why: a node's window keeps what it admitted under its old share. When
+/// shares move within a minute (the first node to report its demand gets
+/// most of a key's limit until the others' reports land), a node that
+/// rises could admit its new share on top of what the others already
+/// admitted under theirs. Holding rises to the minute's start keeps the
+/// sum of what the nodes use in any minute at most the sum of their shares
+/// when it began, which is one. One `AtomicU64`: the minute's index (32
+/// bits) and the share (an `f32`).
+#[derive(Debug, Default)]
+pub struct ShareCap {
+    state: AtomicU64,
+}
+
+impl ShareCap {
+    /// Records `share` as of `now_ms` and returns the share usable now.
+    pub fn apply(&self, now_ms: u64, share: f64) -> f64 {
+        let minute = (now_ms / MINUTE_MS) & 0xffff_ffff;
+        let share = share as f32;
+        let mut usable = share;
+        let _ = self
+            .state
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |v| {
+                let (held_minute, held) = (v >> 32, f32::from_bits(v as u32));
+                usable = if v != 0 && held_minute == minute {
+                    held.min(share)
+                } else {
+                    share
+                };
+                let next = (minute << 32) | u64::from(usable.to_bits());
+                (next != v).then_some(next)
+            });
+        f64::from(usable)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -349,5 +388,20 @@ mod tests {
         assert_eq!(openai_duration(360_000), "6m0s");
         assert_eq!(openai_duration(61_250), "1m1.25s");
         assert_eq!(openai_duration(3_723_000), "1h2m3s");
+    }
+
+    #[test]
+    fn a_share_falls_at_once_and_rises_at_the_next_minute() {
+        let cap = ShareCap::default();
+        let t = 7 * MINUTE_MS;
+        assert_eq!(cap.apply(t, 0.5), 0.5);
+        assert_eq!(cap.apply(t + 1_000, 0.2), 0.2_f32 as f64, "falls at once");
+        assert_eq!(
+            cap.apply(t + 2_000, 0.9),
+            0.2_f32 as f64,
+            "rises only later"
+        );
+        assert_eq!(cap.apply(t + MINUTE_MS, 0.9), 0.9_f32 as f64);
+        assert_eq!(cap.apply(t + MINUTE_MS + 1, 1.0), 0.9_f32 as f64);
     }
 }

@@ -8,14 +8,19 @@
 //! the demand each node reports through Raft ([`report`]), so the cluster
 //! admits at most the limit, plus what nodes applying a new split at
 //! slightly different moments hold at once. The counters are sliding
-//! windows ([`limiter`]), so a minute is any 60 s, not a calendar minute.
+//! windows ([`limiter`]) over UTC minutes, the previous minute weighed in as
+//! if spread evenly: every UTC minute is bounded; a sliding 60 s across a
+//! burst at the end of one minute and the start of the next can see up to
+//! about twice the limit (measured in docs/chaos/tenants.md).
 //!
 //! # Bounds
 //!
 //! - Requests: a request is admitted when this node's estimate plus one is
-//!   within its share, so per node at most `share × rpm` per sliding
-//!   minute (at least one per node: a limit below the number of nodes
-//!   could otherwise be used nowhere).
+//!   within its share, so per node at most `share × rpm` per minute (at
+//!   least one per node: a limit below the number of nodes could otherwise
+//!   be used nowhere). The share used is the lowest since the minute began
+//!   ([`limiter::ShareCap`]): a rise waits for the next minute, so shares
+//!   moving within a minute cannot add up past one.
 //! - Tokens: usage is known only once an answer is, so a request is
 //!   admitted while the estimate is below the share, and its tokens are
 //!   counted after it. The overshoot is bounded by what is in flight: the
@@ -69,7 +74,7 @@ use raft::store::Applied;
 use crate::error::ProxyError;
 use crate::metrics::{KeyMetrics, KeyOutcome, Metrics};
 use cells::{Cells, DAY_MS};
-use limiter::{MINUTE_MS, Window};
+use limiter::{MINUTE_MS, ShareCap, Window};
 use plan::Plan;
 
 /// The window over which demand is measured: requests asked in the last
@@ -136,6 +141,8 @@ struct Meters {
     asked: Window,
     /// What this node's answers to the key cost in this boot, nanodollars.
     spent_nanos: AtomicU64,
+    /// The share usable this minute (rises wait for the next one).
+    share: ShareCap,
 }
 
 /// One key as the request path sees it: its limits, this node's plan for
@@ -200,7 +207,8 @@ impl KeyState {
         {
             return Err(Refusal::Credits);
         }
-        let rpm = self.plan.rpm.zip(self.limits.rpm);
+        let (rpm_part, tpm_part) = self.parts(now_ms);
+        let rpm = rpm_part.zip(self.limits.rpm);
         if let Some((share, limit)) = rpm {
             self.meters
                 .requests
@@ -210,7 +218,7 @@ impl KeyState {
                     retry_after: Duration::from_millis(r.retry_after_ms),
                 })?;
         }
-        if let Some((share, limit)) = self.plan.tpm.zip(self.limits.tpm) {
+        if let Some((share, limit)) = tpm_part.zip(self.limits.tpm) {
             let view = self.meters.tokens.view(now_ms, MINUTE_MS);
             if view.estimate() >= share {
                 if rpm.is_some() {
@@ -245,17 +253,36 @@ impl KeyState {
         }
     }
 
+    /// The requests and tokens this node may admit per minute as of
+    /// `now_ms`: its plan, scaled down while a risen share waits for the
+    /// next minute ([`ShareCap`]).
+    fn parts(&self, now_ms: u64) -> (Option<f64>, Option<f64>) {
+        let usable = self.meters.share.apply(now_ms, self.plan.share);
+        let scale = |part: f64, limit: u64| {
+            if self.plan.share > 0.0 && usable < self.plan.share {
+                (limit as f64 * usable).max(1.0).min(part)
+            } else {
+                part
+            }
+        };
+        (
+            self.plan.rpm.zip(self.limits.rpm).map(|(p, l)| scale(p, l)),
+            self.plan.tpm.zip(self.limits.tpm).map(|(p, l)| scale(p, l)),
+        )
+    }
+
     /// The `x-ratelimit-*` headers as of `now_ms`: the key's limits, and
     /// what this node can still admit of them.
     pub fn headers(&self, now_ms: u64) -> RateHeaders {
+        let (rpm_part, tpm_part) = self.parts(now_ms);
         RateHeaders::new(
             self.limits
                 .rpm
-                .zip(self.plan.rpm)
+                .zip(rpm_part)
                 .map(|(limit, share)| (limit, share, self.meters.requests.view(now_ms, MINUTE_MS))),
             self.limits
                 .tpm
-                .zip(self.plan.tpm)
+                .zip(tpm_part)
                 .map(|(limit, share)| (limit, share, self.meters.tokens.view(now_ms, MINUTE_MS))),
         )
     }
@@ -356,6 +383,10 @@ impl Tenants {
                 .and_then(|_| state.tenancy.credits.get(&*name))
                 .map(|c| c.balance_nanos());
             metrics.set_balance(balance);
+            if record.limits.is_rate_limited() {
+                // Between requests too: the minute's lowest share counts.
+                meters.share.apply(now_ms, plan.share);
+            }
             keys.insert(
                 name,
                 Arc::new(KeyState {
