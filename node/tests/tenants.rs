@@ -364,8 +364,19 @@ async fn credits_run_out_a_top_up_lets_the_key_go_on_and_usage_adds_up() {
     let other = usage_in(&api, ACME, "?key=free").await;
     assert_eq!(other.status, StatusCode::BAD_REQUEST);
     assert_eq!(other.error()["param"], "key");
-    let bad = usage_in(&api, ACME, "?from=yesterday").await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    for (query, param) in [
+        ("?from=yesterday", "from"),
+        ("?from=2026-02-30", "from"),
+        ("?to=%00", "to"),
+        ("?by=week", "by"),
+        ("?form=2026-01-01", "query"),
+        ("?key=acme", "key"),
+        ("?%ff=1", "query"),
+    ] {
+        let bad = usage_in(&api, ACME, query).await;
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(bad.error()["param"], param, "{query}");
+    }
     // The ledger agrees: added 1030, spent what the answers cost.
     let credits = node.cluster.applied().state.tenancy.credits["acme"].clone();
     assert_eq!(credits.added_nanos, 1_030 * 1_000_000_000);

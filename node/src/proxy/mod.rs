@@ -333,11 +333,7 @@ impl Proxy {
         let endpoint = match (req.method(), path.trim_end_matches('/')) {
             (&Method::GET, "/v1/models") => return Ok(models::list(snapshot, tenant.as_deref())),
             (&Method::GET, "/v1/usage") => {
-                return Ok(own_usage::answer(
-                    self.tenants.as_deref(),
-                    &key,
-                    req.uri().query(),
-                )?);
+                return Ok(own_usage::answer(self.tenants.as_deref(), &key, req.uri())?);
             }
             (_, "/v1/usage") => return Err(not_allowed(&req, "GET").into()),
             (_, "/v1/models") => return Err(not_allowed(&req, "GET").into()),

@@ -49,17 +49,14 @@
 //! - [`report`]: the tasks that report usage and demand and follow the
 //!   applied state.
 //! - `headers.rs`: the `x-ratelimit-*` headers.
-//! - `usage_query.rs`: the usage answer's parameters and body.
 
 mod cells;
 mod headers;
 pub mod limiter;
 pub mod plan;
 pub mod report;
-mod usage_query;
 
 pub use headers::RateHeaders;
-pub use usage_query::UsageParams;
 
 use std::collections::HashMap;
 use std::sync::Arc;
