@@ -166,6 +166,9 @@ pub fn page(r: &RunReport) -> String {
     for p in o.phantom.iter().chain(o.duplicates.iter()).take(20) {
         let _ = writeln!(s, "\n- {p}");
     }
+    if let Some(t) = &r.tenants {
+        s.push_str(&super::tenants_md::section(t));
+    }
     let _ = writeln!(
         s,
         "\n## Shutdown\n\nExit status at the final SIGTERM: {}",
