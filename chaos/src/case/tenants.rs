@@ -180,7 +180,7 @@ impl TenantsSpec {
 
     /// The secret of key `name` (the load sends it as a bearer token).
     pub fn secret(name: &str) -> String {
-        format!("chaos-key-{name}")
+        format!("chaos-tenant-key-{name}")
     }
 
     /// The environment variable a node reads key `index`'s secret from.

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::tenants::TenantsReport;
+use crate::tenants::{TenantsReport, TopupResult};
 
 /// The Markdown section of a tenants case.
 pub fn section(t: &TenantsReport) -> String {
@@ -13,6 +13,20 @@ pub fn section(t: &TenantsReport) -> String {
         s,
         "\n## Tenants\n\nAdmitted = answered 2xx, counted cluster-wide by due time; minutes are UTC wall-clock minutes (the first and last partial).\n"
     );
+    if !t.topups.is_empty() {
+        let count =
+            |f: &dyn Fn(&TopupResult) -> bool| t.topups.iter().filter(|u| f(&u.result)).count();
+        let _ = writeln!(
+            s,
+            "Top-ups: {} made ({} retried); {} acknowledged ({} of them `applied: false`, an earlier try had counted), {} rejected, {} ambiguous.\n",
+            t.topups.len(),
+            t.topups.iter().filter(|u| u.tries > 1).count(),
+            count(&|r| matches!(r, TopupResult::Acked { .. })),
+            count(&|r| matches!(r, TopupResult::Acked { applied: false })),
+            count(&|r| matches!(r, TopupResult::Rejected(_))),
+            count(&|r| matches!(r, TopupResult::Ambiguous(_))),
+        );
+    }
     for k in &t.keys {
         let limit = |v: Option<u64>| v.map_or("-".into(), |v| v.to_string());
         let _ = writeln!(
@@ -34,8 +48,12 @@ pub fn section(t: &TenantsReport) -> String {
         for m in &k.minutes {
             let _ = writeln!(
                 s,
-                "| {} | {:.1} | {} | {} |",
-                m.unix_s, m.covered_s, m.requests, m.tokens
+                "| {:02}:{:02} | {:.1} | {} | {} |",
+                m.unix_s % 86_400 / 3_600,
+                m.unix_s % 3_600 / 60,
+                m.covered_s,
+                m.requests,
+                m.tokens
             );
         }
         for w in &k.windows {
