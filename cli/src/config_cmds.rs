@@ -52,7 +52,7 @@ impl Kind {
 
 /// Percent-encodes a name for the path; `/` is kept for routes, whose
 /// model names may contain it (the admin API takes the rest of the path).
-fn encode(name: &str, keep_slash: bool) -> String {
+pub(crate) fn encode(name: &str, keep_slash: bool) -> String {
     let mut out = String::new();
     for b in name.bytes() {
         match b {
@@ -240,6 +240,10 @@ pub fn read_key(env: Option<&str>) -> Result<Value, CliError> {
 }
 
 fn render(kind: Kind, items: &[&Value]) -> String {
+    if kind == Kind::Keys && !items.is_empty() {
+        // With their limits and balances, when any has some.
+        return super::tenants::render_keys(items);
+    }
     let mut table = match kind {
         Kind::Routes => Table::new(&["MODEL", "TIERS", "HEDGE", "OVERRIDES"]),
         Kind::Upstreams => Table::new(&["ID", "REGION", "BASE URL", "KEY FROM", "AUTH", "HTTP2"]),

@@ -14,6 +14,7 @@ pub mod members;
 pub mod models;
 pub mod status;
 pub mod table;
+pub mod tenants;
 
 use admin_client::{AdminError, EXIT_INPUT};
 

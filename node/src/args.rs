@@ -77,12 +77,30 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: UpstreamsCommand,
     },
-    /// List, put or delete client keys (keys are never printed or taken from argv).
+    /// List, put, credit or delete client keys (keys are never printed or taken from argv).
     Keys {
         #[command(flatten)]
         target: AdminTarget,
         #[command(subcommand)]
         command: KeysCommand,
+    },
+    /// Usage per key from the replicated ledger: requests, tokens and cost, by day, model
+    /// or upstream.
+    Usage {
+        #[command(flatten)]
+        target: AdminTarget,
+        /// Only this key.
+        #[arg(long)]
+        key: Option<String>,
+        /// First day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// Last day, YYYY-MM-DD (UTC).
+        #[arg(long)]
+        to: Option<String>,
+        /// Rows per day, model or upstream.
+        #[arg(long, value_parser = ["day", "model", "upstream"])]
+        by: Option<String>,
     },
     /// Start a local 3-region cluster with fake providers and live traffic, and watch
     /// a brownout and a node failure as they happen; leaves nothing running.
@@ -163,13 +181,40 @@ pub(crate) enum KeysCommand {
         /// Its name.
         name: String,
     },
-    /// Add or replace a client key: read from --key-env VAR, else from stdin.
+    /// Add or replace a client key: read from --key-env VAR, else from stdin; with its
+    /// limits (each left out: no limit).
     Put {
         /// Its name (appears in logs instead of the key).
         name: String,
         /// The environment variable holding the key.
         #[arg(long)]
         key_env: Option<String>,
+        /// Route names and addressed models it may call, comma-separated (`*` globs).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Requests per minute, cluster-wide.
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens per minute (input + output), cluster-wide.
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Opening prepaid balance in US dollars (only a key's first; then `keys credit`).
+        #[arg(long)]
+        credits_usd: Option<f64>,
+        /// Priority class.
+        #[arg(long)]
+        class: Option<String>,
+    },
+    /// Top up a key's prepaid balance; the same --id again counts once.
+    Credit {
+        /// Its name.
+        name: String,
+        /// US dollars to add.
+        #[arg(long)]
+        add: f64,
+        /// The top-up's id (made up and printed when absent: reuse it to retry).
+        #[arg(long)]
+        id: Option<String>,
     },
     /// Delete a client key.
     Delete {

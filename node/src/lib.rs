@@ -66,6 +66,7 @@ pub mod scrub;
 pub mod select;
 pub mod server;
 pub mod settings;
+pub mod tenants;
 pub mod translate;
 pub mod upstream;
 pub mod usage;

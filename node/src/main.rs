@@ -81,6 +81,16 @@ fn main() -> ExitCode {
         Command::Routes { target, command } => routes(&target, command),
         Command::Upstreams { target, command } => upstreams(&target, command),
         Command::Keys { target, command } => keys(&target, command),
+        Command::Usage {
+            target,
+            key,
+            from,
+            to,
+            by,
+        } => admin(&target, |client| async move {
+            let args = cli::tenants::UsageArgs { key, from, to, by };
+            cli::tenants::usage(&client, &args).await
+        }),
         Command::Demo {
             quick,
             duration,
@@ -161,9 +171,28 @@ fn keys(target: &AdminTarget, command: KeysCommand) -> ExitCode {
         match command {
             KeysCommand::List => c::list(&client, Kind::Keys).await,
             KeysCommand::Get { name } => c::get(&client, Kind::Keys, &name).await,
-            KeysCommand::Put { name, key_env } => {
-                let body = c::read_key(key_env.as_deref())?;
+            KeysCommand::Put {
+                name,
+                key_env,
+                models,
+                rpm,
+                tpm,
+                credits_usd,
+                class,
+            } => {
+                let mut body = c::read_key(key_env.as_deref())?;
+                let limits = cli::tenants::LimitFlags {
+                    models,
+                    rpm,
+                    tpm,
+                    credits_usd,
+                    class,
+                };
+                limits.add_to(&mut body)?;
                 c::put(&client, Kind::Keys, &name, &body).await
+            }
+            KeysCommand::Credit { name, add, id } => {
+                cli::tenants::credit(&client, &name, add, id).await
             }
             KeysCommand::Delete { name } => c::delete(&client, Kind::Keys, &name).await,
         }

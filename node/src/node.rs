@@ -23,6 +23,7 @@ use crate::proxy::Proxy;
 use crate::routing::{self, BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
 use crate::server;
 use crate::settings::Settings;
+use crate::tenants::{self, Tenants};
 
 /// How long open connections get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(30);
@@ -166,6 +167,26 @@ impl Node {
             report_every,
             stop.clone(),
         ));
+        let tenants = Tenants::new(
+            config.node.id,
+            tenants::now_ms(),
+            report_every,
+            snapshot.load().metrics.clone(),
+            cluster.applied(),
+        );
+        tasks.spawn(tenants::report::report(
+            cluster.clone(),
+            tenants.clone(),
+            report_every,
+            config.tenants.usage_days,
+            stop.clone(),
+        ));
+        tasks.spawn(tenants::report::follow(
+            tenants.clone(),
+            cluster.subscribe(),
+            report_every,
+            stop.clone(),
+        ));
         tasks.spawn(sharing::follow_board(
             cluster.subscribe(),
             board.clone(),
@@ -202,7 +223,8 @@ impl Node {
         }
         let proxy = Arc::new(
             Proxy::new(snapshot.clone(), health, settings.policy)
-                .with_body_timeout(settings.body_timeout),
+                .with_body_timeout(settings.body_timeout)
+                .with_tenants(tenants),
         );
         let data_plane = server::Workers::spawn(
             api,

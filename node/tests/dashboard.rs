@@ -1,7 +1,8 @@
 //! The dashboard at `/admin/`, loaded in headless Chromium from a real
 //! three-node cluster after real traffic and a failover: the page must show
-//! every member, every upstream, every region of the heat map and the
-//! failover, drawn by its own script from the admin API. It also leaves a
+//! every member, every upstream, every region of the heat map, the
+//! failover, and a key's limits, balance and usage, drawn by its own script
+//! from the admin API. It also leaves a
 //! screenshot (`target/dashboard.png`, or `$MERIDIAN_DASHBOARD_PNG`).
 //!
 //! Skipped, saying so, when `chromium` is not on the PATH (`scripts/test`
@@ -163,6 +164,25 @@ async fn dashboard_shows_members_upstreams_and_failovers_in_chromium() {
         "node {leader} never had every member's report"
     );
 
+    // A key with limits and a balance, and usage reported for it (after
+    // the traffic above: a key closes the open data plane).
+    let put = cluster
+        .put(
+            leader,
+            "/admin/v1/keys/acme",
+            &json!({"key": "sk-acme-dashboard-0001", "rpm": 600, "credits_usd": 25.0}),
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    let day = support::tenancy::today();
+    let usage = vec![(
+        support::tenancy::cell("acme", day, "dash", UPSTREAM),
+        support::tenancy::counters(12, 4800, 1200, 1_250_000_000),
+    )];
+    cluster
+        .report_as(2, support::tenancy::report(4_000_000_000_000, 1, usage))
+        .await;
+
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{admin}/admin/");
     let dom = headless(&chromium, profile.path(), &url, &["--dump-dom"]).await;
@@ -200,6 +220,12 @@ async fn dashboard_shows_members_upstreams_and_failovers_in_chromium() {
             "catalogue model {model} not on the page:\n{dom}"
         );
     }
+    assert!(
+        dom.contains(r#"data-key="acme""#) && dom.contains(r#"data-usage-model="dash""#),
+        "the key or its usage is not on the page:\n{dom}"
+    );
+    assert!(dom.contains("$23.75"), "the balance is not on the page");
+    assert!(dom.contains("$1.25"), "today's cost is not on the page");
     assert!(dom.contains("leader"), "no leader on the page");
     assert!(
         dom.contains("data-failover="),

@@ -1,5 +1,5 @@
-//! The replicated configuration through the admin API: upstreams, routes
-//! and client keys. Every change is checked against the applied state first
+//! The replicated configuration through the admin API: upstreams and
+//! routes (client keys are in [`super::keys`], on the helpers here). Every change is checked against the applied state first
 //! (the same `apply` the state machine runs), so an invalid change gets a
 //! 4xx naming the field and nothing is proposed; a valid one is acknowledged
 //! only after it is committed and applied on this node, so the next request
@@ -13,16 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use proto::FieldError;
-use proto::api::admin::{KeyName, WriteAck};
-use proto::config::{RouteConfig, UpstreamConfig, check_secret_strength};
-use proto::state::{ClusterState, Command, CommandResponse, KeyRecord};
+use proto::api::admin::WriteAck;
+use proto::config::{RouteConfig, UpstreamConfig};
+use proto::state::{ClusterState, Command, CommandResponse};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{AdminError, AdminState};
-use crate::auth::hash_key;
-use crate::cluster::hex;
 use crate::routing::check_upstream;
 use crate::routing::routing_built_at;
 
@@ -39,29 +37,24 @@ pub fn routes() -> Router<AdminState> {
             "/admin/v1/routes/{*model}",
             get(get_route).put(put_route).delete(delete_route),
         )
-        .route("/admin/v1/keys", get(list_keys))
-        .route(
-            "/admin/v1/keys/{name}",
-            get(get_key).put(put_key).delete(delete_key),
-        )
 }
 
 /// `?stale=true` skips the linearizable read (for a node cut off from its leader).
 #[derive(Deserialize)]
 pub struct ReadMode {
     #[serde(default)]
-    stale: bool,
+    pub(super) stale: bool,
 }
 
 /// The applied state, after a linearizable read unless `stale`.
-async fn read(state: &AdminState, mode: &ReadMode) -> Result<ClusterState, AdminError> {
+pub(super) async fn read(state: &AdminState, mode: &ReadMode) -> Result<ClusterState, AdminError> {
     if !mode.stale {
         state.cluster.linearizable().await?;
     }
     Ok(state.cluster.applied().state.clone())
 }
 
-fn not_found(what: &'static str, name: String) -> AdminError {
+pub(super) fn not_found(what: &'static str, name: String) -> AdminError {
     AdminError::NotFound { what, name }
 }
 
@@ -143,80 +136,6 @@ async fn delete_route(
     propose(&state, Command::DeleteRoute { model }).await
 }
 
-async fn list_keys(
-    State(state): State<AdminState>,
-    Query(mode): Query<ReadMode>,
-) -> Result<Json<Vec<KeyName>>, AdminError> {
-    let s = read(&state, &mode).await?;
-    // Names only: not even the hash leaves the node.
-    Ok(Json(
-        s.keys
-            .keys()
-            .map(|name| KeyName { name: name.clone() })
-            .collect(),
-    ))
-}
-
-async fn get_key(
-    State(state): State<AdminState>,
-    Path(name): Path<String>,
-    Query(mode): Query<ReadMode>,
-) -> Result<Json<KeyName>, AdminError> {
-    let s = read(&state, &mode).await?;
-    if s.keys.contains_key(&name) {
-        Ok(Json(KeyName { name }))
-    } else {
-        Err(not_found("key", name))
-    }
-}
-
-/// The body of `PUT /admin/v1/keys/{name}`: the key itself (hashed on
-/// arrival, never stored or logged) or its SHA-256 in hex.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeyBody {
-    key: Option<String>,
-    sha256: Option<String>,
-}
-
-async fn put_key(
-    State(state): State<AdminState>,
-    Path(name): Path<String>,
-    body: Bytes,
-) -> Result<Json<WriteAck>, AdminError> {
-    let body: KeyBody = parse_value(&body)?;
-    let sha256 = match (body.key, body.sha256) {
-        (Some(key), None) => {
-            check_secret_strength("key", "the key", &key)
-                .map_err(|e| AdminError::invalid("key", e.message))?;
-            hex(&hash_key(key.trim()))
-        }
-        (None, Some(hash)) => hash.to_ascii_lowercase(),
-        _ => {
-            return Err(AdminError::invalid(
-                "key",
-                "give exactly one of `key` or `sha256`",
-            ));
-        }
-    };
-    propose(
-        &state,
-        Command::PutKey(KeyRecord {
-            name,
-            sha256,
-            limits: Default::default(),
-        }),
-    )
-    .await
-}
-
-async fn delete_key(
-    State(state): State<AdminState>,
-    Path(name): Path<String>,
-) -> Result<Json<WriteAck>, AdminError> {
-    propose(&state, Command::DeleteKey { name }).await
-}
-
 /// A JSON body as `T`, with the path's name filled in (or checked against
 /// the body's), and serde's complaint turned into a 400 naming the field.
 fn parse<T: DeserializeOwned>(body: Bytes, key: &str, name: &str) -> Result<T, AdminError> {
@@ -240,7 +159,7 @@ fn json_body(body: &[u8]) -> Result<Value, AdminError> {
         .map_err(|e| AdminError::unusable(format!("the body is not JSON: {e}")))
 }
 
-fn parse_value<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+pub(super) fn parse_value<T: DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
     typed(json_body(body)?)
 }
 
@@ -285,7 +204,25 @@ fn refuse_delete(current: &ClusterState, command: &Command) -> Result<(), AdminE
 
 /// Checks a command against the applied state, proposes it, and answers
 /// once it is committed and applied here.
-async fn propose(state: &AdminState, command: Command) -> Result<Json<WriteAck>, AdminError> {
+pub(super) async fn propose(
+    state: &AdminState,
+    command: Command,
+) -> Result<Json<WriteAck>, AdminError> {
+    let (changed, applied_index) = commit(state, command).await?;
+    Ok(Json(WriteAck {
+        changed,
+        applied_index,
+    }))
+}
+
+/// Checks a command against the applied state, proposes it, and returns
+/// once it is committed and applied here (whether it changed the state,
+/// and the index this node applied it at): a read of the applied state
+/// after it sees the change.
+pub(super) async fn commit(
+    state: &AdminState,
+    command: Command,
+) -> Result<(bool, Option<u64>), AdminError> {
     // Check against a current state, so a change acknowledged a moment ago
     // on another node counts (a write racing this one is caught at apply).
     state.cluster.linearizable().await?;
@@ -307,10 +244,7 @@ async fn propose(state: &AdminState, command: Command) -> Result<Json<WriteAck>,
                 Duration::from_secs(2),
             )
             .await;
-            Ok(Json(WriteAck {
-                changed,
-                applied_index: index,
-            }))
+            Ok((changed, index))
         }
         // Another change won a race between our check and the commit.
         CommandResponse::Rejected(FieldError { field, message }) => {

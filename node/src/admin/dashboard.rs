@@ -2,7 +2,8 @@
 //! embedded in the binary (no build step, nothing fetched from elsewhere).
 //!
 //! The page itself is served without a token: it holds no data. Its script
-//! reads `/admin/v1/cluster`, `/admin/v1/health` and `/admin/v1/events` every
+//! reads `/admin/v1/cluster`, `/admin/v1/health`, `/admin/v1/events`,
+//! `/admin/v1/catalogue`, `/admin/v1/keys` and today's `/admin/v1/usage` every
 //! two seconds with the admin token the operator types into it (kept in the
 //! tab's `sessionStorage`, sent as `Authorization: Bearer`), or with none
 //! when the node runs without a token on loopback. A strict

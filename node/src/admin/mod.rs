@@ -4,7 +4,9 @@
 //! and the `/admin/v1` API behind a bearer token: the health board (this
 //! node's windows and circuits, and every member's shared reports), recent
 //! failovers, the replicated configuration ([`config`]), the cluster and
-//! its members ([`cluster`]), and the model catalogue ([`catalogue`]).
+//! its members ([`cluster`]), the model catalogue ([`catalogue`]), client
+//! keys with their limits and balances ([`keys`]), top-ups ([`credits`])
+//! and the usage ledger ([`usage`]).
 //!
 //! Every answer is a wire type of [`proto::api::admin`], which the CLI and
 //! the tests read too; every refusal is an [`AdminError`], which knows its
@@ -13,10 +15,13 @@
 mod catalogue;
 mod cluster;
 mod config;
+mod credits;
 mod dashboard;
 mod error;
 mod health;
+mod keys;
 mod metrics;
+mod usage;
 
 use std::sync::Arc;
 
@@ -71,6 +76,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/events", get(health::events))
         .route("/admin/v1/catalogue", get(catalogue::catalogue))
         .merge(config::routes())
+        .merge(keys::routes())
+        .merge(credits::routes())
+        .merge(usage::routes())
         .merge(cluster::routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()

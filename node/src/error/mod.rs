@@ -148,6 +148,28 @@ pub enum ProxyError {
         /// The attempts made, in order.
         attempts: Attempts,
     },
+    /// The key may not call this model (its allowlist).
+    #[error("This key may not use the model `{0}`.")]
+    ModelNotAllowed(String),
+    /// The key is over its requests or tokens per minute.
+    #[error(
+        "Rate limit reached for {what} per minute: this key may use {limit} {what} per minute \
+         across the cluster. Retry after {}s.", retry_secs(.retry_after)
+    )]
+    KeyRateLimited {
+        /// `requests` or `tokens`: OpenAI's error type for it.
+        what: &'static str,
+        /// The key's limit per minute.
+        limit: u64,
+        /// How long until this node admits it again.
+        retry_after: Duration,
+    },
+    /// The key's prepaid credits are spent.
+    #[error(
+        "This key's credits are spent: its prepaid balance is used up. Ask the operator for a \
+         top-up."
+    )]
+    InsufficientQuota,
     /// The request deadline passed before any upstream answered.
     #[error("No upstream answered in time: {attempts}")]
     UpstreamsTimedOut {
@@ -178,7 +200,11 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::Overloaded { .. } | Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::Overloaded { .. }
+            | Self::RateLimited { .. }
+            | Self::KeyRateLimited { .. }
+            | Self::InsufficientQuota => StatusCode::TOO_MANY_REQUESTS,
             Self::NoUsableUpstream(_) | Self::UpstreamsOverloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -208,7 +234,9 @@ impl ProxyError {
             Self::Overloaded { .. } | Self::UpstreamsOverloaded { .. } => {
                 Some(Duration::from_secs(1))
             }
-            Self::RateLimited { retry_after, .. } => Some(*retry_after),
+            Self::RateLimited { retry_after, .. } | Self::KeyRateLimited { retry_after, .. } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -230,6 +258,9 @@ impl ProxyError {
             Self::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             Self::Overloaded { .. } => ("rate_limit_error", Some("overloaded")),
             Self::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
+            Self::ModelNotAllowed(_) => ("permission_error", Some("model_not_allowed")),
+            Self::KeyRateLimited { what, .. } => (what, Some("rate_limit_exceeded")),
+            Self::InsufficientQuota => ("insufficient_quota", Some("insufficient_quota")),
             Self::NoUsableUpstream(_) => ("server_error", Some("no_usable_upstream")),
             Self::UpstreamsFailed { .. } => ("server_error", Some("upstream_error")),
             Self::UpstreamsOverloaded { .. } => ("server_error", Some("upstream_overloaded")),
@@ -243,7 +274,9 @@ impl ProxyError {
             Self::Untranslatable(e) => Some(&e.field),
             Self::BadHeader { name, .. } => Some(name),
             Self::QueryRefused { param } => Some(param),
-            Self::UnknownModel(_) | Self::NotInCatalogue { .. } => Some("model"),
+            Self::UnknownModel(_) | Self::NotInCatalogue { .. } | Self::ModelNotAllowed(_) => {
+                Some("model")
+            }
             _ => None,
         }
     }
@@ -267,6 +300,11 @@ impl ProxyError {
             anthropic_error_json(anthropic_type(status), &self.to_string()),
         )
     }
+}
+
+/// A wait in whole seconds, at least one, as `Retry-After` says it.
+pub fn retry_secs(wait: &Duration) -> u64 {
+    wait.as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// Serialises an OpenAI-style error object ([`ErrorEnvelope`]); shared
@@ -296,6 +334,38 @@ mod tests {
         assert!(v["error"]["message"].as_str().unwrap().contains("gpt-9"));
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert!(!e.retryable());
+    }
+
+    #[test]
+    fn a_keys_limits_read_as_openai_says_them() {
+        let v = |e: &ProxyError| serde_json::from_slice::<serde_json::Value>(&e.body()).unwrap();
+        let denied = ProxyError::ModelNotAllowed("big".into());
+        assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+        let body = v(&denied);
+        assert_eq!(body["error"]["type"], "permission_error");
+        assert_eq!(body["error"]["code"], "model_not_allowed");
+        assert_eq!(body["error"]["param"], "model");
+        let limited = ProxyError::KeyRateLimited {
+            what: "tokens",
+            limit: 100,
+            retry_after: Duration::from_millis(1_200),
+        };
+        assert_eq!(v(&limited)["error"]["type"], "tokens");
+        assert_eq!(v(&limited)["error"]["code"], "rate_limit_exceeded");
+        assert!(v(&limited)["error"]["message"].as_str().unwrap().contains("2s"));
+        let quota = ProxyError::InsufficientQuota;
+        assert_eq!(quota.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(quota.retry_after(), None);
+        assert_eq!(v(&quota)["error"]["code"], "insufficient_quota");
+        let (status, body) = quota.anthropic();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        let a: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(a["error"]["type"], "rate_limit_error");
+        assert!(a["error"]["message"].as_str().unwrap().contains("credits"));
+        let (status, body) = denied.anthropic();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        let a: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(a["error"]["type"], "permission_error");
     }
 
     #[test]
@@ -369,6 +439,18 @@ mod tests {
             ProxyError::UpstreamsOverloaded { attempts: none() },
             ProxyError::UpstreamsTimedOut { attempts: none() },
         ];
+        // A key's own limits are refusals of the request, not failures.
+        for e in [
+            ProxyError::ModelNotAllowed("m".into()),
+            ProxyError::KeyRateLimited {
+                what: "requests",
+                limit: 1,
+                retry_after: Duration::from_secs(1),
+            },
+            ProxyError::InsufficientQuota,
+        ] {
+            assert!(!e.retryable(), "{e:?}");
+        }
         for e in all {
             let status = e.status();
             assert_eq!(

@@ -20,14 +20,17 @@
 //!
 //! - `histogram`: the lock-free histogram and status counters.
 //! - `events`: the ring of recent failovers.
+//! - `keys`: the per client key counters (`meridian_key_*`).
 //! - `render`: the Prometheus text of all of it.
 
 mod events;
 mod histogram;
+mod keys;
 mod render;
 
 pub use events::{EVENTS_KEPT, Events, FailoverEvent};
 pub use histogram::{Histogram, LATENCY_BUCKETS, StatusCounts};
+pub use keys::{KEY_OUTCOMES, KeyMetrics, KeyOutcome};
 pub use render::{counter, gauge};
 
 use std::collections::BTreeMap;
@@ -172,6 +175,7 @@ pub struct Metrics {
     pub events: Events,
     pub(crate) routes: Mutex<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     pub(crate) upstreams: Mutex<BTreeMap<Arc<str>, Arc<UpstreamMetrics>>>,
+    pub(crate) keys: Mutex<BTreeMap<Arc<str>, Arc<KeyMetrics>>>,
 }
 
 impl Metrics {

@@ -199,7 +199,7 @@ impl Metrics {
                 counter(&mut m, &labels, n.load(Ordering::Relaxed))?;
             }
         }
-        Ok(())
+        self.encode_keys(encoder)
     }
 }
 /// Writes one counter value with its labels.
@@ -246,6 +246,12 @@ mod tests {
         // A success (OUTCOMES[0]) answered in 20 ms.
         m.upstream(&Arc::from("a"))
             .attempt(0, Some(Duration::from_millis(20)));
+        let key = m.key(&Arc::from("acme"));
+        key.outcome(crate::metrics::KeyOutcome::RateLimited);
+        key.spent(10, 5, 2_000_000);
+        key.set_balance(Some(1_500_000_000));
+        m.key(&Arc::from("gone"));
+        m.retain_keys(|k| k != "gone");
         #[derive(Debug)]
         struct C(Arc<Metrics>);
         impl prometheus_client::collector::Collector for C {
@@ -268,8 +274,14 @@ mod tests {
             "meridian_upstream_ttfb_seconds_count{upstream=\"a\"} 1",
             "meridian_upstream_attempts_total{upstream=\"a\",outcome=\"success\"} 1",
             "# TYPE meridian_request_duration_seconds histogram",
+            "meridian_key_requests_total{key=\"acme\",outcome=\"rate_limited\"} 1",
+            "meridian_key_requests_total{key=\"acme\",outcome=\"admitted\"} 0",
+            "meridian_key_tokens_total{key=\"acme\",kind=\"output\"} 5",
+            "meridian_key_cost_usd_total{key=\"acme\"} 0.002",
+            "meridian_key_credits_balance_usd{key=\"acme\"} 1.5",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");
         }
+        assert!(!text.contains("gone"), "a deleted key's series go away");
     }
 }

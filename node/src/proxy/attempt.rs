@@ -59,6 +59,7 @@ impl Proxy {
             route,
             target,
             key: &call.key,
+            tenants: self.tenants.as_ref(),
             started,
             timed: form.endpoint != Endpoint::CountTokens,
         };
@@ -150,7 +151,10 @@ impl Proxy {
             // The usage (the upstream's, before any translation) is for the
             // log line and the cost: parsing the answer again is skipped
             // when neither is wanted.
-            let usage = if target.price.is_known() || tracing::enabled!(tracing::Level::INFO) {
+            let usage = if target.price.is_known()
+                || self.tenants.is_some()
+                || tracing::enabled!(tracing::Level::INFO)
+            {
                 usage::from_json(&bytes)
             } else {
                 None

@@ -23,6 +23,7 @@ use crate::metrics::TargetMetrics;
 use crate::relay::{OnStreamEnd, StreamEnd};
 use crate::routing::{InFlight, Price, Route, RoutingSnapshot, Target, Upstream};
 use crate::scrub::LogText;
+use crate::tenants::Tenants;
 use crate::usage::{Cost, Usage};
 
 /// One attempt's end, to be told: its target, its request, its start.
@@ -33,6 +34,8 @@ pub(super) struct Finish<'a> {
     pub(super) route: &'a Route,
     pub(super) target: &'a Target,
     pub(super) key: &'a Arc<str>,
+    /// Where each answer's usage is counted per key.
+    pub(super) tenants: Option<&'a Arc<Tenants>>,
     pub(super) started: Instant,
     /// Whether the attempt's times say how fast the upstream generates: not
     /// for `count_tokens`, a lookup whose few milliseconds would make a slow
@@ -82,6 +85,11 @@ impl Finish<'_> {
         }
         let (route, target) = (self.route, self.target);
         let cost = spent(&target.metrics, usage, &target.price);
+        if outcome == Outcome::Success
+            && let Some(tenants) = self.tenants
+        {
+            tenants.answered(self.key, &route.name, &target.upstream.id, counters(usage, cost));
+        }
         info!(
             key = %self.key, route = %route.name, upstream = %target.upstream.id, model = %target.model,
             stream = false, status = status.as_u16(),
@@ -102,6 +110,7 @@ impl Finish<'_> {
             model: self.target.model.clone(),
             route: self.route.name.clone(),
             key: self.key.clone(),
+            tenants: self.tenants.cloned(),
             started: self.started,
             ttfb,
             span: Span::current(),
@@ -119,6 +128,7 @@ pub(super) struct StreamDone {
     model: Arc<str>,
     route: Arc<str>,
     key: Arc<str>,
+    tenants: Option<Arc<Tenants>>,
     target_price: Price,
     metrics: Arc<TargetMetrics>,
     started: Instant,
@@ -147,6 +157,9 @@ impl OnStreamEnd for StreamDone {
             },
         );
         let cost = spent(&self.metrics, usage, &self.target_price);
+        if let Some(tenants) = &self.tenants {
+            tenants.answered(&self.key, &self.route, &self.upstream.id, counters(usage, cost));
+        }
         match end {
             StreamEnd::UpstreamFailed(reason) => warn!(
                 route = %self.route, upstream = %self.upstream.id, model = %self.model, bytes,
@@ -179,6 +192,16 @@ fn spent(metrics: &TargetMetrics, usage: Option<Usage>, price: &Price) -> Option
         cost.map(Cost::nanodollars),
     );
     cost
+}
+
+/// One answered request as the tenants' usage counts it.
+fn counters(usage: Option<Usage>, cost: Option<Cost>) -> proto::tenancy::Counters {
+    proto::tenancy::Counters {
+        requests: 1,
+        input_tokens: usage.map_or(0, |u| u.prompt_tokens),
+        output_tokens: usage.map_or(0, |u| u.completion_tokens),
+        cost_nanos: cost.map_or(0, Cost::nanodollars),
+    }
 }
 
 /// A failed attempt, once its text is scrubbed: its log line.

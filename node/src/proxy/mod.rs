@@ -27,8 +27,14 @@
 //!   stream for the client; `headers.rs`: the client headers it passes on
 //!   (trace context, `openai-beta`, the user agent), checked, and the
 //!   upstream's request id given back; `models.rs`: `/v1/models` and
-//!   `/v1/models/{id}`; `stored.rs`: the Responses API's calls on a stored
-//!   response.
+//!   `/v1/models/{id}` (filtered by the key's allowlist); `stored.rs`: the
+//!   Responses API's calls on a stored response; `own_usage.rs`: a key's
+//!   own `GET /v1/usage`.
+//!
+//! A key with limits ([`crate::tenants`]) is checked once its model is
+//! known, before routing: its allowlist (403), its credits, its requests
+//! and its tokens per minute (429); every answer to a key with `rpm` or
+//! `tpm` carries OpenAI's `x-ratelimit-*` headers.
 //!
 //! Clients of Anthropic's Messages API (`/v1/messages`) are served the same
 //! way; what differs is the shape of their errors ([`Dialect`]) and, for
@@ -41,6 +47,7 @@ mod finish;
 mod forms;
 mod headers;
 mod models;
+mod own_usage;
 mod request;
 mod route;
 mod stored;
@@ -71,6 +78,7 @@ use crate::responses::{self, ResponsesCall};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
+use crate::tenants::{KeyState, Refusal, Tenants};
 use forms::Forms;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -131,6 +139,8 @@ pub struct Proxy {
     in_flight: Arc<AtomicUsize>,
     /// How long a request body may take to arrive whole.
     body_timeout: Duration,
+    /// The keys' limits and usage; `None`: no key has any.
+    tenants: Option<Arc<Tenants>>,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -211,7 +221,15 @@ impl Proxy {
             body_timeout: Duration::from_millis(
                 proto::config::ConnectionsConfig::default().body_timeout_ms,
             ),
+            tenants: None,
         }
+    }
+
+    /// The same data plane checking each key's limits against `tenants`
+    /// and counting its usage there.
+    pub fn with_tenants(mut self, tenants: Arc<Tenants>) -> Self {
+        self.tenants = Some(tenants);
+        self
     }
 
     /// The same data plane with `connections.body_timeout_ms`: a body that
@@ -235,8 +253,9 @@ impl Proxy {
         let dialect = Endpoint::dialect_of_path(req.uri().path());
         let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
         let snapshot = self.snapshot.load_full();
+        let mut limited = None;
         let result = self
-            .serve(req, &snapshot, &request_id)
+            .serve(req, &snapshot, &request_id, &mut limited)
             .instrument(span.clone())
             .await;
         let mut response = match result {
@@ -277,6 +296,9 @@ impl Proxy {
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), request_id);
         headers.insert(X_REGION.clone(), snapshot.region.clone());
+        if let Some(key) = limited {
+            key.headers(crate::tenants::now_ms()).apply(headers);
+        }
         Ok(response)
     }
 
@@ -285,10 +307,13 @@ impl Proxy {
         req: Request<Incoming>,
         snapshot: &RoutingSnapshot,
         request_id: &HeaderValue,
+        limited: &mut Option<Arc<KeyState>>,
     ) -> Result<Answered, Failed> {
         // Authenticate before anything else, so an unauthenticated caller
         // learns nothing, not even which models or paths exist.
         let key = snapshot.keys.authenticate(req.headers())?;
+        let tenant = self.tenants.as_ref().and_then(|t| t.key(&key));
+        *limited = tenant.clone().filter(|t| t.is_rate_limited());
         let path = req.uri().path();
         // The Responses API's calls on a stored response go to the upstream
         // that holds it, with no route; a new response is routed below.
@@ -303,13 +328,25 @@ impl Proxy {
             }
         }
         let endpoint = match (req.method(), path.trim_end_matches('/')) {
-            (&Method::GET, "/v1/models") => return Ok(models::list(snapshot)),
+            (&Method::GET, "/v1/models") => return Ok(models::list(snapshot, tenant.as_deref())),
+            (&Method::GET, "/v1/usage") => {
+                return Ok(own_usage::answer(
+                    self.tenants.as_deref(),
+                    &key,
+                    req.uri().query(),
+                )?);
+            }
+            (_, "/v1/usage") => return Err(not_allowed(&req, "GET").into()),
             (_, "/v1/models") => return Err(not_allowed(&req, "GET").into()),
             (method, p) if p.starts_with("/v1/models/") => {
                 if method != Method::GET {
                     return Err(not_allowed(&req, "GET").into());
                 }
-                return Ok(models::retrieve(snapshot, &p["/v1/models/".len()..])?);
+                return Ok(models::retrieve(
+                    snapshot,
+                    &p["/v1/models/".len()..],
+                    tenant.as_deref(),
+                )?);
             }
             (method, _) => match Endpoint::from_path(path) {
                 Some(e) if method == Method::POST => e,
@@ -343,6 +380,11 @@ impl Proxy {
             return Err(ProxyError::Overloaded { limit }.into());
         }
         let probed = probe(&body)?;
+        if let Some(tenant) = &tenant {
+            tenant
+                .admit(&probed.model, crate::tenants::now_ms())
+                .map_err(|refusal| refused(refusal, &probed.model))?;
+        }
         let route = snapshot
             .lookup(&probed.model)
             .map_err(|miss| miss.into_error(&probed.model))?;
@@ -411,6 +453,24 @@ fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {
     }
 }
 
+/// A key's refusal as the client's error.
+fn refused(refusal: Refusal, model: &str) -> ProxyError {
+    match refusal {
+        Refusal::ModelNotAllowed => ProxyError::ModelNotAllowed(model.to_owned()),
+        Refusal::Requests { limit, retry_after } => ProxyError::KeyRateLimited {
+            what: "requests",
+            limit,
+            retry_after,
+        },
+        Refusal::Tokens { limit, retry_after } => ProxyError::KeyRateLimited {
+            what: "tokens",
+            limit,
+            retry_after,
+        },
+        Refusal::Credits => ProxyError::InsufficientQuota,
+    }
+}
+
 fn error_response(error: &ProxyError, attempts: usize, dialect: Dialect) -> Response<ProxyBody> {
     let (status, body) = match dialect {
         Dialect::OpenAi => (error.status(), error.body()),
@@ -424,7 +484,7 @@ fn error_response(error: &ProxyError, attempts: usize, dialect: Dialect) -> Resp
     if let Some(wait) = error.retry_after() {
         headers.insert(
             RETRY_AFTER,
-            HeaderValue::from(wait.as_secs_f64().ceil().max(1.0) as u64),
+            HeaderValue::from(crate::error::retry_secs(&wait)),
         );
     }
     if let ProxyError::MethodNotAllowed { allowed, .. } = error {

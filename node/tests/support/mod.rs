@@ -27,6 +27,7 @@ use self::config::Config;
 
 pub mod cluster;
 pub mod config;
+pub mod tenancy;
 
 /// The directory cargo built `meridian` into for these tests; the other
 /// workspace binaries (`meridian-mock`) are there after

@@ -1,5 +1,5 @@
 //! The JSON the nodes speak, as types: the admin API's answers
-//! ([`admin`]) and the OpenAI wire shapes Meridian writes itself
+//! ([`admin`], and the tenants' in [`tenants`]) and the OpenAI wire shapes Meridian writes itself
 //! ([`openai`]). The server serializes them, and the CLI, the demo, the
 //! chaos runner and the tests read them, so a renamed field breaks the
 //! build instead of a dashboard.
@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod openai;
+pub mod tenants;
 
 #[cfg(test)]
 mod tests;

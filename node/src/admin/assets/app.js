@@ -188,6 +188,52 @@ function drawCatalogue(catalogue) {
   fill("#catalogue", rows, 3, "no upstream declares or discovers its models: any upstream/model is accepted");
 }
 
+function usd(v) {
+  if (typeof v !== "number" || !isFinite(v)) return "—";
+  const a = Math.abs(v);
+  const text = a >= 1 || a === 0 ? a.toFixed(2) : a.toFixed(6).replace(/0+$/, "");
+  return (v < 0 ? "-$" : "$") + text;
+}
+
+// The usage ledger counts days in UTC.
+function todayUtc() {
+  return new Date().toISOString().slice(0, 10);
+}
+
+function drawKeys(keys, today) {
+  const used = new Map(today.rows.map((r) => [r.key, r]));
+  const rows = keys.map((k) => {
+    const u = used.get(k.name) || {};
+    const c = k.credits;
+    return el("tr", { "data-key": k.name },
+      el("td", {}, k.name),
+      el("td", {}, k.models ? k.models.join(", ") : "all"),
+      el("td", { class: "num" }, k.rpm ?? "—"),
+      el("td", { class: "num" }, k.tpm ?? "—"),
+      el("td", {}, k.class ?? "default"),
+      el("td", { class: "num" }, u.requests ?? 0),
+      el("td", { class: "num" }, (u.input_tokens ?? 0) + (u.output_tokens ?? 0)),
+      el("td", { class: "num" }, usd(u.cost_usd ?? 0)),
+      el("td", { class: "num" + (c && c.balance_usd <= 0 ? " bad" : ""), "data-balance": k.name,
+        title: c ? "added " + usd(c.added_usd) + ", spent " + usd(c.spent_usd) : "no balance is checked" },
+        c ? usd(c.balance_usd) : "—"),
+    );
+  });
+  fill("#keys", rows, 9, "no client keys: the data plane is open on loopback");
+}
+
+function drawUsageByModel(byModel) {
+  const rows = byModel.rows.map((r) => el("tr", { "data-usage-model": r.model },
+    el("td", {}, r.model),
+    el("td", {}, r.key),
+    el("td", { class: "num" }, r.requests),
+    el("td", { class: "num" }, r.input_tokens),
+    el("td", { class: "num" }, r.output_tokens),
+    el("td", { class: "num" }, usd(r.cost_usd)),
+  ));
+  fill("#usage-models", rows, 6, "no usage today");
+}
+
 function say(text, isError) {
   const status = document.getElementById("status");
   status.textContent = text;
@@ -196,11 +242,16 @@ function say(text, isError) {
 
 async function refresh() {
   try {
-    const [cluster, health, events, catalogue] = await Promise.all([
+    const day = todayUtc();
+    const today = "/admin/v1/usage?from=" + day + "&to=" + day;
+    const [cluster, health, events, catalogue, keys, usage, byModel] = await Promise.all([
       get("/admin/v1/cluster"),
       get("/admin/v1/health"),
       get("/admin/v1/events"),
       get("/admin/v1/catalogue"),
+      get("/admin/v1/keys"),
+      get(today + "&by=day"),
+      get(today + "&by=model"),
     ]);
     drawNode(cluster);
     drawMembers(cluster, health);
@@ -208,6 +259,8 @@ async function refresh() {
     drawUpstreams(health);
     drawFailovers(events);
     drawCatalogue(catalogue);
+    drawKeys(keys, usage);
+    drawUsageByModel(byModel);
     document.body.dataset.loaded = "true";
     say("updated " + new Date().toLocaleTimeString(), false);
   } catch (e) {

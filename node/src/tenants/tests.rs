@@ -1,0 +1,242 @@
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use openraft::StoredMembership;
+use proto::state::{ClusterState, KeyRecord, NodeInfo};
+use proto::tenancy::share::FLOOR;
+use proto::tenancy::{Counters, TenantReport};
+
+use super::*;
+
+const INTERVAL: Duration = Duration::from_secs(1);
+const T0: u64 = 1_000 * MINUTE_MS;
+
+fn applied(state: ClusterState) -> Arc<Applied> {
+    Arc::new(Applied {
+        state,
+        last_applied: None,
+        membership: StoredMembership::default(),
+    })
+}
+
+fn state(limits: KeyLimits, nodes: &[u64]) -> ClusterState {
+    let mut s = ClusterState::default();
+    s.keys.insert(
+        "acme".into(),
+        KeyRecord {
+            name: "acme".into(),
+            sha256: "00".repeat(32),
+            limits: limits.clone(),
+        },
+    );
+    s.keys.insert(
+        "free".into(),
+        KeyRecord {
+            name: "free".into(),
+            sha256: "11".repeat(32),
+            limits: KeyLimits::default(),
+        },
+    );
+    if let Some(opening) = limits.credits_nanos {
+        s.tenancy.open("acme", opening);
+    }
+    for id in nodes {
+        s.nodes.insert(
+            *id,
+            NodeInfo {
+                admin_addr: String::new(),
+                region: format!("r{id}"),
+            },
+        );
+    }
+    s
+}
+
+fn tenants(state: ClusterState) -> (Arc<Tenants>, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::default());
+    let t = Tenants::new(1, 42, INTERVAL, metrics.clone(), applied(state));
+    (t, metrics)
+}
+
+fn used(tokens: u64, cost_nanos: u64) -> Counters {
+    Counters {
+        requests: 1,
+        input_tokens: tokens / 2,
+        output_tokens: tokens - tokens / 2,
+        cost_nanos,
+    }
+}
+
+#[test]
+fn the_allowlist_then_the_requests_decide() {
+    let limits = KeyLimits {
+        models: Some(vec!["fast".into(), "deepseek/*".into()]),
+        rpm: Some(2),
+        ..KeyLimits::default()
+    };
+    let (t, metrics) = tenants(state(limits, &[1]));
+    let acme = t.key("acme").unwrap();
+    assert_eq!(acme.admit("big", T0), Err(Refusal::ModelNotAllowed));
+    assert_eq!(acme.admit("*", T0), Err(Refusal::ModelNotAllowed));
+    acme.admit("fast", T0).unwrap();
+    acme.admit("deepseek/chat", T0 + 1).unwrap();
+    let Err(Refusal::Requests { limit, retry_after }) = acme.admit("fast", T0 + 2) else {
+        panic!("the third request of 2 rpm");
+    };
+    assert_eq!(limit, 2);
+    assert!(retry_after > Duration::ZERO);
+    let headers = acme.headers(T0 + 2);
+    let requests = headers.requests.unwrap();
+    assert_eq!((requests.limit, requests.remaining), (2, 0));
+    assert!(headers.tokens.is_none());
+    // A minute on the previous window weighs less: at 3/4 of the next
+    // window, 2 × 1/4 counted, one more fits.
+    acme.admit("fast", T0 + MINUTE_MS + MINUTE_MS * 3 / 4)
+        .unwrap();
+    let m = metrics.key(&Arc::from("acme"));
+    assert_eq!(m.outcomes(KeyOutcome::Admitted), 3);
+    assert_eq!(m.outcomes(KeyOutcome::ModelNotAllowed), 2);
+    assert_eq!(m.outcomes(KeyOutcome::RateLimited), 1);
+    // A key without limits is admitted at once, and has no headers.
+    let free = t.key("free").unwrap();
+    assert!(!free.is_rate_limited());
+    free.admit("anything", T0).unwrap();
+}
+
+#[test]
+fn tokens_are_debited_after_the_answer_and_refuse_once_spent() {
+    let limits = KeyLimits {
+        rpm: Some(100),
+        tpm: Some(1_000),
+        ..KeyLimits::default()
+    };
+    let (t, _) = tenants(state(limits, &[1]));
+    let acme = t.key("acme").unwrap();
+    acme.admit("fast", T0).unwrap();
+    acme.admit("fast", T0).unwrap();
+    // Both answers land after both were admitted: the overshoot is what
+    // was in flight.
+    acme.spent(T0 + 1, &used(800, 0));
+    acme.spent(T0 + 2, &used(800, 0));
+    let Err(Refusal::Tokens { limit, retry_after }) = acme.admit("fast", T0 + 3) else {
+        panic!("over tpm");
+    };
+    assert_eq!(limit, 1_000);
+    assert!(retry_after >= Duration::from_secs(1));
+    let h = acme.headers(T0 + 3);
+    assert_eq!(h.requests.unwrap().remaining, 98, "the refused request was taken back");
+    assert_eq!(h.tokens.unwrap().remaining, 0);
+}
+
+#[test]
+fn credits_run_out_and_a_top_up_lets_the_key_go_on() {
+    let limits = KeyLimits {
+        credits_nanos: Some(1_000),
+        ..KeyLimits::default()
+    };
+    let mut s = state(limits, &[1]);
+    let (t, metrics) = tenants(s.clone());
+    let acme = t.key("acme").unwrap();
+    acme.admit("fast", T0).unwrap();
+    t.answered("acme", "fast", "a", used(10, 600));
+    acme.admit("fast", T0).unwrap();
+    t.answered("acme", "fast", "a", used(10, 600));
+    assert_eq!(acme.admit("fast", T0), Err(Refusal::Credits));
+    // The report commits: the ledger holds the spending, the balance is
+    // below zero by what was in flight (200).
+    let report = t.next_report(T0, 1, 30, false).unwrap();
+    s.tenancy.report(1, &report).unwrap();
+    assert_eq!(s.tenancy.credits["acme"].balance_nanos(), -200);
+    t.rebuild(applied(s.clone()), T0);
+    assert_eq!(t.key("acme").unwrap().admit("fast", T0), Err(Refusal::Credits));
+    s.tenancy.top_up("acme", "t-1", 10_000).unwrap();
+    t.rebuild(applied(s.clone()), T0);
+    t.key("acme").unwrap().admit("fast", T0).unwrap();
+    let m = metrics.key(&Arc::from("acme"));
+    assert_eq!(m.outcomes(KeyOutcome::InsufficientQuota), 2);
+}
+
+#[test]
+fn counters_survive_rebuilds_and_deleted_keys_go() {
+    let limits = KeyLimits {
+        rpm: Some(1),
+        ..KeyLimits::default()
+    };
+    let mut s = state(limits, &[1]);
+    let (t, metrics) = tenants(s.clone());
+    t.key("acme").unwrap().admit("fast", T0).unwrap();
+    t.rebuild(applied(s.clone()), T0);
+    assert!(t.key("acme").unwrap().admit("fast", T0).is_err());
+    s.keys.remove("free");
+    t.rebuild(applied(s), T0);
+    assert!(t.key("free").is_none());
+    assert!(!metrics.keys.lock().unwrap().contains_key("free"));
+}
+
+fn demand_report(seq: u64, demand: u64) -> TenantReport {
+    TenantReport {
+        boot: 5,
+        seq,
+        usage_days: 30,
+        demand: BTreeMap::from([("acme".to_owned(), demand)]),
+        usage: Vec::new(),
+    }
+}
+
+#[test]
+fn shares_follow_demand_and_a_cut_off_node_keeps_its_floor() {
+    let limits = KeyLimits {
+        rpm: Some(900),
+        ..KeyLimits::default()
+    };
+    let mut s = state(limits, &[1, 2, 3]);
+    s.tenancy.report(1, &demand_report(1, 800)).unwrap();
+    s.tenancy.report(2, &demand_report(1, 200)).unwrap();
+    let (t, _) = tenants(s.clone());
+    let busy = FLOOR / 3.0 + 0.9 * 0.8;
+    assert!((t.key("acme").unwrap().plan.share - busy).abs() < 1e-9);
+    // Reports start failing at T0: the last share holds for
+    // SILENT_INTERVALS intervals, then the floor.
+    t.reported(None, T0, 30);
+    t.reported(None, T0 + 3_000, 30);
+    t.rebuild(applied(s.clone()), T0 + 5_000);
+    assert!((t.key("acme").unwrap().plan.share - busy).abs() < 1e-9);
+    let after = T0 + SILENT_INTERVALS * 1_000 + 1;
+    t.rebuild(applied(s.clone()), after);
+    let floor = t.key("acme").unwrap();
+    assert!((floor.plan.share - FLOOR / 3.0).abs() < 1e-9);
+    assert!((floor.plan.rpm.unwrap() - 30.0).abs() < 1e-9, "never zero, never all");
+    // A report commits again: the share by demand is back.
+    t.reported(Some(&demand_report(2, 1)), after, 30);
+    t.rebuild(applied(s), after);
+    assert!((t.key("acme").unwrap().plan.share - busy).abs() < 1e-9);
+}
+
+#[test]
+fn reports_carry_demand_and_cells_until_committed() {
+    let limits = KeyLimits {
+        rpm: Some(600),
+        ..KeyLimits::default()
+    };
+    let (t, _) = tenants(state(limits, &[1]));
+    assert!(t.next_report(T0, 1, 30, false).is_none(), "idle: nothing to say");
+    for _ in 0..5 {
+        t.key("acme").unwrap().admit("fast", T0).unwrap();
+    }
+    // Unlimited keys count usage too, and have no demand.
+    t.answered("free", "fast", "a", used(4, 7));
+    let r = t.next_report(T0, 1, 30, false).unwrap();
+    assert_eq!((r.boot, r.seq, r.usage_days), (42, 1, 30));
+    assert_eq!(r.demand, BTreeMap::from([("acme".to_owned(), 30)]), "5 in 10 s");
+    assert_eq!(r.usage.len(), 1);
+    assert_eq!(r.usage[0].0.key, "free");
+    t.reported(Some(&r), T0, 30);
+    assert!(t.next_report(T0, 2, 30, true).unwrap().usage.is_empty());
+    // Demand gone: one more report says so, then nothing.
+    let later = T0 + 3 * DEMAND_WINDOW_MS;
+    let last = t.next_report(later, 2, 30, true).unwrap();
+    assert!(last.demand.is_empty());
+    assert!(t.next_report(later, 3, 30, false).is_none());
+    assert_eq!(t.local_usage("free").cost_nanos, 7);
+}
