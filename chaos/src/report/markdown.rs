@@ -10,7 +10,7 @@ fn totals_row(name: &str, t: &Totals) -> String {
     format!(
         "| {name} | {} | {} | {:.4}% | {:.1} | {:.1} | {:.1} | {:.1} |",
         t.requests,
-        t.requests - t.ok,
+        t.requests - t.ok - t.limited,
         t.success_ratio * 100.0,
         t.latency.p50_ms,
         t.latency.p99_ms,

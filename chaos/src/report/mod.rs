@@ -130,10 +130,11 @@ pub fn judge(
     skipped: &[String],
     panics: &[String],
 ) -> Vec<Check> {
-    let failed = totals.requests - totals.ok;
+    let answered = totals.ok + totals.limited;
+    let failed = totals.requests - answered;
     let mut checks = vec![if sla.forgive_killed_in_flight {
         let counted = totals.requests - killed_in_flight;
-        let ratio = stats::ratio(totals.ok, counted);
+        let ratio = stats::ratio(answered, counted);
         Check {
             name: "success ratio".into(),
             ok: counted > 0 && ratio >= sla.success_ratio,

@@ -159,6 +159,8 @@ pub struct Totals {
     pub requests: u64,
     /// Successful ones.
     pub ok: u64,
+    /// Refused by a key's limits (a tenants case).
+    pub limited: u64,
     /// `(ok + limited) / requests` (1 when there were none): a refusal by
     /// a key's limits is the answer a tenants case asks for.
     pub success_ratio: f64,
@@ -185,11 +187,10 @@ impl Totals {
         let mut t = Totals::default();
         let mut latency = Vec::new();
         let mut ttfb = Vec::new();
-        let mut limited = 0;
         for r in records {
             t.requests += 1;
             if matches!(r.outcome, Outcome::Limited(_)) {
-                limited += 1;
+                t.limited += 1;
             }
             *t.outcomes.entry(r.outcome.name()).or_default() += 1;
             if r.outcome == Outcome::Ok {
@@ -200,7 +201,7 @@ impl Totals {
                 }
             }
         }
-        t.success_ratio = ratio(t.ok + limited, t.requests);
+        t.success_ratio = ratio(t.ok + t.limited, t.requests);
         t.latency = Quantiles::of(latency);
         t.ttfb = Quantiles::of(ttfb);
         t
