@@ -56,6 +56,9 @@ pub struct TopupRecord {
     pub tries: u32,
     /// How it ended.
     pub result: TopupResult,
+    /// Why each earlier try was not the last (status or error, short).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub retried_after: Vec<String>,
 }
 
 /// A key's credits as one node's admin API answered at the end.
@@ -587,6 +590,7 @@ mod tests {
             t_us: 0,
             tries: 1,
             result,
+            retried_after: Vec::new(),
         }
     }
 

@@ -153,7 +153,7 @@ impl TenantsSpec {
         }
         if let Some(t) = &self.topups {
             let key = self.keys.iter().find(|k| k.name == t.key);
-            if !key.is_some_and(|k| k.credits_usd.is_some()) {
+            if key.is_none_or(|k| k.credits_usd.is_none()) {
                 return Err(field_error(
                     "tenants.topups.key",
                     format!("{:?} must be one of tenants.keys with credits_usd", t.key),

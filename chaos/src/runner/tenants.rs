@@ -60,7 +60,7 @@ async fn topup(
     start: Instant,
     seed: u64,
 ) -> TopupRecord {
-    let mut rng = SmallRng::seed_from_u64(seed ^ 0x70_9u64 ^ (i << 16));
+    let mut rng = SmallRng::seed_from_u64(seed ^ 0x0709_u64 ^ (i << 16));
     let id = format!("chaos-topup-{i}");
     let body = json!({ "add_usd": spec.usd, "id": id }).to_string();
     let timeout = Duration::from_millis(spec.timeout_ms);
@@ -72,9 +72,17 @@ async fn topup(
         t_us,
         tries: 0,
         result: TopupResult::Ambiguous("not sent".into()),
+        retried_after: Vec::new(),
     };
     let mut sent = false;
     while record.tries < spec.tries {
+        if record.tries > 0
+            && let TopupResult::Ambiguous(why) = &record.result
+        {
+            record
+                .retried_after
+                .push(why.chars().take(160).collect::<String>());
+        }
         record.tries += 1;
         let up = cluster.up();
         let Some(node) = up.choose(&mut rng).and_then(|id| cluster.node(*id)) else {
