@@ -182,7 +182,7 @@ pub(crate) enum KeysCommand {
         name: String,
     },
     /// Add or replace a client key: read from --key-env VAR, else from stdin; with its
-    /// limits (each left out: no limit).
+    /// limits, which replace the key's (each left out: no limit; a balance is never reset).
     Put {
         /// Its name (appears in logs instead of the key).
         name: String,
@@ -255,8 +255,8 @@ pub(crate) enum MembersCommand {
     Add {
         /// The new node's id (never reused).
         id: u64,
-        /// Its Raft address, host:port.
-        raft_addr: String,
+        /// Its Raft address, host:port; the host an IP address or a DNS name.
+        raft_addr: proto::config::PeerAddr,
         /// Keep it a learner (it receives the log and serves, but does not vote).
         #[arg(long)]
         learner: bool,

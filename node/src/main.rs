@@ -238,7 +238,7 @@ fn members(target: AdminTarget, command: MembersCommand) -> ExitCode {
                 id,
                 raft_addr,
                 learner,
-            } => members::add(&client, id, &raft_addr, !learner).await,
+            } => members::add(&client, id, &raft_addr.to_string(), !learner).await,
             MembersCommand::Remove { id } => members::remove(&client, id).await,
         }
     })

@@ -201,9 +201,17 @@ async fn metrics_count_answers_failovers_circuits_and_hedges() {
     );
     assert_eq!(m.value(r#"meridian_raft_replication_lag{member="1"}"#), 0.0);
 
-    // Nothing secret: not a key, not a key holder's name, not a URL.
-    for secret in [CLIENT_KEY, PROVIDER_KEY, "holder-name-x", "127.0.0.1"] {
+    // Nothing secret: not a key, not a URL. A key holder's name is only
+    // the `key` label of the per-key series (`meridian_key_*`: keys are
+    // configured, so their number is bounded).
+    for secret in [CLIENT_KEY, PROVIDER_KEY, "127.0.0.1"] {
         assert!(!m.text.contains(secret), "/metrics shows {secret}");
+    }
+    for line in m.text.lines().filter(|l| l.contains("holder-name-x")) {
+        assert!(
+            line.starts_with("meridian_key_") && line.contains("key=\"holder-name-x\""),
+            "{line}"
+        );
     }
 
     // Five failures in a row opened `a`'s circuit (the recorder sees them

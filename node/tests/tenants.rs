@@ -110,7 +110,10 @@ async fn the_allowlist_refuses_and_hides_other_models_in_both_dialects() {
     );
     // The Anthropic SDK's listing reads the same list.
     let list = node
-        .get("/v1/models", &[("x-api-key", ACME), ("anthropic-version", "2023-06-01")])
+        .get(
+            "/v1/models",
+            &[("x-api-key", ACME), ("anthropic-version", "2023-06-01")],
+        )
         .await;
     assert!(!String::from_utf8_lossy(&list.body).contains("\"big\""));
 }
@@ -124,7 +127,14 @@ async fn hostile_model_names_are_refused_cleanly() {
     )
     .await;
     let long = "f".repeat(10 * 1024);
-    for model in [long.as_str(), "*", "fast*", "deepseek/../x", "fást🙂", "fast\u{0}"] {
+    for model in [
+        long.as_str(),
+        "*",
+        "fast*",
+        "deepseek/../x",
+        "fást🙂",
+        "fast\u{0}",
+    ] {
         let answer = chat(&node, ACME, model).await;
         assert!(
             answer.status.is_client_error(),
@@ -201,7 +211,10 @@ struct Env(Vec<(String, String)>);
 
 impl meridian::routing::Secrets for Env {
     fn env(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -231,8 +244,13 @@ async fn post_in(api: &str, k: &str, body: Value) -> Answer {
 
 async fn usage_in(api: &str, k: &str, query: &str) -> Answer {
     let (h, v) = bearer(k);
-    let (status, headers, body) =
-        send(Method::GET, &format!("http://{api}/v1/usage{query}"), &[(h, &v)], None).await;
+    let (status, headers, body) = send(
+        Method::GET,
+        &format!("http://{api}/v1/usage{query}"),
+        &[(h, &v)],
+        None,
+    )
+    .await;
     Answer {
         status,
         headers,
@@ -286,7 +304,10 @@ async fn credits_run_out_a_top_up_lets_the_key_go_on_and_usage_adds_up() {
         })
         .await
         .unwrap();
-    assert!(matches!(applied, proto::state::CommandResponse::Applied { changed: true }));
+    assert!(matches!(
+        applied,
+        proto::state::CommandResponse::Applied { changed: true }
+    ));
     let mut went_on = false;
     for _ in 0..100 {
         let answer = post_in(&api, ACME, chat_body("fast")).await;

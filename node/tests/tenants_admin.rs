@@ -272,7 +272,8 @@ async fn top_ups_count_once_per_id_and_refuse_hostile_values() {
         "a refused top-up was proposed"
     );
 
-    // A key without an opening balance: the first top-up opens its ledger.
+    // A key without an opening balance has no balance checked: a top-up
+    // is refused (naming the key), nothing proposed, no ledger opened.
     let put = json!({"key": "sk-free-0123456789abcdef"});
     assert_eq!(
         call(&node, Method::PUT, "/admin/v1/keys/free", Some(put))
@@ -280,8 +281,25 @@ async fn top_ups_count_once_per_id_and_refuse_hostile_values() {
             .0,
         200
     );
+    let body = json!({"add_usd": 2.25, "id": "first"});
+    refused(
+        &node,
+        Method::POST,
+        "/admin/v1/keys/free/credits",
+        body.to_string(),
+        "key",
+    )
+    .await;
     let (_, key) = call(&node, Method::GET, "/admin/v1/keys/free", None).await;
     assert_eq!(key, json!({"name": "free"}));
+    // Put again with an empty balance: its ledger opens, and top-ups count.
+    let put = json!({"key": "sk-free-0123456789abcdef", "credits_usd": 0});
+    assert_eq!(
+        call(&node, Method::PUT, "/admin/v1/keys/free", Some(put))
+            .await
+            .0,
+        200
+    );
     let body = json!({"add_usd": 2.25, "id": "first"});
     let (_, answer) = call(
         &node,
@@ -466,6 +484,100 @@ async fn usage_rows_and_balances_follow_the_members_reports() {
     let key = cluster.get(other, "/admin/v1/keys/acme").await.json();
     assert!(
         (key["credits"]["added_usd"].as_f64().unwrap() - 2.0).abs() < 1e-9,
+        "{key}"
+    );
+}
+
+/// Real traffic with a key: the admin API's usage is what the key's own
+/// `GET /v1/usage` says and what each answer said it cost, and the key's
+/// balance is its opening balance and top-up less that.
+#[tokio::test]
+async fn real_traffic_fills_the_usage_and_spends_the_balance() {
+    let mock = Mock::start(&[]).await;
+    let secret = "sk-acme-traffic-0123456789";
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.admin.token_env = "TEST_ADMIN_TOKEN".to_owned();
+            c.upstreams.push(upstream("a", &mock));
+            let mut route = route_to("fast", "a", "x");
+            route.tiers[0][0].input_per_mtok = 2.0;
+            route.tiers[0][0].output_per_mtok = 8.0;
+            c.routes.push(route);
+            let mut key = support::config::key("acme", "TEST_ACME_KEY");
+            key.credits_usd = Some(5.0);
+            c.keys.push(key);
+        },
+        &[("TEST_ADMIN_TOKEN", TOKEN), ("TEST_ACME_KEY", secret)],
+    )
+    .await;
+    let auth = [("authorization", format!("Bearer {secret}"))];
+    let auth: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut cost = 0.0;
+    for _ in 0..5 {
+        let answer = node.chat(support::chat_body("fast"), &auth).await;
+        assert_eq!(answer.status, 200);
+        cost += answer.header("x-meridian-cost-usd").parse::<f64>().unwrap();
+    }
+    assert!(cost > 0.0);
+    let body = json!({"add_usd": 1, "id": "t-1"});
+    let (status, _) = call(
+        &node,
+        Method::POST,
+        "/admin/v1/keys/acme/credits",
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    // Reports go out every interval: wait until all five are counted.
+    let mut usage = Value::Null;
+    for _ in 0..200 {
+        usage = call(
+            &node,
+            Method::GET,
+            "/admin/v1/usage?key=acme&by=model",
+            None,
+        )
+        .await
+        .1;
+        if usage["rows"][0]["requests"] == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let row = &usage["rows"][0];
+    assert_eq!(
+        (
+            row["key"].as_str(),
+            row["model"].as_str(),
+            row["requests"].as_u64()
+        ),
+        (Some("acme"), Some("fast"), Some(5)),
+        "{usage}"
+    );
+    assert!(
+        (row["cost_usd"].as_f64().unwrap() - cost).abs() < 1e-9,
+        "{usage} vs {cost}"
+    );
+    // The key's own view is the same body.
+    let (status, _, own) = send(
+        Method::GET,
+        &format!("http://{}/v1/usage?by=model", node.api),
+        &auth,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_slice::<Value>(&own).unwrap(), usage);
+    let (_, key) = call(&node, Method::GET, "/admin/v1/keys/acme", None).await;
+    let credits = &key["credits"];
+    assert_eq!(credits["added_usd"], 6.0, "{key}");
+    assert!(
+        (credits["spent_usd"].as_f64().unwrap() - cost).abs() < 1e-9,
+        "{key}"
+    );
+    assert!(
+        (credits["balance_usd"].as_f64().unwrap() - (6.0 - cost)).abs() < 1e-9,
         "{key}"
     );
 }

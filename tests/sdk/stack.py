@@ -129,9 +129,12 @@ def running(
     tmp_path_factory: pytest.TempPathFactory,
     mocks: dict[str, tuple[dict | None, str]],
     routes: str,
+    keys: str = "",
+    key_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """A node whose upstreams are `mocks` (name: (behaviour, extra upstream
-    lines)) and whose routes are `routes`, stopped with its mocks at exit."""
+    lines)) and whose routes are `routes`, stopped with its mocks at exit.
+    `keys` adds `[[keys]]` entries, their variables set from `key_env`."""
     # Loopback must never go through a proxy the environment names.
     with pytest.MonkeyPatch.context() as env:
         no_proxy = ",".join(filter(None, [os.environ.get("NO_PROXY"), "127.0.0.1", "localhost"]))
@@ -147,6 +150,7 @@ def running(
                 f'[node]\nid = 1\nregion = "{REGION}"\ndata_dir = "{dir / "data"}"\n\n'
                 '[listen]\napi = "127.0.0.1:0"\nadmin = "127.0.0.1:0"\nraft = "127.0.0.1:0"\n\n'
                 '[[keys]]\nname = "sdk"\nkey_env = "SDK_CLIENT_KEY"\n\n'
+                + keys
                 + "".join(started[name].upstream(name, extra) for name, (_, extra) in mocks.items())
                 + routes
             )
@@ -157,7 +161,12 @@ def running(
                 stdout=subprocess.PIPE,
                 stderr=log.open("w"),
                 text=True,
-                env={**os.environ, "SDK_CLIENT_KEY": CLIENT_KEY, "SDK_PROVIDER_KEY": PROVIDER_KEY},
+                env={
+                    **os.environ,
+                    "SDK_CLIENT_KEY": CLIENT_KEY,
+                    "SDK_PROVIDER_KEY": PROVIDER_KEY,
+                    **(key_env or {}),
+                },
             )
             line = first_line(node, "meridian")
             fields = dict(word.split("=", 1) for word in line.split() if "=" in word)

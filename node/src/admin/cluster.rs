@@ -2,8 +2,6 @@
 //! each member has replicated; and membership changes (add a node as a
 //! learner and promote it, or remove one), committed through Raft.
 
-use std::net::SocketAddr;
-
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::routing::{delete, get, post};
@@ -12,6 +10,7 @@ use openraft::ServerState;
 use proto::api::admin::{
     AddMember, ClusterView, MemberAdded, MemberRemoved, MemberRole, MemberView, Role,
 };
+use proto::config::PeerAddr;
 use proto::state::Member;
 
 use super::{AdminError, AdminState};
@@ -101,11 +100,14 @@ async fn add_member(
     if request.id == 0 {
         return Err(AdminError::invalid("id", "must be at least 1"));
     }
-    if request.raft_addr.parse::<SocketAddr>().is_err() {
-        return Err(AdminError::invalid("raft_addr", "must be host:port"));
-    }
+    // An IP address or a DNS name (a StatefulSet pod's), resolved at each
+    // dial; the peer is still known by the node id of its certificate.
+    let raft_addr = request
+        .raft_addr
+        .parse::<PeerAddr>()
+        .map_err(|e| AdminError::invalid("raft_addr", format!("must be host:port: {e}")))?;
     let member = Member {
-        raft_addr: request.raft_addr,
+        raft_addr: raft_addr.to_string(),
         ..Member::default()
     };
     state

@@ -27,7 +27,8 @@ pub fn routes() -> Router<AdminState> {
 /// (NaN is not), at most [`proto::tenancy::MAX_CREDITS_USD`], and at least
 /// a nanodollar once rounded.
 fn amount(usd: f64) -> Result<u64, AdminError> {
-    if !(usd > 0.0) {
+    // NaN is neither above nor at or below zero: refused here too.
+    if usd.is_nan() || usd <= 0.0 {
         return Err(AdminError::invalid(
             "add_usd",
             "must be more than 0 US dollars",

@@ -352,7 +352,12 @@ mod tests {
         };
         assert_eq!(v(&limited)["error"]["type"], "tokens");
         assert_eq!(v(&limited)["error"]["code"], "rate_limit_exceeded");
-        assert!(v(&limited)["error"]["message"].as_str().unwrap().contains("2s"));
+        assert!(
+            v(&limited)["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("2s")
+        );
         let quota = ProxyError::InsufficientQuota;
         assert_eq!(quota.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(quota.retry_after(), None);

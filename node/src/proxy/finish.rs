@@ -88,7 +88,12 @@ impl Finish<'_> {
         if outcome == Outcome::Success
             && let Some(tenants) = self.tenants
         {
-            tenants.answered(self.key, &route.name, &target.upstream.id, counters(usage, cost));
+            tenants.answered(
+                self.key,
+                &route.name,
+                &target.upstream.id,
+                counters(usage, cost),
+            );
         }
         info!(
             key = %self.key, route = %route.name, upstream = %target.upstream.id, model = %target.model,
@@ -158,7 +163,12 @@ impl OnStreamEnd for StreamDone {
         );
         let cost = spent(&self.metrics, usage, &self.target_price);
         if let Some(tenants) = &self.tenants {
-            tenants.answered(&self.key, &self.route, &self.upstream.id, counters(usage, cost));
+            tenants.answered(
+                &self.key,
+                &self.route,
+                &self.upstream.id,
+                counters(usage, cost),
+            );
         }
         match end {
             StreamEnd::UpstreamFailed(reason) => warn!(

@@ -78,7 +78,7 @@ use crate::responses::{self, ResponsesCall};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
-use crate::tenants::{KeyState, Refusal, Tenants};
+use crate::tenants::{KeyState, Tenants};
 use forms::Forms;
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -383,7 +383,7 @@ impl Proxy {
         if let Some(tenant) = &tenant {
             tenant
                 .admit(&probed.model, crate::tenants::now_ms())
-                .map_err(|refusal| refused(refusal, &probed.model))?;
+                .map_err(|refusal| refusal.into_error(&probed.model))?;
         }
         let route = snapshot
             .lookup(&probed.model)
@@ -450,24 +450,6 @@ fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
         allowed,
-    }
-}
-
-/// A key's refusal as the client's error.
-fn refused(refusal: Refusal, model: &str) -> ProxyError {
-    match refusal {
-        Refusal::ModelNotAllowed => ProxyError::ModelNotAllowed(model.to_owned()),
-        Refusal::Requests { limit, retry_after } => ProxyError::KeyRateLimited {
-            what: "requests",
-            limit,
-            retry_after,
-        },
-        Refusal::Tokens { limit, retry_after } => ProxyError::KeyRateLimited {
-            what: "tokens",
-            limit,
-            retry_after,
-        },
-        Refusal::Credits => ProxyError::InsufficientQuota,
     }
 }
 

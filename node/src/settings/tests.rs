@@ -1,9 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use proto::config::Voter;
+use proto::config::{PeerAddr, Voter};
 
 use super::*;
 
@@ -89,7 +88,7 @@ fn members_are_parsed_once_in_file_order() {
     let s = settings(&format!(
         "[cluster]\nmembers = [\"2@10.0.0.2:7080\", \"1@[::1]:7081\"]\n{tls}"
     ));
-    let addr = |a: &str| a.parse::<SocketAddr>().unwrap();
+    let addr = |a: &str| a.parse::<PeerAddr>().unwrap();
     assert_eq!(
         s.raft.voters,
         vec![
@@ -103,6 +102,15 @@ fn members_are_parsed_once_in_file_order() {
             },
         ]
     );
+    // A StatefulSet's pods are addressed by DNS name.
+    let s = settings(&format!(
+        "[cluster]\nmembers = [\"1@meridian-us-0.meridian-us-raft:7080\", \"2@localhost:7081\"]\n{tls}"
+    ));
+    assert_eq!(
+        s.raft.voters[0].raft_addr.to_string(),
+        "meridian-us-0.meridian-us-raft:7080"
+    );
+    assert_eq!(s.raft.voters[1].raft_addr.host(), "localhost");
     assert!(settings("").raft.voters.is_empty());
 }
 
@@ -110,6 +118,7 @@ fn members_are_parsed_once_in_file_order() {
 /// still refused here, naming the entry; the same words as validation.
 #[test]
 fn hostile_members_are_refused_naming_the_entry() {
+    let long = format!("2@{}:7080", "a".repeat(300));
     let cases = [
         (
             "x@127.0.0.1:7080",
@@ -148,6 +157,26 @@ fn hostile_members_are_refused_naming_the_entry() {
             "is not host:port",
         ),
         ("2@", "cluster.members[1]", "is not host:port"),
+        (
+            "2@localhost:0",
+            "cluster.members[1]",
+            "`localhost:0` is not host:port: the port must be a number from 1 to 65535",
+        ),
+        (
+            "2@bad host:7080",
+            "cluster.members[1]",
+            "is neither an IP address nor a DNS name",
+        ),
+        (
+            "2@bad\nhost:7080",
+            "cluster.members[1]",
+            "`bad?host:7080` is not host:port",
+        ),
+        (
+            long.as_str(),
+            "cluster.members[1]",
+            "longer than 253 characters",
+        ),
         (
             "1@127.0.0.1:7090",
             "cluster.members[1]",

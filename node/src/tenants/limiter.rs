@@ -113,7 +113,13 @@ impl Window {
 
     /// Counts `n` if the estimate plus `n` stays within `limit` (requests:
     /// admit when estimate + 1 <= limit), else says how long to wait.
-    pub fn try_add(&self, now_ms: u64, window_ms: u64, n: u64, limit: f64) -> Result<View, Refused> {
+    pub fn try_add(
+        &self,
+        now_ms: u64,
+        window_ms: u64,
+        n: u64,
+        limit: f64,
+    ) -> Result<View, Refused> {
         self.update(now_ms, window_ms, |view| {
             if view.estimate() + n as f64 <= limit {
                 Ok(n)
@@ -229,7 +235,10 @@ mod tests {
     #[test]
     fn packing_round_trips_and_saturates() {
         assert_eq!(unpack(pack(7, 5, 9)), (7, 5, 9));
-        assert_eq!(unpack(pack(300, COUNT_MAX + 5, 1)), (300 & 0xff, COUNT_MAX, 1));
+        assert_eq!(
+            unpack(pack(300, COUNT_MAX + 5, 1)),
+            (300 & 0xff, COUNT_MAX, 1)
+        );
     }
 
     #[test]
@@ -301,7 +310,11 @@ mod tests {
         w.take_back(3, W, 200);
         assert_eq!(w.view(3, W).current, 1000);
         w.take_back(W + 1, W, 500);
-        assert_eq!(w.view(W + 1, W).previous, 1000, "a turned window is left alone");
+        assert_eq!(
+            w.view(W + 1, W).previous,
+            1000,
+            "a turned window is left alone"
+        );
     }
 
     #[test]

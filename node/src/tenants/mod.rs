@@ -66,6 +66,7 @@ use proto::tenancy::share::SILENT_INTERVALS;
 use proto::tenancy::{Counters, KeyLimits, UsageBucket};
 use raft::store::Applied;
 
+use crate::error::ProxyError;
 use crate::metrics::{KeyMetrics, KeyOutcome, Metrics};
 use cells::{Cells, DAY_MS};
 use limiter::{MINUTE_MS, Window};
@@ -104,6 +105,26 @@ pub enum Refusal {
     },
     /// The key's credits are spent (this node's part of them).
     Credits,
+}
+
+impl Refusal {
+    /// The client's error for it, `model` being what the request named.
+    pub fn into_error(self, model: &str) -> ProxyError {
+        match self {
+            Self::ModelNotAllowed => ProxyError::ModelNotAllowed(model.to_owned()),
+            Self::Requests { limit, retry_after } => ProxyError::KeyRateLimited {
+                what: "requests",
+                limit,
+                retry_after,
+            },
+            Self::Tokens { limit, retry_after } => ProxyError::KeyRateLimited {
+                what: "tokens",
+                limit,
+                retry_after,
+            },
+            Self::Credits => ProxyError::InsufficientQuota,
+        }
+    }
 }
 
 /// What survives rebuilds of a key's state: its counters.
@@ -228,12 +249,14 @@ impl KeyState {
     /// what this node can still admit of them.
     pub fn headers(&self, now_ms: u64) -> RateHeaders {
         RateHeaders::new(
-            self.limits.rpm.zip(self.plan.rpm).map(|(limit, share)| {
-                (limit, share, self.meters.requests.view(now_ms, MINUTE_MS))
-            }),
-            self.limits.tpm.zip(self.plan.tpm).map(|(limit, share)| {
-                (limit, share, self.meters.tokens.view(now_ms, MINUTE_MS))
-            }),
+            self.limits
+                .rpm
+                .zip(self.plan.rpm)
+                .map(|(limit, share)| (limit, share, self.meters.requests.view(now_ms, MINUTE_MS))),
+            self.limits
+                .tpm
+                .zip(self.plan.tpm)
+                .map(|(limit, share)| (limit, share, self.meters.tokens.view(now_ms, MINUTE_MS))),
         )
     }
 
@@ -351,11 +374,15 @@ impl Tenants {
     /// Counts one answered request of `key` for `model` through
     /// `upstream`: its usage cell, its metrics, and for a limited key its
     /// tokens and spending.
+    ///
+    /// Requests of no configured key (a node open to anyone on loopback,
+    /// as `anonymous`) are not counted: the ledger is per key.
     pub fn answered(&self, key: &str, model: &str, upstream: &str, counters: Counters) {
         let now = now_ms();
-        if let Some(state) = self.key(key) {
-            state.spent(now, &counters);
-        }
+        let Some(state) = self.key(key) else {
+            return;
+        };
+        state.spent(now, &counters);
         self.cells.add(
             UsageBucket {
                 key: key.to_owned(),

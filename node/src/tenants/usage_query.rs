@@ -35,7 +35,11 @@ impl UsageParams {
                     if date_to_day(value).is_none() {
                         return Err((field, format!("`{field}` must be a date as YYYY-MM-DD")));
                     }
-                    let slot = if name == "from" { &mut p.from } else { &mut p.to };
+                    let slot = if name == "from" {
+                        &mut p.from
+                    } else {
+                        &mut p.to
+                    };
                     *slot = Some(value.to_owned());
                 }
                 "by" => {
@@ -107,8 +111,14 @@ mod tests {
         assert_eq!(p.by, GroupBy::Model);
         assert_eq!(p.from.as_deref(), Some("2026-11-01"));
         assert_eq!(UsageParams::parse("key=other", false).unwrap_err().0, "key");
-        assert_eq!(UsageParams::parse("key=a", true).unwrap().key.as_deref(), Some("a"));
-        assert_eq!(UsageParams::parse("from=2026-13-01", false).unwrap_err().0, "from");
+        assert_eq!(
+            UsageParams::parse("key=a", true).unwrap().key.as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            UsageParams::parse("from=2026-13-01", false).unwrap_err().0,
+            "from"
+        );
         assert_eq!(UsageParams::parse("by=week", false).unwrap_err().0, "by");
         assert_eq!(UsageParams::parse("x=1", false).unwrap_err().0, "query");
     }
@@ -133,6 +143,9 @@ mod tests {
         assert_eq!(body["by"], "day");
         assert_eq!(body["rows"][0]["day"], "2026-11-30");
         assert_eq!(body["rows"][0]["cost_usd"], 1.5);
-        assert_eq!(UsageParams::default().answer(&cells, Some("other"))["rows"], json!([]));
+        assert_eq!(
+            UsageParams::default().answer(&cells, Some("other"))["rows"],
+            json!([])
+        );
     }
 }

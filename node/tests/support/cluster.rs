@@ -78,6 +78,8 @@ pub struct ClusterNode {
     pub id: u64,
     /// Its Raft (UDP) port, fixed for the cluster's life.
     pub raft_port: u16,
+    /// The host its peers dial it at: `127.0.0.1`, or a DNS name.
+    pub raft_host: String,
     /// The data plane, `host:port`.
     pub api: String,
     /// The admin listener, `host:port`.
@@ -97,9 +99,9 @@ impl ClusterNode {
         self.child.is_some()
     }
 
-    /// Its Raft address, `127.0.0.1:PORT`.
+    /// Its Raft address, `HOST:PORT`.
     pub fn raft_addr(&self) -> String {
-        format!("127.0.0.1:{}", self.raft_port)
+        format!("{}:{}", self.raft_host, self.raft_port)
     }
 }
 
@@ -294,6 +296,13 @@ impl Cluster {
     /// with the upstream [`UPSTREAM`] and the route [`SEED_ROUTE`], and waits
     /// until every node printed its ready line.
     pub async fn start(n: usize, options: Options) -> Cluster {
+        Self::start_at(n, options, "127.0.0.1").await
+    }
+
+    /// [`Cluster::start`] with every Raft address written `HOST:PORT`:
+    /// `localhost` addresses the nodes by DNS name, as a StatefulSet's pods
+    /// are (the certificates list `localhost`).
+    pub async fn start_at(n: usize, options: Options, host: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let certs = dir.path().join("certs");
         let names: Vec<String> = (1..=n).map(|i| format!("n{i}")).collect();
@@ -303,7 +312,7 @@ impl Cluster {
         let members: Vec<String> = ports
             .iter()
             .enumerate()
-            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .map(|(i, p)| format!("{}@{host}:{p}", i + 1))
             .collect();
         let nodes = ports
             .iter()
@@ -322,6 +331,7 @@ impl Cluster {
                 ClusterNode {
                     id,
                     raft_port: port,
+                    raft_host: host.to_owned(),
                     api: String::new(),
                     admin: String::new(),
                     config,
@@ -380,7 +390,7 @@ impl Cluster {
         cluster
     }
 
-    /// `id@127.0.0.1:PORT` of every node, as `cluster.members` lists them.
+    /// `id@HOST:PORT` of every node, as `cluster.members` lists them.
     pub fn members(&self) -> Vec<String> {
         self.nodes
             .iter()

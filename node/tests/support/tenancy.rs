@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use proto::state::{Command, CommandResponse, Member};
 use proto::tenancy::{Counters, TenantReport, UsageBucket};
-use raft::network::{NetworkSettings, TlsPaths, Transport};
+use raft::network::{ForwardError, NetworkSettings, TlsPaths, Transport};
 
 use super::cluster::Cluster;
 
@@ -69,17 +69,36 @@ impl Cluster {
             NetworkSettings::default(),
         )
         .unwrap();
-        let leader = self.leader().await;
-        let member = Member {
-            raft_addr: self.node(leader).raft_addr(),
-            admin_addr: String::new(),
-            region: String::new(),
+        // Sent to the leader the nodes agree on; a node that is not (any
+        // more) says which is, and the report goes there.
+        let mut leader = self.leader().await;
+        let mut tries = 0;
+        let answer = loop {
+            let member = Member {
+                raft_addr: self.node(leader).raft_addr(),
+                admin_addr: String::new(),
+                region: String::new(),
+            };
+            let command = Command::Tenancy {
+                id,
+                report: report.clone(),
+            };
+            match transport
+                .network(id)
+                .forward(leader, &member, command)
+                .await
+            {
+                Ok(answer) => break answer,
+                Err(ForwardError::NotLeader {
+                    leader_id: Some(next),
+                    ..
+                }) if tries < 20 => {
+                    tries += 1;
+                    leader = next;
+                }
+                Err(e) => panic!("the report was not forwarded: {e}"),
+            }
         };
-        let answer = transport
-            .network(id)
-            .forward(leader, &member, Command::Tenancy { id, report })
-            .await
-            .unwrap_or_else(|e| panic!("the report was not forwarded: {e}"));
         transport.close().await;
         answer
     }

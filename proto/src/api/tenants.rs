@@ -38,7 +38,7 @@ pub struct KeyView {
     /// Its priority class.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub class: Option<String>,
-    /// Its ledger, once one is open (an opening balance or a top-up).
+    /// Its ledger, once one is open (the key was put with `credits_usd`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credits: Option<CreditsView>,
 }
@@ -308,6 +308,21 @@ mod tests {
             r#"{"name":"acme","models":["fast"],"rpm":60,"credits_usd":25.0,"class":"pro","credits":{"balance_usd":29.5,"added_usd":30.0,"spent_usd":0.5}}"#
         );
         assert_eq!(serde_json::from_str::<KeyView>(&text).unwrap(), view);
+    }
+
+    #[test]
+    fn answers_round_trip_byte_for_byte() {
+        fn same<T: Serialize + serde::de::DeserializeOwned>(literal: &str) {
+            let parsed: T = serde_json::from_str(literal).unwrap();
+            assert_eq!(serde_json::to_string(&parsed).unwrap(), literal);
+        }
+        same::<CreditsAdded>(
+            r#"{"key":"acme","applied":false,"balance_usd":35.0,"added_usd":35.0,"spent_usd":0.0}"#,
+        );
+        same::<UsageAnswer>(
+            r#"{"by":"upstream","from":null,"to":"2026-11-30","rows":[{"key":"a","upstream":"x","requests":1,"input_tokens":2,"output_tokens":3,"cost_usd":0.5}]}"#,
+        );
+        same::<AddCredits>(r#"{"add_usd":10.0,"id":"topup-123"}"#);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FieldError;
 
 mod catalogue;
+mod peer;
 mod proxy;
 mod route;
 mod secrets;
@@ -22,6 +23,7 @@ mod upstream;
 mod validate;
 
 pub use catalogue::CatalogueConfig;
+pub use peer::{PeerAddr, PeerAddrError};
 pub use proxy::{ConnectionsConfig, HealthConfig, ProxyConfig};
 pub use route::{HedgeConfig, RouteConfig, TargetConfig};
 pub use secrets::{
@@ -143,7 +145,8 @@ impl Default for ListenConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `id@host:port` of every initial voter, this node included.
+    /// `id@host:port` of every initial voter, this node included; the host
+    /// is an IP address or a DNS name, resolved at each dial.
     #[serde(default)]
     pub members: Vec<String>,
     /// Leader heartbeat. In openraft 0.9 an AppendEntries call also times out
@@ -191,12 +194,12 @@ impl ClusterConfig {
 }
 
 /// One initial voter of `cluster.members`, parsed from `id@host:port`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Voter {
     /// Its Raft node id (at least 1).
     pub id: u64,
-    /// Where its Raft transport listens.
-    pub raft_addr: SocketAddr,
+    /// Where its Raft transport listens: an IP address or a DNS name.
+    pub raft_addr: PeerAddr,
 }
 
 /// Paths of the cluster CA and this node's certificate and key (PEM).

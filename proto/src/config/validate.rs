@@ -2,10 +2,9 @@
 //! names and the cluster's member list.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Component, Path};
 
-use super::{ConfigError, Voter};
+use super::{ConfigError, PeerAddr, Voter};
 
 /// A file name an operator can read in a log line: not empty, at most 4096
 /// bytes, no control character (a line break would forge a log line).
@@ -58,6 +57,21 @@ pub(super) fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// At most 80 characters of a refused value, control characters as `?`,
+/// for an error an operator reads in one line: an overlong host name is
+/// what is refused, and a line break would forge a log line.
+fn shown(value: &str) -> String {
+    let mut shown: String = value
+        .chars()
+        .take(80)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if value.chars().nth(80).is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 /// Parses `cluster.members` (`id@host:port` each), naming the entry at fault:
 /// the one parser of the list, for validation and for the node's settings.
 pub(super) fn parse_members(members: &[String]) -> Result<Vec<Voter>, ConfigError> {
@@ -73,9 +87,9 @@ pub(super) fn parse_members(members: &[String]) -> Result<Vec<Voter>, ConfigErro
             .ok()
             .filter(|id| *id > 0)
             .ok_or_else(|| ConfigError::new(&field, format!("`{id}` is not a node id")))?;
-        let raft_addr = addr
-            .parse::<SocketAddr>()
-            .map_err(|_| ConfigError::new(&field, format!("`{addr}` is not host:port")))?;
+        let raft_addr = addr.parse::<PeerAddr>().map_err(|e| {
+            ConfigError::new(&field, format!("`{}` is not host:port: {e}", shown(addr)))
+        })?;
         if !ids.insert(id) {
             return Err(ConfigError::new(
                 field,

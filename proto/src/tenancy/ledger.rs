@@ -66,6 +66,8 @@ pub struct NodeLedger {
     pub demand: BTreeMap<String, u64>,
     /// Its latest cumulative reading per cell, this boot.
     pub last: BTreeMap<UsageBucket, Counters>,
+    /// The newest day it has reported a cell of.
+    pub day: u32,
 }
 
 /// The tenants' part of the replicated state.
@@ -81,8 +83,12 @@ pub struct Tenancy {
     /// Tenant reports applied so far: the ledger's logical clock, which
     /// tells a node that has gone silent from one still reporting.
     pub reports: u64,
-    /// The newest day any report has carried.
-    pub newest_day: u32,
+    /// The cluster's today: the median of the newest day each node has
+    /// reported, so one node with a wrong clock cannot make the ledger
+    /// drop the days everyone else still counts.
+    pub today: u32,
+    /// Cells before this day have been dropped.
+    pub pruned_before: u32,
 }
 
 impl Tenancy {
@@ -102,11 +108,16 @@ impl Tenancy {
         true
     }
 
-    /// Adds a top-up to a key's ledger (opening one if needed). `Ok(false)`:
+    /// Adds a top-up to a key's ledger, which must be open. `Ok(false)`:
     /// a top-up with that id was applied already.
     pub fn top_up(&mut self, key: &str, id: &str, nanos: u64) -> Result<bool, FieldError> {
         super::check_token("id", id, 128)?;
-        let credits = self.credits.entry(key.to_owned()).or_default();
+        let Some(credits) = self.credits.get_mut(key) else {
+            return Err(FieldError::new(
+                "key",
+                format!("`{key}` has no prepaid balance: give the key `credits_usd` first"),
+            ));
+        };
         if credits.topups.iter().any(|seen| seen == id) {
             return Ok(false);
         }
@@ -132,6 +143,7 @@ impl Tenancy {
         if report.boot > entry.boot {
             *entry = NodeLedger {
                 boot: report.boot,
+                day: entry.day,
                 ..NodeLedger::default()
             };
         }
@@ -141,7 +153,10 @@ impl Tenancy {
             entry.demand = report.demand.clone();
             entry.at_report = self.reports;
         }
-        let oldest = self.newest_day.saturating_sub(report.usage_days);
+        let oldest = self.today.saturating_sub(report.usage_days);
+        if let Some(newest) = report.usage.iter().map(|(c, _)| c.day).max() {
+            entry.day = entry.day.max(newest);
+        }
         for (cell, reading) in &report.usage {
             if cell.day < oldest {
                 continue;
@@ -157,18 +172,23 @@ impl Tenancy {
                 credits.spent_nanos = credits.spent_nanos.saturating_add(growth.cost_nanos);
             }
         }
-        let newest = report.usage.iter().map(|(c, _)| c.day).max().unwrap_or(0);
-        if newest > self.newest_day {
-            self.newest_day = newest;
-        }
+        let mut days: Vec<u32> = self.nodes.values().map(|n| n.day).collect();
+        days.sort_unstable();
+        // The lower median: with two nodes, the one behind.
+        let median = days.get(days.len().saturating_sub(1) / 2).copied();
+        self.today = self.today.max(median.unwrap_or(0));
         self.prune(report.usage_days);
         Ok(true)
     }
 
-    /// Drops cells older than `days` before the newest day, and the oldest
-    /// days past [`MAX_USAGE_CELLS`].
+    /// Drops cells older than `days` before today, and the oldest days
+    /// past [`MAX_USAGE_CELLS`]. Walks the cells only when there is
+    /// something to drop, not on every report.
     fn prune(&mut self, days: u32) {
-        let mut oldest = self.newest_day.saturating_sub(days);
+        let mut oldest = self.today.saturating_sub(days);
+        if oldest <= self.pruned_before && self.usage.len() <= MAX_USAGE_CELLS {
+            return;
+        }
         while self.usage.len() > MAX_USAGE_CELLS {
             // The days are not the map's order: find the oldest one held.
             let Some(day) = self.usage.keys().map(|c| c.day).min() else {
@@ -181,6 +201,13 @@ impl Tenancy {
         for node in self.nodes.values_mut() {
             node.last.retain(|c, _| c.day >= oldest);
         }
+        self.pruned_before = self.pruned_before.max(oldest);
+    }
+
+    /// Whether a key's prepaid balance is kept (opened by a key with
+    /// `credits_usd`): only those can be topped up.
+    pub fn has_ledger(&self, key: &str) -> bool {
+        self.credits.contains_key(key)
     }
 
     /// A key's recent demand on each node still reporting: the input of
@@ -304,6 +331,20 @@ mod tests {
             t.top_up("acme", &format!("n{i}"), 1).unwrap();
         }
         assert_eq!(t.credits["acme"].topups.len(), TOPUP_IDS);
+    }
+
+    #[test]
+    fn one_wrong_clock_drops_nothing() {
+        let mut t = Tenancy::default();
+        t.report(1, &report(1, 1, &[(cell("acme", 100), reading(1, 0))]))
+            .unwrap();
+        t.report(2, &report(1, 1, &[(cell("acme", 100), reading(1, 0))]))
+            .unwrap();
+        t.report(3, &report(1, 1, &[(cell("acme", 9_999), reading(1, 0))]))
+            .unwrap();
+        assert_eq!(t.today, 100);
+        assert!(t.usage.contains_key(&cell("acme", 100)));
+        assert!(t.top_up("nobody", "t", 1).is_err(), "no ledger, no top-up");
     }
 
     #[test]

@@ -24,6 +24,7 @@ use rand::Rng;
 
 use super::NetworkSettings;
 use super::frame::{FrameError, read_frame, write_frame};
+use super::resolve::{Resolve, host, resolve};
 use super::rpc::{ForwardError, RaftRequest, RaftResponse};
 use super::tls::peer_id;
 use crate::types::{NodeId, TypeConfig};
@@ -88,6 +89,7 @@ struct Slot {
 pub(super) struct Peers {
     dialer: Option<(quinn::Endpoint, quinn::ClientConfig)>,
     settings: Arc<NetworkSettings>,
+    resolver: Arc<dyn Resolve>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// When each peer last answered an RPC, for operators ("last contact").
     contacts: Mutex<HashMap<String, Instant>>,
@@ -99,10 +101,12 @@ impl Peers {
     pub(super) fn new(
         dialer: Option<(quinn::Endpoint, quinn::ClientConfig)>,
         settings: Arc<NetworkSettings>,
+        resolver: Arc<dyn Resolve>,
     ) -> Self {
         Self {
             dialer,
             settings,
+            resolver,
             slots: Mutex::new(HashMap::new()),
             contacts: Mutex::new(HashMap::new()),
         }
@@ -220,11 +224,9 @@ impl Peers {
         };
         let server_name = host(addr);
         let attempt = async {
-            let target = tokio::net::lookup_host(addr)
-                .await
-                .map_err(|e| format!("cannot resolve: {e}"))?
-                .next()
-                .ok_or("the name resolves to no address")?;
+            // Resolved at every dial: a peer addressed by name may have
+            // moved (a rescheduled pod) since the last connection.
+            let target = resolve(&*self.resolver, addr, endpoint.local_addr().ok()).await?;
             endpoint
                 .connect_with(config.clone(), target, server_name)
                 .map_err(|e| e.to_string())?
@@ -367,13 +369,6 @@ fn wrong_node(target: NodeId, presented: Option<NodeId>) -> String {
         Some(id) => format!("the certificate presented is node {id}'s, not node {target}'s"),
         None => format!("the certificate presented names no node, not node {target}"),
     }
-}
-
-/// The `host` of `host:port` (brackets of an IPv6 literal removed), which
-/// the peer's certificate must name.
-fn host(addr: &str) -> &str {
-    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
-    host.trim_start_matches('[').trim_end_matches(']')
 }
 
 /// The factory openraft asks for a [`Connection`] per peer, and the way a
@@ -614,13 +609,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(host("127.0.0.1:7080"), "127.0.0.1");
-        assert_eq!(host("[::1]:7080"), "::1");
-        assert_eq!(host("n1.example:7080"), "n1.example");
-    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

@@ -4,7 +4,9 @@
 //! peers and dials them. Both ends present certificates signed by the
 //! cluster CA. Every RPC is one bidirectional stream carrying one request
 //! frame and one response frame ([`proto::codec`]); connections are cached
-//! per peer and redialled with backoff.
+//! per peer and redialled with backoff. A peer's address may be a DNS name,
+//! resolved again at every dial; who the peer is comes from the node id in
+//! its certificate, never from its address.
 //!
 //! Starting a node is two-phase, because openraft wants the network before
 //! the [`Raft`](crate::types::Raft) exists and serving needs the `Raft`:
@@ -17,6 +19,7 @@
 
 mod client;
 pub mod frame;
+mod resolve;
 pub mod rpc;
 mod server;
 pub mod tls;
@@ -26,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use client::{Connection, Network};
+pub use resolve::{Lookup, Resolve, SystemResolver};
 pub use rpc::{ForwardError, RaftRequest, RaftResponse, RpcHandler};
 pub use tls::{TlsError, TlsPaths};
 
@@ -104,6 +108,17 @@ impl Transport {
         tls: &TlsPaths,
         settings: NetworkSettings,
     ) -> Result<Self, TransportError> {
+        Self::bind_resolving(addr, tls, settings, Arc::new(SystemResolver))
+    }
+
+    /// [`Transport::bind`] with peers' names resolved by `resolver` at each
+    /// dial instead of the system's resolver.
+    pub fn bind_resolving(
+        addr: SocketAddr,
+        tls: &TlsPaths,
+        settings: NetworkSettings,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, TransportError> {
         let identity = tls::Identity::load(tls)?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(identity.server_config()?));
         server.transport_config(transport_config(&settings, settings.max_concurrent_rpcs)?);
@@ -113,7 +128,8 @@ impl Transport {
         let endpoint = quinn::Endpoint::server(server, addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
         let settings = Arc::new(settings);
-        let peers = client::Peers::new(Some((endpoint.clone(), client)), settings.clone());
+        let peers =
+            client::Peers::new(Some((endpoint.clone(), client)), settings.clone(), resolver);
         Ok(Self {
             endpoint,
             peers: Arc::new(peers),
@@ -157,7 +173,11 @@ impl Network {
     /// A network for a node without `[tls]`: it runs alone, and every call
     /// to a peer fails as unreachable.
     pub fn standalone(id: NodeId) -> Self {
-        let peers = client::Peers::new(None, Arc::new(NetworkSettings::default()));
+        let peers = client::Peers::new(
+            None,
+            Arc::new(NetworkSettings::default()),
+            Arc::new(SystemResolver),
+        );
         Network::new(id, Arc::new(peers))
     }
 }
