@@ -9,3 +9,4 @@ pub mod faults;
 pub mod oracle;
 pub mod report;
 pub mod runner;
+pub mod tenants;

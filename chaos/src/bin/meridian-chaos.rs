@@ -115,7 +115,7 @@ fn real_main() -> anyhow::Result<ExitCode> {
                     case.duration.as_secs_f64(),
                     case.faults.len(),
                     case.cluster.nodes,
-                    case.load.rate
+                    case.offered_rate()
                 );
             }
             Ok(ExitCode::SUCCESS)

@@ -15,8 +15,11 @@ use serde::Deserialize;
 
 use mock::Behavior;
 
+pub mod tenants;
 #[cfg(test)]
 mod tests;
+
+pub use tenants::TenantsSpec;
 
 /// Why a case file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +83,9 @@ pub struct CaseFile {
     /// The fault schedule.
     #[serde(default)]
     pub faults: Vec<FaultSpec>,
+    /// Client keys with limits the load calls with (absent: no keys).
+    #[serde(default)]
+    pub tenants: Option<TenantsSpec>,
 }
 
 /// The cluster to start: `nodes` voters, one region each.
@@ -305,6 +311,9 @@ pub struct Case {
     pub sla: SlaSpec,
     /// The faults, typed.
     pub faults: Vec<Fault>,
+    /// Client keys with limits; when set, the load calls with them (each
+    /// key at its own rate from each region) instead of `load.rate`.
+    pub tenants: Option<TenantsSpec>,
 }
 
 /// Which node a kill or a network fault picks, resolved when the fault starts.
@@ -480,6 +489,15 @@ fn parse_node(field: &str, text: &str, nodes: usize) -> Result<NodeSel, CaseErro
 }
 
 impl Case {
+    /// The offered load, requests per second over all regions: the
+    /// tenants' keys (each at its rate from every region), else `load.rate`.
+    pub fn offered_rate(&self) -> f64 {
+        match &self.tenants {
+            Some(t) => t.keys.iter().map(|k| k.rate).sum::<f64>() * self.cluster.nodes as f64,
+            None => self.load.rate,
+        }
+    }
+
     /// Reads, parses and checks a case file.
     pub fn load(path: &Path) -> Result<Case, CaseError> {
         let text = std::fs::read_to_string(path).map_err(|source| CaseError::Read {
@@ -639,6 +657,9 @@ impl CaseFile {
             )?);
         }
         faults.sort_by_key(Fault::at);
+        if let Some(t) = &self.tenants {
+            t.check()?;
+        }
         Ok(Case {
             name,
             description: self.description.clone(),
@@ -651,6 +672,7 @@ impl CaseFile {
             writes: self.writes.clone(),
             sla: self.sla.clone(),
             faults,
+            tenants: self.tenants.clone(),
         })
     }
 }

@@ -10,7 +10,7 @@ fn totals_row(name: &str, t: &Totals) -> String {
     format!(
         "| {name} | {} | {} | {:.4}% | {:.1} | {:.1} | {:.1} | {:.1} |",
         t.requests,
-        t.requests - t.ok,
+        t.requests - t.ok - t.limited,
         t.success_ratio * 100.0,
         t.latency.p50_ms,
         t.latency.p99_ms,
@@ -165,6 +165,9 @@ pub fn page(r: &RunReport) -> String {
     }
     for p in o.phantom.iter().chain(o.duplicates.iter()).take(20) {
         let _ = writeln!(s, "\n- {p}");
+    }
+    if let Some(t) = &r.tenants {
+        s.push_str(&super::tenants_md::section(t));
     }
     let _ = writeln!(
         s,

@@ -5,6 +5,7 @@
 pub mod markdown;
 pub mod stats;
 pub mod svg;
+pub mod tenants_md;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -14,6 +15,7 @@ use serde::Serialize;
 use crate::case::{Case, SlaSpec};
 use crate::oracle::OracleReport;
 use crate::runner::schedule::{Restart, Window};
+use crate::tenants::TenantsReport;
 use stats::{Outcome, RequestRecord, Second, Totals};
 
 /// One check of the verdict.
@@ -80,6 +82,9 @@ pub struct RunReport {
     pub panics: Vec<String>,
     /// The first failed requests, to find in the node logs by id.
     pub failed_sample: Vec<RequestRecord>,
+    /// A tenants case's keys: admissions per minute, windows, credits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<TenantsReport>,
     /// The checks.
     pub checks: Vec<Check>,
     /// `pass` or `fail`.
@@ -108,6 +113,8 @@ pub struct Inputs<'a> {
     pub shutdown: Vec<(u64, String)>,
     /// Panics in node logs.
     pub panics: Vec<String>,
+    /// A tenants case's figures and checks.
+    pub tenants: Option<TenantsReport>,
 }
 
 /// Judges a run against its SLA: the success ratio over every request (any
@@ -123,10 +130,11 @@ pub fn judge(
     skipped: &[String],
     panics: &[String],
 ) -> Vec<Check> {
-    let failed = totals.requests - totals.ok;
+    let answered = totals.ok + totals.limited;
+    let failed = totals.requests - answered;
     let mut checks = vec![if sla.forgive_killed_in_flight {
         let counted = totals.requests - killed_in_flight;
-        let ratio = stats::ratio(totals.ok, counted);
+        let ratio = stats::ratio(answered, counted);
         Check {
             name: "success ratio".into(),
             ok: counted > 0 && ratio >= sla.success_ratio,
@@ -228,6 +236,7 @@ impl RunReport {
             oracle,
             shutdown,
             panics,
+            tenants,
         } = inputs;
         let totals = Totals::of(records);
         let by_region = stats::grouped(records, |r| format!("n{}", r.region));
@@ -245,7 +254,7 @@ impl RunReport {
             }
         }
         let killed_in_flight = records.iter().filter(|r| r.killed_in_flight).count() as u64;
-        let checks = judge(
+        let mut checks = judge(
             &case.sla,
             &totals,
             killed_in_flight,
@@ -254,6 +263,7 @@ impl RunReport {
             &skipped,
             &panics,
         );
+        checks.extend(tenants.iter().flat_map(|t| t.checks.iter().cloned()));
         let verdict = if checks.iter().all(|c| c.ok) {
             "pass"
         } else {
@@ -266,7 +276,7 @@ impl RunReport {
             duration_s: case.duration.as_secs_f64(),
             wall_s,
             nodes: case.cluster.nodes,
-            rate: case.load.rate,
+            rate: case.offered_rate(),
             stream_share: case.load.stream_share,
             sla: case.sla.clone(),
             by_region,
@@ -282,7 +292,7 @@ impl RunReport {
             seconds: stats::per_second(records, case.duration.as_secs_f64().ceil() as u64),
             failed_sample: records
                 .iter()
-                .filter(|r| r.outcome != Outcome::Ok)
+                .filter(|r| !r.outcome.answered())
                 .take(30)
                 .cloned()
                 .collect(),
@@ -293,6 +303,7 @@ impl RunReport {
             oracle,
             shutdown,
             panics,
+            tenants,
             checks,
             verdict: verdict.to_owned(),
         }

@@ -38,6 +38,10 @@ pub enum Outcome {
     StreamError,
     /// Not sent: the client's in-flight cap was reached.
     Dropped,
+    /// Refused by the key's limits (a tenants case's 429 `rate_limit_exceeded`
+    /// or `insufficient_quota`, or 403 `model_not_allowed`): the answer the
+    /// case asks for, so it does not count against the success ratio.
+    Limited(u16),
 }
 
 impl Outcome {
@@ -52,7 +56,14 @@ impl Outcome {
             Outcome::Body => "body".into(),
             Outcome::StreamError => "stream_error".into(),
             Outcome::Dropped => "dropped".into(),
+            Outcome::Limited(s) => format!("limited_{s}"),
         }
+    }
+
+    /// Whether the cluster answered as it should: a success, or a refusal
+    /// by the key's limits.
+    pub fn answered(&self) -> bool {
+        matches!(self, Outcome::Ok | Outcome::Limited(_))
     }
 }
 
@@ -87,6 +98,15 @@ pub struct RequestRecord {
     pub killed_in_flight: bool,
     /// The `x-request-id` sent, to find the request in the node logs.
     pub id: String,
+    /// The tenants case's key it was sent with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Input plus output tokens of a successful answer (its `usage`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// `x-meridian-cost-usd` of the answer, in nanodollars.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cost_nanos: Option<u64>,
 }
 
 /// Latency quantiles in milliseconds.
@@ -139,7 +159,10 @@ pub struct Totals {
     pub requests: u64,
     /// Successful ones.
     pub ok: u64,
-    /// `ok / requests` (1 when there were none).
+    /// Refused by a key's limits (a tenants case).
+    pub limited: u64,
+    /// `(ok + limited) / requests` (1 when there were none): a refusal by
+    /// a key's limits is the answer a tenants case asks for.
     pub success_ratio: f64,
     /// Requests by outcome name.
     pub outcomes: BTreeMap<String, u64>,
@@ -166,6 +189,9 @@ impl Totals {
         let mut ttfb = Vec::new();
         for r in records {
             t.requests += 1;
+            if matches!(r.outcome, Outcome::Limited(_)) {
+                t.limited += 1;
+            }
             *t.outcomes.entry(r.outcome.name()).or_default() += 1;
             if r.outcome == Outcome::Ok {
                 t.ok += 1;
@@ -175,7 +201,7 @@ impl Totals {
                 }
             }
         }
-        t.success_ratio = ratio(t.ok, t.requests);
+        t.success_ratio = ratio(t.ok + t.limited, t.requests);
         t.latency = Quantiles::of(latency);
         t.ttfb = Quantiles::of(ttfb);
         t
@@ -189,7 +215,7 @@ pub struct Second {
     pub t: u64,
     /// Requests due in that second.
     pub requests: u64,
-    /// Of which succeeded.
+    /// Of which succeeded (or were refused by a key's limits).
     pub ok: u64,
     /// `ok / requests`.
     pub success_ratio: f64,
@@ -205,7 +231,7 @@ pub fn per_second(records: &[RequestRecord], duration_s: u64) -> Vec<Second> {
             continue;
         };
         bucket.0 += 1;
-        if r.outcome == Outcome::Ok {
+        if r.outcome.answered() {
             bucket.1.push(r.latency_us);
         }
     }
@@ -289,6 +315,9 @@ mod tests {
             sent_to: Some(1),
             killed_in_flight: false,
             id: String::new(),
+            key: None,
+            tokens: None,
+            cost_nanos: None,
         }
     }
 

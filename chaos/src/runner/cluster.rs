@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 
 use super::RunError;
 use super::http::{HttpClient, call, client};
-use crate::case::{Case, Signal, upstream_id};
+use crate::case::{Case, Signal, TenantsSpec, upstream_id};
 use crate::faults::{LinkTable, TcpMode, TcpProxy, UdpProxy};
 
 /// Region names given to nodes 1, 2, … .
@@ -197,6 +197,13 @@ impl LocalCluster {
             let log = home.join("meridian.log");
             let mut command = NodeCommand::new(&bins.meridian, &config, &log);
             command.log_level = log_level.to_owned();
+            if let Some(t) = &case.tenants {
+                for (k, key) in t.keys.iter().enumerate() {
+                    command
+                        .env
+                        .push((TenantsSpec::env_var(k), TenantsSpec::secret(&key.name)));
+                }
+            }
             let node = Node {
                 id,
                 region: REGIONS[i % REGIONS.len()].to_owned(),
@@ -486,10 +493,11 @@ fn node_config_of(
             upstream
         })
         .collect();
+    let [input_price, output_price] = case.tenants.as_ref().map_or([0.1, 0.4], |t| t.prices);
     let target = |u: &Upstream| {
         let mut target = node_config::target(&u.id, &format!("model-{}", u.id));
-        target.input_per_mtok = 0.1;
-        target.output_per_mtok = 0.4;
+        target.input_per_mtok = input_price;
+        target.output_per_mtok = output_price;
         target
     };
     let tiers = if r.tiered {
@@ -502,5 +510,21 @@ fn node_config_of(
     route.first_byte_timeout_ms = Some(r.first_byte_timeout_ms);
     route.request_timeout_ms = Some(r.request_timeout_ms);
     config.routes = vec![route];
+    if let Some(t) = &case.tenants {
+        config.keys = t
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(k, key)| proto::config::KeyConfig {
+                name: key.name.clone(),
+                key_env: TenantsSpec::env_var(k),
+                models: None,
+                rpm: key.rpm,
+                tpm: key.tpm,
+                credits_usd: key.credits_usd,
+                class: None,
+            })
+            .collect();
+    }
     config
 }

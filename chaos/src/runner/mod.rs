@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod http;
 pub mod schedule;
+pub mod tenants;
 pub mod traffic;
 pub mod writes;
 
@@ -86,6 +87,10 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
     tracing::info!(case = %case.name, "cluster ready; load and faults start");
 
     let start = Instant::now() + Duration::from_millis(500);
+    let load_start_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(0))
+        + 500;
     let dns = tokio::spawn(traffic::geodns(
         cluster.clone(),
         start
@@ -97,9 +102,17 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
     tokio::time::sleep(Duration::from_millis(300)).await;
     let load = tokio::spawn({
         let (cluster, spec) = (cluster.clone(), case.load.clone());
+        let keys = traffic::LoadKey::of(case);
         let (duration, seed) = (case.duration, options.seed);
-        async move { traffic::run(cluster, &spec, duration, start, seed).await }
+        async move { traffic::run(cluster, &spec, &keys, duration, start, seed).await }
     });
+    let topups = tokio::spawn(tenants::topups(
+        cluster.clone(),
+        case.tenants.as_ref().and_then(|t| t.topups.clone()),
+        case.duration,
+        start,
+        options.seed,
+    ));
     let writer = tokio::spawn({
         let (cluster, spec) = (cluster.clone(), case.writes.clone());
         let (duration, seed) = (case.duration, options.seed);
@@ -115,6 +128,7 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
     let log = faults.await.map_err(join)?;
     let records = load.await.map_err(join)?;
     let write_records = writer.await.map_err(join)?;
+    let topup_records = topups.await.map_err(join)?;
     dns.abort();
     tracing::info!(
         requests = records.len(),
@@ -139,6 +153,13 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
     )
     .await;
     let oracle = crate::oracle::check(&write_records, &observed);
+    let (ledgers, usage) = match &case.tenants {
+        Some(t) => (
+            tenants::ledgers(&cluster, t, Duration::from_secs_f64(t.settle_s)).await,
+            tenants::usage(&cluster, t).await,
+        ),
+        None => Default::default(),
+    };
     let shutdown = cluster.stop_all().await;
     let panics = scan_panics(&cluster);
     drop(cluster);
@@ -151,6 +172,18 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
         .map(|r| (r.node, r.at_s))
         .collect();
     crate::report::stats::mark_killed_in_flight(&mut records, &kills);
+    let tenants = case.tenants.as_ref().map(|spec| {
+        crate::tenants::report(crate::tenants::Inputs {
+            spec,
+            records: &records,
+            topups: topup_records,
+            ledgers,
+            usage,
+            load_start_unix_ms,
+            duration_s: case.duration.as_secs_f64(),
+            windows: &log.windows,
+        })
+    });
     write_records_file(&dir.join("requests.jsonl"), &records)?;
     write_records_file(&dir.join("writes.jsonl"), &write_records)?;
     let report = RunReport::build(Inputs {
@@ -164,6 +197,7 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
         oracle,
         shutdown,
         panics,
+        tenants,
     });
     report
         .write(&dir)

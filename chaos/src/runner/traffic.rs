@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 
 use super::cluster::{LocalCluster, ROUTE};
 use super::http::{HttpClient, client};
-use crate::case::LoadSpec;
+use crate::case::{Case, LoadSpec, TenantsSpec};
 use crate::report::stats::{Kind, Outcome, RequestRecord};
 use load::OpenLoop;
 
@@ -40,6 +40,41 @@ struct Shared {
     records: Mutex<Vec<RequestRecord>>,
     plain: Bytes,
     stream: Bytes,
+}
+
+/// One stream of the load: `rate` requests per second from each region,
+/// sent with a client key (a tenants case) or without.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadKey {
+    /// The key's name, recorded with each request.
+    pub name: Option<String>,
+    /// The bearer token sent.
+    pub secret: Option<String>,
+    /// Requests per second per region.
+    pub rate: f64,
+}
+
+impl LoadKey {
+    /// The streams of `case`: its tenants' keys, or one keyless stream at
+    /// `load.rate` split over the regions.
+    pub fn of(case: &Case) -> Vec<LoadKey> {
+        match &case.tenants {
+            Some(t) => t
+                .keys
+                .iter()
+                .map(|k| LoadKey {
+                    name: Some(k.name.clone()),
+                    secret: Some(TenantsSpec::secret(&k.name)),
+                    rate: k.rate,
+                })
+                .collect(),
+            None => vec![LoadKey {
+                name: None,
+                secret: None,
+                rate: case.load.rate / case.cluster.nodes.max(1) as f64,
+            }],
+        }
+    }
 }
 
 /// Probes every node's `/readyz` every 500 ms until `until`, keeping the
@@ -74,11 +109,12 @@ pub fn preference(region: u64, ready: &[bool]) -> Vec<u64> {
         .collect()
 }
 
-/// Runs the load of `spec` for `duration` from `start`, every region at
-/// `rate / regions`, and returns every request's record.
+/// Runs the load of `spec` for `duration` from `start`, every region
+/// sending each of `keys` at its rate, and returns every request's record.
 pub async fn run(
     cluster: Arc<LocalCluster>,
     spec: &LoadSpec,
+    keys: &[LoadKey],
     duration: Duration,
     start: Instant,
     seed: u64,
@@ -106,17 +142,32 @@ pub async fn run(
     });
     let mut schedulers = Vec::new();
     for region in 1..=regions {
-        let plan = OpenLoop {
-            max_in_flight: spec.max_in_flight,
-            ..OpenLoop::new(spec.rate / regions as f64, duration)
-        };
-        let (shared, rt, share) = (shared.clone(), Handle::current(), spec.stream_share);
-        let permits = Arc::new(Semaphore::new(spec.max_in_flight));
-        let region_seed = seed.wrapping_mul(31).wrapping_add(region);
-        schedulers.push(tokio::task::spawn_blocking(move || {
-            schedule(&shared, &rt, region, &plan, share, region_seed, &permits);
-            permits
-        }));
+        for (k, key) in keys.iter().enumerate() {
+            let plan = OpenLoop {
+                max_in_flight: spec.max_in_flight,
+                ..OpenLoop::new(key.rate, duration)
+            };
+            let (shared, rt, share) = (shared.clone(), Handle::current(), spec.stream_share);
+            let permits = Arc::new(Semaphore::new(spec.max_in_flight));
+            let region_seed = seed
+                .wrapping_mul(31)
+                .wrapping_add(region)
+                .wrapping_add((k as u64) << 32);
+            let key = key.clone();
+            schedulers.push(tokio::task::spawn_blocking(move || {
+                schedule(
+                    &shared,
+                    &rt,
+                    region,
+                    &key,
+                    &plan,
+                    share,
+                    region_seed,
+                    &permits,
+                );
+                permits
+            }));
+        }
     }
     for scheduler in schedulers {
         // Every request task holds a permit until it has recorded.
@@ -137,10 +188,12 @@ pub async fn run(
 
 /// A region's scheduler, on its own thread: sleeps until each request is
 /// due (the std sleep is finer than the async timer) and hands it over.
+#[allow(clippy::too_many_arguments)]
 fn schedule(
     shared: &Arc<Shared>,
     rt: &Handle,
     region: u64,
+    key: &LoadKey,
     plan: &OpenLoop,
     stream_share: f64,
     seed: u64,
@@ -160,12 +213,15 @@ fn schedule(
         } else {
             Kind::Plain
         };
-        let id = format!("chaos-r{region}-{i}");
+        let id = match &key.name {
+            Some(name) => format!("chaos-r{region}-{name}-{i}"),
+            None => format!("chaos-r{region}-{i}"),
+        };
         match permits.clone().try_acquire_owned() {
             Ok(permit) => {
-                let shared = shared.clone();
+                let (shared, key) = (shared.clone(), key.clone());
                 rt.spawn(async move {
-                    let record = measure(&shared, region, kind, due, id).await;
+                    let record = measure(&shared, region, &key, kind, due, id).await;
                     shared
                         .records
                         .lock()
@@ -192,6 +248,9 @@ fn schedule(
                     sent_to: None,
                     killed_in_flight: false,
                     id,
+                    key: key.name.clone(),
+                    tokens: None,
+                    cost_nanos: None,
                 }),
         }
     }
@@ -206,6 +265,7 @@ fn micros(d: Duration) -> u64 {
 async fn measure(
     shared: &Shared,
     region: u64,
+    key: &LoadKey,
     kind: Kind,
     due: Instant,
     id: String,
@@ -224,14 +284,23 @@ async fn measure(
         sent_to: None,
         killed_in_flight: false,
         id,
+        key: key.name.clone(),
+        tokens: None,
+        cost_nanos: None,
     };
-    let outcome = tokio::time::timeout(shared.timeout, exchange(shared, due, &mut record)).await;
+    let exchange = exchange(shared, key.secret.as_deref(), due, &mut record);
+    let outcome = tokio::time::timeout(shared.timeout, exchange).await;
     record.outcome = outcome.unwrap_or(Outcome::Timeout);
     record.latency_us = micros(due.elapsed());
     record
 }
 
-async fn exchange(shared: &Shared, due: Instant, record: &mut RequestRecord) -> Outcome {
+async fn exchange(
+    shared: &Shared,
+    secret: Option<&str>,
+    due: Instant,
+    record: &mut RequestRecord,
+) -> Outcome {
     let ready: Vec<bool> = shared
         .cluster
         .nodes
@@ -249,12 +318,15 @@ async fn exchange(shared: &Shared, due: Instant, record: &mut RequestRecord) -> 
         };
         record.tries += 1;
         record.sent_to = Some(node_id);
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(format!("http://{}/v1/chat/completions", node.api))
             .header("content-type", "application/json")
-            .header("x-request-id", &record.id)
-            .body(Full::new(body.clone()));
+            .header("x-request-id", &record.id);
+        if let Some(secret) = secret {
+            request = request.header("authorization", format!("Bearer {secret}"));
+        }
+        let request = request.body(Full::new(body.clone()));
         let Ok(request) = request else {
             return Outcome::Transport;
         };
@@ -283,6 +355,9 @@ async fn exchange(shared: &Shared, due: Instant, record: &mut RequestRecord) -> 
     };
     record.upstream = header("x-meridian-upstream");
     record.attempts = header("x-meridian-attempts").and_then(|v| v.parse().ok());
+    record.cost_nanos = header("x-meridian-cost-usd")
+        .and_then(|v| v.parse::<f64>().ok())
+        .and_then(|usd| proto::tenancy::usd_to_nanos(usd).ok());
     let served_by = header("x-meridian-region");
     record.node = served_by.and_then(|region| {
         shared
@@ -302,18 +377,48 @@ async fn exchange(shared: &Shared, due: Instant, record: &mut RequestRecord) -> 
             if !data.is_empty() && record.ttfb_us.is_none() {
                 record.ttfb_us = Some(micros(due.elapsed()));
             }
-            if record.kind == Kind::Stream && kept.len() < MAX_STREAM_BYTES {
+            if kept.len() < MAX_STREAM_BYTES {
                 kept.extend_from_slice(data);
             }
         }
     }
     if !status.is_success() {
+        if secret.is_some() && limit_refusal(&kept) {
+            return Outcome::Limited(status.as_u16());
+        }
         return Outcome::Status(status.as_u16());
+    }
+    if record.kind == Kind::Plain {
+        record.tokens = total_tokens(&kept);
     }
     if record.kind == Kind::Stream && !stream_complete(&kept) {
         return Outcome::StreamError;
     }
     Outcome::Ok
+}
+
+/// Whether an error body is a refusal by a key's limits: OpenAI's codes
+/// `rate_limit_exceeded`, `insufficient_quota`, `model_not_allowed`.
+pub fn limit_refusal(body: &[u8]) -> bool {
+    let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    let code = json.pointer("/error/code").and_then(|c| c.as_str());
+    matches!(
+        code,
+        Some("rate_limit_exceeded" | "insufficient_quota" | "model_not_allowed")
+    )
+}
+
+/// Input plus output tokens of a chat completion's `usage`.
+pub fn total_tokens(body: &[u8]) -> Option<u64> {
+    let json = serde_json::from_slice::<serde_json::Value>(body).ok()?;
+    let usage = json.get("usage")?;
+    if let Some(total) = usage.get("total_tokens").and_then(|t| t.as_u64()) {
+        return Some(total);
+    }
+    let part = |name: &str| usage.get(name).and_then(|t| t.as_u64()).unwrap_or(0);
+    Some(part("prompt_tokens") + part("completion_tokens"))
 }
 
 /// Whether an SSE body ended cleanly: its last event is `data: [DONE]` and
@@ -350,6 +455,29 @@ mod tests {
         assert_eq!(preference(2, &[true, false, true]), vec![3, 1, 2]);
         // None ready: plain ring order.
         assert_eq!(preference(3, &[false, false, false]), vec![3, 1, 2]);
+    }
+
+    #[test]
+    fn refusals_by_limits_are_told_from_other_errors() {
+        let limited =
+            br#"{"error":{"message":"m","type":"requests","code":"rate_limit_exceeded"}}"#;
+        assert!(limit_refusal(limited));
+        let quota = br#"{"error":{"type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        assert!(limit_refusal(quota));
+        let upstream = br#"{"error":{"message":"m","type":"server_error","code":"upstream"}}"#;
+        assert!(!limit_refusal(upstream));
+        assert!(!limit_refusal(b"not json"));
+        assert_eq!(
+            total_tokens(
+                br#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
+            ),
+            Some(7)
+        );
+        assert_eq!(
+            total_tokens(br#"{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#),
+            Some(7)
+        );
+        assert_eq!(total_tokens(b"{}"), None);
     }
 
     #[test]
