@@ -18,9 +18,11 @@
 //! - Requests: a request is admitted when this node's estimate plus one is
 //!   within its share, so per node at most `share × rpm` per minute (at
 //!   least one per node: a limit below the number of nodes could otherwise
-//!   be used nowhere). The share used is the lowest since the minute began
-//!   ([`limiter::ShareCap`]): a rise waits for the next minute, so shares
-//!   moving within a minute cannot add up past one.
+//!   be used nowhere). A share rises past what it began the minute with,
+//!   or an even split if more, only at the next minute
+//!   ([`limiter::ShareCap`]): the first node whose demand lands cannot take
+//!   most of the limit on top of what the others admitted; a node back from
+//!   its floor rises to an even split at once.
 //! - Tokens: usage is known only once an answer is, so a request is
 //!   admitted while the estimate is below the share, and its tokens are
 //!   counted after it. The overshoot is bounded by what is in flight: the
@@ -138,7 +140,8 @@ struct Meters {
     asked: Window,
     /// What this node's answers to the key cost in this boot, nanodollars.
     spent_nanos: AtomicU64,
-    /// The share usable this minute (rises wait for the next one).
+    /// The share usable this minute (rises past an even split wait for
+    /// the next one).
     share: ShareCap,
 }
 
@@ -251,10 +254,13 @@ impl KeyState {
     }
 
     /// The requests and tokens this node may admit per minute as of
-    /// `now_ms`: its plan, scaled down while a risen share waits for the
-    /// next minute ([`ShareCap`]).
+    /// `now_ms`: its plan, scaled down while a share risen past an even
+    /// split waits for the next minute ([`ShareCap`]).
     fn parts(&self, now_ms: u64) -> (Option<f64>, Option<f64>) {
-        let usable = self.meters.share.apply(now_ms, self.plan.share);
+        let usable = self
+            .meters
+            .share
+            .apply(now_ms, self.plan.share, self.plan.even);
         let scale = |part: f64, limit: u64| {
             if self.plan.share > 0.0 && usable < self.plan.share {
                 (limit as f64 * usable).max(1.0).min(part)
@@ -382,7 +388,7 @@ impl Tenants {
             metrics.set_balance(balance);
             if record.limits.is_rate_limited() {
                 // Between requests too: the minute's lowest share counts.
-                meters.share.apply(now_ms, plan.share);
+                meters.share.apply(now_ms, plan.share, plan.even);
             }
             keys.insert(
                 name,

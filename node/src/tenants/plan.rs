@@ -13,6 +13,8 @@ use proto::tenancy::share::{FLOOR, SILENT_INTERVALS, share};
 pub struct Plan {
     /// This node's fraction of the key's limits.
     pub share: f64,
+    /// An even split between the participating nodes.
+    pub even: f64,
     /// Requests per minute this node may admit (at least one).
     pub rpm: Option<f64>,
     /// Tokens per minute this node may admit (at least one).
@@ -102,6 +104,7 @@ pub fn plan(
     });
     Plan {
         share,
+        even: 1.0 / participants(state, node).len().max(1) as f64,
         rpm: limits.rpm.map(part),
         tpm: limits.tpm.map(part),
         credits,
