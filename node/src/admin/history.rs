@@ -321,8 +321,7 @@ mod tests {
 
     #[test]
     fn the_board_gives_the_cluster_and_each_region() {
-        let mut board = BoardView::default();
-        board.merged = ReportedView {
+        let merged = ReportedView {
             nodes: 2,
             attempts: 60,
             error_rate: 0.25,
@@ -333,7 +332,10 @@ mod tests {
             },
             ..ReportedView::default()
         };
-        board.regions.insert("r1".into(), board.merged.clone());
+        let board = BoardView {
+            regions: [("r1".to_owned(), merged.clone())].into(),
+            merged,
+        };
         let r = readings("u", 5, &window(0, 0.0, 0.0), Some(&board));
         let scopes: Vec<_> = r.iter().map(|r| r.scope.clone()).collect();
         assert_eq!(

@@ -300,7 +300,8 @@ function chart(lines, value, now, span, format, label) {
     if (v !== null && v !== undefined && v > max) max = v;
   }
   const scale = max > 0 ? max : 1;
-  const x = (t) => ((t - (now - span)) / span * W).toFixed(1);
+  // The newest point sits a little inside the right edge, so a dot shows whole.
+  const x = (t) => ((t - (now - span)) / span * (W - 4)).toFixed(1);
   const y = (v) => (H - bottom - (v / scale) * (H - top - bottom)).toFixed(1);
   const paths = lines.map((l) => {
     const runs = [[]];
