@@ -150,16 +150,32 @@ impl History {
     }
 }
 
+/// The health window's span when no window has said its own yet (a window
+/// is first published with an upstream's first attempt): the default.
+pub const DEFAULT_WINDOW_S: u64 = 30;
+
+/// The span of the health windows, in seconds: what any of this node's
+/// windows says (one setting for all, the members' reports included).
+pub fn window_span_s<'a>(windows: impl IntoIterator<Item = &'a WindowView>) -> u64 {
+    windows
+        .into_iter()
+        .map(|w| w.window_s)
+        .max()
+        .filter(|s| *s > 0)
+        .unwrap_or(DEFAULT_WINDOW_S)
+}
+
 /// One upstream's readings at `at_ms`: this node's window, and the
-/// board's merged and per-region views when it has them.
+/// board's merged and per-region views when it has them; rates are
+/// attempts over `span_s`.
 pub fn readings(
     upstream: &str,
     at_ms: u64,
+    span_s: u64,
     window: &WindowView,
     board: Option<&BoardView>,
 ) -> Vec<Reading> {
-    // The reports' windows span what this node's does (one setting).
-    let span_s = window.window_s.max(1) as f64;
+    let span_s = span_s.max(1) as f64;
     let point = |attempts: u64, error_rate: f64, count: u64, p99: f64| Point {
         at_unix_ms: at_ms,
         rate: attempts as f64 / span_s,
@@ -241,17 +257,15 @@ async fn sampler(
             .map_or(0, |d| d.as_millis() as u64);
         let snapshot = snapshot.load();
         let board = board.load();
-        let taken: Vec<Reading> = snapshot
+        let windows: Vec<_> = snapshot
             .upstreams
             .iter()
-            .flat_map(|u| {
-                readings(
-                    &u.id,
-                    now_ms,
-                    u.live.summary.load().as_ref(),
-                    board.upstream(&u.id),
-                )
-            })
+            .map(|u| (u, u.live.summary.load_full()))
+            .collect();
+        let span_s = window_span_s(windows.iter().map(|(_, w)| w.as_ref()));
+        let taken: Vec<Reading> = windows
+            .iter()
+            .flat_map(|(u, w)| readings(&u.id, now_ms, span_s, w, board.upstream(&u.id)))
             .collect();
         let mut h = match history.lock() {
             Ok(h) => h,
@@ -289,9 +303,12 @@ mod tests {
         let t0 = 1_764_480_000_000;
         for i in 0..100u64 {
             let at = t0 + i * INTERVAL_MS;
-            assert!(h.sample(at, readings("u", at, &window(30 * i, 0.0, 80.0), None)));
+            assert!(h.sample(at, readings("u", at, 30, &window(30 * i, 0.0, 80.0), None)));
             // A second tick in the same interval is not a sample.
-            assert!(!h.sample(at + 1_000, readings("u", at, &window(1, 0.0, 1.0), None)));
+            assert!(!h.sample(
+                at + 1_000,
+                readings("u", at, 30, &window(1, 0.0, 1.0), None)
+            ));
         }
         let a = h.answer();
         assert_eq!(a.series.len(), 1);
@@ -307,10 +324,10 @@ mod tests {
     fn a_series_not_seen_for_fifteen_minutes_is_dropped() {
         let mut h = History::default();
         let t0 = 1_000_000;
-        h.sample(t0, readings("gone", t0, &window(3, 0.5, 9.0), None));
+        h.sample(t0, readings("gone", t0, 30, &window(3, 0.5, 9.0), None));
         for i in 1..=POINTS as u64 {
             let at = t0 + i * INTERVAL_MS;
-            h.sample(at, readings("kept", at, &window(0, 0.0, 0.0), None));
+            h.sample(at, readings("kept", at, 30, &window(0, 0.0, 0.0), None));
         }
         let a = h.answer();
         assert_eq!(a.series.len(), 1, "{a:?}");
@@ -336,7 +353,10 @@ mod tests {
             regions: [("r1".to_owned(), merged.clone())].into(),
             merged,
         };
-        let r = readings("u", 5, &window(0, 0.0, 0.0), Some(&board));
+        // This node's window has seen nothing yet: the default span.
+        let span = window_span_s([&WindowView::default()]);
+        assert_eq!(span, DEFAULT_WINDOW_S);
+        let r = readings("u", 5, span, &WindowView::default(), Some(&board));
         let scopes: Vec<_> = r.iter().map(|r| r.scope.clone()).collect();
         assert_eq!(
             scopes,
@@ -358,7 +378,7 @@ mod tests {
     fn series_are_bounded() {
         let mut h = History::default();
         let many: Vec<Reading> = (0..MAX_SERIES + 10)
-            .flat_map(|i| readings(&format!("u{i}"), 1, &window(1, 0.0, 1.0), None))
+            .flat_map(|i| readings(&format!("u{i}"), 1, 30, &window(1, 0.0, 1.0), None))
             .collect();
         h.sample(1, many);
         assert_eq!(h.answer().series.len(), MAX_SERIES);
