@@ -2,7 +2,8 @@
 //! three-node cluster after real traffic and a failover: the page must show
 //! every member, every upstream, every region of the heat map, the
 //! failover, and a key's limits, balance and usage, drawn by its own script
-//! from the admin API. It also leaves a
+//! from the admin API, and the last minutes of every upstream as charts
+//! (SVG lines drawn by the page from `/admin/v1/history`). It also leaves a
 //! screenshot (`target/dashboard.png`, or `$MERIDIAN_DASHBOARD_PNG`).
 //!
 //! Skipped, saying so, when `chromium` is not on the PATH (`scripts/test`
@@ -183,9 +184,48 @@ async fn dashboard_shows_members_upstreams_and_failovers_in_chromium() {
         .report_as(2, support::tenancy::report(4_000_000_000_000, 1, usage))
         .await;
 
+    // The history samples every 10 s: wait for one taken after the traffic.
+    let sampled = poll(Duration::from_secs(30), Duration::from_millis(500), || {
+        let admin = admin.clone();
+        async move {
+            let (_, _, body) = send(
+                Method::GET,
+                &format!("http://{admin}/admin/v1/history"),
+                &[],
+                None,
+            )
+            .await;
+            let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+            let series = v["series"].as_array()?;
+            series
+                .iter()
+                .any(|s| {
+                    s["upstream"] == UPSTREAM
+                        && s["scope"] == "region"
+                        && s["points"]
+                            .as_array()
+                            .and_then(|p| p.last())
+                            .is_some_and(|p| p["rate"].as_f64() > Some(0.0))
+                })
+                .then_some(())
+        }
+    })
+    .await;
+    assert!(sampled.is_some(), "no history sample after the traffic");
+
     let profile = tempfile::tempdir().unwrap();
     let url = format!("http://{admin}/admin/");
     let dom = headless(&chromium, profile.path(), &url, &["--dump-dom"]).await;
+    for upstream in [UPSTREAM, "backup"] {
+        assert!(
+            dom.contains(&format!(r#"data-history="{upstream}""#)),
+            "no history for {upstream}:\n{dom}"
+        );
+    }
+    assert!(
+        dom.contains(&format!(r#"data-chart="{UPSTREAM} rate""#)) && dom.contains("<path d=\"M"),
+        "the history charts drew no line:\n{dom}"
+    );
     assert!(
         dom.contains(r#"data-loaded="true""#),
         "the page never drew the admin API's answers:\n{dom}"
@@ -287,7 +327,8 @@ async fn dashboard_assets_are_embedded_and_its_data_needs_the_token() {
             csp.contains("default-src 'none'") && csp.contains("connect-src 'self'"),
             "{csp}"
         );
-        let text = String::from_utf8_lossy(&answer.body);
+        // The SVG namespace is a name, not an address anything is loaded from.
+        let text = String::from_utf8_lossy(&answer.body).replace("http://www.w3.org/2000/svg", "");
         assert!(
             !text.contains("http://") && !text.contains("https://"),
             "{path} loads from elsewhere"
@@ -302,4 +343,51 @@ async fn dashboard_assets_are_embedded_and_its_data_needs_the_token() {
     }
     // Scrapers need no token.
     assert_eq!(node.admin_get("/metrics", &[]).await.status, 200);
+}
+
+/// A wall display: the token comes in the URL fragment, the page uses it
+/// and takes it off the address bar; without one, on a node that requires
+/// it, the token field says so (it said "none on loopback" everywhere).
+#[tokio::test]
+async fn dashboard_takes_the_token_from_the_fragment_and_says_when_one_is_required() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "SKIPPED dashboard_takes_the_token_from_the_fragment_and_says_when_one_is_required: \
+             no `chromium` on the PATH (apt-get install chromium; scripts/test installs it)"
+        );
+        return;
+    };
+    let mock = Mock::start(&[]).await;
+    let node = support::Node::start_with(
+        |c: &mut Config| {
+            c.admin.token_env = "TEST_ADMIN_TOKEN".to_owned();
+            c.upstreams.push(upstream("u", &mock));
+            c.routes.push(route_to("m", "u", "x"));
+        },
+        &[("TEST_ADMIN_TOKEN", "admin-secret-0001")],
+    )
+    .await;
+    let page = format!("http://{}/admin/", node.admin);
+
+    let profile = tempfile::tempdir().unwrap();
+    let url = format!("{page}#token=admin-secret-0001");
+    let dom = headless(&chromium, profile.path(), &url, &["--dump-dom"]).await;
+    assert!(
+        dom.contains(r#"data-loaded="true""#) && dom.contains(r#"data-token="accepted""#),
+        "the page did not use the fragment's token:\n{dom}"
+    );
+    assert!(dom.contains(r#"data-token-from="fragment""#), "{dom}");
+    assert!(
+        !dom.contains("admin-secret-0001"),
+        "the token is left on the page:\n{dom}"
+    );
+
+    let profile = tempfile::tempdir().unwrap();
+    let dom = headless(&chromium, profile.path(), &page, &["--dump-dom"]).await;
+    assert!(
+        dom.contains(r#"data-token="required""#) && dom.contains("required by this node"),
+        "the page does not say a token is required:\n{dom}"
+    );
+    assert!(!dom.contains("none on loopback"), "{dom}");
+    assert!(!dom.contains(r#"data-loaded="true""#), "{dom}");
 }

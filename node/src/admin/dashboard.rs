@@ -4,9 +4,13 @@
 //! The page itself is served without a token: it holds no data. Its script
 //! reads `/admin/v1/cluster`, `/admin/v1/health`, `/admin/v1/events`,
 //! `/admin/v1/catalogue`, `/admin/v1/keys` and today's `/admin/v1/usage` every
-//! two seconds with the admin token the operator types into it (kept in the
-//! tab's `sessionStorage`, sent as `Authorization: Bearer`), or with none
-//! when the node runs without a token on loopback. A strict
+//! two seconds with the admin token (sent as `Authorization: Bearer`), or
+//! with none when the node runs without a token on loopback. The token is
+//! typed into the page or given in the URL fragment (`/admin/#token=…`,
+//! which never reaches the server and is taken off the address bar at once),
+//! kept in the tab's `sessionStorage`, or in `localStorage` when the
+//! operator asks the page to remember it (a wall display), until "Forget".
+//! Whether the node wants a token is said from its answer (401 or not). A strict
 //! Content-Security-Policy allows only this origin's script, style and
 //! requests, and the script writes every value as text, never as markup.
 

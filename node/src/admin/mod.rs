@@ -2,8 +2,8 @@
 //! Prometheus metrics ([`metrics`]) and the dashboard's static page
 //! ([`dashboard`]), all unauthenticated because they reveal nothing secret;
 //! and the `/admin/v1` API behind a bearer token: the health board (this
-//! node's windows and circuits, and every member's shared reports), recent
-//! failovers, the replicated configuration ([`config`]), the cluster and
+//! node's windows and circuits, and every member's shared reports), their
+//! last 15 minutes ([`history`]), recent failovers, the replicated configuration ([`config`]), the cluster and
 //! its members ([`cluster`]), the model catalogue ([`catalogue`]), client
 //! keys with their limits and balances ([`keys`]), top-ups ([`credits`])
 //! and the usage ledger ([`usage`]).
@@ -19,6 +19,7 @@ mod credits;
 mod dashboard;
 mod error;
 mod health;
+mod history;
 mod keys;
 mod metrics;
 mod usage;
@@ -75,6 +76,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/health", get(health::health))
         .route("/admin/v1/events", get(health::events))
         .route("/admin/v1/catalogue", get(catalogue::catalogue))
+        .merge(history::routes(state.snapshot.clone(), state.board.clone()))
         .merge(config::routes())
         .merge(keys::routes())
         .merge(credits::routes())

@@ -7,8 +7,51 @@ const REFRESH_MS = 2000;
 const TOKEN_KEY = "meridian.admin.token";
 let timer = null;
 
+// The token lives in this tab's sessionStorage (typed, or taken from the
+// URL fragment) or, when the operator ticks "remember here", in
+// localStorage, so a wall display survives a restart of its browser.
 function token() {
-  return sessionStorage.getItem(TOKEN_KEY) || "";
+  return sessionStorage.getItem(TOKEN_KEY) || localStorage.getItem(TOKEN_KEY) || "";
+}
+
+function keepToken(t, remember) {
+  forgetToken();
+  if (!t) return;
+  sessionStorage.setItem(TOKEN_KEY, t);
+  if (remember) localStorage.setItem(TOKEN_KEY, t);
+}
+
+function forgetToken() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(TOKEN_KEY);
+}
+
+// `/admin/#token=...`: the token is kept for this tab and the fragment is
+// taken off the address bar at once, so it is not left on screen (nor in
+// the history). The fragment never reaches the server.
+function tokenFromFragment() {
+  const params = new URLSearchParams(location.hash.replace(/^#/, ""));
+  const t = params.get("token");
+  if (t === null) return false;
+  keepToken(t.trim(), false);
+  params.delete("token");
+  const rest = params.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+  return true;
+}
+
+// What the token field says when empty: whether this node wants a token is
+// known only from its answer (401 or not), so the page says so then,
+// instead of guessing.
+function tokenHint(answered401) {
+  const input = document.getElementById("token");
+  if (answered401) {
+    input.placeholder = "required by this node";
+    document.body.dataset.token = token() ? "refused" : "required";
+  } else {
+    input.placeholder = token() ? "" : "not needed on this node";
+    document.body.dataset.token = token() ? "accepted" : "not-needed";
+  }
 }
 
 async function get(path) {
@@ -16,7 +59,11 @@ async function get(path) {
   const t = token();
   if (t) headers.Authorization = "Bearer " + t;
   const res = await fetch(path, { headers, cache: "no-store" });
-  if (res.status === 401) throw new Error("the admin token is missing or wrong: type it above");
+  if (res.status === 401) {
+    tokenHint(true);
+    throw new Error(t ? "this node refused the admin token: type the right one above"
+      : "this node requires the admin token: type it above");
+  }
   if (!res.ok) {
     let message = res.status + " " + res.statusText;
     try { message = (await res.json()).error.message || message; } catch (_) { /* not JSON */ }
@@ -234,6 +281,78 @@ function drawUsageByModel(byModel) {
   fill("#usage-models", rows, 6, "no usage today");
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+function svg(tag, attrs, ...children) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs || {})) if (v !== null && v !== undefined) node.setAttribute(k, String(v));
+  for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  return node;
+}
+
+// One chart: a line per series over the last `span` ms before `now`; a
+// gap where a point has no value (no samples for a p99).
+function chart(lines, value, now, span, format, label) {
+  const W = 300, H = 72, top = 12, bottom = 4;
+  let max = 0;
+  for (const l of lines) for (const p of l.points) {
+    const v = value(p);
+    if (v !== null && v !== undefined && v > max) max = v;
+  }
+  const scale = max > 0 ? max : 1;
+  // The newest point sits a little inside the right edge, so a dot shows whole.
+  const x = (t) => ((t - (now - span)) / span * (W - 4)).toFixed(1);
+  const y = (v) => (H - bottom - (v / scale) * (H - top - bottom)).toFixed(1);
+  const paths = lines.map((l) => {
+    const runs = [[]];
+    for (const p of l.points) {
+      const v = value(p);
+      if (v === null || v === undefined) { if (runs[runs.length - 1].length) runs.push([]); continue; }
+      runs[runs.length - 1].push(x(p.at_unix_ms) + " " + y(v));
+    }
+    // A lone point is drawn as a dot (a round cap on a zero-length line).
+    const d = runs.filter((r) => r.length)
+      .map((r) => "M" + r.join(" L") + (r.length === 1 ? " l0.01 0" : "")).join(" ");
+    return d ? svg("path", { d, class: l.cls }) : null;
+  }).filter((p) => p);
+  return svg("svg", { class: "chart", viewBox: "0 0 " + W + " " + H, preserveAspectRatio: "none",
+    role: "img", "aria-label": label, "data-chart": label },
+    svg("line", { class: "axis", x1: 0, y1: H - bottom, x2: W, y2: H - bottom }),
+    svg("text", { x: 4, y: 10 }, "max " + format(max)),
+    ...paths);
+}
+
+function scopeName(s) {
+  return s.scope === "region" ? s.region : s.scope === "node" ? "this node" : "whole cluster";
+}
+
+function drawHistory(history) {
+  const box = document.getElementById("history");
+  let now = 0;
+  for (const s of history.series) for (const p of s.points) now = Math.max(now, p.at_unix_ms);
+  const span = history.interval_ms * history.points;
+  const regions = [...new Set(history.series.filter((s) => s.scope === "region").map((s) => s.region))].sort();
+  const cls = (s) => s.scope === "region" ? "s-r" + (regions.indexOf(s.region) % 6) : "s-" + s.scope;
+  const byUpstream = new Map();
+  for (const s of history.series) {
+    if (!byUpstream.has(s.upstream)) byUpstream.set(s.upstream, []);
+    byUpstream.get(s.upstream).push({ points: s.points, cls: cls(s) });
+  }
+  const cells = [el("div", {}), el("div", { class: "chart-head" }, "attempts / s"),
+    el("div", { class: "chart-head" }, "error share"), el("div", { class: "chart-head" }, "p99 to first byte")];
+  for (const [id, lines] of byUpstream) {
+    cells.push(el("div", { class: "upstream", "data-history": id }, id),
+      chart(lines, (p) => p.rate, now, span, (v) => v.toFixed(v < 10 ? 2 : 0), id + " rate"),
+      chart(lines, (p) => p.error_share, now, span, (v) => (v * 100).toFixed(1) + " %", id + " errors"),
+      chart(lines, (p) => p.p99_ms, now, span, ms, id + " p99"));
+  }
+  if (byUpstream.size === 0) cells.push(el("div", { class: "empty" }, "no samples yet (one every 10 s)"));
+  box.replaceChildren(...cells);
+  const seen = [...new Set(history.series.map((s) => JSON.stringify([cls(s), scopeName(s)])))].sort();
+  document.getElementById("history-legend").replaceChildren(
+    ...seen.map((j) => { const [c, name] = JSON.parse(j); return el("span", {}, el("span", { class: "line " + c }), name); }));
+}
+
 function say(text, isError) {
   const status = document.getElementById("status");
   status.textContent = text;
@@ -244,7 +363,7 @@ async function refresh() {
   try {
     const day = todayUtc();
     const today = "/admin/v1/usage?from=" + day + "&to=" + day;
-    const [cluster, health, events, catalogue, keys, usage, byModel] = await Promise.all([
+    const [cluster, health, events, catalogue, keys, usage, byModel, history] = await Promise.all([
       get("/admin/v1/cluster"),
       get("/admin/v1/health"),
       get("/admin/v1/events"),
@@ -252,10 +371,13 @@ async function refresh() {
       get("/admin/v1/keys"),
       get(today + "&by=day"),
       get(today + "&by=model"),
+      get("/admin/v1/history"),
     ]);
+    tokenHint(false);
     drawNode(cluster);
     drawMembers(cluster, health);
     drawHeatmap(health, cluster);
+    drawHistory(history);
     drawUpstreams(health);
     drawFailovers(events);
     drawCatalogue(catalogue);
@@ -273,11 +395,19 @@ async function refresh() {
 
 document.addEventListener("DOMContentLoaded", () => {
   const input = document.getElementById("token");
+  const remember = document.getElementById("remember");
+  if (tokenFromFragment()) document.body.dataset.tokenFrom = "fragment";
   input.value = token();
+  remember.checked = !!localStorage.getItem(TOKEN_KEY);
   document.getElementById("auth").addEventListener("submit", (ev) => {
     ev.preventDefault();
-    const t = input.value.trim();
-    if (t) sessionStorage.setItem(TOKEN_KEY, t); else sessionStorage.removeItem(TOKEN_KEY);
+    keepToken(input.value.trim(), remember.checked);
+    refresh();
+  });
+  document.getElementById("forget").addEventListener("click", () => {
+    forgetToken();
+    input.value = "";
+    remember.checked = false;
     refresh();
   });
   refresh();
