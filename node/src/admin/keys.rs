@@ -12,7 +12,7 @@ use proto::api::admin::WriteAck;
 use proto::api::tenants::KeyView;
 use proto::config::check_secret_strength;
 use proto::state::{ClusterState, Command, KeyRecord};
-use proto::tenancy::{KeyLimits, usd_to_nanos};
+use proto::tenancy::KeyLimits;
 use serde::Deserialize;
 
 use super::config::{ReadMode, not_found, parse_value, propose, read};
@@ -75,22 +75,14 @@ struct KeyBody {
 impl KeyBody {
     /// The limits, or a 400 naming the field at fault (as the body names it).
     fn limits(&self) -> Result<KeyLimits, AdminError> {
-        let credits_nanos = self
-            .credits_usd
-            .map(usd_to_nanos)
-            .transpose()
-            .map_err(|m| AdminError::invalid("credits_usd", m))?;
-        let limits = KeyLimits {
-            models: self.models.clone(),
-            rpm: self.rpm,
-            tpm: self.tpm,
-            credits_nanos,
-            class: self.class.clone(),
-        };
-        limits
-            .validate("")
-            .map_err(|e| AdminError::invalid(e.field.trim_start_matches('.'), e.message))?;
-        Ok(limits)
+        KeyLimits::from_dollars(
+            self.models.clone(),
+            self.rpm,
+            self.tpm,
+            self.credits_usd,
+            self.class.clone(),
+        )
+        .map_err(|e| AdminError::invalid(e.field, e.message))
     }
 }
 

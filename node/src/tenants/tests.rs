@@ -338,22 +338,27 @@ fn hammer(minutes: usize, cut: std::ops::Range<u64>, stagger: bool) -> Vec<[u64;
     admitted
 }
 
-/// Three minutes of [`hammer`]: what the cluster admits in each minute
-/// stays within 10 % of the limit (the goal), and near it.
-#[test]
-fn three_nodes_hammered_together_admit_about_the_limit() {
-    let admitted = hammer(3, 0..0, false);
+/// Checks every minute of a [`hammer`] run: at most `RPM` plus `over`,
+/// and from the second minute on at least 90 % of it.
+fn within_the_limit(admitted: &[[u64; 3]], over: u64) {
     for (minute, per_node) in admitted.iter().enumerate() {
         let total: u64 = per_node.iter().sum();
         eprintln!("minute {minute}: {per_node:?} = {total} of {RPM}");
         assert!(
-            total <= RPM + RPM / 10,
+            total <= RPM + over,
             "minute {minute}: {per_node:?} = {total} of {RPM}"
         );
         if minute > 0 {
             assert!(total >= RPM * 9 / 10, "minute {minute}: {per_node:?}");
         }
     }
+}
+
+/// Three minutes of [`hammer`]: what the cluster admits in each minute
+/// stays within 10 % of the limit (the goal), and near it.
+#[test]
+fn three_nodes_hammered_together_admit_about_the_limit() {
+    within_the_limit(&hammer(3, 0..0, false), RPM / 10);
 }
 
 /// The same with node 3 cut off for 30 s (steps 300 to 600): it keeps its
@@ -363,34 +368,19 @@ fn three_nodes_hammered_together_admit_about_the_limit() {
 #[test]
 fn a_cut_off_node_keeps_the_cluster_within_the_limit() {
     let admitted = hammer(3, 300..600, false);
-    for (minute, per_node) in admitted.iter().enumerate() {
-        let total: u64 = per_node.iter().sum();
-        eprintln!("minute {minute}: {per_node:?} = {total} of {RPM}");
-        assert!(
-            total <= RPM + RPM / 10,
-            "minute {minute}: {per_node:?} = {total} of {RPM}"
-        );
-        assert!(per_node[2] > 0, "never zero for the cut-off node");
-    }
+    within_the_limit(&admitted, RPM / 10);
+    assert!(
+        admitted.iter().all(|per_node| per_node[2] > 0),
+        "never zero for the cut-off node"
+    );
 }
 
 /// Reports that land one node at a time (the first reporter's share jumps
 /// to most of the limit until the others' land, which the chaos run
 /// `tenants-partition` measured as +13 % in its first minute): a share
-/// that rises waits for the next minute, so every minute stays within the
-/// limit.
+/// rises past an even split only at the next minute, so every minute stays
+/// within 2 % of the limit (702 of 600 without it).
 #[test]
 fn staggered_reports_do_not_let_a_rising_share_overshoot() {
-    let admitted = hammer(3, 0..0, true);
-    for (minute, per_node) in admitted.iter().enumerate() {
-        let total: u64 = per_node.iter().sum();
-        eprintln!("minute {minute}: {per_node:?} = {total} of {RPM}");
-        assert!(
-            total <= RPM + RPM / 50,
-            "minute {minute}: {per_node:?} = {total} of {RPM}"
-        );
-        if minute > 0 {
-            assert!(total >= RPM * 9 / 10, "minute {minute}: {per_node:?}");
-        }
-    }
+    within_the_limit(&hammer(3, 0..0, true), RPM / 50);
 }

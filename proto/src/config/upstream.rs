@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
 use super::validate::{check_env_name, check_name, check_path};
-use crate::tenancy::{KeyLimits, usd_to_nanos};
+use crate::tenancy::KeyLimits;
 
 /// A client key, read from the environment so it never sits in the file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -40,22 +40,13 @@ impl KeyConfig {
     /// The limits as the replicated state keeps them, or the field at
     /// fault (named from the key, e.g. `credits_usd`).
     pub fn limits(&self) -> Result<KeyLimits, ConfigError> {
-        let credits_nanos = self
-            .credits_usd
-            .map(usd_to_nanos)
-            .transpose()
-            .map_err(|m| ConfigError::new("credits_usd", m))?;
-        let limits = KeyLimits {
-            models: self.models.clone(),
-            rpm: self.rpm,
-            tpm: self.tpm,
-            credits_nanos,
-            class: self.class.clone(),
-        };
-        limits
-            .validate("")
-            .map_err(|e| ConfigError::new(e.field.trim_start_matches('.').to_owned(), e.message))?;
-        Ok(limits)
+        KeyLimits::from_dollars(
+            self.models.clone(),
+            self.rpm,
+            self.tpm,
+            self.credits_usd,
+            self.class.clone(),
+        )
     }
 }
 

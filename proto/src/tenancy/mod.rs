@@ -64,6 +64,33 @@ pub struct KeyLimits {
 }
 
 impl KeyLimits {
+    /// The limits as a config file or an admin body gives them (credits
+    /// in dollars), checked; the field at fault is named as written there
+    /// (`rpm`, `credits_usd`, `models[2]`).
+    pub fn from_dollars(
+        models: Option<Vec<String>>,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
+        credits_usd: Option<f64>,
+        class: Option<String>,
+    ) -> Result<Self, FieldError> {
+        let credits_nanos = credits_usd
+            .map(usd_to_nanos)
+            .transpose()
+            .map_err(|m| FieldError::new("credits_usd", m))?;
+        let limits = Self {
+            models,
+            rpm,
+            tpm,
+            credits_nanos,
+            class,
+        };
+        limits
+            .validate("")
+            .map_err(|e| FieldError::new(e.field.trim_start_matches('.'), e.message))?;
+        Ok(limits)
+    }
+
     /// Whether the key may call `model` (a route name or an addressed
     /// `upstream/model`).
     pub fn allows(&self, model: &str) -> bool {
