@@ -582,6 +582,11 @@ async fn a_node_with_its_own_certificate_joins() {
     barrier(&cluster, leader, "before").await;
     let term = cluster.view(leader).await["term"].as_u64().unwrap();
     let mut joiner = cluster.spawn_joiner(4);
+    assert!(
+        joiner.listening(Duration::from_secs(20)).await,
+        "node 4 never bound its Raft port:\n{}",
+        joiner.log()
+    );
     let add = cluster
         .try_admin(
             leader,

@@ -124,8 +124,8 @@ async fn everything_survives_a_restart() {
         assert_eq!(
             responses[9],
             CommandResponse::Rejected(FieldError::new(
-                "key",
-                "sha256 must be 64 lowercase hex digits"
+                "key.sha256",
+                "must be 64 lowercase hex digits"
             ))
         );
 

@@ -174,6 +174,22 @@ impl Stranger {
     pub fn raft_addr(&self) -> String {
         format!("127.0.0.1:{}", self.raft_port)
     }
+
+    /// Waits until its Raft port is bound (binding it here fails), so a
+    /// leader told to add it finds it listening: a Raft dial sent before,
+    /// to a port no one holds, is lost, and the leader's retransmits and
+    /// redial backoff can then outlast the admin API's wait for the new
+    /// member to catch up.
+    pub async fn listening(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if std::net::UdpSocket::bind(("127.0.0.1", self.raft_port)).is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
 }
 
 /// A free loopback UDP port (bound, then released).
