@@ -4,6 +4,7 @@
 //! parse and validate the same shapes the same way.
 
 pub mod api;
+pub mod calendar;
 pub mod codec;
 pub mod config;
 pub mod error;

@@ -293,26 +293,12 @@ fn set_validity(params: &mut CertificateParams) {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() / 86_400)
         .unwrap_or(0);
-    let (year, month, day) = civil_from_days(days.saturating_sub(1) as i64);
+    let (year, month, day) = proto::calendar::civil_from_days(days.saturating_sub(1) as i64);
+    let (year, month, day) = (year as i32, month as u8, day as u8);
     // February 29th does not come back every year.
     let day = day.min(28);
     params.not_before = rcgen::date_time_ymd(year, month, day);
     params.not_after = rcgen::date_time_ymd(year + VALID_YEARS, month, day);
-}
-
-/// Converts days since 1970-01-01 to a (year, month, day) in the proleptic
-/// Gregorian calendar (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i32, u8, u8) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year as i32, month as u8, day as u8)
 }
 
 fn check_name(name: &str) -> Result<(), CertError> {
@@ -364,13 +350,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
-        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
-    }
 
     #[test]
     fn node_certificates_name_their_node_and_issuer() {

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Counters, UsageBucket};
+use crate::calendar::{civil_from_days, days_from_civil};
 
 /// What the usage rows are grouped by.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,18 +75,9 @@ pub fn usage(cells: &BTreeMap<UsageBucket, Counters>, q: &UsageQuery) -> Vec<Usa
         .collect()
 }
 
-/// A day number as `YYYY-MM-DD` (proleptic Gregorian, UTC).
+/// A day number as `YYYY-MM-DD` (UTC).
 pub fn day_to_date(day: u32) -> String {
-    // Howard Hinnant's civil_from_days.
-    let z = i64::from(day) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = civil_from_days(i64::from(day));
     format!("{y:04}-{m:02}-{d:02}")
 }
 
@@ -97,19 +89,14 @@ pub fn date_to_day(date: &str) -> Option<u32> {
     if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
         return None;
     }
-    let (y, m, d): (i64, i64, i64) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
+    if !(y.bytes().chain(m.bytes()).chain(d.bytes())).all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (y, m, d): (i64, u32, u32) = (y.parse().ok()?, m.parse().ok()?, d.parse().ok()?);
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    // Howard Hinnant's days_from_civil.
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let day = era * 146_097 + doe - 719_468;
-    let day = u32::try_from(day).ok()?;
+    let day = u32::try_from(days_from_civil(y, m, d)).ok()?;
     // 2023-02-31 and the like do not round-trip.
     (day_to_date(day) == date).then_some(day)
 }
