@@ -510,6 +510,13 @@ mod tests {
         })
     }
 
+    fn tenancy(id: NodeId) -> RaftRequest {
+        forward(Command::Tenancy {
+            id,
+            report: proto::tenancy::TenantReport::default(),
+        })
+    }
+
     #[test]
     fn members_may_speak_for_themselves() {
         let m = membership(&[1, 2, 3], &[4]);
@@ -520,6 +527,7 @@ mod tests {
                 vote(caller),
                 announce(caller),
                 report(caller),
+                tenancy(caller),
                 forward(Command::DeleteRoute { model: "m".into() }),
                 RaftRequest::ReadIndex,
             ] {
@@ -537,6 +545,8 @@ mod tests {
             (vote(1), "Vote"),
             (announce(1), "Forward(Announce)"),
             (report(1), "Forward(Report)"),
+            // Another node's spending: forging it would refund or drain a key.
+            (tenancy(1), "Forward(Tenancy)"),
         ] {
             assert_eq!(
                 check(2, &request, &m),
@@ -555,6 +565,7 @@ mod tests {
         // Hostile ids: the largest, zero.
         assert!(check(2, &vote(u64::MAX), &m).is_err());
         assert!(check(2, &report(0), &m).is_err());
+        assert!(check(2, &tenancy(u64::MAX), &m).is_err());
     }
 
     #[test]
