@@ -40,6 +40,7 @@ pub fn node(id: u64, region: &str, data_dir: &Path) -> Config {
         health: HealthConfig::default(),
         catalogue: CatalogueConfig::default(),
         tenants: Default::default(),
+        classes: Vec::new(),
         keys: Vec::new(),
         upstreams: Vec::new(),
         routes: Vec::new(),

@@ -21,7 +21,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The encoding version this build writes, on the wire and on disk, and the
-/// only one it reads. Version 4: keys carry their limits
+/// only one it reads. Version 5: upstreams carry their capacity
+/// (`max_concurrency`, `rpm`). Version 4: keys carry their limits
 /// (`KeyRecord::limits`), the state its tenants' ledger
 /// (`ClusterState::tenancy`, `Command::AddCredits`, `Command::Tenancy`).
 /// Version 3: upstreams carry `kind`,
@@ -31,7 +32,7 @@ use serde::de::DeserializeOwned;
 /// refused with a clear error instead of misread. (Until the two codecs
 /// became this one, the store still wrote version 1 for the version 2
 /// shape; such a data dir is refused too.)
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 
 /// Bytes of the length prefix.
 pub const HEADER_LEN: usize = 4;

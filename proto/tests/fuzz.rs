@@ -84,6 +84,8 @@ fn upstream() -> impl Strategy<Value = UpstreamConfig> {
                 .collect(),
                 discover_models: api_key,
                 api_version: Some("2024-10-21".to_owned()),
+                max_concurrency: http2.then_some(4),
+                rpm: api_key.then_some(600),
             },
         )
 }

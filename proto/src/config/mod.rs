@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::FieldError;
 
 mod catalogue;
+mod classes;
 mod peer;
 mod proxy;
 mod route;
@@ -23,6 +24,7 @@ mod upstream;
 mod validate;
 
 pub use catalogue::CatalogueConfig;
+pub use classes::{ClassConfig, MAX_CLASSES, MAX_QUEUE_MS, SloConfig, class_rank};
 pub use peer::{PeerAddr, PeerAddrError};
 pub use proxy::{ConnectionsConfig, HealthConfig, ProxyConfig};
 pub use route::{HedgeConfig, RouteConfig, TargetConfig};
@@ -74,6 +76,10 @@ pub struct Config {
     /// How the tenants' usage ledger is kept.
     #[serde(default)]
     pub tenants: TenantsConfig,
+    /// Priority classes, served in this order (`[[classes]]`); none: one
+    /// class for every key.
+    #[serde(default)]
+    pub classes: Vec<ClassConfig>,
     /// Client keys; only a hash of each is kept in memory.
     #[serde(default)]
     pub keys: Vec<KeyConfig>,
@@ -283,6 +289,7 @@ impl Config {
         self.health.validate()?;
         self.catalogue.validate()?;
         self.tenants.validate()?;
+        classes::validate(&self.classes)?;
         self.secrets.validate()?;
         let members = self.cluster.voters()?;
         let cluster = &self.cluster;
@@ -334,6 +341,15 @@ impl Config {
             }
             key.limits()
                 .map_err(|e| ConfigError::new(format!("keys[{i}].{}", e.field), e.message))?;
+            if let Some(class) = &key.class
+                && !self.classes.is_empty()
+                && !self.classes.iter().any(|c| &c.name == class)
+            {
+                return Err(ConfigError::new(
+                    format!("keys[{i}].class"),
+                    format!("`{class}` is not one of the [[classes]]"),
+                ));
+            }
         }
         if self.keys.is_empty() && !self.listen.api.ip().is_loopback() {
             return Err(ConfigError::new(

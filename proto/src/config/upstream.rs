@@ -162,6 +162,15 @@ pub struct UpstreamConfig {
     /// For `kind = "azure"`: the `api-version` query parameter.
     #[serde(default)]
     pub api_version: Option<String>,
+    /// Requests in flight to it from each node; at capacity it is not
+    /// eligible for the classes that may not use what is left, which fall
+    /// to the next target or tier. Absent: no limit.
+    #[serde(default)]
+    pub max_concurrency: Option<u32>,
+    /// Requests per minute the provider grants the account, shared by all
+    /// nodes like a key's rpm. Absent: no limit.
+    #[serde(default)]
+    pub rpm: Option<u64>,
 }
 
 impl UpstreamConfig {
@@ -298,6 +307,18 @@ impl UpstreamConfig {
                     ));
                 }
             }
+        }
+        if self.max_concurrency == Some(0) {
+            return Err(ConfigError::new(
+                format!("{at}.max_concurrency"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        if self.rpm == Some(0) {
+            return Err(ConfigError::new(
+                format!("{at}.rpm"),
+                "must be at least 1 (leave it out for no limit)",
+            ));
         }
         if self.http2 && uri.scheme_str() == Some("https") {
             return Err(ConfigError::new(
