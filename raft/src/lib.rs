@@ -4,6 +4,7 @@
 
 pub mod certs;
 pub mod network;
+pub mod prevote;
 pub mod store;
 pub mod types;
 

@@ -20,6 +20,7 @@ use raft::NodeId;
 use raft::certs;
 use raft::network::{
     Lookup, NetworkSettings, RaftRequest, RaftResponse, Resolve, RpcHandler, TlsPaths, Transport,
+    Written,
 };
 use tempfile::TempDir;
 
@@ -91,9 +92,10 @@ impl RpcHandler for Granting {
             RaftRequest::Vote(rpc) => {
                 RaftResponse::Vote(Ok(VoteResponse::new(rpc.vote, None, true)))
             }
-            RaftRequest::Forward(_) => {
-                RaftResponse::Forward(Ok(CommandResponse::Applied { changed: true }))
-            }
+            RaftRequest::Forward(_) => RaftResponse::Forward(Ok(Written {
+                response: CommandResponse::Applied { changed: true },
+                index: 7,
+            })),
             _ => RaftResponse::Failure("not in this test".into()),
         }
     }
@@ -120,7 +122,10 @@ async fn a_peer_addressed_by_name_completes_rpcs() {
         .network(2)
         .forward(1, &target, Command::DeleteRoute { model: "m".into() })
         .await;
-    assert_eq!(forwarded, Ok(CommandResponse::Applied { changed: true }));
+    assert_eq!(
+        forwarded.map(|w| w.response),
+        Ok(CommandResponse::Applied { changed: true })
+    );
     assert_eq!(handler.0.load(Ordering::SeqCst), 2);
     // Contact is recorded under the address as the membership spells it.
     assert!(client.network(2).last_contact(&target.raft_addr).is_some());

@@ -22,7 +22,9 @@ use raft::network::frame::read_frame;
 use raft::network::tls::{ALPN, Identity};
 use raft::network::{
     ForwardError, NetworkSettings, RaftRequest, RaftResponse, RpcHandler, TlsPaths, Transport,
+    Written,
 };
+use raft::prevote::{PreVote, PreVoteAnswer, Voter, campaign};
 use raft::types::Raft;
 use raft::{NodeId, TypeConfig};
 use raft::{certs, store};
@@ -116,10 +118,12 @@ impl RpcHandler for Recorder {
             RaftRequest::InstallSnapshot(rpc) => {
                 RaftResponse::InstallSnapshot(Ok(InstallSnapshotResponse { vote: rpc.vote }))
             }
-            RaftRequest::Forward(_) => {
-                RaftResponse::Forward(Ok(CommandResponse::Applied { changed: true }))
-            }
+            RaftRequest::Forward(_) => RaftResponse::Forward(Ok(Written {
+                response: CommandResponse::Applied { changed: true },
+                index: 7,
+            })),
             RaftRequest::ReadIndex => RaftResponse::ReadIndex(Ok(Some(7))),
+            RaftRequest::PreVote(_) => RaftResponse::PreVote(PreVoteAnswer::Granted),
         }
     }
 }
@@ -165,7 +169,10 @@ async fn a_ca_signed_peer_completes_rpcs() {
         .network(2)
         .forward(1, &target, Command::DeleteRoute { model: "m".into() })
         .await;
-    assert_eq!(forwarded, Ok(CommandResponse::Applied { changed: true }));
+    assert_eq!(
+        forwarded.map(|w| w.response),
+        Ok(CommandResponse::Applied { changed: true })
+    );
     assert_eq!(recorder.calls(), 3);
     // The server knows who called from the caller's certificate.
     assert_eq!(recorder.callers(), vec![2, 2, 2]);
@@ -584,7 +591,10 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
     let forwarded = network
         .forward(leader, &members[&leader], key("forwarded"))
         .await;
-    assert_eq!(forwarded, Ok(CommandResponse::Applied { changed: true }));
+    assert_eq!(
+        forwarded.map(|w| w.response),
+        Ok(CommandResponse::Applied { changed: true })
+    );
     // Sent to a follower instead, it names the leader.
     match network
         .forward(follower, &members[&follower], key("lost"))
@@ -638,6 +648,116 @@ async fn a_three_node_cluster_elects_writes_and_forwards() {
     }
 
     for (_, (transport, raft, _)) in nodes {
+        raft.shutdown().await.unwrap();
+        transport.close().await;
+    }
+}
+
+/// Pre-vote in a real cluster: with openraft's own election timer off, the
+/// campaigner elects a leader; a follower that hears its leader refuses a
+/// pre-vote, and so does the leader while a quorum acknowledges it, so a
+/// node that lost only its own link to the leader cannot raise the term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_votes_elect_a_leader_and_are_refused_while_it_is_heard() {
+    let dir = cluster_certs(3);
+    let config = Arc::new(
+        openraft::Config {
+            heartbeat_interval: 100,
+            election_timeout_min: 400,
+            election_timeout_max: 800,
+            enable_elect: false,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    );
+    let timing = campaign::Timing::of(&config);
+    let mut nodes = BTreeMap::new();
+    for id in 1..=3u64 {
+        let transport = bind(&paths(dir.path(), dir.path(), &format!("n{id}")), fast());
+        let (logs, machine) = store::open(&dir.path().join(format!("data{id}"))).unwrap();
+        let raft = Raft::new(
+            id,
+            config.clone(),
+            transport.network(id),
+            logs.clone(),
+            machine,
+        )
+        .await
+        .unwrap();
+        transport.serve(Voter::new(raft.clone(), logs.clone(), timing.lease));
+        tokio::spawn(campaign::run(
+            id,
+            raft.clone(),
+            transport.network(id),
+            logs,
+            timing,
+        ));
+        nodes.insert(id, (transport, raft));
+    }
+    let members: BTreeMap<NodeId, Member> = nodes
+        .iter()
+        .map(|(id, (t, _))| (*id, member(t.local_addr().unwrap())))
+        .collect();
+    nodes[&1].1.initialize(members.clone()).await.unwrap();
+
+    // Elected by the campaigner alone: openraft's timer is off.
+    let metrics = nodes[&1]
+        .1
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .unwrap();
+    let leader = metrics.current_leader.unwrap();
+    let term = metrics.current_term;
+    let mut followers = members.keys().filter(|id| **id != leader);
+    let (a, b) = (*followers.next().unwrap(), *followers.next().unwrap());
+    nodes[&leader].1.client_write(key("k")).await.unwrap();
+    let last = nodes[&leader].1.metrics().borrow().last_log_index;
+    nodes[&a]
+        .1
+        .wait(Some(Duration::from_secs(10)))
+        .log_index_at_least(last, "replicated")
+        .await
+        .unwrap();
+
+    // Follower `a` asks with a log as long as anyone's: refused by the
+    // leader (a quorum acknowledges it) and by follower `b` (it hears it).
+    let asker = PreVote {
+        last_log_id: nodes[&a].1.metrics().borrow().last_applied,
+    };
+    let network = nodes[&a].0.network(a);
+    for target in [leader, b] {
+        let answer = network
+            .pre_vote(target, &members[&target], asker.clone())
+            .await
+            .unwrap();
+        assert_eq!(answer, PreVoteAnswer::LeaderAlive, "node {target}");
+    }
+    // An asker with an empty log would lose the real vote too.
+    let behind = network
+        .pre_vote(leader, &members[&leader], PreVote { last_log_id: None })
+        .await
+        .unwrap();
+    assert_eq!(behind, PreVoteAnswer::LeaderAlive);
+
+    // Kill the leader: the two others elect one of themselves.
+    let (transport, raft) = nodes.remove(&leader).unwrap();
+    raft.shutdown().await.unwrap();
+    transport.close().await;
+    drop(transport);
+    let metrics = nodes[&a]
+        .1
+        .wait(Some(Duration::from_secs(20)))
+        .metrics(
+            |m| m.current_leader.is_some_and(|l| l != leader) && m.current_term > term,
+            "a new leader",
+        )
+        .await
+        .unwrap();
+    assert!([a, b].contains(&metrics.current_leader.unwrap()));
+
+    for (_, (transport, raft)) in nodes {
         raft.shutdown().await.unwrap();
         transport.close().await;
     }

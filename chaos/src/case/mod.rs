@@ -229,6 +229,15 @@ pub struct SlaSpec {
     /// a node at the instant it was SIGKILLed (a client SDK retries those;
     /// no server can finish them). They are always counted and reported.
     pub forgive_killed_in_flight: bool,
+    /// Most rises of the cluster's highest term during the run (each is
+    /// at least one election); absent: not judged.
+    pub max_term_changes: Option<u64>,
+    /// Config writes must be acknowledged within this many ms ...
+    pub write_commit_ms: Option<f64>,
+    /// ... this share of them (of all writes sent).
+    pub write_commit_share: f64,
+    /// Oldest another member's health report may get on any node, in ms.
+    pub max_report_age_ms: Option<u64>,
 }
 
 impl Default for SlaSpec {
@@ -238,6 +247,10 @@ impl Default for SlaSpec {
             p99_ms: None,
             min_restarts: None,
             forgive_killed_in_flight: false,
+            max_term_changes: None,
+            write_commit_ms: None,
+            write_commit_share: 0.99,
+            max_report_age_ms: None,
         }
     }
 }

@@ -102,6 +102,21 @@ pub fn page(r: &RunReport) -> String {
     for skipped in &r.skipped {
         let _ = writeln!(s, "\n- not carried out: {skipped}");
     }
+    let _ = writeln!(
+        s,
+        "\n## Control plane\n\nterm {} -> {} ({} rises, at {:?} s; {} samples). Config writes: {} sent, {} acknowledged, p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms. Oldest health report of another member held, per node: {:?} ms.",
+        r.raft.first_term,
+        r.raft.last_term,
+        r.raft.term_changes,
+        r.raft.term_change_at_s,
+        r.raft.samples,
+        r.write_times.sent,
+        r.write_times.acked,
+        r.write_times.p50_ms,
+        r.write_times.p99_ms,
+        r.write_times.max_ms,
+        r.raft.max_report_age_ms
+    );
     if !r.restarts.is_empty() {
         let ready: Vec<f64> = r.restarts.iter().filter_map(|x| x.ready_after_s).collect();
         let _ = writeln!(

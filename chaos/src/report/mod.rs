@@ -3,6 +3,7 @@
 //! shaded (SVG), and the verdict against the case's SLA.
 
 pub mod markdown;
+pub mod raft;
 pub mod stats;
 pub mod svg;
 pub mod tenants_md;
@@ -85,6 +86,10 @@ pub struct RunReport {
     /// A tenants case's keys: admissions per minute, windows, credits.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenants: Option<TenantsReport>,
+    /// The control plane as the nodes saw it: terms and report ages.
+    pub raft: crate::runner::observe::RaftReport,
+    /// How fast config writes were acknowledged.
+    pub write_times: raft::WriteTimes,
     /// The checks.
     pub checks: Vec<Check>,
     /// `pass` or `fail`.
@@ -115,6 +120,10 @@ pub struct Inputs<'a> {
     pub panics: Vec<String>,
     /// A tenants case's figures and checks.
     pub tenants: Option<TenantsReport>,
+    /// What the observer saw of terms and report ages.
+    pub raft: crate::runner::observe::RaftReport,
+    /// Every config write.
+    pub writes: &'a [crate::oracle::WriteRecord],
 }
 
 /// Judges a run against its SLA: the success ratio over every request (any
@@ -237,6 +246,8 @@ impl RunReport {
             shutdown,
             panics,
             tenants,
+            raft,
+            writes,
         } = inputs;
         let totals = Totals::of(records);
         let by_region = stats::grouped(records, |r| format!("n{}", r.region));
@@ -264,6 +275,8 @@ impl RunReport {
             &panics,
         );
         checks.extend(tenants.iter().flat_map(|t| t.checks.iter().cloned()));
+        checks.extend(raft::checks(&case.sla, &raft, writes));
+        let write_times = raft::WriteTimes::of(writes);
         let verdict = if checks.iter().all(|c| c.ok) {
             "pass"
         } else {
@@ -304,6 +317,8 @@ impl RunReport {
             shutdown,
             panics,
             tenants,
+            raft,
+            write_times,
             checks,
             verdict: verdict.to_owned(),
         }

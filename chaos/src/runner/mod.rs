@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod observe;
 pub mod schedule;
 pub mod tenants;
 pub mod traffic;
@@ -118,6 +119,7 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
         let (duration, seed) = (case.duration, options.seed);
         async move { writes::run(cluster, &spec, duration, start, seed).await }
     });
+    let observer = tokio::spawn(observe::run(cluster.clone(), start, start + case.duration));
     let faults = tokio::spawn(schedule::run(
         cluster.clone(),
         case.faults.clone(),
@@ -129,6 +131,7 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
     let records = load.await.map_err(join)?;
     let write_records = writer.await.map_err(join)?;
     let topup_records = topups.await.map_err(join)?;
+    let samples = observer.await.map_err(join)?;
     dns.abort();
     tracing::info!(
         requests = records.len(),
@@ -186,6 +189,7 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
     });
     write_records_file(&dir.join("requests.jsonl"), &records)?;
     write_records_file(&dir.join("writes.jsonl"), &write_records)?;
+    write_records_file(&dir.join("raft.jsonl"), &samples)?;
     let report = RunReport::build(Inputs {
         case,
         started_unix_s,
@@ -198,6 +202,8 @@ pub async fn run_case(case: &Case, options: &Options) -> Result<RunReport, RunEr
         shutdown,
         panics,
         tenants,
+        raft: observe::RaftReport::of(&samples),
+        writes: &write_records,
     });
     report
         .write(&dir)

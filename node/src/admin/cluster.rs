@@ -73,7 +73,7 @@ async fn cluster(State(state): State<AdminState>) -> Json<ClusterView> {
         term: metrics.current_term,
         leader: metrics.current_leader,
         last_log_index: last,
-        commit_index: applied_commit(&state),
+        commit_index: committed(&state).await,
         applied_index: metrics.last_applied.map(|l| l.index),
         snapshot_index: metrics.snapshot.map(|l| l.index),
         purged_index: metrics.purged.map(|l| l.index),
@@ -82,9 +82,14 @@ async fn cluster(State(state): State<AdminState>) -> Json<ClusterView> {
     })
 }
 
-/// The commit index as this node knows it: everything it applied is committed.
-fn applied_commit(state: &AdminState) -> Option<u64> {
-    state.cluster.applied().last_applied.map(|l| l.index)
+/// The commit index as this node's Raft knows it: what a quorum holds,
+/// which may run ahead of what it has applied (`applied_index`). Falls back
+/// to the applied index when the Raft core has stopped.
+async fn committed(state: &AdminState) -> Option<u64> {
+    match state.cluster.raft.with_raft_state(|st| st.committed).await {
+        Ok(committed) => committed.map(|l| l.index),
+        Err(_) => state.cluster.applied().last_applied.map(|l| l.index),
+    }
 }
 
 /// `POST /admin/v1/members`.

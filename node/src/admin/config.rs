@@ -232,11 +232,13 @@ pub(super) async fn commit(
     if let CommandResponse::Rejected(FieldError { field, message }) = trial.apply(&command) {
         return Err(AdminError::invalid(field, message));
     }
-    match state.cluster.write(command).await? {
+    let written = state.cluster.write_indexed(command).await?;
+    match written.response {
         CommandResponse::Applied { changed } => {
-            // Read your writes: this node applies the entry and rebuilds its
-            // routing table before the change is acknowledged.
-            state.cluster.linearizable().await?;
+            // Read your writes: this node applies the entry (committed at
+            // `written.index`) and rebuilds its routing table before the
+            // change is acknowledged.
+            state.cluster.applied_at_least(written.index).await?;
             let index = state.cluster.applied().last_applied.map(|l| l.index);
             routing_built_at(
                 &mut state.routing_built.clone(),

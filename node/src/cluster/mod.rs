@@ -14,12 +14,18 @@ use openraft::ChangeMembers;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use proto::Config;
 use proto::state::{Command, CommandResponse, KeyRecord, Member, NodeInfo};
-use raft::network::{ForwardError, Network, Transport};
+use raft::network::{ForwardError, Network, Transport, Written};
 use raft::store::Applied;
 use raft::{NodeId, TypeConfig};
 use tokio::sync::watch;
 
 use crate::auth::KeyHash;
+
+/// How long a linearizable read keeps asking a leader that missed its
+/// quorum in one heartbeat round.
+const RETRY_NO_QUORUM_FOR: Duration = Duration::from_secs(3);
+/// The pause between two such asks.
+const RETRY_READ_INDEX: Duration = Duration::from_millis(100);
 
 mod raft_core;
 mod tuning;
@@ -115,6 +121,7 @@ impl Cluster {
             .map_err(|e| store_error(e.to_string()))?
             .map_err(|e| store_error(e.to_string()))?;
         let applied = state_machine.subscribe();
+        let log_tip = log.clone();
 
         let (network, transport) = match &settings.tls {
             Some(paths) => {
@@ -174,9 +181,23 @@ impl Cluster {
         // transport takes the Raft protocol from non-members only while a
         // node has none (see `raft::network::rpc::check`), and a Meridian
         // node never has none once it serves.
+        let timing = raft::prevote::campaign::Timing::of(&settings.config);
         if let Some(transport) = &transport {
-            transport.serve(raft.clone());
+            transport.serve(raft::prevote::Voter::new(
+                raft.clone(),
+                log_tip.clone(),
+                timing.lease,
+            ));
         }
+        // openraft's own election timer is off (`enable_elect = false`):
+        // this task campaigns, after a pre-vote round.
+        tokio::spawn(raft::prevote::campaign::run(
+            id,
+            raft.clone(),
+            network.clone(),
+            log_tip,
+            timing,
+        ));
         Ok(Arc::new(Self {
             id,
             raft,
@@ -231,6 +252,11 @@ impl Cluster {
     /// Proposes a command and returns once it is committed and applied on
     /// the leader. A follower forwards it over the Raft transport.
     pub async fn write(&self, command: Command) -> Result<CommandResponse, WriteError> {
+        self.write_indexed(command).await.map(|w| w.response)
+    }
+
+    /// [`Cluster::write`], with the log index the command was committed at.
+    pub async fn write_indexed(&self, command: Command) -> Result<Written, WriteError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         loop {
             let (leader, member) = self.leader().await?;
@@ -238,7 +264,10 @@ impl Cluster {
             let attempt = async {
                 if leader == self.id {
                     match self.raft.client_write(command.clone()).await {
-                        Ok(written) => Ok(written.data),
+                        Ok(written) => Ok(Written {
+                            response: written.data,
+                            index: written.log_id.index,
+                        }),
                         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
                         Err(e) => Err(Some(WriteError::Raft(e.to_string()))),
                     }
@@ -283,6 +312,42 @@ impl Cluster {
     /// read index, and this node waits to apply that far. After it, a read of
     /// [`Cluster::applied`] is linearizable.
     pub async fn linearizable(&self) -> Result<(), WriteError> {
+        let deadline = tokio::time::Instant::now() + self.timeout.min(RETRY_NO_QUORUM_FOR);
+        // The leader confirms itself with one heartbeat round; on a lossy
+        // link a round can miss its quorum while the leader still has one.
+        // Ask again (briefly apart) for a few seconds rather than refuse a
+        // write that the next round lets through; a leader that really lost
+        // its quorum is still refused within those seconds, not after the
+        // whole write timeout.
+        let index = loop {
+            match self.read_index().await {
+                Err(WriteError::NoQuorum(_)) | Err(WriteError::Unreachable(_))
+                    if tokio::time::Instant::now() + RETRY_READ_INDEX < deadline =>
+                {
+                    tokio::time::sleep(RETRY_READ_INDEX).await;
+                }
+                other => break other?,
+            }
+        };
+        if let Some(index) = index {
+            self.applied_at_least(index).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until this node has applied the entry at `index` (one it knows
+    /// is committed).
+    pub async fn applied_at_least(&self, index: u64) -> Result<(), WriteError> {
+        self.raft
+            .wait(Some(self.timeout))
+            .applied_index_at_least(Some(index), "read your writes")
+            .await
+            .map(|_| ())
+            .map_err(|e| WriteError::Raft(e.to_string()))
+    }
+
+    /// The index a linearizable read waits for, from the leader.
+    async fn read_index(&self) -> Result<Option<u64>, WriteError> {
         let (leader, member) = self.leader().await?;
         let read_index = async {
             if leader == self.id {
@@ -310,17 +375,9 @@ impl Cluster {
                     })
             }
         };
-        let index = tokio::time::timeout(self.timeout, read_index)
+        tokio::time::timeout(self.timeout, read_index)
             .await
-            .map_err(|_| WriteError::NoQuorum(self.timeout))??;
-        if let Some(index) = index {
-            self.raft
-                .wait(Some(self.timeout))
-                .applied_index_at_least(Some(index), "linearizable read")
-                .await
-                .map_err(|e| WriteError::Raft(e.to_string()))?;
-        }
-        Ok(())
+            .map_err(|_| WriteError::NoQuorum(self.timeout))?
     }
 
     /// Adds a node as a learner (it receives the log) and, if `voter`, then

@@ -73,6 +73,15 @@ fn openraft_config(c: &ClusterConfig) -> Result<openraft::Config, FieldError> {
         election_timeout_min: c.election_timeout_ms * 3 / 10,
         election_timeout_max: c.election_timeout_ms * 2 / 5,
         install_snapshot_timeout: c.heartbeat_ms.max(1_000) * 4,
+        // Elections are Meridian's, after a pre-vote (raft::prevote): a
+        // node cut off from the leader must not raise its term on its own.
+        enable_elect: false,
+        // openraft 0.9 gives one AppendEntries call a heartbeat to finish.
+        // A batch of a few hundred entries (health reports are kilobytes
+        // each) cannot cross a lossy WAN link in that time, so a follower
+        // that fell behind would retry the same large batch forever; small
+        // batches finish, and a lagging follower catches up batch by batch.
+        max_payload_entries: 16,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(c.snapshot_logs),
         max_in_snapshot_log_to_keep: c.snapshot_logs.min(500),
         ..openraft::Config::default()
@@ -106,6 +115,9 @@ fn network_settings(cluster: &ClusterConfig) -> NetworkSettings {
         .min(defaults.connect_timeout);
     NetworkSettings {
         connect_timeout: connect,
+        // A link silent this long is dead; on a live lossy one something
+        // (an acknowledgement, a late answer) arrives every round trip.
+        dead_after: connect,
         backoff_max: quarter.clamp(defaults.backoff_min, defaults.backoff_max),
         ..defaults
     }

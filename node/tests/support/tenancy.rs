@@ -88,7 +88,7 @@ impl Cluster {
                 .forward(leader, &member, command)
                 .await
             {
-                Ok(answer) => break answer,
+                Ok(answer) => break answer.response,
                 Err(ForwardError::NotLeader {
                     leader_id: Some(next),
                     ..

@@ -57,7 +57,8 @@ pub struct ClusterView {
     pub leader: Option<u64>,
     /// The last index in its log.
     pub last_log_index: Option<u64>,
-    /// The commit index as it knows it (everything it applied is committed).
+    /// The commit index as its Raft knows it (a quorum holds everything up
+    /// to it); `applied_index` may trail it.
     pub commit_index: Option<u64>,
     /// The last index it applied.
     pub applied_index: Option<u64>,

@@ -19,13 +19,13 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use proto::codec::CodecError;
-use proto::state::{Command, CommandResponse, Member};
+use proto::state::{Command, Member};
 use rand::Rng;
 
 use super::NetworkSettings;
 use super::frame::{FrameError, read_frame, write_frame};
 use super::resolve::{Resolve, host, resolve};
-use super::rpc::{ForwardError, RaftRequest, RaftResponse};
+use super::rpc::{ForwardError, RaftRequest, RaftResponse, Written};
 use super::tls::peer_id;
 use crate::types::{NodeId, TypeConfig};
 
@@ -83,6 +83,10 @@ struct Slot {
     failures: u32,
     retry_at: Option<Instant>,
     last_error: String,
+    /// The connection's count of received datagrams when it last grew,
+    /// and when: a connection that still receives (acknowledgements,
+    /// late answers) is alive, however lossy or slow the link.
+    heard: Option<(u64, Instant)>,
 }
 
 /// The endpoint and TLS config to dial with, and the cache of connections.
@@ -178,6 +182,7 @@ impl Peers {
                     slot.connection = Some(connection.clone());
                     slot.peer = Some(node);
                     slot.retry_at = None;
+                    slot.heard = Some((connection.stats().udp_rx.datagrams, Instant::now()));
                 }
                 Err(message) => peers.failed(&mut slot, message.clone()),
             }
@@ -292,22 +297,44 @@ impl Peers {
             }),
             Ok(result) => result,
             Err(_) => {
-                self.evict(addr);
+                self.timed_out(addr);
                 Err(CallError::Timeout(ttl))
             }
         }
     }
 
-    /// Closes and forgets the cached connection to `addr` after a call on it
-    /// timed out: a peer killed without closing leaves a connection quinn
-    /// would keep until its idle timeout, and the restarted peer (a new
-    /// endpoint) would not hear from us until then. The next call redials.
+    /// After a call to `addr` timed out: closes and forgets the cached
+    /// connection only if nothing at all has arrived on it for
+    /// [`NetworkSettings::dead_after`], so the next call redials (and
+    /// resolves the name again). A timeout on a lossy or slow link whose
+    /// packets still arrive keeps the connection: tearing it down would put
+    /// a handshake (two more round trips, each as lossy) in front of every
+    /// call, which is how a WAN with 2 % loss used to lose its leader. A peer
+    /// that restarted is noticed sooner than that, by the stateless reset its
+    /// new process answers our next packet with (see `Identity::reset_key`).
     /// Skipped when another call is dialling right now.
-    fn evict(&self, addr: &str) {
-        if let Ok(mut slot) = self.slot(addr).try_lock()
-            && let Some(connection) = slot.connection.take()
-        {
-            connection.close(0u32.into(), b"rpc timed out");
+    fn timed_out(&self, addr: &str) {
+        let slot = self.slot(addr);
+        let Ok(mut slot) = slot.try_lock() else {
+            return;
+        };
+        let Some(connection) = &slot.connection else {
+            return;
+        };
+        let received = connection.stats().udp_rx.datagrams;
+        let (dead, heard) = silent(
+            slot.heard,
+            received,
+            Instant::now(),
+            self.settings.dead_after,
+        );
+        slot.heard = heard;
+        if !dead {
+            return;
+        }
+        if let Some(connection) = slot.connection.take() {
+            tracing::debug!(addr, "nothing heard on the raft connection: redialling");
+            connection.close(0u32.into(), b"peer silent");
         }
     }
 
@@ -363,6 +390,25 @@ fn backoff_delay(settings: &NetworkSettings, failures: u32) -> Duration {
     Duration::from_nanos(rand::rng().random_range(nanos / 2..=nanos))
 }
 
+/// Whether a connection whose call just timed out is dead: nothing has
+/// arrived on it (`received` datagrams in all) since the last look, and
+/// that look is `dead_after` old. Returns the verdict and what to remember
+/// for the next look.
+fn silent(
+    heard: Option<(u64, Instant)>,
+    received: u64,
+    now: Instant,
+    dead_after: Duration,
+) -> (bool, Option<(u64, Instant)>) {
+    match heard {
+        Some((seen, at)) if seen == received => {
+            let dead = now.saturating_duration_since(at) >= dead_after;
+            (dead, if dead { None } else { heard })
+        }
+        _ => (false, Some((received, now))),
+    }
+}
+
 /// Why a server was refused: its certificate names another node.
 fn wrong_node(target: NodeId, presented: Option<NodeId>) -> String {
     match presented {
@@ -401,7 +447,7 @@ impl Network {
         leader_id: NodeId,
         leader: &Member,
         command: Command,
-    ) -> Result<CommandResponse, ForwardError> {
+    ) -> Result<Written, ForwardError> {
         let addr = &leader.raft_addr;
         let request = RaftRequest::Forward(command);
         let network = |e: CallError| ForwardError::Network {
@@ -448,6 +494,37 @@ impl Network {
             .await
         {
             Ok(RaftResponse::ReadIndex(result)) => result,
+            Ok(other) => Err(network(unexpected(addr, &other))),
+            Err(e) => Err(network(e)),
+        }
+    }
+}
+
+impl Network {
+    /// Asks node `peer` whether it would vote for this node now (see
+    /// [`crate::prevote`]); changes nothing there.
+    pub async fn pre_vote(
+        &self,
+        peer: NodeId,
+        member: &Member,
+        asker: crate::prevote::PreVote,
+    ) -> Result<crate::prevote::PreVoteAnswer, ForwardError> {
+        let addr = &member.raft_addr;
+        let network = |e: CallError| ForwardError::Network {
+            addr: addr.clone(),
+            message: e.to_string(),
+        };
+        match self
+            .peers
+            .call(
+                peer,
+                addr,
+                &RaftRequest::PreVote(asker),
+                self.peers.settings.forward_timeout,
+            )
+            .await
+        {
+            Ok(RaftResponse::PreVote(answer)) => Ok(answer),
             Ok(other) => Err(network(unexpected(addr, &other))),
             Err(e) => Err(network(e)),
         }
@@ -543,6 +620,7 @@ fn unexpected(addr: &str, response: &RaftResponse) -> CallError {
         RaftResponse::ReadIndex(_) => "ReadIndex",
         RaftResponse::Failure(_) => "Failure",
         RaftResponse::Refused(_) => "Refused",
+        RaftResponse::PreVote(_) => "PreVote",
     };
     CallError::Protocol {
         addr: addr.to_string(),
@@ -609,6 +687,28 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn only_a_connection_that_receives_nothing_is_presumed_dead() {
+        let t0 = Instant::now();
+        let after = Duration::from_millis(1500);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // First timeout: remembered, never dead.
+        let (dead, heard) = silent(None, 10, t0, after);
+        assert!(!dead);
+        assert_eq!(heard, Some((10, t0)));
+        // Packets keep arriving (a lossy, slow, live link): never dead,
+        // however many calls time out.
+        let (dead, heard) = silent(heard, 11, at(5000), after);
+        assert!(!dead);
+        assert_eq!(heard, Some((11, at(5000))));
+        // Silent, but not for long enough yet.
+        let (dead, heard) = silent(heard, 11, at(6000), after);
+        assert!(!dead);
+        assert_eq!(heard, Some((11, at(5000))));
+        // Silent for `dead_after`: dead, and forgotten.
+        assert_eq!(silent(heard, 11, at(6500), after), (true, None));
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_jitter() {

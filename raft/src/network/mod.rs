@@ -30,7 +30,7 @@ use std::time::Duration;
 
 pub use client::{Connection, Network};
 pub use resolve::{Lookup, Resolve, SystemResolver};
-pub use rpc::{ForwardError, RaftRequest, RaftResponse, RpcHandler};
+pub use rpc::{ForwardError, RaftRequest, RaftResponse, RpcHandler, Written};
 pub use tls::{TlsError, TlsPaths};
 
 use crate::types::NodeId;
@@ -56,6 +56,10 @@ pub struct NetworkSettings {
     pub idle_timeout: Duration,
     /// RPCs served at once per peer connection; further streams wait.
     pub max_concurrent_rpcs: u32,
+    /// A connection on which nothing has arrived for this long when a call
+    /// times out is presumed dead and redialled; one that still receives is
+    /// kept, however many calls time out on it.
+    pub dead_after: Duration,
 }
 
 impl Default for NetworkSettings {
@@ -68,6 +72,7 @@ impl Default for NetworkSettings {
             backoff_max: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(10),
             max_concurrent_rpcs: 64,
+            dead_after: Duration::from_secs(2),
         }
     }
 }
@@ -125,8 +130,18 @@ impl Transport {
         let mut client = quinn::ClientConfig::new(Arc::new(identity.client_config()?));
         // Servers never open streams towards the dialler.
         client.transport_config(transport_config(&settings, 0)?);
-        let endpoint = quinn::Endpoint::server(server, addr)
+        let socket = std::net::UdpSocket::bind(addr)
             .map_err(|source| TransportError::Bind { addr, source })?;
+        let runtime = quinn::default_runtime().ok_or_else(|| {
+            TransportError::Settings("the raft transport needs a Tokio runtime".into())
+        })?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::new(Arc::new(identity.reset_key())),
+            Some(server),
+            socket,
+            runtime,
+        )
+        .map_err(|source| TransportError::Bind { addr, source })?;
         let settings = Arc::new(settings);
         let peers =
             client::Peers::new(Some((endpoint.clone(), client)), settings.clone(), resolver);
@@ -193,6 +208,17 @@ fn transport_config(
         .max_idle_timeout(Some(idle))
         .keep_alive_interval(Some(settings.idle_timeout / 3))
         .max_concurrent_bidi_streams(incoming_streams.into())
-        .max_concurrent_uni_streams(0u32.into());
+        .max_concurrent_uni_streams(0u32.into())
+        // Raft's links are long and lossy (WAN, 1-2 % random loss). A
+        // loss-based controller (quinn's default, Cubic) halves its window
+        // at each lost packet, so at 2 % loss and 300 ms it carries a few
+        // tens of KB/s and a follower that fell behind never catches up
+        // within a heartbeat; BBR paces by the measured bandwidth and
+        // round trip instead, and does not take random loss for congestion.
+        .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()))
+        // Jitter reorders packets on such links: allow more reordering
+        // before a packet is declared lost (and its window cut).
+        .packet_threshold(8)
+        .time_threshold(1.5);
     Ok(Arc::new(config))
 }

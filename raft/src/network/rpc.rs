@@ -43,6 +43,9 @@ pub enum RaftRequest {
     /// A follower's linearizable read: the leader confirms its leadership
     /// with a quorum and answers the log index the reader must have applied.
     ReadIndex,
+    /// A voter asking whether it could win an election, before it raises
+    /// its term (see [`crate::prevote`]).
+    PreVote(crate::prevote::PreVote),
 }
 
 /// The answer to a [`RaftRequest`], carrying the remote Raft's own result.
@@ -57,7 +60,7 @@ pub enum RaftResponse {
         Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>,
     ),
     /// Answers [`RaftRequest::Forward`].
-    Forward(Result<CommandResponse, ForwardError>),
+    Forward(Result<Written, ForwardError>),
     /// Answers [`RaftRequest::ReadIndex`]: the index to have applied (none
     /// before anything was written).
     ReadIndex(Result<Option<u64>, ForwardError>),
@@ -65,9 +68,23 @@ pub enum RaftResponse {
     /// version this node does not speak.
     Failure(String),
     /// The request never reached Raft: the caller may not send it (see
-    /// [`check`]). Last of the variants, so the encoding of the others is
+    /// [`check`]). After the first six variants, so their encoding is
     /// that of earlier builds.
     Refused(Refusal),
+    /// Answers [`RaftRequest::PreVote`].
+    PreVote(crate::prevote::PreVoteAnswer),
+}
+
+/// A forwarded write, applied on the leader: what applying it answered,
+/// and the log index it was committed at, so the node that forwarded it can
+/// wait until it has applied that far itself (read your writes) without
+/// another round trip to the leader.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Written {
+    /// The state machine's answer.
+    pub response: CommandResponse,
+    /// The entry's log index.
+    pub index: u64,
 }
 
 /// Why a peer's request was refused before it reached Raft.
@@ -118,6 +135,7 @@ impl RaftRequest {
             Self::InstallSnapshot(_) => "InstallSnapshot".into(),
             Self::Forward(command) => format!("Forward({})", command_kind(command)),
             Self::ReadIndex => "ReadIndex".into(),
+            Self::PreVote(_) => "PreVote".into(),
         }
     }
 
@@ -146,7 +164,8 @@ impl RaftRequest {
                 | Command::PutCatalogue { .. }
                 | Command::AddCredits { .. },
             )
-            | Self::ReadIndex => None,
+            | Self::ReadIndex
+            | Self::PreVote(_) => None,
         }
     }
 }
@@ -304,7 +323,10 @@ impl RpcHandler for Raft {
             RaftRequest::Forward(command) => RaftResponse::Forward(
                 self.client_write(command)
                     .await
-                    .map(|written| written.data)
+                    .map(|written| Written {
+                        response: written.data,
+                        index: written.log_id.index,
+                    })
                     .map_err(forward_error),
             ),
             RaftRequest::ReadIndex => RaftResponse::ReadIndex(
@@ -313,6 +335,11 @@ impl RpcHandler for Raft {
                     .map(|(read, _applied)| read.map(|log_id| log_id.index))
                     .map_err(read_error),
             ),
+            // A bare Raft cannot read its own last log id: the node serves
+            // a `prevote::Voter`, which answers these itself.
+            RaftRequest::PreVote(_) => {
+                RaftResponse::PreVote(crate::prevote::PreVoteAnswer::Unknown)
+            }
         }
     }
 }
@@ -444,8 +471,9 @@ mod tests {
                 },
             }),
         ))));
-        through_the_wire(RaftResponse::Forward(Ok(CommandResponse::Applied {
-            changed: true,
+        through_the_wire(RaftResponse::Forward(Ok(Written {
+            response: CommandResponse::Applied { changed: true },
+            index: 7,
         })));
         through_the_wire(RaftResponse::Forward(Err(forward_error(
             RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader::new(

@@ -93,6 +93,21 @@ impl Identity {
         })
     }
 
+    /// The key of this node's QUIC stateless resets, derived from its
+    /// private key so that it survives a restart. A peer still holding a
+    /// connection to the process that died sends its next packet to the
+    /// new one, which cannot decrypt it and answers with a stateless reset;
+    /// only a reset made with the old process's key is believed, so with a
+    /// random key per process (quinn's default) the peer would wait out its
+    /// idle timeout instead of redialling at once. Only this node can make
+    /// the key: it needs the private key.
+    pub fn reset_key(&self) -> ring::hmac::Key {
+        let mut material = b"meridian/quic-stateless-reset/v1".to_vec();
+        material.extend_from_slice(self.key.secret_der());
+        let digest = ring::digest::digest(&ring::digest::SHA256, &material);
+        ring::hmac::Key::new(ring::hmac::HMAC_SHA256, digest.as_ref())
+    }
+
     /// The server side: presents this node's certificate and requires a
     /// client certificate that chains to the cluster CA and names a node id.
     pub fn server_config(&self) -> Result<QuicServerConfig, TlsError> {

@@ -54,6 +54,12 @@ impl LogStore {
         Ok(())
     }
 
+    /// The id of the last entry in the log (or the last purged one): what
+    /// a pre-vote compares, read without going through openraft.
+    pub fn last_log_id(&self) -> Result<Option<LogId<NodeId>>, StoreError> {
+        Ok(self.log_state()?.last_log_id)
+    }
+
     fn log_state(&self) -> Result<LogState<TypeConfig>, StoreError> {
         let last_purged_log_id: Option<LogId<NodeId>> = read_value(&self.meta, LAST_PURGED)?;
         let last_log_id = match self.logs.last()? {

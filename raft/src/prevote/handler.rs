@@ -1,0 +1,94 @@
+//! The serving side: a node's Raft, plus the answers to pre-votes, which
+//! need the node's own last log id (openraft keeps it to itself).
+
+use std::time::Duration;
+
+use crate::NodeId;
+use crate::network::{RaftRequest, RaftResponse, RpcHandler};
+use crate::store::LogStore;
+use crate::types::Raft;
+
+use super::{PreVote, PreVoteAnswer, VoterView, answer};
+
+/// What serves peers on a node that campaigns with pre-votes: its Raft for
+/// every Raft request, and the pre-vote answers beside it.
+#[derive(Clone)]
+pub struct Voter {
+    raft: Raft,
+    log: LogStore,
+    lease: Duration,
+}
+
+impl Voter {
+    /// Serves `raft`, whose log is `log`; `lease` is how long a leader heard
+    /// keeps this node from granting a pre-vote (openraft's leader lease,
+    /// its `election_timeout_max`).
+    pub fn new(raft: Raft, log: LogStore, lease: Duration) -> Self {
+        Self { raft, log, lease }
+    }
+
+    async fn pre_vote(&self, asker: &PreVote) -> PreVoteAnswer {
+        match view(&self.raft, &self.log).await {
+            Some(view) => answer(&view, self.lease, asker),
+            None => PreVoteAnswer::Unknown,
+        }
+    }
+}
+
+/// What `raft` knows now, for a pre-vote; `None` when it stopped or its
+/// log cannot be read.
+pub(super) async fn view(raft: &Raft, log: &LogStore) -> Option<VoterView> {
+    let (leading, quorum_ack) = {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        (
+            m.state == openraft::ServerState::Leader,
+            m.millis_since_quorum_ack,
+        )
+    };
+    let heard = raft
+        .with_raft_state(|st| {
+            st.vote_ref()
+                .is_committed()
+                .then(|| st.vote_last_modified())
+                .flatten()
+        })
+        .await
+        .ok()?;
+    let last_log_id = match log.last_log_id() {
+        Ok(last) => last,
+        Err(e) => {
+            tracing::warn!(error = %e, "pre-vote: cannot read the last log id");
+            return None;
+        }
+    };
+    Some(VoterView {
+        leading,
+        quorum_ack_ago: quorum_ack.map(Duration::from_millis),
+        leader_heard_ago: heard.map(|at| at.elapsed()),
+        last_log_id,
+    })
+}
+
+impl RpcHandler for Voter {
+    async fn handle(&self, caller: NodeId, request: RaftRequest) -> RaftResponse {
+        match request {
+            RaftRequest::PreVote(asker) => {
+                let membership = self.raft.metrics().borrow().membership_config.clone();
+                let request = RaftRequest::PreVote(asker);
+                if let Err(refusal) =
+                    crate::network::rpc::check(caller, &request, membership.membership())
+                {
+                    return RaftResponse::Refused(refusal);
+                }
+                let RaftRequest::PreVote(asker) = request else {
+                    return RaftResponse::Failure("pre-vote lost in dispatch".into());
+                };
+                let answer = self.pre_vote(&asker).await;
+                tracing::debug!(caller, ?answer, "pre-vote answered");
+                RaftResponse::PreVote(answer)
+            }
+            other => self.raft.handle(caller, other).await,
+        }
+    }
+}
