@@ -63,6 +63,10 @@ async fn cluster(State(state): State<AdminState>) -> Json<ClusterView> {
                     .then(|| state.cluster.last_contact(&node.raft_addr))
                     .flatten()
                     .map(|d| d.as_millis() as u64),
+                rtt_ms: (*id != state.node_id)
+                    .then(|| state.cluster.round_trip(&node.raft_addr))
+                    .flatten()
+                    .map(|d| d.as_millis() as u64),
             }
         })
         .collect();

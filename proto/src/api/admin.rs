@@ -138,6 +138,11 @@ pub struct MemberView {
     /// hears from every member each heartbeat); `null` for this node itself
     /// and for members it has not talked to.
     pub last_contact_ms: Option<u64>,
+    /// The round trip to this member as QUIC measures it on this node's
+    /// connection (smoothed), in milliseconds; `null` without one. Raft's
+    /// heartbeat must stay well above it (see `cluster.heartbeat_ms`).
+    #[serde(default)]
+    pub rtt_ms: Option<u64>,
 }
 
 /// Whether a member votes.

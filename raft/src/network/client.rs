@@ -71,6 +71,8 @@ enum CallError {
         addr: String,
         /// The peer's reason.
         message: String,
+        /// The identity rule that refused it, when that was the reason.
+        refusal: Option<super::rpc::Refusal>,
     },
 }
 
@@ -290,10 +292,12 @@ impl Peers {
             Ok(Ok(RaftResponse::Failure(message))) => Err(CallError::Refused {
                 addr: addr.to_string(),
                 message,
+                refusal: None,
             }),
             Ok(Ok(RaftResponse::Refused(refusal))) => Err(CallError::Refused {
                 addr: addr.to_string(),
                 message: refusal.to_string(),
+                refusal: Some(refusal),
             }),
             Ok(result) => result,
             Err(_) => {
@@ -434,6 +438,18 @@ impl Network {
         contacts.get(addr).map(Instant::elapsed)
     }
 
+    /// The smoothed round trip QUIC measures on the live connection to the
+    /// peer at `addr`; `None` without one (or while a dial holds it).
+    pub fn round_trip(&self, addr: &str) -> Option<Duration> {
+        let slot = self.peers.slot(addr);
+        let slot = slot.try_lock().ok()?;
+        let connection = slot.connection.as_ref()?;
+        connection
+            .close_reason()
+            .is_none()
+            .then(|| connection.rtt())
+    }
+
     pub(super) fn new(id: NodeId, peers: Arc<Peers>) -> Self {
         Self { id, peers }
     }
@@ -508,12 +524,9 @@ impl Network {
         peer: NodeId,
         member: &Member,
         asker: crate::prevote::PreVote,
-    ) -> Result<crate::prevote::PreVoteAnswer, ForwardError> {
+    ) -> Result<crate::prevote::PreVoteAnswer, crate::prevote::AskError> {
+        use crate::prevote::AskError;
         let addr = &member.raft_addr;
-        let network = |e: CallError| ForwardError::Network {
-            addr: addr.clone(),
-            message: e.to_string(),
-        };
         match self
             .peers
             .call(
@@ -525,8 +538,12 @@ impl Network {
             .await
         {
             Ok(RaftResponse::PreVote(answer)) => Ok(answer),
-            Ok(other) => Err(network(unexpected(addr, &other))),
-            Err(e) => Err(network(e)),
+            Ok(other) => Err(AskError::Network(unexpected(addr, &other).to_string())),
+            Err(CallError::Refused {
+                refusal: Some(refusal),
+                ..
+            }) => Err(AskError::Refused(refusal)),
+            Err(e) => Err(AskError::Network(e.to_string())),
         }
     }
 }

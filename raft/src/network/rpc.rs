@@ -209,7 +209,10 @@ pub fn check(
     }
     let uninitialized = membership.nodes().next().is_none();
     match request {
-        RaftRequest::AppendEntries(_) | RaftRequest::InstallSnapshot(_) | RaftRequest::Vote(_)
+        RaftRequest::AppendEntries(_)
+        | RaftRequest::InstallSnapshot(_)
+        | RaftRequest::Vote(_)
+        | RaftRequest::PreVote(_)
             if uninitialized =>
         {
             Ok(())

@@ -129,10 +129,7 @@ pub async fn run(id: NodeId, raft: Raft, network: Network, log: LogStore, timing
                 });
             }
             let answers: Vec<PreVoteAnswer> = asks.join_all().await;
-            let granted = answers
-                .iter()
-                .filter(|a| **a == PreVoteAnswer::Granted)
-                .count();
+            let granted = answers.iter().filter(|a| a.grants()).count();
             if !won(granted, others.len() + 1) {
                 tracing::info!(?answers, "pre-vote lost: not campaigning");
                 continue;

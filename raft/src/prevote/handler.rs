@@ -84,7 +84,11 @@ impl RpcHandler for Voter {
                 let RaftRequest::PreVote(asker) = request else {
                     return RaftResponse::Failure("pre-vote lost in dispatch".into());
                 };
-                let answer = self.pre_vote(&asker).await;
+                let answer = if membership.membership().nodes().next().is_none() {
+                    PreVoteAnswer::Uninitialized
+                } else {
+                    self.pre_vote(&asker).await
+                };
                 tracing::debug!(caller, ?answer, "pre-vote answered");
                 RaftResponse::PreVote(answer)
             }

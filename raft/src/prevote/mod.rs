@@ -44,8 +44,47 @@ pub enum PreVoteAnswer {
     LeaderAlive,
     /// Its log is more up to date than the asker's.
     LogBehind,
-    /// It cannot say (it is not a voter, or its Raft stopped).
+    /// It cannot say (its Raft stopped, or its log cannot be read).
     Unknown,
+    /// It belongs to no cluster yet (it was just started, empty): it would
+    /// vote, as it takes any vote while it has no membership.
+    Uninitialized,
+}
+
+impl PreVoteAnswer {
+    /// Whether the asker may count it as a vote.
+    pub fn grants(&self) -> bool {
+        matches!(self, Self::Granted | Self::Uninitialized)
+    }
+}
+
+/// Why a pre-vote got no answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    /// The node refused the asker by the transport's identity rules: a
+    /// `NotAMember` refusal says a cluster exists there without the asker.
+    #[error("refused: {0}")]
+    Refused(crate::network::rpc::Refusal),
+    /// It could not be reached, or answered something else.
+    #[error("{0}")]
+    Network(String),
+}
+
+/// Whether the answers a starting node got from the other members of its
+/// file say that a cluster already runs: then it must not bootstrap one
+/// (openraft's `initialize` campaigns at once, and a node that raised its
+/// term would depose the running cluster's leader when it is added).
+/// Fresh nodes of a cluster being created answer `Uninitialized`, or are not
+/// up yet.
+pub fn cluster_runs(answers: &[Result<PreVoteAnswer, AskError>]) -> bool {
+    answers.iter().any(|a| match a {
+        Ok(PreVoteAnswer::Uninitialized) => false,
+        Ok(_) => true,
+        Err(AskError::Refused(refusal)) => {
+            matches!(refusal, crate::network::rpc::Refusal::NotAMember { .. })
+        }
+        Err(AskError::Network(_)) => false,
+    })
 }
 
 /// What a voter knows when asked, read from its Raft.
@@ -177,6 +216,28 @@ mod tests {
             PreVoteAnswer::Granted
         );
         assert_eq!(answer(&leader(None), LEASE, &asker), PreVoteAnswer::Granted);
+    }
+
+    #[test]
+    fn a_cluster_runs_when_any_member_answers_or_refuses_a_stranger() {
+        use crate::network::rpc::Refusal;
+        let fresh = Err(AskError::Refused(Refusal::NotYetMember {
+            caller: 4,
+            what: "PreVote".into(),
+        }));
+        let down = Err(AskError::Network("unreachable".into()));
+        assert!(!cluster_runs(&[]));
+        assert!(!cluster_runs(&[fresh.clone(), down.clone()]));
+        assert!(cluster_runs(&[
+            down.clone(),
+            Err(AskError::Refused(Refusal::NotAMember { caller: 4 }))
+        ]));
+        assert!(cluster_runs(&[fresh, Ok(PreVoteAnswer::LeaderAlive)]));
+        assert!(cluster_runs(&[down.clone(), Ok(PreVoteAnswer::Unknown)]));
+        // Fresh nodes of a cluster being created answer for themselves.
+        assert!(!cluster_runs(&[down, Ok(PreVoteAnswer::Uninitialized)]));
+        assert!(PreVoteAnswer::Uninitialized.grants() && PreVoteAnswer::Granted.grants());
+        assert!(!PreVoteAnswer::LeaderAlive.grants() && !PreVoteAnswer::Unknown.grants());
     }
 
     #[test]
