@@ -317,6 +317,9 @@ async fn dashboard_assets_are_embedded_and_its_data_needs_the_token() {
         ("/admin/", "text/html"),
         ("/admin", "text/html"),
         ("/admin/app.js", "text/javascript"),
+        ("/admin/tables.js", "text/javascript"),
+        ("/admin/charts.js", "text/javascript"),
+        ("/admin/edit.js", "text/javascript"),
         ("/admin/style.css", "text/css"),
     ] {
         let answer = node.admin_get(path, &[]).await;

@@ -50,6 +50,12 @@ impl Histogram {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
+    /// The count of each bucket of [`LATENCY_BUCKETS`], then `+Inf`, not
+    /// cumulative: what the dashboard's history takes differences of.
+    pub fn bucket_counts(&self) -> [u64; LATENCY_BUCKETS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(Ordering::Relaxed))
+    }
+
     pub(super) fn encode(&self, mut m: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
             .iter()

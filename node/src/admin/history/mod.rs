@@ -1,7 +1,9 @@
 //! `GET /admin/v1/history`: the dashboard's charts, the last 15 minutes of
 //! every upstream's request rate, error share and p99 time to first byte,
 //! as this node saw them (its own window) and as the health board merges
-//! the members' reports (per region and for the whole cluster).
+//! the members' reports (per region and for the whole cluster); and of
+//! every route's, as this node answered them (`routes`, from the counters
+//! `/metrics` keeps).
 //!
 //! Kept in memory on each node, nowhere else: a ring of at most
 //! [`POINTS`] samples per series, one every [`INTERVAL_MS`], so a restart
@@ -22,6 +24,10 @@ use serde::Serialize;
 
 use crate::health::board::HealthBoard;
 use crate::routing::RoutingSnapshot;
+
+mod routes;
+
+pub use routes::{RouteHistory, RouteSeries, RouteTotals};
 
 /// One sample every ten seconds…
 pub const INTERVAL_MS: u64 = 10_000;
@@ -88,6 +94,8 @@ pub struct HistoryAnswer {
     pub points: usize,
     /// Every series, by upstream then scope.
     pub series: Vec<Series>,
+    /// Every route's series (this node's answers), by name.
+    pub routes: Vec<RouteSeries>,
 }
 
 /// The rings. Pure: each sample's time is given.
@@ -95,6 +103,7 @@ pub struct HistoryAnswer {
 pub struct History {
     last_ms: Option<u64>,
     series: BTreeMap<(String, Scope), VecDeque<Point>>,
+    routes: RouteHistory,
 }
 
 impl History {
@@ -146,7 +155,14 @@ impl History {
                     points: ring.iter().copied().collect(),
                 })
                 .collect(),
+            routes: self.routes.answer(),
         }
+    }
+
+    /// Records the routes' totals read at `now_ms`, with the sample
+    /// [`History::sample`] just took (call it only when that said it did).
+    pub fn sample_routes(&mut self, now_ms: u64, totals: Vec<(String, RouteTotals)>) {
+        self.routes.sample(now_ms, totals);
     }
 }
 
@@ -267,11 +283,18 @@ async fn sampler(
             .iter()
             .flat_map(|(u, w)| readings(&u.id, now_ms, span_s, w, board.upstream(&u.id)))
             .collect();
+        let routes: Vec<(String, RouteTotals)> = snapshot
+            .routes
+            .values()
+            .map(|r| (r.name.to_string(), RouteTotals::read(&r.metrics)))
+            .collect();
         let mut h = match history.lock() {
             Ok(h) => h,
             Err(poisoned) => poisoned.into_inner(),
         };
-        h.sample(now_ms, taken);
+        if h.sample(now_ms, taken) {
+            h.sample_routes(now_ms, routes);
+        }
     }
 }
 
