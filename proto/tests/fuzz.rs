@@ -206,6 +206,7 @@ fn command() -> impl Strategy<Value = Command> {
                     at_unix_ms: 0,
                     window_ms: 1,
                     upstreams,
+                    cooldowns: BTreeMap::new(),
                 },
             }),
         (
