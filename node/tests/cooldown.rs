@@ -425,10 +425,18 @@ async fn measure_three_regions_leaving_a_rate_limited_upstream_alone() {
         eprintln!("node {id}: {sent} requests, {failed} not answered 200");
     }
     for id in 1..=3u64 {
-        let mine: Vec<String> = timeline
+        // The attempts of the first second, and the first two once `a`
+        // is fine again.
+        let first: Vec<String> = timeline
             .iter()
-            .filter(|(_, n, _)| *n == id)
-            .map(|(at, _, k)| format!("{k}@{:.2}s", at.as_secs_f64()))
+            .filter(|(at, n, _)| *n == id && at.as_secs_f64() < 1.0)
+            .map(|(at, _, k)| format!("{k} at {:.2} s", at.as_secs_f64()))
+            .collect();
+        let back: Vec<String> = timeline
+            .iter()
+            .filter(|(at, n, _)| *n == id && at.as_secs_f64() >= 5.0)
+            .take(2)
+            .map(|(at, _, k)| format!("{k} at {:.2} s", at.as_secs_f64()))
             .collect();
         let during = |from: f64, to: f64| {
             timeline
@@ -438,11 +446,12 @@ async fn measure_three_regions_leaving_a_rate_limited_upstream_alone() {
                 .sum::<u64>()
         };
         eprintln!(
-            "node {id}: attempts at a in [0, 1 s): {}, [1 s, 5 s): {}, [5 s, 12 s): {}; timeline {}",
+            "node {id}: attempts at a in [0, 1 s): {} ({}), [1 s, 5 s): {}, [5 s, 12 s): {} (first: {})",
             during(0.0, 1.0),
+            first.join(", "),
             during(1.0, 5.0),
             during(5.0, 12.0),
-            mine.join(" ")
+            back.join(", ")
         );
     }
 }
