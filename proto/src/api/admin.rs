@@ -278,8 +278,8 @@ pub struct UpstreamHealth {
     pub circuit: CircuitState,
     /// How long the upstream stays cooled on this node after asking (here
     /// or on another node) to be left alone with `Retry-After`, in
-    /// milliseconds; 0 when it is not cooled.
-    #[serde(default)]
+    /// milliseconds; 0 (and left out) when it is not cooled.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub cooldown_ms: u64,
     /// This node's own window.
     pub window: WindowView,
