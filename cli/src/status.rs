@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use http::Method;
-use proto::api::admin::{ClusterView, HealthAnswer, KeyStatus, Quantiles};
+use proto::api::admin::{ClassSla, ClusterView, HealthAnswer, KeyStatus, Quantiles};
 use serde_json::json;
 
 use super::admin_client::AdminClient;
@@ -80,7 +80,12 @@ pub fn health_table(health: &HealthAnswer) -> String {
         let mut row = vec![
             u.id.clone(),
             u.region.clone(),
-            u.circuit.as_str().replace('_', "-"),
+            if u.cooldown_ms > 0 {
+                // Cooled by a provider's Retry-After: skipped like an open circuit.
+                format!("cooled {:.1} s", u.cooldown_ms as f64 / 1_000.0)
+            } else {
+                u.circuit.as_str().replace('_', "-")
+            },
             key.to_owned(),
             u.in_flight.to_string(),
             w.attempts.to_string(),
@@ -112,6 +117,7 @@ pub fn health_table(health: &HealthAnswer) -> String {
         .filter(|(_, r)| r.stale)
         .map(|(id, r)| format!("{id} ({})", r.region))
         .collect();
+    out.push_str(&classes_table(&health.classes));
     out.push_str(&format!(
         "health reports from {} members{}\n",
         health.reports.len(),
@@ -122,6 +128,43 @@ pub fn health_table(health: &HealthAnswer) -> String {
         }
     ));
     out
+}
+
+/// Each priority class's service level over the window against its
+/// objective; nothing when no classes are configured.
+pub fn classes_table(classes: &[ClassSla]) -> String {
+    if classes.is_empty() {
+        return String::new();
+    }
+    let headers = ["CLASS", "REQUESTS", "SUCCESS", "P99", "SLO", "BUDGET LEFT"];
+    let mut table = Table::new(&headers).right_align(&[1, 2, 3, 5]);
+    for c in classes {
+        let slo = c.slo.map_or_else(
+            || "-".to_owned(),
+            |slo| {
+                // 0.999 reads 99.9%, without the float's tail.
+                let pct = format!("{:.4}", slo.success * 100.0);
+                let pct = pct.trim_end_matches('0').trim_end_matches('.');
+                match slo.p99_ms {
+                    Some(p99) => format!("{pct}%, p99 {p99} ms"),
+                    None => format!("{pct}%"),
+                }
+            },
+        );
+        table.row(vec![
+            c.name.clone(),
+            c.requests.to_string(),
+            format!("{:.2}%", c.success_ratio * 100.0),
+            ms(c.p99_ms),
+            slo,
+            c.error_budget_left
+                .map_or_else(|| "-".to_owned(), |left| format!("{:.0}%", left * 100.0)),
+        ]);
+    }
+    format!(
+        "priority classes on this node, over the same window\n{}",
+        table.render()
+    )
 }
 
 #[cfg(test)]
@@ -173,5 +216,35 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("stale (not counted): 1 (us)"), "{t}");
+        assert!(!t.contains("priority classes"), "{t}");
+    }
+
+    #[test]
+    fn classes_show_their_service_against_the_objective_and_cooled_upstreams_say_so() {
+        let health: HealthAnswer = serde_json::from_value(json!({
+            "node": 1, "region": "us",
+            "upstreams": [{
+                "id": "alpha", "region": "us", "base_url": "http://127.0.0.1:4001/v1", "disabled": null, "circuit": "closed", "key": "not_needed",
+                "in_flight": 0, "cooldown_ms": 4200,
+                "window": {"window_s": 30, "attempts": 1, "error_rate": 1.0, "ttfb_ms": {"count": 0, "p99": 0.0}},
+                "regions": {}, "merged": {"ttfb_ms": {"count": 0, "p99": 0.0}}
+            }],
+            "reports": {},
+            "classes": [
+                {"name": "pro", "requests": 1000, "success_ratio": 0.9995, "p99_ms": 812.0,
+                 "slo": {"success": 0.999, "p99_ms": 2000}, "error_budget_left": 0.5},
+                {"name": "free", "requests": 0, "success_ratio": 1.0, "p99_ms": null,
+                 "slo": null, "error_budget_left": null}
+            ]
+        }))
+        .unwrap();
+        let t = health_table(&health);
+        assert!(t.contains("cooled 4.2 s"), "{t}");
+        let pro = t.lines().find(|l| l.starts_with("pro")).unwrap();
+        for part in ["1000", "99.95%", "812 ms", "99.9%, p99 2000 ms", "50%"] {
+            assert!(pro.contains(part), "{part} in {pro}");
+        }
+        let free = t.lines().find(|l| l.starts_with("free")).unwrap();
+        assert!(free.trim_end().ends_with('-'), "{free}");
     }
 }

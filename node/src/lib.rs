@@ -36,8 +36,11 @@
 //! Health (a sample to a choice):
 //! - [`health`]: windows, breakers and the recorder that owns them, each
 //!   upstream's live state and the registry that keeps it across rebuilds,
-//!   the cluster's board and the sharing through Raft.
+//!   the cluster's board and the sharing through Raft, and the cooldowns
+//!   a provider's `Retry-After` asks for (`health::cooldown`).
 //! - [`metrics`]: the Prometheus counters and the recent failovers.
+//! - [`sla`]: each priority class's success ratio and p99 over the window
+//!   against its objective.
 //!
 //! The cluster and operators:
 //! - [`cluster`]: openraft over the sled store and the QUIC transport, writes
@@ -66,6 +69,7 @@ pub mod scrub;
 pub mod select;
 pub mod server;
 pub mod settings;
+pub mod sla;
 pub mod tenants;
 pub mod translate;
 pub mod upstream;

@@ -242,6 +242,7 @@ impl Node {
                 registry,
                 region: config.node.region.clone(),
                 min_samples: settings.policy.min_samples,
+                node: config.node.id,
             },
             report_every,
             stop.clone(),
@@ -269,6 +270,16 @@ impl Node {
                  raise it or lower them"
             );
         }
+        // Each priority class's service level, over the health window.
+        snapshot
+            .load()
+            .metrics
+            .classes
+            .store(Arc::new(crate::sla::Classes::new(
+                &config.classes,
+                settings.recorder.slots,
+                settings.recorder.slot,
+            )));
         let proxy = Arc::new(
             Proxy::new(snapshot.clone(), health, settings.policy)
                 .with_body_timeout(settings.body_timeout)

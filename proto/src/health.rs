@@ -44,6 +44,13 @@ pub struct HealthReport {
     /// Per upstream id, what the window holds. Upstreams without attempts
     /// in the window are left out.
     pub upstreams: BTreeMap<String, UpstreamWindow>,
+    /// Per upstream id, what was left, when the report was cut, of the
+    /// cooldown this node's own answers asked for (a 429, 529 or 503 with
+    /// `Retry-After`), in milliseconds. A remaining time, not an instant,
+    /// so the nodes' clocks need not agree: a receiver counts it from when
+    /// it first sees the report. Upstreams not cooled are left out.
+    #[serde(default)]
+    pub cooldowns: BTreeMap<String, u64>,
 }
 
 /// One upstream's window on one node.

@@ -196,9 +196,10 @@ fn command() -> impl Strategy<Value = Command> {
         (
             any::<u64>(),
             any::<u64>(),
-            proptest::collection::btree_map(text(), window(), 0..3)
+            proptest::collection::btree_map(text(), window(), 0..3),
+            proptest::collection::btree_map(text(), any::<u64>(), 0..2)
         )
-            .prop_map(|(id, seq, upstreams)| Command::Report {
+            .prop_map(|(id, seq, upstreams, cooldowns)| Command::Report {
                 id,
                 report: HealthReport {
                     seq,
@@ -206,6 +207,7 @@ fn command() -> impl Strategy<Value = Command> {
                     at_unix_ms: 0,
                     window_ms: 1,
                     upstreams,
+                    cooldowns,
                 },
             }),
         (

@@ -15,6 +15,7 @@ use proto::api::admin::{
 
 use super::AdminState;
 use crate::health::breaker::Circuit;
+use crate::health::cooldown;
 use crate::metrics;
 use crate::routing::{Disabled, KeyState};
 
@@ -22,6 +23,7 @@ use crate::routing::{Disabled, KeyState};
 pub(super) async fn health(State(state): State<AdminState>) -> Json<HealthAnswer> {
     let snapshot = state.snapshot.load();
     let board = state.board.load();
+    let now_ms = cooldown::now_ms();
     let upstreams = snapshot
         .upstreams
         .iter()
@@ -33,6 +35,11 @@ pub(super) async fn health(State(state): State<AdminState>) -> Json<HealthAnswer
             disabled: u.disabled.as_ref().map(disabled),
             in_flight: u.live.in_flight.load(Ordering::Relaxed),
             circuit: circuit(u.live.circuit()),
+            cooldown_ms: u
+                .live
+                .cooldown
+                .left(now_ms)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             window: u.live.summary.load().as_ref().clone(),
             shared: board.upstream(&u.id).cloned().unwrap_or_default(),
         })
@@ -46,6 +53,7 @@ pub(super) async fn health(State(state): State<AdminState>) -> Json<HealthAnswer
             .iter()
             .map(|(id, r)| (*id, r.clone()))
             .collect(),
+        classes: snapshot.metrics.classes.load().report(now_ms),
     })
 }
 

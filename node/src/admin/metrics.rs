@@ -175,6 +175,18 @@ impl Scrape {
             gauge(&mut m, &[("upstream", &u.id)], n)?;
         }
         let mut m = e.encode_descriptor(
+            "meridian_upstream_cooldown",
+            "How long each upstream stays cooled on this node (its own or another node's answer \
+             asked to be left alone with Retry-After); 0 when it is not",
+            Some(&Unit::Seconds),
+            MetricType::Gauge,
+        )?;
+        let now_ms = crate::health::cooldown::now_ms();
+        for u in upstreams {
+            let left = u.live.cooldown.left(now_ms).unwrap_or_default();
+            gauge(&mut m, &[("upstream", &u.id)], left.as_secs_f64())?;
+        }
+        let mut m = e.encode_descriptor(
             "meridian_upstream_usable",
             "1 when this node holds what it needs to send to the upstream (its provider key)",
             None,

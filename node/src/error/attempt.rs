@@ -225,6 +225,14 @@ pub enum Tried {
         /// The route's request timeout.
         timeout: Duration,
     },
+    /// A target was not tried: its upstream asked to be left alone
+    /// (`Retry-After`), here or on another node, for this much longer.
+    Cooled {
+        /// The upstream's id.
+        upstream: Arc<str>,
+        /// The wait left.
+        left: Duration,
+    },
 }
 
 impl fmt::Display for Tried {
@@ -238,6 +246,11 @@ impl fmt::Display for Tried {
             Self::DeadlinePassed { timeout } => {
                 write!(f, "request deadline of {} ms passed", timeout.as_millis())
             }
+            Self::Cooled { upstream, left } => write!(
+                f,
+                "{upstream}: asked to be left alone (Retry-After) for {} ms more",
+                left.as_millis()
+            ),
         }
     }
 }

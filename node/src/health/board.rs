@@ -238,6 +238,7 @@ mod tests {
                 .iter()
                 .map(|(id, w)| (id.to_string(), w.clone()))
                 .collect(),
+            cooldowns: BTreeMap::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
 use arc_swap::{ArcSwap, ArcSwapOption};
 
 use super::breaker::Circuit;
+use super::cooldown::Cooldown;
 use super::window::{Quantiles, WindowSummary};
 use crate::metrics::UpstreamMetrics;
 
@@ -31,6 +32,9 @@ pub struct Live {
     /// follower each time the board is rebuilt, so a request reads it without
     /// looking anything up.
     pub shared_ttfb: ArcSwapOption<Quantiles>,
+    /// How long the upstream asked to be left alone (its `Retry-After`),
+    /// here or on another node: while it lasts, requests skip it.
+    pub cooldown: Cooldown,
     /// The circuit breaker's state (`Circuit::as_u8`), set by the recorder.
     circuit: AtomicU8,
     /// Probes a half-open circuit still allows.
@@ -50,6 +54,7 @@ impl Live {
             in_flight: AtomicUsize::new(0),
             summary: ArcSwap::default(),
             shared_ttfb: ArcSwapOption::default(),
+            cooldown: Cooldown::default(),
             circuit: AtomicU8::new(Circuit::Closed.as_u8()),
             probes: AtomicU32::new(0),
             retired: AtomicBool::new(false),
@@ -65,6 +70,12 @@ impl Live {
     pub fn set_circuit(&self, circuit: Circuit, probe: bool) {
         self.probes.store(u32::from(probe), Ordering::Relaxed);
         self.circuit.store(circuit.as_u8(), Ordering::Relaxed);
+    }
+
+    /// Whether the upstream is cooled at `now_ms` (on
+    /// [`super::cooldown::now_ms`]'s clock): a request skips it.
+    pub fn cooled(&self, now_ms: u64) -> bool {
+        self.cooldown.left(now_ms).is_some()
     }
 
     /// Whether a half-open circuit still allows a probe.

@@ -3,6 +3,8 @@
 //!
 //! - [`window`]: rotating windows of latency histograms and outcome counts.
 //! - [`breaker`]: one upstream's circuit breaker.
+//! - [`cooldown`]: how long an upstream asked to be left alone
+//!   (`Retry-After`), here and, through the reports, on every node.
 //! - [`recorder`]: the task that owns the windows and breakers; its pure
 //!   core returns [`recorder::Effect`]s, applied by a thin shell.
 //! - [`live`]: the live state of one upstream (circuit, summary, shared
@@ -27,12 +29,14 @@
 
 pub mod board;
 pub mod breaker;
+pub mod cooldown;
 pub mod live;
 pub mod recorder;
 pub mod registry;
 pub mod sharing;
 pub mod window;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -104,6 +108,10 @@ type Queued = (Arc<Live>, Sample);
 /// Samples waiting for the recorder, one queue per data-plane worker.
 struct Queues {
     shards: Box<[Mutex<Vec<Queued>>]>,
+    /// Set when a cooldown starts: the recorder cuts a report at its next
+    /// tick instead of waiting for the report interval, so the other
+    /// nodes learn of it within about one commit.
+    urgent: AtomicBool,
 }
 
 /// Samples a queue holds between two drains before dropping new ones: far
@@ -114,6 +122,7 @@ impl Queues {
     fn new(shards: usize) -> Self {
         Self {
             shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+            urgent: AtomicBool::new(false),
         }
     }
 
@@ -156,6 +165,19 @@ impl HealthSink {
         } else {
             drop(queue);
             tracing::debug!(upstream = %live.id, "health queue full; sample dropped");
+        }
+    }
+
+    /// The upstream answered with a `Retry-After` of `wait` (already read
+    /// and capped, [`cooldown::requested`]): it is cooled on this node at
+    /// once, and a cooldown that starts here is reported to the cluster
+    /// at the recorder's next tick.
+    pub fn cool(&self, upstream: &impl HasLive, wait: Duration) {
+        let live = upstream.live();
+        if live.cooldown.start(cooldown::now_ms(), wait) {
+            tracing::warn!(upstream = %live.id, cooldown_ms = wait.as_millis() as u64,
+                "upstream asked to be left alone (Retry-After): cooled on every node");
+            self.queues.urgent.store(true, Ordering::SeqCst);
         }
     }
 }

@@ -10,12 +10,12 @@
 //! [`HealthReport`] of all windows for the cluster.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use proto::health::{HealthReport, UpstreamWindow};
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerPolicy, Change, Circuit};
 use super::live::Live;
@@ -155,13 +155,20 @@ impl Recorder {
         effects
     }
 
-    /// This node's window of every upstream it sent to, for the cluster.
-    /// The reporter numbers it.
+    /// This node's window of every upstream it sent to, for the cluster,
+    /// and what is left of the cooldowns its own answers asked for. The
+    /// reporter numbers it.
     pub fn report(&self, now_ms: u64, unix_ms: u64) -> HealthReport {
         let upstreams: BTreeMap<String, UpstreamWindow> = self
             .tracked
             .iter()
             .filter_map(|(id, t)| Some((id.to_string(), t.windows.report(now_ms)?)))
+            .collect();
+        let cooldowns = self
+            .tracked
+            .iter()
+            .map(|(id, t)| (id.to_string(), t.live.cooldown.own_left_ms(now_ms)))
+            .filter(|(_, left)| *left > 0)
             .collect();
         HealthReport {
             seq: 0,
@@ -169,6 +176,7 @@ impl Recorder {
             at_unix_ms: unix_ms,
             window_ms: self.empty.span_ms(),
             upstreams,
+            cooldowns,
         }
     }
 }
@@ -237,8 +245,9 @@ async fn record_loop(
     mut recorder: Recorder,
     reports: watch::Sender<Option<Arc<HealthReport>>>,
 ) {
-    let start = Instant::now();
-    let now_ms = || start.elapsed().as_millis() as u64;
+    // The cooldowns' clock, so a report reads what is left of them on the
+    // clock they were started on.
+    let now_ms = super::cooldown::now_ms;
     let mut tick = tokio::time::interval(recorder.settings.publish_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let report_ms = recorder.settings.report_every.as_millis() as u64;
@@ -249,13 +258,17 @@ async fn record_loop(
         let Some(queues) = queues.upgrade() else {
             break;
         };
+        // A cooldown that started since the last tick goes out now. Read
+        // before the drain: the data plane queues the answer's sample
+        // before it raises the flag, so the report holds its upstream.
+        let urgent = queues.urgent.swap(false, Ordering::SeqCst);
         queues.drain(&mut batch, &mut spare);
         drop(queues);
         let now = now_ms();
         let dirty = !batch.is_empty();
         recorder.ingest(now, &mut batch).into_iter().for_each(apply);
         recorder.tick(now, dirty).into_iter().for_each(apply);
-        if now.saturating_sub(last_report) >= report_ms {
+        if urgent || now.saturating_sub(last_report) >= report_ms {
             last_report = now;
             let unix_ms = SystemTime::now()
                 .duration_since(UNIX_EPOCH)

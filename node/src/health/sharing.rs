@@ -15,9 +15,9 @@ use proto::health::HealthReport;
 use proto::state::Command;
 use raft::store::Applied;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::board::{self, HealthBoard, Seen};
+use super::cooldown;
 use super::registry::Registry;
 use crate::cluster::Cluster;
 use crate::server;
@@ -44,7 +44,7 @@ pub async fn report(
             continue;
         };
         // An idle node says so once, not every second.
-        let empty = cut.upstreams.is_empty();
+        let empty = cut.upstreams.is_empty() && cut.cooldowns.is_empty();
         if empty && last_empty && !failing {
             continue;
         }
@@ -100,6 +100,9 @@ pub struct Estimates {
     pub region: String,
     /// Samples a region's (or the cluster's) figures need to count.
     pub min_samples: u64,
+    /// This node's id: its own report's cooldowns are already in force
+    /// here, and are not started again from the report.
+    pub node: u64,
 }
 
 /// Rebuilds the board whenever a report is applied, and every `interval`
@@ -117,7 +120,6 @@ pub async fn follow_board(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let start = Instant::now();
     let mut seen: BTreeMap<u64, Seen> = BTreeMap::new();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -129,7 +131,9 @@ pub async fn follow_board(
             () = server::stopped(&mut stop) => return,
         }
         let current = applied.borrow_and_update().clone();
-        let now_ms = start.elapsed().as_millis() as u64;
+        // The cooldowns' clock: a report's cooldowns start when it is
+        // first seen, on the clock requests compare them with.
+        let now_ms = cooldown::now_ms();
         let same_reports = last
             .as_ref()
             .is_some_and(|l| l.state.health == current.state.health);
@@ -143,9 +147,25 @@ pub async fn follow_board(
             .map(|(id, _)| *id)
             .collect();
         let built = HealthBoard::build(&current.state.health, &members, &seen, now_ms);
+        let heard = current
+            .state
+            .health
+            .iter()
+            .filter(|(id, _)| **id != estimates.node && members.contains(*id))
+            .filter_map(|(id, r)| {
+                let at = seen.get(id).filter(|s| s.seq == r.seq)?.at_ms;
+                Some((at, &r.cooldowns))
+            });
+        let cooled = cooldown::from_reports(heard, now_ms);
         for (id, live) in estimates.registry.current().iter() {
             let estimate = built.ttfb_estimate(id, &estimates.region, estimates.min_samples);
             live.shared_ttfb.store(estimate.map(Arc::new));
+            let until = cooled.get(&**id).copied().unwrap_or(0);
+            if until > live.cooldown.until() {
+                tracing::info!(upstream = %id, cooldown_ms = until - now_ms,
+                    "another node's upstream asked to be left alone (Retry-After): cooled here too");
+            }
+            live.cooldown.set_shared(until);
         }
         board.store(Arc::new(built));
         last = Some(current);

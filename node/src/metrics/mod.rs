@@ -180,6 +180,9 @@ pub struct Metrics {
     pub(crate) routes: Mutex<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     pub(crate) upstreams: Mutex<BTreeMap<Arc<str>, Arc<UpstreamMetrics>>>,
     pub(crate) keys: Mutex<BTreeMap<Arc<str>, Arc<KeyMetrics>>>,
+    /// Each priority class's service level (`crate::sla`): set once the
+    /// node has read its `[[classes]]`; none until then.
+    pub classes: arc_swap::ArcSwap<crate::sla::Classes>,
 }
 
 impl Metrics {

@@ -199,6 +199,9 @@ impl Metrics {
             }
         }
         self.encode_keys(encoder)?;
+        self.classes
+            .load()
+            .encode(encoder, crate::health::cooldown::now_ms())?;
         super::process::Process::read().encode(encoder)
     }
 }

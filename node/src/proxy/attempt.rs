@@ -24,7 +24,7 @@ use super::headers::{X_UPSTREAM_REQUEST_ID, upstream_request_id};
 use super::request::{build_request, stream_shape, unix_now};
 use super::{Admission, Call, JSON, Proxy, ProxyBody};
 use crate::error::{AttemptError, anthropic_error_to_openai, openai_error_to_anthropic};
-use crate::health::Outcome;
+use crate::health::{Outcome, cooldown};
 use crate::relay::{Relay, Shape};
 use crate::responses;
 use crate::routing::{Dialect, Endpoint, InFlight, Route, Target, Translation};
@@ -182,7 +182,15 @@ impl Proxy {
             if let AttemptError::Status { message, .. } = &mut error {
                 *message = detail.message(call.scrub);
             }
-            return Err(failed(error));
+            let error = failed(error);
+            // A provider's `Retry-After` is honoured on every node: cooled
+            // after its sample is queued, so the report it triggers holds it.
+            if cooldown::cools(status.as_u16())
+                && let Some(wait) = cooldown::requested(&parts.headers, crate::tenants::now_ms())
+            {
+                self.health.cool(upstream, wait);
+            }
+            return Err(error);
         }
         // The client's own mistake (400, 413, 422…): the upstream's answer
         // is the right one to give, and no other target would differ.

@@ -259,3 +259,14 @@ pub(super) fn gave_up(route: &Route, error: &ProxyError, started: Instant) {
     route.metrics.unanswered.inc(error.status().as_u16());
     route.metrics.latency.observe(started.elapsed());
 }
+
+/// A request of priority class `class` (its rank) ended: answered after
+/// `latency` (an answer ready to send, a stream's first chunk), or with
+/// none (`None`): counted in its class's service level (`crate::sla`).
+pub(super) fn class_done(snapshot: &RoutingSnapshot, class: usize, latency: Option<Duration>) {
+    snapshot
+        .metrics
+        .classes
+        .load()
+        .record(class, crate::health::cooldown::now_ms(), latency);
+}

@@ -200,6 +200,8 @@ struct Call<'a> {
     passed: headers::Passed,
     accept: Option<HeaderValue>,
     key: Arc<str>,
+    /// The key's priority class, its rank in `[[classes]]` (0 without classes).
+    class: usize,
     request_id: &'a HeaderValue,
     max_response_bytes: usize,
     /// Takes the node's provider keys out of what upstreams send back.
@@ -373,9 +375,15 @@ impl Proxy {
             .map_err(|_| ProxyError::BodyTimeout {
                 timeout_ms: u64::try_from(self.body_timeout.as_millis()).unwrap_or(u64::MAX),
             })??;
+        let class = snapshot
+            .metrics
+            .classes
+            .load()
+            .rank(tenant.as_deref().and_then(KeyState::class));
         let limit = snapshot.proxy.max_in_flight;
         let admission = Admission(self.in_flight.clone());
         if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+            finish::class_done(snapshot, class, None);
             return Err(ProxyError::Overloaded { limit }.into());
         }
         let probed = probe(&body)?;
@@ -415,6 +423,7 @@ impl Proxy {
             passed,
             accept,
             key,
+            class,
             request_id,
             max_response_bytes: snapshot.proxy.max_response_bytes,
             scrub: &snapshot.scrub,

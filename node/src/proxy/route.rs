@@ -14,9 +14,10 @@ use tracing::info;
 use super::attempt::{self, Ready, race};
 use super::failover::{Failover, Leg, Step, Targets, Timing};
 use super::{Admission, Answered, Call, Failed, Proxy, finish};
-use crate::error::{AttemptError, Attempts, ProxyError};
+use crate::error::{AttemptError, Attempts, ProxyError, Tried};
 use crate::health::breaker::Circuit;
-use crate::routing::{Route, RoutingSnapshot, Target};
+use crate::health::cooldown;
+use crate::routing::{Route, RoutingSnapshot, Target, Upstream};
 use crate::select::{self, Pick, Policy};
 
 impl Proxy {
@@ -28,18 +29,28 @@ impl Proxy {
         admission: Admission,
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
+        let serves = |upstream: &Upstream| {
+            call.forms.for_upstream(&upstream.config).is_some()
+                && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
+        };
+        // Cooled targets (a provider's `Retry-After`) are skipped.
+        let now_ms = cooldown::now_ms();
         let plan = route.plan_among(
             &self.policy,
             call.stream,
-            |upstream| {
-                call.forms.for_upstream(&upstream.config).is_some()
-                    && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
-            },
+            |upstream| serves(upstream) && !upstream.live.cooled(now_ms),
             &mut rand::rng(),
         );
         if plan.is_empty() {
-            let error = ProxyError::NoUsableUpstream(route.name.to_string());
+            let error = match cooled_for(route, serves, now_ms) {
+                Some((attempts, retry_after)) => ProxyError::RateLimited {
+                    attempts,
+                    retry_after,
+                },
+                None => ProxyError::NoUsableUpstream(route.name.to_string()),
+            };
             finish::gave_up(route, &error, started);
+            finish::class_done(snapshot, call.class, None);
             return Err(Failed {
                 error,
                 attempts: 0,
@@ -62,6 +73,7 @@ impl Proxy {
                 Step::Try(next) => next,
                 Step::GiveUp { error, attempts } => {
                     finish::gave_up(route, &error, started);
+                    finish::class_done(snapshot, call.class, None);
                     return Err(Failed {
                         error,
                         attempts,
@@ -127,6 +139,7 @@ impl Proxy {
                     let winner = pick_target(route, answer.pick);
                     let response = ready.into_response(admission);
                     finish::answered(route, winner, response.status(), started, answer.hedge_won);
+                    finish::class_done(snapshot, call.class, Some(started.elapsed()));
                     return Ok(Answered {
                         response,
                         upstream: winner.upstream.id_header.clone(),
@@ -155,6 +168,32 @@ fn pick_target(route: &Route, (tier, index): Pick) -> &Target {
     &route.tiers[tier][index]
 }
 
+/// When every target the request could use is cooled (and none is usable
+/// otherwise), the longest wait left among them: the request is answered
+/// 429 with it rather than sent to an upstream that asked to be left alone.
+fn cooled_for(
+    route: &Route,
+    serves: impl Fn(&Upstream) -> bool,
+    now_ms: u64,
+) -> Option<(Attempts, Duration)> {
+    let mut tried = Vec::new();
+    let mut longest = None;
+    for t in route.tiers.iter().flatten() {
+        let upstream = &t.upstream;
+        if !upstream.usable() || !serves(upstream) {
+            continue;
+        }
+        if let Some(left) = upstream.live.cooldown.left(now_ms) {
+            longest = longest.max(Some(left));
+            tried.push(Tried::Cooled {
+                upstream: upstream.id.clone(),
+                left,
+            });
+        }
+    }
+    Some((Attempts::from(tried), longest?))
+}
+
 /// The outcome of an attempt that ran alone, shaped as a race's.
 fn alone(outcome: Result<Ready, AttemptError>) -> Result<(Ready, Leg), Vec<(Leg, AttemptError)>> {
     outcome
@@ -174,7 +213,9 @@ impl Targets for RouteTargets<'_> {
     /// takes it is that probe.
     fn admit(&mut self, pick: Pick) -> bool {
         let live = &pick_target(self.route, pick).upstream.live;
-        live.circuit() != Circuit::HalfOpen || live.take_probe()
+        // Cooled since the plan was made (another request's 429).
+        !live.cooled(cooldown::now_ms())
+            && (live.circuit() != Circuit::HalfOpen || live.take_probe())
     }
 
     fn timing(&mut self, pick: Pick) -> Timing {

@@ -156,6 +156,11 @@ pub struct KeyState {
 }
 
 impl KeyState {
+    /// The key's priority class, if it names one (`KeyLimits::class`).
+    pub fn class(&self) -> Option<&str> {
+        self.limits.class.as_deref()
+    }
+
     /// Whether any per-minute limit applies, so its answers carry the
     /// `x-ratelimit-*` headers.
     pub fn is_rate_limited(&self) -> bool {

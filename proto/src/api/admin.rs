@@ -229,6 +229,40 @@ pub struct HealthAnswer {
     pub upstreams: Vec<UpstreamHealth>,
     /// Every member's latest report, with its age as this node judges it.
     pub reports: BTreeMap<u64, ReportView>,
+    /// Each priority class's service over this node's window against its
+    /// objective, in priority order; empty (and left out) when no classes
+    /// are configured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<ClassSla>,
+}
+
+/// One priority class's service level in a [`HealthAnswer`]: its requests
+/// on this node over the window and how they measure against its `slo`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassSla {
+    /// The class's name.
+    pub name: String,
+    /// Requests of the class in the window (answered or failed).
+    pub requests: u64,
+    /// Share of them answered (1 when there were none).
+    pub success_ratio: f64,
+    /// p99 time to the answer (a stream's first chunk) of those answered,
+    /// in milliseconds; `null` when none were.
+    pub p99_ms: Option<f64>,
+    /// The class's objective; `null` when it has none.
+    pub slo: Option<SloView>,
+    /// Share of the window's error budget not yet spent: 1 untouched, 0
+    /// spent, below 0 overspent; `null` without an objective.
+    pub error_budget_left: Option<f64>,
+}
+
+/// A class's objective, as [`ClassSla`] quotes it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SloView {
+    /// Share of requests to answer, e.g. 0.999.
+    pub success: f64,
+    /// p99 to stay under, in milliseconds, if any.
+    pub p99_ms: Option<u64>,
 }
 
 /// One upstream in a [`HealthAnswer`].
@@ -248,6 +282,11 @@ pub struct UpstreamHealth {
     pub in_flight: usize,
     /// This node's circuit breaker.
     pub circuit: CircuitState,
+    /// How long the upstream stays cooled on this node after asking (here
+    /// or on another node) to be left alone with `Retry-After`, in
+    /// milliseconds; 0 (and left out) when it is not cooled.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cooldown_ms: u64,
     /// This node's own window.
     pub window: WindowView,
     /// What every member reported, per region and merged.

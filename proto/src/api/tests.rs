@@ -110,6 +110,21 @@ fn the_health_answer_round_trips() {
         r#"{{"node":2,"region":"eu","upstreams":[{{"id":"alpha","region":"us","base_url":"http://127.0.0.1:4001/v1","key":"not_needed","disabled":null,"in_flight":3,"circuit":"half_open","window":{window},"regions":{{"eu":{view},"us":{view}}},"merged":{view}}},{{"id":"bravo","region":"eu","base_url":"https://api.openai.com/v1","key":{{"missing":"OPENAI_API_KEY is not set"}},"disabled":{{"field":"api_key_env","reason":"OPENAI_API_KEY is not set"}},"in_flight":0,"circuit":"open","window":{window},"regions":{{}},"merged":{view}}}],"reports":{{"1":{{"region":"us","seq":4,"age_ms":1200,"stale":false}},"3":{{"region":"ap","seq":9,"age_ms":90000,"stale":true,"undecodable":2}}}}}}"#
     );
     let health: HealthAnswer = same_bytes(&literal);
+    assert!(health.classes.is_empty());
+    assert_eq!(health.upstreams[0].cooldown_ms, 0);
+    // A cooled upstream and the priority classes (the shape the dashboard
+    // renders).
+    let cooled = literal.replacen(
+        r#""circuit":"half_open","#,
+        r#""circuit":"half_open","cooldown_ms":4200,"#,
+        1,
+    );
+    let classes = r#","classes":[{"name":"pro","requests":1234,"success_ratio":0.9993,"p99_ms":812.0,"slo":{"success":0.999,"p99_ms":2000},"error_budget_left":0.3},{"name":"free","requests":0,"success_ratio":1.0,"p99_ms":null,"slo":null,"error_budget_left":null}]}"#;
+    let with = format!("{}{classes}", &cooled[..cooled.len() - 1]);
+    let h: HealthAnswer = same_bytes(&with);
+    assert_eq!(h.upstreams[0].cooldown_ms, 4_200);
+    assert_eq!(h.classes[0].slo.unwrap().p99_ms, Some(2_000));
+    assert_eq!(h.classes[1].error_budget_left, None);
     let alpha = &health.upstreams[0];
     assert_eq!(alpha.circuit, CircuitState::HalfOpen);
     assert_eq!(alpha.shared.regions["us"].nodes, 2);
