@@ -177,6 +177,8 @@ pub struct Metrics {
     pub unrouted: StatusCounts,
     /// Recent failovers.
     pub events: Events,
+    /// Requests shed for capacity, by class and reason.
+    pub shed: crate::capacity::ShedCounts,
     pub(crate) routes: Mutex<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     pub(crate) upstreams: Mutex<BTreeMap<Arc<str>, Arc<UpstreamMetrics>>>,
     pub(crate) keys: Mutex<BTreeMap<Arc<str>, Arc<KeyMetrics>>>,

@@ -199,6 +199,7 @@ impl Metrics {
             }
         }
         self.encode_keys(encoder)?;
+        self.shed.encode(encoder)?;
         super::process::Process::read().encode(encoder)
     }
 }

@@ -72,6 +72,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
 
+use crate::capacity::{Capacity, ShedReason};
 use crate::error::ProxyError;
 use crate::health::HealthSink;
 use crate::relay::Relay;
@@ -144,6 +145,8 @@ pub struct Proxy {
     body_timeout: Duration,
     /// The keys' limits and usage; `None`: no key has any.
     tenants: Option<Arc<Tenants>>,
+    /// The priority classes, and the upstreams' capacity they divide.
+    capacity: Arc<Capacity>,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -225,7 +228,22 @@ impl Proxy {
                 proto::config::ConnectionsConfig::default().body_timeout_ms,
             ),
             tenants: None,
+            capacity: Arc::new(Capacity::default()),
         }
+    }
+
+    /// The same data plane with the priority classes of `[[classes]]`,
+    /// each with its share of every upstream's `max_concurrency` and of
+    /// `proxy.max_in_flight` ([`crate::capacity`]).
+    pub fn with_classes(mut self, classes: &[proto::config::ClassConfig]) -> Self {
+        let capacity = Capacity::new(classes);
+        self.snapshot
+            .load()
+            .metrics
+            .shed
+            .set_classes(capacity.classes().iter().map(|c| &c.name));
+        self.capacity = Arc::new(capacity);
+        self
     }
 
     /// The same data plane checking each key's limits against `tenants`
@@ -373,9 +391,15 @@ impl Proxy {
             .map_err(|_| ProxyError::BodyTimeout {
                 timeout_ms: u64::try_from(self.body_timeout.as_millis()).unwrap_or(u64::MAX),
             })??;
+        // The node's slots are divided among the classes as an upstream's
+        // are: a full node sheds the lowest class first.
+        let rank = self
+            .capacity
+            .rank(tenant.as_deref().and_then(KeyState::class));
         let limit = snapshot.proxy.max_in_flight;
         let admission = Admission(self.in_flight.clone());
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.capacity.node_limit(limit, rank) {
+            snapshot.metrics.shed.shed(rank, ShedReason::NodeInFlight);
             return Err(ProxyError::Overloaded { limit }.into());
         }
         let probed = probe(&body)?;
@@ -419,7 +443,7 @@ impl Proxy {
             max_response_bytes: snapshot.proxy.max_response_bytes,
             scrub: &snapshot.scrub,
         };
-        self.route(&call, &route, snapshot, admission).await
+        self.route(&call, &route, snapshot, admission, rank).await
     }
 }
 

@@ -344,18 +344,43 @@ impl RoutingSnapshot {
 }
 
 /// Counts an attempt in flight against an upstream until dropped.
-pub struct InFlight(Arc<Upstream>);
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    /// Told once the slot is released, for a slot taken under a capacity.
+    freed: Option<Arc<tokio::sync::Notify>>,
+}
 
 impl InFlight {
     /// Starts counting.
     pub fn new(upstream: Arc<Upstream>) -> Self {
         upstream.live.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(upstream)
+        Self {
+            upstream,
+            freed: None,
+        }
+    }
+
+    /// Starts counting only while fewer than `limit` attempts are in
+    /// flight (atomically: [`crate::capacity::gate::take`]); `freed` is
+    /// told when the slot is released. `None` when they are all taken.
+    pub fn within(
+        upstream: Arc<Upstream>,
+        limit: usize,
+        freed: Arc<tokio::sync::Notify>,
+    ) -> Option<Self> {
+        crate::capacity::gate::take(&upstream.live.in_flight, limit).then_some(Self {
+            upstream,
+            freed: Some(freed),
+        })
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.upstream.live.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // After the count: a waiter woken now finds the slot free.
+        if let Some(freed) = &self.freed {
+            freed.notify_waiters();
+        }
     }
 }

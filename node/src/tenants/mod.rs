@@ -162,6 +162,11 @@ impl KeyState {
         self.limits.is_rate_limited()
     }
 
+    /// The priority class the key names, if any (`[[classes]]`).
+    pub fn class(&self) -> Option<&str> {
+        self.limits.class.as_deref()
+    }
+
     /// Whether the key may see `model` (in `/v1/models`).
     pub fn allows(&self, model: &str) -> bool {
         self.limits.allows(model)
