@@ -30,7 +30,8 @@ pub fn slots(capacity: usize, share: f64) -> usize {
     if share >= 1.0 {
         return capacity;
     }
-    if !(share > 0.0) {
+    // NaN and anything not above zero: nothing.
+    if share.is_nan() || share <= 0.0 {
         return 0;
     }
     // The epsilon keeps 4 × 0.5 at 2 whatever the float rounding.
@@ -68,4 +69,25 @@ pub fn wait_until(started: Instant, queue: Duration, deadline: Instant) -> Optio
 /// queue rounded up to a second, at least one.
 pub fn retry_after(queue: Duration) -> Duration {
     Duration::from_secs(queue.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+/// Whether the slots in flight, by class (`counts`, by rank, the candidate
+/// of class `rank` counted in), leave every class its reserve: for each
+/// rank `m` from 1 to `rank`, the classes at `m` and below hold at most
+/// `limit(m)` slots, the slots class `m` may fill. The whole capacity
+/// (`m` = 0) is the upstream's own counter's ([`take`]).
+///
+/// So a class's reserve is used by that class first: with 10 slots and pro
+/// reserving half, free holds at most 5 whatever pro holds, and pro may
+/// fill the rest; pro is never left fewer than its 5 by free.
+pub fn classes_fit(counts: &[usize], rank: usize, limit: impl Fn(usize) -> usize) -> bool {
+    let rank = rank.min(counts.len().saturating_sub(1));
+    let mut suffix: usize = counts.iter().skip(rank + 1).sum();
+    for m in (1..=rank).rev() {
+        suffix = suffix.saturating_add(counts.get(m).copied().unwrap_or(0));
+        if suffix > limit(m) {
+            return false;
+        }
+    }
+    true
 }

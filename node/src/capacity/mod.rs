@@ -5,9 +5,12 @@
 //! capacity: a class's `reserved` share may be used only by it and the
 //! classes above it, so the class at rank `r` may fill `1 − Σ reserved`
 //! of the classes above it ([`gate::usable_share`]); the first class may
-//! fill all of it. With `max_concurrency = 4` and pro reserving 0.5, free
-//! requests fill at most 2 slots and a pro request finds room while 3 or
-//! fewer are in flight.
+//! fill all of it. A reserve is used by its class first: the classes at
+//! rank `m` and below together never hold more than class `m` may fill
+//! ([`gate::classes_fit`]), so they never take a slot from the reserves
+//! above them. With `max_concurrency = 4` and pro reserving 0.5, free
+//! requests fill at most 2 slots and pro requests the other 2 at least, and
+//! all 4 while free holds none.
 //!
 //! A target at capacity for a request's class is not eligible for it: the
 //! plan leaves it out, so the request goes to the next target or tier
@@ -26,8 +29,9 @@
 //! divided the same way: each node sends at most its part of it ([`rpm`]),
 //! and each class its share of that part.
 //!
-//! The decisions are pure ([`gate`]); the slots are the upstream's own
-//! in-flight counter (`meridian_upstream_in_flight`), taken atomically
+//! The decisions are pure ([`gate`]); the slots are counted per class
+//! ([`slots`]) and in the upstream's own in-flight counter
+//! (`meridian_upstream_in_flight`), taken atomically
 //! ([`crate::routing::InFlight::within`]) and released by a drop guard on
 //! every path (answered, failed, timed out, the client gone mid-stream),
 //! which wakes the requests waiting in a class's queue.
@@ -35,10 +39,12 @@
 pub mod gate;
 pub mod rpm;
 pub mod shed;
+pub mod slots;
 #[cfg(test)]
 mod tests;
 
 pub use shed::{SHED_REASONS, ShedCounts, ShedReason};
+pub use slots::Held;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +54,7 @@ use tokio::sync::Notify;
 
 use crate::routing::{InFlight, Upstream};
 use rpm::RpmWindows;
+use slots::Slots;
 
 /// The class every key is in when no `[[classes]]` are configured.
 pub const DEFAULT_CLASS: &str = "default";
@@ -80,6 +87,7 @@ pub struct Capacity {
     configured: Vec<ClassConfig>,
     freed: Arc<Notify>,
     rpm: RpmWindows,
+    slots: Slots,
 }
 
 impl Default for Capacity {
@@ -114,6 +122,7 @@ impl Capacity {
             configured: classes.to_vec(),
             freed: Arc::new(Notify::new()),
             rpm: RpmWindows::default(),
+            slots: Slots::default(),
         }
     }
 
@@ -140,11 +149,9 @@ impl Capacity {
         gate::slots(max_in_flight, self.class(rank).share)
     }
 
-    /// The attempts in flight to `upstream` the class at `rank` may fill;
-    /// `None` when the upstream has no `max_concurrency`.
-    pub fn upstream_limit(&self, upstream: &Upstream, rank: usize) -> Option<usize> {
-        let capacity = upstream.config.max_concurrency?;
-        Some(gate::slots(capacity as usize, self.class(rank).share))
+    /// The slots of a capacity of `capacity` the class at `rank` may fill.
+    fn limit(&self, capacity: usize) -> impl Fn(usize) -> usize + '_ {
+        move |rank| gate::slots(capacity, self.class(rank).share)
     }
 
     /// This node's per-minute part of `upstream`'s `rpm` for the class at
@@ -157,14 +164,17 @@ impl Capacity {
     /// Whether `upstream` has a slot and a request of its `rpm` the class
     /// at `rank` may use now (the plan leaves it out otherwise).
     pub fn has_room(&self, upstream: &Upstream, rank: usize, at: At) -> bool {
-        let slot = self.upstream_limit(upstream, rank).is_none_or(|limit| {
-            gate::fits(
-                upstream
-                    .live
-                    .in_flight
-                    .load(std::sync::atomic::Ordering::Acquire),
-                limit,
-            )
+        let slot = upstream.config.max_concurrency.is_none_or(|capacity| {
+            let capacity = capacity as usize;
+            let total = upstream
+                .live
+                .in_flight
+                .load(std::sync::atomic::Ordering::Acquire);
+            gate::fits(total, capacity)
+                && self
+                    .slots
+                    .of(&upstream.id, self.classes.len())
+                    .room(rank, self.limit(capacity))
         });
         slot && self
             .rpm_allowance(upstream, rank, at)
@@ -175,9 +185,17 @@ impl Capacity {
     /// in-flight attempts until the guard drops, and one request of its
     /// `rpm`; `None` when the class may not use what is left of either.
     pub fn permit(&self, upstream: &Arc<Upstream>, rank: usize, at: At) -> Option<InFlight> {
-        let slot = match self.upstream_limit(upstream, rank) {
+        let slot = match upstream.config.max_concurrency {
             None => InFlight::new(upstream.clone()),
-            Some(limit) => InFlight::within(upstream.clone(), limit, self.freed.clone())?,
+            Some(capacity) => {
+                let capacity = capacity as usize;
+                let held = self.slots.of(&upstream.id, self.classes.len()).take(
+                    rank,
+                    self.limit(capacity),
+                    self.freed.clone(),
+                )?;
+                InFlight::within(upstream.clone(), capacity, held)?
+            }
         };
         match self.rpm_allowance(upstream, rank, at) {
             // The slot goes back when refused.

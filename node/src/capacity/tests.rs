@@ -6,7 +6,7 @@ use std::time::Duration;
 use proto::config::ClassConfig;
 use tokio::time::Instant;
 
-use super::gate::{retry_after, slots, take, usable_share, wait_until};
+use super::gate::{classes_fit, retry_after, slots, take, usable_share, wait_until};
 use super::{Capacity, DEFAULT_CLASS, ShedCounts, ShedReason};
 
 fn class(name: &str, reserved: f64, queue_ms: u64) -> ClassConfig {
@@ -68,18 +68,90 @@ fn a_slot_is_taken_only_below_the_limit_and_given_back() {
 }
 
 #[test]
+fn a_reserve_is_used_by_its_class_first() {
+    // 10 slots: pro (rank 0) may fill 10, team (rank 1) 7, free (rank 2) 5.
+    let limit = |m: usize| [10, 7, 5][m];
+    // Counts by rank, the candidate counted in.
+    assert!(classes_fit(&[0, 0, 5], 2, limit), "free's 5th");
+    assert!(!classes_fit(&[0, 0, 6], 2, limit), "free's 6th");
+    assert!(!classes_fit(&[0, 3, 5], 2, limit), "team and free past 7");
+    assert!(classes_fit(&[0, 2, 5], 1, limit), "team fills to 7");
+    assert!(!classes_fit(&[0, 3, 5], 1, limit), "team past 7 with free");
+    assert!(
+        classes_fit(&[5, 0, 5], 0, limit),
+        "pro is checked on the total only"
+    );
+    // Pro holding slots does not count against free's 5.
+    assert!(classes_fit(&[5, 0, 5], 2, limit));
+    // A rank past the list is the last class.
+    assert!(!classes_fit(&[0, 0, 6], 9, limit));
+    assert!(classes_fit(&[], 0, limit));
+}
+
+#[test]
+fn class_slots_are_given_back_when_dropped_and_wake_the_queue() {
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+    let slots = super::slots::Slots::default();
+    let id: Arc<str> = "a".into();
+    let counts = slots.of(&id, 2);
+    assert!(Arc::ptr_eq(&counts, &slots.of(&id, 2)), "one per upstream");
+    let limit = |m: usize| [4, 2][m];
+    let freed = Arc::new(Notify::new());
+    let a = counts.take(1, limit, freed.clone()).unwrap();
+    let b = counts.take(1, limit, freed.clone()).unwrap();
+    assert!(!counts.room(1, limit));
+    assert!(counts.take(1, limit, freed.clone()).is_none());
+    assert_eq!(counts.of(1), 2, "a refused take gives its count back");
+    assert!(counts.room(0, limit), "pro has its own");
+    let waiting = freed.notified();
+    tokio::pin!(waiting);
+    waiting.as_mut().enable();
+    drop(a);
+    assert_eq!(counts.of(1), 1);
+    assert!(counts.room(1, limit));
+    // The release woke the waiter: it resolves at once.
+    let woke = futures_now(waiting);
+    assert!(woke);
+    drop(b);
+    assert_eq!(counts.of(1), 0);
+}
+
+/// Whether a future is ready on its first poll.
+fn futures_now(f: impl std::future::Future<Output = ()>) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    f.as_mut().poll(&mut cx).is_ready()
+}
+
+#[test]
 fn eight_free_then_two_pro_on_four_slots() {
     // The case: max_concurrency 4, pro reserving half.
     let capacity = Capacity::new(&[class("pro", 0.5, 0), class("free", 0.0, 0)]);
     let (pro, free) = (capacity.rank(Some("pro")), capacity.rank(None));
-    let count = AtomicUsize::new(0);
-    let free_limit = slots(4, capacity.class(free).share);
-    let pro_limit = slots(4, capacity.class(pro).share);
-    let admitted_free = (0..8).filter(|_| take(&count, free_limit)).count();
+    let slots = super::slots::Slots::default();
+    let counts = slots.of(&"a".into(), 2);
+    let total = AtomicUsize::new(0);
+    let limit = |m: usize| slots_of(&capacity, m);
+    let freed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let mut held = Vec::new();
+    let mut admit = |rank: usize| match counts.take(rank, limit, freed.clone()) {
+        Some(h) if take(&total, 4) => {
+            held.push(h);
+            true
+        }
+        _ => false,
+    };
+    let admitted_free = (0..8).filter(|_| admit(free)).count();
     assert_eq!(admitted_free, 2, "free fills its share; 6 are shed");
-    let admitted_pro = (0..2).filter(|_| take(&count, pro_limit)).count();
+    let admitted_pro = (0..2).filter(|_| admit(pro)).count();
     assert_eq!(admitted_pro, 2, "both pro requests find room at once");
-    assert!(!take(&count, pro_limit), "and the upstream is full");
+    assert!(!admit(pro), "and the upstream is full");
+}
+
+fn slots_of(capacity: &Capacity, rank: usize) -> usize {
+    slots(4, capacity.class(rank).share)
 }
 
 #[test]

@@ -346,8 +346,9 @@ impl RoutingSnapshot {
 /// Counts an attempt in flight against an upstream until dropped.
 pub struct InFlight {
     upstream: Arc<Upstream>,
-    /// Told once the slot is released, for a slot taken under a capacity.
-    freed: Option<Arc<tokio::sync::Notify>>,
+    /// The class slot of an upstream with a capacity, given back (and the
+    /// requests waiting for one told) after the count.
+    _held: Option<crate::capacity::Held>,
 }
 
 impl InFlight {
@@ -356,21 +357,22 @@ impl InFlight {
         upstream.live.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             upstream,
-            freed: None,
+            _held: None,
         }
     }
 
     /// Starts counting only while fewer than `limit` attempts are in
-    /// flight (atomically: [`crate::capacity::gate::take`]); `freed` is
-    /// told when the slot is released. `None` when they are all taken.
+    /// flight (atomically: [`crate::capacity::gate::take`]), holding the
+    /// class slot `held` with it; `None` (and `held` given back) when they
+    /// are all taken.
     pub fn within(
         upstream: Arc<Upstream>,
         limit: usize,
-        freed: Arc<tokio::sync::Notify>,
+        held: crate::capacity::Held,
     ) -> Option<Self> {
         crate::capacity::gate::take(&upstream.live.in_flight, limit).then_some(Self {
             upstream,
-            freed: Some(freed),
+            _held: Some(held),
         })
     }
 }
@@ -378,9 +380,5 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.upstream.live.in_flight.fetch_sub(1, Ordering::AcqRel);
-        // After the count: a waiter woken now finds the slot free.
-        if let Some(freed) = &self.freed {
-            freed.notify_waiters();
-        }
     }
 }
