@@ -259,6 +259,55 @@ async fn a_class_with_a_queue_waits_for_a_slot_instead_of_being_shed() {
     assert_eq!(slow.requests().await, 5);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_node_sheds_the_lowest_class_first() {
+    let mock = Mock::start(&[]).await;
+    mock.behave(json!({"stall": true})).await;
+    let node = std::sync::Arc::new(
+        Node::start_with(
+            |c: &mut Config| {
+                c.upstreams = vec![upstream("a", &mock)];
+                c.routes = vec![tiers("fast", &[("a", "m1")])];
+                c.keys = keys();
+                c.classes = classes(0);
+                // Free may fill 1 of the node's 2 slots; pro both.
+                c.proxy.max_in_flight = 2;
+            },
+            &[("PRO_KEY", PRO), ("FREE_KEY", FREE)],
+        )
+        .await,
+    );
+    let first = {
+        let node = node.clone();
+        tokio::spawn(async move { chat(&node, FREE).await })
+    };
+    while mock.requests().await < 1 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = chat(&node, FREE).await;
+    assert_shed(&shed);
+    assert_eq!(shed.error()["code"], "overloaded");
+    let pro = {
+        let node = node.clone();
+        tokio::spawn(async move { chat(&node, PRO).await })
+    };
+    // The pro request got the node's last slot and reached the provider.
+    while mock.requests().await < 2 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let metrics = String::from_utf8_lossy(&node.admin_get("/metrics", &[]).await.body).into_owned();
+    assert_eq!(
+        metric(
+            &metrics,
+            "meridian_shed_total{class=\"free\",reason=\"node_in_flight\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
+    first.abort();
+    pro.abort();
+}
+
 fn meridian(args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
         .args(args)
