@@ -31,30 +31,50 @@
 //!
 //! The decisions are pure ([`gate`]); the slots are counted per class
 //! ([`slots`]) and in the upstream's own in-flight counter
-//! (`meridian_upstream_in_flight`), taken atomically
-//! ([`crate::routing::InFlight::within`]) and released by a drop guard on
+//! (`meridian_upstream_in_flight`), taken atomically ([`gate::take`]) and
+//! released by a drop guard (`routing::InFlight`, holding a [`Slot`]) on
 //! every path (answered, failed, timed out, the client gone mid-stream),
 //! which wakes the requests waiting in a class's queue.
 
 pub mod gate;
 pub mod rpm;
-pub mod shed;
 pub mod slots;
 #[cfg(test)]
 mod tests;
 
-pub use shed::{SHED_REASONS, ShedCounts, ShedReason};
 pub use slots::Held;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use proto::config::{ClassConfig, class_rank};
 use tokio::sync::Notify;
 
-use crate::routing::{InFlight, Upstream};
 use rpm::RpmWindows;
 use slots::Slots;
+
+/// An upstream as the gate sees it: its id, its limits, and its in-flight
+/// counter (`routing::Upstream::gated`).
+#[derive(Debug, Clone, Copy)]
+pub struct Gated<'a> {
+    /// Its id.
+    pub id: &'a Arc<str>,
+    /// Its `max_concurrency`.
+    pub max_concurrency: Option<u32>,
+    /// Its account's `rpm`.
+    pub rpm: Option<u64>,
+    /// Attempts in flight to it from this node.
+    pub in_flight: &'a AtomicUsize,
+}
+
+/// One attempt counted in its upstream's in-flight counter, with its class
+/// slot when the upstream has a capacity. Whoever holds it gives the count
+/// back (`routing::InFlight`); the class slot goes back when it drops.
+#[derive(Debug)]
+pub struct Slot {
+    _held: Option<Held>,
+}
 
 /// The class every key is in when no `[[classes]]` are configured.
 pub const DEFAULT_CLASS: &str = "default";
@@ -156,50 +176,57 @@ impl Capacity {
 
     /// This node's per-minute part of `upstream`'s `rpm` for the class at
     /// `rank`; `None` when it has no `rpm`.
-    fn rpm_allowance(&self, upstream: &Upstream, rank: usize, at: At) -> Option<f64> {
-        let rpm = upstream.config.rpm?;
+    fn rpm_allowance(&self, upstream: Gated<'_>, rank: usize, at: At) -> Option<f64> {
+        let rpm = upstream.rpm?;
         Some(rpm::allowance(rpm, at.members, self.class(rank).share))
     }
 
     /// Whether `upstream` has a slot and a request of its `rpm` the class
     /// at `rank` may use now (the plan leaves it out otherwise).
-    pub fn has_room(&self, upstream: &Upstream, rank: usize, at: At) -> bool {
-        let slot = upstream.config.max_concurrency.is_none_or(|capacity| {
+    pub fn has_room(&self, upstream: Gated<'_>, rank: usize, at: At) -> bool {
+        let slot = upstream.max_concurrency.is_none_or(|capacity| {
             let capacity = capacity as usize;
-            let total = upstream
-                .live
-                .in_flight
-                .load(std::sync::atomic::Ordering::Acquire);
-            gate::fits(total, capacity)
+            gate::fits(upstream.in_flight.load(Ordering::Acquire), capacity)
                 && self
                     .slots
-                    .of(&upstream.id, self.classes.len())
+                    .of(upstream.id, self.classes.len())
                     .room(rank, self.limit(capacity))
         });
         slot && self
             .rpm_allowance(upstream, rank, at)
-            .is_none_or(|allowance| self.rpm.fits(&upstream.id, at.now_ms, allowance))
+            .is_none_or(|allowance| self.rpm.fits(upstream.id, at.now_ms, allowance))
     }
 
-    /// Takes a slot of `upstream` for the class at `rank`, counted in its
-    /// in-flight attempts until the guard drops, and one request of its
-    /// `rpm`; `None` when the class may not use what is left of either.
-    pub fn permit(&self, upstream: &Arc<Upstream>, rank: usize, at: At) -> Option<InFlight> {
-        let slot = match upstream.config.max_concurrency {
-            None => InFlight::new(upstream.clone()),
+    /// Counts one attempt in `upstream`'s in-flight counter, with a slot
+    /// of its capacity for the class at `rank` and one request of its
+    /// `rpm`; `None`, and nothing counted, when the class may not use what
+    /// is left of either.
+    pub fn permit(&self, upstream: Gated<'_>, rank: usize, at: At) -> Option<Slot> {
+        let slot = match upstream.max_concurrency {
+            None => {
+                upstream.in_flight.fetch_add(1, Ordering::AcqRel);
+                Slot { _held: None }
+            }
             Some(capacity) => {
                 let capacity = capacity as usize;
-                let held = self.slots.of(&upstream.id, self.classes.len()).take(
+                let held = self.slots.of(upstream.id, self.classes.len()).take(
                     rank,
                     self.limit(capacity),
                     self.freed.clone(),
                 )?;
-                InFlight::within(upstream.clone(), capacity, held)?
+                // The class slot goes back if the total is full.
+                if !gate::take(upstream.in_flight, capacity) {
+                    return None;
+                }
+                Slot { _held: Some(held) }
             }
         };
         match self.rpm_allowance(upstream, rank, at) {
-            // The slot goes back when refused.
-            Some(allowance) if !self.rpm.take(&upstream.id, at.now_ms, allowance) => None,
+            Some(allowance) if !self.rpm.take(upstream.id, at.now_ms, allowance) => {
+                upstream.in_flight.fetch_sub(1, Ordering::AcqRel);
+                drop(slot);
+                None
+            }
             _ => Some(slot),
         }
     }

@@ -7,7 +7,7 @@ use proto::config::ClassConfig;
 use tokio::time::Instant;
 
 use super::gate::{classes_fit, retry_after, slots, take, usable_share, wait_until};
-use super::{Capacity, DEFAULT_CLASS, ShedCounts, ShedReason};
+use super::{Capacity, DEFAULT_CLASS};
 
 fn class(name: &str, reserved: f64, queue_ms: u64) -> ClassConfig {
     ClassConfig {
@@ -189,24 +189,6 @@ fn without_classes_everyone_may_use_everything() {
     assert_eq!(capacity.rank(Some("pro")), 0);
     assert_eq!(capacity.node_limit(64, 0), 64);
     assert_eq!(capacity.class(0).queue, Duration::ZERO);
-}
-
-#[test]
-fn shed_counts_keep_going_across_a_new_class_list() {
-    let counts = ShedCounts::default();
-    let (pro, free) = (std::sync::Arc::from("pro"), std::sync::Arc::from("free"));
-    counts.set_classes([&pro, &free]);
-    counts.shed(1, ShedReason::UpstreamCapacity);
-    counts.shed(1, ShedReason::UpstreamCapacity);
-    counts.shed(9, ShedReason::NodeInFlight);
-    assert_eq!(counts.count(1, ShedReason::UpstreamCapacity), 2);
-    assert_eq!(
-        counts.count(1, ShedReason::NodeInFlight),
-        1,
-        "past the list: the last"
-    );
-    counts.set_classes([&free]);
-    assert_eq!(counts.count(0, ShedReason::UpstreamCapacity), 2);
 }
 
 #[test]

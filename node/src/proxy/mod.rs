@@ -72,9 +72,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
 
-use crate::capacity::{Capacity, ShedReason};
+use crate::capacity::Capacity;
 use crate::error::ProxyError;
 use crate::health::HealthSink;
+use crate::metrics::ShedReason;
 use crate::relay::Relay;
 use crate::request_body::probe;
 use crate::responses::{self, ResponsesCall};

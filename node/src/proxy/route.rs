@@ -14,9 +14,10 @@ use tracing::info;
 use super::attempt::{self, Ready, race};
 use super::failover::{Failover, Leg, Step, Targets, Timing};
 use super::{Admission, Answered, Call, Failed, Proxy, finish};
-use crate::capacity::{At, Capacity, ShedReason, gate};
+use crate::capacity::{At, Capacity, gate};
 use crate::error::{AttemptError, Attempts, ProxyError};
 use crate::health::breaker::Circuit;
+use crate::metrics::ShedReason;
 use crate::routing::{InFlight, Route, RoutingSnapshot, Target, Upstream};
 use crate::select::{self, Pick, Policy};
 
@@ -54,7 +55,7 @@ impl Proxy {
             let plan = route.plan_among(
                 &self.policy,
                 call.stream,
-                |upstream| serves(upstream) && self.capacity.has_room(upstream, rank, now),
+                |upstream| serves(upstream) && self.capacity.has_room(upstream.gated(), rank, now),
                 &mut rand::rng(),
             );
             if !plan.is_empty() {
@@ -258,9 +259,10 @@ impl RouteTargets<'_> {
     /// Takes a slot of `pick`'s upstream for the request's class.
     fn take_slot(&mut self, pick: Pick) -> bool {
         let upstream = &pick_target(self.route, pick).upstream;
-        match self.capacity.permit(upstream, self.rank, self.at) {
-            Some(permit) => {
-                self.permits.push((pick, permit));
+        match self.capacity.permit(upstream.gated(), self.rank, self.at) {
+            Some(slot) => {
+                self.permits
+                    .push((pick, InFlight::counted(upstream.clone(), slot)));
                 true
             }
             None => {

@@ -107,6 +107,16 @@ impl Upstream {
     pub fn usable(&self) -> bool {
         self.disabled.is_none()
     }
+
+    /// What the capacity gate needs of it.
+    pub fn gated(&self) -> crate::capacity::Gated<'_> {
+        crate::capacity::Gated {
+            id: &self.id,
+            max_concurrency: self.config.max_concurrency,
+            rpm: self.config.rpm,
+            in_flight: &self.live.in_flight,
+        }
+    }
 }
 
 impl HasLive for Upstream {
@@ -348,7 +358,7 @@ pub struct InFlight {
     upstream: Arc<Upstream>,
     /// The class slot of an upstream with a capacity, given back (and the
     /// requests waiting for one told) after the count.
-    _held: Option<crate::capacity::Held>,
+    _slot: Option<crate::capacity::Slot>,
 }
 
 impl InFlight {
@@ -357,23 +367,17 @@ impl InFlight {
         upstream.live.in_flight.fetch_add(1, Ordering::Relaxed);
         Self {
             upstream,
-            _held: None,
+            _slot: None,
         }
     }
 
-    /// Starts counting only while fewer than `limit` attempts are in
-    /// flight (atomically: [`crate::capacity::gate::take`]), holding the
-    /// class slot `held` with it; `None` (and `held` given back) when they
-    /// are all taken.
-    pub fn within(
-        upstream: Arc<Upstream>,
-        limit: usize,
-        held: crate::capacity::Held,
-    ) -> Option<Self> {
-        crate::capacity::gate::take(&upstream.live.in_flight, limit).then_some(Self {
+    /// Holds an attempt the capacity gate counted already
+    /// ([`crate::capacity::Capacity::permit`]).
+    pub fn counted(upstream: Arc<Upstream>, slot: crate::capacity::Slot) -> Self {
+        Self {
             upstream,
-            _held: Some(held),
-        })
+            _slot: Some(slot),
+        }
     }
 }
 

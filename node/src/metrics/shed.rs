@@ -8,7 +8,7 @@ use arc_swap::ArcSwap;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use crate::metrics::counter;
+use super::counter;
 
 /// Why a request was shed, as labelled, in the order of [`ShedReason`].
 pub const SHED_REASONS: [&str; 2] = ["upstream_capacity", "node_in_flight"];
@@ -88,5 +88,30 @@ impl ShedCounts {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn shed_counts_keep_going_across_a_new_class_list() {
+        let counts = ShedCounts::default();
+        let (pro, free) = (Arc::from("pro"), Arc::from("free"));
+        counts.set_classes([&pro, &free]);
+        counts.shed(1, ShedReason::UpstreamCapacity);
+        counts.shed(1, ShedReason::UpstreamCapacity);
+        counts.shed(9, ShedReason::NodeInFlight);
+        assert_eq!(counts.count(1, ShedReason::UpstreamCapacity), 2);
+        assert_eq!(
+            counts.count(1, ShedReason::NodeInFlight),
+            1,
+            "past the list: the last"
+        );
+        counts.set_classes([&free]);
+        assert_eq!(counts.count(0, ShedReason::UpstreamCapacity), 2);
     }
 }
