@@ -32,6 +32,9 @@
 //!   cluster state (`build.rs`), rebuilt as Raft applies (`follow.rs`), with
 //!   each route's hedge budget (`hedge.rs`) and where secrets come from
 //!   (`secrets.rs`).
+//! - [`capacity`]: upstreams' `max_concurrency` and the priority classes'
+//!   reserved shares of it (and of `proxy.max_in_flight`): which targets a
+//!   class may use now, its queue, and the requests shed.
 //!
 //! Health (a sample to a choice):
 //! - [`health`]: windows, breakers and the recorder that owns them, each
@@ -53,6 +56,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod capacity;
 pub mod catalogue;
 pub mod cluster;
 pub mod defaults;

@@ -283,7 +283,8 @@ impl Node {
         let proxy = Arc::new(
             Proxy::new(snapshot.clone(), health, settings.policy)
                 .with_body_timeout(settings.body_timeout)
-                .with_tenants(tenants),
+                .with_tenants(tenants)
+                .with_classes(&config.classes),
         );
         let data_plane = server::Workers::spawn(
             api,

@@ -126,6 +126,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["type"], "error");
         assert_eq!(v["error"]["type"], "overloaded_error");
+        // A request shed for its class stays a 429, in the overloaded shape.
+        let shed = ProxyError::Shed {
+            class: "free".into(),
+            retry_after: std::time::Duration::from_secs(2),
+        };
+        let (status, body) = shed.anthropic();
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["type"], "overloaded_error");
+        let v: serde_json::Value = serde_json::from_slice(&shed.body()).unwrap();
+        assert_eq!(v["error"]["code"], "overloaded");
+        assert_eq!(shed.retry_after(), Some(std::time::Duration::from_secs(2)));
         let (status, body) = ProxyError::UnknownModel("claude-9".into()).anthropic();
         assert_eq!(status, StatusCode::NOT_FOUND);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();

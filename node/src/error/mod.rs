@@ -125,6 +125,16 @@ pub enum ProxyError {
         /// The configured limit.
         limit: usize,
     },
+    /// No target of the route had a slot the request's class may use
+    /// (each upstream's `max_concurrency`, or the node's `max_in_flight`,
+    /// as the classes divide it).
+    #[error("No capacity is left for class `{class}` right now; retry shortly.")]
+    Shed {
+        /// The request's class.
+        class: String,
+        /// How long the client should wait.
+        retry_after: Duration,
+    },
     /// Every upstream tried answered 429.
     #[error("Every upstream is rate limiting: {attempts}")]
     RateLimited {
@@ -202,6 +212,7 @@ impl ProxyError {
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
             Self::Overloaded { .. }
+            | Self::Shed { .. }
             | Self::RateLimited { .. }
             | Self::KeyRateLimited { .. }
             | Self::InsufficientQuota => StatusCode::TOO_MANY_REQUESTS,
@@ -220,6 +231,7 @@ impl ProxyError {
         matches!(
             self,
             Self::Overloaded { .. }
+                | Self::Shed { .. }
                 | Self::RateLimited { .. }
                 | Self::NoUsableUpstream(_)
                 | Self::UpstreamsOverloaded { .. }
@@ -234,9 +246,9 @@ impl ProxyError {
             Self::Overloaded { .. } | Self::UpstreamsOverloaded { .. } => {
                 Some(Duration::from_secs(1))
             }
-            Self::RateLimited { retry_after, .. } | Self::KeyRateLimited { retry_after, .. } => {
-                Some(*retry_after)
-            }
+            Self::RateLimited { retry_after, .. }
+            | Self::KeyRateLimited { retry_after, .. }
+            | Self::Shed { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }
@@ -256,7 +268,7 @@ impl ProxyError {
             Self::MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed")),
             Self::TooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             Self::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
-            Self::Overloaded { .. } => ("rate_limit_error", Some("overloaded")),
+            Self::Overloaded { .. } | Self::Shed { .. } => ("rate_limit_error", Some("overloaded")),
             Self::RateLimited { .. } => ("rate_limit_error", Some("rate_limit_exceeded")),
             Self::ModelNotAllowed(_) => ("permission_error", Some("model_not_allowed")),
             Self::KeyRateLimited { what, .. } => (what, Some("rate_limit_exceeded")),
@@ -295,10 +307,13 @@ impl ProxyError {
             Self::Overloaded { .. } | Self::UpstreamsOverloaded { .. } => anthropic::OVERLOADED,
             _ => self.status(),
         };
-        (
-            status,
-            anthropic_error_json(anthropic_type(status), &self.to_string()),
-        )
+        // A shed request stays a 429, as for OpenAI clients, in the shape
+        // of Anthropic's `overloaded_error`.
+        let kind = match self {
+            Self::Shed { .. } => "overloaded_error",
+            _ => anthropic_type(status),
+        };
+        (status, anthropic_error_json(kind, &self.to_string()))
     }
 }
 
@@ -435,6 +450,10 @@ mod tests {
             ProxyError::TooLarge { limit: 1 },
             ProxyError::BodyTimeout { timeout_ms: 1 },
             ProxyError::Overloaded { limit: 1 },
+            ProxyError::Shed {
+                class: "free".into(),
+                retry_after: Duration::from_secs(1),
+            },
             ProxyError::RateLimited {
                 attempts: none(),
                 retry_after: Duration::from_secs(1),

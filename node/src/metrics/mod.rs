@@ -25,17 +25,20 @@
 //! - `keys`: the per client key counters (`meridian_key_*`).
 //! - `render`: the Prometheus text of all of it.
 //! - `process`: the standard `process_*` figures, read from `/proc`.
+//! - `shed`: the requests shed for capacity, by class (`meridian_shed_total`).
 
 mod events;
 mod histogram;
 mod keys;
 mod process;
 mod render;
+mod shed;
 
 pub use events::{EVENTS_KEPT, Events, FailoverEvent};
 pub use histogram::{Histogram, LATENCY_BUCKETS, StatusCounts};
 pub use keys::{KEY_OUTCOMES, KeyMetrics, KeyOutcome};
 pub use render::{counter, gauge};
+pub use shed::{SHED_REASONS, ShedCounts, ShedReason};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -177,6 +180,8 @@ pub struct Metrics {
     pub unrouted: StatusCounts,
     /// Recent failovers.
     pub events: Events,
+    /// Requests shed for capacity, by class and reason.
+    pub shed: ShedCounts,
     pub(crate) routes: Mutex<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     pub(crate) upstreams: Mutex<BTreeMap<Arc<str>, Arc<UpstreamMetrics>>>,
     pub(crate) keys: Mutex<BTreeMap<Arc<str>, Arc<KeyMetrics>>>,

@@ -202,6 +202,7 @@ impl Metrics {
         self.classes
             .load()
             .encode(encoder, crate::health::cooldown::now_ms())?;
+        self.shed.encode(encoder)?;
         super::process::Process::read().encode(encoder)
     }
 }

@@ -40,6 +40,7 @@ impl Proxy {
         call: &Call<'_>,
         route: &Route,
         target: &Target,
+        in_flight: InFlight,
         budget: Duration,
         deadline: Instant,
     ) -> Result<Ready, AttemptError> {
@@ -51,7 +52,6 @@ impl Proxy {
                 over_limit: false,
             });
         };
-        let in_flight = InFlight::new(upstream.clone());
         let request = build_request(call, form, target);
         let started = Instant::now();
         let finish = Finish {

@@ -28,6 +28,13 @@ pub trait Targets {
     /// asked once per target reached, in the plan's order.
     fn admit(&mut self, pick: Pick) -> bool;
 
+    /// Whether `pick`, in flight already, may be tried a second time at
+    /// once (a hedge to the route's only target): its upstream may have
+    /// no slot left for it.
+    fn admit_again(&mut self, _pick: Pick) -> bool {
+        true
+    }
+
     /// The time `pick` earns from its figures.
     fn timing(&mut self, pick: Pick) -> Timing;
 
@@ -228,7 +235,8 @@ impl Failover {
                 self.next += 1;
                 p
             }
-            _ => primary,
+            _ if targets.admit_again(primary) => primary,
+            _ => return None,
         };
         self.attempts += 1;
         self.hedge = Some(second);

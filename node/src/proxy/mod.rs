@@ -72,8 +72,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
 
+use crate::capacity::Capacity;
 use crate::error::ProxyError;
 use crate::health::HealthSink;
+use crate::metrics::ShedReason;
 use crate::relay::Relay;
 use crate::request_body::probe;
 use crate::responses::{self, ResponsesCall};
@@ -144,6 +146,8 @@ pub struct Proxy {
     body_timeout: Duration,
     /// The keys' limits and usage; `None`: no key has any.
     tenants: Option<Arc<Tenants>>,
+    /// The priority classes, and the upstreams' capacity they divide.
+    capacity: Arc<Capacity>,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -227,7 +231,22 @@ impl Proxy {
                 proto::config::ConnectionsConfig::default().body_timeout_ms,
             ),
             tenants: None,
+            capacity: Arc::new(Capacity::default()),
         }
+    }
+
+    /// The same data plane with the priority classes of `[[classes]]`,
+    /// each with its share of every upstream's `max_concurrency` and of
+    /// `proxy.max_in_flight` ([`crate::capacity`]).
+    pub fn with_classes(mut self, classes: &[proto::config::ClassConfig]) -> Self {
+        let capacity = Capacity::new(classes);
+        self.snapshot
+            .load()
+            .metrics
+            .shed
+            .set_classes(capacity.classes().iter().map(|c| &c.name));
+        self.capacity = Arc::new(capacity);
+        self
     }
 
     /// The same data plane checking each key's limits against `tenants`
@@ -375,14 +394,16 @@ impl Proxy {
             .map_err(|_| ProxyError::BodyTimeout {
                 timeout_ms: u64::try_from(self.body_timeout.as_millis()).unwrap_or(u64::MAX),
             })??;
-        let class = snapshot
-            .metrics
-            .classes
-            .load()
+        // The node's slots are divided among the classes as an upstream's
+        // are: a full node sheds the lowest class first.
+        let rank = self
+            .capacity
             .rank(tenant.as_deref().and_then(KeyState::class));
+        let class = rank;
         let limit = snapshot.proxy.max_in_flight;
         let admission = Admission(self.in_flight.clone());
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= limit {
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.capacity.node_limit(limit, rank) {
+            snapshot.metrics.shed.shed(rank, ShedReason::NodeInFlight);
             finish::class_done(snapshot, class, None);
             return Err(ProxyError::Overloaded { limit }.into());
         }
@@ -428,7 +449,7 @@ impl Proxy {
             max_response_bytes: snapshot.proxy.max_response_bytes,
             scrub: &snapshot.scrub,
         };
-        self.route(&call, &route, snapshot, admission).await
+        self.route(&call, &route, snapshot, admission, rank).await
     }
 }
 

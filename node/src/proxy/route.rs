@@ -14,10 +14,12 @@ use tracing::info;
 use super::attempt::{self, Ready, race};
 use super::failover::{Failover, Leg, Step, Targets, Timing};
 use super::{Admission, Answered, Call, Failed, Proxy, finish};
+use crate::capacity::{At, Capacity, gate};
 use crate::error::{AttemptError, Attempts, ProxyError, Tried};
 use crate::health::breaker::Circuit;
 use crate::health::cooldown;
-use crate::routing::{Route, RoutingSnapshot, Target, Upstream};
+use crate::metrics::ShedReason;
+use crate::routing::{InFlight, Route, RoutingSnapshot, Target, Upstream};
 use crate::select::{self, Pick, Policy};
 
 impl Proxy {
@@ -27,27 +29,72 @@ impl Proxy {
         route: &Arc<Route>,
         snapshot: &RoutingSnapshot,
         admission: Admission,
+        rank: usize,
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
-        let serves = |upstream: &Upstream| {
-            call.forms.for_upstream(&upstream.config).is_some()
-                && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
+        let class = self.capacity.class(rank);
+        let request_deadline = started + route.request_timeout;
+        let queue_until = gate::wait_until(started, class.queue, request_deadline);
+        let at = || At {
+            now_ms: crate::tenants::now_ms(),
+            members: self
+                .tenants
+                .as_ref()
+                .map_or(1, |t| t.applied().state.nodes.len().max(1)),
         };
-        // Cooled targets (a provider's `Retry-After`) are skipped.
-        let now_ms = cooldown::now_ms();
-        let plan = route.plan_among(
-            &self.policy,
-            call.stream,
-            |upstream| serves(upstream) && !upstream.live.cooled(now_ms),
-            &mut rand::rng(),
-        );
-        if plan.is_empty() {
-            let error = match cooled_for(route, serves, now_ms) {
-                Some((attempts, retry_after)) => ProxyError::RateLimited {
-                    attempts,
-                    retry_after,
+        let plan = loop {
+            // Registered before the plan looks, so a slot freed in between
+            // still wakes this request.
+            let freed = self.capacity.freed().notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let serves = |upstream: &Upstream| {
+                call.forms.for_upstream(&upstream.config).is_some()
+                    && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
+            };
+            let now = at();
+            // Cooled targets (a provider's `Retry-After`) are skipped.
+            let now_ms = cooldown::now_ms();
+            let plan = route.plan_among(
+                &self.policy,
+                call.stream,
+                |upstream| {
+                    serves(upstream)
+                        && !upstream.live.cooled(now_ms)
+                        && self.capacity.has_room(upstream.gated(), rank, now)
                 },
-                None => ProxyError::NoUsableUpstream(route.name.to_string()),
+                &mut rand::rng(),
+            );
+            if !plan.is_empty() {
+                break plan;
+            }
+            // Empty for want of capacity only: wait in the class's queue,
+            // else shed; every target cooled: 429 with the longest wait;
+            // empty whatever the capacity: no usable upstream.
+            let full = !route
+                .plan_among(
+                    &self.policy,
+                    call.stream,
+                    |upstream| serves(upstream) && !upstream.live.cooled(now_ms),
+                    &mut rand::rng(),
+                )
+                .is_empty();
+            let error = if full {
+                match queue_until {
+                    Some(until) if Instant::now() < until => {
+                        let _ = tokio::time::timeout_at(until, freed).await;
+                        continue;
+                    }
+                    _ => self.shed(snapshot, rank),
+                }
+            } else {
+                match cooled_for(route, serves, now_ms) {
+                    Some((attempts, retry_after)) => ProxyError::RateLimited {
+                        attempts,
+                        retry_after,
+                    },
+                    None => ProxyError::NoUsableUpstream(route.name.to_string()),
+                }
             };
             finish::gave_up(route, &error, started);
             finish::class_done(snapshot, call.class, None);
@@ -56,7 +103,7 @@ impl Proxy {
                 attempts: 0,
                 routed: true,
             });
-        }
+        };
         if let Some(hedge) = &route.hedge {
             hedge.earn();
         }
@@ -67,11 +114,23 @@ impl Proxy {
             route,
             snapshot,
             policy: &self.policy,
+            capacity: &self.capacity,
+            rank,
+            at: at(),
+            permits: Vec::new(),
+            full: false,
         };
         loop {
             let next = match failover.next(Instant::now(), &mut targets) {
                 Step::Try(next) => next,
                 Step::GiveUp { error, attempts } => {
+                    // Every target of the plan filled up before its turn
+                    // (another request took the last slot): shed.
+                    let error = if attempts == 0 && targets.full {
+                        self.shed(snapshot, rank)
+                    } else {
+                        error
+                    };
                     finish::gave_up(route, &error, started);
                     finish::class_done(snapshot, call.class, None);
                     return Err(Failed {
@@ -106,7 +165,8 @@ impl Proxy {
                     &handover.reason,
                 );
             }
-            let primary = self.attempt(call, route, target, next.timeout, deadline);
+            let slot = targets.slot(next.pick);
+            let primary = self.attempt(call, route, target, slot, next.timeout, deadline);
             let mut hedged_to = None;
             let won = match next.hedge_after {
                 None => alone(primary.await),
@@ -121,7 +181,8 @@ impl Proxy {
                                     let other = pick_target(route, hedge.pick);
                                     hedged_to = Some(other);
                                     info!(upstream = %target.upstream.id, hedge = %other.upstream.id, delay_ms = delay.as_millis() as u64, "hedging a slow attempt");
-                                    let hedged = self.attempt(call, route, other, hedge.timeout, deadline);
+                                    let slot = targets.slot(hedge.pick);
+                                    let hedged = self.attempt(call, route, other, slot, hedge.timeout, deadline);
                                     race(primary, hedged).await
                                 }
                                 None => alone(primary.await),
@@ -159,6 +220,22 @@ impl Proxy {
                     }
                 }
             }
+        }
+    }
+}
+
+impl Proxy {
+    /// The error of a request of the class at `rank` that no target had a
+    /// slot for, counted.
+    fn shed(&self, snapshot: &RoutingSnapshot, rank: usize) -> ProxyError {
+        snapshot
+            .metrics
+            .shed
+            .shed(rank, ShedReason::UpstreamCapacity);
+        let class = self.capacity.class(rank);
+        ProxyError::Shed {
+            class: class.name.to_string(),
+            retry_after: gate::retry_after(class.queue),
         }
     }
 }
@@ -206,16 +283,66 @@ struct RouteTargets<'a> {
     route: &'a Route,
     snapshot: &'a RoutingSnapshot,
     policy: &'a Policy,
+    /// The upstreams' capacity, and the request's class in it.
+    capacity: &'a Capacity,
+    rank: usize,
+    /// When the request was planned, for the upstreams' `rpm`.
+    at: At,
+    /// The slots taken by `admit`, each until its attempt starts.
+    permits: Vec<(Pick, InFlight)>,
+    /// A target was passed over for want of a slot.
+    full: bool,
+}
+
+impl RouteTargets<'_> {
+    /// The slot `admit` took for `pick`'s attempt.
+    fn slot(&mut self, pick: Pick) -> InFlight {
+        match self.permits.iter().position(|(p, _)| *p == pick) {
+            Some(i) => self.permits.swap_remove(i).1,
+            // Not reached: an attempt starts only on an admitted target.
+            None => InFlight::new(pick_target(self.route, pick).upstream.clone()),
+        }
+    }
+
+    /// Takes a slot of `pick`'s upstream for the request's class.
+    fn take_slot(&mut self, pick: Pick) -> bool {
+        let upstream = &pick_target(self.route, pick).upstream;
+        match self.capacity.permit(upstream.gated(), self.rank, self.at) {
+            Some(slot) => {
+                self.permits
+                    .push((pick, InFlight::counted(upstream.clone(), slot)));
+                true
+            }
+            None => {
+                self.full = true;
+                false
+            }
+        }
+    }
 }
 
 impl Targets for RouteTargets<'_> {
-    /// A half-open circuit lets one probe through, and the request that
-    /// takes it is that probe.
+    /// A target is tried only with a slot its upstream's capacity leaves
+    /// the request's class. A half-open circuit lets one probe through,
+    /// and the request that takes it is that probe.
     fn admit(&mut self, pick: Pick) -> bool {
-        let live = &pick_target(self.route, pick).upstream.live;
+        let route = self.route;
+        let live = &pick_target(route, pick).upstream.live;
         // Cooled since the plan was made (another request's 429).
-        !live.cooled(cooldown::now_ms())
-            && (live.circuit() != Circuit::HalfOpen || live.take_probe())
+        if live.cooled(cooldown::now_ms()) || !self.take_slot(pick) {
+            return false;
+        }
+        if live.circuit() != Circuit::HalfOpen || live.take_probe() {
+            return true;
+        }
+        // No probe left: the slot goes back.
+        self.permits.pop();
+        false
+    }
+
+    /// A hedge to the target already tried takes a slot of its own.
+    fn admit_again(&mut self, pick: Pick) -> bool {
+        self.take_slot(pick)
     }
 
     fn timing(&mut self, pick: Pick) -> Timing {

@@ -107,6 +107,16 @@ impl Upstream {
     pub fn usable(&self) -> bool {
         self.disabled.is_none()
     }
+
+    /// What the capacity gate needs of it.
+    pub fn gated(&self) -> crate::capacity::Gated<'_> {
+        crate::capacity::Gated {
+            id: &self.id,
+            max_concurrency: self.config.max_concurrency,
+            rpm: self.config.rpm,
+            in_flight: &self.live.in_flight,
+        }
+    }
 }
 
 impl HasLive for Upstream {
@@ -344,18 +354,35 @@ impl RoutingSnapshot {
 }
 
 /// Counts an attempt in flight against an upstream until dropped.
-pub struct InFlight(Arc<Upstream>);
+pub struct InFlight {
+    upstream: Arc<Upstream>,
+    /// The class slot of an upstream with a capacity, given back (and the
+    /// requests waiting for one told) after the count.
+    _slot: Option<crate::capacity::Slot>,
+}
 
 impl InFlight {
     /// Starts counting.
     pub fn new(upstream: Arc<Upstream>) -> Self {
         upstream.live.in_flight.fetch_add(1, Ordering::Relaxed);
-        Self(upstream)
+        Self {
+            upstream,
+            _slot: None,
+        }
+    }
+
+    /// Holds an attempt the capacity gate counted already
+    /// ([`crate::capacity::Capacity::permit`]).
+    pub fn counted(upstream: Arc<Upstream>, slot: crate::capacity::Slot) -> Self {
+        Self {
+            upstream,
+            _slot: Some(slot),
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.live.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.upstream.live.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -179,6 +179,41 @@ fn a_route_with_one_target_hedges_it_again() {
     assert!(answer.hedge_won);
 }
 
+/// A lone target whose upstream has no slot left for a second attempt.
+struct Full(Script);
+
+impl Targets for Full {
+    fn admit(&mut self, pick: Pick) -> bool {
+        self.0.admit(pick)
+    }
+
+    fn admit_again(&mut self, _: Pick) -> bool {
+        false
+    }
+
+    fn timing(&mut self, pick: Pick) -> Timing {
+        self.0.timing(pick)
+    }
+
+    fn spend_hedge(&mut self) -> bool {
+        self.0.spend_hedge()
+    }
+}
+
+#[test]
+fn no_hedge_to_the_same_target_without_a_slot_for_it() {
+    let start = Instant::now();
+    let mut f = Failover::new(vec![(0, 0)], start, ms(1_000));
+    let mut targets = Full(open(&[]));
+    targets.0.hedge_after = Some(ms(50));
+    targets.0.budget = [true].into();
+    expect_try(f.next(start, &mut targets));
+    assert!(f.hedge(start + ms(100), &mut targets).is_none());
+    // The primary's answer still finishes the request, as one attempt.
+    let answer = f.answered(Leg::Primary).unwrap();
+    assert_eq!(answer.attempts, 1);
+}
+
 #[test]
 fn no_hedge_without_budget_or_after_the_deadline() {
     let start = Instant::now();
