@@ -38,6 +38,8 @@
 //!   upstream's live state and the registry that keeps it across rebuilds,
 //!   the cluster's board and the sharing through Raft.
 //! - [`metrics`]: the Prometheus counters and the recent failovers.
+//! - [`telemetry`]: OpenTelemetry spans for each request and attempt, W3C
+//!   trace context in and out, exported over OTLP/HTTP when configured.
 //!
 //! The cluster and operators:
 //! - [`cluster`]: openraft over the sled store and the QUIC transport, writes
@@ -66,6 +68,7 @@ pub mod scrub;
 pub mod select;
 pub mod server;
 pub mod settings;
+pub mod telemetry;
 pub mod tenants;
 pub mod translate;
 pub mod upstream;

@@ -80,6 +80,7 @@ use crate::responses::{self, ResponsesCall};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
+use crate::telemetry::{RequestTrace, Telemetry};
 use crate::tenants::{KeyState, Tenants};
 use forms::Forms;
 use ids::{count_header, request_id};
@@ -144,6 +145,8 @@ pub struct Proxy {
     body_timeout: Duration,
     /// The keys' limits and usage; `None`: no key has any.
     tenants: Option<Arc<Tenants>>,
+    /// The tracer; `None`: tracing is off and no span is built.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -201,6 +204,8 @@ struct Call<'a> {
     accept: Option<HeaderValue>,
     key: Arc<str>,
     request_id: &'a HeaderValue,
+    /// The request's span, whose attempts are its children (or nothing).
+    trace: RequestTrace,
     max_response_bytes: usize,
     /// Takes the node's provider keys out of what upstreams send back.
     scrub: &'a Arc<Scrubber>,
@@ -225,6 +230,7 @@ impl Proxy {
                 proto::config::ConnectionsConfig::default().body_timeout_ms,
             ),
             tenants: None,
+            telemetry: None,
         }
     }
 
@@ -232,6 +238,12 @@ impl Proxy {
     /// and counting its usage there.
     pub fn with_tenants(mut self, tenants: Arc<Tenants>) -> Self {
         self.tenants = Some(tenants);
+        self
+    }
+
+    /// The same data plane tracing each request and attempt.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
         self
     }
 
@@ -256,11 +268,24 @@ impl Proxy {
         let dialect = Endpoint::dialect_of_path(req.uri().path());
         let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
         let snapshot = self.snapshot.load_full();
+        let trace = match &self.telemetry {
+            Some(t) => t.request(
+                req.headers(),
+                req.method().as_str(),
+                req.uri().path(),
+                request_id.to_str().unwrap_or("-"),
+            ),
+            None => RequestTrace::off(),
+        };
         let mut limited = None;
         let result = self
-            .serve(req, &snapshot, &request_id, &mut limited)
+            .serve(req, &snapshot, &request_id, &trace, &mut limited)
             .instrument(span.clone())
             .await;
+        let attempts = match &result {
+            Ok(answered) => answered.attempts,
+            Err(failed) => failed.attempts,
+        };
         let mut response = match result {
             Ok(answered) => {
                 if answered.attempts == 0 {
@@ -296,6 +321,8 @@ impl Proxy {
                 error_response(&failed.error, failed.attempts, dialect)
             }
         };
+        let streaming = matches!(response.body(), ProxyBody::Stream(_));
+        trace.answered(response.status().as_u16(), attempts, streaming);
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), request_id);
         headers.insert(X_REGION.clone(), snapshot.region.clone());
@@ -310,6 +337,7 @@ impl Proxy {
         req: Request<Incoming>,
         snapshot: &RoutingSnapshot,
         request_id: &HeaderValue,
+        trace: &RequestTrace,
         limited: &mut Option<Arc<KeyState>>,
     ) -> Result<Answered, Failed> {
         // Authenticate before anything else, so an unauthenticated caller
@@ -416,6 +444,7 @@ impl Proxy {
             accept,
             key,
             request_id,
+            trace: trace.clone(),
             max_response_bytes: snapshot.proxy.max_response_bytes,
             scrub: &snapshot.scrub,
         };

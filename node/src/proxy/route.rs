@@ -28,6 +28,7 @@ impl Proxy {
         admission: Admission,
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
+        call.trace.routed(&route.name, &call.key);
         let plan = route.plan_among(
             &self.policy,
             call.stream,
@@ -94,7 +95,9 @@ impl Proxy {
                     &handover.reason,
                 );
             }
-            let primary = self.attempt(call, route, target, next.timeout, deadline);
+            let primary = traced(call, target, next.pick, |target| {
+                self.attempt(call, route, target, next.timeout, deadline)
+            });
             let mut hedged_to = None;
             let won = match next.hedge_after {
                 None => alone(primary.await),
@@ -109,7 +112,9 @@ impl Proxy {
                                     let other = pick_target(route, hedge.pick);
                                     hedged_to = Some(other);
                                     info!(upstream = %target.upstream.id, hedge = %other.upstream.id, delay_ms = delay.as_millis() as u64, "hedging a slow attempt");
-                                    let hedged = self.attempt(call, route, other, hedge.timeout, deadline);
+                                    let hedged = traced(call, other, hedge.pick, |other| {
+                                        self.attempt(call, route, other, hedge.timeout, deadline)
+                                    });
                                     race(primary, hedged).await
                                 }
                                 None => alone(primary.await),
@@ -148,6 +153,18 @@ impl Proxy {
             }
         }
     }
+}
+
+/// `attempt` at `target`, in its own span when the request is traced.
+fn traced<'t, F: Future>(
+    call: &Call<'_>,
+    target: &'t Target,
+    (tier, _): Pick,
+    attempt: impl FnOnce(&'t Target) -> F,
+) -> tokio::task::futures::TaskLocalFuture<Option<crate::telemetry::AttemptTrace>, F> {
+    let upstream = &target.upstream.id;
+    call.trace
+        .scope(upstream, &target.model, tier, attempt(target))
 }
 
 /// The target a pick names.
