@@ -356,3 +356,30 @@ async fn without_telemetry_no_traceparent_is_added_and_the_clients_is_forwarded(
     assert_eq!(answer.status, 200);
     assert_eq!(good.stats().await["last_traceparent"], traceparent.as_str());
 }
+
+#[test]
+fn a_bad_telemetry_section_stops_the_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for (section, field) in [
+        (
+            "otlp_endpoint = \"grpc://collector:4317\"",
+            "telemetry.otlp_endpoint",
+        ),
+        ("sample_ratio = 1.5", "telemetry.sample_ratio"),
+    ] {
+        let path = dir.path().join("meridian.toml");
+        std::fs::write(
+            &path,
+            format!("[node]\nid = 1\nregion = \"r\"\n[telemetry]\n{section}\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["config", "check"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{section}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(field), "{section}: {stderr}");
+    }
+}

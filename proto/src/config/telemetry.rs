@@ -176,4 +176,23 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_section_is_read_from_the_file_and_its_fields_named() {
+        let node = "[node]\nid = 1\nregion = \"r\"\n";
+        let config = crate::Config::from_toml(&format!(
+            "{node}[telemetry]\notlp_endpoint = \"http://127.0.0.1:4318\"\nsample_ratio = 0.25\n"
+        ))
+        .unwrap();
+        assert!(config.telemetry.enabled());
+        assert_eq!(config.telemetry.sample_ratio, 0.25);
+        assert_eq!(config.telemetry.service_name, "meridian");
+        assert!(!crate::Config::from_toml(node).unwrap().telemetry.enabled());
+        let e = crate::Config::from_toml(&format!("{node}[telemetry]\nsample_ratio = 2.0\n"))
+            .unwrap_err();
+        assert_eq!(e.field, "telemetry.sample_ratio");
+        let e = crate::Config::from_toml(&format!("{node}[telemetry]\nendpoint = \"x\"\n"))
+            .unwrap_err();
+        assert!(e.field.starts_with("telemetry"), "{e}");
+    }
 }
