@@ -268,15 +268,7 @@ impl Proxy {
         let dialect = Endpoint::dialect_of_path(req.uri().path());
         let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
         let snapshot = self.snapshot.load_full();
-        let trace = match &self.telemetry {
-            Some(t) => t.request(
-                req.headers(),
-                req.method().as_str(),
-                req.uri().path(),
-                request_id.to_str().unwrap_or("-"),
-            ),
-            None => RequestTrace::off(),
-        };
+        let trace = Telemetry::trace(self.telemetry.as_deref(), &req, &request_id);
         let mut limited = None;
         let result = self
             .serve(req, &snapshot, &request_id, &trace, &mut limited)

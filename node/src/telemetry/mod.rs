@@ -117,6 +117,23 @@ impl Telemetry {
         Ok(Some(Self { provider, tracer }))
     }
 
+    /// The span of `req` (its request id `id`); none when tracing is off.
+    pub fn trace<B>(
+        telemetry: Option<&Self>,
+        req: &http::Request<B>,
+        id: &http::HeaderValue,
+    ) -> RequestTrace {
+        match telemetry {
+            Some(t) => t.request(
+                req.headers(),
+                req.method().as_str(),
+                req.uri().path(),
+                id.to_str().unwrap_or("-"),
+            ),
+            None => RequestTrace::off(),
+        }
+    }
+
     /// The span of a request that came with `headers`: a child of the
     /// client's span when its `traceparent` is valid (exactly one, version
     /// 00), else the root of a new trace.
