@@ -383,3 +383,86 @@ fn a_bad_telemetry_section_stops_the_start_naming_the_field() {
         assert!(stderr.contains(field), "{section}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn a_trace_is_sampled_as_its_client_decided_and_new_ones_by_the_ratio() {
+    let (otlp, received) = receiver().await;
+    let good = Mock::start(&[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.keys.push(key("app", "TEST_CLIENT_KEY"));
+            c.upstreams.push(upstream("good", &good));
+            c.routes.push(route_to("solo", "good", "gpt-good"));
+            c.telemetry.otlp_endpoint = Some(otlp);
+            c.telemetry.sample_ratio = 0.0;
+        },
+        &[
+            ("TEST_CLIENT_KEY", CLIENT),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    )
+    .await;
+    // A new trace, at ratio 0: not recorded, yet the upstream still gets
+    // a traceparent (unsampled) to carry on.
+    let answer = node.chat(chat_body("solo"), &[AUTH]).await;
+    assert_eq!(answer.status, 200);
+    let seen = good.stats().await["last_traceparent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (unsampled, _, flags) = split(&seen);
+    assert_eq!(flags, "00");
+    // The client's sampled trace is recorded whatever the ratio.
+    let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+    let answer = node
+        .chat(
+            chat_body("solo"),
+            &[AUTH, ("traceparent", traceparent.as_str())],
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+    let seen = good.stats().await["last_traceparent"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(split(&seen).2, "01");
+    assert_eq!(received.wait_for(CLIENT_TRACE, 2).await.len(), 2);
+    assert!(received.spans_of(&unsampled).is_empty());
+}
+
+#[tokio::test]
+async fn a_collector_that_is_down_costs_no_request_and_is_logged_once() {
+    // A port with nothing listening on it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let otlp = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let good = Mock::start(&[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.keys.push(key("app", "TEST_CLIENT_KEY"));
+            c.upstreams.push(upstream("good", &good));
+            c.routes.push(route_to("solo", "good", "gpt-good"));
+            c.telemetry.otlp_endpoint = Some(otlp);
+        },
+        &[
+            ("TEST_CLIENT_KEY", CLIENT),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    )
+    .await;
+    for _ in 0..3 {
+        let answer = node.chat(chat_body("solo"), &[AUTH]).await;
+        assert_eq!(answer.status, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut log = node.log();
+    for _ in 0..200 {
+        if log.contains("OTLP export failed") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        log = node.log();
+    }
+    assert_eq!(log.matches("OTLP export failed").count(), 1, "{log}");
+    assert!(!log.contains(CLIENT));
+}
