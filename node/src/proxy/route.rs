@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::future::Either;
+use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 use tracing::info;
 
@@ -18,6 +20,7 @@ use crate::error::{AttemptError, Attempts, ProxyError};
 use crate::health::breaker::Circuit;
 use crate::routing::{Route, RoutingSnapshot, Target};
 use crate::select::{self, Pick, Policy};
+use crate::telemetry::AttemptTrace;
 
 impl Proxy {
     pub(super) async fn route(
@@ -155,16 +158,23 @@ impl Proxy {
     }
 }
 
-/// `attempt` at `target`, in its own span when the request is traced.
+/// `attempt` at `target`, in its own span when the request is traced;
+/// the attempt itself, unwrapped, when it is not.
 fn traced<'t, F: Future>(
     call: &Call<'_>,
     target: &'t Target,
     (tier, _): Pick,
     attempt: impl FnOnce(&'t Target) -> F,
-) -> tokio::task::futures::TaskLocalFuture<Option<crate::telemetry::AttemptTrace>, F> {
-    let upstream = &target.upstream.id;
-    call.trace
-        .scope(upstream, &target.model, tier, attempt(target))
+) -> Either<TaskLocalFuture<Option<AttemptTrace>, F>, F> {
+    if call.trace.is_on() {
+        let upstream = &target.upstream.id;
+        Either::Left(
+            call.trace
+                .scope(upstream, &target.model, tier, attempt(target)),
+        )
+    } else {
+        Either::Right(attempt(target))
+    }
 }
 
 /// The target a pick names.

@@ -51,6 +51,11 @@ impl RequestTrace {
         }
     }
 
+    /// Whether the request is traced (its attempts get spans).
+    pub fn is_on(&self) -> bool {
+        self.inner.is_some()
+    }
+
     fn span(&self) -> Option<opentelemetry::trace::SpanRef<'_>> {
         self.inner.as_ref().map(|i| i.cx.span())
     }
