@@ -45,6 +45,7 @@ pub fn node(id: u64, region: &str, data_dir: &Path) -> Config {
         upstreams: Vec::new(),
         routes: Vec::new(),
         secrets: SecretsConfig::default(),
+        telemetry: Default::default(),
     }
 }
 

@@ -44,6 +44,8 @@
 //! - [`metrics`]: the Prometheus counters and the recent failovers.
 //! - [`sla`]: each priority class's success ratio and p99 over the window
 //!   against its objective.
+//! - [`telemetry`]: OpenTelemetry spans for each request and attempt, W3C
+//!   trace context in and out, exported over OTLP/HTTP when configured.
 //!
 //! The cluster and operators:
 //! - [`cluster`]: openraft over the sled store and the QUIC transport, writes
@@ -74,6 +76,7 @@ pub mod select;
 pub mod server;
 pub mod settings;
 pub mod sla;
+pub mod telemetry;
 pub mod tenants;
 pub mod translate;
 pub mod upstream;

@@ -23,6 +23,7 @@ use crate::proxy::Proxy;
 use crate::routing::{self, BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
 use crate::server;
 use crate::settings::Settings;
+use crate::telemetry::Telemetry;
 use crate::tenants::{self, Tenants};
 
 /// How long open connections get to finish after a shutdown signal.
@@ -102,6 +103,8 @@ pub struct Node {
     routing_built: watch::Receiver<Option<u64>>,
     shutdown: watch::Sender<bool>,
     tasks: JoinSet<()>,
+    /// The span exporter, when `[telemetry]` names a collector.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 impl Node {
@@ -280,12 +283,17 @@ impl Node {
                 settings.recorder.slots,
                 settings.recorder.slot,
             )));
-        let proxy = Arc::new(
-            Proxy::new(snapshot.clone(), health, settings.policy)
-                .with_body_timeout(settings.body_timeout)
-                .with_tenants(tenants)
-                .with_classes(&config.classes),
-        );
+        let telemetry = Telemetry::start(&config.telemetry)
+            .map_err(|e| FieldError::new(e.field().unwrap_or("telemetry"), e.to_string()))?
+            .map(Arc::new);
+        let mut proxy = Proxy::new(snapshot.clone(), health, settings.policy)
+            .with_body_timeout(settings.body_timeout)
+            .with_tenants(tenants)
+            .with_classes(&config.classes);
+        if let Some(telemetry) = &telemetry {
+            proxy = proxy.with_telemetry(telemetry.clone());
+        }
+        let proxy = Arc::new(proxy);
         let data_plane = server::Workers::spawn(
             api,
             move |req| proxy.clone().handle(req),
@@ -336,6 +344,7 @@ impl Node {
             routing_built,
             shutdown,
             tasks,
+            telemetry,
         })
     }
 
@@ -360,6 +369,10 @@ impl Node {
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
         while self.tasks.join_next().await.is_some() {}
+        // Requests are drained: their spans have ended and go out now.
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.shutdown().await;
+        }
         self.cluster.shutdown().await;
     }
 }

@@ -59,6 +59,13 @@ pub(crate) fn announce(node: &Node, config: &Config, embedded: bool) {
         snapshot.routes.len(),
         snapshot.upstreams.len()
     );
+    if let Some(url) = config.telemetry.traces_url() {
+        tracing::info!(
+            "traces: OTLP/HTTP to {url} as service {}, {}% of new traces sampled",
+            config.telemetry.service_name,
+            config.telemetry.sample_ratio * 100.0
+        );
+    }
     if !snapshot.ready() {
         tracing::warn!("no route has a usable upstream: /readyz answers 503");
     }

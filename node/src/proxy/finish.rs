@@ -23,6 +23,7 @@ use crate::metrics::TargetMetrics;
 use crate::relay::{OnStreamEnd, StreamEnd};
 use crate::routing::{InFlight, Price, Route, RoutingSnapshot, Target, Upstream};
 use crate::scrub::LogText;
+use crate::telemetry::{self, AttemptTrace};
 use crate::tenants::Tenants;
 use crate::usage::{Cost, Usage};
 
@@ -65,6 +66,11 @@ impl Finish<'_> {
             Outcome::Error
         };
         self.record(outcome, ttfb, None);
+        let status = match error {
+            AttemptError::Status { code, .. } => Some(code.as_u16()),
+            _ => None,
+        };
+        telemetry::with_attempt(|t| t.failed(error.is_timeout(), status, ttfb));
     }
 
     /// A plain answer read whole (a success, or the client's own mistake
@@ -102,13 +108,19 @@ impl Finish<'_> {
             prompt_tokens = usage.map(|u| u.prompt_tokens), completion_tokens = usage.map(|u| u.completion_tokens),
             cached_tokens = usage.map(|u| u.cached_tokens), cost_usd = cost.map(Cost::usd), "request done"
         );
+        telemetry::with_attempt(|t| t.answered(outcome, status.as_u16(), ttfb, usage, cost));
         cost
     }
 
     /// A stream whose first chunk arrived after `ttfb`: what finishes it
     /// when it ends.
     pub(super) fn stream(&self, ttfb: Duration, in_flight: InFlight) -> StreamDone {
+        let trace = AttemptTrace::current();
+        if let Some(trace) = &trace {
+            trace.streaming(StatusCode::OK.as_u16(), ttfb);
+        }
         StreamDone {
+            trace,
             health: self.health.clone(),
             target_price: self.target.price,
             metrics: self.target.metrics.clone(),
@@ -139,6 +151,8 @@ pub(super) struct StreamDone {
     started: Instant,
     ttfb: Duration,
     span: Span,
+    /// The attempt's span and its request's, ended with the stream.
+    trace: Option<AttemptTrace>,
     _in_flight: InFlight,
     /// The request's in-flight slot, held until the stream ends.
     pub(super) _admission: Option<Admission>,
@@ -162,6 +176,14 @@ impl OnStreamEnd for StreamDone {
             },
         );
         let cost = spent(&self.metrics, usage, &self.target_price);
+        if let Some(trace) = &self.trace {
+            let ended = match &end {
+                StreamEnd::Complete => "complete",
+                StreamEnd::ClientGone => "client_gone",
+                StreamEnd::UpstreamFailed(_) => "broken",
+            };
+            trace.stream_ended(ended, usage, cost);
+        }
         if let Some(tenants) = &self.tenants {
             tenants.answered(
                 &self.key,

@@ -97,15 +97,9 @@ fn only<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a HeaderValue
 }
 
 /// A version-00 `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`, lowercase,
-/// with neither id all zeros.
+/// with neither id all zeros (read by [`crate::telemetry::propagation`]).
 fn traceparent_ok(value: &[u8]) -> bool {
-    let hex = |part: &[u8]| part.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let nonzero = |part: &[u8]| part.iter().any(|b| *b != b'0');
-    if value.len() != 55 || !value.starts_with(b"00-") || value[35] != b'-' || value[52] != b'-' {
-        return false;
-    }
-    let (trace_id, parent_id, flags) = (&value[3..35], &value[36..52], &value[53..55]);
-    hex(trace_id) && hex(parent_id) && hex(flags) && nonzero(trace_id) && nonzero(parent_id)
+    crate::telemetry::propagation::parse(value).is_some()
 }
 
 /// The client's `tracestate` (its header lines joined by `,`, as the W3C

@@ -82,6 +82,7 @@ use crate::responses::{self, ResponsesCall};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
+use crate::telemetry::{RequestTrace, Telemetry};
 use crate::tenants::{KeyState, Tenants};
 use forms::Forms;
 use ids::{count_header, request_id};
@@ -148,6 +149,8 @@ pub struct Proxy {
     tenants: Option<Arc<Tenants>>,
     /// The priority classes, and the upstreams' capacity they divide.
     capacity: Arc<Capacity>,
+    /// The tracer; `None`: tracing is off and no span is built.
+    telemetry: Option<Arc<Telemetry>>,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -207,6 +210,8 @@ struct Call<'a> {
     /// The key's priority class, its rank in `[[classes]]` (0 without classes).
     class: usize,
     request_id: &'a HeaderValue,
+    /// The request's span, whose attempts are its children (or nothing).
+    trace: RequestTrace,
     max_response_bytes: usize,
     /// Takes the node's provider keys out of what upstreams send back.
     scrub: &'a Arc<Scrubber>,
@@ -232,6 +237,7 @@ impl Proxy {
             ),
             tenants: None,
             capacity: Arc::new(Capacity::default()),
+            telemetry: None,
         }
     }
 
@@ -256,6 +262,12 @@ impl Proxy {
         self
     }
 
+    /// The same data plane tracing each request and attempt.
+    pub fn with_telemetry(mut self, telemetry: Arc<Telemetry>) -> Self {
+        self.telemetry = Some(telemetry);
+        self
+    }
+
     /// The same data plane with `connections.body_timeout_ms`: a body that
     /// has not arrived whole by then is answered 408.
     pub fn with_body_timeout(mut self, timeout: Duration) -> Self {
@@ -277,11 +289,16 @@ impl Proxy {
         let dialect = Endpoint::dialect_of_path(req.uri().path());
         let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or("-"));
         let snapshot = self.snapshot.load_full();
+        let trace = Telemetry::trace(self.telemetry.as_deref(), &req, &request_id);
         let mut limited = None;
         let result = self
-            .serve(req, &snapshot, &request_id, &mut limited)
+            .serve(req, &snapshot, &request_id, &trace, &mut limited)
             .instrument(span.clone())
             .await;
+        let attempts = match &result {
+            Ok(answered) => answered.attempts,
+            Err(failed) => failed.attempts,
+        };
         let mut response = match result {
             Ok(answered) => {
                 if answered.attempts == 0 {
@@ -317,6 +334,8 @@ impl Proxy {
                 error_response(&failed.error, failed.attempts, dialect)
             }
         };
+        let streaming = matches!(response.body(), ProxyBody::Stream(_));
+        trace.answered(response.status().as_u16(), attempts, streaming);
         let headers = response.headers_mut();
         headers.insert(X_REQUEST_ID.clone(), request_id);
         headers.insert(X_REGION.clone(), snapshot.region.clone());
@@ -331,6 +350,7 @@ impl Proxy {
         req: Request<Incoming>,
         snapshot: &RoutingSnapshot,
         request_id: &HeaderValue,
+        trace: &RequestTrace,
         limited: &mut Option<Arc<KeyState>>,
     ) -> Result<Answered, Failed> {
         // Authenticate before anything else, so an unauthenticated caller
@@ -446,6 +466,7 @@ impl Proxy {
             key,
             class,
             request_id,
+            trace: trace.clone(),
             max_response_bytes: snapshot.proxy.max_response_bytes,
             scrub: &snapshot.scrub,
         };

@@ -74,8 +74,12 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
     }
     let passed = &call.passed;
     headers.insert(USER_AGENT, passed.user_agent.clone());
-    if let Some(traceparent) = &passed.traceparent {
-        headers.insert(TRACEPARENT.clone(), traceparent.clone());
+    // Traced: the attempt's own span is the upstream's parent. Not
+    // traced: the client's valid `traceparent`, forwarded as it came.
+    if let Some(traceparent) =
+        crate::telemetry::upstream_traceparent().or_else(|| passed.traceparent.clone())
+    {
+        headers.insert(TRACEPARENT.clone(), traceparent);
     }
     if let Some(tracestate) = &passed.tracestate {
         headers.insert(TRACESTATE.clone(), tracestate.clone());

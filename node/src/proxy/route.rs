@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use futures_util::future::Either;
+use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 use tracing::info;
 
@@ -21,6 +23,7 @@ use crate::health::cooldown;
 use crate::metrics::ShedReason;
 use crate::routing::{InFlight, Route, RoutingSnapshot, Target, Upstream};
 use crate::select::{self, Pick, Policy};
+use crate::telemetry::AttemptTrace;
 
 impl Proxy {
     pub(super) async fn route(
@@ -32,6 +35,7 @@ impl Proxy {
         rank: usize,
     ) -> Result<Answered, Failed> {
         let started = Instant::now();
+        call.trace.routed(&route.name, &call.key);
         let class = self.capacity.class(rank);
         let request_deadline = started + route.request_timeout;
         let queue_until = gate::wait_until(started, class.queue, request_deadline);
@@ -166,7 +170,9 @@ impl Proxy {
                 );
             }
             let slot = targets.slot(next.pick);
-            let primary = self.attempt(call, route, target, slot, next.timeout, deadline);
+            let primary = traced(call, target, next.pick, |target| {
+                self.attempt(call, route, target, slot, next.timeout, deadline)
+            });
             let mut hedged_to = None;
             let won = match next.hedge_after {
                 None => alone(primary.await),
@@ -182,7 +188,9 @@ impl Proxy {
                                     hedged_to = Some(other);
                                     info!(upstream = %target.upstream.id, hedge = %other.upstream.id, delay_ms = delay.as_millis() as u64, "hedging a slow attempt");
                                     let slot = targets.slot(hedge.pick);
-                                    let hedged = self.attempt(call, route, other, slot, hedge.timeout, deadline);
+                                    let hedged = traced(call, other, hedge.pick, |other| {
+                                        self.attempt(call, route, other, slot, hedge.timeout, deadline)
+                                    });
                                     race(primary, hedged).await
                                 }
                                 None => alone(primary.await),
@@ -237,6 +245,25 @@ impl Proxy {
             class: class.name.to_string(),
             retry_after: gate::retry_after(class.queue),
         }
+    }
+}
+
+/// `attempt` at `target`, in its own span when the request is traced;
+/// the attempt itself, unwrapped, when it is not.
+fn traced<'t, F: Future>(
+    call: &Call<'_>,
+    target: &'t Target,
+    (tier, _): Pick,
+    attempt: impl FnOnce(&'t Target) -> F,
+) -> Either<TaskLocalFuture<Option<AttemptTrace>, F>, F> {
+    if call.trace.is_on() {
+        let upstream = &target.upstream.id;
+        Either::Left(
+            call.trace
+                .scope(upstream, &target.model, tier, attempt(target)),
+        )
+    } else {
+        Either::Right(attempt(target))
     }
 }
 

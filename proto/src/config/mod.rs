@@ -19,6 +19,7 @@ mod peer;
 mod proxy;
 mod route;
 mod secrets;
+mod telemetry;
 mod tenants;
 mod upstream;
 mod validate;
@@ -31,6 +32,7 @@ pub use route::{HedgeConfig, RouteConfig, TargetConfig};
 pub use secrets::{
     FileAccess, MIN_SECRET_CHARS, SecretOrigin, SecretPolicy, SecretsConfig, check_secret_strength,
 };
+pub use telemetry::TelemetryConfig;
 pub use tenants::TenantsConfig;
 pub use upstream::{
     DEFAULT_ANTHROPIC_VERSION, KeyConfig, ModelPrice, UpstreamAuth, UpstreamConfig, UpstreamKind,
@@ -93,6 +95,9 @@ pub struct Config {
     /// upstreams at on this node (see [`SecretsConfig`]).
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// OpenTelemetry traces over OTLP/HTTP; off without an endpoint.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Identity of this node in the cluster.
@@ -291,6 +296,7 @@ impl Config {
         self.tenants.validate()?;
         classes::validate(&self.classes)?;
         self.secrets.validate()?;
+        self.telemetry.validate()?;
         let members = self.cluster.voters()?;
         let cluster = &self.cluster;
         if cluster.heartbeat_ms < 10 {
