@@ -127,9 +127,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         read_value(&self.meta, VOTE).map_err(to_storage(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
-    /// Records the committed log id without a flush of its own: the state
-    /// machine is flushed on every apply, so this is only a hint for
-    /// restart, and the next append or vote makes it durable anyway.
+    /// Records the committed log id without a flush of its own. On restart
+    /// openraft re-applies the log from the last snapshot up to this mark,
+    /// so it is how far a restarted node's state gets before it hears from
+    /// a leader; the leader's commit index brings the rest. It becomes
+    /// durable with the next flush (an append, a vote, a purge, a snapshot)
+    /// or sled's background flush (every [`super::FLUSH_EVERY_MS`]), so a
+    /// crash loses at most that much of it, and never an entry: flushing
+    /// here would put one more fsync in the Raft core's path per commit.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,
