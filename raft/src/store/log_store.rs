@@ -127,14 +127,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         read_value(&self.meta, VOTE).map_err(to_storage(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
-    /// Records the committed log id without a flush of its own. On restart
-    /// openraft re-applies the log from the last snapshot up to this mark,
-    /// so it is how far a restarted node's state gets before it hears from
-    /// a leader; the leader's commit index brings the rest. It becomes
-    /// durable with the next flush (an append, a vote, a purge, a snapshot)
-    /// or sled's background flush (every [`super::FLUSH_EVERY_MS`]), so a
-    /// crash loses at most that much of it, and never an entry: flushing
-    /// here would put one more fsync in the Raft core's path per commit.
+    /// Records the committed log id without a flush of its own: openraft
+    /// calls this in its core just before it applies the entries, and the
+    /// state machine flushes it before the batch is acknowledged (see
+    /// [`super::state_machine`]), so the core does not wait on an fsync for
+    /// it. On restart openraft re-applies the log from the last snapshot up
+    /// to this mark.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,

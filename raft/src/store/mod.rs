@@ -13,10 +13,10 @@
 //! Every value goes through [`proto::codec`] (the same version byte as the
 //! wire), and [`open`] refuses a data dir written in another version.
 //! Appends, votes, purges and snapshots are flushed to disk before openraft
-//! hears they are done. Applying is not written at all: the applied state is
+//! hears they are done. The applied state is not written per batch: it is
 //! durable as the last snapshot plus the flushed log after it, which
-//! openraft re-applies on start up to the committed mark (see
-//! [`state_machine`]).
+//! openraft re-applies on start up to the committed mark, flushed before a
+//! batch is acknowledged (see [`state_machine`]).
 
 mod error;
 pub mod log_store;
@@ -34,11 +34,6 @@ pub use error::StoreError;
 pub use log_store::LogStore;
 pub use proto::codec::CodecError;
 pub use state_machine::{Applied, SnapshotBuilder, StateMachineStore};
-
-/// How often sled flushes in the background (its default, stated here
-/// because the committed mark relies on it: see
-/// [`LogStore`]'s `save_committed`).
-pub const FLUSH_EVERY_MS: u64 = 500;
 
 /// How long [`open`] waits for a just-dropped store on the same dir to let
 /// go of sled's file lock.
@@ -94,10 +89,7 @@ fn check_format(dir: &Path, tree: &sled::Tree) -> Result<(), StoreError> {
 pub fn open_db(dir: &Path) -> Result<sled::Db, StoreError> {
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
-        let config = sled::Config::new()
-            .path(dir)
-            .flush_every_ms(Some(FLUSH_EVERY_MS));
-        match config.open() {
+        match sled::Config::new().path(dir).open() {
             Err(e) if is_lock_contention(&e) && Instant::now() < deadline => {
                 thread::sleep(Duration::from_millis(20));
             }

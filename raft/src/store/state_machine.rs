@@ -9,7 +9,8 @@
 //! loads the last snapshot and reports its last applied id, and openraft
 //! re-applies the committed entries after it from the log (which is flushed
 //! before an entry counts as accepted, and is never purged past the last
-//! snapshot), so a restarted node comes back with every committed change.
+//! snapshot) up to the committed mark, which is flushed before a batch is
+//! acknowledged: a restarted node comes back with every change it applied.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -156,7 +157,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     /// and membership entries answer `Applied { changed: false }`. The new
     /// state is published once per batch, with its last applied id, and not
     /// written: the entries are in the flushed log, and a restart re-applies
-    /// them after the last snapshot.
+    /// them after the last snapshot. What is flushed per batch is only the
+    /// committed mark openraft saved before it (a few bytes).
     ///
     /// The batch works on one copy of the state: the node's readers hold on
     /// to the states they were given (to tell what changed), so it cannot be
@@ -179,9 +181,19 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 }
             });
         }
-        if !responses.is_empty() {
-            self.applied.send_replace(Arc::new(next));
-        }
+        let Some(last) = next.last_applied.filter(|_| !responses.is_empty()) else {
+            return Ok(responses);
+        };
+        // openraft saved the committed mark (unflushed) just before this
+        // batch; flushing it before anyone hears of the batch means a
+        // restart re-applies at least every entry acknowledged to a client.
+        // A leader that restarts in its own term serves read-index reads
+        // from that mark (openraft 0.9 appends no new blank then), so a mark
+        // behind an acknowledged write would serve reads without it.
+        flush(&self.sm)
+            .await
+            .map_err(to_storage(ErrorSubject::Apply(last), ErrorVerb::Write))?;
+        self.applied.send_replace(Arc::new(next));
         Ok(responses)
     }
 
