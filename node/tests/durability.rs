@@ -124,7 +124,14 @@ async fn acknowledged_writes_past_the_last_snapshot_survive_kill_9() {
     );
     cluster.start_all().await;
     for id in 1..=3 {
-        assert_eq!(routes_on(&cluster, id).await, expected, "node {id}");
+        let got = routes_on(&cluster, id).await;
+        if got != expected {
+            for other in 1..=3 {
+                eprintln!("node {other}: {}", cluster.view(other).await);
+                eprintln!("{}", cluster.log(other));
+            }
+        }
+        assert_eq!(got, expected, "node {id}");
     }
 }
 
