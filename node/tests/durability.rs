@@ -179,5 +179,9 @@ async fn a_node_restarted_after_its_log_was_purged_catches_up() {
         cluster.applied_routes(down).await,
         cluster.applied_routes(leader).await
     );
-    assert_eq!(routes_on(&cluster, down).await.len(), 81, "80 written and the seed");
+    assert_eq!(
+        routes_on(&cluster, down).await.len(),
+        81,
+        "80 written and the seed"
+    );
 }

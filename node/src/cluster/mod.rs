@@ -282,7 +282,27 @@ impl Cluster {
     /// call: the leader confirms its leadership with a quorum and names its
     /// read index, and this node waits to apply that far. After it, a read of
     /// [`Cluster::applied`] is linearizable.
+    ///
+    /// The leader confirms its leadership with one round of heartbeats that
+    /// openraft bounds by the heartbeat interval, so one slow round (a
+    /// follower busy with an fsync on a loaded disk) is not a lost quorum:
+    /// the confirmation is asked again until the write timeout, and only
+    /// then answered [`WriteError::NoQuorum`].
     pub async fn linearizable(&self) -> Result<(), WriteError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.read_index_once(left).await {
+                Err(WriteError::NoQuorum(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result => return result,
+            }
+        }
+    }
+
+    /// One try of [`Cluster::linearizable`], within `left`.
+    async fn read_index_once(&self, left: Duration) -> Result<(), WriteError> {
         let (leader, member) = self.leader().await?;
         let read_index = async {
             if leader == self.id {
@@ -310,7 +330,7 @@ impl Cluster {
                     })
             }
         };
-        let index = tokio::time::timeout(self.timeout, read_index)
+        let index = tokio::time::timeout(left, read_index)
             .await
             .map_err(|_| WriteError::NoQuorum(self.timeout))??;
         if let Some(index) = index {
