@@ -905,9 +905,10 @@ const DATA_DIR_BOUND: u64 = 4 << 20;
 /// quorum of voters acknowledged within 5s" a few seconds after start: each
 /// write first confirms leadership for a linearizable read, one round of
 /// heartbeats openraft bounds by the heartbeat interval (75 ms here), and a
-/// follower whose Raft core was waiting on an fsync (two per entry then:
-/// the log's and the whole state's) missed it. The read is now retried
-/// until the write timeout, and the state is no longer written per entry.
+/// follower whose Raft core was waiting on an fsync (of the log, behind the
+/// whole state the state machine wrote and flushed per batch then) missed
+/// it. The read is now retried until the write timeout, and a batch flushes
+/// only the committed mark (a few bytes) besides the log.
 #[tokio::test]
 async fn the_log_is_purged_and_the_data_dir_stays_bounded() {
     let _machine = exclusive().await;
