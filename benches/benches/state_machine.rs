@@ -117,6 +117,15 @@ fn apply_path(c: &mut Criterion) {
                 })
             },
         );
+        // The part of a batch that grows with the state once nothing is
+        // written per batch: the copy the batch works on (and dropping the
+        // state it replaces).
+        let applied = sm.current();
+        group.bench_with_input(
+            BenchmarkId::new("clone and drop the applied state", cells),
+            &cells,
+            |b, _| b.iter(|| drop(black_box(Applied::clone(&applied)))),
+        );
         group.bench_with_input(
             BenchmarkId::new("build a snapshot", cells),
             &cells,
