@@ -1,12 +1,15 @@
-//! The sled store against openraft's own storage suite, across a restart, and
+//! The sled store against openraft's own storage suite, across a restart
+//! (clean, and kill -9 of a process right after acknowledged entries), and
 //! with a purged log that must stay small on disk.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
+use std::process::Stdio;
 
-use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
+use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine, StorageHelper};
 use openraft::testing::{StoreBuilder, Suite};
 use openraft::{
     AnyError, CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader,
@@ -193,6 +196,184 @@ async fn everything_survives_a_restart() {
         sm2.get_current_snapshot().await.unwrap().unwrap().meta,
         snap.meta
     );
+}
+
+/// The state after the first `n` entries of [`history`].
+fn state_after(n: usize) -> ClusterState {
+    let mut state = ClusterState::default();
+    for e in &history()[..n] {
+        if let EntryPayload::Normal(c) = &e.payload {
+            state.apply(c);
+        }
+    }
+    state
+}
+
+/// Applying is not written: a store reopened after applying everything
+/// comes back with its last snapshot's state, and openraft's start-up
+/// (`get_initial_state`) re-applies the log after it up to the committed
+/// mark. Entries past the mark stay in the log for a leader to commit.
+#[tokio::test]
+async fn a_restart_reapplies_the_committed_log_after_the_last_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let all = history();
+    {
+        let (mut log, mut sm) = store::open(dir.path()).unwrap();
+        log.blocking_append(all.clone()).await.unwrap();
+        sm.apply(all[..4].to_vec()).await.unwrap();
+        let snap = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(snap.meta.last_log_id, Some(log_id(2, 4)));
+        log.purge(log_id(2, 3)).await.unwrap();
+        sm.apply(all[4..].to_vec()).await.unwrap();
+        assert_eq!(sm.current().state, state_after(10));
+        log.save_committed(Some(log_id(2, 9))).await.unwrap();
+        // The committed mark rides on the next flush.
+        log.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
+    }
+
+    let (mut log, mut sm) = store::open(dir.path()).unwrap();
+    let loaded = sm.current();
+    assert_eq!(loaded.last_applied, Some(log_id(2, 4)));
+    assert_eq!(loaded.state, state_after(4));
+    let started = StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .unwrap();
+    assert_eq!(started.committed, Some(log_id(2, 9)));
+    let applied = sm.current();
+    assert_eq!(applied.last_applied, Some(log_id(2, 9)));
+    assert_eq!(applied.state, state_after(9));
+    assert_eq!(
+        applied.membership,
+        StoredMembership::new(Some(log_id(1, 2)), membership())
+    );
+    assert_eq!(
+        log.try_get_log_entries(4..).await.unwrap(),
+        all[3..].to_vec(),
+        "everything after the purge is still in the log"
+    );
+}
+
+/// Where [`crash_child`] keeps its store; set only in the child.
+const CRASH_DIR: &str = "MERIDIAN_STORE_CRASH_DIR";
+
+/// Index of the entry the crash child snapshots at.
+const CRASH_SNAPSHOT: u64 = 20;
+
+/// Entries acknowledged before the crash child is killed: well past its
+/// snapshot.
+const CRASH_AFTER: u64 = 40;
+
+/// Entry `index` of the crash child's log: a blank first, then one new key
+/// per entry.
+fn crash_entry(index: u64) -> Entry<TypeConfig> {
+    match index {
+        1 => entry(1, 1, EntryPayload::Blank),
+        _ => entry(
+            1,
+            index,
+            EntryPayload::Normal(Command::PutKey(key(&format!("k{index}")))),
+        ),
+    }
+}
+
+/// Not a test by itself: the process that
+/// [`acknowledged_entries_survive_kill_9`] starts and kills. Like a node, for
+/// each entry: append it (flushed), mark it committed, apply it, and only
+/// then acknowledge it (a line on stdout); at [`CRASH_SNAPSHOT`] it
+/// snapshots and purges half the log. It runs until it is killed.
+#[tokio::test]
+#[ignore = "the child process of acknowledged_entries_survive_kill_9"]
+async fn crash_child() {
+    let Some(dir) = std::env::var_os(CRASH_DIR) else {
+        return;
+    };
+    let (mut log, mut sm) = store::open(Path::new(&dir)).unwrap();
+    let mut out = std::io::stdout();
+    for index in 1..1_000_000 {
+        log.blocking_append([crash_entry(index)]).await.unwrap();
+        log.save_committed(Some(log_id(1, index))).await.unwrap();
+        sm.apply([crash_entry(index)]).await.unwrap();
+        if index == CRASH_SNAPSHOT {
+            sm.get_snapshot_builder()
+                .await
+                .build_snapshot()
+                .await
+                .unwrap();
+            log.purge(log_id(1, CRASH_SNAPSHOT / 2)).await.unwrap();
+        }
+        writeln!(out, "acked {index}").unwrap();
+        out.flush().unwrap();
+    }
+}
+
+/// kill -9 of a process right after it acknowledged entries past its last
+/// snapshot: every acknowledged entry is in the log after the restart and
+/// the start-up re-applies every one of them (the committed mark was
+/// flushed before each acknowledgement); what follows them in the log
+/// applies as a leader commits it.
+#[tokio::test]
+async fn acknowledged_entries_survive_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "crash_child",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_DIR, dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = 0;
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if let Some(index) = line.unwrap().strip_prefix("acked ") {
+            acked = index.parse().unwrap();
+            if acked >= CRASH_AFTER {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(acked >= CRASH_AFTER, "the child stopped at {acked}");
+
+    let (mut log, mut sm) = store::open(dir.path()).unwrap();
+    assert_eq!(sm.current().last_applied, Some(log_id(1, CRASH_SNAPSHOT)));
+    let kept = log
+        .try_get_log_entries(CRASH_SNAPSHOT / 2 + 1..=acked)
+        .await
+        .unwrap();
+    let expected: Vec<_> = (CRASH_SNAPSHOT / 2 + 1..=acked).map(crash_entry).collect();
+    assert_eq!(kept, expected, "an acknowledged entry is missing");
+
+    StorageHelper::new(&mut log, &mut sm)
+        .get_initial_state()
+        .await
+        .unwrap();
+    let replayed = sm.current().last_applied.unwrap().index;
+    assert!(replayed >= acked, "re-applied {replayed} of {acked}");
+    // What a leader's commit index brings: the rest of the log.
+    let last = log.get_log_state().await.unwrap().last_log_id.unwrap();
+    let rest = log.try_get_log_entries(replayed + 1..).await.unwrap();
+    sm.apply(rest).await.unwrap();
+    let mut state = ClusterState::default();
+    for index in 2..=last.index {
+        if let EntryPayload::Normal(c) = &crash_entry(index).payload {
+            state.apply(c);
+        }
+    }
+    assert!(state.keys.contains_key(&format!("k{acked}")));
+    assert_eq!(sm.current().state, state);
+    assert_eq!(sm.current().last_applied, Some(last));
 }
 
 #[tokio::test]

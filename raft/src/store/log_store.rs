@@ -133,9 +133,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         read_value(&self.meta, VOTE).map_err(to_storage(ErrorSubject::Vote, ErrorVerb::Read))
     }
 
-    /// Records the committed log id without a flush of its own: the state
-    /// machine is flushed on every apply, so this is only a hint for
-    /// restart, and the next append or vote makes it durable anyway.
+    /// Records the committed log id without a flush of its own: openraft
+    /// calls this in its core just before it applies the entries, and the
+    /// state machine flushes it before the batch is acknowledged (see
+    /// [`super::state_machine`]), so the core does not wait on an fsync for
+    /// it. On restart openraft re-applies the log from the last snapshot up
+    /// to this mark.
     async fn save_committed(
         &mut self,
         committed: Option<LogId<NodeId>>,

@@ -6,13 +6,17 @@
 //! - `logs`: key = big-endian log index (so key order is log order), value =
 //!   the encoded `Entry<TypeConfig>`;
 //! - `meta`: the vote, the last purged log id and the last committed log id;
-//! - `sm`: the applied state (cluster state, last applied log id, last
-//!   membership, as one value so they change together) and the current
-//!   snapshot with its metadata.
+//! - `sm`: the current snapshot with its metadata: the applied state
+//!   (cluster state, last applied log id, last membership, as one value so
+//!   they change together) as of the snapshot's last log id.
 //!
 //! Every value goes through [`proto::codec`] (the same version byte as the
-//! wire), and [`open`] refuses a data dir written in another version. Appends, votes, purges, applies and
-//! snapshots are flushed to disk before openraft hears they are done.
+//! wire), and [`open`] refuses a data dir written in another version.
+//! Appends, votes, purges and snapshots are flushed to disk before openraft
+//! hears they are done. The applied state is not written per batch: it is
+//! durable as the last snapshot plus the flushed log after it, which
+//! openraft re-applies on start up to the committed mark, flushed before a
+//! batch is acknowledged (see [`state_machine`]).
 
 mod error;
 pub mod log_store;

@@ -1,6 +1,16 @@
 //! The replicated state machine: openraft's [`RaftStateMachine`] over the
 //! `sm` tree, applying committed [`Command`](proto::state::Command)s to a
 //! [`ClusterState`] and publishing every new state to the node.
+//!
+//! The applied state is durable at snapshots only, openraft 0.9's own
+//! pattern for the v2 storage: applying a batch changes the state in memory
+//! and publishes it, nothing more; building or installing a snapshot writes
+//! it, with its last applied log id, and flushes it. On start the store
+//! loads the last snapshot and reports its last applied id, and openraft
+//! re-applies the committed entries after it from the log (which is flushed
+//! before an entry counts as accepted, and is never purged past the last
+//! snapshot) up to the committed mark, which is flushed before a batch is
+//! acknowledged: a restarted node comes back with every change it applied.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -20,8 +30,11 @@ use super::error::to_storage;
 use super::{StoreError, codec, flush, read_value};
 use crate::{NodeId, TypeConfig};
 
-/// Key of the applied state (one value: state, last applied, membership).
-const APPLIED: &[u8] = b"applied";
+/// Key of the applied state as builds before this one wrote it after every
+/// batch. Still read, so a data dir from such a build starts from it if it
+/// is newer than its snapshot (the log after it is kept), and removed with
+/// the next snapshot written.
+const LEGACY_APPLIED: &[u8] = b"applied";
 /// Key of the current snapshot (metadata and data).
 const SNAPSHOT: &[u8] = b"snapshot";
 
@@ -57,8 +70,8 @@ impl From<StoredSnapshot> for Snapshot<TypeConfig> {
 /// The state-machine half of the store.
 ///
 /// The applied state lives in memory behind a watch channel (the node
-/// subscribes to it) and on disk in the `sm` tree, written and flushed once
-/// per applied batch.
+/// subscribes to it); on disk, the `sm` tree holds the last snapshot, which
+/// is the state the store comes back with (see the module's comment).
 pub struct StateMachineStore {
     sm: sled::Tree,
     applied: watch::Sender<Arc<Applied>>,
@@ -67,8 +80,18 @@ pub struct StateMachineStore {
 }
 
 impl StateMachineStore {
+    /// Loads the state of the last snapshot (or, in a data dir of an older
+    /// build, the applied state it kept, if newer): openraft re-applies the
+    /// committed entries after it.
     pub(super) fn load(sm: sled::Tree) -> Result<Self, StoreError> {
-        let applied: Applied = read_value(&sm, APPLIED)?.unwrap_or_default();
+        let snapshot = match read_value::<StoredSnapshot>(&sm, SNAPSHOT)? {
+            Some(stored) => codec::decode_value::<Applied>(&stored.data)?,
+            None => Applied::default(),
+        };
+        let applied = match read_value::<Applied>(&sm, LEGACY_APPLIED)? {
+            Some(legacy) if legacy.last_applied > snapshot.last_applied => legacy,
+            _ => snapshot,
+        };
         Ok(Self {
             sm,
             applied: watch::Sender::new(Arc::new(applied)),
@@ -88,14 +111,6 @@ impl StateMachineStore {
         self.applied.borrow().clone()
     }
 
-    /// Persists `applied` and flushes it, then publishes it.
-    async fn commit(&self, applied: Applied) -> Result<(), StoreError> {
-        self.sm.insert(APPLIED, codec::encode_value(&applied)?)?;
-        flush(&self.sm).await?;
-        self.applied.send_replace(Arc::new(applied));
-        Ok(())
-    }
-
     async fn install(
         &self,
         meta: &SnapshotMeta<NodeId, Member>,
@@ -109,7 +124,7 @@ impl StateMachineStore {
             });
         }
         let mut batch = sled::Batch::default();
-        batch.insert(APPLIED, codec::encode_value(&applied)?);
+        batch.remove(LEGACY_APPLIED);
         let stored = StoredSnapshot {
             meta: meta.clone(),
             data,
@@ -140,8 +155,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     /// Applies a batch of committed entries in order: commands go through
     /// [`ClusterState::apply`], membership entries are recorded, and blank
     /// and membership entries answer `Applied { changed: false }`. The new
-    /// state and last applied id are written as one value and flushed
-    /// before the responses are returned.
+    /// state is published once per batch, with its last applied id, and not
+    /// written: the entries are in the flushed log, and a restart re-applies
+    /// them after the last snapshot. What is flushed per batch is only the
+    /// committed mark openraft saved before it (a few bytes).
+    ///
+    /// The batch works on one copy of the state: the node's readers hold on
+    /// to the states they were given (to tell what changed), so it cannot be
+    /// changed in place.
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<CommandResponse>, StorageError<NodeId>>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
@@ -163,9 +184,16 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let Some(last) = next.last_applied.filter(|_| !responses.is_empty()) else {
             return Ok(responses);
         };
-        self.commit(next)
+        // openraft saved the committed mark (unflushed) just before this
+        // batch; flushing it before anyone hears of the batch means a
+        // restart re-applies at least every entry acknowledged to a client.
+        // A leader that restarts in its own term serves read-index reads
+        // from that mark (openraft 0.9 appends no new blank then), so a mark
+        // behind an acknowledged write would serve reads without it.
+        flush(&self.sm)
             .await
             .map_err(to_storage(ErrorSubject::Apply(last), ErrorVerb::Write))?;
+        self.applied.send_replace(Arc::new(next));
         Ok(responses)
     }
 
@@ -183,9 +211,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
-    /// Replaces the applied state with the snapshot's and keeps the
-    /// snapshot as the current one, both in one flushed batch, so a restart
-    /// after this comes back with the installed state.
+    /// Keeps the snapshot as the current one, flushed, and then replaces
+    /// the applied state with the snapshot's, so a restart after this comes
+    /// back with the installed state.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, Member>,
@@ -242,6 +270,7 @@ impl SnapshotBuilder {
                 }
             }
             tx.insert(SNAPSHOT, bytes.as_slice())?;
+            tx.remove(LEGACY_APPLIED)?;
             Ok(())
         })?;
         flush(&self.sm).await?;
@@ -251,8 +280,10 @@ impl SnapshotBuilder {
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     /// Serialises the state, last applied id and membership (deterministic
-    /// bytes: ordered maps, fixed encoding) and keeps it as the current
-    /// snapshot so it survives a restart.
+    /// bytes: ordered maps, fixed encoding) and keeps it, flushed, as the
+    /// current snapshot: what a restart starts from. openraft purges the log
+    /// only up to a snapshot it has been handed, so the entries a restart
+    /// re-applies after it are always there.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         self.build()
             .await
