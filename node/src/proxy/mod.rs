@@ -43,6 +43,7 @@
 //! the stream ([`crate::translate`]).
 
 mod attempt;
+mod body;
 pub mod failover;
 mod finish;
 mod forms;
@@ -54,21 +55,19 @@ mod request;
 mod route;
 mod stored;
 
+pub use body::ProxyBody;
 pub use forms::DEFAULT_MAX_TOKENS;
 
 use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
 
@@ -76,7 +75,6 @@ use crate::capacity::Capacity;
 use crate::error::ProxyError;
 use crate::health::HealthSink;
 use crate::metrics::ShedReason;
-use crate::relay::Relay;
 use crate::request_body::probe;
 use crate::responses::{self, ResponsesCall};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
@@ -93,49 +91,6 @@ static X_REGION: HeaderName = HeaderName::from_static("x-meridian-region");
 static X_ATTEMPTS: HeaderName = HeaderName::from_static("x-meridian-attempts");
 static X_FALLBACK: HeaderName = HeaderName::from_static("x-meridian-fallback");
 static JSON: HeaderValue = HeaderValue::from_static("application/json");
-
-/// The body of every answer: a whole buffer, or a relayed stream.
-pub enum ProxyBody {
-    /// Buffered answers and errors.
-    Full(Full<Bytes>),
-    /// A streamed answer.
-    Stream(Box<Relay<Incoming>>),
-}
-
-impl ProxyBody {
-    fn bytes(b: Bytes) -> Self {
-        Self::Full(Full::new(b))
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        match self.get_mut() {
-            Self::Full(b) => Pin::new(b).poll_frame(cx),
-            Self::Stream(r) => Pin::new(r.as_mut()).poll_frame(cx),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Full(b) => b.is_end_stream(),
-            Self::Stream(r) => r.is_end_stream(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Full(b) => b.size_hint(),
-            Self::Stream(r) => r.size_hint(),
-        }
-    }
-}
 
 /// Shared state of the data plane.
 pub struct Proxy {

@@ -1,0 +1,56 @@
+//! What the proxy answers with: one body type for buffered answers and
+//! relayed streams, so every handler returns the same response type.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+use crate::relay::Relay;
+
+/// The body of every answer: a whole buffer, or a relayed stream.
+pub enum ProxyBody {
+    /// Buffered answers and errors.
+    Full(Full<Bytes>),
+    /// A streamed answer.
+    Stream(Box<Relay<Incoming>>),
+}
+
+impl ProxyBody {
+    pub(super) fn bytes(b: Bytes) -> Self {
+        Self::Full(Full::new(b))
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(b) => Pin::new(b).poll_frame(cx),
+            Self::Stream(r) => Pin::new(r.as_mut()).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(b) => b.is_end_stream(),
+            Self::Stream(r) => r.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(b) => b.size_hint(),
+            Self::Stream(r) => r.size_hint(),
+        }
+    }
+}
