@@ -41,9 +41,9 @@
 //!   upstream's live state and the registry that keeps it across rebuilds,
 //!   the cluster's board and the sharing through Raft, and the cooldowns
 //!   a provider's `Retry-After` asks for (`health::cooldown`).
-//! - [`metrics`]: the Prometheus counters and the recent failovers.
-//! - [`sla`]: each priority class's success ratio and p99 over the window
-//!   against its objective.
+//! - [`metrics`]: the Prometheus counters, the recent failovers, and each
+//!   priority class's success ratio and p99 against its objective
+//!   ([`metrics::sla`]).
 //! - [`telemetry`]: OpenTelemetry spans for each request and attempt, W3C
 //!   trace context in and out, exported over OTLP/HTTP when configured.
 //!
@@ -51,6 +51,8 @@
 //! - [`cluster`]: openraft over the sled store and the QUIC transport, writes
 //!   and reads forwarded to the leader, the Raft core watched.
 //! - [`admin`]: the admin API, `/metrics`, `/healthz`, `/readyz`, the dashboard.
+//! - [`clock`]: the node's monotonic clock in milliseconds, one for every
+//!   time window.
 //! - [`catalogue`]: the leader fetches discovering upstreams' model lists
 //!   and commits them (pure parse and schedule, the fetch, the task).
 //!
@@ -60,6 +62,7 @@ pub mod admin;
 pub mod auth;
 pub mod capacity;
 pub mod catalogue;
+pub mod clock;
 pub mod cluster;
 pub mod defaults;
 pub mod error;
@@ -75,7 +78,6 @@ pub mod scrub;
 pub mod select;
 pub mod server;
 pub mod settings;
-pub mod sla;
 pub mod telemetry;
 pub mod tenants;
 pub mod translate;

@@ -278,7 +278,7 @@ impl Node {
             .load()
             .metrics
             .classes
-            .store(Arc::new(crate::sla::Classes::new(
+            .store(Arc::new(crate::metrics::sla::Classes::new(
                 &config.classes,
                 settings.recorder.slots,
                 settings.recorder.slot,
@@ -289,7 +289,8 @@ impl Node {
         let mut proxy = Proxy::new(snapshot.clone(), health, settings.policy)
             .with_body_timeout(settings.body_timeout)
             .with_tenants(tenants)
-            .with_classes(&config.classes);
+            .with_classes(&config.classes)
+            .with_standing(cluster.standing.clone());
         if let Some(telemetry) = &telemetry {
             proxy = proxy.with_telemetry(telemetry.clone());
         }

@@ -310,9 +310,19 @@ async fn one_node_sees_the_429_and_every_region_leaves_the_upstream_alone() {
                 // Still cooled after it: it was cooled when it was sent.
                 cooled += 1;
                 assert_eq!(reply.header("x-meridian-upstream"), "b", "node {id}");
-                assert_eq!(a.requests().await, before + 1, "node {id} sent to a");
                 sent += 1;
             }
+        }
+        // Cooled on all three at the end of the round: cooled on all three
+        // throughout it (no 429 can start a new one), so `a` got nothing.
+        // (Near the end, the node that saw the 429 is free a few ms before
+        // the others, and its requests rightly go to `a` again.)
+        if cooled == 3 {
+            assert_eq!(
+                a.requests().await,
+                before + 1,
+                "a node sent to a while cooled"
+            );
         }
         if cooled == 0 {
             break;

@@ -692,6 +692,7 @@ async fn pre_votes_elect_a_leader_and_are_refused_while_it_is_heard() {
             transport.network(id),
             logs,
             timing,
+            Arc::new(std::sync::atomic::AtomicBool::new(false)),
         ));
         nodes.insert(id, (transport, raft));
     }

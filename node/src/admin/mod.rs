@@ -158,6 +158,8 @@ fn judge(
         routes,
         usable_routes,
         disabled_upstreams: Vec::new(),
+        removed: false,
+        cut_off_ms: None,
     }
 }
 
@@ -174,6 +176,14 @@ pub(crate) fn readiness(state: &AdminState) -> Readiness {
         usable_routes,
         usable_upstreams,
     );
+    let standing = &state.cluster.standing;
+    if standing.removed() {
+        readiness.removed = true;
+        readiness.ready = false;
+    }
+    readiness.cut_off_ms = standing
+        .cut_off()
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     readiness.disabled_upstreams = snapshot
         .upstreams
         .iter()
@@ -187,14 +197,29 @@ pub(crate) fn readiness(state: &AdminState) -> Readiness {
     readiness
 }
 
-async fn readyz(State(state): State<AdminState>) -> Result<Response, AdminError> {
+/// Whether `/readyz` was asked `strict=true` (or `strict=1`): then it is
+/// also 503 while the node is cut off from its cluster, for GeoDNS to
+/// prefer regions that hear theirs. Plain `/readyz` (Kubernetes' readiness
+/// probe) stays 200 then: the node still serves. Anything else in the query
+/// is ignored, never refused: a health check must not fail on its URL.
+fn strict(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        q.split('&')
+            .any(|pair| matches!(pair, "strict=true" | "strict=1"))
+    })
+}
+
+async fn readyz(
+    State(state): State<AdminState>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> Result<Response, AdminError> {
     // A node whose Raft core stopped commits and applies nothing more (the
     // process exits on it; this covers the moments before it does).
     if let Some(why) = state.cluster.core_failure() {
         return Err(AdminError::RaftStopped(why));
     }
     let body = readiness(&state);
-    let status = if body.ready {
+    let status = if body.ready && !(strict(query.as_deref()) && body.cut_off_ms.is_some()) {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -206,7 +231,25 @@ async fn readyz(State(state): State<AdminState>) -> Result<Response, AdminError>
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-    use super::judge;
+    use super::{judge, strict};
+
+    #[test]
+    fn only_strict_true_or_1_is_strict() {
+        assert!(strict(Some("strict=true")));
+        assert!(strict(Some("x=1&strict=1")));
+        for q in [
+            "",
+            "strict",
+            "strict=",
+            "strict=banana",
+            "strict=TRUE",
+            "%73trict=true",
+            "nostrict=true",
+        ] {
+            assert!(!strict(Some(q)), "{q}");
+        }
+        assert!(!strict(None));
+    }
 
     #[test]
     fn ready_needs_the_applied_configuration_and_a_usable_route() {

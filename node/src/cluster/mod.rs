@@ -19,9 +19,11 @@ use raft::{NodeId, TypeConfig};
 use tokio::sync::watch;
 
 use crate::auth::KeyHash;
+use standing::Standing;
 
 mod bootstrap;
 mod raft_core;
+pub mod standing;
 mod tuning;
 mod write;
 
@@ -98,6 +100,8 @@ pub struct Cluster {
     applied: watch::Receiver<Arc<Applied>>,
     transport: Option<Transport>,
     timeout: Duration,
+    /// Where this node stands: a member heard, cut off, or removed.
+    pub standing: Arc<Standing>,
 }
 
 impl Cluster {
@@ -160,12 +164,22 @@ impl Cluster {
         }
         // openraft's own election timer is off (`enable_elect = false`):
         // this task campaigns, after a pre-vote round.
+        let stranger = Arc::new(std::sync::atomic::AtomicBool::new(false));
         tokio::spawn(raft::prevote::campaign::run(
             id,
             raft.clone(),
             network.clone(),
             log_tip,
             timing,
+            stranger.clone(),
+        ));
+        let standing = Arc::new(Standing::default());
+        tokio::spawn(standing::watch(
+            id,
+            raft.clone(),
+            standing.clone(),
+            stranger,
+            settings.cut_off_after,
         ));
         Ok(Arc::new(Self {
             id,
@@ -174,6 +188,7 @@ impl Cluster {
             applied,
             transport,
             timeout: settings.write_timeout,
+            standing,
         }))
     }
 

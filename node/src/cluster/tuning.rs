@@ -35,6 +35,10 @@ pub struct RaftSettings {
     pub network: NetworkSettings,
     /// How long a write or a consistent read waits for a leader and a commit.
     pub write_timeout: Duration,
+    /// How long without a quorum before this node says it is cut off
+    /// (`/readyz`): one election timeout, by which a reachable majority
+    /// has elected a leader that would be heard.
+    pub cut_off_after: Duration,
 }
 
 impl RaftSettings {
@@ -55,6 +59,7 @@ impl RaftSettings {
             config: Arc::new(openraft_config(cluster)?),
             network: network_settings(cluster),
             write_timeout: write_timeout(cluster),
+            cut_off_after: Duration::from_millis(cluster.election_timeout_ms),
         })
     }
 }

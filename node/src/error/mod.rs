@@ -146,6 +146,12 @@ pub enum ProxyError {
     /// The route has no target this node can use (e.g. provider keys missing).
     #[error("No upstream of model `{0}` is usable on this node.")]
     NoUsableUpstream(String),
+    /// The cluster removed this node: its configuration may be stale (a
+    /// deleted route, a revoked key), so it serves nothing.
+    #[error(
+        "This Meridian node was removed from its cluster and serves nothing; send the request to another region."
+    )]
+    Removed,
     /// Attempts were made and none succeeded.
     #[error("No upstream could answer: {attempts}")]
     UpstreamsFailed {
@@ -216,7 +222,7 @@ impl ProxyError {
             | Self::RateLimited { .. }
             | Self::KeyRateLimited { .. }
             | Self::InsufficientQuota => StatusCode::TOO_MANY_REQUESTS,
-            Self::NoUsableUpstream(_) | Self::UpstreamsOverloaded { .. } => {
+            Self::NoUsableUpstream(_) | Self::UpstreamsOverloaded { .. } | Self::Removed => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::UpstreamsFailed { .. } => StatusCode::BAD_GATEWAY,
@@ -234,6 +240,7 @@ impl ProxyError {
                 | Self::Shed { .. }
                 | Self::RateLimited { .. }
                 | Self::NoUsableUpstream(_)
+                | Self::Removed
                 | Self::UpstreamsOverloaded { .. }
                 | Self::UpstreamsFailed { .. }
                 | Self::UpstreamsTimedOut { .. }
@@ -274,6 +281,7 @@ impl ProxyError {
             Self::KeyRateLimited { what, .. } => (what, Some("rate_limit_exceeded")),
             Self::InsufficientQuota => ("insufficient_quota", Some("insufficient_quota")),
             Self::NoUsableUpstream(_) => ("server_error", Some("no_usable_upstream")),
+            Self::Removed => ("server_error", Some("node_removed")),
             Self::UpstreamsFailed { .. } => ("server_error", Some("upstream_error")),
             Self::UpstreamsOverloaded { .. } => ("server_error", Some("upstream_overloaded")),
             Self::UpstreamsTimedOut { .. } => ("server_error", Some("upstream_timeout")),
@@ -459,6 +467,7 @@ mod tests {
                 retry_after: Duration::from_secs(1),
             },
             ProxyError::NoUsableUpstream("m".into()),
+            ProxyError::Removed,
             ProxyError::UpstreamsFailed { attempts: none() },
             ProxyError::UpstreamsOverloaded { attempts: none() },
             ProxyError::UpstreamsTimedOut { attempts: none() },

@@ -26,9 +26,8 @@
 //! does not echo around the cluster and outlive its wait.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use http::HeaderMap;
 use http::header::RETRY_AFTER;
@@ -41,9 +40,7 @@ pub const MAX_COOLDOWN: Duration = Duration::from_secs(600);
 /// time every cooldown is kept on, shared by the data plane and the board
 /// follower.
 pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    let start = START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    crate::clock::monotonic_ms()
 }
 
 /// Whether an answer with `status` is one whose `Retry-After` cools its

@@ -33,6 +33,7 @@ mod keys;
 mod process;
 mod render;
 mod shed;
+pub mod sla;
 
 pub use events::{EVENTS_KEPT, Events, FailoverEvent};
 pub use histogram::{Histogram, LATENCY_BUCKETS, StatusCounts};
@@ -185,9 +186,9 @@ pub struct Metrics {
     pub(crate) routes: Mutex<BTreeMap<Arc<str>, Arc<RouteMetrics>>>,
     pub(crate) upstreams: Mutex<BTreeMap<Arc<str>, Arc<UpstreamMetrics>>>,
     pub(crate) keys: Mutex<BTreeMap<Arc<str>, Arc<KeyMetrics>>>,
-    /// Each priority class's service level (`crate::sla`): set once the
+    /// Each priority class's service level (`crate::metrics::sla`): set once the
     /// node has read its `[[classes]]`; none until then.
-    pub classes: arc_swap::ArcSwap<crate::sla::Classes>,
+    pub classes: arc_swap::ArcSwap<crate::metrics::sla::Classes>,
 }
 
 impl Metrics {

@@ -201,7 +201,7 @@ impl Metrics {
         self.encode_keys(encoder)?;
         self.classes
             .load()
-            .encode(encoder, crate::health::cooldown::now_ms())?;
+            .encode(encoder, crate::clock::monotonic_ms())?;
         self.shed.encode(encoder)?;
         super::process::Process::read().encode(encoder)
     }

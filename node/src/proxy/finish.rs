@@ -284,7 +284,7 @@ pub(super) fn gave_up(route: &Route, error: &ProxyError, started: Instant) {
 
 /// A request of priority class `class` (its rank) ended: answered after
 /// `latency` (an answer ready to send, a stream's first chunk), or with
-/// none (`None`): counted in its class's service level (`crate::sla`).
+/// none (`None`): counted in its class's service level (`crate::metrics::sla`).
 pub(super) fn class_done(snapshot: &RoutingSnapshot, class: usize, latency: Option<Duration>) {
     snapshot
         .metrics

@@ -72,6 +72,7 @@ use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
 
 use crate::capacity::Capacity;
+use crate::cluster::standing::Standing;
 use crate::error::ProxyError;
 use crate::health::HealthSink;
 use crate::metrics::ShedReason;
@@ -106,6 +107,8 @@ pub struct Proxy {
     capacity: Arc<Capacity>,
     /// The tracer; `None`: tracing is off and no span is built.
     telemetry: Option<Arc<Telemetry>>,
+    /// Where this node stands in its cluster; `None` outside one (tests).
+    standing: Option<Arc<Standing>>,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -193,6 +196,7 @@ impl Proxy {
             tenants: None,
             capacity: Arc::new(Capacity::default()),
             telemetry: None,
+            standing: None,
         }
     }
 
@@ -214,6 +218,13 @@ impl Proxy {
     /// and counting its usage there.
     pub fn with_tenants(mut self, tenants: Arc<Tenants>) -> Self {
         self.tenants = Some(tenants);
+        self
+    }
+
+    /// The same data plane refusing every request (503) once the cluster
+    /// removed this node, whose configuration may then be stale.
+    pub fn with_standing(mut self, standing: Arc<Standing>) -> Self {
+        self.standing = Some(standing);
         self
     }
 
@@ -308,6 +319,11 @@ impl Proxy {
         trace: &RequestTrace,
         limited: &mut Option<Arc<KeyState>>,
     ) -> Result<Answered, Failed> {
+        // A removed node may hold a deleted route or a revoked key: it
+        // serves nothing, whoever asks.
+        if self.standing.as_ref().is_some_and(|s| s.removed()) {
+            return Err(ProxyError::Removed.into());
+        }
         // Authenticate before anything else, so an unauthenticated caller
         // learns nothing, not even which models or paths exist.
         let key = snapshot.keys.authenticate(req.headers())?;

@@ -30,6 +30,15 @@ pub struct Readiness {
     /// reasons are in `/admin/v1/health` and the log: this answer needs no
     /// token).
     pub disabled_upstreams: Vec<DisabledUpstream>,
+    /// The cluster removed this node: it serves nothing (never ready).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+    /// How long this node has heard no quorum, once past one election
+    /// timeout: it still serves the configuration it applied last
+    /// (fail-static), and `/readyz?strict=true` answers 503 so GeoDNS can
+    /// prefer other regions. Absent while the cluster is heard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_off_ms: Option<u64>,
 }
 
 /// An upstream disabled on this node, as `/readyz` names it.
@@ -141,7 +150,7 @@ pub struct MemberView {
     /// The round trip to this member as QUIC measures it on this node's
     /// connection (smoothed), in milliseconds; `null` without one. Raft's
     /// heartbeat must stay well above it (see `cluster.heartbeat_ms`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rtt_ms: Option<u64>,
 }
 

@@ -15,7 +15,7 @@ use crate::network::Network;
 use crate::store::LogStore;
 use crate::types::Raft;
 
-use super::{PreVote, PreVoteAnswer, handler::view, won};
+use super::{AskError, PreVote, PreVoteAnswer, handler::view, is_stranger, won};
 
 /// The timing of the campaigns, from openraft's configuration.
 #[derive(Debug, Clone, Copy)]
@@ -70,7 +70,18 @@ pub fn due(
 
 /// Runs until `raft` stops: campaigns for node `id` whenever it is a voter
 /// that has heard no leader for the wait and a majority would vote for it.
-pub async fn run(id: NodeId, raft: Raft, network: Network, log: LogStore, timing: Timing) {
+///
+/// `stranger` is set after each round to whether most of the other voters
+/// refused this node as not a member of their cluster: removed, though its
+/// own log may never learn it.
+pub async fn run(
+    id: NodeId,
+    raft: Raft,
+    network: Network,
+    log: LogStore,
+    timing: Timing,
+    stranger: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     let started = Instant::now();
     let mut wait = timing.draw(&mut rand::rng());
     let mut last_round: Option<Instant> = None;
@@ -122,13 +133,21 @@ pub async fn run(id: NodeId, raft: Raft, network: Network, log: LogStore, timing
                         network.pre_vote(peer, &member, asker),
                     )
                     .await;
-                    match answer {
-                        Ok(Ok(answer)) => answer,
-                        _ => PreVoteAnswer::Unknown,
-                    }
+                    answer.unwrap_or_else(|_| Err(AskError::Network("no answer".into())))
                 });
             }
-            let answers: Vec<PreVoteAnswer> = asks.join_all().await;
+            let results = asks.join_all().await;
+            // Most of the others refuse this node as a stranger: their
+            // membership no longer names it (the entry that removed it may
+            // never reach it, as the leader stops replicating to it).
+            stranger.store(
+                is_stranger(&results, others.len()),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let answers: Vec<PreVoteAnswer> = results
+                .into_iter()
+                .map(|r| r.unwrap_or(PreVoteAnswer::Unknown))
+                .collect();
             let granted = answers.iter().filter(|a| a.grants()).count();
             if !won(granted, others.len() + 1) {
                 tracing::info!(?answers, "pre-vote lost: not campaigning");

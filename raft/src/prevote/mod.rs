@@ -87,6 +87,24 @@ pub fn cluster_runs(answers: &[Result<PreVoteAnswer, AskError>]) -> bool {
     })
 }
 
+/// Whether most of the `others` (the other voters this node knows of)
+/// refused its pre-vote as coming from a node that is not a member: the
+/// cluster removed it.
+pub fn is_stranger(answers: &[Result<PreVoteAnswer, AskError>], others: usize) -> bool {
+    let refused = answers
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Err(AskError::Refused(
+                    crate::network::rpc::Refusal::NotAMember { .. }
+                ))
+            )
+        })
+        .count();
+    others > 0 && 2 * refused > others
+}
+
 /// What a voter knows when asked, read from its Raft.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VoterView {
@@ -238,6 +256,21 @@ mod tests {
         assert!(!cluster_runs(&[down, Ok(PreVoteAnswer::Uninitialized)]));
         assert!(PreVoteAnswer::Uninitialized.grants() && PreVoteAnswer::Granted.grants());
         assert!(!PreVoteAnswer::LeaderAlive.grants() && !PreVoteAnswer::Unknown.grants());
+    }
+
+    #[test]
+    fn a_node_most_others_refuse_as_a_stranger_was_removed() {
+        use crate::network::rpc::Refusal;
+        let stranger = || Err(AskError::Refused(Refusal::NotAMember { caller: 2 }));
+        let down = || Err(AskError::Network("unreachable".into()));
+        assert!(is_stranger(&[stranger(), stranger()], 2));
+        assert!(!is_stranger(&[stranger(), down()], 2));
+        assert!(!is_stranger(
+            &[stranger(), Ok(PreVoteAnswer::LeaderAlive)],
+            2
+        ));
+        assert!(is_stranger(&[stranger(), stranger(), down()], 3));
+        assert!(!is_stranger(&[], 0));
     }
 
     #[test]

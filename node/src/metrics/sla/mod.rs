@@ -29,7 +29,7 @@ use prometheus_client::registry::Unit;
 use proto::api::admin::{ClassSla, SloView};
 use proto::config::{ClassConfig, SloConfig, class_rank};
 
-use crate::metrics::{counter, gauge};
+use super::{counter, gauge};
 pub use window::{Counts, Window};
 
 /// Outcomes of a class's requests as labelled.
