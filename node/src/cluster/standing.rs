@@ -129,15 +129,7 @@ pub async fn watch(
                 m.millis_since_quorum_ack.map(Duration::from_millis),
             )
         };
-        let Ok(heard) = raft
-            .with_raft_state(|st| {
-                st.vote_ref()
-                    .is_committed()
-                    .then(|| st.vote_last_modified())
-                    .flatten()
-            })
-            .await
-        else {
+        let Some(heard) = raft::prevote::leader_heard(&raft).await else {
             return;
         };
         let facts = Facts {
@@ -145,7 +137,7 @@ pub async fn watch(
             member,
             leading,
             quorum_ack,
-            leader_heard: heard.map(|at| at.elapsed()),
+            leader_heard: heard,
             since_start: started.elapsed(),
             refused_as_stranger: stranger.load(Ordering::Relaxed),
         };

@@ -35,6 +35,22 @@ impl Voter {
     }
 }
 
+/// How long ago `raft` last heard the leader it follows (a committed vote
+/// refreshed by that leader's appends); `Some(None)` when it follows none,
+/// `None` when its core stopped. What openraft's own vote lease reads, and
+/// what the node's standing (cut off or not) is judged by.
+pub async fn leader_heard(raft: &Raft) -> Option<Option<Duration>> {
+    raft.with_raft_state(|st| {
+        st.vote_ref()
+            .is_committed()
+            .then(|| st.vote_last_modified())
+            .flatten()
+    })
+    .await
+    .ok()
+    .map(|at| at.map(|at| at.elapsed()))
+}
+
 /// What `raft` knows now, for a pre-vote; `None` when it stopped or its
 /// log cannot be read.
 pub(super) async fn view(raft: &Raft, log: &LogStore) -> Option<VoterView> {
@@ -46,15 +62,7 @@ pub(super) async fn view(raft: &Raft, log: &LogStore) -> Option<VoterView> {
             m.millis_since_quorum_ack,
         )
     };
-    let heard = raft
-        .with_raft_state(|st| {
-            st.vote_ref()
-                .is_committed()
-                .then(|| st.vote_last_modified())
-                .flatten()
-        })
-        .await
-        .ok()?;
+    let heard = leader_heard(raft).await?;
     let last_log_id = match log.last_log_id() {
         Ok(last) => last,
         Err(e) => {
@@ -65,7 +73,7 @@ pub(super) async fn view(raft: &Raft, log: &LogStore) -> Option<VoterView> {
     Some(VoterView {
         leading,
         quorum_ack_ago: quorum_ack.map(Duration::from_millis),
-        leader_heard_ago: heard.map(|at| at.elapsed()),
+        leader_heard_ago: heard,
         last_log_id,
     })
 }
