@@ -46,185 +46,199 @@ impl Proxy {
                 .as_ref()
                 .map_or(1, |t| t.applied().state.nodes.len().max(1)),
         };
-        let plan = loop {
-            // Registered before the plan looks, so a slot freed in between
-            // still wakes this request.
-            let freed = self.capacity.freed().notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            let serves = |upstream: &Upstream| {
-                call.forms.for_upstream(&upstream.config).is_some()
-                    && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
-            };
-            let now = at();
-            // Cooled targets (a provider's `Retry-After`) are skipped.
-            let now_ms = cooldown::now_ms();
-            let plan = route.plan_among(
-                &self.policy,
-                call.stream,
-                |upstream| {
-                    serves(upstream)
-                        && !upstream.live.cooled(now_ms)
-                        && self.capacity.has_room(upstream.gated(), rank, now)
-                },
-                &mut rand::rng(),
-            );
-            if !plan.is_empty() {
-                break plan;
-            }
-            // Empty for want of capacity only: wait in the class's queue,
-            // else shed; every target cooled: 429 with the longest wait;
-            // empty whatever the capacity: no usable upstream.
-            let full = !route
-                .plan_among(
+        // Back here when another request took the last slot between the
+        // plan and its turn: the request joins its class's queue again.
+        'admit: loop {
+            let plan = loop {
+                // Registered before the plan looks, so a slot freed in between
+                // still wakes this request.
+                let freed = self.capacity.freed().notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                let serves = |upstream: &Upstream| {
+                    call.forms.for_upstream(&upstream.config).is_some()
+                        && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
+                };
+                let now = at();
+                // Cooled targets (a provider's `Retry-After`) are skipped.
+                let now_ms = cooldown::now_ms();
+                let plan = route.plan_among(
                     &self.policy,
                     call.stream,
-                    |upstream| serves(upstream) && !upstream.live.cooled(now_ms),
-                    &mut rand::rng(),
-                )
-                .is_empty();
-            let error = if full {
-                match queue_until {
-                    Some(until) if Instant::now() < until => {
-                        let _ = tokio::time::timeout_at(until, freed).await;
-                        continue;
-                    }
-                    _ => self.shed(snapshot, rank),
-                }
-            } else {
-                match cooled_for(route, serves, now_ms) {
-                    Some((attempts, retry_after)) => ProxyError::RateLimited {
-                        attempts,
-                        retry_after,
+                    |upstream| {
+                        serves(upstream)
+                            && !upstream.live.cooled(now_ms)
+                            && self.capacity.has_room(upstream.gated(), rank, now)
                     },
-                    None => ProxyError::NoUsableUpstream(route.name.to_string()),
-                }
-            };
-            finish::gave_up(route, &error, started);
-            finish::class_done(snapshot, call.class, None);
-            return Err(Failed {
-                error,
-                attempts: 0,
-                routed: true,
-            });
-        };
-        if let Some(hedge) = &route.hedge {
-            hedge.earn();
-        }
-
-        let mut failover = Failover::new(plan, started, route.request_timeout);
-        let deadline = failover.deadline();
-        let mut targets = RouteTargets {
-            route,
-            snapshot,
-            policy: &self.policy,
-            capacity: &self.capacity,
-            rank,
-            at: at(),
-            permits: Vec::new(),
-            full: false,
-        };
-        loop {
-            let next = match failover.next(Instant::now(), &mut targets) {
-                Step::Try(next) => next,
-                Step::GiveUp { error, attempts } => {
-                    // Every target of the plan filled up before its turn
-                    // (another request took the last slot): shed.
-                    let error = if attempts == 0 && targets.full {
-                        self.shed(snapshot, rank)
-                    } else {
-                        error
-                    };
-                    finish::gave_up(route, &error, started);
-                    finish::class_done(snapshot, call.class, None);
-                    return Err(Failed {
-                        error,
-                        attempts,
-                        routed: true,
-                    });
-                }
-                // Not reached: the loop returns with the answer or the
-                // give-up that finishes a failover.
-                Step::Finished => {
-                    let error = ProxyError::UpstreamsFailed {
-                        attempts: Attempts::default(),
-                    };
-                    finish::gave_up(route, &error, started);
-                    return Err(Failed {
-                        error,
-                        attempts: 0,
-                        routed: true,
-                    });
-                }
-            };
-            let target = pick_target(route, next.pick);
-            for handover in &next.failovers {
-                let from = pick_target(route, handover.from);
-                finish::handed_over(
-                    snapshot,
-                    call.request_id,
-                    route,
-                    from,
-                    target,
-                    &handover.reason,
+                    &mut rand::rng(),
                 );
+                if !plan.is_empty() {
+                    break plan;
+                }
+                // Empty for want of capacity only: wait in the class's queue,
+                // else shed; every target cooled: 429 with the longest wait;
+                // empty whatever the capacity: no usable upstream.
+                let full = !route
+                    .plan_among(
+                        &self.policy,
+                        call.stream,
+                        |upstream| serves(upstream) && !upstream.live.cooled(now_ms),
+                        &mut rand::rng(),
+                    )
+                    .is_empty();
+                let error = if full {
+                    match queue_until {
+                        Some(until) if Instant::now() < until => {
+                            let _ = tokio::time::timeout_at(until, freed).await;
+                            continue;
+                        }
+                        _ => self.shed(snapshot, rank),
+                    }
+                } else {
+                    match cooled_for(route, serves, now_ms) {
+                        Some((attempts, retry_after)) => ProxyError::RateLimited {
+                            attempts,
+                            retry_after,
+                        },
+                        None => ProxyError::NoUsableUpstream(route.name.to_string()),
+                    }
+                };
+                finish::gave_up(route, &error, started);
+                finish::class_done(snapshot, call.class, None);
+                return Err(Failed {
+                    error,
+                    attempts: 0,
+                    routed: true,
+                });
+            };
+            if let Some(hedge) = &route.hedge {
+                hedge.earn();
             }
-            let slot = targets.slot(next.pick);
-            let primary = traced(call, target, next.pick, |target| {
-                self.attempt(call, route, target, slot, next.timeout, deadline)
-            });
-            let mut hedged_to = None;
-            let won = match next.hedge_after {
-                None => alone(primary.await),
-                Some(delay) => {
-                    tokio::pin!(primary);
-                    tokio::select! {
-                        outcome = &mut primary => alone(outcome),
-                        () = tokio::time::sleep(delay) => {
-                            match failover.hedge(Instant::now(), &mut targets) {
-                                Some(hedge) => {
-                                    route.metrics.hedges_sent.fetch_add(1, Ordering::Relaxed);
-                                    let other = pick_target(route, hedge.pick);
-                                    hedged_to = Some(other);
-                                    info!(upstream = %target.upstream.id, hedge = %other.upstream.id, delay_ms = delay.as_millis() as u64, "hedging a slow attempt");
-                                    let slot = targets.slot(hedge.pick);
-                                    let hedged = traced(call, other, hedge.pick, |other| {
-                                        self.attempt(call, route, other, slot, hedge.timeout, deadline)
-                                    });
-                                    race(primary, hedged).await
+
+            let mut failover = Failover::new(plan, started, route.request_timeout);
+            let deadline = failover.deadline();
+            let mut targets = RouteTargets {
+                route,
+                snapshot,
+                policy: &self.policy,
+                capacity: &self.capacity,
+                rank,
+                at: at(),
+                permits: Vec::new(),
+                full: false,
+            };
+            loop {
+                let next = match failover.next(Instant::now(), &mut targets) {
+                    Step::Try(next) => next,
+                    Step::GiveUp { error, attempts } => {
+                        // Every target of the plan filled up before its turn
+                        // (another request took the last slot): wait in the
+                        // queue while it has time, else shed.
+                        let error = if attempts == 0 && targets.full {
+                            if queue_until.is_some_and(|until| Instant::now() < until) {
+                                continue 'admit;
+                            }
+                            self.shed(snapshot, rank)
+                        } else {
+                            error
+                        };
+                        finish::gave_up(route, &error, started);
+                        finish::class_done(snapshot, call.class, None);
+                        return Err(Failed {
+                            error,
+                            attempts,
+                            routed: true,
+                        });
+                    }
+                    // Not reached: the loop returns with the answer or the
+                    // give-up that finishes a failover.
+                    Step::Finished => {
+                        let error = ProxyError::UpstreamsFailed {
+                            attempts: Attempts::default(),
+                        };
+                        finish::gave_up(route, &error, started);
+                        return Err(Failed {
+                            error,
+                            attempts: 0,
+                            routed: true,
+                        });
+                    }
+                };
+                let target = pick_target(route, next.pick);
+                for handover in &next.failovers {
+                    let from = pick_target(route, handover.from);
+                    finish::handed_over(
+                        snapshot,
+                        call.request_id,
+                        route,
+                        from,
+                        target,
+                        &handover.reason,
+                    );
+                }
+                let slot = targets.slot(next.pick);
+                let primary = traced(call, target, next.pick, |target| {
+                    self.attempt(call, route, target, slot, next.timeout, deadline)
+                });
+                let mut hedged_to = None;
+                let won = match next.hedge_after {
+                    None => alone(primary.await),
+                    Some(delay) => {
+                        tokio::pin!(primary);
+                        tokio::select! {
+                            outcome = &mut primary => alone(outcome),
+                            () = tokio::time::sleep(delay) => {
+                                match failover.hedge(Instant::now(), &mut targets) {
+                                    Some(hedge) => {
+                                        route.metrics.hedges_sent.fetch_add(1, Ordering::Relaxed);
+                                        let other = pick_target(route, hedge.pick);
+                                        hedged_to = Some(other);
+                                        info!(upstream = %target.upstream.id, hedge = %other.upstream.id, delay_ms = delay.as_millis() as u64, "hedging a slow attempt");
+                                        let slot = targets.slot(hedge.pick);
+                                        let hedged = traced(call, other, hedge.pick, |other| {
+                                            self.attempt(call, route, other, slot, hedge.timeout, deadline)
+                                        });
+                                        race(primary, hedged).await
+                                    }
+                                    None => alone(primary.await),
                                 }
-                                None => alone(primary.await),
                             }
                         }
                     }
-                }
-            };
-            match won {
-                Ok((ready, leg)) => {
-                    // Always an answer: `leg` is an attempt in flight.
-                    let Some(answer) = failover.answered(leg) else {
-                        continue;
-                    };
-                    let winner = pick_target(route, answer.pick);
-                    let response = ready.into_response(admission);
-                    finish::answered(route, winner, response.status(), started, answer.hedge_won);
-                    finish::class_done(snapshot, call.class, Some(started.elapsed()));
-                    return Ok(Answered {
-                        response,
-                        upstream: winner.upstream.id_header.clone(),
-                        attempts: answer.attempts,
-                        fallback: answer.fallback,
-                    });
-                }
-                Err(failures) => {
-                    for (leg, error) in failures {
-                        let tried = match leg {
-                            Leg::Primary => target,
-                            Leg::Hedge => hedged_to.unwrap_or(target),
+                };
+                match won {
+                    Ok((ready, leg)) => {
+                        // Always an answer: `leg` is an attempt in flight.
+                        let Some(answer) = failover.answered(leg) else {
+                            continue;
                         };
-                        let error = attempt::scrubbed(error, call.scrub);
-                        finish::attempt_failed(tried, &error);
-                        failover.failed(leg, &tried.upstream.id, &tried.model, error);
+                        let winner = pick_target(route, answer.pick);
+                        let response = ready.into_response(admission);
+                        finish::answered(
+                            route,
+                            winner,
+                            response.status(),
+                            started,
+                            answer.hedge_won,
+                        );
+                        finish::class_done(snapshot, call.class, Some(started.elapsed()));
+                        return Ok(Answered {
+                            response,
+                            upstream: winner.upstream.id_header.clone(),
+                            attempts: answer.attempts,
+                            fallback: answer.fallback,
+                        });
+                    }
+                    Err(failures) => {
+                        for (leg, error) in failures {
+                            let tried = match leg {
+                                Leg::Primary => target,
+                                Leg::Hedge => hedged_to.unwrap_or(target),
+                            };
+                            let error = attempt::scrubbed(error, call.scrub);
+                            finish::attempt_failed(tried, &error);
+                            failover.failed(leg, &tried.upstream.id, &tried.model, error);
+                        }
                     }
                 }
             }
