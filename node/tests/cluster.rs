@@ -1277,6 +1277,73 @@ async fn a_change_acknowledged_on_one_node_is_seen_by_the_next_write() {
     assert!(refused.is_empty());
 }
 
+/// A leader frozen while the others elected another (a long pause, a
+/// stalled VM) still believes it leads when it wakes. Writes that reached it
+/// meanwhile wait for the new leader and are committed; none is answered
+/// `no_leader` because leadership moved under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_to_a_deposed_leader_wait_for_the_new_one() {
+    let _machine = shared().await;
+    let cluster = Arc::new(Cluster::start(3, Options::fast()).await);
+    let old = cluster.leader().await;
+    let others: Vec<u64> = cluster.up().into_iter().filter(|&id| id != old).collect();
+    cluster.pause(old).await;
+    let elected = poll(
+        Duration::from_secs(15),
+        Duration::from_millis(20),
+        || async {
+            let mut leaders = Vec::new();
+            for &id in &others {
+                let view = cluster
+                    .admin_client(id)
+                    .view(Duration::from_secs(1))
+                    .await?;
+                leaders.push(view.leader?);
+            }
+            (leaders.iter().all(|&l| l == leaders[0] && l != old)).then(|| leaders[0])
+        },
+    )
+    .await;
+    let Some(new) = elected else {
+        cluster.resume(old).await;
+        panic!("the two others elected no leader while {old} was frozen");
+    };
+    // Sent while it sleeps: it reads them as it wakes, beside the new
+    // leader's heartbeats that depose it.
+    let writes: Vec<_> = (0..6)
+        .map(|i| {
+            let cluster = cluster.clone();
+            tokio::spawn(async move {
+                let body = json!({ "base_url": cluster.mock.base_url() });
+                cluster
+                    .put(old, &format!("/admin/v1/upstreams/while-frozen-{i}"), &body)
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.resume(old).await;
+    for (i, write) in writes.into_iter().enumerate() {
+        let reply = write.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "write {i}: {}", reply.text());
+    }
+    // Committed by the new leader: every node has them.
+    for id in cluster.up() {
+        let upstreams = cluster.get(id, "/admin/v1/upstreams").await.json();
+        let frozen = upstreams
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|u| {
+                u["id"]
+                    .as_str()
+                    .is_some_and(|id| id.starts_with("while-frozen-"))
+            })
+            .count();
+        assert_eq!(frozen, 6, "node {id} (new leader {new})");
+    }
+}
+
 #[test]
 fn percentiles_use_the_nearest_rank() {
     let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();

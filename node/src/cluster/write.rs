@@ -81,15 +81,17 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + self.timeout.min(RETRY_NO_QUORUM_FOR);
         // The leader confirms itself with one heartbeat round; on a lossy
         // link a round can miss its quorum while the leader still has one.
+        // And the leader this node knew may have just been deposed (it says
+        // so, or, being this node, learns it now) while another is elected.
         // Ask again (briefly apart) for a few seconds rather than refuse a
-        // write that the next round lets through; a leader that really lost
-        // its quorum is still refused within those seconds, not after the
-        // whole write timeout.
+        // write that the next round or the new leader lets through; a leader
+        // that really lost its quorum is still refused within those seconds,
+        // not after the whole write timeout.
         let index = loop {
             match self.read_index().await {
-                Err(WriteError::NoQuorum(_)) | Err(WriteError::Unreachable(_))
-                    if tokio::time::Instant::now() + RETRY_READ_INDEX < deadline =>
-                {
+                Err(
+                    WriteError::NoQuorum(_) | WriteError::Unreachable(_) | WriteError::NoLeader,
+                ) if tokio::time::Instant::now() + RETRY_READ_INDEX < deadline => {
                     tokio::time::sleep(RETRY_READ_INDEX).await;
                 }
                 other => break other?,

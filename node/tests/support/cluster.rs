@@ -575,6 +575,31 @@ impl Cluster {
         at
     }
 
+    /// Freezes a node (SIGSTOP), as a long pause or a stalled VM would:
+    /// its sockets stay open and its peers' messages wait in their buffers.
+    pub async fn pause(&self, id: u64) {
+        let pid = self
+            .node(id)
+            .child
+            .as_ref()
+            .expect("node is not running")
+            .id()
+            .unwrap();
+        harness::process::signal(pid, "STOP").await.unwrap();
+    }
+
+    /// Wakes a node frozen by [`Cluster::pause`] (SIGCONT).
+    pub async fn resume(&self, id: u64) {
+        let pid = self
+            .node(id)
+            .child
+            .as_ref()
+            .expect("node is not running")
+            .id()
+            .unwrap();
+        harness::process::signal(pid, "CONT").await.unwrap();
+    }
+
     /// Waits up to `limit` for a node's process to exit by itself, and
     /// reaps it; its exit status, or `None` if it is still running.
     pub async fn wait_exit(
