@@ -1344,6 +1344,40 @@ async fn writes_to_a_deposed_leader_wait_for_the_new_one() {
     }
 }
 
+/// A write forwarded by a follower to a leader that has just died is sent
+/// again to the new leader once one is elected, within the write timeout:
+/// the client gets its 200, not a 503 for the dead leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_forwarded_to_a_dead_leader_lands_on_the_new_one() {
+    let _machine = shared().await;
+    let mut cluster = Cluster::start(3, Options::fast()).await;
+    let old = cluster.leader().await;
+    let via = follower(&cluster, old);
+    cluster.kill_9(old).await;
+    let t = Instant::now();
+    let body = json!({ "base_url": cluster.mock.base_url() });
+    let reply = cluster
+        .put(via, "/admin/v1/upstreams/after-death", &body)
+        .await;
+    eprintln!(
+        "write forwarded to a dead leader: {} after {:?}",
+        reply.status,
+        t.elapsed()
+    );
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let new = cluster.leader().await;
+    assert_ne!(new, old);
+    let upstreams = cluster.get(new, "/admin/v1/upstreams").await.json();
+    assert!(
+        upstreams
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["id"] == "after-death"),
+        "{upstreams}"
+    );
+}
+
 #[test]
 fn percentiles_use_the_nearest_rank() {
     let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();

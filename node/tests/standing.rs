@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use http::StatusCode;
-use support::cluster::{Cluster, Options, SEED_ROUTE, poll};
+use support::cluster::{Cluster, Options, SEED_ROUTE, poll, route};
 
 #[tokio::test]
 async fn a_removed_node_serves_nothing_and_says_why() {
@@ -114,6 +114,19 @@ async fn a_node_cut_off_from_its_cluster_keeps_serving_and_says_so() {
         body["cut_off_ms"].as_u64().unwrap() > Options::fast().election_timeout_ms,
         "{body}"
     );
+    // Past twice the bound (no election can still be under way), a write
+    // there is refused at once, naming why: no leader would answer.
+    cut_off_for(&cluster, alone, 2 * Options::fast().election_timeout_ms).await;
+    let t = std::time::Instant::now();
+    let refused = cluster
+        .put(alone, "/admin/v1/routes/cut-off", &route("x"))
+        .await;
+    eprintln!(
+        "write on a cut-off follower: {} after {:?}",
+        refused.status,
+        t.elapsed()
+    );
+    assert_cut_off(&refused);
     // Plain /readyz (Kubernetes' probe) stays 200: the node still serves,
     // from the configuration it applied last.
     let plain = cluster.get(alone, "/readyz").await;
@@ -153,4 +166,97 @@ async fn a_node_cut_off_from_its_cluster_keeps_serving_and_says_so() {
         heard.is_some(),
         "node {alone} never heard its cluster again"
     );
+}
+
+/// Waits until node `id` says (in `/readyz`) it has heard no quorum for
+/// more than `ms`.
+async fn cut_off_for(cluster: &Cluster, id: u64, ms: u64) {
+    let past = poll(
+        Duration::from_secs(15),
+        Duration::from_millis(50),
+        || async {
+            let reply = cluster.get(id, "/readyz").await;
+            (reply.json()["cut_off_ms"].as_u64()? > ms).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        past.is_some(),
+        "node {id} never said it was cut off for {ms} ms"
+    );
+}
+
+/// A refusal because the node heard no quorum: 503 `no_leader` with
+/// Retry-After, saying nothing was proposed.
+fn assert_cut_off(reply: &support::cluster::Reply) {
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    let body = reply.json();
+    assert_eq!(body["error"]["code"], "no_leader", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("heard no quorum") && message.contains("nothing was proposed"),
+        "{message}"
+    );
+    assert_eq!(reply.header("retry-after"), "1", "{}", reply.text());
+}
+
+/// A leader whose followers are gone keeps openraft's leader state (0.9
+/// has no step-down); it reports itself `isolated`, is not counted as the
+/// leader, and refuses writes at once instead of holding them for the
+/// write timeout.
+#[tokio::test]
+async fn an_isolated_leader_says_so_and_refuses_writes_at_once() {
+    let mut cluster = Cluster::start(3, Options::fast()).await;
+    let leader = cluster.leader().await;
+    for id in cluster.up() {
+        if id != leader {
+            cluster.kill_9(id).await;
+        }
+    }
+    let isolated = poll(
+        Duration::from_secs(15),
+        Duration::from_millis(100),
+        || async {
+            let view = cluster.view(leader).await;
+            (view["role"] == "isolated").then_some(view)
+        },
+    )
+    .await
+    .expect("the leader never said it was isolated");
+    assert!(
+        isolated["quorum_ack_ms"].as_u64().unwrap() > Options::fast().election_timeout_ms,
+        "{isolated}"
+    );
+    assert!(
+        cluster
+            .leader_within(Duration::from_millis(500))
+            .await
+            .is_none(),
+        "an isolated leader is not counted as leading"
+    );
+    cut_off_for(&cluster, leader, 2 * Options::fast().election_timeout_ms).await;
+    let t = std::time::Instant::now();
+    let refused = cluster
+        .put(leader, "/admin/v1/routes/isolated", &route("x"))
+        .await;
+    eprintln!(
+        "write on an isolated leader: {} after {:?}",
+        refused.status,
+        t.elapsed()
+    );
+    assert_cut_off(&refused);
+    // Hostile bodies are still judged first, never proposed.
+    let bad = cluster
+        .put(
+            leader,
+            "/admin/v1/routes/isolated",
+            &serde_json::json!({"tiers": "x"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text());
 }

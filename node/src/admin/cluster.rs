@@ -73,7 +73,12 @@ async fn cluster(State(state): State<AdminState>) -> Json<ClusterView> {
     Json(ClusterView {
         id: state.node_id,
         region: state.region.to_string(),
-        role: role(metrics.state),
+        // openraft 0.9 keeps a leader that lost its quorum in the leader
+        // state until it hears a higher term; say what it is.
+        role: match metrics.state {
+            ServerState::Leader if state.cluster.standing.cut_off().is_some() => Role::Isolated,
+            other => role(other),
+        },
         term: metrics.current_term,
         leader: metrics.current_leader,
         last_log_index: last,

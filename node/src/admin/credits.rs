@@ -53,10 +53,15 @@ async fn add_credits(
     let nanos = amount(body.add_usd)?;
     check_token("id", &body.id, MAX_ID).map_err(|e| AdminError::invalid(e.field, e.message))?;
     // An unknown key is a 404 before anything is proposed (the state
-    // machine would refuse it too, as a 409 after a round to the leader).
-    state.cluster.linearizable().await?;
-    if !state.cluster.applied().state.keys.contains_key(&key) {
-        return Err(not_found("key", key));
+    // machine would refuse it too, as a 409 after a round to the leader),
+    // and only after a linearizable read: a key made a moment ago on
+    // another node counts.
+    let known = |state: &AdminState| state.cluster.applied().state.keys.contains_key(&key);
+    if !known(&state) {
+        state.cluster.linearizable().await?;
+        if !known(&state) {
+            return Err(not_found("key", key));
+        }
     }
     let command = Command::AddCredits {
         key: key.clone(),

@@ -99,7 +99,10 @@ impl AdminError {
             Self::NotFound { .. } | Self::NotAMember(_) => StatusCode::NOT_FOUND,
             Self::LastVoter(_) | Self::LastKey | Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Write(
-                WriteError::NoLeader | WriteError::Unreachable(_) | WriteError::NoQuorum(_),
+                WriteError::NoLeader
+                | WriteError::Unreachable(_)
+                | WriteError::NoQuorum(_)
+                | WriteError::CutOff(_),
             )
             | Self::RaftStopped(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Write(WriteError::NotLeader { .. }) => StatusCode::MISDIRECTED_REQUEST,
@@ -119,7 +122,10 @@ impl AdminError {
             Self::LastKey => "last_key",
             Self::Conflict { .. } => "conflict",
             Self::Write(
-                WriteError::NoLeader | WriteError::Unreachable(_) | WriteError::NoQuorum(_),
+                WriteError::NoLeader
+                | WriteError::Unreachable(_)
+                | WriteError::NoQuorum(_)
+                | WriteError::CutOff(_),
             ) => "no_leader",
             Self::Write(WriteError::NotLeader { .. }) => "not_leader",
             Self::Write(WriteError::NotCaughtUp(..)) => "not_caught_up",
@@ -148,7 +154,10 @@ impl AdminError {
         matches!(
             self,
             Self::Write(
-                WriteError::NoLeader | WriteError::Unreachable(_) | WriteError::NoQuorum(_)
+                WriteError::NoLeader
+                    | WriteError::Unreachable(_)
+                    | WriteError::NoQuorum(_)
+                    | WriteError::CutOff(_)
             )
         )
     }

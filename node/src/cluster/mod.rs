@@ -29,6 +29,10 @@ mod write;
 
 pub use tuning::RaftSettings;
 
+/// How often a waiting write looks whether this node got cut off (the
+/// standing itself is judged every 250 ms).
+const CUT_OFF_POLL: Duration = Duration::from_millis(100);
+
 /// The Raft handle.
 pub type Raft = openraft::Raft<TypeConfig>;
 
@@ -88,6 +92,15 @@ pub enum WriteError {
     /// Raft failed the operation.
     #[error("raft: {0}")]
     Raft(String),
+    /// This node has heard no quorum for longer than twice its bound
+    /// (partitioned from the majority, or the majority is down; no election
+    /// is under way): refused at once, as no leader would answer it. Nothing was proposed; retry, or write on a
+    /// node of the majority.
+    #[error(
+        "this node has heard no quorum of voters for {} ms: nothing was proposed; retry, or write on another node",
+        .0.as_millis()
+    )]
+    CutOff(Duration),
 }
 
 /// This node's cluster handle.
@@ -102,6 +115,9 @@ pub struct Cluster {
     timeout: Duration,
     /// Where this node stands: a member heard, cut off, or removed.
     pub standing: Arc<Standing>,
+    /// How long without a quorum before writes are refused at once
+    /// ([`WriteError::CutOff`]): twice the standing's bound.
+    refuse_writes_after: Duration,
 }
 
 impl Cluster {
@@ -189,6 +205,7 @@ impl Cluster {
             transport,
             timeout: settings.write_timeout,
             standing,
+            refuse_writes_after: settings.cut_off_after * 2,
         }))
     }
 
@@ -212,10 +229,17 @@ impl Cluster {
         self.applied.clone()
     }
 
-    /// The current leader, waiting up to the write timeout for one.
+    /// The current leader, waiting up to the write timeout for one; at once
+    /// [`WriteError::CutOff`] when this node has heard no quorum for longer
+    /// than its bound (no leader will answer it soon: the caller is told to
+    /// retry elsewhere or later rather than held).
     async fn leader(&self) -> Result<(NodeId, Member), WriteError> {
+        // An isolated leader still names itself: the standing decides first.
+        if let Some(silent) = self.cut_off_long() {
+            return Err(WriteError::CutOff(silent));
+        }
         let mut metrics = self.raft.metrics();
-        let found = tokio::time::timeout(self.timeout, async {
+        let known = async {
             loop {
                 let known = {
                     let m = metrics.borrow_and_update();
@@ -227,15 +251,55 @@ impl Cluster {
                     })
                 };
                 if let Some(found) = known {
-                    return Some(found);
+                    return Ok(found);
                 }
                 if metrics.changed().await.is_err() {
-                    return None;
+                    return Err(WriteError::NoLeader);
                 }
             }
-        })
-        .await;
-        found.ok().flatten().ok_or(WriteError::NoLeader)
+        };
+        tokio::select! {
+            found = tokio::time::timeout(self.timeout, known) => {
+                found.unwrap_or(Err(WriteError::NoLeader))
+            }
+            silent = self.cut_off() => Err(WriteError::CutOff(silent)),
+        }
+    }
+
+    /// How long this node has heard no quorum, once that is past twice the
+    /// standing's bound: long enough that no election is still under way (a
+    /// lost leader is replaced within one bound, a failed first round within
+    /// two), so waiting for a leader would only hold the caller.
+    fn cut_off_long(&self) -> Option<Duration> {
+        self.standing
+            .cut_off()
+            .filter(|silent| *silent > self.refuse_writes_after)
+    }
+
+    /// Resolves once [`Cluster::cut_off_long`] says so, with how long this
+    /// node has heard no quorum.
+    async fn cut_off(&self) -> Duration {
+        loop {
+            if let Some(silent) = self.cut_off_long() {
+                return silent;
+            }
+            tokio::time::sleep(CUT_OFF_POLL).await;
+        }
+    }
+
+    /// Resolves once this node knows a leader other than `leader`.
+    async fn leader_moved(&self, leader: NodeId) {
+        let mut metrics = self.raft.metrics();
+        loop {
+            let now = metrics.borrow_and_update().current_leader;
+            if now.is_some_and(|now| now != leader) {
+                return;
+            }
+            if metrics.changed().await.is_err() {
+                // Raft stopped: the attempt itself fails.
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Adds a node as a learner (it receives the log) and, if `voter`, then

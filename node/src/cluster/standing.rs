@@ -27,6 +27,10 @@ pub struct Facts {
     pub quorum_ack: Option<Duration>,
     /// As a follower: since it last heard the leader it follows.
     pub leader_heard: Option<Duration>,
+    /// Since its vote was last set or refreshed, committed or not: a node
+    /// voting in an election, or a leader just elected and not yet
+    /// acknowledged, is in touch with its cluster, not cut off.
+    pub vote_set: Option<Duration>,
     /// Since the node started (what counts when nothing was ever heard).
     pub since_start: Duration,
     /// Most of the other voters refused its last pre-vote as coming from a
@@ -56,7 +60,8 @@ pub fn judge(facts: &Facts, bound: Duration) -> Verdict {
         facts.quorum_ack
     } else {
         facts.leader_heard
-    };
+    }
+    .or(facts.vote_set);
     let silent = heard.unwrap_or(facts.since_start).min(facts.since_start);
     if silent > bound {
         Verdict::CutOff(silent)
@@ -132,12 +137,16 @@ pub async fn watch(
         let Some(heard) = raft::prevote::leader_heard(&raft).await else {
             return;
         };
+        let Some(vote_set) = raft::prevote::vote_set(&raft).await else {
+            return;
+        };
         let facts = Facts {
             has_membership,
             member,
             leading,
             quorum_ack,
             leader_heard: heard,
+            vote_set,
             since_start: started.elapsed(),
             refused_as_stranger: stranger.load(Ordering::Relaxed),
         };
@@ -180,6 +189,7 @@ mod tests {
             leading: false,
             quorum_ack: None,
             leader_heard: heard_s.map(Duration::from_secs),
+            vote_set: heard_s.map(Duration::from_secs),
             since_start: Duration::from_secs(600),
             refused_as_stranger: false,
         }
@@ -204,6 +214,21 @@ mod tests {
             judge(&follower(None), BOUND),
             Verdict::CutOff(Duration::from_secs(600))
         );
+        // Between leaders: it voted for a candidate a second ago (an
+        // uncommitted vote), so it is in an election, not cut off.
+        let voting = Facts {
+            vote_set: Some(Duration::from_secs(1)),
+            ..follower(None)
+        };
+        assert_eq!(judge(&voting, BOUND), Verdict::Member);
+        let stale_vote = Facts {
+            vote_set: Some(Duration::from_secs(8)),
+            ..follower(None)
+        };
+        assert_eq!(
+            judge(&stale_vote, BOUND),
+            Verdict::CutOff(Duration::from_secs(8))
+        );
     }
 
     #[test]
@@ -214,6 +239,13 @@ mod tests {
             ..follower(None)
         };
         assert_eq!(judge(&leader(Some(0)), BOUND), Verdict::Member);
+        // Just elected, no quorum acknowledgement yet: counted from its
+        // election, not from the node's start.
+        let elected = Facts {
+            vote_set: Some(Duration::from_millis(50)),
+            ..leader(None)
+        };
+        assert_eq!(judge(&elected, BOUND), Verdict::Member);
         assert_eq!(
             judge(&leader(Some(30)), BOUND),
             Verdict::CutOff(Duration::from_secs(30))

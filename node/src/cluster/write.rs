@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use proto::state::{Command, CommandResponse};
+use proto::state::{Command, CommandResponse, Member};
+use raft::NodeId;
 use raft::network::{ForwardError, Written};
 
 use super::{Cluster, WriteError};
@@ -13,6 +14,8 @@ use super::{Cluster, WriteError};
 const RETRY_NO_QUORUM_FOR: Duration = Duration::from_secs(3);
 /// The pause between two such asks.
 const RETRY_READ_INDEX: Duration = Duration::from_millis(100);
+/// The pause before a write is sent again to a leader that moved.
+const RETRY_WRITE: Duration = Duration::from_millis(50);
 
 impl Cluster {
     /// Proposes a command and returns once it is committed and applied on
@@ -22,53 +25,92 @@ impl Cluster {
     }
 
     /// [`Cluster::write`], with the log index the command was committed at.
+    ///
+    /// Within the write timeout, a write whose leader moved is sent again to
+    /// the new one: when the leader says it no longer leads, when it cannot
+    /// be reached, and when this node learns of another leader while the
+    /// write is in flight (the old one died: its answer would never come).
+    /// Sending again is safe because every command is idempotent (a `put`
+    /// sets, a delete of what is gone is refused, a top-up carries its id).
+    /// A node that has heard no quorum for long refuses at once
+    /// ([`WriteError::CutOff`]).
     pub async fn write_indexed(&self, command: Command) -> Result<Written, WriteError> {
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.timeout;
+        let mut last: Option<WriteError> = None;
         loop {
-            let (leader, member) = self.leader().await?;
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let attempt = async {
-                if leader == self.id {
-                    match self.raft.client_write(command.clone()).await {
-                        Ok(written) => Ok(Written {
-                            response: written.data,
-                            index: written.log_id.index,
-                        }),
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
-                        Err(e) => Err(Some(WriteError::Raft(e.to_string()))),
-                    }
-                } else {
-                    match self.network.forward(leader, &member, command.clone()).await {
-                        Ok(response) => Ok(response),
-                        Err(ForwardError::NotLeader { .. }) => Err(None),
-                        Err(ForwardError::Network { message, .. }) => {
-                            Err(Some(WriteError::Unreachable(message)))
-                        }
-                        // No quorum is not reported on a write (the leader
-                        // waits for one); the timeout below answers it.
-                        Err(
-                            ForwardError::Raft(message)
-                            | ForwardError::NoQuorum(message)
-                            | ForwardError::Fatal(message),
-                        ) => Err(Some(WriteError::Raft(message))),
-                    }
+            let (leader, member) = match self.leader().await {
+                Ok(found) => found,
+                // The leader it was sent to could not be reached and none
+                // other came forward: say so rather than "no leader".
+                Err(WriteError::NoLeader) if last.is_some() => {
+                    return Err(last.unwrap_or(WriteError::NoLeader));
                 }
+                Err(e) => return Err(e),
             };
-            // Without a quorum a write never commits: answer in time rather
-            // than hold the caller.
-            let outcome = match tokio::time::timeout(left, attempt).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(Some(WriteError::NoQuorum(self.timeout))),
+            let outcome = tokio::select! {
+                outcome = self.attempt(leader, &member, &command) => outcome,
+                () = self.leader_moved(leader) => Err(None),
+                // Without a quorum a write never commits: answer in time
+                // rather than hold the caller.
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(WriteError::NoQuorum(self.timeout));
+                }
+                // This node lost its quorum while the write was in flight
+                // (an isolated leader): no answer is coming. Whether it
+                // commits later is unknown, so no quorum, not "nothing
+                // proposed".
+                _ = self.cut_off() => return Err(WriteError::NoQuorum(started.elapsed())),
             };
-
             match outcome {
-                Ok(response) => return Ok(response),
+                Ok(written) => return Ok(written),
+                Err(Some(WriteError::Unreachable(message)))
+                    if tokio::time::Instant::now() + RETRY_WRITE < deadline =>
+                {
+                    last = Some(WriteError::Unreachable(message));
+                    tokio::time::sleep(RETRY_WRITE).await;
+                }
                 Err(Some(e)) => return Err(e),
                 // Leadership moved while we asked: ask the new leader.
-                Err(None) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                Err(None) if tokio::time::Instant::now() + RETRY_WRITE < deadline => {
+                    tokio::time::sleep(RETRY_WRITE).await;
                 }
-                Err(None) => return Err(WriteError::NoLeader),
+                Err(None) => return Err(last.unwrap_or(WriteError::NoLeader)),
+            }
+        }
+    }
+
+    /// One send of `command` to `leader` (this node or another); `Err(None)`
+    /// when it answered that it no longer leads.
+    async fn attempt(
+        &self,
+        leader: NodeId,
+        member: &Member,
+        command: &Command,
+    ) -> Result<Written, Option<WriteError>> {
+        if leader == self.id {
+            match self.raft.client_write(command.clone()).await {
+                Ok(written) => Ok(Written {
+                    response: written.data,
+                    index: written.log_id.index,
+                }),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(None),
+                Err(e) => Err(Some(WriteError::Raft(e.to_string()))),
+            }
+        } else {
+            match self.network.forward(leader, member, command.clone()).await {
+                Ok(response) => Ok(response),
+                Err(ForwardError::NotLeader { .. }) => Err(None),
+                Err(ForwardError::Network { message, .. }) => {
+                    Err(Some(WriteError::Unreachable(message)))
+                }
+                // No quorum is not reported on a write (the leader waits for
+                // one); the write timeout answers it.
+                Err(
+                    ForwardError::Raft(message)
+                    | ForwardError::NoQuorum(message)
+                    | ForwardError::Fatal(message),
+                ) => Err(Some(WriteError::Raft(message))),
             }
         }
     }

@@ -111,6 +111,10 @@ pub enum Role {
     Learner,
     /// Its Raft core stopped.
     Shutdown,
+    /// It was elected leader but has heard no quorum for longer than its
+    /// bound (partitioned from the majority): it can commit nothing, and
+    /// the majority may have elected another leader. Not counted as leading.
+    Isolated,
 }
 
 impl Role {
@@ -122,6 +126,7 @@ impl Role {
             Self::Candidate => "candidate",
             Self::Learner => "learner",
             Self::Shutdown => "shutdown",
+            Self::Isolated => "isolated",
         }
     }
 }

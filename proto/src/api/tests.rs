@@ -72,7 +72,7 @@ fn the_cluster_view_round_trips() {
     let view: ClusterView = same_bytes(literal);
     assert_eq!(view.role, Role::Leader);
     assert_eq!(view.members[1].role, MemberRole::Learner);
-    for role in ["follower", "candidate", "learner", "shutdown"] {
+    for role in ["follower", "candidate", "learner", "shutdown", "isolated"] {
         let text = literal.replacen("\"leader\"", &format!("\"{role}\""), 1);
         let view: ClusterView = same_bytes(&text);
         assert_eq!(view.role.as_str(), role);

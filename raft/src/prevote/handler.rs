@@ -51,6 +51,17 @@ pub async fn leader_heard(raft: &Raft) -> Option<Option<Duration>> {
     .map(|at| at.map(|at| at.elapsed()))
 }
 
+/// How long ago `raft`'s vote was last set or refreshed, committed or not:
+/// a leader's append refreshes it, and so does a vote given in an election.
+/// `Some(None)` when it never voted, `None` when its core stopped. A node
+/// whose vote moves is in touch with its cluster, even between leaders.
+pub async fn vote_set(raft: &Raft) -> Option<Option<Duration>> {
+    raft.with_raft_state(|st| st.vote_last_modified())
+        .await
+        .ok()
+        .map(|at| at.map(|at| at.elapsed()))
+}
+
 /// What `raft` knows now, for a pre-vote; `None` when it stopped or its
 /// log cannot be read.
 pub(super) async fn view(raft: &Raft, log: &LogStore) -> Option<VoterView> {

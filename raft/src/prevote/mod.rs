@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::NodeId;
 
-pub use handler::{Voter, leader_heard};
+pub use handler::{Voter, leader_heard, vote_set};
 
 /// "Would you vote for me?", sent before a campaign; nothing changes on
 /// the node asked. The asker is the node its certificate names.
