@@ -168,6 +168,69 @@ async fn a_node_cut_off_from_its_cluster_keeps_serving_and_says_so() {
     );
 }
 
+/// A key revoked on the majority while a node was away (frozen: a long
+/// pause, a stalled VM) is refused there as soon as the node hears the
+/// leader again: fail-static serves the last configuration, but never past
+/// the first append that reaches it.
+#[tokio::test]
+async fn a_key_revoked_while_a_node_was_away_is_refused_there_on_return() {
+    let cluster = Cluster::start(3, Options::fast()).await;
+    let leader = cluster.leader().await;
+    let away = cluster.up().into_iter().find(|&id| id != leader).unwrap();
+    const REVOKED: &str = "sk-revoked-while-away-0123456789";
+    for (name, key) in [
+        ("kept", "sk-kept-while-away-0123456789"),
+        ("revoked", REVOKED),
+    ] {
+        let reply = cluster
+            .put(
+                leader,
+                &format!("/admin/v1/keys/{name}"),
+                &serde_json::json!({ "key": key }),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    }
+    let api = cluster.node(away).api.clone();
+    let chat = |key: &'static str| {
+        let (http, api) = (cluster.http.clone(), api.clone());
+        async move {
+            http.chat_as(&api, SEED_ROUTE, Some(key), Duration::from_secs(5))
+                .await
+                .unwrap()
+                .status
+        }
+    };
+    let served = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || async { (chat(REVOKED).await == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    assert!(served.is_some(), "node {away} never accepted the key");
+
+    cluster.pause(away).await;
+    let reply = cluster.delete(leader, "/admin/v1/keys/revoked").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    cluster.resume(away).await;
+    let back = std::time::Instant::now();
+    let refused = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(5),
+        || async { (chat(REVOKED).await == StatusCode::UNAUTHORIZED).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "key revoked while away: refused on return after {:?} (heartbeat {} ms)",
+        back.elapsed(),
+        Options::fast().heartbeat_ms
+    );
+    assert!(
+        refused.is_some(),
+        "node {away} still honours the revoked key"
+    );
+}
+
 /// Waits until node `id` says (in `/readyz`) it has heard no quorum for
 /// more than `ms`.
 async fn cut_off_for(cluster: &Cluster, id: u64, ms: u64) {

@@ -145,8 +145,32 @@ impl Http {
 
     /// A chat request for `model` to the data plane at `api` (`host:port`).
     pub async fn chat(&self, api: &str, model: &str, timeout: Duration) -> Result<Reply, String> {
+        self.chat_as(api, model, None, timeout).await
+    }
+
+    /// [`Http::chat`] with the client key `key` (`Authorization: Bearer`).
+    pub async fn chat_as(
+        &self,
+        api: &str,
+        model: &str,
+        key: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Reply, String> {
         let url = format!("http://{api}/v1/chat/completions");
-        self.send(Method::POST, &url, Some(chat_body(model)), timeout)
+        let auth = key.map(|key| format!("Bearer {key}"));
+        let headers: Vec<(&str, &str)> = auth
+            .as_deref()
+            .map(|auth| ("authorization", auth))
+            .into_iter()
+            .collect();
+        self.inner
+            .send(
+                Method::POST,
+                &url,
+                &headers,
+                Some(chat_body(model)),
+                timeout,
+            )
             .await
     }
 }
