@@ -229,6 +229,8 @@ async fn a_key_revoked_while_a_node_was_away_is_refused_there_on_return() {
         refused.is_some(),
         "node {away} still honours the revoked key"
     );
+    // Only that key: the one kept is still served there.
+    assert_eq!(chat("sk-kept-while-away-0123456789").await, StatusCode::OK);
 }
 
 /// Waits until node `id` says (in `/readyz`) it has heard no quorum for
