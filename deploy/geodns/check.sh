@@ -343,6 +343,47 @@ else
   fail "api.$ZONE: 30 queries should see all three nodes again; seen: '$seen'"
 fi
 
+# Fail-static: the two other nodes frozen (SIGSTOP: their /readyz times out),
+# the victim alone hears no quorum. /readyz?strict=true says so (503), plain
+# /readyz stays 200, and the names still answer with it: the first group
+# (nodes that hear their cluster) is empty, the next (nodes that serve) is it.
+others=()
+for i in 1 2 3; do [ "$i" = "$VICTIM" ] || others+=("$i"); done
+say "freezing nodes ${others[*]} (SIGSTOP): node $VICTIM is left without a quorum"
+frozen=$(now)
+for i in "${others[@]}"; do kill -STOP "${pids[$i]}"; done
+strict_503() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$victim_ip:9080/readyz?strict=true")" = 503 ]; }
+if t=$(wait_for "$frozen" 20 strict_503); then
+  pass "node $VICTIM says it is cut off (/readyz?strict=true 503) ${t} s after the others froze; plain /readyz $(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$victim_ip:9080/readyz")"
+else
+  fail "node $VICTIM says it is cut off within 20 s: /readyz?strict=true never answered 503"
+fi
+cut_off_at=$(now)
+if t=$(wait_for "$cut_off_at" 15 answers "api.$ZONE" "$victim_ip"); then
+  pass "api.$ZONE answers the cut-off node that still serves, $victim_ip (fail-static), ${t} s after it said so"
+else
+  fail "api.$ZONE answers $victim_ip while it is the only node serving: '$(dns "api.$ZONE")'"
+fi
+other_name="${REGIONS[$((others[0] - 1))]}.api.$ZONE"
+if t=$(wait_for "$cut_off_at" 15 answers "$other_name" "$victim_ip"); then
+  pass "$other_name (its own node frozen) answers $victim_ip ${t} s after it said so"
+else
+  fail "$other_name answers $victim_ip while it is the only node serving: '$(dns "$other_name")'"
+fi
+for i in "${others[@]}"; do kill -CONT "${pids[$i]}"; done
+thawed=$(now)
+strict_200() { [ "$(curl -s -o /dev/null -m 2 -w '%{http_code}' "http://$victim_ip:9080/readyz?strict=true")" = 200 ]; }
+if t=$(wait_for "$thawed" 20 strict_200); then
+  pass "node $VICTIM hears its cluster again (/readyz?strict=true 200) ${t} s after the others woke"
+else
+  fail "node $VICTIM hears its cluster again within 20 s of the others waking"
+fi
+if t=$(wait_for "$thawed" 20 answers "healthy.$ZONE" "$ALL"); then
+  pass "healthy.$ZONE lists all three nodes again ${t} s after the others woke"
+else
+  fail "healthy.$ZONE lists all three nodes again: '$(dns "healthy.$ZONE")'"
+fi
+
 if grep -q "GeoIPBackend" "$WORK/pdns.log"; then
   say "pdns logged (pickclosest without a GeoIP backend): $(grep -m1 -io 'LUA record attempted to use GeoIPBackend.*' "$WORK/pdns.log")"
 fi

@@ -57,15 +57,19 @@ variable "admin_port" {
 
 # /readyz answers 200 with {"ready":true,...,"usable_routes":N} once the node
 # has applied the cluster state and a route has a usable upstream, 503
-# otherwise. HTTP_STR_MATCH also requires Meridian's body, so another server
-# answering 200 on that port does not count as healthy.
+# otherwise; ?strict=true also answers 503 while the node has heard no quorum
+# for longer than an election timeout (cut off: it still serves its last
+# configuration, but regions that hear their cluster are preferred; when every
+# record is unhealthy Route 53 answers with all of them, so a cluster without
+# quorum keeps serving). HTTP_STR_MATCH also requires Meridian's body, so
+# another server answering 200 on that port does not count as healthy.
 resource "aws_route53_health_check" "node" {
   for_each = var.nodes
 
   type              = "HTTP_STR_MATCH"
   ip_address        = each.value.ip
   port              = var.admin_port
-  resource_path     = "/readyz"
+  resource_path     = "/readyz?strict=true"
   search_string     = "usable_routes"
   request_interval  = 10 # "fast" checks (30 is the cheaper default)
   failure_threshold = 3  # unhealthy after 3 failed checks: about 30 s
