@@ -602,26 +602,20 @@ impl Cluster {
     /// Freezes a node (SIGSTOP), as a long pause or a stalled VM would:
     /// its sockets stay open and its peers' messages wait in their buffers.
     pub async fn pause(&self, id: u64) {
-        let pid = self
-            .node(id)
-            .child
-            .as_ref()
-            .expect("node is not running")
-            .id()
-            .unwrap();
-        harness::process::signal(pid, "STOP").await.unwrap();
+        self.signal(id, "STOP").await;
     }
 
     /// Wakes a node frozen by [`Cluster::pause`] (SIGCONT).
     pub async fn resume(&self, id: u64) {
-        let pid = self
-            .node(id)
-            .child
-            .as_ref()
-            .expect("node is not running")
-            .id()
+        self.signal(id, "CONT").await;
+    }
+
+    /// Sends the signal `name` to node `id`'s running process.
+    async fn signal(&self, id: u64, name: &str) {
+        let child = self.node(id).child.as_ref().expect("node is not running");
+        harness::process::signal(child.id().unwrap(), name)
+            .await
             .unwrap();
-        harness::process::signal(pid, "CONT").await.unwrap();
     }
 
     /// Waits up to `limit` for a node's process to exit by itself, and
