@@ -673,3 +673,78 @@ async fn the_leader_can_remove_itself() {
     assert!(!ids.contains(&leader), "{view}");
     assert_eq!(ids.len(), 2, "{view}");
 }
+
+/// A node waiting to be added takes Raft only from the members its file
+/// names. Another node of the same CA (here the leader of a cluster of its
+/// own) tries to add it first: the waiting node refuses it, stays free, and
+/// the real cluster then adds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_waiting_to_be_added_cannot_be_captured_by_another_node_of_the_ca() {
+    let cluster = Cluster::start(3, Options::fast()).await;
+    let leader = cluster.leader().await;
+    let mut rogue = cluster.spawn_rogue(4);
+    let (_, rogue_admin) = support::cluster::read_ready(&mut rogue.child, Duration::from_secs(20))
+        .await
+        .unwrap_or_else(|| panic!("the rogue node never got ready:\n{}", rogue.log()));
+    let mut joiner = cluster.spawn_joiner(5);
+    assert!(
+        joiner.listening(Duration::from_secs(20)).await,
+        "node 5 never bound its Raft port:\n{}",
+        joiner.log()
+    );
+
+    let captured = cluster
+        .http
+        .send(
+            Method::POST,
+            &format!("http://{rogue_admin}/admin/v1/members"),
+            Some(json!({ "id": 5, "raft_addr": joiner.raft_addr(), "voter": true }).to_string()),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+    // A voter is promoted only once it holds the log: node 5 never took it.
+    assert_eq!(
+        captured.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "node 5 was captured by node 4's cluster: {}",
+        captured.text()
+    );
+    assert_eq!(captured.json()["error"]["code"], "not_caught_up");
+    let refused = poll(
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || async {
+            joiner
+                .log()
+                .contains("node 4 is not in this node's cluster.members")
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        refused.is_some(),
+        "node 5 never said why:\n{}",
+        joiner.log()
+    );
+
+    let add = cluster
+        .try_admin(
+            leader,
+            Method::POST,
+            "/admin/v1/members",
+            Some(&json!({ "id": 5, "raft_addr": joiner.raft_addr(), "voter": true })),
+            Duration::from_secs(20),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        add.status,
+        StatusCode::OK,
+        "{}\n{}",
+        add.text(),
+        joiner.log()
+    );
+    let ready = support::cluster::read_ready(&mut joiner.child, Duration::from_secs(20)).await;
+    assert!(ready.is_some(), "node 5 never got ready:\n{}", joiner.log());
+}

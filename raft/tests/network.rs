@@ -685,7 +685,12 @@ async fn pre_votes_elect_a_leader_and_are_refused_while_it_is_heard() {
         )
         .await
         .unwrap();
-        transport.serve(Voter::new(raft.clone(), logs.clone(), timing.lease));
+        transport.serve(Voter::new(
+            raft.clone(),
+            logs.clone(),
+            timing.lease,
+            (1..=3).collect(),
+        ));
         tokio::spawn(campaign::run(
             id,
             raft.clone(),

@@ -176,6 +176,7 @@ impl Cluster {
                 raft.clone(),
                 log_tip.clone(),
                 timing.lease,
+                settings.voters.iter().map(|v| v.id).collect(),
             ));
         }
         // openraft's own election timer is off (`enable_elect = false`):

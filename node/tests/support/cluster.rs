@@ -483,9 +483,24 @@ impl Cluster {
         self.dir.path().join("certs")
     }
 
+    /// Starts a node `id` with its own certificate from the cluster's CA
+    /// whose file names only itself: it bootstraps a cluster of its own and
+    /// leads it (a removed member restarted on an empty disk, another team's
+    /// cluster on the same CA). Does not wait for it to get ready.
+    pub fn spawn_rogue(&self, id: u64) -> Stranger {
+        let home = self.dir.path().join(format!("rogue{id}"));
+        std::fs::create_dir_all(&home).unwrap();
+        write_certs(&self.certs(), &[format!("n{id}")]);
+        self.spawn_with(id, &home, &self.certs(), Vec::new())
+    }
+
     fn spawn_outsider(&self, id: u64, home: &Path, certs: &Path) -> Stranger {
+        self.spawn_with(id, home, certs, self.members())
+    }
+
+    /// Starts node `id` with `members` and itself in its file.
+    fn spawn_with(&self, id: u64, home: &Path, certs: &Path, mut members: Vec<String>) -> Stranger {
         let raft_port = free_udp_port();
-        let mut members = self.members();
         members.push(format!("{id}@127.0.0.1:{raft_port}"));
         let config = home.join("meridian.toml");
         std::fs::write(

@@ -117,6 +117,17 @@ pub enum Refusal {
         /// What it sent.
         what: String,
     },
+    // New kinds go at the end: bincode numbers variants by position.
+    /// A node waiting to be added takes the Raft protocol only from the
+    /// members its file names: another node of the same CA (a removed
+    /// member, another cluster's) cannot claim it first.
+    #[error(
+        "node {caller} is not in this node's cluster.members; a node waiting to be added takes Raft only from the members its file names"
+    )]
+    NotExpected {
+        /// The caller, from its certificate.
+        caller: NodeId,
+    },
 }
 
 fn claimed_node(claimed: &Option<NodeId>) -> String {
@@ -222,6 +233,27 @@ pub fn check(
             what: request.kind(),
         }),
         _ => Err(Refusal::NotAMember { caller }),
+    }
+}
+
+/// Whether `caller` may talk to a node at all, given the members its
+/// configuration file names (`expected`): while the node holds no
+/// membership, only they may (the cluster that adds it is made of them, or
+/// the cluster being bootstrapped is). Without this, any node whose
+/// certificate the CA signed, a removed member included, could replicate a
+/// membership of its own to a node waiting to be added and capture it.
+/// Once the node has a membership, [`check`] alone decides. An empty
+/// `expected` (a file naming no members) restricts nothing.
+pub fn check_expected(
+    caller: NodeId,
+    membership: &Membership<NodeId, Member>,
+    expected: &std::collections::BTreeSet<NodeId>,
+) -> Result<(), Refusal> {
+    let waiting = membership.nodes().next().is_none();
+    if !waiting || expected.is_empty() || expected.contains(&caller) {
+        Ok(())
+    } else {
+        Err(Refusal::NotExpected { caller })
     }
 }
 
@@ -650,6 +682,29 @@ mod tests {
                 request.kind()
             );
         }
+    }
+
+    #[test]
+    fn a_node_waiting_to_be_added_takes_raft_only_from_the_members_of_its_file() {
+        let empty = membership(&[], &[]);
+        let file: std::collections::BTreeSet<NodeId> = [1, 2, 3, 5].into();
+        for caller in [1, 2, 3, 5] {
+            assert_eq!(check_expected(caller, &empty, &file), Ok(()));
+        }
+        // Another node of the same CA: a removed member, another cluster's
+        // leader; hostile ids too.
+        for caller in [4, 0, u64::MAX] {
+            assert_eq!(
+                check_expected(caller, &empty, &file),
+                Err(Refusal::NotExpected { caller })
+            );
+        }
+        // A file naming no members restricts nothing.
+        assert_eq!(check_expected(4, &empty, &Default::default()), Ok(()));
+        // Once a member, the membership decides (check), not the file.
+        let joined = membership(&[1, 2, 3, 4, 5], &[]);
+        assert_eq!(check_expected(4, &joined, &file), Ok(()));
+        through_the_wire(RaftResponse::Refused(Refusal::NotExpected { caller: 4 }));
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! The serving side: a node's Raft, plus the answers to pre-votes, which
 //! need the node's own last log id (openraft keeps it to itself).
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::NodeId;
@@ -17,14 +19,22 @@ pub struct Voter {
     raft: Raft,
     log: LogStore,
     lease: Duration,
+    expected: Arc<BTreeSet<NodeId>>,
 }
 
 impl Voter {
     /// Serves `raft`, whose log is `log`; `lease` is how long a leader heard
     /// keeps this node from granting a pre-vote (openraft's leader lease,
-    /// its `election_timeout_max`).
-    pub fn new(raft: Raft, log: LogStore, lease: Duration) -> Self {
-        Self { raft, log, lease }
+    /// its `election_timeout_max`); `expected` are the members the node's
+    /// file names, the only peers it takes Raft from while it has no
+    /// membership (see [`crate::network::rpc::check_expected`]).
+    pub fn new(raft: Raft, log: LogStore, lease: Duration, expected: BTreeSet<NodeId>) -> Self {
+        Self {
+            raft,
+            log,
+            lease,
+            expected: Arc::new(expected),
+        }
     }
 
     async fn pre_vote(&self, asker: &PreVote) -> PreVoteAnswer {
@@ -91,6 +101,13 @@ pub(super) async fn view(raft: &Raft, log: &LogStore) -> Option<VoterView> {
 
 impl RpcHandler for Voter {
     async fn handle(&self, caller: NodeId, request: RaftRequest) -> RaftResponse {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        if let Err(refusal) =
+            crate::network::rpc::check_expected(caller, membership.membership(), &self.expected)
+        {
+            tracing::warn!(caller, request = %request.kind(), %refusal, "raft request refused");
+            return RaftResponse::Refused(refusal);
+        }
         match request {
             RaftRequest::PreVote(asker) => {
                 let membership = self.raft.metrics().borrow().membership_config.clone();
