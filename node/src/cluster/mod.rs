@@ -94,8 +94,8 @@ pub enum WriteError {
     Raft(String),
     /// This node has heard no quorum for longer than twice its bound
     /// (partitioned from the majority, or the majority is down; no election
-    /// is under way): refused at once, as no leader would answer it. Nothing was proposed; retry, or write on a
-    /// node of the majority.
+    /// is under way): refused at once, as no leader would answer it.
+    /// Nothing was proposed; retry, or write on a node of the majority.
     #[error(
         "this node has heard no quorum of voters for {} ms: nothing was proposed; retry, or write on another node",
         .0.as_millis()
@@ -231,9 +231,9 @@ impl Cluster {
     }
 
     /// The current leader, waiting up to the write timeout for one; at once
-    /// [`WriteError::CutOff`] when this node has heard no quorum for longer
-    /// than its bound (no leader will answer it soon: the caller is told to
-    /// retry elsewhere or later rather than held).
+    /// [`WriteError::CutOff`] when this node has heard no quorum for long
+    /// ([`Cluster::cut_off_long`]: no leader will answer it soon, so the
+    /// caller is told to retry elsewhere or later rather than held).
     async fn leader(&self) -> Result<(NodeId, Member), WriteError> {
         // An isolated leader still names itself: the standing decides first.
         if let Some(silent) = self.cut_off_long() {

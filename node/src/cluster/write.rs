@@ -41,11 +41,9 @@ impl Cluster {
         loop {
             let (leader, member) = match self.leader().await {
                 Ok(found) => found,
-                // The leader it was sent to could not be reached and none
-                // other came forward: say so rather than "no leader".
-                Err(WriteError::NoLeader) if last.is_some() => {
-                    return Err(last.unwrap_or(WriteError::NoLeader));
-                }
+                // When the leader it was sent to could not be reached and
+                // none other came forward, say so rather than "no leader".
+                Err(WriteError::NoLeader) => return Err(last.unwrap_or(WriteError::NoLeader)),
                 Err(e) => return Err(e),
             };
             let outcome = tokio::select! {
