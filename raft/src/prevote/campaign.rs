@@ -68,6 +68,16 @@ pub fn due(
     now.saturating_duration_since(since) >= wait
 }
 
+/// Whether this node's vote was set or refreshed (a vote given, a leader's
+/// append) after `before`, the reading taken when the round started.
+pub fn moved_on(before: Option<Instant>, now: Option<Instant>) -> bool {
+    match (before, now) {
+        (_, None) => false,
+        (None, Some(_)) => true,
+        (Some(before), Some(now)) => now > before,
+    }
+}
+
 /// Runs until `raft` stops: campaigns for node `id` whenever it is a voter
 /// that has heard no leader for the wait and a majority would vote for it.
 ///
@@ -153,6 +163,20 @@ pub async fn run(
                 tracing::info!(?answers, "pre-vote lost: not campaigning");
                 continue;
             }
+            // The round took a round trip: another voter may have been
+            // elected meanwhile (this node voted for it, or heard its first
+            // append). Campaigning now would depose a leader elected a
+            // moment ago.
+            let Ok(now_heard) = raft.with_raft_state(|st| st.vote_last_modified()).await else {
+                return;
+            };
+            if moved_on(heard, now_heard) {
+                tracing::info!(
+                    granted,
+                    "pre-vote won, but this node voted or heard a leader during the round: not campaigning"
+                );
+                continue;
+            }
             granted
         };
         tracing::info!(
@@ -184,6 +208,18 @@ mod tests {
         // A round at 6 s pushes the next to 9.5 s.
         assert!(!due(at(9000), t0, Some(at(2000)), Some(at(6000)), wait));
         assert!(due(at(9500), t0, Some(at(2000)), Some(at(6000)), wait));
+    }
+
+    #[test]
+    fn a_round_overtaken_by_an_election_does_not_campaign() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(80);
+        // Nothing happened during the round.
+        assert!(!moved_on(Some(t0), Some(t0)));
+        assert!(!moved_on(None, None));
+        // It voted for another candidate, or heard a new leader.
+        assert!(moved_on(Some(t0), Some(later)));
+        assert!(moved_on(None, Some(later)));
     }
 
     #[test]
