@@ -5,7 +5,17 @@
 //! Tiers are tried in order. Within a tier the first pick is the power of two
 //! choices on `p99 × (in_flight + 1)`, with a small share of requests
 //! exploring a random target so every target's figures stay fresh; the rest of
-//! the tier follows by score. A target whose circuit is half-open goes first
+//! the tier follows by score. A target whose p99 is [`Policy::avoid_ratio`]
+//! times another's of its tier or more is *avoided*: it is neither a
+//! candidate of the two choices nor of exploration, and follows the rest
+//! of its tier, so a browned-out upstream keeps no steady share (with
+//! `p99 × (in_flight + 1)` alone, the fast target's own queue handed the
+//! slow one about 8% of the traffic at 243 ms against 66 ms). To learn
+//! when it is fast again, an avoided target gets a latency probe now and
+//! then ([`probe_due`]: at most one per [`Policy::probe_every_ms`] and per
+//! [`Policy::probe_gap`] plans that passed it over, so at most 1/gap of the
+//! traffic): the request goes to it first, the rest of the tier backs it
+//! up. A target whose circuit is half-open goes first
 //! in its tier: it is the probe that may close the circuit (the rest of the
 //! plan backs it up). Targets whose recent error rate is over the threshold,
 //! then targets whose circuit is open, go last, after every tier, as a last
@@ -33,6 +43,9 @@ pub struct TargetStats {
     pub attempts: u64,
     /// Its upstream's circuit; half-open only while a probe may go.
     pub circuit: Circuit,
+    /// This request is its latency probe: avoided, it goes first in its
+    /// tier all the same ([`probe_due`]; the caller takes the probe).
+    pub probe: bool,
 }
 
 /// How the selector weighs targets.
@@ -48,6 +61,16 @@ pub struct Policy {
     pub min_error_samples: u64,
     /// Share of requests whose first pick in a tier is uniformly random.
     pub explore: f64,
+    /// A target whose p99 is this many times the fastest of its tier's or
+    /// more is avoided; 0 (or anything up to 1) avoids none.
+    pub avoid_ratio: f64,
+    /// At most one latency probe per avoided target this often.
+    pub probe_every_ms: u64,
+    /// And only after this many plans passed it over: the probes' share of
+    /// traffic stays under 1/gap however quiet the node.
+    pub probe_gap: u64,
+    /// How this node's own samples weigh against the cluster's figures.
+    pub blend: crate::health::blend::Blend,
 }
 
 impl Default for Policy {
@@ -58,18 +81,63 @@ impl Default for Policy {
             error_threshold: 0.5,
             min_error_samples: 10,
             explore: 0.02,
+            avoid_ratio: 3.0,
+            probe_every_ms: 1_000,
+            probe_gap: 50,
+            blend: crate::health::blend::Blend::default(),
         }
     }
 }
 
 impl Policy {
     fn score(&self, t: &TargetStats) -> f64 {
-        t.p99_ms.unwrap_or(self.prior_p99_ms).max(0.001) * (t.in_flight as f64 + 1.0)
+        self.p99(t) * (t.in_flight as f64 + 1.0)
     }
 
     fn degraded(&self, t: &TargetStats) -> bool {
         t.attempts >= self.min_error_samples && t.error_rate > self.error_threshold
     }
+
+    fn p99(&self, t: &TargetStats) -> f64 {
+        t.p99_ms.unwrap_or(self.prior_p99_ms).max(0.001)
+    }
+
+    /// Whether a target takes part in the choice of its tier's first pick:
+    /// usable, circuit closed, not failing.
+    fn candidate(&self, t: &TargetStats) -> bool {
+        t.usable && t.circuit == Circuit::Closed && !self.degraded(t)
+    }
+}
+
+/// Which targets of a tier are avoided: candidates (usable, closed, not
+/// failing) whose p99 is at least [`Policy::avoid_ratio`] times the lowest
+/// of the tier's candidates. In-flight counts are left out on purpose: they
+/// spread load among targets of like speed, but a target three times
+/// slower is not worth a request because the fast one is busy.
+pub fn avoided(tier: &[TargetStats], policy: &Policy) -> Vec<bool> {
+    let best = tier
+        .iter()
+        .filter(|t| policy.candidate(t))
+        .map(|t| policy.p99(t))
+        .fold(f64::INFINITY, f64::min);
+    tier.iter()
+        .map(|t| {
+            policy.avoid_ratio > 1.0
+                && policy.candidate(t)
+                && policy.p99(t) >= policy.avoid_ratio * best
+        })
+        .collect()
+}
+
+/// Whether an avoided target is due a latency probe at `now_ms`: its last
+/// one went at `last_ms` (0: never), and `passed` plans passed it over
+/// since. Both bounds hold: at most one a [`Policy::probe_every_ms`], so a
+/// busy node does not send it more than it needs to learn; and at most one
+/// in [`Policy::probe_gap`] plans, so a quiet node does not send it half
+/// of its traffic.
+pub fn probe_due(last_ms: u64, passed: u64, now_ms: u64, policy: &Policy) -> bool {
+    passed >= policy.probe_gap
+        && (last_ms == 0 || now_ms.saturating_sub(last_ms) >= policy.probe_every_ms)
 }
 
 /// A target by its position: (tier, index in tier).
@@ -85,7 +153,9 @@ pub fn plan(
     let mut order = Vec::with_capacity(max_attempts.min(8));
     let mut last_resort = Vec::new();
     for (t, tier) in tiers.iter().enumerate() {
+        let avoid = avoided(tier, policy);
         let mut healthy: Vec<(f64, Pick)> = Vec::with_capacity(tier.len());
+        let mut slow: Vec<(f64, Pick)> = Vec::new();
         for (i, stats) in tier.iter().enumerate() {
             if !stats.usable {
                 continue;
@@ -97,17 +167,20 @@ pub fn plan(
                 Circuit::Closed if policy.degraded(stats) => {
                     last_resort.push((stats.error_rate, (t, i)))
                 }
+                Circuit::Closed if avoid[i] && stats.probe => order.push((t, i)),
+                Circuit::Closed if avoid[i] => slow.push((policy.score(stats), (t, i))),
                 Circuit::Closed => healthy.push((policy.score(stats), (t, i))),
             }
         }
-        if healthy.is_empty() {
-            continue;
+        if !healthy.is_empty() {
+            let first = first_pick(&healthy, policy, rng);
+            let first = healthy.swap_remove(first);
+            healthy.sort_by(|a, b| a.0.total_cmp(&b.0));
+            order.push(first.1);
+            order.extend(healthy.into_iter().map(|(_, pick)| pick));
         }
-        let first = first_pick(&healthy, policy, rng);
-        let first = healthy.swap_remove(first);
-        healthy.sort_by(|a, b| a.0.total_cmp(&b.0));
-        order.push(first.1);
-        order.extend(healthy.into_iter().map(|(_, pick)| pick));
+        slow.sort_by(|a, b| a.0.total_cmp(&b.0));
+        order.extend(slow.into_iter().map(|(_, pick)| pick));
     }
     last_resort.sort_by(|a, b| a.0.total_cmp(&b.0));
     order.extend(last_resort.into_iter().map(|(_, pick)| pick));
@@ -171,6 +244,7 @@ mod tests {
             error_rate: 0.0,
             attempts: 100,
             circuit: Circuit::Closed,
+            probe: false,
         }
     }
 
@@ -210,14 +284,16 @@ mod tests {
             in_flight: 20,
             ..t(100.0)
         };
-        let tiers = vec![vec![busy, t(1000.0)]];
+        // Slower, but within the avoid ratio: load may spread to it.
+        let tiers = vec![vec![busy, t(250.0)]];
         assert_eq!(plan(&tiers, &no_explore(), 1, &mut rng), vec![(0, 1)]);
     }
 
     #[test]
     fn exploration_visits_the_slow_target_sometimes() {
         let mut rng = SmallRng::seed_from_u64(3);
-        let tiers = vec![vec![t(100.0), t(1000.0)]];
+        // Slower, but within the avoid ratio: exploration still visits it.
+        let tiers = vec![vec![t(100.0), t(250.0)]];
         let policy = Policy {
             explore: 0.1,
             ..Policy::default()
@@ -321,15 +397,17 @@ mod tests {
                 Just(Circuit::Open),
                 Just(Circuit::HalfOpen)
             ],
+            any::<bool>(),
         )
             .prop_map(
-                |(usable, p99_ms, in_flight, error_rate, attempts, circuit)| TargetStats {
+                |(usable, p99_ms, in_flight, error_rate, attempts, circuit, probe)| TargetStats {
                     usable,
                     p99_ms,
                     in_flight,
                     error_rate,
                     attempts,
                     circuit,
+                    probe,
                 },
             )
     }

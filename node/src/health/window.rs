@@ -101,18 +101,24 @@ impl Windows {
         }
     }
 
+    /// Forgets every latency sample but keeps the outcome counts: the
+    /// upstream's level changed ([`super::blend::changed`]), so the old
+    /// times describe an upstream that no longer is, while its errors
+    /// still count towards its error rate.
+    pub fn forget_latency(&mut self) {
+        for slot in &mut self.slots {
+            slot.ttfb.reset();
+            slot.total.reset();
+        }
+    }
+
     fn epoch(&self, now_ms: u64) -> u64 {
         now_ms / self.slot_ms
     }
 
     /// Adds a sample taken at `now_ms`.
     pub fn record(&mut self, now_ms: u64, sample: Sample) {
-        let epoch = self.epoch(now_ms);
-        let n = self.slots.len() as u64;
-        let slot = &mut self.slots[(epoch % n) as usize];
-        if slot.epoch != epoch {
-            slot.reset(epoch);
-        }
+        let slot = self.slot(now_ms);
         let micros = |d: Duration| (d.as_micros() as u64).clamp(1, MAX_MICROS);
         match sample.outcome {
             Outcome::Success => slot.successes += 1,
@@ -132,6 +138,27 @@ impl Windows {
         }
     }
 
+    /// Adds the first byte of a stream, taken at `now_ms`, as it arrives:
+    /// a stream may run for minutes, and its first byte says how fast the
+    /// upstream is now. Its outcome and total are added when it ends, by
+    /// [`Windows::record`] with no `ttfb`.
+    pub fn first_byte(&mut self, now_ms: u64, ttfb: Duration) {
+        let slot = self.slot(now_ms);
+        slot.ttfb
+            .saturating_record((ttfb.as_micros() as u64).clamp(1, MAX_MICROS));
+    }
+
+    /// The slot of `now_ms`, emptied first if it held an older epoch.
+    fn slot(&mut self, now_ms: u64) -> &mut Slot {
+        let epoch = self.epoch(now_ms);
+        let n = self.slots.len() as u64;
+        let slot = &mut self.slots[(epoch % n) as usize];
+        if slot.epoch != epoch {
+            slot.reset(epoch);
+        }
+        slot
+    }
+
     /// Every slot still inside the window at `now_ms`, added into one.
     fn merged(&self, now_ms: u64) -> Slot {
         let epoch = self.epoch(now_ms);
@@ -145,6 +172,12 @@ impl Windows {
             out.add(slot);
         }
         out
+    }
+
+    /// The time-to-first-byte quantiles of every slot still inside the
+    /// window at `now_ms`.
+    pub fn ttfb(&self, now_ms: u64) -> Quantiles {
+        quantiles(&self.merged(now_ms).ttfb)
     }
 
     /// The summary of every slot still inside the window at `now_ms`.
