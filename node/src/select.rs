@@ -83,7 +83,7 @@ impl Default for Policy {
             explore: 0.02,
             avoid_ratio: 3.0,
             probe_every_ms: 1_000,
-            probe_gap: 50,
+            probe_gap: 100,
             blend: crate::health::blend::Blend::default(),
         }
     }
@@ -303,6 +303,64 @@ mod tests {
             .count();
         // explore share × half of the random picks land on the slow one.
         assert!((300..700).contains(&slow_first), "{slow_first}");
+    }
+
+    #[test]
+    fn a_target_three_times_slower_is_avoided_whatever_the_load() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let slow = t(243.0);
+        let policy = Policy::default();
+        assert_eq!(
+            avoided(&[t(66.0), slow], &policy),
+            vec![false, true],
+            "{policy:?}"
+        );
+        // Exploration and a busy fast target alike leave it last.
+        for in_flight in 0..20 {
+            let fast = TargetStats {
+                in_flight,
+                ..t(66.0)
+            };
+            for _ in 0..100 {
+                assert_eq!(
+                    plan(&[vec![fast, slow]], &policy, 2, &mut rng),
+                    vec![(0, 0), (0, 1)]
+                );
+            }
+        }
+        // Its probe goes first, the fast one backs it up.
+        let probe = TargetStats {
+            probe: true,
+            ..slow
+        };
+        assert_eq!(
+            plan(&[vec![t(66.0), probe]], &policy, 2, &mut rng),
+            vec![(0, 1), (0, 0)]
+        );
+        // Within the ratio, or with avoidance off, it competes as before.
+        assert_eq!(avoided(&[t(66.0), t(190.0)], &policy), vec![false, false]);
+        let off = Policy {
+            avoid_ratio: 0.0,
+            ..policy
+        };
+        assert_eq!(avoided(&[t(66.0), slow], &off), vec![false, false]);
+        // Only candidates count: a failing fast target makes none slow.
+        let failing = TargetStats {
+            error_rate: 0.9,
+            ..t(10.0)
+        };
+        assert_eq!(avoided(&[failing, t(66.0)], &policy), vec![false, false]);
+    }
+
+    #[test]
+    fn probes_are_bounded_by_time_and_by_share() {
+        let policy = Policy::default();
+        let gap = policy.probe_gap;
+        assert!(probe_due(0, gap, 5, &policy), "never probed");
+        assert!(!probe_due(0, gap - 1, 5, &policy), "too few plans");
+        assert!(!probe_due(10_000, gap, 10_999, &policy), "too soon");
+        assert!(probe_due(10_000, gap, 11_000, &policy));
+        assert!(!probe_due(10_000, gap - 1, 60_000, &policy), "a quiet node");
     }
 
     #[test]

@@ -279,5 +279,29 @@ mod tests {
         sink.queues.drain(&mut batch, &mut spare);
         assert_eq!(batch.len(), 3);
         assert!(Arc::ptr_eq(&batch[0].0, &live));
+
+        // A stream: its first byte told at once, its end without it, and
+        // Prometheus counts its time to first byte once.
+        sink.first_byte(&live, Duration::from_millis(7));
+        sink.stream_ended(
+            &live,
+            Sample {
+                outcome: Outcome::Success,
+                ttfb: Some(Duration::from_millis(7)),
+                total: Some(Duration::from_millis(90)),
+            },
+        );
+        assert_eq!(live.metrics.ttfb.count(), 2);
+        batch.clear();
+        sink.queues.drain(&mut batch, &mut spare);
+        assert_eq!(batch[0].1, Told::FirstByte(Duration::from_millis(7)));
+        assert_eq!(
+            batch[1].1,
+            Told::Ended(Sample {
+                outcome: Outcome::Success,
+                ttfb: None,
+                total: Some(Duration::from_millis(90)),
+            })
+        );
     }
 }

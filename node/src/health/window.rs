@@ -289,6 +289,42 @@ mod tests {
     }
 
     #[test]
+    fn a_streams_first_byte_counts_at_once_and_its_end_adds_no_second() {
+        let mut w = Windows::new(6, 5_000);
+        w.first_byte(0, Duration::from_millis(250));
+        let s = w.summary(0);
+        assert_eq!((s.attempts, s.ttfb_ms.count), (0, 1));
+        assert!(s.ttfb_ms.p50 >= 249.0);
+        w.record(
+            900,
+            Sample {
+                ttfb: None,
+                ..ok(250)
+            },
+        );
+        let s = w.summary(900);
+        assert_eq!((s.attempts, s.ttfb_ms.count, s.total_ms.count), (1, 1, 1));
+    }
+
+    #[test]
+    fn forgetting_latency_keeps_the_outcomes() {
+        let mut w = Windows::new(6, 5_000);
+        w.record(0, ok(20));
+        w.record(
+            0,
+            Sample {
+                outcome: Outcome::Error,
+                ttfb: None,
+                total: None,
+            },
+        );
+        w.forget_latency();
+        let s = w.summary(0);
+        assert_eq!((s.attempts, s.errors, s.ttfb_ms.count), (2, 1, 0));
+        assert_eq!(w.ttfb(0).count, 0);
+    }
+
+    #[test]
     fn errors_count_but_do_not_look_fast() {
         let mut w = Windows::new(6, 5_000);
         w.record(0, ok(100));

@@ -23,6 +23,8 @@ mod endpoint;
 mod fixtures;
 mod follow;
 pub mod hedge;
+#[cfg(test)]
+mod local_tests;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -279,33 +281,48 @@ impl Route {
         select::plan(&stats, &policy, self.max_attempts as usize, rng)
     }
 
-    /// Counts this plan against every target it avoids ([`select::avoided`])
-    /// and makes the request the latency probe of the first one due
-    /// ([`select::probe_due`]), one probe a request at most.
+    /// Counts this plan against every target it avoids and makes the
+    /// request the latency probe of the first one due ([`probe_avoided`]).
     fn probe_avoided(&self, stats: &mut [Vec<TargetStats>], policy: &Policy, now_ms: u64) {
-        let mut probing = false;
-        for (tier, stats) in self.tiers.iter().zip(stats.iter_mut()) {
-            let avoided = select::avoided(stats, policy);
-            for ((target, stats), avoided) in tier.iter().zip(stats.iter_mut()).zip(avoided) {
-                if !avoided {
-                    continue;
-                }
-                let live = &target.upstream.live;
-                let (last_ms, passed) = live.passed_over();
-                if !probing
-                    && select::probe_due(last_ms, passed, now_ms, policy)
-                    && live.take_latency_probe(last_ms, now_ms)
-                {
-                    stats.probe = true;
-                    probing = true;
-                }
-            }
-        }
+        probe_avoided(stats, policy, now_ms, |t, i| {
+            &self.tiers[t][i].upstream.live
+        });
     }
 
     /// Whether any target can be used from this node.
     pub fn usable(&self) -> bool {
         self.tiers.iter().flatten().any(|t| t.upstream.usable())
+    }
+}
+
+/// Counts a plan against every target it avoids ([`select::avoided`]) and
+/// makes the request the latency probe of the first one due
+/// ([`select::probe_due`]), one probe a request at most; `live_of(tier,
+/// index)` is the target's live health. The probe is taken on the target's
+/// [`Live`], so two requests at once do not both probe it.
+pub fn probe_avoided<'a>(
+    stats: &mut [Vec<TargetStats>],
+    policy: &Policy,
+    now_ms: u64,
+    live_of: impl Fn(usize, usize) -> &'a Live,
+) {
+    let mut probing = false;
+    for (t, tier) in stats.iter_mut().enumerate() {
+        let avoided = select::avoided(tier, policy);
+        for (i, (stats, avoided)) in tier.iter_mut().zip(avoided).enumerate() {
+            if !avoided {
+                continue;
+            }
+            let live = live_of(t, i);
+            let (last_ms, passed) = live.passed_over();
+            if !probing
+                && select::probe_due(last_ms, passed, now_ms, policy)
+                && live.take_latency_probe(last_ms, now_ms)
+            {
+                stats.probe = true;
+                probing = true;
+            }
+        }
     }
 }
 
