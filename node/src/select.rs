@@ -33,7 +33,7 @@ use crate::health::Circuit;
 pub struct TargetStats {
     /// Whether this node can send to it at all (e.g. it has the provider key).
     pub usable: bool,
-    /// Measured p99 time to first byte in ms, when there are enough samples.
+    /// Estimated p99 time to first byte in ms (own and shared figures blended), when anyone measured it.
     pub p99_ms: Option<f64>,
     /// Attempts running against its upstream now.
     pub in_flight: usize,
@@ -53,7 +53,9 @@ pub struct TargetStats {
 pub struct Policy {
     /// p99 assumed for a target without enough samples.
     pub prior_p99_ms: f64,
-    /// Samples needed before a target's own p99 is trusted.
+    /// Samples a region's shared p99 needs before it is preferred to the
+    /// cluster's (`crate::health::sharing::Estimates`); this node's own
+    /// count from the first ([`crate::health::blend`]).
     pub min_samples: u64,
     /// Error rate above which a target is tried only as a last resort.
     pub error_threshold: f64,
