@@ -327,10 +327,11 @@ async fn a_grey_failure_stays_in_its_region_and_a_local_brownout_comes_and_goes_
             (*id, on_a)
         })
         .collect();
-    // Recovery: the first half second from which every following second
-    // has at least 80% of r1's requests on a again.
+    // Recovery: the first half second (within 6 s of the end of the delay,
+    // so that at least three seconds follow it) from which every following
+    // second has at least 80% of r1's requests on a again.
     let end = run - Duration::from_secs(1);
-    let back = (0..20)
+    let back = (0..12)
         .map(|k| heal_at + Duration::from_millis(500 * k))
         .find(|&t| {
             let mut s = t;
