@@ -84,6 +84,9 @@ struct Tracked {
     recent: Windows,
     /// This node's samples of it, fading with age.
     freshness: Freshness,
+    /// Samples arrived since the last tick: only then can its level have
+    /// changed.
+    fresh: bool,
     breaker: Breaker,
     /// The registry's state of the upstream: a different one for the same
     /// id means the upstream left the routing table and came back.
@@ -128,6 +131,7 @@ impl Recorder {
                 windows: self.empty.clone(),
                 recent: Windows::new(RECENT_SLOTS, RECENT_SLOT_MS),
                 freshness: Freshness::default(),
+                fresh: false,
                 breaker: Breaker::default(),
                 live: live.clone(),
             };
@@ -140,6 +144,7 @@ impl Recorder {
                 }
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(fresh()),
             };
+            t.fresh = true;
             let sample = match told {
                 Told::FirstByte(ttfb) => {
                     t.windows.first_byte(now_ms, ttfb);
@@ -244,6 +249,9 @@ impl Tracked {
     /// short one its samples, so that the next comparison is between the
     /// new level and itself rather than the same change seen again.
     fn follow_level(&mut self, now_ms: u64, policy: &Blend) {
+        if !std::mem::take(&mut self.fresh) {
+            return;
+        }
         let recent = self.recent.ttfb(now_ms);
         if recent.count == 0 {
             return;

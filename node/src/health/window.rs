@@ -161,14 +161,8 @@ impl Windows {
 
     /// Every slot still inside the window at `now_ms`, added into one.
     fn merged(&self, now_ms: u64) -> Slot {
-        let epoch = self.epoch(now_ms);
-        let n = self.slots.len() as u64;
-        let mut out = Slot::new(epoch, &self.slots[0].ttfb);
-        let live = self
-            .slots
-            .iter()
-            .filter(|s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n);
-        for slot in live {
+        let mut out = Slot::new(self.epoch(now_ms), &self.slots[0].ttfb);
+        for slot in self.live(now_ms) {
             out.add(slot);
         }
         out
@@ -177,7 +171,21 @@ impl Windows {
     /// The time-to-first-byte quantiles of every slot still inside the
     /// window at `now_ms`.
     pub fn ttfb(&self, now_ms: u64) -> Quantiles {
-        quantiles(&self.merged(now_ms).ttfb)
+        let mut out = Histogram::new_from(&self.slots[0].ttfb);
+        for slot in self.live(now_ms) {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = out.add(&slot.ttfb);
+        }
+        quantiles(&out)
+    }
+
+    /// The slots still inside the window at `now_ms`.
+    fn live(&self, now_ms: u64) -> impl Iterator<Item = &Slot> {
+        let epoch = self.epoch(now_ms);
+        let n = self.slots.len() as u64;
+        self.slots
+            .iter()
+            .filter(move |s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n)
     }
 
     /// The summary of every slot still inside the window at `now_ms`.
