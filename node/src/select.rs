@@ -131,6 +131,12 @@ pub fn avoided(tier: &[TargetStats], policy: &Policy) -> Vec<bool> {
         .collect()
 }
 
+/// Whether a request's first pick comes from this tier: it has a candidate
+/// (usable, closed, not failing). Probes are only worth taking there.
+pub fn starts_here(tier: &[TargetStats], policy: &Policy) -> bool {
+    tier.iter().any(|t| policy.candidate(t))
+}
+
 /// Whether an avoided target is due a latency probe at `now_ms`: its last
 /// one went at `last_ms` (0: never), and `passed` plans passed it over
 /// since. Both bounds hold: at most one a [`Policy::probe_every_ms`], so a
@@ -363,6 +369,13 @@ mod tests {
         assert!(!probe_due(10_000, gap, 10_999, &policy), "too soon");
         assert!(probe_due(10_000, gap, 11_000, &policy));
         assert!(!probe_due(10_000, gap - 1, 60_000, &policy), "a quiet node");
+        // Probes are taken in the tier a request starts in.
+        let failing = TargetStats {
+            error_rate: 0.9,
+            ..t(10.0)
+        };
+        assert!(!starts_here(&[failing], &policy));
+        assert!(starts_here(&[failing, t(500.0)], &policy));
     }
 
     #[test]

@@ -295,33 +295,40 @@ impl Route {
     }
 }
 
-/// Counts a plan against every target it avoids ([`select::avoided`]) and
-/// makes the request the latency probe of the first one due
-/// ([`select::probe_due`]), one probe a request at most; `live_of(tier,
-/// index)` is the target's live health. The probe is taken on the target's
-/// [`Live`], so two requests at once do not both probe it.
+/// Counts a plan against every target it avoids ([`select::avoided`]) in
+/// the tier its first pick comes from ([`select::starts_here`]; a later
+/// tier's targets are failovers, not choices) and makes the request the
+/// latency probe of the first one due ([`select::probe_due`]), one probe a
+/// request at most; `live_of(tier, index)` is the target's live health.
+/// The probe is taken on the target's [`Live`], so two requests at once do
+/// not both probe it.
 pub fn probe_avoided<'a>(
     stats: &mut [Vec<TargetStats>],
     policy: &Policy,
     now_ms: u64,
     live_of: impl Fn(usize, usize) -> &'a Live,
 ) {
+    let Some(t) = stats
+        .iter()
+        .position(|tier| select::starts_here(tier, policy))
+    else {
+        return;
+    };
+    let tier = &mut stats[t];
+    let avoided = select::avoided(tier, policy);
     let mut probing = false;
-    for (t, tier) in stats.iter_mut().enumerate() {
-        let avoided = select::avoided(tier, policy);
-        for (i, (stats, avoided)) in tier.iter_mut().zip(avoided).enumerate() {
-            if !avoided {
-                continue;
-            }
-            let live = live_of(t, i);
-            let (last_ms, passed) = live.passed_over();
-            if !probing
-                && select::probe_due(last_ms, passed, now_ms, policy)
-                && live.take_latency_probe(last_ms, now_ms)
-            {
-                stats.probe = true;
-                probing = true;
-            }
+    for (i, (stats, avoided)) in tier.iter_mut().zip(avoided).enumerate() {
+        if !avoided {
+            continue;
+        }
+        let live = live_of(t, i);
+        let (last_ms, passed) = live.passed_over();
+        if !probing
+            && select::probe_due(last_ms, passed, now_ms, policy)
+            && live.take_latency_probe(last_ms, now_ms)
+        {
+            stats.probe = true;
+            probing = true;
         }
     }
 }
