@@ -245,9 +245,13 @@ impl Tracked {
 
 impl Tracked {
     /// When the last second's level differs plainly from the long window's
-    /// ([`blend::changed`]), the long window forgets its times, and the
-    /// short one its samples, so that the next comparison is between the
-    /// new level and itself rather than the same change seen again.
+    /// ([`blend::changed`]), the long window forgets its times but for the
+    /// newest quarter second's (the samples that showed the change: a
+    /// window left empty would leave the first-byte timeout to the route's
+    /// ceiling, and a stalled upstream would hold requests that long), and
+    /// the short window forgets its samples, so that the next comparison is
+    /// between the new level and itself rather than the same change seen
+    /// again.
     fn follow_level(&mut self, now_ms: u64, policy: &Blend) {
         if !std::mem::take(&mut self.fresh) {
             return;
@@ -261,6 +265,7 @@ impl Tracked {
             tracing::info!(upstream = %self.live.id, was_p50_ms = long.p50, now_p50_ms = recent.p50,
                 samples = recent.count, "upstream's time to first byte changed: older times forgotten");
             self.windows.forget_latency();
+            self.windows.keep_newest(now_ms, &self.recent);
             self.recent.clear();
         }
     }

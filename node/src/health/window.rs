@@ -112,6 +112,19 @@ impl Windows {
         }
     }
 
+    /// Adds the times to first byte of `other`'s slot of `now_ms` (the
+    /// newest) into this window's slot of `now_ms`: what is kept of the
+    /// newest samples when the rest is forgotten.
+    pub fn keep_newest(&mut self, now_ms: u64, other: &Windows) {
+        let epoch = other.epoch(now_ms);
+        let n = other.slots.len() as u64;
+        let newest = &other.slots[(epoch % n) as usize];
+        if newest.epoch == epoch {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = self.slot(now_ms).ttfb.add(&newest.ttfb);
+        }
+    }
+
     fn epoch(&self, now_ms: u64) -> u64 {
         now_ms / self.slot_ms
     }
@@ -330,6 +343,14 @@ mod tests {
         let s = w.summary(0);
         assert_eq!((s.attempts, s.errors, s.ttfb_ms.count), (2, 1, 0));
         assert_eq!(w.ttfb(0).count, 0);
+        // The newest quarter second of a short window is kept.
+        let mut recent = Windows::new(4, 250);
+        recent.record(0, ok(900));
+        recent.record(300, ok(200));
+        w.keep_newest(300, &recent);
+        let q = w.ttfb(300);
+        assert_eq!(q.count, 1);
+        assert!(q.p99 < 210.0, "{q:?}");
     }
 
     #[test]
