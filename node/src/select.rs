@@ -5,7 +5,17 @@
 //! Tiers are tried in order. Within a tier the first pick is the power of two
 //! choices on `p99 × (in_flight + 1)`, with a small share of requests
 //! exploring a random target so every target's figures stay fresh; the rest of
-//! the tier follows by score. A target whose circuit is half-open goes first
+//! the tier follows by score. A target whose p99 is [`Policy::avoid_ratio`]
+//! times another's of its tier or more is *avoided*: it is neither a
+//! candidate of the two choices nor of exploration, and follows the rest
+//! of its tier, so a browned-out upstream keeps no steady share (with
+//! `p99 × (in_flight + 1)` alone, the fast target's own queue handed the
+//! slow one about 8% of the traffic at 243 ms against 66 ms). To learn
+//! when it is fast again, an avoided target gets a latency probe now and
+//! then ([`probe_due`]: at most one per [`Policy::probe_every_ms`] and per
+//! [`Policy::probe_gap`] plans that passed it over, so at most 1/gap of the
+//! traffic): the request goes to it first, the rest of the tier backs it
+//! up. A target whose circuit is half-open goes first
 //! in its tier: it is the probe that may close the circuit (the rest of the
 //! plan backs it up). Targets whose recent error rate is over the threshold,
 //! then targets whose circuit is open, go last, after every tier, as a last
@@ -23,7 +33,7 @@ use crate::health::Circuit;
 pub struct TargetStats {
     /// Whether this node can send to it at all (e.g. it has the provider key).
     pub usable: bool,
-    /// Measured p99 time to first byte in ms, when there are enough samples.
+    /// Estimated p99 time to first byte in ms (own and shared figures blended), when anyone measured it.
     pub p99_ms: Option<f64>,
     /// Attempts running against its upstream now.
     pub in_flight: usize,
@@ -33,6 +43,9 @@ pub struct TargetStats {
     pub attempts: u64,
     /// Its upstream's circuit; half-open only while a probe may go.
     pub circuit: Circuit,
+    /// This request is its latency probe: avoided, it goes first in its
+    /// tier all the same ([`probe_due`]; the caller takes the probe).
+    pub probe: bool,
 }
 
 /// How the selector weighs targets.
@@ -40,7 +53,9 @@ pub struct TargetStats {
 pub struct Policy {
     /// p99 assumed for a target without enough samples.
     pub prior_p99_ms: f64,
-    /// Samples needed before a target's own p99 is trusted.
+    /// Samples a region's shared p99 needs before it is preferred to the
+    /// cluster's (`crate::health::sharing::Estimates`); this node's own
+    /// count from the first ([`crate::health::blend`]).
     pub min_samples: u64,
     /// Error rate above which a target is tried only as a last resort.
     pub error_threshold: f64,
@@ -48,6 +63,16 @@ pub struct Policy {
     pub min_error_samples: u64,
     /// Share of requests whose first pick in a tier is uniformly random.
     pub explore: f64,
+    /// A target whose p99 is this many times the fastest of its tier's or
+    /// more is avoided; 0 (or anything up to 1) avoids none.
+    pub avoid_ratio: f64,
+    /// At most one latency probe per avoided target this often.
+    pub probe_every_ms: u64,
+    /// And only after this many plans passed it over: the probes' share of
+    /// traffic stays under 1/gap however quiet the node.
+    pub probe_gap: u64,
+    /// How this node's own samples weigh against the cluster's figures.
+    pub blend: crate::health::blend::Blend,
 }
 
 impl Default for Policy {
@@ -58,18 +83,69 @@ impl Default for Policy {
             error_threshold: 0.5,
             min_error_samples: 10,
             explore: 0.02,
+            avoid_ratio: 3.0,
+            probe_every_ms: 1_000,
+            probe_gap: 100,
+            blend: crate::health::blend::Blend::default(),
         }
     }
 }
 
 impl Policy {
     fn score(&self, t: &TargetStats) -> f64 {
-        t.p99_ms.unwrap_or(self.prior_p99_ms).max(0.001) * (t.in_flight as f64 + 1.0)
+        self.p99(t) * (t.in_flight as f64 + 1.0)
     }
 
     fn degraded(&self, t: &TargetStats) -> bool {
         t.attempts >= self.min_error_samples && t.error_rate > self.error_threshold
     }
+
+    fn p99(&self, t: &TargetStats) -> f64 {
+        t.p99_ms.unwrap_or(self.prior_p99_ms).max(0.001)
+    }
+
+    /// Whether a target takes part in the choice of its tier's first pick:
+    /// usable, circuit closed, not failing.
+    fn candidate(&self, t: &TargetStats) -> bool {
+        t.usable && t.circuit == Circuit::Closed && !self.degraded(t)
+    }
+}
+
+/// Which targets of a tier are avoided: candidates (usable, closed, not
+/// failing) whose p99 is at least [`Policy::avoid_ratio`] times the lowest
+/// of the tier's candidates. In-flight counts are left out on purpose: they
+/// spread load among targets of like speed, but a target three times
+/// slower is not worth a request because the fast one is busy.
+pub fn avoided(tier: &[TargetStats], policy: &Policy) -> Vec<bool> {
+    let best = tier
+        .iter()
+        .filter(|t| policy.candidate(t))
+        .map(|t| policy.p99(t))
+        .fold(f64::INFINITY, f64::min);
+    tier.iter()
+        .map(|t| {
+            policy.avoid_ratio > 1.0
+                && policy.candidate(t)
+                && policy.p99(t) >= policy.avoid_ratio * best
+        })
+        .collect()
+}
+
+/// Whether a request's first pick comes from this tier: it has a candidate
+/// (usable, closed, not failing). Probes are only worth taking there.
+pub fn starts_here(tier: &[TargetStats], policy: &Policy) -> bool {
+    tier.iter().any(|t| policy.candidate(t))
+}
+
+/// Whether an avoided target is due a latency probe at `now_ms`: its last
+/// one went at `last_ms` (0: never), and `passed` plans passed it over
+/// since. Both bounds hold: at most one a [`Policy::probe_every_ms`], so a
+/// busy node does not send it more than it needs to learn; and at most one
+/// in [`Policy::probe_gap`] plans, so a quiet node does not send it half
+/// of its traffic.
+pub fn probe_due(last_ms: u64, passed: u64, now_ms: u64, policy: &Policy) -> bool {
+    passed >= policy.probe_gap
+        && (last_ms == 0 || now_ms.saturating_sub(last_ms) >= policy.probe_every_ms)
 }
 
 /// A target by its position: (tier, index in tier).
@@ -85,7 +161,9 @@ pub fn plan(
     let mut order = Vec::with_capacity(max_attempts.min(8));
     let mut last_resort = Vec::new();
     for (t, tier) in tiers.iter().enumerate() {
+        let avoid = avoided(tier, policy);
         let mut healthy: Vec<(f64, Pick)> = Vec::with_capacity(tier.len());
+        let mut slow: Vec<(f64, Pick)> = Vec::new();
         for (i, stats) in tier.iter().enumerate() {
             if !stats.usable {
                 continue;
@@ -97,17 +175,20 @@ pub fn plan(
                 Circuit::Closed if policy.degraded(stats) => {
                     last_resort.push((stats.error_rate, (t, i)))
                 }
+                Circuit::Closed if avoid[i] && stats.probe => order.push((t, i)),
+                Circuit::Closed if avoid[i] => slow.push((policy.score(stats), (t, i))),
                 Circuit::Closed => healthy.push((policy.score(stats), (t, i))),
             }
         }
-        if healthy.is_empty() {
-            continue;
+        if !healthy.is_empty() {
+            let first = first_pick(&healthy, policy, rng);
+            let first = healthy.swap_remove(first);
+            healthy.sort_by(|a, b| a.0.total_cmp(&b.0));
+            order.push(first.1);
+            order.extend(healthy.into_iter().map(|(_, pick)| pick));
         }
-        let first = first_pick(&healthy, policy, rng);
-        let first = healthy.swap_remove(first);
-        healthy.sort_by(|a, b| a.0.total_cmp(&b.0));
-        order.push(first.1);
-        order.extend(healthy.into_iter().map(|(_, pick)| pick));
+        slow.sort_by(|a, b| a.0.total_cmp(&b.0));
+        order.extend(slow.into_iter().map(|(_, pick)| pick));
     }
     last_resort.sort_by(|a, b| a.0.total_cmp(&b.0));
     order.extend(last_resort.into_iter().map(|(_, pick)| pick));
@@ -171,6 +252,7 @@ mod tests {
             error_rate: 0.0,
             attempts: 100,
             circuit: Circuit::Closed,
+            probe: false,
         }
     }
 
@@ -210,14 +292,16 @@ mod tests {
             in_flight: 20,
             ..t(100.0)
         };
-        let tiers = vec![vec![busy, t(1000.0)]];
+        // Slower, but within the avoid ratio: load may spread to it.
+        let tiers = vec![vec![busy, t(250.0)]];
         assert_eq!(plan(&tiers, &no_explore(), 1, &mut rng), vec![(0, 1)]);
     }
 
     #[test]
     fn exploration_visits_the_slow_target_sometimes() {
         let mut rng = SmallRng::seed_from_u64(3);
-        let tiers = vec![vec![t(100.0), t(1000.0)]];
+        // Slower, but within the avoid ratio: exploration still visits it.
+        let tiers = vec![vec![t(100.0), t(250.0)]];
         let policy = Policy {
             explore: 0.1,
             ..Policy::default()
@@ -227,6 +311,71 @@ mod tests {
             .count();
         // explore share × half of the random picks land on the slow one.
         assert!((300..700).contains(&slow_first), "{slow_first}");
+    }
+
+    #[test]
+    fn a_target_three_times_slower_is_avoided_whatever_the_load() {
+        let mut rng = SmallRng::seed_from_u64(5);
+        let slow = t(243.0);
+        let policy = Policy::default();
+        assert_eq!(
+            avoided(&[t(66.0), slow], &policy),
+            vec![false, true],
+            "{policy:?}"
+        );
+        // Exploration and a busy fast target alike leave it last.
+        for in_flight in 0..20 {
+            let fast = TargetStats {
+                in_flight,
+                ..t(66.0)
+            };
+            for _ in 0..100 {
+                assert_eq!(
+                    plan(&[vec![fast, slow]], &policy, 2, &mut rng),
+                    vec![(0, 0), (0, 1)]
+                );
+            }
+        }
+        // Its probe goes first, the fast one backs it up.
+        let probe = TargetStats {
+            probe: true,
+            ..slow
+        };
+        assert_eq!(
+            plan(&[vec![t(66.0), probe]], &policy, 2, &mut rng),
+            vec![(0, 1), (0, 0)]
+        );
+        // Within the ratio, or with avoidance off, it competes as before.
+        assert_eq!(avoided(&[t(66.0), t(190.0)], &policy), vec![false, false]);
+        let off = Policy {
+            avoid_ratio: 0.0,
+            ..policy
+        };
+        assert_eq!(avoided(&[t(66.0), slow], &off), vec![false, false]);
+        // Only candidates count: a failing fast target makes none slow.
+        let failing = TargetStats {
+            error_rate: 0.9,
+            ..t(10.0)
+        };
+        assert_eq!(avoided(&[failing, t(66.0)], &policy), vec![false, false]);
+    }
+
+    #[test]
+    fn probes_are_bounded_by_time_and_by_share() {
+        let policy = Policy::default();
+        let gap = policy.probe_gap;
+        assert!(probe_due(0, gap, 5, &policy), "never probed");
+        assert!(!probe_due(0, gap - 1, 5, &policy), "too few plans");
+        assert!(!probe_due(10_000, gap, 10_999, &policy), "too soon");
+        assert!(probe_due(10_000, gap, 11_000, &policy));
+        assert!(!probe_due(10_000, gap - 1, 60_000, &policy), "a quiet node");
+        // Probes are taken in the tier a request starts in.
+        let failing = TargetStats {
+            error_rate: 0.9,
+            ..t(10.0)
+        };
+        assert!(!starts_here(&[failing], &policy));
+        assert!(starts_here(&[failing, t(500.0)], &policy));
     }
 
     #[test]
@@ -321,15 +470,17 @@ mod tests {
                 Just(Circuit::Open),
                 Just(Circuit::HalfOpen)
             ],
+            any::<bool>(),
         )
             .prop_map(
-                |(usable, p99_ms, in_flight, error_rate, attempts, circuit)| TargetStats {
+                |(usable, p99_ms, in_flight, error_rate, attempts, circuit, probe)| TargetStats {
                     usable,
                     p99_ms,
                     in_flight,
                     error_rate,
                     attempts,
                     circuit,
+                    probe,
                 },
             )
     }

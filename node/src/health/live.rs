@@ -8,10 +8,11 @@
 //! for that id holds the same one.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
+use super::blend::{self, Blend, Freshness};
 use super::breaker::Circuit;
 use super::cooldown::Cooldown;
 use super::window::{Quantiles, WindowSummary};
@@ -27,6 +28,9 @@ pub struct Live {
     pub in_flight: AtomicUsize,
     /// The latest window summary from the health recorder.
     pub summary: ArcSwap<WindowSummary>,
+    /// How many of this node's own samples stand behind `summary`, each
+    /// worth less as it ages ([`super::blend`]), set by the recorder.
+    pub freshness: ArcSwap<Freshness>,
     /// What the cluster's reports say of its time to first byte, for this
     /// node's region ([`super::HealthBoard::ttfb_estimate`]), published by the board
     /// follower each time the board is rebuilt, so a request reads it without
@@ -39,6 +43,11 @@ pub struct Live {
     circuit: AtomicU8,
     /// Probes a half-open circuit still allows.
     probes: AtomicU32,
+    /// When a request last went to it as a latency probe while the router
+    /// avoided it (`crate::select`), on [`super::cooldown::now_ms`]'s clock.
+    last_probe_ms: AtomicU64,
+    /// Plans that passed it over since that probe.
+    passed_over: AtomicU64,
     /// Set once the upstream has left the routing table: the recorder
     /// forgets its windows and breaker, and a later upstream of the same
     /// id gets a new `Live`.
@@ -53,12 +62,25 @@ impl Live {
             metrics,
             in_flight: AtomicUsize::new(0),
             summary: ArcSwap::default(),
+            freshness: ArcSwap::default(),
             shared_ttfb: ArcSwapOption::default(),
             cooldown: Cooldown::default(),
             circuit: AtomicU8::new(Circuit::Closed.as_u8()),
             probes: AtomicU32::new(0),
+            last_probe_ms: AtomicU64::new(0),
+            passed_over: AtomicU64::new(0),
             retired: AtomicBool::new(false),
         }
+    }
+
+    /// The time to first byte to expect at `now_ms` (on the recorder's
+    /// clock, [`super::cooldown::now_ms`]): this node's window blended with
+    /// the cluster's figure, by how many fresh samples of its own stand
+    /// behind the window ([`blend::blend`]); `None` when nobody measured it.
+    pub fn ttfb_estimate(&self, now_ms: u64, policy: &Blend) -> Option<Quantiles> {
+        let own = self.summary.load().ttfb_ms;
+        let weight = self.freshness.load().at(now_ms, policy.half_life_ms);
+        blend::blend(&own, weight, self.shared_ttfb.load().as_deref(), policy)
     }
 
     /// The circuit as the recorder last set it.
@@ -89,6 +111,28 @@ impl Live {
         self.probes
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| p.checked_sub(1))
             .is_ok()
+    }
+
+    /// Counts a plan that passed the upstream over because another target
+    /// was much faster; returns when its last latency probe went and how
+    /// many plans passed it over since, counting this one.
+    pub fn passed_over(&self) -> (u64, u64) {
+        let passed = self.passed_over.fetch_add(1, Ordering::Relaxed) + 1;
+        (self.last_probe_ms.load(Ordering::Relaxed), passed)
+    }
+
+    /// Takes the latency probe due since `last_ms` (as
+    /// [`Live::passed_over`] read it) for a request at `now_ms`; false if
+    /// another request took it first.
+    pub fn take_latency_probe(&self, last_ms: u64, now_ms: u64) -> bool {
+        let taken = self
+            .last_probe_ms
+            .compare_exchange(last_ms, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok();
+        if taken {
+            self.passed_over.store(0, Ordering::Relaxed);
+        }
+        taken
     }
 
     /// Whether the upstream has left the routing table.

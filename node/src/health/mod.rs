@@ -11,6 +11,8 @@
 //!   estimate, attempts in flight) that a request reads without a lock.
 //! - [`registry`]: every upstream's live state by id, kept across routing
 //!   rebuilds; the routing table reads it.
+//! - [`blend`]: how this node's own samples weigh against the cluster's
+//!   figures, and when its newest samples say an upstream changed.
 //! - [`board`]: every member's reports merged per upstream and region.
 //! - [`sharing`]: this node's reports into the Raft log, and the board
 //!   rebuilt from everyone's.
@@ -27,6 +29,7 @@
 //! as milliseconds on the caller's clock, so tests drive them without
 //! sleeping.
 
+pub mod blend;
 pub mod board;
 pub mod breaker;
 pub mod cooldown;
@@ -102,8 +105,19 @@ impl HasLive for Arc<Live> {
     }
 }
 
+/// What the data plane tells the recorder of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Told {
+    /// The attempt ended: its outcome, and its times when it has them.
+    Ended(Sample),
+    /// A stream's first chunk arrived after this long. Told at once, not
+    /// when the stream ends (which may be minutes later), so a brownout
+    /// seen on streams moves traffic as fast as one seen on plain answers.
+    FirstByte(Duration),
+}
+
 /// A sample on its way to the recorder.
-type Queued = (Arc<Live>, Sample);
+type Queued = (Arc<Live>, Told);
 
 /// Samples waiting for the recorder, one queue per data-plane worker.
 struct Queues {
@@ -152,16 +166,45 @@ impl HealthSink {
     /// a whole queue, the sample is dropped rather than making a request wait.
     pub fn record(&self, upstream: &impl HasLive, sample: Sample) {
         let live = upstream.live();
-        // Prometheus counts every attempt here, where each is told once; an
-        // attempt that got no answer has no time to first byte to count.
+        Self::count(live, &sample);
+        self.queue(live, Told::Ended(sample));
+    }
+
+    /// A stream's first chunk arrived after `ttfb`: the recorder has it at
+    /// its next tick, not when the stream ends.
+    pub fn first_byte(&self, upstream: &impl HasLive, ttfb: Duration) {
+        self.queue(upstream.live(), Told::FirstByte(ttfb));
+    }
+
+    /// A stream whose first byte was told ([`HealthSink::first_byte`])
+    /// ended: Prometheus counts it with its time to first byte, the
+    /// recorder its outcome and total (its first byte is not added twice).
+    pub fn stream_ended(&self, upstream: &impl HasLive, sample: Sample) {
+        let live = upstream.live();
+        Self::count(live, &sample);
+        self.queue(
+            live,
+            Told::Ended(Sample {
+                ttfb: None,
+                ..sample
+            }),
+        );
+    }
+
+    /// Prometheus counts every attempt here, where each is told once; an
+    /// attempt that got no answer has no time to first byte to count.
+    fn count(live: &Live, sample: &Sample) {
         let answered = matches!(sample.outcome, Outcome::Success | Outcome::ClientError);
         live.metrics
             .attempt(sample.outcome.index(), sample.ttfb.filter(|_| answered));
+    }
+
+    fn queue(&self, live: &Arc<Live>, told: Told) {
         let shards = &self.queues.shards;
         let shard = &shards[crate::upstream::worker() % shards.len()];
         let mut queue = shard.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.len() < QUEUE_CAP {
-            queue.push((live.clone(), sample));
+            queue.push((live.clone(), told));
         } else {
             drop(queue);
             tracing::debug!(upstream = %live.id, "health queue full; sample dropped");
@@ -236,5 +279,29 @@ mod tests {
         sink.queues.drain(&mut batch, &mut spare);
         assert_eq!(batch.len(), 3);
         assert!(Arc::ptr_eq(&batch[0].0, &live));
+
+        // A stream: its first byte told at once, its end without it, and
+        // Prometheus counts its time to first byte once.
+        sink.first_byte(&live, Duration::from_millis(7));
+        sink.stream_ended(
+            &live,
+            Sample {
+                outcome: Outcome::Success,
+                ttfb: Some(Duration::from_millis(7)),
+                total: Some(Duration::from_millis(90)),
+            },
+        );
+        assert_eq!(live.metrics.ttfb.count(), 2);
+        batch.clear();
+        sink.queues.drain(&mut batch, &mut spare);
+        assert_eq!(batch[0].1, Told::FirstByte(Duration::from_millis(7)));
+        assert_eq!(
+            batch[1].1,
+            Told::Ended(Sample {
+                outcome: Outcome::Success,
+                ttfb: None,
+                total: Some(Duration::from_millis(90)),
+            })
+        );
     }
 }

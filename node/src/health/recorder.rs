@@ -8,6 +8,13 @@
 //! into an upstream's [`Live`], a circuit change into its atomics, its
 //! Prometheus counter and the log. Every report interval it also cuts a
 //! [`HealthReport`] of all windows for the cluster.
+//!
+//! Beside each upstream's long window the recorder keeps a short one (the
+//! last second) and a count of its samples that fades with age
+//! ([`Freshness`]). When the short window's level differs plainly from the
+//! long one's ([`blend::changed`]: a brownout starting or ending) the long
+//! window forgets its times, so the router judges the upstream as it is
+//! now within about a second rather than after the window's 30 s.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::Ordering;
@@ -17,10 +24,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use proto::health::{HealthReport, UpstreamWindow};
 use tokio::sync::watch;
 
+use super::blend::{self, Blend, Freshness};
 use super::breaker::{Breaker, BreakerPolicy, Change, Circuit};
 use super::live::Live;
 use super::window::{WindowSummary, Windows};
-use super::{HealthSink, Outcome, Queued, Queues};
+use super::{HealthSink, Outcome, Queued, Queues, Told};
+
+/// Slots of the short window: four of 250 ms, the last second.
+const RECENT_SLOTS: usize = 4;
+/// Length of one slot of the short window, in milliseconds.
+const RECENT_SLOT_MS: u64 = 250;
 
 /// What the recorder needs to know: how it slices time, how often it
 /// publishes and reports, and when circuits open.
@@ -52,6 +65,8 @@ pub enum Effect {
         live: Arc<Live>,
         /// The summary.
         summary: WindowSummary,
+        /// The own samples behind it, fading with age.
+        freshness: Freshness,
     },
     /// An upstream's circuit changed.
     Circuit {
@@ -65,6 +80,13 @@ pub enum Effect {
 /// One upstream as the recorder tracks it.
 struct Tracked {
     windows: Windows,
+    /// The last second, to tell when the upstream's level changed.
+    recent: Windows,
+    /// This node's samples of it, fading with age.
+    freshness: Freshness,
+    /// Samples arrived since the last tick: only then can its level have
+    /// changed.
+    fresh: bool,
     breaker: Breaker,
     /// The registry's state of the upstream: a different one for the same
     /// id means the upstream left the routing table and came back.
@@ -75,6 +97,8 @@ struct Tracked {
 /// and samples, and applies what it returns.
 pub struct Recorder {
     settings: RecorderSettings,
+    /// How own samples fade, and when a change of level is believed.
+    blend: Blend,
     empty: Windows,
     tracked: HashMap<Arc<str>, Tracked>,
     last_publish: u64,
@@ -86,6 +110,7 @@ impl Recorder {
         let empty = Windows::new(settings.slots, settings.slot.as_millis() as u64);
         Self {
             settings,
+            blend: Blend::default(),
             empty,
             tracked: HashMap::new(),
             last_publish: 0,
@@ -97,12 +122,16 @@ impl Recorder {
     /// the routing table is not recorded.
     pub fn ingest(&mut self, now_ms: u64, batch: &mut Vec<Queued>) -> Vec<Effect> {
         let mut effects = Vec::new();
-        for (live, sample) in batch.drain(..) {
+        let half_life = self.blend.half_life_ms;
+        for (live, told) in batch.drain(..) {
             if live.retired() {
                 continue;
             }
             let fresh = || Tracked {
                 windows: self.empty.clone(),
+                recent: Windows::new(RECENT_SLOTS, RECENT_SLOT_MS),
+                freshness: Freshness::default(),
+                fresh: false,
                 breaker: Breaker::default(),
                 live: live.clone(),
             };
@@ -115,7 +144,23 @@ impl Recorder {
                 }
                 std::collections::hash_map::Entry::Vacant(e) => e.insert(fresh()),
             };
+            t.fresh = true;
+            let sample = match told {
+                Told::FirstByte(ttfb) => {
+                    t.windows.first_byte(now_ms, ttfb);
+                    t.recent.first_byte(now_ms, ttfb);
+                    t.freshness.add(now_ms, half_life);
+                    continue;
+                }
+                Told::Ended(sample) => sample,
+            };
             t.windows.record(now_ms, sample);
+            t.recent.record(now_ms, sample);
+            // What the windows time (see `Windows::record`) is fresh news.
+            if sample.ttfb.is_some() && !matches!(sample.outcome, Outcome::Error | Outcome::Broken)
+            {
+                t.freshness.add(now_ms, half_life);
+            }
             let policy = &self.settings.breaker;
             let change = match sample.outcome {
                 Outcome::Broken => t.breaker.on_broken(now_ms, policy),
@@ -144,10 +189,12 @@ impl Recorder {
         }
         let slot_ms = self.settings.slot.as_millis() as u64;
         if dirty || now_ms.saturating_sub(self.last_publish) >= slot_ms {
-            for t in self.tracked.values() {
+            for t in self.tracked.values_mut() {
+                t.follow_level(now_ms, &self.blend);
                 effects.push(Effect::Publish {
                     live: t.live.clone(),
                     summary: t.windows.summary(now_ms),
+                    freshness: t.freshness,
                 });
             }
             self.last_publish = now_ms;
@@ -187,6 +234,7 @@ impl Tracked {
     fn changed(&mut self, change: Change) -> Effect {
         if change == Change::Closed {
             self.windows.clear();
+            self.recent.clear();
         }
         Effect::Circuit {
             live: self.live.clone(),
@@ -195,10 +243,45 @@ impl Tracked {
     }
 }
 
+impl Tracked {
+    /// When the last second's level differs plainly from the long window's
+    /// ([`blend::changed`]), the long window forgets its times but for the
+    /// newest quarter second's (the samples that showed the change: a
+    /// window left empty would leave the first-byte timeout to the route's
+    /// ceiling, and a stalled upstream would hold requests that long), and
+    /// the short window forgets its samples, so that the next comparison is
+    /// between the new level and itself rather than the same change seen
+    /// again.
+    fn follow_level(&mut self, now_ms: u64, policy: &Blend) {
+        if !std::mem::take(&mut self.fresh) {
+            return;
+        }
+        let recent = self.recent.ttfb(now_ms);
+        if recent.count == 0 {
+            return;
+        }
+        let long = self.windows.ttfb(now_ms);
+        if blend::changed(&long, &recent, policy) {
+            tracing::info!(upstream = %self.live.id, was_p50_ms = long.p50, now_p50_ms = recent.p50,
+                samples = recent.count, "upstream's time to first byte changed: older times forgotten");
+            self.windows.forget_latency();
+            self.windows.keep_newest(now_ms, &self.recent);
+            self.recent.clear();
+        }
+    }
+}
+
 /// Carries out one effect of the recorder.
 pub fn apply(effect: Effect) {
     match effect {
-        Effect::Publish { live, summary } => live.summary.store(Arc::new(summary)),
+        Effect::Publish {
+            live,
+            summary,
+            freshness,
+        } => {
+            live.summary.store(Arc::new(summary));
+            live.freshness.store(Arc::new(freshness));
+        }
         Effect::Circuit { live, change } => {
             let id = &live.id;
             live.metrics.circuit_changed(usize::from(
@@ -303,12 +386,12 @@ mod tests {
         }
     }
 
-    fn sample(outcome: Outcome) -> Sample {
-        Sample {
+    fn sample(outcome: Outcome) -> Told {
+        Told::Ended(Sample {
             outcome,
             ttfb: Some(Duration::from_millis(10)),
             total: Some(Duration::from_millis(20)),
-        }
+        })
     }
 
     fn table(registry: &Registry, metrics: &Metrics, ids: &[&str]) -> Vec<Arc<Live>> {
@@ -332,7 +415,9 @@ mod tests {
         let mut out: Vec<(String, u64)> = effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Publish { live, summary } => Some((live.id.to_string(), summary.attempts)),
+                Effect::Publish { live, summary, .. } => {
+                    Some((live.id.to_string(), summary.attempts))
+                }
                 Effect::Circuit { .. } => None,
             })
             .collect();

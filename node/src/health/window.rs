@@ -101,18 +101,37 @@ impl Windows {
         }
     }
 
+    /// Forgets every latency sample but keeps the outcome counts: the
+    /// upstream's level changed ([`super::blend::changed`]), so the old
+    /// times describe an upstream that no longer is, while its errors
+    /// still count towards its error rate.
+    pub fn forget_latency(&mut self) {
+        for slot in &mut self.slots {
+            slot.ttfb.reset();
+            slot.total.reset();
+        }
+    }
+
+    /// Adds the times to first byte of `other`'s slot of `now_ms` (the
+    /// newest) into this window's slot of `now_ms`: what is kept of the
+    /// newest samples when the rest is forgotten.
+    pub fn keep_newest(&mut self, now_ms: u64, other: &Windows) {
+        let epoch = other.epoch(now_ms);
+        let n = other.slots.len() as u64;
+        let newest = &other.slots[(epoch % n) as usize];
+        if newest.epoch == epoch {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = self.slot(now_ms).ttfb.add(&newest.ttfb);
+        }
+    }
+
     fn epoch(&self, now_ms: u64) -> u64 {
         now_ms / self.slot_ms
     }
 
     /// Adds a sample taken at `now_ms`.
     pub fn record(&mut self, now_ms: u64, sample: Sample) {
-        let epoch = self.epoch(now_ms);
-        let n = self.slots.len() as u64;
-        let slot = &mut self.slots[(epoch % n) as usize];
-        if slot.epoch != epoch {
-            slot.reset(epoch);
-        }
+        let slot = self.slot(now_ms);
         let micros = |d: Duration| (d.as_micros() as u64).clamp(1, MAX_MICROS);
         match sample.outcome {
             Outcome::Success => slot.successes += 1,
@@ -132,19 +151,54 @@ impl Windows {
         }
     }
 
-    /// Every slot still inside the window at `now_ms`, added into one.
-    fn merged(&self, now_ms: u64) -> Slot {
+    /// Adds the first byte of a stream, taken at `now_ms`, as it arrives:
+    /// a stream may run for minutes, and its first byte says how fast the
+    /// upstream is now. Its outcome and total are added when it ends, by
+    /// [`Windows::record`] with no `ttfb`.
+    pub fn first_byte(&mut self, now_ms: u64, ttfb: Duration) {
+        let slot = self.slot(now_ms);
+        slot.ttfb
+            .saturating_record((ttfb.as_micros() as u64).clamp(1, MAX_MICROS));
+    }
+
+    /// The slot of `now_ms`, emptied first if it held an older epoch.
+    fn slot(&mut self, now_ms: u64) -> &mut Slot {
         let epoch = self.epoch(now_ms);
         let n = self.slots.len() as u64;
-        let mut out = Slot::new(epoch, &self.slots[0].ttfb);
-        let live = self
-            .slots
-            .iter()
-            .filter(|s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n);
-        for slot in live {
+        let slot = &mut self.slots[(epoch % n) as usize];
+        if slot.epoch != epoch {
+            slot.reset(epoch);
+        }
+        slot
+    }
+
+    /// Every slot still inside the window at `now_ms`, added into one.
+    fn merged(&self, now_ms: u64) -> Slot {
+        let mut out = Slot::new(self.epoch(now_ms), &self.slots[0].ttfb);
+        for slot in self.live(now_ms) {
             out.add(slot);
         }
         out
+    }
+
+    /// The time-to-first-byte quantiles of every slot still inside the
+    /// window at `now_ms`.
+    pub fn ttfb(&self, now_ms: u64) -> Quantiles {
+        let mut out = Histogram::new_from(&self.slots[0].ttfb);
+        for slot in self.live(now_ms) {
+            // Same bounds on both sides, so adding cannot fail.
+            let _ = out.add(&slot.ttfb);
+        }
+        quantiles(&out)
+    }
+
+    /// The slots still inside the window at `now_ms`.
+    fn live(&self, now_ms: u64) -> impl Iterator<Item = &Slot> {
+        let epoch = self.epoch(now_ms);
+        let n = self.slots.len() as u64;
+        self.slots
+            .iter()
+            .filter(move |s| s.epoch != u64::MAX && s.epoch <= epoch && epoch - s.epoch < n)
     }
 
     /// The summary of every slot still inside the window at `now_ms`.
@@ -253,6 +307,50 @@ mod tests {
         w.record(30_001, ok(20));
         assert_eq!(w.summary(30_001).attempts, 2);
         assert_eq!(w.summary(100_000).attempts, 0);
+    }
+
+    #[test]
+    fn a_streams_first_byte_counts_at_once_and_its_end_adds_no_second() {
+        let mut w = Windows::new(6, 5_000);
+        w.first_byte(0, Duration::from_millis(250));
+        let s = w.summary(0);
+        assert_eq!((s.attempts, s.ttfb_ms.count), (0, 1));
+        assert!(s.ttfb_ms.p50 >= 249.0);
+        w.record(
+            900,
+            Sample {
+                ttfb: None,
+                ..ok(250)
+            },
+        );
+        let s = w.summary(900);
+        assert_eq!((s.attempts, s.ttfb_ms.count, s.total_ms.count), (1, 1, 1));
+    }
+
+    #[test]
+    fn forgetting_latency_keeps_the_outcomes() {
+        let mut w = Windows::new(6, 5_000);
+        w.record(0, ok(20));
+        w.record(
+            0,
+            Sample {
+                outcome: Outcome::Error,
+                ttfb: None,
+                total: None,
+            },
+        );
+        w.forget_latency();
+        let s = w.summary(0);
+        assert_eq!((s.attempts, s.errors, s.ttfb_ms.count), (2, 1, 0));
+        assert_eq!(w.ttfb(0).count, 0);
+        // The newest quarter second of a short window is kept.
+        let mut recent = Windows::new(4, 250);
+        recent.record(0, ok(900));
+        recent.record(300, ok(200));
+        w.keep_newest(300, &recent);
+        let q = w.ttfb(300);
+        assert_eq!(q.count, 1);
+        assert!(q.p99 < 210.0, "{q:?}");
     }
 
     #[test]

@@ -115,6 +115,9 @@ impl Finish<'_> {
     /// A stream whose first chunk arrived after `ttfb`: what finishes it
     /// when it ends.
     pub(super) fn stream(&self, ttfb: Duration, in_flight: InFlight) -> StreamDone {
+        // The first byte is news now: a brownout on streams moves traffic
+        // as fast as one on plain answers, not once the streams end.
+        self.health.first_byte(&self.target.upstream, ttfb);
         let trace = AttemptTrace::current();
         if let Some(trace) = &trace {
             trace.streaming(StatusCode::OK.as_u16(), ttfb);
@@ -167,7 +170,7 @@ impl OnStreamEnd for StreamDone {
             StreamEnd::ClientGone => (Outcome::Success, None),
             StreamEnd::UpstreamFailed(_) => (Outcome::Broken, None),
         };
-        self.health.record(
+        self.health.stream_ended(
             &self.upstream,
             Sample {
                 outcome,

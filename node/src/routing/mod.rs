@@ -23,6 +23,8 @@ mod endpoint;
 mod fixtures;
 mod follow;
 pub mod hedge;
+#[cfg(test)]
+mod local_tests;
 mod secrets;
 #[cfg(test)]
 mod tests;
@@ -45,7 +47,7 @@ use proto::config::{HealthConfig, ProxyConfig, UpstreamConfig};
 use serde::Serialize;
 
 use crate::auth::KeyRing;
-use crate::health::{Circuit, HasLive, Live, Quantiles, Registry, WindowSummary};
+use crate::health::{Circuit, HasLive, Live, Quantiles, Registry, cooldown};
 use crate::metrics::{Metrics, RouteMetrics, TargetMetrics, UpstreamMetrics};
 use crate::scrub::Scrubber;
 use crate::select::{self, Pick, Policy, TargetStats};
@@ -192,15 +194,16 @@ impl Target {
     }
 
     /// The time to first byte to expect from this target: this node's own
-    /// window when it has enough samples (it is the freshest, and what a
-    /// node cut off from the cluster still has), else the shared figures of
-    /// this region or the whole cluster; `None` when nobody has enough.
+    /// window blended with the shared figures of this region or the whole
+    /// cluster, the own one weighing more the more fresh samples stand
+    /// behind it ([`crate::health::blend`]: any recent own sample counts,
+    /// for it is how this region reaches the upstream, and it is what a
+    /// node cut off from the cluster still has); `None` when nobody
+    /// measured it.
     pub fn ttfb_estimate(&self, policy: &Policy) -> Option<Quantiles> {
-        estimate(
-            &self.upstream.live.summary.load(),
-            &self.upstream.live,
-            policy,
-        )
+        self.upstream
+            .live
+            .ttfb_estimate(cooldown::now_ms(), &policy.blend)
     }
 
     /// What the selector needs to know about this target right now, for a
@@ -213,6 +216,11 @@ impl Target {
     /// over, so for a stream a half-open circuit counts as open (tried only
     /// as a last resort).
     pub fn stats(&self, policy: &Policy, stream: bool) -> TargetStats {
+        self.stats_at(policy, stream, cooldown::now_ms())
+    }
+
+    /// [`Target::stats`] at `now_ms` on the recorder's clock.
+    fn stats_at(&self, policy: &Policy, stream: bool, now_ms: u64) -> TargetStats {
         let live = &self.upstream.live;
         let summary = live.summary.load();
         let circuit = match live.circuit() {
@@ -221,30 +229,17 @@ impl Target {
         };
         TargetStats {
             usable: self.upstream.usable(),
-            p99_ms: estimate(&summary, live, policy).map(|q| q.p99),
+            // A few own samples weigh more than the prior, which is
+            // pessimistic: a target judged by it against measured ones
+            // would be avoided until a probe measured it.
+            p99_ms: live.ttfb_estimate(now_ms, &policy.blend).map(|q| q.p99),
             in_flight: live.in_flight.load(Ordering::Relaxed),
             error_rate: summary.error_rate,
             attempts: summary.attempts,
             circuit,
+            probe: false,
         }
     }
-}
-
-/// This node's own figures when they hold enough samples, else the shared
-/// ones, else this node's few samples rather than the prior: the prior is
-/// pessimistic, and a target judged by it against measured ones would win
-/// only the exploration share, which at low traffic never gathers enough
-/// samples for it to be judged again (an upstream back from an ejection or
-/// a brownout would stay starved).
-fn estimate(summary: &WindowSummary, live: &Live, policy: &Policy) -> Option<Quantiles> {
-    let local = summary.ttfb_ms;
-    if local.count >= policy.min_samples {
-        return Some(local);
-    }
-    if let Some(shared) = live.shared_ttfb.load().as_deref() {
-        return Some(*shared);
-    }
-    (local.count > 0).then_some(local)
 }
 
 impl Route {
@@ -268,25 +263,73 @@ impl Route {
             error_threshold: self.error_threshold,
             ..*policy
         };
-        let stats: Vec<Vec<TargetStats>> = self
+        let now_ms = cooldown::now_ms();
+        let mut stats: Vec<Vec<TargetStats>> = self
             .tiers
             .iter()
             .map(|tier| {
                 tier.iter()
                     .map(|t| {
-                        let mut stats = t.stats(&policy, stream);
+                        let mut stats = t.stats_at(&policy, stream, now_ms);
                         stats.usable &= serves(&t.upstream);
                         stats
                     })
                     .collect()
             })
             .collect();
+        self.probe_avoided(&mut stats, &policy, now_ms);
         select::plan(&stats, &policy, self.max_attempts as usize, rng)
+    }
+
+    /// Counts this plan against every target it avoids and makes the
+    /// request the latency probe of the first one due ([`probe_avoided`]).
+    fn probe_avoided(&self, stats: &mut [Vec<TargetStats>], policy: &Policy, now_ms: u64) {
+        probe_avoided(stats, policy, now_ms, |t, i| {
+            &self.tiers[t][i].upstream.live
+        });
     }
 
     /// Whether any target can be used from this node.
     pub fn usable(&self) -> bool {
         self.tiers.iter().flatten().any(|t| t.upstream.usable())
+    }
+}
+
+/// Counts a plan against every target it avoids ([`select::avoided`]) in
+/// the tier its first pick comes from ([`select::starts_here`]; a later
+/// tier's targets are failovers, not choices) and makes the request the
+/// latency probe of the first one due ([`select::probe_due`]), one probe a
+/// request at most; `live_of(tier, index)` is the target's live health.
+/// The probe is taken on the target's [`Live`], so two requests at once do
+/// not both probe it.
+pub fn probe_avoided<'a>(
+    stats: &mut [Vec<TargetStats>],
+    policy: &Policy,
+    now_ms: u64,
+    live_of: impl Fn(usize, usize) -> &'a Live,
+) {
+    let Some(t) = stats
+        .iter()
+        .position(|tier| select::starts_here(tier, policy))
+    else {
+        return;
+    };
+    let tier = &mut stats[t];
+    let avoided = select::avoided(tier, policy);
+    let mut probing = false;
+    for (i, (stats, avoided)) in tier.iter_mut().zip(avoided).enumerate() {
+        if !avoided {
+            continue;
+        }
+        let live = live_of(t, i);
+        let (last_ms, passed) = live.passed_over();
+        if !probing
+            && select::probe_due(last_ms, passed, now_ms, policy)
+            && live.take_latency_probe(last_ms, now_ms)
+        {
+            stats.probe = true;
+            probing = true;
+        }
     }
 }
 

@@ -32,7 +32,7 @@ async fn streams_leave_the_probe_of_a_half_open_circuit_to_plain_requests() {
 }
 
 #[tokio::test]
-async fn estimates_fall_back_to_shared_then_to_a_few_own_samples() {
+async fn estimates_blend_own_samples_by_freshness_with_the_shared_figure() {
     let snap = build(&[
         ("CLIENT_KEY", "client-key-0123456789"),
         ("A_KEY", "ka"),
@@ -48,9 +48,9 @@ async fn estimates_fall_back_to_shared_then_to_a_few_own_samples() {
         ..Quantiles::default()
     };
     let window = |count, p99| {
-        Arc::new(WindowSummary {
+        Arc::new(crate::health::WindowSummary {
             ttfb_ms: q(count, p99),
-            ..WindowSummary::default()
+            ..crate::health::WindowSummary::default()
         })
     };
     assert_eq!(
@@ -60,13 +60,22 @@ async fn estimates_fall_back_to_shared_then_to_a_few_own_samples() {
     );
     live.summary.store(window(3, 40.0));
     assert_eq!(target.ttfb_estimate(&policy), Some(q(3, 40.0)));
+    // Own samples with no fresh weight behind them: the cluster's figure.
     live.shared_ttfb.store(Some(Arc::new(q(500, 900.0))));
     assert_eq!(target.ttfb_estimate(&policy), Some(q(500, 900.0)));
-    live.summary.store(window(policy.min_samples, 50.0));
-    assert_eq!(
-        target.ttfb_estimate(&policy),
-        Some(q(policy.min_samples, 50.0))
-    );
+    // Three fresh own samples (far fewer than `min_samples`) lead.
+    let mut fresh = crate::health::blend::Freshness::default();
+    let now = cooldown::now_ms();
+    for _ in 0..3 {
+        fresh.add(now, policy.blend.half_life_ms);
+    }
+    live.freshness.store(Arc::new(fresh));
+    let blended = target.ttfb_estimate(&policy).unwrap();
+    assert_eq!(blended.count, 3);
+    assert!(blended.p99 < 100.0, "{blended:?}");
+    assert!(blended.p99 > 40.0, "{blended:?}");
+    let scored = target.stats(&policy, false).p99_ms.unwrap();
+    assert!((scored - blended.p99).abs() < 1.0, "{scored} {blended:?}");
 }
 
 #[tokio::test]

@@ -196,8 +196,9 @@ pub struct HealthConfig {
     pub window_slots: u32,
     /// Length of one slot; old samples leave the window a slot at a time.
     pub slot_ms: u64,
-    /// Samples needed before a p99 (this node's, this region's, or the
-    /// cluster's) is trusted over the next source.
+    /// Samples a region's shared p99 needs before it is preferred to the
+    /// whole cluster's; this node's own samples count from the first,
+    /// weighed by how many and how fresh they are against the shared figure.
     pub min_samples: u64,
     /// p99 time to first byte assumed for a target nobody has measured.
     pub prior_p99_ms: f64,
