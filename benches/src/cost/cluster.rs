@@ -171,15 +171,22 @@ impl Cluster {
 pub struct Scrape(pub BTreeMap<String, f64>);
 
 impl Scrape {
-    /// Reads `admin`'s `/metrics`.
+    /// Reads `admin`'s `/metrics`, trying again (a pooled connection the
+    /// node closed while idle is reset at its next use).
     pub async fn read(http: &Http, admin: SocketAddr) -> Result<Scrape> {
         let url = format!("http://{admin}/metrics");
-        let reply = http
-            .send(Method::GET, &url, &[], None, Duration::from_secs(10))
-            .await
-            .map_err(|e| anyhow!(e))?;
-        anyhow::ensure!(reply.status == 200, "{url}: {}", reply.status);
-        Ok(Scrape::parse(&reply.text()))
+        let mut last = String::new();
+        for _ in 0..3 {
+            match http
+                .send(Method::GET, &url, &[], None, Duration::from_secs(10))
+                .await
+            {
+                Ok(reply) if reply.status == 200 => return Ok(Scrape::parse(&reply.text())),
+                Ok(reply) => last = format!("status {}", reply.status),
+                Err(e) => last = e,
+            }
+        }
+        Err(anyhow!("{url}: {last}"))
     }
 
     /// Parses Prometheus text (comments skipped).

@@ -54,6 +54,9 @@ pub struct Args {
     /// `cluster.heartbeat_ms` of every node.
     #[arg(long, default_value_t = 500)]
     heartbeat_ms: u64,
+    /// Print every node's Raft counters' growth over the run (stderr).
+    #[arg(long)]
+    verbose: bool,
 }
 
 #[tokio::main]
@@ -65,7 +68,22 @@ async fn main() -> Result<()> {
             "run: {} nodes, {upstreams} upstreams, {} keys, {} req/s, {} s warm-up + {} s",
             args.nodes, args.keys, args.rps, args.warmup_s, args.duration_s
         );
-        runs.push(measure::run(&args, upstreams).await?);
+        // A leader change mid-run (elections on a starved machine) voids
+        // the run: the leader's counters no longer cover the span.
+        let mut attempt = 1;
+        let run = loop {
+            match measure::run(&args, upstreams).await {
+                Ok(run) => break run,
+                Err(e) if attempt < 3 => {
+                    eprintln!("run {attempt} void: {e:#}; again");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        // Kept on stderr as it comes, should a later run fail.
+        eprintln!("{run:?}");
+        runs.push(run);
     }
     measure::print(&args, &runs);
     Ok(())

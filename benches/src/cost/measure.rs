@@ -42,8 +42,11 @@ pub struct Run {
     /// Mean of the nodes' `meridian_health_report_bytes` (the command
     /// alone, without the log entry's id).
     pub report_gauge: f64,
-    /// Writes committed per second (report and tenant-share entries).
-    pub writes: f64,
+    /// Health reports and tenant shares committed per second (entries
+    /// each follower got).
+    pub writes: [f64; 2],
+    /// Terms the leader went through during the run (0: no election).
+    pub elections: f64,
 }
 
 const ROLE_LEADER: &str = "meridian_raft_role{role=\"leader\"}";
@@ -68,7 +71,8 @@ pub async fn run(args: &Args, upstreams: usize) -> Result<Run> {
 }
 
 async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run> {
-    let http = Http::with_idle(64);
+    // A fresh connection per scrape: minutes apart, a pooled one is stale.
+    let http = Http::with_idle(0);
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let load = tokio::spawn(load(
@@ -97,13 +101,29 @@ async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run
         .filter(|i| after[*i].get(ROLE_LEADER) == 1.0 && before[*i].get(ROLE_LEADER) == 1.0)
         .collect();
     let [leader] = leaders[..] else {
+        let said = |s: &[Scrape]| -> Vec<String> {
+            s.iter()
+                .map(|s| format!("{}@{}", s.get(ROLE_LEADER), s.get("meridian_raft_term")))
+                .collect()
+        };
         return Err(anyhow!(
-            "no single leader through the run (leaders at the end: {leaders:?})"
+            "no single leader through the run (leader flag@term per node: before {:?}, after {:?})",
+            said(&before),
+            said(&after)
         ));
     };
     let delta: Vec<Scrape> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
     let per_s = |v: f64| v / seconds;
     let l = &delta[leader];
+    if args.verbose {
+        for (i, d) in delta.iter().enumerate() {
+            for (series, v) in d.0.iter().filter(|(k, _)| k.starts_with("meridian_raft_")) {
+                if *v != 0.0 && !series.contains("index") {
+                    eprintln!("n{} {series} +{v}", cluster.nodes[i].id);
+                }
+            }
+        }
+    }
     let followers = delta.len() as f64 - 1.0;
     let mut f_in = Vec::new();
     let mut f_out = Vec::new();
@@ -145,7 +165,8 @@ async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run
         ],
         entry_size: [ratio(reports_b, reports_n), ratio(tenancy_b, tenancy_n)],
         report_gauge: gauges.iter().sum::<f64>() / gauges.len().max(1) as f64,
-        writes: per_s(reports_n + tenancy_n) / followers,
+        writes: [per_s(reports_n) / followers, per_s(tenancy_n) / followers],
+        elections: l.get("meridian_raft_term"),
     })
 }
 
@@ -158,12 +179,13 @@ fn mean_max(v: &[f64]) -> (f64, f64) {
     (mean, v.iter().copied().fold(0.0, f64::max))
 }
 
+/// Every node's counters, read at once (one after the other would skew
+/// the leader's figures against its followers').
 async fn scrape_all(http: &Http, cluster: &Cluster) -> Result<Vec<Scrape>> {
-    let mut out = Vec::new();
-    for node in &cluster.nodes {
-        out.push(Scrape::read(http, node.admin).await?);
-    }
-    Ok(out)
+    futures_util::future::join_all(cluster.nodes.iter().map(|n| Scrape::read(http, n.admin)))
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// Sends `rps` requests per second, round robin over the nodes, the
@@ -209,12 +231,16 @@ async fn load(
 
 /// The model's inputs for `run`, with the per-message constants of
 /// `calibration` (a run of the same cluster).
+/// The intervals are those measured (`nodes` / writes per second): a node
+/// whose last report is not committed yet skips a report.
 fn inputs(args: &Args, run: &Run, calibration: &Calibration) -> Inputs {
+    let n = args.nodes as f64;
     Inputs {
-        nodes: args.nodes as f64,
+        nodes: n,
         report_bytes: run.entry_size[0],
         tenancy_bytes: run.entry_size[1],
-        interval_s: args.report_interval_ms as f64 / 1000.0,
+        interval_s: ratio(n, run.writes[0]),
+        tenancy_interval_s: ratio(n, run.writes[1]),
         heartbeat_s: args.heartbeat_ms as f64 / 1000.0,
         calls_per_write: calibration.calls_per_write,
         call_bytes: calibration.call_bytes,
@@ -232,14 +258,14 @@ struct Calibration {
 
 fn calibrate(args: &Args, run: &Run) -> Calibration {
     let n = args.nodes as f64;
-    let interval = args.report_interval_ms as f64 / 1000.0;
     let heartbeats = 1000.0 / args.heartbeat_ms as f64;
     let followers = n - 1.0;
     // Entries each follower gets, and what it forwards of its own.
     let entries_in = run.entries_out.iter().sum::<f64>() / followers;
-    let own = (run.entry_size[0] + run.entry_size[1]) / interval;
+    let own = (run.entry_size[0] * run.writes[0] + run.entry_size[1] * run.writes[1]) / n;
+    let writes = run.writes[0] + run.writes[1];
     Calibration {
-        calls_per_write: ((run.messages - heartbeats) / run.writes).max(0.0),
+        calls_per_write: (ratio(run.messages - heartbeats, writes)).max(0.0),
         call_bytes: ratio(run.follower_in.0 - entries_in, run.messages),
         answer_bytes: ratio(run.follower_out.0 - own, run.messages),
     }
@@ -257,7 +283,7 @@ pub fn print(args: &Args, runs: &[Run]) {
         args.nodes, args.keys, args.rps, args.report_interval_ms, args.heartbeat_ms
     );
     println!(
-        "| upstreams | s | requests (200) | leader | report entry B | report cmd B (gauge) | tenant entry B | writes/s | msgs/s per follower | leader out B/s | model | leader in B/s | model | follower in B/s (max) | model | follower out B/s (max) | model | leader out: reports / tenants / other B/s |"
+        "| upstreams | s | requests (200) | leader (elections) | report entry B | report cmd B (gauge) | tenant entry B | reports / shares per s | msgs/s per follower | leader out B/s | model | leader in B/s | model | follower in B/s (max) | model | follower out B/s (max) | model | leader out: reports / tenants / other B/s |"
     );
     println!(
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -265,16 +291,18 @@ pub fn print(args: &Args, runs: &[Run]) {
     for run in runs {
         let p = inputs(args, run, &cal).predict();
         println!(
-            "| {} | {:.0} | {} ({}) | n{} | {:.0} | {:.0} | {:.0} | {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} / {:.0} / {:.0} |",
+            "| {} | {:.0} | {} ({}) | n{} ({}) | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} / {:.0} / {:.0} |",
             run.upstreams,
             run.seconds,
             run.requests.0,
             run.requests.1,
             run.leader,
+            run.elections,
             run.entry_size[0],
             run.report_gauge,
             run.entry_size[1],
-            run.writes,
+            run.writes[0],
+            run.writes[1],
             run.messages,
             run.leader_out,
             p.leader_out,
@@ -305,7 +333,10 @@ pub fn print(args: &Args, runs: &[Run]) {
     };
     let base = first.entry_size[0] - per_upstream * first.upstreams as f64;
     println!("report entry ≈ {base:.0} B + {per_upstream:.0} B per upstream with samples\n");
-    println!("model: leader out (all followers), MB/s; tenant shares as measured");
+    println!(
+        "model: leader out (all followers), MB/s, every node reporting every interval; tenant shares \
+         and per-message constants as calibrated"
+    );
     println!("\n| regions | upstreams | interval 1 s | interval 5 s | per follower in, 1 s |");
     println!("|---:|---:|---:|---:|---:|");
     for regions in [3usize, 5, 7, 10, 15, 20] {
@@ -315,6 +346,7 @@ pub fn print(args: &Args, runs: &[Run]) {
                     nodes: regions as f64,
                     report_bytes: base + per_upstream * ups as f64,
                     interval_s,
+                    tenancy_interval_s: interval_s,
                     ..inputs(args, first, &cal)
                 }
                 .predict()

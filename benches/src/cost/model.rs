@@ -14,8 +14,10 @@ pub struct Inputs {
     pub report_bytes: f64,
     /// Encoded bytes of one tenant-share log entry (0: no tenants).
     pub tenancy_bytes: f64,
-    /// Seconds between two reports of a node (health and tenants alike).
+    /// Seconds between two health reports of a node.
     pub interval_s: f64,
+    /// Seconds between two tenant shares of a node (while it has demand).
+    pub tenancy_interval_s: f64,
     /// Seconds between two heartbeats of an idle leader.
     pub heartbeat_s: f64,
     /// Messages from the leader to one follower per committed write,
@@ -50,10 +52,18 @@ pub struct Prediction {
 
 impl Inputs {
     /// Writes committed per second: every node's health report and tenant
-    /// share, once per interval.
+    /// share, once per interval each.
     pub fn writes_per_s(&self) -> f64 {
-        let tenancy = if self.tenancy_bytes > 0.0 { 1.0 } else { 0.0 };
-        self.nodes * (1.0 + tenancy) / self.interval_s
+        self.nodes * (1.0 / self.interval_s + self.tenancy_rate())
+    }
+
+    /// Tenant shares per node per second.
+    fn tenancy_rate(&self) -> f64 {
+        if self.tenancy_bytes > 0.0 {
+            1.0 / self.tenancy_interval_s
+        } else {
+            0.0
+        }
     }
 
     /// Messages per second each way between the leader and one follower.
@@ -65,15 +75,14 @@ impl Inputs {
     pub fn predict(&self) -> Prediction {
         let n = self.nodes;
         let followers = (n - 1.0).max(0.0);
-        let i = self.interval_s;
         // Every node's report and share reach every follower once...
-        let reports = n * self.report_bytes / i;
-        let tenancy = n * self.tenancy_bytes / i;
+        let own = self.report_bytes / self.interval_s + self.tenancy_bytes * self.tenancy_rate();
+        let reports = n * self.report_bytes / self.interval_s;
+        let tenancy = n * self.tenancy_bytes * self.tenancy_rate();
         let messages = self.messages_per_s();
         let follower_in = reports + tenancy + messages * self.call_bytes;
         // ...and each follower sends its own to the leader.
-        let follower_out =
-            (self.report_bytes + self.tenancy_bytes) / i + messages * self.answer_bytes;
+        let follower_out = own + messages * self.answer_bytes;
         Prediction {
             leader_out: followers * follower_in,
             leader_in: followers * follower_out,
@@ -97,6 +106,7 @@ mod tests {
             report_bytes,
             tenancy_bytes: 0.0,
             interval_s: 1.0,
+            tenancy_interval_s: 1.0,
             heartbeat_s: 0.5,
             calls_per_write: 0.0,
             call_bytes: 0.0,
@@ -116,6 +126,7 @@ mod tests {
         // Twice the interval, half the traffic.
         let slow = Inputs {
             interval_s: 2.0,
+            tenancy_interval_s: 2.0,
             ..inputs(20.0, 1000.0)
         };
         assert_eq!(slow.predict().leader_out, twenty.leader_out / 2.0);
