@@ -47,6 +47,11 @@ pub struct Run {
     pub writes: [f64; 2],
     /// Terms the leader went through during the run (0: no election).
     pub elections: f64,
+    /// Health reports and tenant shares each follower forwarded to the
+    /// leader per second (the leader's received entries): what was written,
+    /// where `writes` also counts entries the leader sent again after a
+    /// timed-out AppendEntries.
+    pub forwarded: [f64; 2],
 }
 
 const ROLE_LEADER: &str = "meridian_raft_role{role=\"leader\"}";
@@ -141,6 +146,13 @@ async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run
             l.sum("meridian_raft_entry_bytes_total", &labels),
         )
     };
+    let received = |kind: &str| {
+        let kind = format!("kind=\"{kind}\"");
+        per_s(l.sum(
+            "meridian_raft_entries_total",
+            &["direction=\"received\"", &kind],
+        )) / followers
+    };
     let (reports_n, reports_b) = entries("report");
     let (tenancy_n, tenancy_b) = entries("tenancy");
     let all_b = l.sum("meridian_raft_entry_bytes_total", &["direction=\"sent\""]);
@@ -167,6 +179,7 @@ async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run
         report_gauge: gauges.iter().sum::<f64>() / gauges.len().max(1) as f64,
         writes: [per_s(reports_n) / followers, per_s(tenancy_n) / followers],
         elections: l.get("meridian_raft_term"),
+        forwarded: [received("report"), received("tenancy")],
     })
 }
 
@@ -283,7 +296,7 @@ pub fn print(args: &Args, runs: &[Run]) {
         args.nodes, args.keys, args.rps, args.report_interval_ms, args.heartbeat_ms
     );
     println!(
-        "| upstreams | s | requests (200) | leader (elections) | report entry B | report cmd B (gauge) | tenant entry B | reports / shares per s | msgs/s per follower | leader out B/s | model | leader in B/s | model | follower in B/s (max) | model | follower out B/s (max) | model | leader out: reports / tenants / other B/s |"
+        "| upstreams | s | requests (200) | leader (elections) | report entry B | report cmd B (gauge) | tenant entry B | reports / shares per s (forwarded per follower) | msgs/s per follower | leader out B/s | model | leader in B/s | model | follower in B/s (max) | model | follower out B/s (max) | model | leader out: reports / tenants / other B/s |"
     );
     println!(
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -291,7 +304,7 @@ pub fn print(args: &Args, runs: &[Run]) {
     for run in runs {
         let p = inputs(args, run, &cal).predict();
         println!(
-            "| {} | {:.0} | {} ({}) | n{} ({}) | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} / {:.0} / {:.0} |",
+            "| {} | {:.0} | {} ({}) | n{} ({}) | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} ({:.2} / {:.2}) | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} / {:.0} / {:.0} |",
             run.upstreams,
             run.seconds,
             run.requests.0,
@@ -303,6 +316,8 @@ pub fn print(args: &Args, runs: &[Run]) {
             run.entry_size[1],
             run.writes[0],
             run.writes[1],
+            run.forwarded[0],
+            run.forwarded[1],
             run.messages,
             run.leader_out,
             p.leader_out,

@@ -114,3 +114,50 @@ fn value(p: &PeerTraffic, bytes: bool, direction: usize) -> u64 {
         p.messages(direction)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[derive(Debug)]
+    struct C(Traffic, ReportSize);
+
+    impl prometheus_client::collector::Collector for C {
+        fn encode(&self, mut e: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+            encode(&self.0, &self.1, &mut e)
+        }
+    }
+
+    #[test]
+    fn the_transport_counters_are_named_per_peer_and_kind() {
+        let traffic = Traffic::default();
+        traffic.peer(2).sent(300);
+        traffic.peer(2).received(40);
+        traffic.peer(3).sent(7);
+        traffic.tally(
+            1,
+            &raft::network::RaftRequest::Forward(proto::state::Command::DeleteKey {
+                name: "k".into(),
+            }),
+        );
+        let report = ReportSize::default();
+        report.set(1234);
+        let mut registry = prometheus_client::registry::Registry::default();
+        registry.register_collector(Box::new(C(traffic, report)));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for line in [
+            "meridian_raft_bytes_sent_total{peer=\"2\"} 300",
+            "meridian_raft_bytes_sent_total{peer=\"3\"} 7",
+            "meridian_raft_bytes_received_total{peer=\"2\"} 40",
+            "meridian_raft_messages_sent_total{peer=\"2\"} 1",
+            "meridian_raft_entries_total{direction=\"received\",kind=\"config\"} 1",
+            "meridian_raft_entries_total{direction=\"sent\",kind=\"report\"} 0",
+            "meridian_health_report_bytes 1234",
+        ] {
+            assert!(text.contains(line), "{line} not in\n{text}");
+        }
+    }
+}
