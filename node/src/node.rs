@@ -213,6 +213,7 @@ impl Node {
         let board = Arc::new(ArcSwap::from_pointee(HealthBoard::default()));
         tasks.spawn(sharing::report(
             cluster.clone(),
+            snapshot.load().metrics.clone(),
             config.node.id,
             reports,
             report_every,

@@ -134,6 +134,17 @@ pub fn decode_value<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> 
     decode_versioned(bytes)
 }
 
+/// The length of `value`'s body as [`encode`] and [`encode_value`] write
+/// it (without the version byte or length prefix), counted without
+/// allocating: what the transport tallies per kind of log entry, so that
+/// operators can see which writes fill the links.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+    let mut size = bincode::enc::write::SizeWriter::default();
+    bincode::serde::encode_into_writer(value, &mut size, config())
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
+    Ok(size.bytes_written)
+}
+
 /// The version of a stored value or frame body, if it has a byte at all.
 pub fn version_of(bytes: &[u8]) -> Option<u8> {
     bytes.first().copied()
@@ -187,6 +198,15 @@ mod tests {
         let frame = encode(&response).unwrap();
         let back: Result<CommandResponse, String> = decode(split(&frame).1).unwrap();
         assert_eq!(back, response);
+    }
+
+    #[test]
+    fn encoded_len_is_the_body_length() {
+        let value = ("a name", vec![1u64, 2, 3], Some(300u32));
+        let stored = encode_value(&value).unwrap();
+        assert_eq!(encoded_len(&value).unwrap(), stored.len() - 1);
+        let frame = encode(&value).unwrap();
+        assert_eq!(encoded_len(&value).unwrap(), frame.len() - HEADER_LEN - 1);
     }
 
     #[test]

@@ -20,13 +20,17 @@ use super::board::{self, HealthBoard, Seen};
 use super::cooldown;
 use super::registry::Registry;
 use crate::cluster::Cluster;
+use crate::metrics::Metrics;
 use crate::server;
 
 /// Proposes each report the recorder cuts, numbered after the last one
 /// this node sent or the cluster holds from it (a restarted node carries on
-/// from the applied state). Ends on shutdown or when the recorder stops.
+/// from the applied state), and records each one's encoded size in
+/// `metrics` (what it costs every link). Ends on shutdown or when the
+/// recorder stops.
 pub async fn report(
     cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
     node_id: u64,
     mut reports: watch::Receiver<Option<Arc<HealthReport>>>,
     interval: Duration,
@@ -58,10 +62,14 @@ pub async fn report(
         report.seq = last_seq.max(held) + 1;
         last_seq = report.seq;
         let seq = report.seq;
-        let write = cluster.write(Command::Report {
+        let command = Command::Report {
             id: node_id,
             report,
-        });
+        };
+        if let Ok(bytes) = proto::codec::encoded_len(&command) {
+            metrics.health_report.set(bytes);
+        }
+        let write = cluster.write(command);
         // A report older than two intervals is not worth committing.
         let outcome = tokio::select! {
             outcome = tokio::time::timeout(interval * 2, write) => outcome,

@@ -26,11 +26,14 @@
 //! - `render`: the Prometheus text of all of it.
 //! - `process`: the standard `process_*` figures, read from `/proc`.
 //! - `shed`: the requests shed for capacity, by class (`meridian_shed_total`).
+//! - `raft_traffic`: what the Raft transport carried, per peer and kind of
+//!   entry, and the size of this node's health report (`meridian_raft_bytes_*`).
 
 mod events;
 mod histogram;
 mod keys;
 mod process;
+mod raft_traffic;
 mod render;
 mod shed;
 pub mod sla;
@@ -38,6 +41,7 @@ pub mod sla;
 pub use events::{EVENTS_KEPT, Events, FailoverEvent};
 pub use histogram::{Histogram, LATENCY_BUCKETS, StatusCounts};
 pub use keys::{KEY_OUTCOMES, KeyMetrics, KeyOutcome};
+pub use raft_traffic::ReportSize;
 pub use render::{counter, gauge};
 pub use shed::{SHED_REASONS, ShedCounts, ShedReason};
 
@@ -189,6 +193,8 @@ pub struct Metrics {
     /// Each priority class's service level (`crate::metrics::sla`): set once the
     /// node has read its `[[classes]]`; none until then.
     pub classes: arc_swap::ArcSwap<crate::metrics::sla::Classes>,
+    /// The encoded size of the last health report this node wrote.
+    pub health_report: ReportSize,
 }
 
 impl Metrics {

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeGaugeValue, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Unit;
+use raft::network::Traffic;
 
 use super::{
     CIRCUITS, Metrics, OUTCOMES, RouteMetrics, StatusCounts, TOKEN_KINDS, TargetMetrics,
@@ -203,6 +204,7 @@ impl Metrics {
             .load()
             .encode(encoder, crate::clock::monotonic_ms())?;
         self.shed.encode(encoder)?;
+        super::raft_traffic::encode(&Traffic::process(), &self.health_report, encoder)?;
         super::process::Process::read().encode(encoder)
     }
 }

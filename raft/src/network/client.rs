@@ -23,10 +23,11 @@ use proto::state::{Command, Member};
 use rand::Rng;
 
 use super::NetworkSettings;
-use super::frame::{FrameError, read_frame, write_frame};
+use super::frame::{FrameError, read_frame_sized, write_frame};
 use super::resolve::{Resolve, host, resolve};
 use super::rpc::{ForwardError, RaftRequest, RaftResponse, Written};
 use super::tls::peer_id;
+use super::traffic::PeerTraffic;
 use crate::types::{NodeId, TypeConfig};
 
 /// Why one call to a peer failed, before openraft's error types are chosen.
@@ -250,13 +251,14 @@ impl Peers {
     }
 
     /// One request and its response on a new stream to node `target` at
-    /// `addr`, within `ttl`.
+    /// `addr`, within `ttl`, counted in `counted` (`target`'s counters).
     async fn call(
         self: &Arc<Self>,
         target: NodeId,
         addr: &str,
         request: &RaftRequest,
         ttl: Duration,
+        counted: &PeerTraffic,
     ) -> Result<RaftResponse, CallError> {
         let exchange = async {
             let connection = self.connection(addr, target).await?;
@@ -270,7 +272,10 @@ impl Peers {
             };
             let max = self.settings.max_frame;
             match write_frame(&mut send, request, max).await {
-                Ok(()) => {}
+                Ok(bytes) => {
+                    counted.sent(bytes);
+                    self.settings.traffic.tally(0, request);
+                }
                 Err(FrameError::Codec(e @ CodecError::TooLarge { .. })) => {
                     return Err(CallError::TooLarge(e));
                 }
@@ -280,8 +285,9 @@ impl Peers {
                 addr: addr.to_string(),
                 message: e.to_string(),
             })?;
-            match read_frame(&mut recv, max).await {
-                Ok(response) => {
+            match read_frame_sized(&mut recv, max).await {
+                Ok((response, bytes)) => {
+                    counted.received(bytes);
                     self.succeeded(addr);
                     Ok(response)
                 }
@@ -477,6 +483,7 @@ impl Network {
                 addr,
                 &request,
                 self.peers.settings.forward_timeout,
+                &self.peers.settings.traffic.peer(leader_id),
             )
             .await
         {
@@ -506,6 +513,7 @@ impl Network {
                 addr,
                 &RaftRequest::ReadIndex,
                 self.peers.settings.forward_timeout,
+                &self.peers.settings.traffic.peer(leader_id),
             )
             .await
         {
@@ -534,6 +542,7 @@ impl Network {
                 addr,
                 &RaftRequest::PreVote(asker),
                 self.peers.settings.forward_timeout,
+                &self.peers.settings.traffic.peer(peer),
             )
             .await
         {
@@ -556,6 +565,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             id: self.id,
             target,
             node: node.clone(),
+            counted: self.peers.settings.traffic.peer(target),
             peers: self.peers.clone(),
         }
     }
@@ -567,6 +577,8 @@ pub struct Connection {
     id: NodeId,
     target: NodeId,
     node: Member,
+    /// `target`'s traffic counters, looked up once for every call.
+    counted: Arc<PeerTraffic>,
     peers: Arc<Peers>,
 }
 
@@ -587,6 +599,7 @@ impl Connection {
                 &self.node.raft_addr,
                 request,
                 option.soft_ttl(),
+                &self.counted,
             )
             .await
     }

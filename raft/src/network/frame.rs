@@ -33,18 +33,20 @@ impl FrameError {
 
 /// Encodes `value` and writes it as one frame, refusing (without sending
 /// anything) a frame whose version byte and body exceed `max` bytes.
+/// Answers the bytes written, length prefix included (for the transport's
+/// traffic counters).
 pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     value: &T,
     max: usize,
-) -> Result<(), FrameError> {
+) -> Result<usize, FrameError> {
     let frame = codec::encode(value)?;
     let len = frame.len() - HEADER_LEN;
     if len > max {
         return Err(CodecError::TooLarge { len, max }.into());
     }
     send.write_all(&frame).await?;
-    Ok(())
+    Ok(frame.len())
 }
 
 /// Reads one frame and decodes it. The declared length is checked against
@@ -53,10 +55,19 @@ pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
     max: usize,
 ) -> Result<T, FrameError> {
+    Ok(read_frame_sized(recv, max).await?.0)
+}
+
+/// [`read_frame`], also answering the frame's bytes, length prefix included
+/// (for the transport's traffic counters).
+pub async fn read_frame_sized<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    max: usize,
+) -> Result<(T, usize), FrameError> {
     let mut header = [0u8; HEADER_LEN];
     recv.read_exact(&mut header).await?;
     let len = codec::frame_len(header, max)?;
     let mut body = vec![0u8; len];
     recv.read_exact(&mut body).await?;
-    Ok(codec::decode(&body)?)
+    Ok((codec::decode(&body)?, HEADER_LEN + len))
 }

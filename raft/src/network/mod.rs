@@ -23,6 +23,7 @@ mod resolve;
 pub mod rpc;
 mod server;
 pub mod tls;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use client::{Connection, Network};
 pub use resolve::{Lookup, Resolve, SystemResolver};
 pub use rpc::{ForwardError, RaftRequest, RaftResponse, RpcHandler, Written};
 pub use tls::{TlsError, TlsPaths};
+pub use traffic::{PeerTraffic, Traffic};
 
 use crate::types::NodeId;
 
@@ -60,6 +62,10 @@ pub struct NetworkSettings {
     /// times out is presumed dead and redialled; one that still receives is
     /// kept, however many calls time out on it.
     pub dead_after: Duration,
+    /// Where the transport counts what it sends and receives: the process's
+    /// [`Traffic::process`] (what a node's `/metrics` shows) unless a test
+    /// gives each transport its own.
+    pub traffic: Arc<Traffic>,
 }
 
 impl Default for NetworkSettings {
@@ -73,6 +79,7 @@ impl Default for NetworkSettings {
             idle_timeout: Duration::from_secs(10),
             max_concurrent_rpcs: 64,
             dead_after: Duration::from_secs(2),
+            traffic: Traffic::process(),
         }
     }
 }
@@ -150,6 +157,11 @@ impl Transport {
             peers: Arc::new(peers),
             settings,
         })
+    }
+
+    /// What this transport has sent and received, per peer and kind.
+    pub fn traffic(&self) -> Arc<Traffic> {
+        self.settings.traffic.clone()
     }
 
     /// The address the endpoint is bound to.

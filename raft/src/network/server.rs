@@ -8,9 +8,10 @@ use std::sync::Arc;
 use tokio::sync::Semaphore;
 
 use super::NetworkSettings;
-use super::frame::{FrameError, read_frame, write_frame};
+use super::frame::{FrameError, read_frame_sized, write_frame};
 use super::rpc::{RaftRequest, RaftResponse, RpcHandler};
 use super::tls::{peer_id, peer_name};
+use super::traffic::PeerTraffic;
 use crate::types::NodeId;
 
 /// Accepts connections on `endpoint` until it is closed.
@@ -53,6 +54,7 @@ async fn serve_connection<H: RpcHandler>(
     caller: NodeId,
 ) {
     let limit = Arc::new(Semaphore::new(settings.max_concurrent_rpcs as usize));
+    let counted = settings.traffic.peer(caller);
     loop {
         let (send, recv) = match connection.accept_bi().await {
             Ok(streams) => streams,
@@ -69,11 +71,24 @@ async fn serve_connection<H: RpcHandler>(
         let handler = handler.clone();
         let max = settings.max_frame;
         let peer = peer.clone();
+        let counted = counted.clone();
+        let traffic = settings.traffic.clone();
         tokio::spawn(async move {
-            serve_stream(send, recv, handler, max, &peer, caller).await;
+            let count = Count {
+                peer: &counted,
+                traffic: &traffic,
+            };
+            serve_stream(send, recv, handler, max, &peer, caller, count).await;
             drop(permit);
         });
     }
+}
+
+/// Where one stream's frames are counted: its caller's counters, and the
+/// transport's tally of entries by kind.
+struct Count<'a> {
+    peer: &'a PeerTraffic,
+    traffic: &'a super::traffic::Traffic,
 }
 
 async fn serve_stream<H: RpcHandler>(
@@ -83,9 +98,14 @@ async fn serve_stream<H: RpcHandler>(
     max: usize,
     peer: &str,
     caller: NodeId,
+    count: Count<'_>,
 ) {
-    let response = match read_frame::<RaftRequest>(&mut recv, max).await {
-        Ok(request) => handler.handle(caller, request).await,
+    let response = match read_frame_sized::<RaftRequest>(&mut recv, max).await {
+        Ok((request, bytes)) => {
+            count.peer.received(bytes);
+            count.traffic.tally(1, &request);
+            handler.handle(caller, request).await
+        }
         Err(FrameError::Codec(error)) => {
             tracing::warn!(%peer, %error, "bad raft request");
             // Do not read the rest of an oversized or garbled request.
@@ -105,7 +125,8 @@ async fn serve_stream<H: RpcHandler>(
         other => other,
     };
     match written {
-        Ok(()) => {
+        Ok(bytes) => {
+            count.peer.sent(bytes);
             let _ = send.finish();
         }
         Err(error) => tracing::debug!(%peer, %error, "raft response lost"),
