@@ -193,19 +193,7 @@ async fn two_upstreams(cluster: &Cluster) -> (Mock, Mock) {
     .await;
     assert!(served.is_some(), "node 1 does not serve the route");
     for id in 2..=3 {
-        let applied = poll(
-            Duration::from_secs(5),
-            Duration::from_millis(10),
-            || async {
-                cluster
-                    .applied_routes(id)
-                    .await
-                    .contains_key("bo")
-                    .then_some(())
-            },
-        )
-        .await;
-        assert!(applied.is_some(), "node {id} never applied the route");
+        cluster.await_route(id, "bo", Duration::from_secs(5)).await;
     }
     (a, x)
 }

@@ -180,19 +180,9 @@ async fn applied(cluster: &Cluster, id: u64) -> Value {
 async fn barrier(cluster: &Cluster, leader: u64, model: &str) {
     cluster.put_route(leader, model, &route("x")).await;
     for id in cluster.up() {
-        let seen = poll(
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            || async {
-                cluster
-                    .applied_routes(id)
-                    .await
-                    .contains_key(model)
-                    .then_some(())
-            },
-        )
-        .await;
-        assert!(seen.is_some(), "node {id} never applied {model}");
+        cluster
+            .await_route(id, model, Duration::from_secs(10))
+            .await;
     }
 }
 

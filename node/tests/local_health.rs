@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use http::{Method, StatusCode};
 use serde_json::json;
 use support::Mock;
-use support::cluster::{Cluster, Http, Options, poll};
+use support::cluster::{Cluster, Http, Options};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
@@ -231,19 +231,7 @@ async fn a_grey_failure_stays_in_its_region_and_a_local_brownout_comes_and_goes_
     ]] });
     cluster.put_route(1, "gf", &route).await;
     for id in 1..=4 {
-        let applied = poll(
-            Duration::from_secs(10),
-            Duration::from_millis(20),
-            || async {
-                cluster
-                    .applied_routes(id)
-                    .await
-                    .contains_key("gf")
-                    .then_some(())
-            },
-        )
-        .await;
-        assert!(applied.is_some(), "node {id} never applied the route");
+        cluster.await_route(id, "gf", Duration::from_secs(10)).await;
     }
 
     // Every region at its own rate for the whole run: 5 s of warm-up,

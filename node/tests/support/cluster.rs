@@ -772,6 +772,22 @@ impl Cluster {
             .collect()
     }
 
+    /// Waits up to `limit` until node `id` has applied the route `model`,
+    /// asserting that it does.
+    pub async fn await_route(&self, id: u64, model: &str, limit: Duration) {
+        let applied = poll(limit, Duration::from_millis(20), || async {
+            self.applied_routes(id)
+                .await
+                .contains_key(model)
+                .then_some(())
+        })
+        .await;
+        assert!(
+            applied.is_some(),
+            "node {id} never applied the route {model}"
+        );
+    }
+
     /// The leader, once one of the running nodes says it is leader and every
     /// other running node names it (waits up to 15 s).
     pub async fn leader(&self) -> u64 {
