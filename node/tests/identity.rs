@@ -567,25 +567,7 @@ async fn a_node_with_its_own_certificate_joins() {
         "node 4 never bound its Raft port:\n{}",
         joiner.log()
     );
-    let add = cluster
-        .try_admin(
-            leader,
-            Method::POST,
-            "/admin/v1/members",
-            Some(&json!({ "id": 4, "raft_addr": joiner.raft_addr(), "voter": true })),
-            Duration::from_secs(20),
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        add.status,
-        StatusCode::OK,
-        "{}\n{}",
-        add.text(),
-        joiner.log()
-    );
-    let ready = support::cluster::read_ready(&mut joiner.child, Duration::from_secs(20)).await;
-    assert!(ready.is_some(), "node 4 never got ready:\n{}", joiner.log());
+    add_and_await(&cluster, leader, &mut joiner).await;
     let view = cluster.view(leader).await;
     let listed = view["members"]
         .as_array()
@@ -718,12 +700,18 @@ async fn a_node_waiting_to_be_added_cannot_be_captured_by_another_node_of_the_ca
         joiner.log()
     );
 
+    add_and_await(&cluster, leader, &mut joiner).await;
+}
+
+/// Adds `joiner` as a voter on `leader` (asserting a 200) and waits until it
+/// prints its ready line.
+async fn add_and_await(cluster: &Cluster, leader: u64, joiner: &mut support::cluster::Stranger) {
     let add = cluster
         .try_admin(
             leader,
             Method::POST,
             "/admin/v1/members",
-            Some(&json!({ "id": 5, "raft_addr": joiner.raft_addr(), "voter": true })),
+            Some(&json!({ "id": joiner.id, "raft_addr": joiner.raft_addr(), "voter": true })),
             Duration::from_secs(20),
         )
         .await
@@ -736,5 +724,10 @@ async fn a_node_waiting_to_be_added_cannot_be_captured_by_another_node_of_the_ca
         joiner.log()
     );
     let ready = support::cluster::read_ready(&mut joiner.child, Duration::from_secs(20)).await;
-    assert!(ready.is_some(), "node 5 never got ready:\n{}", joiner.log());
+    assert!(
+        ready.is_some(),
+        "node {} never got ready:\n{}",
+        joiner.id,
+        joiner.log()
+    );
 }

@@ -110,7 +110,6 @@ impl RpcHandler for Voter {
         }
         match request {
             RaftRequest::PreVote(asker) => {
-                let membership = self.raft.metrics().borrow().membership_config.clone();
                 let request = RaftRequest::PreVote(asker);
                 if let Err(refusal) =
                     crate::network::rpc::check(caller, &request, membership.membership())
