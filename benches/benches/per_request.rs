@@ -6,11 +6,13 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
 use meridian::health::HealthBoard;
+use meridian::health::peers::Received;
 use meridian::routing::{RoutingSnapshot, Secrets};
 use meridian::scrub::Scrubber;
 use meridian::select::Policy;
@@ -96,10 +98,10 @@ fn board() -> HealthBoard {
                 upstreams: (0..8).map(|u| (format!("u{u}"), window.clone())).collect(),
                 ..HealthReport::default()
             };
-            (id, report)
+            (id, Arc::new(Received::decode(report, 0)))
         })
         .collect();
-    HealthBoard::build(&reports, &(1..=3).collect(), &Default::default(), 0)
+    HealthBoard::build(&reports, &(1..=3).collect(), 0)
 }
 
 fn route_and_choose(c: &mut Criterion) {

@@ -18,6 +18,7 @@ use crate::admin::{self, AdminState};
 use crate::auth::hash_key;
 use crate::catalogue::{self, Ledger};
 use crate::cluster::{self, Cluster, ClusterError};
+use crate::health::peers::Reports;
 use crate::health::{self, HealthBoard, sharing};
 use crate::proxy::Proxy;
 use crate::routing::{self, BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
@@ -169,7 +170,8 @@ impl Node {
             config.listen.admin,
         ))?;
 
-        let cluster = Cluster::start(&settings.raft).await?;
+        let peer_reports = Arc::new(Reports::default());
+        let cluster = Cluster::start(&settings.raft, peer_reports.sink()).await?;
         let trust = Arc::new(LocalTrust::new(config));
         let first_applied = cluster.applied();
         let first = routing::build_applied(
@@ -212,9 +214,12 @@ impl Node {
         let report_every = settings.report_every();
         let board = Arc::new(ArcSwap::from_pointee(HealthBoard::default()));
         tasks.spawn(sharing::report(
-            cluster.clone(),
-            snapshot.load().metrics.clone(),
-            config.node.id,
+            sharing::Outbox {
+                cluster: cluster.clone(),
+                metrics: snapshot.load().metrics.clone(),
+                reports: peer_reports.clone(),
+                node_id: config.node.id,
+            },
             reports,
             report_every,
             stop.clone(),
@@ -241,6 +246,7 @@ impl Node {
         ));
         tasks.spawn(sharing::follow_board(
             cluster.subscribe(),
+            peer_reports,
             board.clone(),
             sharing::Estimates {
                 registry,

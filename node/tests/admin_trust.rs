@@ -98,8 +98,8 @@ async fn applied_index(node: &Node) -> u64 {
 }
 
 /// The applied index once it has stood still for a second and a half: a
-/// node announces itself and sends a health report shortly after start,
-/// and those entries must not be taken for a proposal of the test's.
+/// node announces itself shortly after start, and that entry must not be
+/// taken for a proposal of the test's.
 async fn settled_index(node: &Node) -> u64 {
     let mut last = applied_index(node).await;
     for _ in 0..20 {

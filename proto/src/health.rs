@@ -1,5 +1,6 @@
 //! Health reports: what one node measured of every upstream over its recent
-//! window, as it travels through Raft to every other node.
+//! window, as it travels straight to every other member (earlier builds put
+//! it in the Raft log: `Command::Report`).
 //!
 //! Histograms travel in HDR's V2 + DEFLATE encoding: a window of a few
 //! thousand samples is a few hundred bytes, and any node can merge reports
@@ -90,14 +91,29 @@ pub fn encode_histogram(h: &Histogram<u64>) -> Result<Vec<u8>, HistogramError> {
 
 /// Adds an encoded histogram into `into` (which must have the health shape).
 pub fn add_encoded(into: &mut Histogram<u64>, bytes: &[u8]) -> Result<(), HistogramError> {
+    match decode_histogram(bytes)? {
+        Some(h) => into.add(&h).map_err(|e| HistogramError(format!("{e:?}"))),
+        None => Ok(()),
+    }
+}
+
+/// Decodes a histogram of a report once, so that a receiver merging the
+/// same report into many boards inflates it only when it arrives. `None`
+/// for the empty encoding (no samples).
+pub fn decode_histogram(bytes: &[u8]) -> Result<Option<Histogram<u64>>, HistogramError> {
     if bytes.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let plain = inflate_checked(bytes)?;
     let h: Histogram<u64> = Deserializer::new()
         .deserialize(&mut &plain[..])
         .map_err(|e| HistogramError(format!("{e:?}")))?;
-    into.add(&h).map_err(|e| HistogramError(format!("{e:?}")))
+    // Into the health shape, so any two decoded histograms can be added.
+    let mut shaped = empty_histogram();
+    shaped
+        .add(&h)
+        .map_err(|e| HistogramError(format!("{e:?}")))?;
+    Ok(Some(shaped))
 }
 
 /// HDR's V2 + DEFLATE cookie (what [`encode_histogram`] writes) and the

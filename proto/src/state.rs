@@ -97,7 +97,12 @@ pub enum Command {
     },
     /// A member's latest health window. Replaces the member's previous
     /// report if its sequence number is higher, else is ignored (a late
-    /// duplicate, or a report overtaken by a newer one).
+    /// duplicate, or a report overtaken by a newer one). Written by earlier
+    /// builds, which carried health in the log; still applied so that their
+    /// logs replay, but no longer proposed: members now send each other
+    /// their reports directly (`raft::network::RaftRequest::Health`), which
+    /// keeps the log, and the leader's one AppendEntries in flight per
+    /// follower, for configuration.
     Report {
         /// The reporting member's id.
         id: u64,
@@ -179,7 +184,8 @@ pub struct ClusterState {
     pub keys: BTreeMap<String, KeyRecord>,
     /// What each member announced about itself.
     pub nodes: BTreeMap<u64, NodeInfo>,
-    /// The latest health report of each member that sent one.
+    /// The latest health report of each member that put one in the log
+    /// (earlier builds; see [`Command::Report`]). Nothing reads it now.
     pub health: BTreeMap<u64, HealthReport>,
     /// The models each upstream with `discover_models` listed, sorted.
     pub catalogue: BTreeMap<String, Vec<String>>,

@@ -21,8 +21,8 @@ use proto::state::{Command, CommandResponse, KeyRecord, Member};
 use raft::network::frame::read_frame;
 use raft::network::tls::{ALPN, Identity};
 use raft::network::{
-    ForwardError, NetworkSettings, RaftRequest, RaftResponse, RpcHandler, TlsPaths, Transport,
-    Written,
+    ForwardError, HealthSink, NetworkSettings, RaftRequest, RaftResponse, RpcHandler, TlsPaths,
+    Transport, Written,
 };
 use raft::prevote::{PreVote, PreVoteAnswer, Voter, campaign};
 use raft::types::Raft;
@@ -124,6 +124,7 @@ impl RpcHandler for Recorder {
             })),
             RaftRequest::ReadIndex => RaftResponse::ReadIndex(Ok(Some(7))),
             RaftRequest::PreVote(_) => RaftResponse::PreVote(PreVoteAnswer::Granted),
+            RaftRequest::Health(_) => RaftResponse::Health(Ok(())),
         }
     }
 }
@@ -767,4 +768,73 @@ async fn pre_votes_elect_a_leader_and_are_refused_while_it_is_heard() {
         raft.shutdown().await.unwrap();
         transport.close().await;
     }
+}
+
+/// A health report sent straight to a member is filed under the id the
+/// sender's certificate proves, whatever the report says; a node of the CA
+/// that is not a member gets its report refused, and nothing is filed.
+#[tokio::test]
+async fn health_reports_are_filed_under_the_senders_certificate_and_only_from_members() {
+    let dir = cluster_certs(3);
+    let config = Arc::new(
+        openraft::Config {
+            enable_elect: false,
+            ..Default::default()
+        }
+        .validate()
+        .unwrap(),
+    );
+    let one = bind(&paths(dir.path(), dir.path(), "n1"), fast());
+    let (logs, machine) = store::open(&dir.path().join("data1")).unwrap();
+    let raft = Raft::new(1, config, one.network(1), logs.clone(), machine)
+        .await
+        .unwrap();
+    let filed: Arc<std::sync::Mutex<Vec<(NodeId, u64)>>> = Arc::default();
+    let sink: HealthSink = {
+        let filed = filed.clone();
+        Arc::new(move |from, report: proto::health::HealthReport| {
+            filed.lock().unwrap().push((from, report.seq));
+            Ok(())
+        })
+    };
+    one.serve(
+        Voter::new(
+            raft.clone(),
+            logs,
+            Duration::from_secs(1),
+            (1..=2).collect(),
+        )
+        .with_health(sink),
+    );
+    let target = member(one.local_addr().unwrap());
+    let two = bind(&paths(dir.path(), dir.path(), "n2"), fast());
+    let members = BTreeMap::from([(1, target.clone()), (2, member(two.local_addr().unwrap()))]);
+    raft.initialize(members).await.unwrap();
+
+    let report = |seq| proto::health::HealthReport {
+        seq,
+        region: "r2".into(),
+        window_ms: 30_000,
+        ..Default::default()
+    };
+    let sent = two
+        .network(2)
+        .send_health(1, &target, report(5), Duration::from_secs(5))
+        .await;
+    assert_eq!(sent, Ok(()));
+    assert_eq!(*filed.lock().unwrap(), vec![(2, 5)]);
+
+    // Node 3's certificate is the CA's, but node 3 is no member.
+    let three = bind(&paths(dir.path(), dir.path(), "n3"), fast());
+    let refused = three
+        .network(3)
+        .send_health(1, &target, report(9), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("not a member"), "{refused}");
+    assert_eq!(
+        *filed.lock().unwrap(),
+        vec![(2, 5)],
+        "a stranger's report was filed"
+    );
 }

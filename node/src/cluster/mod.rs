@@ -122,8 +122,12 @@ pub struct Cluster {
 
 impl Cluster {
     /// Opens the store, starts Raft and the transport, and bootstraps a new
-    /// cluster from `cluster.members` (or a cluster of one).
-    pub async fn start(settings: &RaftSettings) -> Result<Arc<Self>, ClusterError> {
+    /// cluster from `cluster.members` (or a cluster of one). The health
+    /// reports members send this node go to `health`.
+    pub async fn start(
+        settings: &RaftSettings,
+        health: raft::network::HealthSink,
+    ) -> Result<Arc<Self>, ClusterError> {
         let id = settings.id;
         let dir = settings.dir.clone();
         let path = dir.display().to_string();
@@ -172,12 +176,15 @@ impl Cluster {
         // node never has none once it serves.
         let timing = raft::prevote::campaign::Timing::of(&settings.config);
         if let Some(transport) = &transport {
-            transport.serve(raft::prevote::Voter::new(
-                raft.clone(),
-                log_tip.clone(),
-                timing.lease,
-                settings.voters.iter().map(|v| v.id).collect(),
-            ));
+            transport.serve(
+                raft::prevote::Voter::new(
+                    raft.clone(),
+                    log_tip.clone(),
+                    timing.lease,
+                    settings.voters.iter().map(|v| v.id).collect(),
+                )
+                .with_health(health),
+            );
         }
         // openraft's own election timer is off (`enable_elect = false`):
         // this task campaigns, after a pre-vote round.
@@ -218,6 +225,18 @@ impl Cluster {
     /// The round trip to the member at `raft_addr`, as QUIC measures it.
     pub fn round_trip(&self, raft_addr: &str) -> Option<Duration> {
         self.network.round_trip(raft_addr)
+    }
+
+    /// Sends this node's health `report` to member `peer` at `member`,
+    /// within `ttl`; `Err` says why it was not taken.
+    pub async fn send_health(
+        &self,
+        peer: NodeId,
+        member: &Member,
+        report: proto::health::HealthReport,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        self.network.send_health(peer, member, report, ttl).await
     }
 
     /// The state as last applied on this node.

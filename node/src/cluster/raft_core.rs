@@ -83,7 +83,8 @@ mod tests {
         .unwrap();
         config.node.data_dir = dir.path().to_path_buf();
         let settings = crate::cluster::RaftSettings::new(&config).unwrap();
-        let cluster = Cluster::start(&settings).await.unwrap();
+        let sink: raft::network::HealthSink = std::sync::Arc::new(|_, _| Ok(()));
+        let cluster = Cluster::start(&settings, sink).await.unwrap();
         cluster
             .raft
             .wait(Some(Duration::from_secs(10)))

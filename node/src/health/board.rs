@@ -2,19 +2,21 @@
 //! one view per region and one for the whole cluster. Rebuilt after each
 //! applied report and swapped whole, so the router reads it without a lock.
 //!
-//! [`HealthBoard::build`] is pure: the reports, the members, and when this
-//! node first saw each report (milliseconds on its own clock) go in; no clock
-//! is read. Reports from nodes that left the cluster are ignored, and so are
-//! reports older than their own window: a node that stopped reporting (dead,
-//! or cut off) stops counting once its samples would have aged out anyway.
+//! [`HealthBoard::build`] is pure: the reports as received (decoded, each
+//! with when this node took it, milliseconds on its own clock), the members
+//! and the time go in; no clock is read. Reports from nodes that left the
+//! cluster are ignored, and so are reports older than their own window: a
+//! node that stopped reporting (dead, or cut off) stops counting once its
+//! samples would have aged out anyway.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
-use proto::health::{HealthReport, add_encoded, empty_histogram};
+use proto::health::empty_histogram;
 use serde::Serialize;
 
+use super::peers::{Received, Window};
 use super::window::{Quantiles, error_rate, quantiles};
 
 /// One upstream as the cluster sees it: per region, and every region merged.
@@ -23,15 +25,6 @@ pub use proto::api::admin::BoardView as UpstreamBoard;
 pub use proto::api::admin::ReportView as ReportInfo;
 /// What a set of reports says about one upstream, as the admin API writes it.
 pub use proto::api::admin::ReportedView as View;
-
-/// The age of one member's report, as this node judges it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seen {
-    /// The report's sequence number.
-    pub seq: u64,
-    /// When this node first saw that sequence number, on its own clock.
-    pub at_ms: u64,
-}
 
 /// Every upstream's shared health.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -55,43 +48,35 @@ struct Acc {
 }
 
 impl Acc {
-    fn add(&mut self, w: &proto::health::UpstreamWindow, age_ms: u64) -> u64 {
+    fn add(&mut self, w: &Window, age_ms: u64) {
         self.nodes += 1;
-        self.successes += w.successes;
-        self.client_errors += w.client_errors;
-        self.errors += w.errors;
-        self.timeouts += w.timeouts;
+        // Saturating: a report's counters come from another node.
+        self.successes = self.successes.saturating_add(w.successes);
+        self.client_errors = self.client_errors.saturating_add(w.client_errors);
+        self.errors = self.errors.saturating_add(w.errors);
+        self.timeouts = self.timeouts.saturating_add(w.timeouts);
         self.age_ms = self.age_ms.max(age_ms);
-        let mut bad = 0;
-        for (into, bytes) in [(&mut self.ttfb, &w.ttfb), (&mut self.total, &w.total)] {
-            let h = into.get_or_insert_with(empty_histogram);
-            if add_encoded(h, bytes).is_err() {
-                bad += 1;
-            }
-        }
-        bad
+        add_histograms(&mut self.ttfb, &w.ttfb);
+        add_histograms(&mut self.total, &w.total);
     }
 
     fn merge(&mut self, other: &Acc) {
         self.nodes += other.nodes;
-        self.successes += other.successes;
-        self.client_errors += other.client_errors;
-        self.errors += other.errors;
-        self.timeouts += other.timeouts;
+        self.successes = self.successes.saturating_add(other.successes);
+        self.client_errors = self.client_errors.saturating_add(other.client_errors);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.timeouts = self.timeouts.saturating_add(other.timeouts);
         self.age_ms = self.age_ms.max(other.age_ms);
-        for (into, from) in [
-            (&mut self.ttfb, &other.ttfb),
-            (&mut self.total, &other.total),
-        ] {
-            if let Some(from) = from {
-                // Same shape on both sides, so adding cannot fail.
-                let _ = into.get_or_insert_with(empty_histogram).add(from);
-            }
-        }
+        add_histograms(&mut self.ttfb, &other.ttfb);
+        add_histograms(&mut self.total, &other.total);
     }
 
     fn view(&self) -> View {
-        let attempts = self.successes + self.client_errors + self.errors + self.timeouts;
+        let attempts = self
+            .successes
+            .saturating_add(self.client_errors)
+            .saturating_add(self.errors)
+            .saturating_add(self.timeouts);
         let q = |h: &Option<Histogram<u64>>| h.as_ref().map(quantiles).unwrap_or_default();
         View {
             nodes: self.nodes,
@@ -99,7 +84,7 @@ impl Acc {
             successes: self.successes,
             errors: self.errors,
             timeouts: self.timeouts,
-            error_rate: error_rate(self.errors + self.timeouts, attempts),
+            error_rate: error_rate(self.errors.saturating_add(self.timeouts), attempts),
             ttfb_ms: q(&self.ttfb),
             total_ms: q(&self.total),
             report_age_ms: self.age_ms,
@@ -108,33 +93,23 @@ impl Acc {
 }
 
 impl HealthBoard {
-    /// Merges the reports of `members`, judging each report's age from
-    /// `seen` (when this node first saw it) and `now_ms`.
+    /// Merges the reports of `members` as of `now_ms` (on the clock their
+    /// arrival times were taken on).
     pub fn build(
-        reports: &BTreeMap<u64, HealthReport>,
+        reports: &BTreeMap<u64, Arc<Received>>,
         members: &BTreeSet<u64>,
-        seen: &BTreeMap<u64, Seen>,
         now_ms: u64,
     ) -> Self {
         let mut board = HealthBoard::default();
-        let mut acc: BTreeMap<&str, BTreeMap<&str, Acc>> = BTreeMap::new();
+        let mut acc: BTreeMap<&Arc<str>, BTreeMap<&str, Acc>> = BTreeMap::new();
         for (id, report) in reports {
             if !members.contains(id) {
                 continue;
             }
-            // A report this node has not timed yet (the caller records it as
-            // it builds) counts as brand new.
-            let at = seen
-                .get(id)
-                .filter(|s| s.seq == report.seq)
-                .map_or(now_ms, |s| s.at_ms);
-            let age_ms = now_ms.saturating_sub(at);
-            let stale = age_ms > report.window_ms;
-            let mut undecodable = 0;
+            let (age_ms, stale) = report.age(now_ms);
             if !stale {
                 for (upstream, window) in &report.upstreams {
-                    undecodable += acc
-                        .entry(upstream)
+                    acc.entry(upstream)
                         .or_default()
                         .entry(&report.region)
                         .or_default()
@@ -148,7 +123,7 @@ impl HealthBoard {
                     seq: report.seq,
                     age_ms,
                     stale,
-                    undecodable,
+                    undecodable: report.undecodable,
                 },
             );
         }
@@ -160,7 +135,7 @@ impl HealthBoard {
                 out.regions.insert(region.to_owned(), a.view());
             }
             out.merged = merged.view();
-            board.upstreams.insert(Arc::from(upstream), out);
+            board.upstreams.insert(upstream.clone(), out);
         }
         board
     }
@@ -185,25 +160,12 @@ impl HealthBoard {
     }
 }
 
-/// Records when each member's current report was first seen: kept across
-/// rebuilds, updated before each.
-pub fn note_seen(
-    seen: &mut BTreeMap<u64, Seen>,
-    reports: &BTreeMap<u64, HealthReport>,
-    now_ms: u64,
-) {
-    seen.retain(|id, _| reports.contains_key(id));
-    for (id, report) in reports {
-        let fresh = seen.get(id).is_none_or(|s| s.seq != report.seq);
-        if fresh {
-            seen.insert(
-                *id,
-                Seen {
-                    seq: report.seq,
-                    at_ms: now_ms,
-                },
-            );
-        }
+/// Adds `from` into `into` (made empty of the health shape on first use).
+fn add_histograms(into: &mut Option<Histogram<u64>>, from: &Option<Histogram<u64>>) {
+    if let Some(from) = from {
+        // Both of the health shape (decoding reshapes), so adding cannot
+        // fail; a value past the range would only be dropped.
+        let _ = into.get_or_insert_with(empty_histogram).add(from);
     }
 }
 
@@ -212,7 +174,15 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-    use proto::health::{UpstreamWindow, encode_histogram};
+    use proto::health::{HealthReport, UpstreamWindow, encode_histogram};
+
+    /// Reports as taken on this node at `at_ms`.
+    fn taken(reports: BTreeMap<u64, HealthReport>, at_ms: u64) -> BTreeMap<u64, Arc<Received>> {
+        reports
+            .into_iter()
+            .map(|(id, r)| (id, Arc::new(Received::decode(r, at_ms))))
+            .collect()
+    }
 
     fn window(ms: &[u64], errors: u64) -> UpstreamWindow {
         let mut h = empty_histogram();
@@ -255,9 +225,7 @@ mod tests {
             (3, report(1, "eu", &[("x", window(&slow, 0))])),
         ]);
         let members = BTreeSet::from([1, 2, 3]);
-        let mut seen = BTreeMap::new();
-        note_seen(&mut seen, &reports, 1_000);
-        let board = HealthBoard::build(&reports, &members, &seen, 1_500);
+        let board = HealthBoard::build(&taken(reports, 1_000), &members, 1_500);
         let x = board.upstream("x").unwrap();
         assert_eq!(x.regions["us"].ttfb_ms.count, 99);
         assert_eq!(x.regions["us"].errors, 1);
@@ -287,13 +255,13 @@ mod tests {
             (2, report(1, "eu", &[("x", window(&[900], 0))])),
             (4, report(1, "ap", &[("x", window(&[900], 0))])),
         ]);
-        let mut seen = BTreeMap::new();
-        note_seen(&mut seen, &reports, 0);
+        let mut held = taken(reports, 0);
         // Node 1 reports again later; node 2 goes quiet.
-        let mut later = reports.clone();
-        later.insert(1, report(2, "us", &[("x", window(&[10], 0))]));
-        note_seen(&mut seen, &later, 29_000);
-        let board = HealthBoard::build(&later, &BTreeSet::from([1, 2]), &seen, 31_000);
+        held.extend(taken(
+            BTreeMap::from([(1, report(2, "us", &[("x", window(&[10], 0))]))]),
+            29_000,
+        ));
+        let board = HealthBoard::build(&held, &BTreeSet::from([1, 2]), 31_000);
         let x = board.upstream("x").unwrap();
         assert_eq!(x.merged.nodes, 1, "node 2 is stale, node 4 left");
         assert!(x.merged.ttfb_ms.p99 < 11.0);
@@ -321,7 +289,7 @@ mod tests {
                 })
                 .collect();
             let members: BTreeSet<u64> = map.keys().copied().collect();
-            let board = HealthBoard::build(&map, &members, &BTreeMap::new(), 0);
+            let board = HealthBoard::build(&taken(map.clone(), 0), &members, 0);
             let x = board.upstream("x").unwrap();
             let sum = |f: fn(&View) -> u64| x.regions.values().map(f).sum::<u64>();
             proptest::prop_assert_eq!(x.merged.attempts, sum(|v| v.attempts));
@@ -338,7 +306,7 @@ mod tests {
         let mut w = window(&[10, 20], 0);
         w.ttfb = b"garbage".to_vec();
         let reports = BTreeMap::from([(1, report(1, "us", &[("x", w)]))]);
-        let board = HealthBoard::build(&reports, &BTreeSet::from([1]), &BTreeMap::new(), 0);
+        let board = HealthBoard::build(&taken(reports, 0), &BTreeSet::from([1]), 0);
         assert_eq!(board.reports[&1].undecodable, 1);
         let x = board.upstream("x").unwrap();
         assert_eq!(x.merged.ttfb_ms.count, 0);

@@ -13,9 +13,11 @@
 //!   rebuilds; the routing table reads it.
 //! - [`blend`]: how this node's own samples weigh against the cluster's
 //!   figures, and when its newest samples say an upstream changed.
+//! - [`peers`]: the members' reports as this node received them, checked
+//!   and decoded once.
 //! - [`board`]: every member's reports merged per upstream and region.
-//! - [`sharing`]: this node's reports into the Raft log, and the board
-//!   rebuilt from everyone's.
+//! - [`sharing`]: this node's reports sent straight to every member, and
+//!   the board rebuilt from everyone's.
 //!
 //! The data plane appends each sample to its own worker's queue (a lock no
 //! other request thread takes, and no wakeup); one task drains the queues on
@@ -34,6 +36,7 @@ pub mod board;
 pub mod breaker;
 pub mod cooldown;
 pub mod live;
+pub mod peers;
 pub mod recorder;
 pub mod registry;
 pub mod sharing;

@@ -557,6 +557,38 @@ impl Network {
     }
 }
 
+impl Network {
+    /// Sends this node's health `report` to node `peer` at `member`, within
+    /// `ttl`. Straight to the member, not through the leader or the log: a
+    /// report only ever replaces the one before it, so nothing needs it
+    /// ordered or durable, and the leader's replication stays free for
+    /// configuration. `Err` says why it was not taken, for the log.
+    pub async fn send_health(
+        &self,
+        peer: NodeId,
+        member: &Member,
+        report: proto::health::HealthReport,
+        ttl: Duration,
+    ) -> Result<(), String> {
+        let addr = &member.raft_addr;
+        match self
+            .peers
+            .call(
+                peer,
+                addr,
+                &RaftRequest::Health(report),
+                ttl,
+                &self.peers.settings.traffic.peer(peer),
+            )
+            .await
+        {
+            Ok(RaftResponse::Health(taken)) => taken,
+            Ok(other) => Err(unexpected(addr, &other).to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Connection;
 
@@ -651,6 +683,7 @@ fn unexpected(addr: &str, response: &RaftResponse) -> CallError {
         RaftResponse::Failure(_) => "Failure",
         RaftResponse::Refused(_) => "Refused",
         RaftResponse::PreVote(_) => "PreVote",
+        RaftResponse::Health(_) => "Health",
     };
     CallError::Protocol {
         addr: addr.to_string(),

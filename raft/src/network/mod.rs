@@ -31,7 +31,7 @@ use std::time::Duration;
 
 pub use client::{Connection, Network};
 pub use resolve::{Lookup, Resolve, SystemResolver};
-pub use rpc::{ForwardError, RaftRequest, RaftResponse, RpcHandler, Written};
+pub use rpc::{ForwardError, HealthSink, RaftRequest, RaftResponse, RpcHandler, Written};
 pub use tls::{TlsError, TlsPaths};
 pub use traffic::{PeerTraffic, Traffic};
 

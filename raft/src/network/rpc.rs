@@ -6,7 +6,9 @@
 //! openraft, [`check`] holds the caller to it: the sender a request claims
 //! (a vote's candidate, the leader of an append or a snapshot, the member an
 //! `Announce` or a health `Report` speaks for) must be the caller, and the
-//! caller must be a member (voter or learner) of this node's membership.
+//! caller must be a member (voter or learner) of this node's membership. A
+//! health report sent directly ([`RaftRequest::Health`]) names no sender: it
+//! is filed under the caller's id.
 //! A node that has no membership yet (never initialized, nothing
 //! replicated) takes the Raft protocol itself (votes, appends, snapshots)
 //! from any caller that is the node it claims to be, and no writes or reads:
@@ -46,6 +48,11 @@ pub enum RaftRequest {
     /// A voter asking whether it could win an election, before it raises
     /// its term (see [`crate::prevote`]).
     PreVote(crate::prevote::PreVote),
+    /// The caller's latest health report, sent straight to each member
+    /// rather than through the log. It names no sender: it is the caller's,
+    /// whose certificate proves who it is, so no member can speak for
+    /// another.
+    Health(proto::health::HealthReport),
 }
 
 /// The answer to a [`RaftRequest`], carrying the remote Raft's own result.
@@ -73,6 +80,8 @@ pub enum RaftResponse {
     Refused(Refusal),
     /// Answers [`RaftRequest::PreVote`].
     PreVote(crate::prevote::PreVoteAnswer),
+    /// Answers [`RaftRequest::Health`]: taken, or why not.
+    Health(Result<(), String>),
 }
 
 /// A forwarded write, applied on the leader: what applying it answered,
@@ -147,6 +156,7 @@ impl RaftRequest {
             Self::Forward(command) => format!("Forward({})", command_kind(command)),
             Self::ReadIndex => "ReadIndex".into(),
             Self::PreVote(_) => "PreVote".into(),
+            Self::Health(_) => "Health".into(),
         }
     }
 
@@ -176,7 +186,8 @@ impl RaftRequest {
                 | Command::AddCredits { .. },
             )
             | Self::ReadIndex
-            | Self::PreVote(_) => None,
+            | Self::PreVote(_)
+            | Self::Health(_) => None,
         }
     }
 }
@@ -302,6 +313,13 @@ fn leader_hint(id: &Option<NodeId>, leader: &Option<Member>) -> String {
     }
 }
 
+/// Where a node files the health reports its peers send it
+/// ([`RaftRequest::Health`]): the caller's id (from its certificate) and its
+/// report go in; `Err` says why the report was not taken, for the sender's
+/// log. Called on the transport's task: it must not block.
+pub type HealthSink =
+    std::sync::Arc<dyn Fn(NodeId, proto::health::HealthReport) -> Result<(), String> + Send + Sync>;
+
 /// What serves requests arriving on the transport. [`Raft`] is the real
 /// one; tests substitute their own to see what arrives.
 pub trait RpcHandler: Clone + Send + Sync + 'static {
@@ -374,6 +392,11 @@ impl RpcHandler for Raft {
             // a `prevote::Voter`, which answers these itself.
             RaftRequest::PreVote(_) => {
                 RaftResponse::PreVote(crate::prevote::PreVoteAnswer::Unknown)
+            }
+            // Nor has it a board: a node serves a `prevote::Voter` given
+            // where its peers' reports go.
+            RaftRequest::Health(_) => {
+                RaftResponse::Health(Err("this node takes no health reports".into()))
             }
         }
     }
@@ -573,6 +596,14 @@ mod tests {
         })
     }
 
+    fn direct_report() -> RaftRequest {
+        RaftRequest::Health(proto::health::HealthReport {
+            seq: 3,
+            region: "eu".into(),
+            ..Default::default()
+        })
+    }
+
     fn tenancy(id: NodeId) -> RaftRequest {
         forward(Command::Tenancy {
             id,
@@ -590,6 +621,7 @@ mod tests {
                 vote(caller),
                 announce(caller),
                 report(caller),
+                direct_report(),
                 tenancy(caller),
                 forward(Command::DeleteRoute { model: "m".into() }),
                 RaftRequest::ReadIndex,
@@ -640,6 +672,8 @@ mod tests {
             vote(5),
             announce(5),
             report(5),
+            // A removed member's (or a stranger's) figures move no board.
+            direct_report(),
             forward(Command::PutKey(proto::state::KeyRecord {
                 name: "k".into(),
                 sha256: "ab".repeat(32),
@@ -670,6 +704,7 @@ mod tests {
         ));
         for request in [
             announce(7),
+            direct_report(),
             forward(Command::DeleteRoute { model: "m".into() }),
             RaftRequest::ReadIndex,
         ] {
@@ -705,6 +740,13 @@ mod tests {
         let joined = membership(&[1, 2, 3, 4, 5], &[]);
         assert_eq!(check_expected(4, &joined, &file), Ok(()));
         through_the_wire(RaftResponse::Refused(Refusal::NotExpected { caller: 4 }));
+    }
+
+    #[test]
+    fn direct_reports_and_their_answers_cross_the_wire() {
+        through_the_wire(direct_report());
+        through_the_wire(RaftResponse::Health(Ok(())));
+        through_the_wire(RaftResponse::Health(Err("no".into())));
     }
 
     #[test]

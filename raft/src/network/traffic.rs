@@ -164,6 +164,11 @@ impl Traffic {
                 let bytes = proto::codec::encoded_len(command).unwrap_or(0);
                 self.add(direction, command_kind(command), bytes);
             }
+            // Sent straight to a member, not in the log: still a report.
+            RaftRequest::Health(report) => {
+                let bytes = proto::codec::encoded_len(report).unwrap_or(0);
+                self.add(direction, 0, bytes);
+            }
             _ => {}
         }
     }

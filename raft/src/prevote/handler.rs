@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::NodeId;
-use crate::network::{RaftRequest, RaftResponse, RpcHandler};
+use crate::network::{HealthSink, RaftRequest, RaftResponse, RpcHandler};
 use crate::store::LogStore;
 use crate::types::Raft;
 
@@ -20,6 +20,7 @@ pub struct Voter {
     log: LogStore,
     lease: Duration,
     expected: Arc<BTreeSet<NodeId>>,
+    health: Option<HealthSink>,
 }
 
 impl Voter {
@@ -34,7 +35,15 @@ impl Voter {
             log,
             lease,
             expected: Arc::new(expected),
+            health: None,
         }
+    }
+
+    /// Files the health reports members send into `sink`; without one they
+    /// are answered "this node takes no health reports".
+    pub fn with_health(mut self, sink: HealthSink) -> Self {
+        self.health = Some(sink);
+        self
     }
 
     async fn pre_vote(&self, asker: &PreVote) -> PreVoteAnswer {
@@ -126,6 +135,22 @@ impl RpcHandler for Voter {
                 };
                 tracing::debug!(caller, ?answer, "pre-vote answered");
                 RaftResponse::PreVote(answer)
+            }
+            RaftRequest::Health(report) => {
+                let Some(sink) = &self.health else {
+                    return self.raft.handle(caller, RaftRequest::Health(report)).await;
+                };
+                let request = RaftRequest::Health(report);
+                if let Err(refusal) =
+                    crate::network::rpc::check(caller, &request, membership.membership())
+                {
+                    tracing::debug!(caller, %refusal, "health report refused");
+                    return RaftResponse::Refused(refusal);
+                }
+                let RaftRequest::Health(report) = request else {
+                    return RaftResponse::Failure("health report lost in dispatch".into());
+                };
+                RaftResponse::Health(sink(caller, report))
             }
             other => self.raft.handle(caller, other).await,
         }
