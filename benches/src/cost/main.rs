@@ -1,11 +1,12 @@
-//! `meridian-cost`: what the Raft links carry, measured. Starts N real
+//! `meridian-cost`: what the links between nodes carry, measured. Starts N real
 //! nodes on loopback (TLS, one region each, default Raft timing) in front of
 //! one `meridian-mock` serving U upstreams, sends a modest load spread over
 //! every node, upstream and client key, and reads each node's
 //! `meridian_raft_*` counters before and after a fixed time: bytes per
-//! second out of and into the leader and each follower, the log entries by
-//! kind (health reports, tenant shares, configuration), and the encoded
-//! size of a health report. Then it checks the cost model
+//! second out of and into the leader and each follower, what was carried
+//! by kind (health reports, sent by every node to every other; tenant
+//! shares and configuration, in the log), and the encoded size of a health
+//! report. Then it checks the cost model
 //! (`docs/cost-model.md`, [`model`]) against the runs: the model's
 //! per-message constants are calibrated on the first run and predict the
 //! others from their report size alone; and prints the model's table for

@@ -32,25 +32,28 @@ pub struct Run {
     pub follower_in: (f64, f64),
     /// Mean frame bytes/s out of a follower, and the largest.
     pub follower_out: (f64, f64),
-    /// Messages/s from the leader to one follower (mean).
+    /// Raft messages/s from the leader to one follower (mean; its health
+    /// reports to that follower left out).
     pub messages: f64,
-    /// Entry bytes/s out of the leader: reports, tenant shares, the rest.
+    /// Bytes/s out of the leader: its own health reports (to every
+    /// follower together), the tenant-share entries, the other entries.
     pub entries_out: [f64; 3],
-    /// Mean encoded size of a report entry and of a tenant-share entry as
-    /// the leader shipped them.
+    /// Mean encoded size of a health report as the nodes sent them, and of
+    /// a tenant-share entry as the leader shipped them.
     pub entry_size: [f64; 2],
-    /// Mean of the nodes' `meridian_health_report_bytes` (the command
-    /// alone, without the log entry's id).
+    /// Mean of the nodes' `meridian_health_report_bytes` (the report
+    /// alone, as last cut).
     pub report_gauge: f64,
-    /// Health reports and tenant shares committed per second (entries
-    /// each follower got).
+    /// Health reports each node sent each other member per second (mean),
+    /// and tenant shares committed per second (entries each follower got).
     pub writes: [f64; 2],
     /// Terms the leader went through during the run (0: no election).
     pub elections: f64,
-    /// Health reports and tenant shares each follower forwarded to the
-    /// leader per second (the leader's received entries): what was written,
-    /// where `writes` also counts entries the leader sent again after a
-    /// timed-out AppendEntries.
+    /// Health reports the leader took per second from each other member,
+    /// and tenant shares each follower forwarded to the leader per second
+    /// (the leader's received entries): what was written, where `writes`
+    /// also counts shares the leader sent again after a timed-out
+    /// AppendEntries.
     pub forwarded: [f64; 2],
 }
 
@@ -138,12 +141,12 @@ async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run
             f_out.push(per_s(d.sum("meridian_raft_bytes_sent_total", &[])));
         }
     }
-    let entries = |kind: &str| {
+    let entries = |d: &Scrape, kind: &str| {
         let labels = ["direction=\"sent\"".to_owned(), format!("kind=\"{kind}\"")];
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
         (
-            l.sum("meridian_raft_entries_total", &labels),
-            l.sum("meridian_raft_entry_bytes_total", &labels),
+            d.sum("meridian_raft_entries_total", &labels),
+            d.sum("meridian_raft_entry_bytes_total", &labels),
         )
     };
     let received = |kind: &str| {
@@ -153,8 +156,16 @@ async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run
             &["direction=\"received\"", &kind],
         )) / followers
     };
-    let (reports_n, reports_b) = entries("report");
-    let (tenancy_n, tenancy_b) = entries("tenancy");
+    // Health reports: every node sends its own to each other member.
+    let (mut reports_n, mut reports_b) = (0.0, 0.0);
+    for d in &delta {
+        let (count, bytes) = entries(d, "report");
+        reports_n += count;
+        reports_b += bytes;
+    }
+    let nodes = delta.len() as f64;
+    let (own_reports_n, own_reports_b) = entries(l, "report");
+    let (tenancy_n, tenancy_b) = entries(l, "tenancy");
     let all_b = l.sum("meridian_raft_entry_bytes_total", &["direction=\"sent\""]);
     let gauges: Vec<f64> = after
         .iter()
@@ -169,15 +180,19 @@ async fn measure(args: &Args, upstreams: usize, cluster: &Cluster) -> Result<Run
         leader_in: per_s(l.sum("meridian_raft_bytes_received_total", &[])),
         follower_in: mean_max(&f_in),
         follower_out: mean_max(&f_out),
-        messages: per_s(l.sum("meridian_raft_messages_sent_total", &[])) / followers,
+        messages: per_s(l.sum("meridian_raft_messages_sent_total", &[]) - own_reports_n)
+            / followers,
         entries_out: [
-            per_s(reports_b),
+            per_s(own_reports_b),
             per_s(tenancy_b),
-            per_s(all_b - reports_b - tenancy_b),
+            per_s(all_b - own_reports_b - tenancy_b),
         ],
         entry_size: [ratio(reports_b, reports_n), ratio(tenancy_b, tenancy_n)],
         report_gauge: gauges.iter().sum::<f64>() / gauges.len().max(1) as f64,
-        writes: [per_s(reports_n) / followers, per_s(tenancy_n) / followers],
+        writes: [
+            per_s(reports_n) / nodes / followers,
+            per_s(tenancy_n) / followers,
+        ],
         elections: l.get("meridian_raft_term"),
         forwarded: [received("report"), received("tenancy")],
     })
@@ -242,17 +257,34 @@ async fn load(
     }
 }
 
+/// Frame bytes of a health report's request besides the report, plus its
+/// answer: what each report costs a link on top of its own bytes.
+fn report_overhead() -> f64 {
+    let empty = proto::health::HealthReport::default();
+    let len = |r: Result<Vec<u8>, _>| r.map_or(0, |f: Vec<u8>| f.len());
+    let request = len(proto::codec::encode(&raft::network::RaftRequest::Health(
+        empty.clone(),
+    )));
+    let answer = len(proto::codec::encode(&raft::network::RaftResponse::Health(
+        Ok(()),
+    )));
+    let report = proto::codec::encoded_len(&empty).unwrap_or(0);
+    (request.saturating_sub(report) + answer) as f64
+}
+
 /// The model's inputs for `run`, with the per-message constants of
-/// `calibration` (a run of the same cluster).
-/// The intervals are those measured (`nodes` / writes per second): a node
-/// whose last report is not committed yet skips a report.
+/// `calibration` (a run of the same cluster). The intervals are those
+/// measured: a report that is still in flight to a member when the next is
+/// cut is replaced by it, and a node shares its tenants' usage only while
+/// they have some.
 fn inputs(args: &Args, run: &Run, calibration: &Calibration) -> Inputs {
     let n = args.nodes as f64;
     Inputs {
         nodes: n,
         report_bytes: run.entry_size[0],
+        report_overhead: report_overhead(),
         tenancy_bytes: run.entry_size[1],
-        interval_s: ratio(n, run.writes[0]),
+        interval_s: ratio(1.0, run.writes[0]),
         tenancy_interval_s: ratio(n, run.writes[1]),
         heartbeat_s: args.heartbeat_ms as f64 / 1000.0,
         calls_per_write: calibration.calls_per_write,
@@ -273,14 +305,16 @@ fn calibrate(args: &Args, run: &Run) -> Calibration {
     let n = args.nodes as f64;
     let heartbeats = 1000.0 / args.heartbeat_ms as f64;
     let followers = n - 1.0;
-    // Entries each follower gets, and what it forwards of its own.
-    let entries_in = run.entries_out.iter().sum::<f64>() / followers;
-    let own = (run.entry_size[0] * run.writes[0] + run.entry_size[1] * run.writes[1]) / n;
-    let writes = run.writes[0] + run.writes[1];
+    // What every node sends and takes of health reports, both ways alike.
+    let reports = followers * run.writes[0] * (run.entry_size[0] + report_overhead());
+    // Entries each follower gets from the leader, and the share it
+    // forwards of its own.
+    let entries_in = (run.entries_out[1] + run.entries_out[2]) / followers;
+    let own = run.entry_size[1] * run.writes[1] / n;
     Calibration {
-        calls_per_write: (ratio(run.messages - heartbeats, writes)).max(0.0),
-        call_bytes: ratio(run.follower_in.0 - entries_in, run.messages),
-        answer_bytes: ratio(run.follower_out.0 - own, run.messages),
+        calls_per_write: (ratio(run.messages - heartbeats, run.writes[1])).max(0.0),
+        call_bytes: ratio(run.follower_in.0 - reports - entries_in, run.messages).max(0.0),
+        answer_bytes: ratio(run.follower_out.0 - reports - own, run.messages).max(0.0),
     }
 }
 
@@ -296,7 +330,7 @@ pub fn print(args: &Args, runs: &[Run]) {
         args.nodes, args.keys, args.rps, args.report_interval_ms, args.heartbeat_ms
     );
     println!(
-        "| upstreams | s | requests (200) | leader (elections) | report entry B | report cmd B (gauge) | tenant entry B | reports / shares per s (forwarded per follower) | msgs/s per follower | leader out B/s | model | leader in B/s | model | follower in B/s (max) | model | follower out B/s (max) | model | leader out: reports / tenants / other B/s |"
+        "| upstreams | s | requests (200) | leader (elections) | report B | report B (gauge) | tenant entry B | reports per member per s / shares per s (taken by the leader per member) | Raft msgs/s per follower | leader out B/s | model | leader in B/s | model | follower in B/s (max) | model | follower out B/s (max) | model | leader out: own reports / tenants / other B/s |"
     );
     println!(
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
@@ -304,7 +338,7 @@ pub fn print(args: &Args, runs: &[Run]) {
     for run in runs {
         let p = inputs(args, run, &cal).predict();
         println!(
-            "| {} | {:.0} | {} ({}) | n{} ({}) | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} ({:.2} / {:.2}) | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} / {:.0} / {:.0} |",
+            "| {} | {:.0} | {} ({}) | n{} ({}) | {:.0} | {:.0} | {:.0} | {:.2} / {:.1} ({:.2} / {:.2}) | {:.1} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} ({:.0}) | {:.0} | {:.0} / {:.0} / {:.0} |",
             run.upstreams,
             run.seconds,
             run.requests.0,
@@ -335,9 +369,14 @@ pub fn print(args: &Args, runs: &[Run]) {
         );
     }
     println!(
-        "\ncalibrated on the {}-upstream run: {:.2} messages per write per follower, {:.0} B per message \
-         from the leader besides entries, {:.0} B per message to it besides forwarded commands",
-        first.upstreams, cal.calls_per_write, cal.call_bytes, cal.answer_bytes
+        "\ncalibrated on the {}-upstream run: {:.2} Raft messages per tenant share per follower, {:.0} B \
+         per Raft message from the leader besides entries, {:.0} B per message to it besides forwarded \
+         commands; {:.0} B per health report besides the report (its frame and answer)",
+        first.upstreams,
+        cal.calls_per_write,
+        cal.call_bytes,
+        cal.answer_bytes,
+        report_overhead()
     );
     // The report size per upstream, from the runs (a line through them).
     let per_upstream = match runs {
@@ -347,12 +386,15 @@ pub fn print(args: &Args, runs: &[Run]) {
         _ => first.entry_size[0] / first.upstreams.max(1) as f64,
     };
     let base = first.entry_size[0] - per_upstream * first.upstreams as f64;
-    println!("report entry ≈ {base:.0} B + {per_upstream:.0} B per upstream with samples\n");
+    println!("report ≈ {base:.0} B + {per_upstream:.0} B per upstream with samples\n");
     println!(
-        "model: leader out (all followers), MB/s, every node reporting every interval; tenant shares \
-         and per-message constants as calibrated"
+        "model: MB/s out of the leader (its reports to every member, and the log to every follower) \
+         and on one link, every node reporting every interval; tenant shares and per-message constants \
+         as calibrated"
     );
-    println!("\n| regions | upstreams | interval 1 s | interval 5 s | per follower in, 1 s |");
+    println!(
+        "\n| regions | upstreams | leader out, 1 s | leader out, 5 s | reports one way on a link, 1 s |"
+    );
     println!("|---:|---:|---:|---:|---:|");
     for regions in [3usize, 5, 7, 10, 15, 20] {
         for ups in [10usize, 50, 100, 200] {
@@ -371,7 +413,7 @@ pub fn print(args: &Args, runs: &[Run]) {
                 "| {regions} | {ups} | {:.3} | {:.3} | {:.3} |",
                 one.leader_out / 1e6,
                 five.leader_out / 1e6,
-                one.follower_in / 1e6
+                one.node_out_reports / (regions as f64 - 1.0).max(1.0) / 1e6
             );
         }
     }

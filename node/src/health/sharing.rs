@@ -168,8 +168,9 @@ pub struct Estimates {
 /// `interval` (a rebuild merges every member's histograms; twenty members
 /// reporting each second must not mean twenty rebuilds), and every
 /// `interval` besides, so reports age (and stale ones drop out) even when
-/// none arrive, as on a node cut off from the others. After each rebuild
-/// every upstream of the routing table gets its shared estimate in its live
+/// none arrive, as on a node cut off from the others. A cooldown in a report
+/// is started at once, not at the next rebuild. After each rebuild every
+/// upstream of the routing table gets its shared estimate in its live
 /// health ([`Registry`]), so the request path reads one value instead of
 /// looking the board up. (An upstream new in a rebuilt routing table gets
 /// its estimate at the next rebuild, within `interval`; until then it is
@@ -186,11 +187,14 @@ pub async fn follow_board(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let settle = interval / 4;
+    let mut next_build = tokio::time::Instant::now();
+    let mut pending = true;
     loop {
         tokio::select! {
-            changed = arrived.changed() => if changed.is_err() { return },
-            changed = applied.changed() => if changed.is_err() { return },
-            _ = tick.tick() => {}
+            changed = arrived.changed() => if changed.is_err() { return } else { pending = true },
+            changed = applied.changed() => if changed.is_err() { return } else { pending = true },
+            _ = tick.tick() => pending = true,
+            () = tokio::time::sleep_until(next_build), if pending => {}
             () = server::stopped(&mut stop) => return,
         }
         let current = applied.borrow_and_update().clone();
@@ -204,21 +208,24 @@ pub async fn follow_board(
         let held = arrived.borrow_and_update().clone();
         // The cooldowns' clock: reports were timed on it as they arrived.
         let now_ms = cooldown::now_ms();
-        let built = HealthBoard::build(&held, &members, now_ms);
-        share(&estimates, &built, &held, &members, now_ms);
-        board.store(Arc::new(built));
-        tokio::select! {
-            () = tokio::time::sleep(settle) => {}
-            () = server::stopped(&mut stop) => return,
+        cool(&estimates, &held, &members, now_ms);
+        if pending && tokio::time::Instant::now() >= next_build {
+            let built = HealthBoard::build(&held, &members, now_ms);
+            for (id, live) in estimates.registry.current().iter() {
+                let estimate = built.ttfb_estimate(id, &estimates.region, estimates.min_samples);
+                live.shared_ttfb.store(estimate.map(Arc::new));
+            }
+            board.store(Arc::new(built));
+            pending = false;
+            next_build = tokio::time::Instant::now() + settle;
         }
     }
 }
 
-/// Hands every upstream of the routing table its shared estimate and the
-/// cooldowns other members' reports asked for.
-fn share(
+/// Starts on every upstream of the routing table the cooldowns other
+/// members' reports asked for, counted from when each report arrived.
+fn cool(
     estimates: &Estimates,
-    built: &HealthBoard,
     held: &BTreeMap<u64, Arc<Received>>,
     members: &BTreeSet<u64>,
     now_ms: u64,
@@ -229,8 +236,6 @@ fn share(
         .map(|(_, r)| (r.at_ms, &r.cooldowns));
     let cooled = cooldown::from_reports(heard, now_ms);
     for (id, live) in estimates.registry.current().iter() {
-        let estimate = built.ttfb_estimate(id, &estimates.region, estimates.min_samples);
-        live.shared_ttfb.store(estimate.map(Arc::new));
         let until = cooled.get(&**id).copied().unwrap_or(0);
         if until > live.cooldown.until() {
             tracing::info!(upstream = %id, cooldown_ms = until - now_ms,
