@@ -12,6 +12,7 @@ use proto::{Config, FieldError};
 
 use crate::cluster::RaftSettings;
 use crate::health::RecorderSettings;
+use crate::health::blend::Blend;
 use crate::health::breaker::BreakerPolicy;
 use crate::routing::NodeSettings;
 use crate::select::Policy;
@@ -83,6 +84,13 @@ impl Settings {
                 min_samples: health.min_samples,
                 error_threshold: health.error_threshold,
                 explore: health.explore,
+                avoid_ratio: health.avoid_ratio,
+                probe_every_ms: health.probe_interval_ms,
+                probe_gap: health.probe_gap,
+                blend: Blend {
+                    half_life_ms: health.own_half_life_ms,
+                    ..Blend::default()
+                },
                 ..Policy::default()
             },
             recorder: RecorderSettings {
@@ -114,7 +122,7 @@ impl Settings {
         self.file.node.id
     }
 
-    /// How often this node proposes its health window to the cluster.
+    /// How often this node sends its health window to every other member.
     pub fn report_every(&self) -> Duration {
         self.recorder.report_every
     }

@@ -80,6 +80,23 @@ fn the_router_policy_comes_from_the_health_section() {
         s.policy.min_error_samples,
         Policy::default().min_error_samples
     );
+    // Avoidance, probes and the own samples' half-life: defaults, then set.
+    let d = Policy::default();
+    assert_eq!(s.policy.avoid_ratio, d.avoid_ratio);
+    assert_eq!(s.policy.blend, d.blend);
+    let s = settings(
+        "[health]
+avoid_ratio = 5.0
+probe_interval_ms = 250
+probe_gap = 20
+own_half_life_ms = 3000
+",
+    );
+    assert_eq!(s.policy.avoid_ratio, 5.0);
+    assert_eq!(s.policy.probe_every_ms, 250);
+    assert_eq!(s.policy.probe_gap, 20);
+    assert_eq!(s.policy.blend.half_life_ms, 3_000);
+    assert_eq!(s.policy.blend.level_ratio, d.blend.level_ratio);
 }
 
 #[test]

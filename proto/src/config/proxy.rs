@@ -184,13 +184,13 @@ impl ConnectionsConfig {
 }
 
 /// How upstream health is measured, shared and acted on: the windows, the
-/// reports through Raft, target choice, circuit breakers and the adaptive
+/// reports sent to every member, target choice, circuit breakers and the adaptive
 /// first-byte timeout. The defaults suit providers that answer in tens of
 /// milliseconds to tens of seconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// How often this node proposes its window to the cluster.
+    /// How often this node sends its window to every other member.
     pub report_interval_ms: u64,
     /// Slots in a window; the window spans `window_slots × slot_ms`.
     pub window_slots: u32,
@@ -221,6 +221,21 @@ pub struct HealthConfig {
     pub timeout_multiplier: f64,
     /// The shortest adaptive first-byte timeout.
     pub timeout_floor_ms: u64,
+    /// A target whose p99 is this many times its tier's fastest or more
+    /// gets no steady share, only probes; 0 (or anything up to 1) avoids
+    /// none. Lower leaves a browned-out upstream sooner and takes more
+    /// traffic from one merely slower.
+    pub avoid_ratio: f64,
+    /// At most one latency probe per avoided target this often: how soon a
+    /// recovered upstream is noticed.
+    pub probe_interval_ms: u64,
+    /// And only after this many plans passed the target over, so probes
+    /// stay under 1/gap of a busy node's traffic.
+    pub probe_gap: u64,
+    /// How fast this node's own samples lose weight against the shared
+    /// figure: an own sample weighs half after this long. Shorter follows
+    /// the other regions sooner when this one goes quiet.
+    pub own_half_life_ms: u64,
 }
 
 impl Default for HealthConfig {
@@ -238,6 +253,10 @@ impl Default for HealthConfig {
             max_ejection_ms: 30_000,
             timeout_multiplier: 4.0,
             timeout_floor_ms: 1_000,
+            avoid_ratio: 3.0,
+            probe_interval_ms: 1_000,
+            probe_gap: 100,
+            own_half_life_ms: 10_000,
         }
     }
 }
@@ -251,6 +270,9 @@ impl HealthConfig {
             ("slot_ms", self.slot_ms),
             ("breaker_failures", u64::from(self.breaker_failures)),
             ("ejection_ms", self.ejection_ms),
+            ("probe_interval_ms", self.probe_interval_ms),
+            ("probe_gap", self.probe_gap),
+            ("own_half_life_ms", self.own_half_life_ms),
         ] {
             if value == 0 {
                 return Err(ConfigError::new(at(field), "must be greater than 0"));
@@ -276,6 +298,7 @@ impl HealthConfig {
         for (field, value) in [
             ("prior_p99_ms", self.prior_p99_ms),
             ("timeout_multiplier", self.timeout_multiplier),
+            ("avoid_ratio", self.avoid_ratio),
         ] {
             if !value.is_finite() || value < 0.0 {
                 return Err(ConfigError::new(at(field), "must be a number of 0 or more"));

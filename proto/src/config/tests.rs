@@ -110,6 +110,21 @@ fn health_and_hedge_settings_are_checked() {
         "{DESIGN_EXAMPLE}\n[health]\nejection_ms = 5000\nmax_ejection_ms = 1000\n"
     ));
     assert_eq!(e.field, "health.max_ejection_ms");
+    // Hostile values of the routing knobs name their field.
+    for (line, field) in [
+        ("avoid_ratio = -1.0", "health.avoid_ratio"),
+        ("avoid_ratio = nan", "health.avoid_ratio"),
+        ("avoid_ratio = inf", "health.avoid_ratio"),
+        ("probe_interval_ms = 0", "health.probe_interval_ms"),
+        ("probe_gap = 0", "health.probe_gap"),
+        ("own_half_life_ms = 0", "health.own_half_life_ms"),
+    ] {
+        let e = err(&format!("{DESIGN_EXAMPLE}\n[health]\n{line}\n"));
+        assert_eq!(e.field, field, "{line}");
+    }
+    // 0 switches avoidance off; it is not an error.
+    let off = format!("{DESIGN_EXAMPLE}\n[health]\navoid_ratio = 0.0\n");
+    assert!(Config::from_toml(&off).is_ok());
     let hedged = DESIGN_EXAMPLE.replace(
         "model = \"fast\"\n",
         "model = \"fast\"\nhedge = { quantile = 1.0 }\n",

@@ -95,6 +95,10 @@ pub async fn run(
     let started = Instant::now();
     let mut wait = timing.draw(&mut rand::rng());
     let mut last_round: Option<Instant> = None;
+    // The answers of the last lost round: a node that keeps losing the same
+    // way (a removed node its old peers no longer know, a follower cut off
+    // from a quorum) says so once, not every election timeout.
+    let mut last_lost: Option<Vec<PreVoteAnswer>> = None;
     let mut ticker = tokio::time::interval(timing.tick());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -160,9 +164,15 @@ pub async fn run(
                 .collect();
             let granted = answers.iter().filter(|a| a.grants()).count();
             if !won(granted, others.len() + 1) {
-                tracing::info!(?answers, "pre-vote lost: not campaigning");
+                if repeated(&last_lost, &answers) {
+                    tracing::debug!(?answers, "pre-vote lost again: not campaigning");
+                } else {
+                    tracing::info!(?answers, "pre-vote lost: not campaigning");
+                }
+                last_lost = Some(answers);
                 continue;
             }
+            last_lost = None;
             // The round took a round trip: another voter may have been
             // elected meanwhile (this node voted for it, or heard its first
             // append). Campaigning now would depose a leader elected a
@@ -190,9 +200,24 @@ pub async fn run(
     }
 }
 
+/// Whether a lost round's `answers` are those of the round lost before it
+/// (`last`): nothing new to tell the operator.
+fn repeated(last: &Option<Vec<PreVoteAnswer>>, answers: &[PreVoteAnswer]) -> bool {
+    last.as_deref() == Some(answers)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_lost_the_same_way_again_is_not_news() {
+        let lost = vec![PreVoteAnswer::Unknown, PreVoteAnswer::Granted];
+        assert!(!repeated(&None, &lost), "the first loss is told");
+        assert!(repeated(&Some(lost.clone()), &lost));
+        let other = vec![PreVoteAnswer::Unknown, PreVoteAnswer::Unknown];
+        assert!(!repeated(&Some(lost), &other), "a change is told");
+    }
 
     #[test]
     fn a_round_is_due_only_after_the_wait_since_the_last_news() {
