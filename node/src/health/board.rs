@@ -56,8 +56,8 @@ impl Acc {
         self.errors = self.errors.saturating_add(w.errors);
         self.timeouts = self.timeouts.saturating_add(w.timeouts);
         self.age_ms = self.age_ms.max(age_ms);
-        add_histograms(&mut self.ttfb, &w.ttfb);
-        add_histograms(&mut self.total, &w.total);
+        w.ttfb.add_to(&mut self.ttfb);
+        w.total.add_to(&mut self.total);
     }
 
     fn merge(&mut self, other: &Acc) {
@@ -163,8 +163,7 @@ impl HealthBoard {
 /// Adds `from` into `into` (made empty of the health shape on first use).
 fn add_histograms(into: &mut Option<Histogram<u64>>, from: &Option<Histogram<u64>>) {
     if let Some(from) = from {
-        // Both of the health shape (decoding reshapes), so adding cannot
-        // fail; a value past the range would only be dropped.
+        // Both of the health shape, so adding cannot fail.
         let _ = into.get_or_insert_with(empty_histogram).add(from);
     }
 }

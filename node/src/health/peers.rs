@@ -2,7 +2,10 @@
 //! here by the member that cut it (`raft::network::RaftRequest::Health`),
 //! filed under the id its certificate proves, checked, and decoded once on
 //! arrival, so the board merges histograms rather than inflating every
-//! report again at each rebuild.
+//! report again at each rebuild. A decoded histogram is kept as its
+//! recorded buckets only ([`Buckets`]): a full one of the health shape is
+//! about 24 KB of mostly zero counters, which at 20 members × 200 upstreams
+//! × 2 would hold 200 MB on every node.
 //!
 //! A report only replaces its sender's previous one, so nothing needs them
 //! ordered or durable: a lost report is replaced by the next, an interval
@@ -30,6 +33,51 @@ pub const MAX_WINDOW_MS: u64 = 3_600_000;
 /// The longest region name a report may carry (it becomes a label).
 pub const MAX_REGION: usize = 128;
 
+/// The non-empty buckets of a decoded histogram: each bucket's highest
+/// value and its count, which, recorded into a histogram of the health
+/// shape, land in the same buckets (so merging is exact).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Buckets(Vec<(u64, u64)>);
+
+impl Buckets {
+    /// The buckets `h` recorded samples in.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        Self(
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect(),
+        )
+    }
+
+    /// Adds these buckets into `into`, made empty of the health shape on
+    /// first use. A value the shape cannot hold (none, as decoding
+    /// reshapes) would be dropped, not fatal.
+    pub fn add_to(&self, into: &mut Option<Histogram<u64>>) {
+        if self.0.is_empty() {
+            return;
+        }
+        let h = into.get_or_insert_with(proto::health::empty_histogram);
+        for &(value, count) in &self.0 {
+            let _ = h.record_n(value, count);
+        }
+    }
+
+    /// Samples held.
+    pub fn count(&self) -> u64 {
+        self.0.iter().fold(0u64, |n, (_, c)| n.saturating_add(*c))
+    }
+
+    /// Buckets held (what the memory grows with).
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// No samples.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// One upstream's figures from one report, histograms decoded.
 #[derive(Debug, Clone, Default)]
 pub struct Window {
@@ -41,10 +89,10 @@ pub struct Window {
     pub errors: u64,
     /// First-byte timeouts.
     pub timeouts: u64,
-    /// Time to first byte, microseconds; `None` without samples.
-    pub ttfb: Option<Histogram<u64>>,
-    /// Total time, microseconds; `None` without samples.
-    pub total: Option<Histogram<u64>>,
+    /// Time to first byte, microseconds.
+    pub ttfb: Buckets,
+    /// Total time, microseconds.
+    pub total: Buckets,
 }
 
 /// A member's report as this node took it.
@@ -75,10 +123,10 @@ impl Received {
     pub fn decode(report: HealthReport, at_ms: u64) -> Self {
         let mut undecodable = 0;
         let mut decode = |bytes: &[u8]| match decode_histogram(bytes) {
-            Ok(h) => h,
+            Ok(h) => h.as_ref().map(Buckets::of).unwrap_or_default(),
             Err(_) => {
                 undecodable += 1;
-                None
+                Buckets::default()
             }
         };
         let upstreams = report

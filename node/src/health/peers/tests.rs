@@ -33,8 +33,8 @@ fn a_report_is_decoded_once_on_arrival() {
     assert_eq!((r.seq, r.region.as_str(), r.at_ms), (4, "eu", 1_000));
     let (id, w) = &r.upstreams[0];
     assert_eq!(&**id, "a");
-    assert_eq!(w.ttfb.as_ref().unwrap().len(), 3);
-    assert_eq!(w.total.as_ref().unwrap().len(), 3);
+    assert_eq!(w.ttfb.count(), 3);
+    assert_eq!(w.total.count(), 3);
     assert_eq!(r.undecodable, 0);
     assert_eq!(r.age(1_500), (500, false));
     assert_eq!(r.age(31_001), (30_001, true));
@@ -51,7 +51,7 @@ fn a_histogram_that_does_not_decode_is_counted_and_left_out() {
     w.total = vec![0x1c, 0x84, 0x93, 0x14, 0xff, 0xff, 0xff, 0xff, 1, 2];
     let r = Received::decode(bad, 0);
     assert_eq!(r.undecodable, 2);
-    assert!(r.upstreams[0].1.ttfb.is_none());
+    assert!(r.upstreams[0].1.ttfb.is_empty());
     assert_eq!(r.upstreams[0].1.successes, 3);
 }
 
@@ -138,4 +138,39 @@ fn the_sink_files_under_the_callers_id_and_says_why_not() {
     assert_eq!(reports.subscribe().borrow()[&7].seq, 3);
     let e = sink(7, report(2)).unwrap_err();
     assert!(e.contains("not newer"), "{e}");
+}
+
+#[test]
+fn buckets_merge_exactly_what_the_encoded_histogram_holds() {
+    // A spread of latencies, as a busy upstream's window has.
+    let mut h = empty_histogram();
+    for i in 1..=5_000u64 {
+        h.record(i * 7_919 % 3_000_000 + 1).unwrap();
+    }
+    let encoded = encode_histogram(&h).unwrap();
+    let mut direct = empty_histogram();
+    proto::health::add_encoded(&mut direct, &encoded).unwrap();
+    let buckets = Buckets::of(&proto::health::decode_histogram(&encoded).unwrap().unwrap());
+    let mut merged = None;
+    buckets.add_to(&mut merged);
+    buckets.add_to(&mut merged);
+    let merged = merged.unwrap();
+    direct.add(direct.clone()).unwrap();
+    assert_eq!(merged.len(), direct.len());
+    for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+        assert_eq!(
+            merged.value_at_quantile(q),
+            direct.value_at_quantile(q),
+            "q {q}"
+        );
+    }
+    // Spread evenly over 1 µs to 3 s, the samples fill about a quarter of
+    // the shape's 3,072 counters; a real window, bunched around its median,
+    // fills far fewer.
+    assert!(buckets.len() < 1_000, "{} buckets", buckets.len());
+    assert_eq!(buckets.count(), 5_000);
+    // Nothing recorded: nothing added, not even an empty histogram.
+    let mut none = None;
+    Buckets::default().add_to(&mut none);
+    assert!(none.is_none());
 }
