@@ -460,6 +460,20 @@ impl Network {
         Self { id, peers }
     }
 
+    /// One call to node `peer` at `addr` within `ttl`, counted in that
+    /// peer's traffic: what every request of this node's own (forwards,
+    /// reads, pre-votes, health reports) goes through.
+    async fn ask(
+        &self,
+        peer: NodeId,
+        addr: &str,
+        request: &RaftRequest,
+        ttl: Duration,
+    ) -> Result<RaftResponse, CallError> {
+        let counted = self.peers.settings.traffic.peer(peer);
+        self.peers.call(peer, addr, request, ttl, &counted).await
+    }
+
     /// Sends `command` to node `leader_id` at `leader` for it to propose,
     /// and waits (up to the forward timeout) until it is committed and
     /// applied there. A [`ForwardError::NotLeader`] names the current
@@ -477,13 +491,11 @@ impl Network {
             message: e.to_string(),
         };
         match self
-            .peers
-            .call(
+            .ask(
                 leader_id,
                 addr,
                 &request,
                 self.peers.settings.forward_timeout,
-                &self.peers.settings.traffic.peer(leader_id),
             )
             .await
         {
@@ -507,13 +519,11 @@ impl Network {
             message: e.to_string(),
         };
         match self
-            .peers
-            .call(
+            .ask(
                 leader_id,
                 addr,
                 &RaftRequest::ReadIndex,
                 self.peers.settings.forward_timeout,
-                &self.peers.settings.traffic.peer(leader_id),
             )
             .await
         {
@@ -536,13 +546,11 @@ impl Network {
         use crate::prevote::AskError;
         let addr = &member.raft_addr;
         match self
-            .peers
-            .call(
+            .ask(
                 peer,
                 addr,
                 &RaftRequest::PreVote(asker),
                 self.peers.settings.forward_timeout,
-                &self.peers.settings.traffic.peer(peer),
             )
             .await
         {
@@ -572,14 +580,7 @@ impl Network {
     ) -> Result<(), String> {
         let addr = &member.raft_addr;
         match self
-            .peers
-            .call(
-                peer,
-                addr,
-                &RaftRequest::Health(report),
-                ttl,
-                &self.peers.settings.traffic.peer(peer),
-            )
+            .ask(peer, addr, &RaftRequest::Health(report), ttl)
             .await
         {
             Ok(RaftResponse::Health(taken)) => taken,
