@@ -18,6 +18,12 @@ use serde::{Deserialize, Serialize};
 /// Highest latency a health histogram tracks: ten minutes, in microseconds.
 pub const MAX_MICROS: u64 = 600_000_000;
 
+/// The longest window a report may cover: an hour. A node's window is
+/// checked against it when its configuration is read (`health.window_slots`
+/// × `health.slot_ms`), and a received report claiming more is refused, as
+/// a report stops counting only once it is older than its window.
+pub const MAX_WINDOW_MS: u64 = 3_600_000;
+
 /// Significant digits of every health histogram: 1% precision is plenty to
 /// rank upstreams, and keeps each a few KiB in memory.
 pub const SIGFIG: u8 = 2;

@@ -28,7 +28,7 @@ pub const MAX_UPSTREAMS: usize = 10_000;
 /// The longest window a report may claim. A report older than its window no
 /// longer counts, so a window of years would keep a member's figures on
 /// every board long after it went silent.
-pub const MAX_WINDOW_MS: u64 = 3_600_000;
+pub use proto::health::MAX_WINDOW_MS;
 
 /// The longest region name a report may carry (it becomes a label).
 pub const MAX_REGION: usize = 128;

@@ -281,6 +281,17 @@ impl HealthConfig {
         if self.window_slots > 3_600 {
             return Err(ConfigError::new(at("window_slots"), "must be at most 3600"));
         }
+        let window = u64::from(self.window_slots).saturating_mul(self.slot_ms);
+        if window > crate::health::MAX_WINDOW_MS {
+            return Err(ConfigError::new(
+                at("slot_ms"),
+                format!(
+                    "window_slots × slot_ms is {window} ms; a window is at most {} ms (1 h), \
+                     or the other members refuse this node's reports",
+                    crate::health::MAX_WINDOW_MS
+                ),
+            ));
+        }
         if self.max_ejection_ms < self.ejection_ms {
             return Err(ConfigError::new(
                 at("max_ejection_ms"),

@@ -118,6 +118,9 @@ fn health_and_hedge_settings_are_checked() {
         ("probe_interval_ms = 0", "health.probe_interval_ms"),
         ("probe_gap = 0", "health.probe_gap"),
         ("own_half_life_ms = 0", "health.own_half_life_ms"),
+        // A window over an hour: the other members would refuse its reports.
+        ("window_slots = 3600\nslot_ms = 1001", "health.slot_ms"),
+        ("slot_ms = 9223372036854775807", "health.slot_ms"),
     ] {
         let e = err(&format!("{DESIGN_EXAMPLE}\n[health]\n{line}\n"));
         assert_eq!(e.field, field, "{line}");
