@@ -30,7 +30,9 @@ pub const MAX_UPSTREAMS: usize = 10_000;
 /// every board long after it went silent.
 pub use proto::health::MAX_WINDOW_MS;
 
-/// The longest region name a report may carry (it becomes a label).
+/// The longest region name or upstream id a report may carry (both become
+/// labels on the board, in the admin API and in `/metrics`; the
+/// configuration allows 64).
 pub const MAX_REGION: usize = 128;
 
 /// The non-empty buckets of a decoded histogram: each bucket's highest
@@ -194,8 +196,16 @@ pub fn check(report: &HealthReport) -> Result<(), Rejected> {
             report.window_ms
         ));
     }
-    if report.region.len() > MAX_REGION || report.region.chars().any(char::is_control) {
+    let label = |s: &str| s.len() <= MAX_REGION && !s.chars().any(char::is_control);
+    if !label(&report.region) {
         return bad("region is too long or holds control characters".into());
+    }
+    let ids = report.upstreams.keys().chain(report.cooldowns.keys());
+    if let Some(id) = ids.into_iter().find(|id| !label(id)) {
+        let shown: String = id.chars().take(40).filter(|c| !c.is_control()).collect();
+        return bad(format!(
+            "upstream id `{shown}` is too long or holds control characters"
+        ));
     }
     Ok(())
 }

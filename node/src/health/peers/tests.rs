@@ -77,6 +77,18 @@ fn hostile_shapes_are_refused() {
     let mut r = report(1);
     r.cooldowns = (0..=MAX_UPSTREAMS).map(|i| (i.to_string(), 1)).collect();
     assert!(check(&r).is_err());
+    // Upstream ids become labels: no line breaks, nothing huge.
+    for id in ["a\nmeridian_forged 1", &"u".repeat(MAX_REGION + 1)] {
+        let mut r = report(1);
+        r.upstreams
+            .insert(id.to_string(), UpstreamWindow::default());
+        let e = check(&r).unwrap_err().to_string();
+        assert!(e.contains("upstream id"), "{e}");
+        assert!(!e.contains('\n'), "the refusal repeats the line break: {e}");
+        let mut r = report(1);
+        r.cooldowns.insert(id.to_string(), 5);
+        assert!(check(&r).is_err());
+    }
 }
 
 #[test]
