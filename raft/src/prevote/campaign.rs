@@ -201,9 +201,14 @@ pub async fn run(
 }
 
 /// Whether a lost round's `answers` are those of the round lost before it
-/// (`last`): nothing new to tell the operator.
+/// (`last`), in whatever order they came back: nothing new to tell the
+/// operator.
 fn repeated(last: &Option<Vec<PreVoteAnswer>>, answers: &[PreVoteAnswer]) -> bool {
-    last.as_deref() == Some(answers)
+    let Some(last) = last else {
+        return false;
+    };
+    let count = |of: &[PreVoteAnswer], a: &PreVoteAnswer| of.iter().filter(|b| *b == a).count();
+    last.len() == answers.len() && answers.iter().all(|a| count(last, a) == count(answers, a))
 }
 
 #[cfg(test)]
@@ -215,8 +220,12 @@ mod tests {
         let lost = vec![PreVoteAnswer::Unknown, PreVoteAnswer::Granted];
         assert!(!repeated(&None, &lost), "the first loss is told");
         assert!(repeated(&Some(lost.clone()), &lost));
+        // The answers come back in the order they arrive.
+        let reversed = vec![PreVoteAnswer::Granted, PreVoteAnswer::Unknown];
+        assert!(repeated(&Some(lost.clone()), &reversed));
         let other = vec![PreVoteAnswer::Unknown, PreVoteAnswer::Unknown];
-        assert!(!repeated(&Some(lost), &other), "a change is told");
+        assert!(!repeated(&Some(lost.clone()), &other), "a change is told");
+        assert!(!repeated(&Some(lost), &[PreVoteAnswer::Unknown]));
     }
 
     #[test]
