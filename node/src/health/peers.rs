@@ -276,9 +276,17 @@ impl Reports {
     pub fn sink(self: &Arc<Self>) -> raft::network::HealthSink {
         let reports = self.clone();
         Arc::new(move |from, report| {
-            reports
-                .take(from, report, super::cooldown::now_ms())
-                .map_err(|e| e.to_string())
+            let taken = reports.take(from, report, super::cooldown::now_ms());
+            match &taken {
+                // A member of this cluster cutting reports no Meridian
+                // node cuts: worth an operator's look, here and at the sender.
+                Err(e @ Rejected::Malformed(_)) => {
+                    tracing::warn!(member = from, error = %e, "health report refused");
+                }
+                Err(e @ Rejected::Old { .. }) => tracing::debug!(member = from, error = %e),
+                Ok(()) => {}
+            }
+            taken.map_err(|e| e.to_string())
         })
     }
 }
