@@ -9,7 +9,9 @@
 # Cores (override with UP/PX/LG): upstream nginx on 0, the proxy under test
 # alone on 1, wrk on 0 (sharing the upstream's core). ROUNDS rounds, each one
 # nginx then Meridian (then MERIDIAN_B, when set, for a before/after pair),
-# DUR seconds each after a 2 s warm-up. Prints one SAT line per run and the
+# DUR seconds each after a 2 s warm-up (RUST_LOG, default warn, for Meridian;
+# RUST_LOG_B for MERIDIAN_B, e.g. the same binary at the default `info`).
+# Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under
 # test (CPU time, context switches, migrations, page faults per request; this
 # machine is a VM without hardware counters, so no cycles or instructions).
@@ -18,7 +20,7 @@ UP=${UP:-0} PX=${PX:-1} LG=${LG:-0} DUR=${DUR:-6} ROUNDS=${ROUNDS:-3}
 WT=${WT:-2} WC=${WC:-64} PERF=${PERF:-0}
 NGINX=${NGINX:-/usr/sbin/nginx} WRK=${WRK:-/usr/bin/wrk}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
-MERIDIAN_B=${MERIDIAN_B:-}
+MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}}
 W=${W:-/tmp/devbench}; rm -rf "$W"; mkdir -p "$W"
 # (the shared script's 8-character admin token is refused now: 16 at least)
 body='{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
@@ -62,7 +64,7 @@ api_key_env = "UP_KEY"
 model = "m"
 tiers = [[{ upstream = "fast", model = "m" }]]
 TOML
-export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=warn
+export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
 cat > "$W/post.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = '{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
@@ -106,7 +108,7 @@ for round in $(seq "$ROUNDS"); do
   sat meridian http://127.0.0.1:19004/v1/chat/completions "$MP"
   stop_meridian
   if [ -n "$MERIDIAN_B" ]; then
-    start_meridian "$MERIDIAN_B"
+    RUST_LOG=$RUST_LOG_B start_meridian "$MERIDIAN_B"
     sat meridian-b http://127.0.0.1:19004/v1/chat/completions "$MP"
     stop_meridian
   fi
