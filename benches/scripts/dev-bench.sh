@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Side by side on the 2-core development machine: nginx proxy_pass (keep-alive)
+# against Meridian with one worker, same upstream, same cores, same load.
+# Adapted from ../shared/bench/proxy-bench.sh (same nginx configs, same Meridian
+# config, same request), with the closed-loop part only (no oha here).
+#
+#   MERIDIAN=/path/to/meridian bash benches/scripts/dev-bench.sh
+#
+# Cores (override with UP/PX/LG): upstream nginx on 0, the proxy under test
+# alone on 1, wrk on 0 (sharing the upstream's core). ROUNDS rounds, each one
+# nginx then Meridian (then MERIDIAN_B, when set, for a before/after pair),
+# DUR seconds each after a 2 s warm-up (RUST_LOG, default warn, for Meridian;
+# RUST_LOG_B for MERIDIAN_B, e.g. the same binary at the default `info`).
+# Prints one SAT line per run and the
+# load average before each round; PERF=1 adds `perf stat` on the proxy under
+# test (CPU time, context switches, migrations, page faults per request; this
+# machine is a VM without hardware counters, so no cycles or instructions).
+set -u; ulimit -n 65536 2>/dev/null || ulimit -n 20000
+UP=${UP:-0} PX=${PX:-1} LG=${LG:-0} DUR=${DUR:-6} ROUNDS=${ROUNDS:-3}
+WT=${WT:-2} WC=${WC:-64} PERF=${PERF:-0}
+NGINX=${NGINX:-/usr/sbin/nginx} WRK=${WRK:-/usr/bin/wrk}
+MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
+MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}}
+W=${W:-/tmp/devbench}; rm -rf "$W"; mkdir -p "$W"
+# (the shared script's 8-character admin token is refused now: 16 at least)
+body='{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
+cat > "$W/up.conf" <<NGX
+worker_processes 1;
+pid $W/up.pid; error_log $W/up.err; events { worker_connections 16384; }
+http { access_log off; client_body_temp_path $W/t1; proxy_temp_path $W/t2; fastcgi_temp_path $W/t3; uwsgi_temp_path $W/t4; scgi_temp_path $W/t5; keepalive_requests 1000000;
+  server { listen 127.0.0.1:19001 reuseport backlog=4096; location / { default_type application/json; return 200 '$body'; } } }
+NGX
+cat > "$W/px.conf" <<NGX
+worker_processes 1;
+pid $W/px.pid; error_log $W/px.err; events { worker_connections 16384; }
+http { access_log off; client_body_temp_path $W/t1; proxy_temp_path $W/t2; fastcgi_temp_path $W/t3; uwsgi_temp_path $W/t4; scgi_temp_path $W/t5; keepalive_requests 1000000;
+  upstream up { server 127.0.0.1:19001; keepalive 256; }
+  server { listen 127.0.0.1:19002 reuseport backlog=4096; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+cat > "$W/m.toml" <<TOML
+[node]
+id = 1
+region = "us-east"
+data_dir = "$W/mdata"
+[listen]
+api = "127.0.0.1:19004"
+admin = "127.0.0.1:19005"
+raft = "127.0.0.1:19006"
+[cluster]
+members = ["1@127.0.0.1:19006"]
+[admin]
+token_env = "ADMIN_TOKEN"
+[proxy]
+workers = 1
+[[keys]]
+name = "bench"
+key_env = "CLIENT_KEY"
+[[upstreams]]
+id = "fast"
+base_url = "http://127.0.0.1:19001/v1"
+region = "us-east"
+api_key_env = "UP_KEY"
+[[routes]]
+model = "m"
+tiers = [[{ upstream = "fast", model = "m" }]]
+TOML
+export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
+cat > "$W/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = '{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer sk-bench-0123456789abcdef"
+LUA
+REQ='{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
+taskset -c "$UP" "$NGINX" -c "$W/up.conf" -p "$W" || echo "upstream nginx failed"
+taskset -c "$PX" "$NGINX" -c "$W/px.conf" -p "$W" || echo "proxy nginx failed"
+sleep 0.5
+start_meridian() { # binary
+  rm -rf "$W/mdata"
+  taskset -c "$PX" "$1" serve --config "$W/m.toml" > "$W/m.log" 2>&1 &
+  MP=$!
+  for _ in $(seq 200); do curl -s -o /dev/null http://127.0.0.1:19005/healthz && break; sleep 0.1; done
+  curl -s -H "authorization: Bearer sk-bench-0123456789abcdef" -H 'content-type: application/json' -d "$REQ" http://127.0.0.1:19004/v1/chat/completions | head -c 120; echo
+}
+stop_meridian() { grep VmRSS /proc/$MP/status; kill $MP; wait $MP 2>/dev/null; }
+sat() { # name url pid-to-perf-stat
+  taskset -c "$LG" "$WRK" -t"$WT" -c"$WC" -d2s -s "$W/post.lua" "$2" >/dev/null 2>&1
+  if [ "$PERF" = 1 ] && [ -n "${3:-}" ]; then
+    perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$3" -o "$W/stat-$1.txt" -- sleep "$DUR" &
+    SP=$!
+  fi
+  r=$(taskset -c "$LG" "$WRK" -t"$WT" -c"$WC" -d"${DUR}"s --latency -s "$W/post.lua" "$2" 2>&1)
+  [ -n "${SP:-}" ] && { wait $SP; SP=; }
+  n=$(echo "$r" | awk '/requests in/ {print $1}')
+  echo "SAT $1 $(echo "$r" | awk '/Requests\/sec/ {print $2}') n=$n p50=$(echo "$r" | awk '$1=="50%" {print $2}') p99=$(echo "$r" | awk '$1=="99%" {print $2}') errs=$(echo "$r" | grep -E 'Non-2xx|errors' | tr '\n' ' ')"
+  if [ -f "$W/stat-$1.txt" ]; then
+    awk -v n="$n" -v d="$DUR" '/task-clock/ {gsub(",","",$1); printf "  PERF cpu %.1f us per request (%.0f%% of a core)\n", $1*1000/n, $1/10/d}
+      /context-switches|cpu-migrations|page-faults/ {gsub(",","",$1); printf "  PERF %s %.3f per request\n", $2, $1/n}' "$W/stat-$1.txt"
+    rm -f "$W/stat-$1.txt"
+  fi
+}
+NPX=$(pgrep -P "$(cat "$W/px.pid")" | head -1)  # the worker, not the master
+for round in $(seq "$ROUNDS"); do
+  echo "== round $round, load average $(cut -d' ' -f1-3 /proc/loadavg)"
+  sat direct http://127.0.0.1:19001/v1/chat/completions
+  sat nginx http://127.0.0.1:19002/v1/chat/completions "$NPX"
+  start_meridian "$MERIDIAN"
+  sat meridian http://127.0.0.1:19004/v1/chat/completions "$MP"
+  stop_meridian
+  if [ -n "$MERIDIAN_B" ]; then
+    RUST_LOG=$RUST_LOG_B start_meridian "$MERIDIAN_B"
+    sat meridian-b http://127.0.0.1:19004/v1/chat/completions "$MP"
+    stop_meridian
+  fi
+done
+kill "$(cat "$W/px.pid")" "$(cat "$W/up.pid")" 2>/dev/null
+echo END
