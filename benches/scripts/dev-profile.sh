@@ -10,14 +10,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 SECS=${SECS:-4} FREQ=${FREQ:-997} W=${W:-/tmp/devbench-profile}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
-# Reuse dev-bench.sh's files (configs, lua) by running it for zero rounds.
-ROUNDS=0 W=$W bash "$HERE/dev-bench.sh" >/dev/null 2>&1
-export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
-taskset -c 0 /usr/sbin/nginx -c "$W/up.conf" -p "$W"
-rm -rf "$W/mdata"
-taskset -c 1 "$MERIDIAN" serve --config "$W/m.toml" > "$W/m.log" 2>&1 &
-MP=$!
-for _ in $(seq 200); do curl -s -o /dev/null http://127.0.0.1:19005/healthz && break; sleep 0.1; done
+START_PROXY=0 . "$HERE/dev-start.sh"
 taskset -c 0 /usr/bin/wrk -t2 -c64 -d$((SECS + 5))s -s "$W/post.lua" http://127.0.0.1:19004/v1/chat/completions > "$W/wrk-profile.txt" 2>&1 &
 WP=$!
 sleep 3

@@ -9,14 +9,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 SECS=${SECS:-4} W=${W:-/tmp/devbench-split}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
-ROUNDS=0 W=$W bash "$HERE/dev-bench.sh" >/dev/null 2>&1
-export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
-taskset -c 0 /usr/sbin/nginx -c "$W/up.conf" -p "$W"
-taskset -c 1 /usr/sbin/nginx -c "$W/px.conf" -p "$W"
-rm -rf "$W/mdata"
-taskset -c 1 "$MERIDIAN" serve --config "$W/m.toml" > "$W/m.log" 2>&1 &
-MP=$!
-for _ in $(seq 200); do curl -s -o /dev/null http://127.0.0.1:19005/healthz && break; sleep 0.1; done
+. "$HERE/dev-start.sh"
 for who in nginx meridian; do
   case $who in
     nginx) pid=$(pgrep -P "$(cat "$W/px.pid")" | head -1); port=19002 ;;

@@ -8,14 +8,7 @@ set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 SECS=${SECS:-4} W=${W:-/tmp/devbench-syscalls}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
-ROUNDS=0 W=$W bash "$HERE/dev-bench.sh" >/dev/null 2>&1
-export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
-taskset -c 0 /usr/sbin/nginx -c "$W/up.conf" -p "$W"
-taskset -c 1 /usr/sbin/nginx -c "$W/px.conf" -p "$W"
-rm -rf "$W/mdata"
-taskset -c 1 "$MERIDIAN" serve --config "$W/m.toml" > "$W/m.log" 2>&1 &
-MP=$!
-for _ in $(seq 200); do curl -s -o /dev/null http://127.0.0.1:19005/healthz && break; sleep 0.1; done
+. "$HERE/dev-start.sh"
 EV=raw_syscalls:sys_enter,syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,syscalls:sys_enter_recvfrom,syscalls:sys_enter_read,syscalls:sys_enter_readv,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_ctl,syscalls:sys_enter_futex,context-switches
 for who in nginx meridian; do
   case $who in
