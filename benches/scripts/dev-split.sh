@@ -10,20 +10,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 SECS=${SECS:-4} W=${W:-/tmp/devbench-split}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
 . "$HERE/dev-start.sh"
-for who in nginx meridian; do
-  case $who in
-    nginx) pid=$(pgrep -P "$(cat "$W/px.pid")" | head -1); port=19002 ;;
-    meridian) pid=$MP; port=19004 ;;
-  esac
-  taskset -c 0 /usr/bin/wrk -t2 -c64 -d$((SECS + 3))s -s "$W/post.lua" http://127.0.0.1:$port/v1/chat/completions > "$W/wrk-$who.txt" 2>&1 &
-  WP=$!
-  sleep 1.5
-  perf stat -e task-clock -p "$pid" -o "$W/cpu-$who.txt" -- perf record -q -F 997 -p "$pid" -o "$W/flat-$who.data" -- sleep "$SECS" >/dev/null 2>&1
-  wait $WP
-  rps=$(awk '/Requests\/sec/ {print $2}' "$W/wrk-$who.txt")
-  ms=$(awk '/task-clock/ {gsub(",","",$1); print $1}' "$W/cpu-$who.txt")
-  echo "== $who: $rps req/s, $(awk -v m="$ms" -v r="$rps" -v s="$SECS" 'BEGIN {printf "%.1f", m*1000/(r*s)}') us CPU per request"
-  perf report -i "$W/flat-$who.data" --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
-done
-kill $MP; wait $MP 2>/dev/null
-kill "$(cat "$W/px.pid")" "$(cat "$W/up.pid")" 2>/dev/null
+measure() {
+  perf stat -e task-clock -p "$2" -o "$W/cpu-$1.txt" -- perf record -q -F 997 -p "$2" -o "$W/flat-$1.data" -- sleep "$SECS" >/dev/null 2>&1
+}
+report() {
+  local ms
+  ms=$(awk '/task-clock/ {gsub(",","",$1); print $1}' "$W/cpu-$1.txt")
+  echo "== $1: $2 req/s, $(awk -v m="$ms" -v r="$2" -v s="$SECS" 'BEGIN {printf "%.1f", m*1000/(r*s)}') us CPU per request"
+  perf report -i "$W/flat-$1.data" --sort dso --stdio 2>/dev/null | grep -E '^ +[0-9]' | head -6
+}
+saturate_each
+stop_all
