@@ -50,9 +50,18 @@ const OPTIONAL_TEMP_MODULES: [&str; 3] = ["fastcgi", "uwsgi", "scgi"];
 /// the way one would for an AI API: upstream keep-alive, HTTP/1.1 to the
 /// upstream, no buffering (streams pass chunk by chunk), no access log, and
 /// every file it writes inside `dir`. `nginx_v` is the output of `nginx -V`,
-/// used to leave out modules this build lacks.
-pub fn nginx_conf(dir: &Path, listen_port: u16, mock: SocketAddr, nginx_v: &str) -> String {
+/// used to leave out modules this build lacks. `workers` is one per CPU
+/// when `None` (`auto`, which counts every CPU of the machine, not those
+/// it is pinned to: a pinned nginx gets their count).
+pub fn nginx_conf(
+    dir: &Path,
+    listen_port: u16,
+    mock: SocketAddr,
+    nginx_v: &str,
+    workers: Option<usize>,
+) -> String {
     let d = dir.display();
+    let workers = workers.map_or_else(|| "auto".to_owned(), |n| n.to_string());
     let mut temp_paths =
         format!("    client_body_temp_path {d}/client_body;\n    proxy_temp_path {d}/proxy;\n");
     for module in OPTIONAL_TEMP_MODULES {
@@ -61,7 +70,7 @@ pub fn nginx_conf(dir: &Path, listen_port: u16, mock: SocketAddr, nginx_v: &str)
         }
     }
     format!(
-        r#"worker_processes auto;
+        r#"worker_processes {workers};
 daemon off;
 master_process on;
 pid {d}/nginx.pid;
@@ -136,7 +145,9 @@ mod tests {
             8080,
             mock(),
             "configure arguments: --without-http_uwsgi_module",
+            None,
         );
+        assert!(conf.contains("worker_processes auto;"));
         assert!(conf.contains("listen 127.0.0.1:8080;"));
         assert!(conf.contains("server 127.0.0.1:4000;"));
         assert!(conf.contains("keepalive 256;"));
@@ -144,5 +155,7 @@ mod tests {
         assert!(conf.contains("fastcgi_temp_path /tmp/b/fastcgi;"));
         assert!(!conf.contains("uwsgi_temp_path"));
         assert!(conf.contains("pid /tmp/b/nginx.pid;"));
+        let pinned = nginx_conf(Path::new("/tmp/b"), 8080, mock(), "", Some(4));
+        assert!(pinned.contains("worker_processes 4;"), "{pinned}");
     }
 }

@@ -1,11 +1,14 @@
 //! `meridian-bench`: the end-to-end proxy benchmark. It starts meridian-mock,
 //! nginx and meridian from built binaries, then measures in one run, side by
 //! side, calling the mock directly, through nginx `proxy_pass` and through
-//! meridian: saturation throughput, latency at a fixed rate, and streaming
-//! time to first chunk. See `benches/README.md`.
+//! meridian: saturation throughput, latency at a fixed rate (half and, with
+//! `--high-load`, 80 % of nginx's saturation), and streaming time to first
+//! chunk, with each side on its own cores when the machine has enough. See
+//! `benches/README.md`.
 
 mod bench;
 mod configs;
+mod cores;
 mod cpu;
 mod procs;
 mod report;
@@ -17,6 +20,7 @@ use clap::Parser;
 use load::{DEFAULT_BATCH_WINDOW, DEFAULT_MAX_IN_FLIGHT, Generator};
 
 use crate::bench::{Bench, Target};
+use crate::cores::Cores;
 use crate::procs::{Processes, Workdir};
 use crate::report::{Machine, Settings, TargetKind};
 
@@ -84,13 +88,23 @@ struct Args {
     /// Where to write the JSON results.
     #[arg(long, default_value = "bench-results/e2e.json")]
     out: PathBuf,
+    /// Also measure latency at 80 % of nginx's saturation (phase 2b).
+    #[arg(long)]
+    high_load: bool,
+    /// Cores of the upstream, the proxy and the load generator:
+    /// `UPSTREAM:PROXY:LOAD` CPU lists (e.g. `0-3:4-7:8-15`), `none`, or
+    /// `auto` (that split on 16 CPUs or more, none below). Pinned, nginx
+    /// and meridian get one worker per proxy CPU unless
+    /// `--meridian-workers` says otherwise.
+    #[arg(long, default_value = "auto", value_name = "LISTS")]
+    cores: String,
     /// Smoke run: 1 round, 2 s measurements, 0.5 s warm-up.
     #[arg(long)]
     quick: bool,
 }
 
 impl Args {
-    fn settings(&self) -> Settings {
+    fn settings(&self, cores: Option<&Cores>) -> Settings {
         let (rounds, duration_secs, warmup_secs) = if self.quick {
             (1, 2.0, 0.5)
         } else {
@@ -108,12 +122,20 @@ impl Args {
             client_threads: self.client_threads,
             batch_window_us: u64::try_from(DEFAULT_BATCH_WINDOW.as_micros()).unwrap_or(u64::MAX),
             stream_chunks: STREAM_CHUNKS,
+            high_load: self.high_load,
+            cores: cores.map(Cores::describe),
         }
     }
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    let nproc = std::thread::available_parallelism().map_or(1, usize::from);
+    let cores = Cores::parse(&args.cores, nproc)?;
+    // Before the runtime starts its threads: they inherit it.
+    if let Some(cores) = &cores {
+        cores::pin_self(&cores.load)?;
+    }
     let runtime = if args.client_threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -127,14 +149,21 @@ fn main() -> Result<()> {
     // On Ctrl-C the run is dropped, and with it every process it started.
     runtime.block_on(async {
         tokio::select! {
-            result = run(&args) => result,
+            result = run(&args, cores.as_ref(), nproc) => result,
             _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
         }
     })
 }
 
-async fn run(args: &Args) -> Result<()> {
-    let settings = args.settings();
+/// `nproc` is the machine's, counted before this process was pinned.
+async fn run(args: &Args, cores: Option<&Cores>, nproc: usize) -> Result<()> {
+    let settings = args.settings(cores);
+    let upstream_cpus = cores.map(|c| c.upstream.as_str());
+    let proxy_cpus = cores.map(|c| c.proxy.as_str());
+    let meridian_workers = match (args.meridian_workers, cores) {
+        (0, Some(cores)) => cores.proxy_count(),
+        (workers, _) => workers,
+    };
     if settings.rounds == 0 {
         bail!("--rounds must be at least 1");
     }
@@ -148,7 +177,7 @@ async fn run(args: &Args) -> Result<()> {
     let generator = Generator::new(settings.concurrency.max(settings.max_in_flight));
     let mut processes = Processes::default();
 
-    let (mock, mock_addrs) = procs::start_mock(&args.mock_bin, dir).await?;
+    let (mock, mock_addrs) = procs::start_mock(&args.mock_bin, dir, upstream_cpus).await?;
     processes.push(mock);
     procs::configure_mock(&generator, mock_addrs.control, STREAM_CHUNKS).await?;
     let mut targets = vec![Target::new(TargetKind::Direct, mock_addrs.api, None)?];
@@ -157,8 +186,15 @@ async fn run(args: &Args) -> Result<()> {
     if !args.skip_nginx {
         let build_info = procs::nginx_build_info(&args.nginx_bin)?;
         nginx_version = build_info.lines().next().map(str::to_owned);
-        let (nginx, addr) =
-            procs::start_nginx(&args.nginx_bin, dir, mock_addrs.api, &build_info).await?;
+        let (nginx, addr) = procs::start_nginx(
+            &args.nginx_bin,
+            dir,
+            mock_addrs.api,
+            &build_info,
+            proxy_cpus,
+            cores.map(Cores::proxy_count),
+        )
+        .await?;
         targets.push(Target::new(TargetKind::Nginx, addr, nginx.group())?);
         processes.push(nginx);
     }
@@ -167,7 +203,8 @@ async fn run(args: &Args) -> Result<()> {
             &args.meridian_bin,
             dir,
             mock_addrs.api,
-            args.meridian_workers,
+            meridian_workers,
+            proxy_cpus,
             &generator,
         )
         .await?;
@@ -186,7 +223,8 @@ async fn run(args: &Args) -> Result<()> {
             baseline_bin,
             &baseline_dir,
             mock_addrs.api,
-            args.meridian_workers,
+            meridian_workers,
+            proxy_cpus,
             &generator,
         )
         .await?;
@@ -195,7 +233,7 @@ async fn run(args: &Args) -> Result<()> {
     }
 
     let machine = Machine {
-        nproc: std::thread::available_parallelism().map_or(1, usize::from),
+        nproc,
         nginx_version,
     };
     let bench = Bench {

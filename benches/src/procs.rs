@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 
 use crate::configs::{self, MeridianPorts};
+use crate::cores;
 
 /// How long a process gets to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -179,8 +180,8 @@ pub struct MockAddrs {
 }
 
 /// Starts `meridian-mock` on ephemeral ports and reads where it listens.
-pub async fn start_mock(bin: &Path, dir: &Path) -> Result<(Proc, MockAddrs)> {
-    let mut cmd = Command::new(find_program(bin)?);
+pub async fn start_mock(bin: &Path, dir: &Path, cpus: Option<&str>) -> Result<(Proc, MockAddrs)> {
+    let mut cmd = cores::command(&find_program(bin)?, cpus);
     cmd.args([
         "--listen",
         "127.0.0.1:0",
@@ -227,6 +228,7 @@ pub async fn start_meridian(
     dir: &Path,
     mock: SocketAddr,
     workers: usize,
+    cpus: Option<&str>,
     generator: &Generator,
 ) -> Result<(Proc, SocketAddr)> {
     let bin = find_program(bin)?;
@@ -241,7 +243,7 @@ pub async fn start_meridian(
             &config,
             &configs::meridian_config(dir, ports, mock, workers),
         )?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = cores::command(&bin, cpus);
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
@@ -276,6 +278,8 @@ pub async fn start_nginx(
     dir: &Path,
     mock: SocketAddr,
     build_info: &str,
+    cpus: Option<&str>,
+    workers: Option<usize>,
 ) -> Result<(Proc, SocketAddr)> {
     let bin = find_program(bin)?;
     let config = dir.join("nginx.conf");
@@ -284,9 +288,9 @@ pub async fn start_nginx(
         let addr = SocketAddr::from(([127, 0, 0, 1], free_tcp_port()?));
         std::fs::write(
             &config,
-            configs::nginx_conf(dir, addr.port(), mock, build_info),
+            configs::nginx_conf(dir, addr.port(), mock, build_info, workers),
         )?;
-        let mut cmd = Command::new(&bin);
+        let mut cmd = cores::command(&bin, cpus);
         cmd.arg("-p")
             .arg(dir)
             .arg("-c")

@@ -74,6 +74,8 @@ pub struct TargetResult {
     pub added_p50_us: Option<f64>,
     /// Median p99 minus the direct target's; `None` for direct itself.
     pub added_p99_us: Option<f64>,
+    /// Median p99.9 minus the direct target's; `None` for direct itself.
+    pub added_p999_us: Option<f64>,
     /// Requests that did not end ok, over all rounds.
     pub failed: u64,
     /// Every round, in order.
@@ -119,6 +121,7 @@ impl PhaseResult {
                     median,
                     added_p50_us: added(|f| f.p50_us),
                     added_p99_us: added(|f| f.p99_us),
+                    added_p999_us: added(|f| f.p999_us),
                     failed: rounds.iter().map(|r| r.summary.counts.failed()).sum(),
                     rounds,
                 }
@@ -166,6 +169,12 @@ pub struct Acceptance {
     /// (target ≤ 1.0). `None` when either was not measured or nginx added
     /// nothing measurable (the ratio would mean nothing).
     pub added_p99_ratio: Option<f64>,
+    /// p99 added over direct at 80 % of nginx's saturation, meridian /
+    /// nginx (target ≤ 1.0), when that phase ran.
+    pub added_p99_high_ratio: Option<f64>,
+    /// p99.9 added over direct at 80 % of nginx's saturation, meridian /
+    /// nginx (target ≤ 1.0), when that phase ran.
+    pub added_p999_high_ratio: Option<f64>,
     /// Saturation throughput, meridian / the baseline build (when measured).
     pub baseline_saturation_ratio: Option<f64>,
     /// Proxy CPU per ok answer at saturation, meridian / the baseline build.
@@ -175,15 +184,32 @@ pub struct Acceptance {
 }
 
 impl Acceptance {
-    /// Computes both ratios from the saturation and latency phases.
-    pub fn new(saturation: &PhaseResult, latency: &PhaseResult) -> Self {
+    /// Computes the ratios from the saturation and latency phases.
+    pub fn new(
+        saturation: &PhaseResult,
+        latency: &PhaseResult,
+        latency_high: Option<&PhaseResult>,
+    ) -> Self {
         let rate = |kind| saturation.get(kind).map(|t| t.median.achieved_rate);
         let added = |kind| latency.get(kind).and_then(|t| t.added_p99_us);
+        let high = |kind, pick: fn(&TargetResult) -> Option<f64>| {
+            latency_high
+                .and_then(|phase| phase.get(kind))
+                .and_then(pick)
+        };
         let cpu = |kind| saturation.get(kind).and_then(|t| t.median.proxy_cpu_us);
         use TargetKind::{Baseline, Meridian, Nginx};
         Self {
             saturation_ratio: ratio(rate(Meridian), rate(Nginx)),
             added_p99_ratio: ratio(added(Meridian), added(Nginx)),
+            added_p99_high_ratio: ratio(
+                high(Meridian, |t| t.added_p99_us),
+                high(Nginx, |t| t.added_p99_us),
+            ),
+            added_p999_high_ratio: ratio(
+                high(Meridian, |t| t.added_p999_us),
+                high(Nginx, |t| t.added_p999_us),
+            ),
             baseline_saturation_ratio: ratio(rate(Meridian), rate(Baseline)),
             baseline_cpu_ratio: ratio(cpu(Meridian), cpu(Baseline)),
             baseline_added_p99_ratio: ratio(added(Meridian), added(Baseline)),
@@ -233,6 +259,10 @@ pub struct Settings {
     pub batch_window_us: u64,
     /// Chunks per streamed answer.
     pub stream_chunks: u32,
+    /// Whether phase 2b (80 % of nginx's saturation) runs.
+    pub high_load: bool,
+    /// The cores each side was pinned to, when it was.
+    pub cores: Option<String>,
 }
 
 /// Everything the run measured; written as JSON.
@@ -246,6 +276,8 @@ pub struct Results {
     pub saturation: PhaseResult,
     /// Phase 2: open-loop latency of plain requests.
     pub latency: PhaseResult,
+    /// Phase 2b: the same at 80 % of nginx's saturation (`--high-load`).
+    pub latency_high: Option<PhaseResult>,
     /// Phase 3: open-loop time to first chunk of streams.
     pub streaming: PhaseResult,
     /// The acceptance ratios.
@@ -262,6 +294,9 @@ pub fn markdown(r: &Results) -> String {
         "{} CPUs · {} round(s), medians across rounds · {:.0} s per measurement · upstream: meridian-mock, no delay · load generator: {} thread(s)\n",
         r.machine.nproc, s.rounds, s.duration_secs, s.client_threads
     );
+    if let Some(cores) = &s.cores {
+        let _ = writeln!(out, "Pinned: {cores}\n");
+    }
     let _ = writeln!(
         out,
         "## 1. Saturation throughput (closed loop, {} connections)\n",
@@ -290,6 +325,17 @@ pub fn markdown(r: &Results) -> String {
         "latency",
         &r.latency,
     );
+    if let Some(high) = &r.latency_high {
+        phase_table(
+            &mut out,
+            &format!(
+                "## 2b. Latency at {:.0} req/s (open loop, plain requests, 80 % of nginx's saturation)",
+                rate(high)
+            ),
+            "latency",
+            high,
+        );
+    }
     phase_table(
         &mut out,
         &format!(
@@ -318,6 +364,18 @@ pub fn markdown(r: &Results) -> String {
         "- Added p99 at half nginx saturation, meridian / nginx: {} (target ≤ 1.0)",
         verdict(r.acceptance.added_p99_ratio, |x| x <= 1.0, both(&r.latency))
     );
+    if let Some(high) = &r.latency_high {
+        let _ = writeln!(
+            out,
+            "- Added p99 at 80 % of nginx saturation, meridian / nginx: {} (target ≤ 1.0)",
+            verdict(r.acceptance.added_p99_high_ratio, |x| x <= 1.0, both(high))
+        );
+        let _ = writeln!(
+            out,
+            "- Added p99.9 at 80 % of nginx saturation, meridian / nginx: {} (target ≤ 1.0)",
+            verdict(r.acceptance.added_p999_high_ratio, |x| x <= 1.0, both(high))
+        );
+    }
     if r.saturation.get(TargetKind::Baseline).is_some() {
         let a = &r.acceptance;
         let show =
@@ -341,13 +399,13 @@ fn phase_table(out: &mut String, title: &str, what: &str, phase: &PhaseResult) {
     let _ = writeln!(out, "\n{title}\n");
     let _ = writeln!(
         out,
-        "| target | achieved req/s | {what} p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | proxy CPU µs/req | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| target | achieved req/s | {what} p50 µs | p99 µs | p99.9 µs | added p50 µs | added p99 µs | added p99.9 µs | proxy CPU µs/req | failed |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for t in &phase.targets {
         let m = &t.median;
         let _ = writeln!(
             out,
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
             t.target.name(),
             m.achieved_rate,
             m.p50_us,
@@ -355,6 +413,7 @@ fn phase_table(out: &mut String, title: &str, what: &str, phase: &PhaseResult) {
             m.p999_us,
             signed(t.added_p50_us),
             signed(t.added_p99_us),
+            signed(t.added_p999_us),
             cpu(m.proxy_cpu_us),
             t.failed
         );
@@ -453,8 +512,9 @@ mod tests {
             ],
             |s| &s.latency_us,
         );
-        let acceptance = Acceptance::new(&saturation, &latency);
+        let acceptance = Acceptance::new(&saturation, &latency, None);
         assert!((acceptance.saturation_ratio.unwrap() - 1.1).abs() < 1e-9);
+        assert_eq!(acceptance.added_p99_high_ratio, None);
         assert!((acceptance.added_p99_ratio.unwrap() - 0.5).abs() < 1e-9);
         assert_eq!(acceptance.baseline_saturation_ratio, None);
     }
@@ -472,7 +532,7 @@ mod tests {
                 |s| &s.latency_us,
             )
         };
-        let acceptance = Acceptance::new(&phase(1200.0, 1000.0), &phase(100.0, 100.0));
+        let acceptance = Acceptance::new(&phase(1200.0, 1000.0), &phase(100.0, 100.0), None);
         assert!((acceptance.baseline_saturation_ratio.unwrap() - 1.2).abs() < 1e-9);
         // proxy_cpu_us is rate / 100 in `summary`.
         assert!((acceptance.baseline_cpu_ratio.unwrap() - 1.2).abs() < 1e-9);
@@ -496,6 +556,7 @@ mod tests {
         };
         let saturation = phase(None, 600);
         let latency = phase(Some(500.0), 300);
+        let latency_high = phase(Some(800.0), 400);
         let results = Results {
             machine: Machine {
                 nproc: 2,
@@ -513,17 +574,38 @@ mod tests {
                 client_threads: 1,
                 batch_window_us: 250,
                 stream_chunks: 8,
+                high_load: true,
+                cores: Some("upstream 0-3, proxy 4-7, load 8-15".into()),
             },
-            acceptance: Acceptance::new(&saturation, &latency),
+            acceptance: Acceptance::new(&saturation, &latency, Some(&latency_high)),
             streaming: latency.clone(),
             saturation,
             latency,
+            latency_high: Some(latency_high),
         };
         let md = markdown(&results);
         assert!(md.contains("| meridian | 1200 | 12.0 | 0 |"), "{md}");
         assert!(md.contains("## 2. Latency at 500 req/s"), "{md}");
         assert!(
-            md.contains("| nginx | 1000 | 150 | 300 | 300 | +50 | +0 | 10.0 | 0 |"),
+            md.contains("| nginx | 1000 | 150 | 300 | 300 | +50 | +0 | +0 | 10.0 | 0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("Pinned: upstream 0-3, proxy 4-7, load 8-15"),
+            "{md}"
+        );
+        assert!(md.contains("## 2b. Latency at 800 req/s"), "{md}");
+        // At 80 %: nginx adds 100 µs at p99 and p99.9, meridian 200.
+        assert!(
+            md.contains(
+                "Added p99 at 80 % of nginx saturation, meridian / nginx: **2.00**, NOT met"
+            ),
+            "{md}"
+        );
+        assert!(
+            md.contains(
+                "Added p99.9 at 80 % of nginx saturation, meridian / nginx: **2.00**, NOT met"
+            ),
             "{md}"
         );
         assert!(md.contains("meridian / nginx: **1.20**, met"), "{md}");
