@@ -17,10 +17,12 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
-use std::sync::{Mutex, PoisonError};
-use std::task::Poll;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::{Authority, Scheme};
@@ -50,30 +52,82 @@ struct Conn {
     connection: Connection,
     /// The connection future finished: the upstream closed it, or it failed.
     ended: bool,
+    /// The waker the connection and the work it drives are polled with.
+    turn: Arc<Turn>,
+    waker: Waker,
 }
+
+/// Wake-ups of a connection and of the work it drives, seen by the task
+/// that polls both. A wake-up raised while that task polls them (the
+/// connection handing over an answer it just read, a request just queued
+/// for the connection to write) makes it poll again there and then,
+/// instead of scheduling the whole task, which is a client connection's
+/// task with every future above this one; a wake-up from outside (the
+/// socket ready, a timer) wakes that task.
+#[derive(Default)]
+struct Turn {
+    polling: AtomicBool,
+    again: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Turn {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::Acquire) {
+            self.again.store(true, Ordering::Release);
+        } else {
+            self.task.wake();
+        }
+    }
+}
+
+/// How many times in a row one poll goes round again for wake-ups of its
+/// own, before it yields to the scheduler like any other task.
+const MAX_TURNS: usize = 8;
 
 impl Conn {
     /// Runs `work` while polling the connection, which does the socket I/O
     /// `work` waits on. `work` goes first and again after the connection:
     /// a request it queues is written in the same turn, and an answer the
-    /// connection reads is taken in the same turn, with no trip through
-    /// the scheduler in between.
+    /// connection reads is taken in the same turn.
     async fn drive<F: Future>(
         connection: &mut Connection,
         ended: &mut bool,
+        turn: &Turn,
+        waker: &Waker,
         work: F,
     ) -> F::Output {
         let mut work = pin!(work);
         poll_fn(|cx| {
-            if let Poll::Ready(out) = work.as_mut().poll(cx) {
-                return Poll::Ready(out);
+            turn.task.register(cx.waker());
+            let mut own = Context::from_waker(waker);
+            for _ in 0..MAX_TURNS {
+                turn.again.store(false, Ordering::Relaxed);
+                turn.polling.store(true, Ordering::Release);
+                if let Poll::Ready(out) = work.as_mut().poll(&mut own) {
+                    turn.polling.store(false, Ordering::Release);
+                    return Poll::Ready(out);
+                }
+                if !*ended && Pin::new(&mut *connection).poll(&mut own).is_ready() {
+                    // Closed or failed: any answer or body in flight has
+                    // its error already, which `work` reads next.
+                    *ended = true;
+                }
+                let out = work.as_mut().poll(&mut own);
+                turn.polling.store(false, Ordering::Release);
+                if out.is_ready() {
+                    return out;
+                }
+                if !turn.again.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
             }
-            if !*ended && Pin::new(&mut *connection).poll(cx).is_ready() {
-                // Closed or failed: any answer or body in flight has its
-                // error already, which `work` reads next.
-                *ended = true;
-            }
-            work.as_mut().poll(cx)
+            cx.waker().wake_by_ref();
+            Poll::Pending
         })
         .await
     }
@@ -159,14 +213,17 @@ impl Owned {
                 sender,
                 connection,
                 ended,
+                turn,
+                waker,
             } = &mut *conn;
-            if let Err(e) = Conn::drive(connection, ended, sender.ready()).await {
+            if let Err(e) = Conn::drive(connection, ended, turn, waker, sender.ready()).await {
                 if reused {
                     continue;
                 }
                 return Err(SendError::Request(e));
             }
-            match Conn::drive(connection, ended, sender.try_send_request(request)).await {
+            let sent = sender.try_send_request(request);
+            match Conn::drive(connection, ended, turn, waker, sent).await {
                 Ok(response) => {
                     return Ok((
                         response,
@@ -229,10 +286,13 @@ impl Owned {
             .handshake(io)
             .await
             .map_err(SendError::Request)?;
+        let turn = Arc::new(Turn::default());
         Ok(Box::new(Conn {
             sender,
             connection,
             ended: false,
+            waker: Waker::from(turn.clone()),
+            turn,
         }))
     }
 
@@ -261,9 +321,13 @@ impl Lease<'_> {
     /// the reading.
     pub async fn drive<F: Future>(&mut self, work: F) -> F::Output {
         let Conn {
-            connection, ended, ..
+            connection,
+            ended,
+            turn,
+            waker,
+            ..
         } = &mut *self.conn;
-        Conn::drive(connection, ended, work).await
+        Conn::drive(connection, ended, turn, waker, work).await
     }
 
     /// Gives the connection back for the next request: call only once the
