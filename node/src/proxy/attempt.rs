@@ -30,6 +30,7 @@ use crate::responses;
 use crate::routing::{Dialect, Endpoint, InFlight, Route, Target, Translation};
 use crate::scrub::Scrubber;
 use crate::translate::{chat_to_messages, messages_to_chat};
+use crate::upstream::{Lease, SendError};
 use crate::usage;
 
 impl Proxy {
@@ -73,12 +74,12 @@ impl Proxy {
             error
         };
 
-        let response =
-            match tokio::time::timeout(budget, upstream.pools.get().request(request)).await {
-                Err(_) => return Err(timed_out(budget, budget)),
-                Ok(Err(e)) => return Err(failed(client_error(&e))),
-                Ok(Ok(response)) => response,
-            };
+        let sent = upstream.pools.send(request, !call.stream);
+        let (response, mut lease) = match tokio::time::timeout(budget, sent).await {
+            Err(_) => return Err(timed_out(budget, budget)),
+            Ok(Err(e)) => return Err(failed(client_error(&e))),
+            Ok(Ok(sent)) => sent,
+        };
         let status = response.status();
         let ttfb = started.elapsed();
 
@@ -123,7 +124,8 @@ impl Proxy {
         if status.is_success() {
             let left = deadline.saturating_duration_since(Instant::now());
             let limited = Limited::new(body, call.max_response_bytes);
-            let bytes = match tokio::time::timeout(left, limited.collect()).await {
+            let read = tokio::time::timeout(left, driven(&mut lease, limited.collect()));
+            let bytes = match read.await {
                 Err(_) => return Err(timed_out(ttfb, left)),
                 Ok(Err(e)) => {
                     return Err(failed(AttemptError::Body {
@@ -131,7 +133,10 @@ impl Proxy {
                         cause: e.to_string(),
                     }));
                 }
-                Ok(Ok(collected)) => call.scrub.bytes(collected.to_bytes()),
+                Ok(Ok(collected)) => {
+                    release(lease);
+                    call.scrub.bytes(collected.to_bytes())
+                }
             };
             let translated = match form.translation {
                 Translation::None => Ok(bytes.clone()),
@@ -176,7 +181,10 @@ impl Proxy {
 
         // An error answer: read a little of it, to name it and to keep the
         // connection reusable.
-        let detail = read_error_detail(body).await;
+        let detail = driven(&mut lease, read_error_detail(body)).await;
+        if detail.whole {
+            release(lease);
+        }
         let mut error = AttemptError::status(status, &parts.headers, None);
         if error.retryable() {
             if let AttemptError::Status { message, .. } = &mut error {
@@ -343,6 +351,8 @@ pub(super) async fn first_data(body: &mut Incoming) -> Result<Bytes, AttemptErro
 
 struct ErrorDetail {
     body: Bytes,
+    /// The body was read to its end, so its connection can be reused.
+    whole: bool,
 }
 
 impl ErrorDetail {
@@ -380,26 +390,40 @@ async fn read_error_detail(body: Incoming) -> ErrorDetail {
         Duration::from_secs(2),
         Limited::new(body, 1 << 20).collect(),
     );
-    let body = match read.await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        _ => Bytes::new(),
-    };
-    ErrorDetail { body }
+    match read.await {
+        Ok(Ok(collected)) => ErrorDetail {
+            body: collected.to_bytes(),
+            whole: true,
+        },
+        _ => ErrorDetail {
+            body: Bytes::new(),
+            whole: false,
+        },
+    }
+}
+
+/// `work` (reading an answer's body), driving the answer's connection when
+/// the attempt owns it.
+pub(super) async fn driven<F: Future>(lease: &mut Option<Lease<'_>>, work: F) -> F::Output {
+    match lease {
+        Some(lease) => lease.drive(work).await,
+        None => work.await,
+    }
+}
+
+/// Gives an owned connection back once its answer was read to the end.
+pub(super) fn release(lease: Option<Lease<'_>>) {
+    if let Some(lease) = lease {
+        lease.release();
+    }
 }
 
 /// A request that got no answer head: the connection failed, or the
 /// request on it, with the chain of causes.
-pub(super) fn client_error(e: &hyper_util::client::legacy::Error) -> AttemptError {
-    use std::error::Error as _;
-    let mut causes = Vec::new();
-    let mut source = e.source();
-    while let Some(s) = source {
-        causes.push(s.to_string());
-        source = s.source();
-    }
+pub(super) fn client_error(e: &SendError) -> AttemptError {
     AttemptError::Connect {
-        connected: !e.is_connect(),
-        causes,
+        connected: e.connected(),
+        causes: e.causes(),
     }
 }
 
@@ -427,6 +451,7 @@ mod tests {
     fn error_detail_names_the_upstream_message() {
         let d = ErrorDetail {
             body: Bytes::from_static(br#"{"error":{"message":"overloaded","type":"x"}}"#),
+            whole: true,
         };
         let none = Scrubber::default();
         let summary = |d: &ErrorDetail, scrub| {
@@ -437,7 +462,8 @@ mod tests {
         assert_eq!(
             summary(
                 &ErrorDetail {
-                    body: Bytes::from_static(b"<html>")
+                    body: Bytes::from_static(b"<html>"),
+                    whole: true,
                 },
                 &none
             ),
@@ -449,6 +475,7 @@ mod tests {
             body: Bytes::from(
                 serde_json::to_vec(&serde_json::json!({"error": {"message": long}})).unwrap(),
             ),
+            whole: true,
         };
         let summary = summary(&d, &Scrubber::new([key]));
         assert!(!summary.contains("UPSECRETB"), "{summary}");

@@ -1,6 +1,14 @@
 //! Connection pools to upstreams: HTTP/1.1 keep-alive, HTTP/2 by ALPN over
 //! TLS (rustls, webpki roots plus an optional private CA), or HTTP/2 with
-//! prior knowledge to a plain `http://` upstream.
+//! prior knowledge to a plain `http://` upstream. A plain HTTP/1.1
+//! upstream's whole answers go over connections the worker owns
+//! ([`owned`]); everything else through hyper-util's pooled client.
+
+mod owned;
+#[cfg(test)]
+mod tests;
+
+pub use owned::{Lease, Owned};
 
 use std::cell::Cell;
 use std::path::Path;
@@ -8,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::{Request, Response};
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -35,9 +45,11 @@ pub fn worker() -> usize {
     WORKER.with(Cell::get)
 }
 
-/// One pool per data-plane worker for one upstream.
+/// One pool per data-plane worker for one upstream, and the worker-owned
+/// connections when the upstream is plain HTTP/1.1.
 pub struct Pools {
     clients: Box<[UpstreamClient]>,
+    owned: Option<Owned>,
 }
 
 impl Pools {
@@ -45,17 +57,90 @@ impl Pools {
     pub fn get(&self) -> &UpstreamClient {
         &self.clients[worker().min(self.clients.len() - 1)]
     }
+
+    /// Sends `request` and returns the answer's head. A `whole` answer
+    /// (read to its end by the caller before it returns) goes over an owned
+    /// connection when the upstream has them, and comes with the lease of
+    /// that connection; a stream's body outlives its caller, so it goes
+    /// through the pooled client, as does everything on TLS or HTTP/2.
+    pub async fn send(
+        &self,
+        request: Request<Full<Bytes>>,
+        whole: bool,
+    ) -> Result<(Response<Incoming>, Option<Lease<'_>>), SendError> {
+        match &self.owned {
+            Some(owned) if whole => {
+                let (response, lease) = owned.send(request).await?;
+                Ok((response, Some(lease)))
+            }
+            _ => match self.get().request(request).await {
+                Ok(response) => Ok((response, None)),
+                Err(e) => Err(SendError::Pooled(e)),
+            },
+        }
+    }
+}
+
+/// Why a request got no answer head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// From the pooled client: connecting, or the request on a connection.
+    #[error("{0}")]
+    Pooled(hyper_util::client::legacy::Error),
+    /// An owned connection could not be opened.
+    #[error("client error (Connect)")]
+    Connect(Box<dyn std::error::Error + Send + Sync>),
+    /// An owned connection failed the request, or its handshake.
+    #[error("client error (SendRequest)")]
+    Request(hyper::Error),
+}
+
+impl SendError {
+    /// Whether a connection was made (the request may have reached the
+    /// upstream), which decides whether a retry can double a request.
+    pub fn connected(&self) -> bool {
+        match self {
+            Self::Pooled(e) => !e.is_connect(),
+            Self::Connect(_) => false,
+            Self::Request(_) => true,
+        }
+    }
+
+    /// The chain of causes under this error, outermost first, for the log
+    /// and the client's 502: the same for both paths.
+    pub fn causes(&self) -> Vec<String> {
+        use std::error::Error as _;
+        let mut causes = Vec::new();
+        let mut source: Option<&(dyn std::error::Error + 'static)> = match self {
+            Self::Pooled(e) => e.source(),
+            Self::Connect(e) => Some(e.as_ref()),
+            Self::Request(e) => Some(e),
+        };
+        while let Some(s) = source {
+            causes.push(s.to_string());
+            source = s.source();
+        }
+        causes
+    }
 }
 
 /// Builds an upstream's pools, one per data-plane worker: `proxy.workers`,
 /// which the node's settings resolve at start-up (0, one per CPU, becomes
 /// the count; a file not built into settings gets one pool).
 pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, ClientError> {
-    let clients = (0..proxy.workers.max(1))
+    let workers = proxy.workers.max(1);
+    let clients = (0..workers)
         .map(|_| client_for(uc, proxy))
         .collect::<Result<Vec<_>, _>>()?;
+    let owned = match uc.base_url.parse::<http::Uri>() {
+        Ok(base) if !uc.http2 => {
+            Owned::new(&base, http_connector(proxy), workers, proxy.pool_idle_per_host)
+        }
+        _ => None,
+    };
     Ok(Pools {
         clients: clients.into_boxed_slice(),
+        owned,
     })
 }
 
@@ -116,6 +201,16 @@ pub fn load_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, ClientError>
     Ok(certs)
 }
 
+/// The TCP side of every upstream connection: no Nagle delay, the
+/// configured connect timeout, TCP keep-alive on idle connections.
+fn http_connector(proxy: &ProxyConfig) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(Duration::from_millis(proxy.connect_timeout_ms)));
+    http.set_keepalive(Some(Duration::from_secs(60)));
+    http
+}
+
 /// Builds the client an upstream's requests go through.
 pub fn client_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<UpstreamClient, ClientError> {
     let mut roots = rustls::RootCertStore {
@@ -136,11 +231,8 @@ pub fn client_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<UpstreamCl
     .with_root_certificates(roots)
     .with_no_client_auth();
 
-    let mut http = HttpConnector::new();
+    let mut http = http_connector(proxy);
     http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(Duration::from_millis(proxy.connect_timeout_ms)));
-    http.set_keepalive(Some(Duration::from_secs(60)));
 
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)

@@ -1,0 +1,348 @@
+//! HTTP/1.1 connections to a plain `http://` upstream, owned by the
+//! data-plane worker and driven by the request that uses them.
+//!
+//! hyper-util's pooled client runs every connection as a task of its own
+//! and hands each request to it through a pool shared by all tasks: a lock,
+//! a hash lookup, a checkout future and two wake-ups per request, about a
+//! tenth of a proxied request's CPU (`docs/perf-profile.md`). Here a request
+//! takes an idle connection from its own worker's list, polls the connection
+//! itself while it waits for the answer and reads it, and puts it back once
+//! the answer is read whole. A connection dropped mid-answer (a timeout, a
+//! hedge that lost, a client gone) is closed, as it must be: nothing else
+//! would read the rest of that answer.
+//!
+//! Streams (whose body outlives the attempt), TLS and HTTP/2 upstreams keep
+//! the pooled client.
+
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Duration;
+
+use atomic_waker::AtomicWaker;
+use bytes::Bytes;
+use http::header::HOST;
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{SendError, worker};
+
+/// How long an unused connection is kept, as the pooled client does: an
+/// upstream that closed it meanwhile is noticed when it is taken, but a
+/// connection this old is likely closed and not worth the try.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+type Connection = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
+
+/// One HTTP/1.1 connection: the handle requests are sent on, and the
+/// connection future that reads and writes its socket. Boxed wherever it
+/// goes: it is large, and the futures that hold it are moved.
+struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    connection: Connection,
+    /// The connection future finished: the upstream closed it, or it failed.
+    ended: bool,
+    /// The waker the connection and the work it drives are polled with.
+    turn: Arc<Turn>,
+    waker: Waker,
+}
+
+/// Wake-ups of a connection and of the work it drives, seen by the task
+/// that polls both. A wake-up raised while that task polls them (the
+/// connection handing over an answer it just read, a request just queued
+/// for the connection to write) makes it poll again there and then,
+/// instead of scheduling the whole task, which is a client connection's
+/// task with every future above this one; a wake-up from outside (the
+/// socket ready, a timer) wakes that task.
+#[derive(Default)]
+struct Turn {
+    polling: AtomicBool,
+    again: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for Turn {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.polling.load(Ordering::Acquire) {
+            self.again.store(true, Ordering::Release);
+        } else {
+            self.task.wake();
+        }
+    }
+}
+
+/// How many times in a row one poll goes round again for wake-ups of its
+/// own, before it yields to the scheduler like any other task.
+const MAX_TURNS: usize = 8;
+
+impl Conn {
+    /// Runs `work` while polling the connection, which does the socket I/O
+    /// `work` waits on. `work` goes first and again after the connection:
+    /// a request it queues is written in the same turn, and an answer the
+    /// connection reads is taken in the same turn.
+    async fn drive<F: Future>(
+        connection: &mut Connection,
+        ended: &mut bool,
+        turn: &Turn,
+        waker: &Waker,
+        work: F,
+    ) -> F::Output {
+        let mut work = pin!(work);
+        poll_fn(|cx| {
+            turn.task.register(cx.waker());
+            let mut own = Context::from_waker(waker);
+            for _ in 0..MAX_TURNS {
+                turn.again.store(false, Ordering::Relaxed);
+                turn.polling.store(true, Ordering::Release);
+                if let Poll::Ready(out) = work.as_mut().poll(&mut own) {
+                    turn.polling.store(false, Ordering::Release);
+                    return Poll::Ready(out);
+                }
+                if !*ended && Pin::new(&mut *connection).poll(&mut own).is_ready() {
+                    // Closed or failed: any answer or body in flight has
+                    // its error already, which `work` reads next.
+                    *ended = true;
+                }
+                let out = work.as_mut().poll(&mut own);
+                turn.polling.store(false, Ordering::Release);
+                if out.is_ready() {
+                    return out;
+                }
+                if !turn.again.load(Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+            }
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+struct Idle {
+    conn: Box<Conn>,
+    since: Instant,
+}
+
+/// The owned connections of one upstream: one list of idle connections per
+/// data-plane worker. Each list is only ever taken by its own worker's
+/// thread, so its lock is never contended (a task off the data-plane
+/// threads shares the first worker's, and the lock keeps that correct).
+pub struct Owned {
+    connector: HttpConnector,
+    builder: http1::Builder,
+    /// The scheme and authority alone: what the connector dials.
+    dial: Uri,
+    /// The `Host` header every request carries.
+    host: HeaderValue,
+    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    max_idle: usize,
+}
+
+impl Owned {
+    /// The owned path for `base`, when it is a plain `http://` URL with a
+    /// host; `None` sends the upstream's requests through the pooled client.
+    pub fn new(
+        base: &Uri,
+        connector: HttpConnector,
+        workers: usize,
+        max_idle: usize,
+    ) -> Option<Owned> {
+        if base.scheme() != Some(&Scheme::HTTP) {
+            return None;
+        }
+        let authority: &Authority = base.authority()?;
+        let dial = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .ok()?;
+        // As the pooled client writes it: the port only when it is not 80.
+        let host = match authority.port_u16() {
+            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
+            _ => authority.host().to_owned(),
+        };
+        Some(Owned {
+            connector,
+            builder: http1::Builder::new(),
+            dial,
+            host: HeaderValue::from_str(&host).ok()?,
+            idle: (0..workers.max(1))
+                .map(|_| Mutex::new(VecDeque::new()))
+                .collect(),
+            max_idle,
+        })
+    }
+
+    fn slot(&self) -> usize {
+        worker().min(self.idle.len() - 1)
+    }
+
+    /// Sends `request` on an idle connection of this worker, or a new one,
+    /// and returns the answer's head with the connection its body arrives
+    /// on. A reused connection that turns out closed before the request
+    /// was written costs nothing: the request goes on another.
+    pub async fn send(
+        &self,
+        mut request: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Lease<'_>), SendError> {
+        origin_form(&mut request);
+        request.headers_mut().insert(HOST, self.host.clone());
+        let slot = self.slot();
+        loop {
+            let (mut conn, reused) = match self.checkout(slot) {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            let Conn {
+                sender,
+                connection,
+                ended,
+                turn,
+                waker,
+            } = &mut *conn;
+            if let Err(e) = Conn::drive(connection, ended, turn, waker, sender.ready()).await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Request(e));
+            }
+            let sent = sender.try_send_request(request);
+            match Conn::drive(connection, ended, turn, waker, sent).await {
+                Ok(response) => {
+                    return Ok((
+                        response,
+                        Lease {
+                            owned: self,
+                            slot,
+                            conn,
+                        },
+                    ));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(SendError::Request(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The most recently used idle connection that is still open and young
+    /// enough.
+    fn checkout(&self, slot: usize) -> Option<Box<Conn>> {
+        let mut idle = self.idle[slot]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while let Some(Idle { conn, since }) = idle.pop_back() {
+            if !conn.ended && !conn.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose answer was read whole, dropping (closing)
+    /// the oldest ones past their time and any beyond `max_idle`.
+    fn checkin(&self, slot: usize, conn: Box<Conn>) {
+        if conn.ended || conn.sender.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let mut idle = self.idle[slot]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        while idle
+            .front()
+            .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
+        {
+            idle.pop_front();
+        }
+        if idle.len() < self.max_idle {
+            idle.push_back(Idle { conn, since: now });
+        }
+    }
+
+    async fn connect(&self) -> Result<Box<Conn>, SendError> {
+        let io = tower_service::Service::call(&mut self.connector.clone(), self.dial.clone())
+            .await
+            .map_err(|e| SendError::Connect(Box::new(e)))?;
+        let (sender, connection) = self
+            .builder
+            .handshake(io)
+            .await
+            .map_err(SendError::Request)?;
+        let turn = Arc::new(Turn::default());
+        Ok(Box::new(Conn {
+            sender,
+            connection,
+            ended: false,
+            waker: Waker::from(turn.clone()),
+            turn,
+        }))
+    }
+
+    /// Idle connections held by the current worker (for tests).
+    #[cfg(test)]
+    pub(super) fn idle_here(&self) -> usize {
+        self.idle[self.slot()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+}
+
+/// A connection lent to one answer until its body is read: whoever reads
+/// the body drives the connection through [`Lease::drive`], and gives it
+/// back with [`Lease::release`] once the body ended. Dropped instead, it
+/// closes the connection.
+pub struct Lease<'a> {
+    owned: &'a Owned,
+    slot: usize,
+    conn: Box<Conn>,
+}
+
+impl Lease<'_> {
+    /// Runs `work` (reading the answer's body) while the connection does
+    /// the reading.
+    pub async fn drive<F: Future>(&mut self, work: F) -> F::Output {
+        let Conn {
+            connection,
+            ended,
+            turn,
+            waker,
+            ..
+        } = &mut *self.conn;
+        Conn::drive(connection, ended, turn, waker, work).await
+    }
+
+    /// Gives the connection back for the next request: call only once the
+    /// answer's body was read to its end.
+    pub fn release(self) {
+        self.owned.checkin(self.slot, self.conn);
+    }
+}
+
+/// The request line's target as an origin server expects it: the path and
+/// query alone (the authority goes in `Host`).
+fn origin_form(request: &mut Request<Full<Bytes>>) {
+    let uri = request.uri_mut();
+    *uri = match uri.path_and_query() {
+        Some(path) => Uri::from(path.clone()),
+        None => Uri::from_static("/"),
+    };
+}

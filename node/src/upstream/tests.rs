@@ -1,0 +1,251 @@
+//! The owned HTTP/1.1 path over real sockets: an upstream written by hand
+//! on a `TcpListener`, so each test says exactly what the upstream does
+//! with its connections (keeps them, closes them idle, stalls, lies).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Uri};
+use http_body_util::{BodyExt, Full};
+use proto::config::{ProxyConfig, UpstreamConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+use super::{Pools, SendError, pools_for};
+
+const ANSWER: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+
+/// What the hand-written upstream does after answering each request.
+#[derive(Clone, Copy)]
+enum After {
+    /// Keeps the connection for the next request.
+    Keep,
+    /// Answers once, then closes the connection and says so.
+    CloseIdle,
+    /// Sends the head and half the body, then stalls.
+    Stall,
+    /// Answers with bytes that are not HTTP.
+    Garbage,
+}
+
+struct Upstream {
+    base: String,
+    accepted: Arc<AtomicUsize>,
+    /// Each request's head as it arrived.
+    heads: mpsc::UnboundedReceiver<String>,
+    /// One message per connection the upstream closed, or saw closed.
+    closed: mpsc::UnboundedReceiver<()>,
+}
+
+async fn upstream(after: After) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let (heads_tx, heads) = mpsc::unbounded_channel();
+    let (closed_tx, closed) = mpsc::unbounded_channel();
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve(stream, after, heads_tx.clone(), closed_tx.clone()));
+        }
+    });
+    Upstream {
+        base,
+        accepted,
+        heads,
+        closed,
+    }
+}
+
+async fn serve(
+    mut stream: TcpStream,
+    after: After,
+    heads: mpsc::UnboundedSender<String>,
+    closed: mpsc::UnboundedSender<()>,
+) {
+    loop {
+        let Some(head) = read_request(&mut stream).await else {
+            let _ = closed.send(());
+            return;
+        };
+        let _ = heads.send(head);
+        match after {
+            After::Keep => stream.write_all(ANSWER.as_bytes()).await.unwrap(),
+            After::CloseIdle => {
+                stream.write_all(ANSWER.as_bytes()).await.unwrap();
+                drop(stream);
+                let _ = closed.send(());
+                return;
+            }
+            After::Stall => {
+                let half = "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"a\":";
+                stream.write_all(half.as_bytes()).await.unwrap();
+                // Until the client gives up and closes its end.
+                let mut rest = [0u8; 64];
+                while stream.read(&mut rest).await.is_ok_and(|n| n > 0) {}
+                let _ = closed.send(());
+                return;
+            }
+            After::Garbage => {
+                stream.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await.unwrap();
+            }
+        }
+    }
+}
+
+/// A request's head and body, or `None` once the client closed.
+async fn read_request(stream: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).await.ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8(buf).unwrap();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map_or(0, |n| n.trim().parse::<usize>().unwrap());
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.ok()?;
+    Some(head)
+}
+
+fn pools(base: &str) -> Pools {
+    let uc = UpstreamConfig {
+        id: "u".into(),
+        base_url: base.into(),
+        ..UpstreamConfig::default()
+    };
+    pools_for(&uc, &ProxyConfig::default()).unwrap()
+}
+
+fn request(base: &str) -> Request<Full<Bytes>> {
+    let uri: Uri = format!("{base}/chat/completions?api-version=2024-10-21")
+        .parse()
+        .unwrap();
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(b"{\"model\":\"m\"}")))
+        .unwrap()
+}
+
+/// Sends one request on the owned path and reads its answer whole.
+async fn whole(pools: &Pools, base: &str) -> Result<Bytes, SendError> {
+    let (response, lease) = pools.send(request(base), true).await?;
+    let mut lease = lease.expect("a plain http upstream's whole answer is owned");
+    let body = lease
+        .drive(response.into_body().collect())
+        .await
+        .unwrap()
+        .to_bytes();
+    lease.release();
+    Ok(body)
+}
+
+#[tokio::test]
+async fn whole_answers_in_turn_share_one_connection_sent_in_origin_form() {
+    let mut up = upstream(After::Keep).await;
+    let pools = pools(&up.base);
+    for _ in 0..5 {
+        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
+    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 1);
+
+    let head = up.heads.recv().await.unwrap();
+    let authority = up.base.trim_start_matches("http://").trim_end_matches("/v1");
+    assert!(
+        head.starts_with("POST /v1/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains(&format!("host: {authority}\r\n")), "{head}");
+}
+
+#[tokio::test]
+async fn a_connection_the_upstream_closed_while_idle_is_replaced_not_failed() {
+    let mut up = upstream(After::CloseIdle).await;
+    let pools = pools(&up.base);
+    for round in 1..=3 {
+        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}", "round {round}");
+        up.closed.recv().await.unwrap();
+        // The close reaches this side's I/O driver before the next request.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn an_answer_abandoned_mid_body_closes_its_connection() {
+    let mut up = upstream(After::Stall).await;
+    let pools = pools(&up.base);
+    let (response, lease) = pools.send(request(&up.base), true).await.unwrap();
+    let mut lease = lease.unwrap();
+    let read = lease.drive(response.into_body().collect());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), read)
+            .await
+            .is_err()
+    );
+    drop(lease);
+    tokio::time::timeout(Duration::from_secs(5), up.closed.recv())
+        .await
+        .expect("the upstream sees the connection closed")
+        .unwrap();
+    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+}
+
+#[tokio::test]
+async fn an_upstream_that_speaks_no_http_fails_the_request_and_keeps_nothing() {
+    let up = upstream(After::Garbage).await;
+    let pools = pools(&up.base);
+    let error = whole(&pools, &up.base).await.unwrap_err();
+    assert!(error.connected(), "{error:?}");
+    assert!(!error.causes().is_empty(), "{error:?}");
+    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+}
+
+#[tokio::test]
+async fn a_refused_connection_says_nothing_was_sent() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/v1", listener.local_addr().unwrap());
+    drop(listener);
+    let pools = pools(&base);
+    let error = whole(&pools, &base).await.unwrap_err();
+    assert!(!error.connected(), "{error:?}");
+    let causes = error.causes().join(": ");
+    assert!(causes.contains("refused"), "{causes}");
+}
+
+#[tokio::test]
+async fn streams_tls_and_http2_go_through_the_pooled_client() {
+    let up = upstream(After::Keep).await;
+    let pools = pools(&up.base);
+    let (response, lease) = pools.send(request(&up.base), false).await.unwrap();
+    assert!(lease.is_none(), "a stream's body outlives its caller");
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "{}");
+
+    for uc in [
+        UpstreamConfig {
+            base_url: "https://api.openai.com/v1".into(),
+            ..UpstreamConfig::default()
+        },
+        UpstreamConfig {
+            base_url: up.base.clone(),
+            http2: true,
+            ..UpstreamConfig::default()
+        },
+    ] {
+        let pools = pools_for(&uc, &ProxyConfig::default()).unwrap();
+        assert!(pools.owned.is_none(), "{}", uc.base_url);
+    }
+}
