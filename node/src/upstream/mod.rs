@@ -133,9 +133,12 @@ pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, Clie
         .map(|_| client_for(uc, proxy))
         .collect::<Result<Vec<_>, _>>()?;
     let owned = match uc.base_url.parse::<http::Uri>() {
-        Ok(base) if !uc.http2 => {
-            Owned::new(&base, http_connector(proxy), workers, proxy.pool_idle_per_host)
-        }
+        Ok(base) if !uc.http2 => Owned::new(
+            &base,
+            http_connector(proxy),
+            workers,
+            proxy.pool_idle_per_host,
+        ),
         _ => None,
     };
     Ok(Pools {

@@ -3,13 +3,15 @@
 //!
 //! hyper-util's pooled client runs every connection as a task of its own
 //! and hands each request to it through a pool shared by all tasks: a lock,
-//! a hash lookup, a checkout future and two wake-ups per request, about a
-//! tenth of a proxied request's CPU (`docs/perf-profile.md`). Here a request
-//! takes an idle connection from its own worker's list, polls the connection
-//! itself while it waits for the answer and reads it, and puts it back once
-//! the answer is read whole. A connection dropped mid-answer (a timeout, a
-//! hedge that lost, a client gone) is closed, as it must be: nothing else
-//! would read the rest of that answer.
+//! a hash lookup, a checkout future and a trip through the scheduler each
+//! way. Here a request takes an idle connection from its own worker's list,
+//! polls the connection itself while it waits for the answer and reads it,
+//! and puts it back once the answer is read whole. Measured side by side
+//! (`docs/perf-profile.md`), the CPU per request is the same as the pooled
+//! client's, but an answer is handed over in the same poll that read it,
+//! and the open-loop tail is lower. A connection dropped mid-answer (a
+//! timeout, a hedge that lost, a client gone) is closed, as it must be:
+//! nothing else would read the rest of that answer.
 //!
 //! Streams (whose body outlives the attempt), TLS and HTTP/2 upstreams keep
 //! the pooled client.
@@ -65,10 +67,29 @@ struct Conn {
 /// task with every future above this one; a wake-up from outside (the
 /// socket ready, a timer) wakes that task.
 #[derive(Default)]
-struct Turn {
+pub(super) struct Turn {
     polling: AtomicBool,
     again: AtomicBool,
     task: AtomicWaker,
+}
+
+impl Turn {
+    /// The task that polls: woken by wake-ups from outside.
+    pub(super) fn register(&self, task: &Waker) {
+        self.task.register(task);
+    }
+
+    /// A poll begins: wake-ups from here on are its own.
+    pub(super) fn start(&self) {
+        self.again.store(false, Ordering::Relaxed);
+        self.polling.store(true, Ordering::Release);
+    }
+
+    /// The poll ended; whether a wake-up was raised during it (poll again).
+    pub(super) fn finish(&self) -> bool {
+        self.polling.store(false, Ordering::Release);
+        self.again.load(Ordering::Acquire)
+    }
 }
 
 impl Wake for Turn {
@@ -103,13 +124,12 @@ impl Conn {
     ) -> F::Output {
         let mut work = pin!(work);
         poll_fn(|cx| {
-            turn.task.register(cx.waker());
+            turn.register(cx.waker());
             let mut own = Context::from_waker(waker);
             for _ in 0..MAX_TURNS {
-                turn.again.store(false, Ordering::Relaxed);
-                turn.polling.store(true, Ordering::Release);
+                turn.start();
                 if let Poll::Ready(out) = work.as_mut().poll(&mut own) {
-                    turn.polling.store(false, Ordering::Release);
+                    turn.finish();
                     return Poll::Ready(out);
                 }
                 if !*ended && Pin::new(&mut *connection).poll(&mut own).is_ready() {
@@ -118,11 +138,11 @@ impl Conn {
                     *ended = true;
                 }
                 let out = work.as_mut().poll(&mut own);
-                turn.polling.store(false, Ordering::Release);
+                let again = turn.finish();
                 if out.is_ready() {
                     return out;
                 }
-                if !turn.again.load(Ordering::Acquire) {
+                if !again {
                     return Poll::Pending;
                 }
             }

@@ -18,7 +18,8 @@ use tokio::sync::mpsc;
 
 use super::{Pools, SendError, pools_for};
 
-const ANSWER: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+const ANSWER: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
 
 /// What the hand-written upstream does after answering each request.
 #[derive(Clone, Copy)]
@@ -163,7 +164,10 @@ async fn whole_answers_in_turn_share_one_connection_sent_in_origin_form() {
     assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 1);
 
     let head = up.heads.recv().await.unwrap();
-    let authority = up.base.trim_start_matches("http://").trim_end_matches("/v1");
+    let authority = up
+        .base
+        .trim_start_matches("http://")
+        .trim_end_matches("/v1");
     assert!(
         head.starts_with("POST /v1/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n"),
         "{head}"
@@ -176,7 +180,11 @@ async fn a_connection_the_upstream_closed_while_idle_is_replaced_not_failed() {
     let mut up = upstream(After::CloseIdle).await;
     let pools = pools(&up.base);
     for round in 1..=3 {
-        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}", "round {round}");
+        assert_eq!(
+            whole(&pools, &up.base).await.unwrap(),
+            "{}",
+            "round {round}"
+        );
         up.closed.recv().await.unwrap();
         // The close reaches this side's I/O driver before the next request.
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -232,7 +240,10 @@ async fn streams_tls_and_http2_go_through_the_pooled_client() {
     let pools = pools(&up.base);
     let (response, lease) = pools.send(request(&up.base), false).await.unwrap();
     assert!(lease.is_none(), "a stream's body outlives its caller");
-    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "{}");
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "{}"
+    );
 
     for uc in [
         UpstreamConfig {
@@ -248,4 +259,40 @@ async fn streams_tls_and_http2_go_through_the_pooled_client() {
         let pools = pools_for(&uc, &ProxyConfig::default()).unwrap();
         assert!(pools.owned.is_none(), "{}", uc.base_url);
     }
+}
+
+/// Counts the wake-ups that reach the task.
+struct CountingWaker(AtomicUsize);
+
+impl std::task::Wake for CountingWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_wake_up_raised_while_polling_goes_round_again_and_one_from_outside_wakes_the_task() {
+    use super::owned::Turn;
+    let turn = Arc::new(Turn::default());
+    let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
+    turn.register(&std::task::Waker::from(task.clone()));
+    let waker = std::task::Waker::from(turn.clone());
+
+    turn.start();
+    waker.wake_by_ref();
+    assert!(turn.finish(), "raised while polling: poll again");
+    assert_eq!(
+        task.0.load(Ordering::SeqCst),
+        0,
+        "the task is not rescheduled"
+    );
+
+    turn.start();
+    assert!(!turn.finish(), "nothing raised: nothing to poll again");
+    waker.wake_by_ref();
+    assert_eq!(
+        task.0.load(Ordering::SeqCst),
+        1,
+        "from outside: the task wakes"
+    );
 }
