@@ -177,8 +177,11 @@ impl Proxy {
                     );
                 }
                 let slot = targets.slot(next.pick);
+                // Each attempt boxed: the request's future (which a stream's
+                // task keeps until the stream ends) holds pointers to its
+                // attempts, not two attempts' worth of space.
                 let primary = traced(call, target, next.pick, |target| {
-                    self.attempt(call, route, target, slot, next.timeout, deadline)
+                    Box::pin(self.attempt(call, route, target, slot, next.timeout, deadline))
                 });
                 let mut hedged_to = None;
                 let won = match next.hedge_after {
@@ -196,7 +199,7 @@ impl Proxy {
                                         info!(upstream = %target.upstream.id, hedge = %other.upstream.id, delay_ms = delay.as_millis() as u64, "hedging a slow attempt");
                                         let slot = targets.slot(hedge.pick);
                                         let hedged = traced(call, other, hedge.pick, |other| {
-                                            self.attempt(call, route, other, slot, hedge.timeout, deadline)
+                                            Box::pin(self.attempt(call, route, other, slot, hedge.timeout, deadline))
                                         });
                                         race(primary, hedged).await
                                     }

@@ -70,7 +70,10 @@ impl Pools {
     ) -> Result<(Response<Incoming>, Option<Lease<'_>>), SendError> {
         match &self.owned {
             Some(owned) if whole => {
-                let (response, lease) = owned.send(request).await?;
+                // Boxed, as the pooled client's future is: the request's
+                // future stays small, and a stream's (which lives as long
+                // as the stream) does not carry this one's space.
+                let (response, lease) = Box::pin(owned.send(request)).await?;
                 Ok((response, Some(lease)))
             }
             _ => match self.get().request(request).await {
