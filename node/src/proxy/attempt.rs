@@ -404,7 +404,7 @@ async fn read_error_detail(body: Incoming) -> ErrorDetail {
 
 /// `work` (reading an answer's body), driving the answer's connection when
 /// the attempt owns it.
-pub(super) async fn driven<F: Future>(lease: &mut Option<Lease<'_>>, work: F) -> F::Output {
+pub(super) async fn driven<F: Future>(lease: &mut Option<Lease>, work: F) -> F::Output {
     match lease {
         Some(lease) => lease.drive(work).await,
         None => work.await,
@@ -412,7 +412,7 @@ pub(super) async fn driven<F: Future>(lease: &mut Option<Lease<'_>>, work: F) ->
 }
 
 /// Gives an owned connection back once its answer was read to the end.
-pub(super) fn release(lease: Option<Lease<'_>>) {
+pub(super) fn release(lease: Option<Lease>) {
     if let Some(lease) = lease {
         lease.release();
     }

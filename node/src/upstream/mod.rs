@@ -49,7 +49,7 @@ pub fn worker() -> usize {
 /// connections when the upstream is plain HTTP/1.1.
 pub struct Pools {
     clients: Box<[UpstreamClient]>,
-    owned: Option<Owned>,
+    owned: Option<Arc<Owned>>,
 }
 
 impl Pools {
@@ -58,25 +58,32 @@ impl Pools {
         &self.clients[worker().min(self.clients.len() - 1)]
     }
 
-    /// Sends `request` and returns the answer's head. A `whole` answer
-    /// (read to its end by the caller before it returns) goes over an owned
-    /// connection when the upstream has them, and comes with the lease of
-    /// that connection; a stream's body outlives its caller, so it goes
-    /// through the pooled client, as does everything on TLS or HTTP/2.
+    /// Sends `request` and returns the answer's head. On a plain HTTP/1.1
+    /// upstream it goes over a connection this worker owns: a `whole`
+    /// answer (read to its end by the caller before it returns) comes with
+    /// the lease of that connection, which the caller drives while it reads;
+    /// a stream's connection is driven by a task of its own until the
+    /// stream ends ([`Lease::detach`]). TLS and HTTP/2 go through the
+    /// pooled client.
     pub async fn send(
         &self,
         request: Request<Full<Bytes>>,
         whole: bool,
-    ) -> Result<(Response<Incoming>, Option<Lease<'_>>), SendError> {
+    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
         match &self.owned {
-            Some(owned) if whole => {
+            Some(owned) => {
                 // Boxed, as the pooled client's future is: the request's
                 // future stays small, and a stream's (which lives as long
                 // as the stream) does not carry this one's space.
                 let (response, lease) = Box::pin(owned.send(request)).await?;
-                Ok((response, Some(lease)))
+                if whole {
+                    Ok((response, Some(lease)))
+                } else {
+                    lease.detach();
+                    Ok((response, None))
+                }
             }
-            _ => match self.get().request(request).await {
+            None => match self.get().request(request).await {
                 Ok(response) => Ok((response, None)),
                 Err(e) => Err(SendError::Pooled(e)),
             },
@@ -141,7 +148,8 @@ pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, Clie
             http_connector(proxy),
             workers,
             proxy.pool_idle_per_host,
-        ),
+        )
+        .map(Arc::new),
         _ => None,
     };
     Ok(Pools {

@@ -13,8 +13,11 @@
 //! timeout, a hedge that lost, a client gone) is closed, as it must be:
 //! nothing else would read the rest of that answer.
 //!
-//! Streams (whose body outlives the attempt), TLS and HTTP/2 upstreams keep
-//! the pooled client.
+//! A stream's body outlives the attempt, so its connection is handed to a
+//! task of its own on the worker once the answer's head is in
+//! ([`Lease::detach`]), and comes back to the same list when the stream
+//! ends: streams and whole answers share one set of warm connections. TLS
+//! and HTTP/2 upstreams keep the pooled client.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -218,9 +221,9 @@ impl Owned {
     /// on. A reused connection that turns out closed before the request
     /// was written costs nothing: the request goes on another.
     pub async fn send(
-        &self,
+        self: &Arc<Self>,
         mut request: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lease<'_>), SendError> {
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
         origin_form(&mut request);
         request.headers_mut().insert(HOST, self.host.clone());
         let slot = self.slot();
@@ -248,7 +251,7 @@ impl Owned {
                     return Ok((
                         response,
                         Lease {
-                            owned: self,
+                            owned: self.clone(),
                             slot,
                             conn,
                         },
@@ -330,13 +333,13 @@ impl Owned {
 /// the body drives the connection through [`Lease::drive`], and gives it
 /// back with [`Lease::release`] once the body ended. Dropped instead, it
 /// closes the connection.
-pub struct Lease<'a> {
-    owned: &'a Owned,
+pub struct Lease {
+    owned: Arc<Owned>,
     slot: usize,
     conn: Box<Conn>,
 }
 
-impl Lease<'_> {
+impl Lease {
     /// Runs `work` (reading the answer's body) while the connection does
     /// the reading.
     pub async fn drive<F: Future>(&mut self, work: F) -> F::Output {
@@ -354,6 +357,30 @@ impl Lease<'_> {
     /// answer's body was read to its end.
     pub fn release(self) {
         self.owned.checkin(self.slot, self.conn);
+    }
+
+    /// Hands the connection to a task of its own on this worker, for an
+    /// answer whose body outlives its caller (a stream): the task does the
+    /// connection's reading while the body is read elsewhere, and gives it
+    /// back once the answer has ended and the connection is ready for the
+    /// next request. A body dropped before its end leaves the connection
+    /// unusable: hyper closes it, and the task ends with it.
+    pub fn detach(mut self) {
+        tokio::spawn(async move {
+            let Conn {
+                sender,
+                connection,
+                ended,
+                turn,
+                waker,
+            } = &mut *self.conn;
+            if Conn::drive(connection, ended, turn, waker, sender.ready())
+                .await
+                .is_ok()
+            {
+                self.release();
+            }
+        });
     }
 }
 

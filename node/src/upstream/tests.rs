@@ -235,16 +235,41 @@ async fn a_refused_connection_says_nothing_was_sent() {
 }
 
 #[tokio::test]
-async fn streams_tls_and_http2_go_through_the_pooled_client() {
+async fn a_stream_gives_its_connection_back_when_it_ends_and_whole_answers_reuse_it() {
     let up = upstream(After::Keep).await;
     let pools = pools(&up.base);
     let (response, lease) = pools.send(request(&up.base), false).await.unwrap();
-    assert!(lease.is_none(), "a stream's body outlives its caller");
-    assert_eq!(
-        response.into_body().collect().await.unwrap().to_bytes(),
-        "{}"
-    );
+    assert!(lease.is_none(), "a stream's connection is driven by its own task");
+    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "{}");
+    let owned = pools.owned.as_ref().unwrap();
+    // The connection's task gives it back once it is ready again.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while owned.idle_here() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the stream's connection comes back");
+    assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "one warm connection for both");
+}
 
+#[tokio::test]
+async fn a_stream_dropped_mid_body_closes_its_connection() {
+    let mut up = upstream(After::Stall).await;
+    let pools = pools(&up.base);
+    let (response, _) = pools.send(request(&up.base), false).await.unwrap();
+    drop(response);
+    tokio::time::timeout(Duration::from_secs(5), up.closed.recv())
+        .await
+        .expect("the upstream sees the connection closed")
+        .unwrap();
+    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+}
+
+#[tokio::test]
+async fn tls_and_http2_upstreams_go_through_the_pooled_client() {
+    let up = upstream(After::Keep).await;
     for uc in [
         UpstreamConfig {
             base_url: "https://api.openai.com/v1".into(),
@@ -311,6 +336,9 @@ async fn a_send_in_flight_holds_the_owned_path_behind_one_pointer() {
             .unwrap()
             .send(request("http://127.0.0.1:9/v1")),
     );
-    assert!(whole < owned, "Pools::send {whole} bytes, Owned::send {owned}");
+    assert!(
+        whole < owned,
+        "Pools::send {whole} bytes, Owned::send {owned}"
+    );
     assert!(whole <= 512, "Pools::send {whole} bytes");
 }
