@@ -12,9 +12,15 @@ use proto::state::CommandResponse;
 /// The filter when `RUST_LOG` is not set: Meridian at info, the libraries
 /// at warn. openraft alone printed 18 of a node's 22 start-up lines at info
 /// (one a 1.2 KB state dump); sled, quinn, rustls and hyper say nothing an
-/// operator acts on below warn.
-pub(crate) const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,sled=warn,quinn=warn,\
-     quinn_proto=warn,quinn_udp=warn,rustls=warn,hyper=warn,hyper_util=warn,h2=warn,mock=warn";
+/// operator acts on below warn. openraft's `raft_inner` logs at error each
+/// call that was in flight when its core stopped, which a node that is
+/// shutting down does every time a write or read races the stop (two
+/// "failure receiving rx from RaftCore … Stopped" lines on a plain
+/// shutdown); the caller gets the error back and says what it means, and a
+/// core that stopped on a fault logs that fault itself (`openraft::core`).
+pub(crate) const DEFAULT_LOG_FILTER: &str = "info,openraft=warn,openraft::raft::raft_inner=off,\
+     sled=warn,quinn=warn,quinn_proto=warn,quinn_udp=warn,rustls=warn,hyper=warn,hyper_util=warn,\
+     h2=warn,mock=warn";
 
 /// Logs, once the node is ready: who it is, where it listens, the cluster
 /// and what it serves; then what needs the operator's attention.
