@@ -114,6 +114,20 @@ impl Wake for Turn {
 const MAX_TURNS: usize = 8;
 
 impl Conn {
+    /// Waits, driving the connection, until it can take a request: at
+    /// once for an idle one, after the rest of an answer for a busy one;
+    /// an error once it is closed.
+    async fn ready(&mut self) -> hyper::Result<()> {
+        let Conn {
+            sender,
+            connection,
+            ended,
+            turn,
+            waker,
+        } = self;
+        Conn::drive(connection, ended, turn, waker, sender.ready()).await
+    }
+
     /// Runs `work` while polling the connection, which does the socket I/O
     /// `work` waits on. `work` goes first and again after the connection:
     /// a request it queues is written in the same turn, and an answer the
@@ -232,6 +246,12 @@ impl Owned {
                 Some(conn) => (conn, true),
                 None => (self.connect().await?, false),
             };
+            if let Err(e) = conn.ready().await {
+                if reused {
+                    continue;
+                }
+                return Err(SendError::Request(e));
+            }
             let Conn {
                 sender,
                 connection,
@@ -239,12 +259,6 @@ impl Owned {
                 turn,
                 waker,
             } = &mut *conn;
-            if let Err(e) = Conn::drive(connection, ended, turn, waker, sender.ready()).await {
-                if reused {
-                    continue;
-                }
-                return Err(SendError::Request(e));
-            }
             let sent = sender.try_send_request(request);
             match Conn::drive(connection, ended, turn, waker, sent).await {
                 Ok(response) => {
@@ -367,17 +381,7 @@ impl Lease {
     /// unusable: hyper closes it, and the task ends with it.
     pub fn detach(mut self) {
         tokio::spawn(async move {
-            let Conn {
-                sender,
-                connection,
-                ended,
-                turn,
-                waker,
-            } = &mut *self.conn;
-            if Conn::drive(connection, ended, turn, waker, sender.ready())
-                .await
-                .is_ok()
-            {
+            if self.conn.ready().await.is_ok() {
                 self.release();
             }
         });

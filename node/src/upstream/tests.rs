@@ -239,8 +239,14 @@ async fn a_stream_gives_its_connection_back_when_it_ends_and_whole_answers_reuse
     let up = upstream(After::Keep).await;
     let pools = pools(&up.base);
     let (response, lease) = pools.send(request(&up.base), false).await.unwrap();
-    assert!(lease.is_none(), "a stream's connection is driven by its own task");
-    assert_eq!(response.into_body().collect().await.unwrap().to_bytes(), "{}");
+    assert!(
+        lease.is_none(),
+        "a stream's connection is driven by its own task"
+    );
+    assert_eq!(
+        response.into_body().collect().await.unwrap().to_bytes(),
+        "{}"
+    );
     let owned = pools.owned.as_ref().unwrap();
     // The connection's task gives it back once it is ready again.
     tokio::time::timeout(Duration::from_secs(5), async {
@@ -251,7 +257,11 @@ async fn a_stream_gives_its_connection_back_when_it_ends_and_whole_answers_reuse
     .await
     .expect("the stream's connection comes back");
     assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
-    assert_eq!(up.accepted.load(Ordering::SeqCst), 1, "one warm connection for both");
+    assert_eq!(
+        up.accepted.load(Ordering::SeqCst),
+        1,
+        "one warm connection for both"
+    );
 }
 
 #[tokio::test]
