@@ -256,7 +256,7 @@ impl Bench<'_> {
 /// first (`meridian` and `baseline`), and over each pair of rounds every
 /// target has the same mean place.
 fn round_order(round: usize, targets: usize) -> impl Iterator<Item = usize> {
-    let reversed = round % 2 == 0;
+    let reversed = round.is_multiple_of(2);
     (0..targets).map(move |k| if reversed { targets - 1 - k } else { k })
 }
 
@@ -301,6 +301,8 @@ pub fn secs(value: f64) -> Result<Duration> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::round_order;
 
     #[test]
