@@ -54,6 +54,12 @@ type Connection = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
 /// goes: it is large, and the futures that hold it are moved.
 struct Conn {
     sender: http1::SendRequest<Full<Bytes>>,
+    driver: Driver,
+}
+
+/// The connection future and what polling it needs: apart from the
+/// sender, so a request can be sent on one while the other is driven.
+struct Driver {
     connection: Connection,
     /// The connection future finished: the upstream closed it, or it failed.
     ended: bool,
@@ -118,27 +124,27 @@ impl Conn {
     /// once for an idle one, after the rest of an answer for a busy one;
     /// an error once it is closed.
     async fn ready(&mut self) -> hyper::Result<()> {
-        let Conn {
-            sender,
+        self.driver.drive(self.sender.ready()).await
+    }
+
+    /// Open and not known closed: worth keeping or taking from the list.
+    fn open(&self) -> bool {
+        !self.driver.ended && !self.sender.is_closed()
+    }
+}
+
+impl Driver {
+    /// Runs `work` while polling the connection, which does the socket I/O
+    /// `work` waits on. `work` goes first and again after the connection:
+    /// a request it queues is written in the same turn, and an answer the
+    /// connection reads is taken in the same turn.
+    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
+        let Driver {
             connection,
             ended,
             turn,
             waker,
         } = self;
-        Conn::drive(connection, ended, turn, waker, sender.ready()).await
-    }
-
-    /// Runs `work` while polling the connection, which does the socket I/O
-    /// `work` waits on. `work` goes first and again after the connection:
-    /// a request it queues is written in the same turn, and an answer the
-    /// connection reads is taken in the same turn.
-    async fn drive<F: Future>(
-        connection: &mut Connection,
-        ended: &mut bool,
-        turn: &Turn,
-        waker: &Waker,
-        work: F,
-    ) -> F::Output {
         let mut work = pin!(work);
         poll_fn(|cx| {
             turn.register(cx.waker());
@@ -252,15 +258,8 @@ impl Owned {
                 }
                 return Err(SendError::Request(e));
             }
-            let Conn {
-                sender,
-                connection,
-                ended,
-                turn,
-                waker,
-            } = &mut *conn;
-            let sent = sender.try_send_request(request);
-            match Conn::drive(connection, ended, turn, waker, sent).await {
+            let sent = conn.sender.try_send_request(request);
+            match conn.driver.drive(sent).await {
                 Ok(response) => {
                     return Ok((
                         response,
@@ -286,7 +285,7 @@ impl Owned {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         while let Some(Idle { conn, since }) = idle.pop_back() {
-            if !conn.ended && !conn.sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+            if conn.open() && since.elapsed() < IDLE_TIMEOUT {
                 return Some(conn);
             }
         }
@@ -296,7 +295,7 @@ impl Owned {
     /// Keeps a connection whose answer was read whole, dropping (closing)
     /// the oldest ones past their time and any beyond `max_idle`.
     fn checkin(&self, slot: usize, conn: Box<Conn>) {
-        if conn.ended || conn.sender.is_closed() {
+        if !conn.open() {
             return;
         }
         let now = Instant::now();
@@ -326,10 +325,12 @@ impl Owned {
         let turn = Arc::new(Turn::default());
         Ok(Box::new(Conn {
             sender,
-            connection,
-            ended: false,
-            waker: Waker::from(turn.clone()),
-            turn,
+            driver: Driver {
+                connection,
+                ended: false,
+                waker: Waker::from(turn.clone()),
+                turn,
+            },
         }))
     }
 
@@ -357,14 +358,7 @@ impl Lease {
     /// Runs `work` (reading the answer's body) while the connection does
     /// the reading.
     pub async fn drive<F: Future>(&mut self, work: F) -> F::Output {
-        let Conn {
-            connection,
-            ended,
-            turn,
-            waker,
-            ..
-        } = &mut *self.conn;
-        Conn::drive(connection, ended, turn, waker, work).await
+        self.conn.driver.drive(work).await
     }
 
     /// Gives the connection back for the next request: call only once the

@@ -32,6 +32,8 @@ enum After {
     Stall,
     /// Answers with bytes that are not HTTP.
     Garbage,
+    /// Answers with `connection: close`, then leaves the socket open.
+    SaysClose,
 }
 
 struct Upstream {
@@ -97,6 +99,10 @@ async fn serve(
             After::Garbage => {
                 stream.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await.unwrap();
             }
+            After::SaysClose => {
+                let close = ANSWER.replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
+                stream.write_all(close.as_bytes()).await.unwrap();
+            }
         }
     }
 }
@@ -119,6 +125,14 @@ async fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await.ok()?;
     Some(head)
+}
+
+/// Waits until the upstream saw a connection closed (by this side).
+async fn sees_closed(up: &mut Upstream) {
+    tokio::time::timeout(Duration::from_secs(5), up.closed.recv())
+        .await
+        .expect("the upstream sees the connection closed")
+        .unwrap();
 }
 
 fn pools(base: &str) -> Pools {
@@ -205,11 +219,19 @@ async fn an_answer_abandoned_mid_body_closes_its_connection() {
             .is_err()
     );
     drop(lease);
-    tokio::time::timeout(Duration::from_secs(5), up.closed.recv())
-        .await
-        .expect("the upstream sees the connection closed")
-        .unwrap();
+    sees_closed(&mut up).await;
     assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+}
+
+#[tokio::test]
+async fn an_answer_saying_connection_close_is_not_reused_even_if_the_upstream_keeps_the_socket() {
+    let mut up = upstream(After::SaysClose).await;
+    let pools = pools(&up.base);
+    assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+    sees_closed(&mut up).await;
+    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+    assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]
@@ -270,10 +292,7 @@ async fn a_stream_dropped_mid_body_closes_its_connection() {
     let pools = pools(&up.base);
     let (response, _) = pools.send(request(&up.base), false).await.unwrap();
     drop(response);
-    tokio::time::timeout(Duration::from_secs(5), up.closed.recv())
-        .await
-        .expect("the upstream sees the connection closed")
-        .unwrap();
+    sees_closed(&mut up).await;
     assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
 }
 
