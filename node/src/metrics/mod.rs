@@ -25,6 +25,8 @@
 //! - `keys`: the per client key counters (`meridian_key_*`).
 //! - `render`: the Prometheus text of all of it.
 //! - `process`: the standard `process_*` figures, read from `/proc`.
+//! - `logs`: the log lines dropped behind a stalled log reader
+//!   (`meridian_log_lines_dropped_total`).
 //! - `shed`: the requests shed for capacity, by class (`meridian_shed_total`).
 //! - `raft_traffic`: what the Raft transport carried, per peer and kind of
 //!   entry, and the size of this node's health report (`meridian_raft_bytes_*`).
@@ -32,6 +34,7 @@
 mod events;
 mod histogram;
 mod keys;
+mod logs;
 mod process;
 mod raft_traffic;
 mod render;
@@ -41,6 +44,7 @@ pub mod sla;
 pub use events::{EVENTS_KEPT, Events, FailoverEvent};
 pub use histogram::{Histogram, LATENCY_BUCKETS, StatusCounts};
 pub use keys::{KEY_OUTCOMES, KeyMetrics, KeyOutcome};
+pub use logs::count_dropped_log_lines;
 pub use raft_traffic::ReportSize;
 pub use render::{counter, gauge};
 pub use shed::{SHED_REASONS, ShedCounts, ShedReason};

@@ -205,6 +205,7 @@ impl Metrics {
             .encode(encoder, crate::clock::monotonic_ms())?;
         self.shed.encode(encoder)?;
         super::raft_traffic::encode(&Traffic::process(), &self.health_report, encoder)?;
+        super::logs::encode(encoder)?;
         super::process::Process::read().encode(encoder)
     }
 }
