@@ -11,6 +11,9 @@
 # nginx then Meridian (then MERIDIAN_B, when set, for a before/after pair),
 # DUR seconds each after a 2 s warm-up (RUST_LOG, default warn, for Meridian;
 # RUST_LOG_B for MERIDIAN_B, e.g. the same binary at the default `info`).
+# ROUTES_B=N gives MERIDIAN_B a routing table of N routes over N/10
+# upstreams (the measured route among them, unchanged), to show whether the
+# cost grows with the table (issue #13); MERIDIAN_B may be the same binary.
 # Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under
 # test (CPU time, context switches, migrations, page faults per request; this
@@ -20,7 +23,7 @@ UP=${UP:-0} PX=${PX:-1} LG=${LG:-0} DUR=${DUR:-6} ROUNDS=${ROUNDS:-3}
 WT=${WT:-2} WC=${WC:-64} PERF=${PERF:-0}
 NGINX=${NGINX:-/usr/sbin/nginx} WRK=${WRK:-/usr/bin/wrk}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
-MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}}
+MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}} ROUTES_B=${ROUTES_B:-1}
 W=${W:-/tmp/devbench}; rm -rf "$W"; mkdir -p "$W"
 # (the shared script's 8-character admin token is refused now: 16 at least)
 body='{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
@@ -64,6 +67,26 @@ api_key_env = "UP_KEY"
 model = "m"
 tiers = [[{ upstream = "fast", model = "m" }]]
 TOML
+cp "$W/m.toml" "$W/m-b.toml"
+if [ "$ROUTES_B" -gt 1 ]; then
+  # Upstreams u1.. on the same nginx (every one a real address), routes
+  # r1.. with a default tier of two and a fallback of one, each a
+  # different mix; the measured route "m" sits in the middle of the file.
+  ups=$(( ROUTES_B / 10 > 2 ? ROUTES_B / 10 : 2 ))
+  {
+    for u in $(seq 1 "$ups"); do
+      printf '[[upstreams]]\nid = "u%d"\nbase_url = "http://127.0.0.1:19001/v1"\nregion = "%s"\napi_key_env = "UP_KEY"\n' "$u" "$([ $((u % 2)) = 0 ] && echo us-east || echo eu-west)"
+    done
+    for r in $(seq 1 $((ROUTES_B - 1))); do
+      a=$(( r % ups + 1 )) b=$(( (r + 1 + (r * 7) % (ups - 1)) % ups + 1 )) c=$(( (r * 13) % ups + 1 ))
+      printf '[[routes]]\nmodel = "r%d"\ntiers = [[{ upstream = "u%d", model = "m" }, { upstream = "u%d", model = "m" }], [{ upstream = "u%d", model = "m" }]]\n' "$r" "$a" "$b" "$c"
+      [ "$r" = $((ROUTES_B / 2)) ] && sed -n '/^\[\[routes\]\]/,$p' "$W/m.toml"
+    done
+  } > "$W/big.toml"
+  sed '/^\[\[upstreams\]\]/,$d' "$W/m.toml" > "$W/m-b.toml"
+  sed -n '/^\[\[upstreams\]\]/,/^\[\[routes\]\]/p' "$W/m.toml" | sed '$d' >> "$W/m-b.toml"
+  cat "$W/big.toml" >> "$W/m-b.toml"
+fi
 export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
 cat > "$W/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -75,9 +98,9 @@ REQ='{"model":"m","messages":[{"role":"system","content":"You are a helpful assi
 taskset -c "$UP" "$NGINX" -c "$W/up.conf" -p "$W" || echo "upstream nginx failed"
 taskset -c "$PX" "$NGINX" -c "$W/px.conf" -p "$W" || echo "proxy nginx failed"
 sleep 0.5
-start_meridian() { # binary
+start_meridian() { # binary [config]
   rm -rf "$W/mdata"
-  taskset -c "$PX" "$1" serve --config "$W/m.toml" > "$W/m.log" 2>&1 &
+  taskset -c "$PX" "$1" serve --config "${2:-$W/m.toml}" > "$W/m.log" 2>&1 &
   MP=$!
   for _ in $(seq 200); do curl -s -o /dev/null http://127.0.0.1:19005/healthz && break; sleep 0.1; done
   curl -s -H "authorization: Bearer sk-bench-0123456789abcdef" -H 'content-type: application/json' -d "$REQ" http://127.0.0.1:19004/v1/chat/completions | head -c 120; echo
@@ -108,7 +131,7 @@ for round in $(seq "$ROUNDS"); do
   sat meridian http://127.0.0.1:19004/v1/chat/completions "$MP"
   stop_meridian
   if [ -n "$MERIDIAN_B" ]; then
-    RUST_LOG=$RUST_LOG_B start_meridian "$MERIDIAN_B"
+    RUST_LOG=$RUST_LOG_B start_meridian "$MERIDIAN_B" "$W/m-b.toml"
     sat meridian-b http://127.0.0.1:19004/v1/chat/completions "$MP"
     stop_meridian
   fi
