@@ -13,7 +13,6 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use proto::config::UpstreamKind;
@@ -30,7 +29,7 @@ use crate::responses;
 use crate::routing::{Dialect, Endpoint, InFlight, Route, Target, Translation};
 use crate::scrub::Scrubber;
 use crate::translate::{chat_to_messages, messages_to_chat};
-use crate::upstream::{Lease, SendError};
+use crate::upstream::{SendError, UpstreamBody};
 use crate::usage;
 
 impl Proxy {
@@ -74,8 +73,8 @@ impl Proxy {
             error
         };
 
-        let sent = upstream.pools.send(request, !call.stream);
-        let (response, mut lease) = match tokio::time::timeout(budget, sent).await {
+        let sent = upstream.pools.send(request);
+        let response = match tokio::time::timeout(budget, sent).await {
             Err(_) => return Err(timed_out(budget, budget)),
             Ok(Err(e)) => return Err(failed(client_error(&e))),
             Ok(Ok(sent)) => sent,
@@ -124,7 +123,7 @@ impl Proxy {
         if status.is_success() {
             let left = deadline.saturating_duration_since(Instant::now());
             let limited = Limited::new(body, call.max_response_bytes);
-            let read = tokio::time::timeout(left, driven(&mut lease, limited.collect()));
+            let read = tokio::time::timeout(left, limited.collect());
             let bytes = match read.await {
                 Err(_) => return Err(timed_out(ttfb, left)),
                 Ok(Err(e)) => {
@@ -133,10 +132,7 @@ impl Proxy {
                         cause: e.to_string(),
                     }));
                 }
-                Ok(Ok(collected)) => {
-                    release(lease);
-                    call.scrub.bytes(collected.to_bytes())
-                }
+                Ok(Ok(collected)) => call.scrub.bytes(collected.to_bytes()),
             };
             let translated = match form.translation {
                 Translation::None => Ok(bytes.clone()),
@@ -181,10 +177,7 @@ impl Proxy {
 
         // An error answer: read a little of it, to name it and to keep the
         // connection reusable.
-        let detail = driven(&mut lease, read_error_detail(body)).await;
-        if detail.whole {
-            release(lease);
-        }
+        let detail = read_error_detail(body).await;
         let mut error = AttemptError::status(status, &parts.headers, None);
         if error.retryable() {
             if let AttemptError::Status { message, .. } = &mut error {
@@ -283,7 +276,7 @@ pub(super) struct PendingStream {
     /// The upstream's request id, for `x-upstream-request-id`.
     upstream_id: Option<HeaderValue>,
     first: Bytes,
-    body: Incoming,
+    body: UpstreamBody,
     sse: bool,
     idle_timeout: Duration,
     scrub: Arc<Scrubber>,
@@ -329,7 +322,7 @@ impl Ready {
 }
 
 /// The first data frame of a streamed answer.
-pub(super) async fn first_data(body: &mut Incoming) -> Result<Bytes, AttemptError> {
+pub(super) async fn first_data(body: &mut UpstreamBody) -> Result<Bytes, AttemptError> {
     loop {
         match body.frame().await {
             None => return Err(AttemptError::EndedEarly { cause: None }),
@@ -351,8 +344,6 @@ pub(super) async fn first_data(body: &mut Incoming) -> Result<Bytes, AttemptErro
 
 struct ErrorDetail {
     body: Bytes,
-    /// The body was read to its end, so its connection can be reused.
-    whole: bool,
 }
 
 impl ErrorDetail {
@@ -385,37 +376,18 @@ impl ErrorDetail {
     }
 }
 
-async fn read_error_detail(body: Incoming) -> ErrorDetail {
+async fn read_error_detail(body: UpstreamBody) -> ErrorDetail {
     let read = tokio::time::timeout(
         Duration::from_secs(2),
         Limited::new(body, 1 << 20).collect(),
     );
-    match read.await {
-        Ok(Ok(collected)) => ErrorDetail {
-            body: collected.to_bytes(),
-            whole: true,
-        },
-        _ => ErrorDetail {
-            body: Bytes::new(),
-            whole: false,
-        },
-    }
-}
-
-/// `work` (reading an answer's body), driving the answer's connection when
-/// the attempt owns it.
-pub(super) async fn driven<F: Future>(lease: &mut Option<Lease>, work: F) -> F::Output {
-    match lease {
-        Some(lease) => lease.drive(work).await,
-        None => work.await,
-    }
-}
-
-/// Gives an owned connection back once its answer was read to the end.
-pub(super) fn release(lease: Option<Lease>) {
-    if let Some(lease) = lease {
-        lease.release();
-    }
+    // A body not read whole (too slow, too large) is dropped, and with it
+    // the connection: only a body read to its end leaves it reusable.
+    let body = match read.await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        _ => Bytes::new(),
+    };
+    ErrorDetail { body }
 }
 
 /// A request that got no answer head: the connection failed, or the
@@ -451,7 +423,6 @@ mod tests {
     fn error_detail_names_the_upstream_message() {
         let d = ErrorDetail {
             body: Bytes::from_static(br#"{"error":{"message":"overloaded","type":"x"}}"#),
-            whole: true,
         };
         let none = Scrubber::default();
         let summary = |d: &ErrorDetail, scrub| {
@@ -462,8 +433,7 @@ mod tests {
         assert_eq!(
             summary(
                 &ErrorDetail {
-                    body: Bytes::from_static(b"<html>"),
-                    whole: true,
+                    body: Bytes::from_static(b"<html>")
                 },
                 &none
             ),
@@ -475,7 +445,6 @@ mod tests {
             body: Bytes::from(
                 serde_json::to_vec(&serde_json::json!({"error": {"message": long}})).unwrap(),
             ),
-            whole: true,
         };
         let summary = summary(&d, &Scrubber::new([key]));
         assert!(!summary.contains("UPSECRETB"), "{summary}");

@@ -8,16 +8,16 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
 use crate::relay::Relay;
+use crate::upstream::UpstreamBody;
 
 /// The body of every answer: a whole buffer, or a relayed stream.
 pub enum ProxyBody {
     /// Buffered answers and errors.
     Full(Full<Bytes>),
     /// A streamed answer.
-    Stream(Box<Relay<Incoming>>),
+    Stream(Box<Relay<UpstreamBody>>),
 }
 
 impl ProxyBody {

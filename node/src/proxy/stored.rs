@@ -93,12 +93,11 @@ impl Proxy {
         let started = Instant::now();
         let first_byte = Duration::from_millis(snapshot.proxy.first_byte_timeout_ms);
         let deadline = started + Duration::from_millis(snapshot.proxy.request_timeout_ms);
-        // Through the pooled client: a stored call is rare, and may stream.
-        let sent = upstream.pools.send(request, false);
+        let sent = upstream.pools.send(request);
         let response = match tokio::time::timeout(first_byte, sent).await {
             Err(_) => return Err(failed(AttemptError::Timeout { after: first_byte })),
             Ok(Err(e)) => return Err(failed(client_error(&e))),
-            Ok(Ok((response, _))) => response,
+            Ok(Ok(response)) => response,
         };
         let status = response.status();
         let (parts, mut body) = response.into_parts();

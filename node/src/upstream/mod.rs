@@ -1,14 +1,19 @@
 //! Connection pools to upstreams: HTTP/1.1 keep-alive, HTTP/2 by ALPN over
 //! TLS (rustls, webpki roots plus an optional private CA), or HTTP/2 with
 //! prior knowledge to a plain `http://` upstream. A plain HTTP/1.1
-//! upstream's whole answers go over connections the worker owns
-//! ([`owned`]); everything else through hyper-util's pooled client.
+//! upstream's answers go over connections the worker owns ([`owned`]),
+//! spoken by a codec of our own ([`h1`]); everything else through
+//! hyper-util's pooled client.
 
+mod body;
+mod h1;
 mod owned;
 #[cfg(test)]
 mod tests;
 
-pub use owned::{Lease, Owned};
+pub use body::{BodyError, OwnedBody, UpstreamBody};
+pub use h1::H1Error;
+pub use owned::Owned;
 
 use std::cell::Cell;
 use std::path::Path;
@@ -18,7 +23,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -58,33 +62,23 @@ impl Pools {
         &self.clients[worker().min(self.clients.len() - 1)]
     }
 
-    /// Sends `request` and returns the answer's head. On a plain HTTP/1.1
-    /// upstream it goes over a connection this worker owns: a `whole`
-    /// answer (read to its end by the caller before it returns) comes with
-    /// the lease of that connection, which the caller drives while it reads;
-    /// a stream's connection is driven by a task of its own until the
-    /// stream ends ([`Lease::detach`]). TLS and HTTP/2 go through the
-    /// pooled client.
+    /// Sends `request` and returns the answer's head, with a body that
+    /// reads the rest. On a plain HTTP/1.1 upstream it goes over a
+    /// connection this worker owns, which the body gives back once read to
+    /// its end; TLS and HTTP/2 go through the pooled client.
     pub async fn send(
         &self,
         request: Request<Full<Bytes>>,
-        whole: bool,
-    ) -> Result<(Response<Incoming>, Option<Lease>), SendError> {
+    ) -> Result<Response<UpstreamBody>, SendError> {
         match &self.owned {
-            Some(owned) => {
-                // Boxed, as the pooled client's future is: the request's
-                // future stays small, and a stream's (which lives as long
-                // as the stream) does not carry this one's space.
-                let (response, lease) = Box::pin(owned.send(request)).await?;
-                if whole {
-                    Ok((response, Some(lease)))
-                } else {
-                    lease.detach();
-                    Ok((response, None))
-                }
-            }
+            // Boxed, as the pooled client's future is: the request's
+            // future stays small, and a stream's (which lives as long as
+            // the stream) does not carry this one's space.
+            Some(owned) => Ok(Box::pin(owned.send(request))
+                .await?
+                .map(UpstreamBody::Owned)),
             None => match self.get().request(request).await {
-                Ok(response) => Ok((response, None)),
+                Ok(response) => Ok(response.map(UpstreamBody::Pooled)),
                 Err(e) => Err(SendError::Pooled(e)),
             },
         }
@@ -100,9 +94,9 @@ pub enum SendError {
     /// An owned connection could not be opened.
     #[error("client error (Connect)")]
     Connect(Box<dyn std::error::Error + Send + Sync>),
-    /// An owned connection failed the request, or its handshake.
+    /// An owned connection failed the request, or the answer's head.
     #[error("client error (SendRequest)")]
-    Request(hyper::Error),
+    Exchange(#[source] H1Error),
 }
 
 impl SendError {
@@ -112,7 +106,7 @@ impl SendError {
         match self {
             Self::Pooled(e) => !e.is_connect(),
             Self::Connect(_) => false,
-            Self::Request(_) => true,
+            Self::Exchange(_) => true,
         }
     }
 
@@ -124,7 +118,7 @@ impl SendError {
         let mut source: Option<&(dyn std::error::Error + 'static)> = match self {
             Self::Pooled(e) => e.source(),
             Self::Connect(e) => Some(e.as_ref()),
-            Self::Request(e) => Some(e),
+            Self::Exchange(e) => Some(e),
         };
         while let Some(s) = source {
             causes.push(s.to_string());

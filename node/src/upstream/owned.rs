@@ -1,45 +1,39 @@
 //! HTTP/1.1 connections to a plain `http://` upstream, owned by the
-//! data-plane worker and driven by the request that uses them.
+//! data-plane worker and spoken to by the request that uses them.
 //!
 //! hyper-util's pooled client runs every connection as a task of its own
 //! and hands each request to it through a pool shared by all tasks: a lock,
 //! a hash lookup, a checkout future and a trip through the scheduler each
-//! way. Here a request takes an idle connection from its own worker's list,
-//! polls the connection itself while it waits for the answer and reads it,
-//! and puts it back once the answer is read whole: an answer is handed
-//! over in the same poll that read it. Measured side by side on 16 cores
-//! (`docs/perf-profile.md`): 0.91–0.94 of the pooled client's CPU per
-//! answer, and a lower open-loop tail. A connection dropped mid-answer (a
-//! timeout, a hedge that lost, a client gone) is closed, as it must be:
-//! nothing else would read the rest of that answer.
-//!
-//! A stream's body outlives the attempt, so its connection is handed to a
-//! task of its own on the worker once the answer's head is in
-//! ([`Lease::detach`]), and comes back to the same list when the stream
-//! ends: streams and whole answers share one set of warm connections. TLS
-//! and HTTP/2 upstreams keep the pooled client.
+//! way; and hyper's client connection allocates, whatever the answer, a
+//! dispatch channel and two 8 KiB buffers (about 26 KB per connection,
+//! which 10,000 open streams pay 10,000 times). Here a request takes an
+//! idle socket from its own worker's list, writes its head and body in one
+//! `writev`, and reads the answer's head itself ([`super::h1`]); the
+//! answer's body ([`OwnedBody`]) reads the same socket wherever it is
+//! polled, and puts the socket back in the list once the body is read to
+//! its end. A body dropped before its end closes the socket, as it must:
+//! nothing else would read the rest of that answer. TLS and HTTP/2
+//! upstreams keep the pooled client.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
-use std::pin::{Pin, pin};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::io::{ErrorKind, IoSlice};
+use std::pin::pin;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, Wake, Waker};
+use std::task::Poll;
 use std::time::Duration;
 
-use atomic_waker::AtomicWaker;
-use bytes::Bytes;
-use http::header::HOST;
+use bytes::{Buf, Bytes, BytesMut};
 use http::uri::{Authority, Scheme};
-use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
+use http::{HeaderValue, Method, Request, Response, Uri};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::body::OwnedBody;
+use super::h1::{self, H1Error, Head, MAX_HEAD_BYTES, Parsed};
 use super::{SendError, worker};
 
 /// How long an unused connection is kept, as the pooled client does: an
@@ -47,137 +41,11 @@ use super::{SendError, worker};
 /// connection this old is likely closed and not worth the try.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
-type Connection = http1::Connection<TokioIo<TcpStream>, Full<Bytes>>;
-
-/// One HTTP/1.1 connection: the handle requests are sent on, and the
-/// connection future that reads and writes its socket. Boxed wherever it
-/// goes: it is large, and the futures that hold it are moved.
-struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    driver: Driver,
-}
-
-/// The connection future and what polling it needs: apart from the
-/// sender, so a request can be sent on one while the other is driven.
-struct Driver {
-    connection: Connection,
-    /// The connection future finished: the upstream closed it, or it failed.
-    ended: bool,
-    /// The waker the connection and the work it drives are polled with.
-    turn: Arc<Turn>,
-    waker: Waker,
-}
-
-/// Wake-ups of a connection and of the work it drives, seen by the task
-/// that polls both. A wake-up raised while that task polls them (the
-/// connection handing over an answer it just read, a request just queued
-/// for the connection to write) makes it poll again there and then,
-/// instead of scheduling the whole task, which is a client connection's
-/// task with every future above this one; a wake-up from outside (the
-/// socket ready, a timer) wakes that task.
-#[derive(Default)]
-pub(super) struct Turn {
-    polling: AtomicBool,
-    again: AtomicBool,
-    task: AtomicWaker,
-}
-
-impl Turn {
-    /// The task that polls: woken by wake-ups from outside.
-    pub(super) fn register(&self, task: &Waker) {
-        self.task.register(task);
-    }
-
-    /// A poll begins: wake-ups from here on are its own.
-    pub(super) fn start(&self) {
-        self.again.store(false, Ordering::Relaxed);
-        self.polling.store(true, Ordering::Release);
-    }
-
-    /// The poll ended; whether a wake-up was raised during it (poll again).
-    pub(super) fn finish(&self) -> bool {
-        self.polling.store(false, Ordering::Release);
-        self.again.load(Ordering::Acquire)
-    }
-}
-
-impl Wake for Turn {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.polling.load(Ordering::Acquire) {
-            self.again.store(true, Ordering::Release);
-        } else {
-            self.task.wake();
-        }
-    }
-}
-
-/// How many times in a row one poll goes round again for wake-ups of its
-/// own, before it yields to the scheduler like any other task.
-const MAX_TURNS: usize = 8;
-
-impl Conn {
-    /// Waits, driving the connection, until it can take a request: at
-    /// once for an idle one, after the rest of an answer for a busy one;
-    /// an error once it is closed.
-    async fn ready(&mut self) -> hyper::Result<()> {
-        self.driver.drive(self.sender.ready()).await
-    }
-
-    /// Open and not known closed: worth keeping or taking from the list.
-    fn open(&self) -> bool {
-        !self.driver.ended && !self.sender.is_closed()
-    }
-}
-
-impl Driver {
-    /// Runs `work` while polling the connection, which does the socket I/O
-    /// `work` waits on. `work` goes first and again after the connection:
-    /// a request it queues is written in the same turn, and an answer the
-    /// connection reads is taken in the same turn.
-    async fn drive<F: Future>(&mut self, work: F) -> F::Output {
-        let Driver {
-            connection,
-            ended,
-            turn,
-            waker,
-        } = self;
-        let mut work = pin!(work);
-        poll_fn(|cx| {
-            turn.register(cx.waker());
-            let mut own = Context::from_waker(waker);
-            for _ in 0..MAX_TURNS {
-                turn.start();
-                if let Poll::Ready(out) = work.as_mut().poll(&mut own) {
-                    turn.finish();
-                    return Poll::Ready(out);
-                }
-                if !*ended && Pin::new(&mut *connection).poll(&mut own).is_ready() {
-                    // Closed or failed: any answer or body in flight has
-                    // its error already, which `work` reads next.
-                    *ended = true;
-                }
-                let out = work.as_mut().poll(&mut own);
-                let again = turn.finish();
-                if out.is_ready() {
-                    return out;
-                }
-                if !again {
-                    return Poll::Pending;
-                }
-            }
-            cx.waker().wake_by_ref();
-            Poll::Pending
-        })
-        .await
-    }
-}
+/// The first read of an answer: a chat completion's head and body fit.
+const FIRST_READ: usize = 4 * 1024;
 
 struct Idle {
-    conn: Box<Conn>,
+    io: TcpStream,
     since: Instant,
 }
 
@@ -187,13 +55,19 @@ struct Idle {
 /// threads shares the first worker's, and the lock keeps that correct).
 pub struct Owned {
     connector: HttpConnector,
-    builder: http1::Builder,
     /// The scheme and authority alone: what the connector dials.
     dial: Uri,
-    /// The `Host` header every request carries.
+    /// The `host` field every request carries.
     host: HeaderValue,
     idle: Box<[Mutex<VecDeque<Idle>>]>,
     max_idle: usize,
+}
+
+/// Why one exchange failed, and whether the request surely did not reach
+/// the upstream (so it may go on another connection).
+struct Failed {
+    error: H1Error,
+    unsent: bool,
 }
 
 impl Owned {
@@ -222,7 +96,6 @@ impl Owned {
         };
         Some(Owned {
             connector,
-            builder: http1::Builder::new(),
             dial,
             host: HeaderValue::from_str(&host).ok()?,
             idle: (0..workers.max(1))
@@ -237,56 +110,64 @@ impl Owned {
     }
 
     /// Sends `request` on an idle connection of this worker, or a new one,
-    /// and returns the answer's head with the connection its body arrives
-    /// on. A reused connection that turns out closed before the request
-    /// was written costs nothing: the request goes on another.
+    /// and returns the answer's head with a body that reads the rest. A
+    /// reused connection found closed when the request was written costs
+    /// nothing: the request goes on another.
     pub async fn send(
         self: &Arc<Self>,
-        mut request: Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
-        origin_form(&mut request);
-        request.headers_mut().insert(HOST, self.host.clone());
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<OwnedBody>, SendError> {
+        let (parts, body) = request.into_parts();
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(never) => match never {},
+        };
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        let mut head = Vec::with_capacity(512);
+        h1::encode_head(
+            &parts.method,
+            target,
+            &self.host,
+            &parts.headers,
+            body.len(),
+            &mut head,
+        );
+        let head_request = parts.method == Method::HEAD;
         let slot = self.slot();
         loop {
-            let (mut conn, reused) = match self.checkout(slot) {
-                Some(conn) => (conn, true),
+            let (mut io, reused) = match self.checkout(slot) {
+                Some(io) => (io, true),
                 None => (self.connect().await?, false),
             };
-            if let Err(e) = conn.ready().await {
-                if reused {
-                    continue;
+            match exchange(&mut io, &head, &body, head_request).await {
+                Ok((answer, buf)) => {
+                    let Head {
+                        status,
+                        headers,
+                        framing,
+                        reusable,
+                    } = answer;
+                    let body = OwnedBody::new(io, buf, framing, reusable, self.clone(), slot);
+                    let mut response = Response::new(body);
+                    *response.status_mut() = status;
+                    *response.headers_mut() = headers;
+                    return Ok(response);
                 }
-                return Err(SendError::Request(e));
-            }
-            let sent = conn.sender.try_send_request(request);
-            match conn.driver.drive(sent).await {
-                Ok(response) => {
-                    return Ok((
-                        response,
-                        Lease {
-                            owned: self.clone(),
-                            slot,
-                            conn,
-                        },
-                    ));
-                }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(SendError::Request(e.into_error())),
-                },
+                Err(Failed { unsent: true, .. }) if reused => continue,
+                Err(Failed { error, .. }) => return Err(SendError::Exchange(error)),
             }
         }
     }
 
     /// The most recently used idle connection that is still open and young
     /// enough.
-    fn checkout(&self, slot: usize) -> Option<Box<Conn>> {
+    fn checkout(&self, slot: usize) -> Option<TcpStream> {
         let mut idle = self.idle[slot]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        while let Some(Idle { conn, since }) = idle.pop_back() {
-            if conn.open() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(conn);
+        while let Some(Idle { io, since }) = idle.pop_back() {
+            if since.elapsed() < IDLE_TIMEOUT && quiet(&io) {
+                return Some(io);
             }
         }
         None
@@ -294,10 +175,7 @@ impl Owned {
 
     /// Keeps a connection whose answer was read whole, dropping (closing)
     /// the oldest ones past their time and any beyond `max_idle`.
-    fn checkin(&self, slot: usize, conn: Box<Conn>) {
-        if !conn.open() {
-            return;
-        }
+    pub(super) fn checkin(&self, slot: usize, io: TcpStream) {
         let now = Instant::now();
         let mut idle = self.idle[slot]
             .lock()
@@ -309,29 +187,15 @@ impl Owned {
             idle.pop_front();
         }
         if idle.len() < self.max_idle {
-            idle.push_back(Idle { conn, since: now });
+            idle.push_back(Idle { io, since: now });
         }
     }
 
-    async fn connect(&self) -> Result<Box<Conn>, SendError> {
+    async fn connect(&self) -> Result<TcpStream, SendError> {
         let io = tower_service::Service::call(&mut self.connector.clone(), self.dial.clone())
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
-        let (sender, connection) = self
-            .builder
-            .handshake(io)
-            .await
-            .map_err(SendError::Request)?;
-        let turn = Arc::new(Turn::default());
-        Ok(Box::new(Conn {
-            sender,
-            driver: Driver {
-                connection,
-                ended: false,
-                waker: Waker::from(turn.clone()),
-                turn,
-            },
-        }))
+        Ok(io.into_inner())
     }
 
     /// Idle connections held by the current worker (for tests).
@@ -344,50 +208,97 @@ impl Owned {
     }
 }
 
-/// A connection lent to one answer until its body is read: whoever reads
-/// the body drives the connection through [`Lease::drive`], and gives it
-/// back with [`Lease::release`] once the body ended. Dropped instead, it
-/// closes the connection.
-pub struct Lease {
-    owned: Arc<Owned>,
-    slot: usize,
-    conn: Box<Conn>,
+/// Whether an idle connection has nothing to say: no close, no reset, no
+/// stray bytes. Costs no system call while the socket has not become
+/// readable since it was last read dry.
+fn quiet(io: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(io.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
 }
 
-impl Lease {
-    /// Runs `work` (reading the answer's body) while the connection does
-    /// the reading.
-    pub async fn drive<F: Future>(&mut self, work: F) -> F::Output {
-        self.conn.driver.drive(work).await
-    }
-
-    /// Gives the connection back for the next request: call only once the
-    /// answer's body was read to its end.
-    pub fn release(self) {
-        self.owned.checkin(self.slot, self.conn);
-    }
-
-    /// Hands the connection to a task of its own on this worker, for an
-    /// answer whose body outlives its caller (a stream): the task does the
-    /// connection's reading while the body is read elsewhere, and gives it
-    /// back once the answer has ended and the connection is ready for the
-    /// next request. A body dropped before its end leaves the connection
-    /// unusable: hyper closes it, and the task ends with it.
-    pub fn detach(mut self) {
-        tokio::spawn(async move {
-            if self.conn.ready().await.is_ok() {
-                self.release();
-            }
-        });
-    }
-}
-
-/// The request line's target as an origin server expects it: the path and
-/// query alone (the authority goes in `Host`).
-fn origin_form(request: &mut Request<Full<Bytes>>) {
-    let uri = request.uri_mut();
-    *uri = match uri.path_and_query() {
-        Some(path) => Uri::from(path.clone()),
-        None => Uri::from_static("/"),
+/// Writes the request and reads the answer's head. Nearly every request
+/// goes out in one `writev` at once; one the socket cannot take whole is
+/// written while the answer is read, so an upstream that answers early (a
+/// 413 for a large body) is heard, and its connection is then not reused.
+async fn exchange(
+    io: &mut TcpStream,
+    head: &[u8],
+    body: &Bytes,
+    head_request: bool,
+) -> Result<(Head, BytesMut), Failed> {
+    let total = head.len() + body.len();
+    let written = match io.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
+        Ok(n) => n,
+        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
+        // Refused at the first write: the upstream closed the connection,
+        // and not a byte of this request went out.
+        Err(e) => {
+            return Err(Failed {
+                error: e.into(),
+                unsent: true,
+            });
+        }
     };
+    let sent = |error| Failed {
+        error,
+        unsent: false,
+    };
+    if written == total {
+        return read_head(io, head_request).await.map_err(sent);
+    }
+    let mut rest = Buf::chain(head, &body[..]);
+    rest.advance(written);
+    let (mut reader, mut writer) = io.split();
+    let mut write = pin!(writer.write_all_buf(&mut rest));
+    let mut read = pin!(read_head(&mut reader, head_request));
+    let mut wrote = false;
+    let (mut answer, buf) = poll_fn(|cx| {
+        if !wrote {
+            match write.as_mut().poll(cx) {
+                Poll::Ready(Ok(())) => wrote = true,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(sent(e.into()))),
+                Poll::Pending => {}
+            }
+        }
+        read.as_mut().poll(cx).map_err(sent)
+    })
+    .await?;
+    // Answered before the request was written whole: what the upstream
+    // makes of the rest is unknown.
+    answer.reusable &= wrote;
+    Ok((answer, buf))
+}
+
+/// Reads until the answer's final head, skipping interim (1xx) answers.
+/// What was read past the head is the start of the body.
+async fn read_head<R: AsyncRead + Unpin>(
+    io: &mut R,
+    head_request: bool,
+) -> Result<(Head, BytesMut), H1Error> {
+    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    let mut interim = 0;
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().max(FIRST_READ));
+        }
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(H1Error::ClosedBeforeHead);
+        }
+        loop {
+            match h1::parse_head(&buf, head_request)? {
+                Parsed::Partial => break,
+                Parsed::Interim(len) => {
+                    interim += len;
+                    if interim > MAX_HEAD_BYTES {
+                        return Err(H1Error::HeadTooLarge);
+                    }
+                    buf.advance(len);
+                }
+                Parsed::Final(len, head) => {
+                    buf.advance(len);
+                    return Ok((head, buf));
+                }
+            }
+        }
+    }
 }

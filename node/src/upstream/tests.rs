@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{Pools, SendError, pools_for};
+use super::{Pools, SendError, UpstreamBody, pools_for};
 
 const ANSWER: &str =
     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
@@ -156,15 +156,12 @@ fn request(base: &str) -> Request<Full<Bytes>> {
 
 /// Sends one request on the owned path and reads its answer whole.
 async fn whole(pools: &Pools, base: &str) -> Result<Bytes, SendError> {
-    let (response, lease) = pools.send(request(base), true).await?;
-    let mut lease = lease.expect("a plain http upstream's whole answer is owned");
-    let body = lease
-        .drive(response.into_body().collect())
-        .await
-        .unwrap()
-        .to_bytes();
-    lease.release();
-    Ok(body)
+    let response = pools.send(request(base)).await?;
+    assert!(
+        matches!(response.body(), UpstreamBody::Owned(_)),
+        "a plain http upstream's answer is owned"
+    );
+    Ok(response.into_body().collect().await.unwrap().to_bytes())
 }
 
 #[tokio::test]
@@ -210,15 +207,15 @@ async fn a_connection_the_upstream_closed_while_idle_is_replaced_not_failed() {
 async fn an_answer_abandoned_mid_body_closes_its_connection() {
     let mut up = upstream(After::Stall).await;
     let pools = pools(&up.base);
-    let (response, lease) = pools.send(request(&up.base), true).await.unwrap();
-    let mut lease = lease.unwrap();
-    let read = lease.drive(response.into_body().collect());
+    let response = pools.send(request(&up.base)).await.unwrap();
+    let mut body = response.into_body();
+    let read = (&mut body).collect();
     assert!(
         tokio::time::timeout(Duration::from_millis(100), read)
             .await
             .is_err()
     );
-    drop(lease);
+    drop(body);
     sees_closed(&mut up).await;
     assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
 }
@@ -257,40 +254,10 @@ async fn a_refused_connection_says_nothing_was_sent() {
 }
 
 #[tokio::test]
-async fn a_stream_gives_its_connection_back_when_it_ends_and_whole_answers_reuse_it() {
-    let up = upstream(After::Keep).await;
-    let pools = pools(&up.base);
-    let (response, lease) = pools.send(request(&up.base), false).await.unwrap();
-    assert!(
-        lease.is_none(),
-        "a stream's connection is driven by its own task"
-    );
-    assert_eq!(
-        response.into_body().collect().await.unwrap().to_bytes(),
-        "{}"
-    );
-    let owned = pools.owned.as_ref().unwrap();
-    // The connection's task gives it back once it is ready again.
-    tokio::time::timeout(Duration::from_secs(5), async {
-        while owned.idle_here() == 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the stream's connection comes back");
-    assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
-    assert_eq!(
-        up.accepted.load(Ordering::SeqCst),
-        1,
-        "one warm connection for both"
-    );
-}
-
-#[tokio::test]
 async fn a_stream_dropped_mid_body_closes_its_connection() {
     let mut up = upstream(After::Stall).await;
     let pools = pools(&up.base);
-    let (response, _) = pools.send(request(&up.base), false).await.unwrap();
+    let response = pools.send(request(&up.base)).await.unwrap();
     drop(response);
     sees_closed(&mut up).await;
     assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
@@ -315,49 +282,13 @@ async fn tls_and_http2_upstreams_go_through_the_pooled_client() {
     }
 }
 
-/// Counts the wake-ups that reach the task.
-struct CountingWaker(AtomicUsize);
-
-impl std::task::Wake for CountingWaker {
-    fn wake(self: Arc<Self>) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-#[test]
-fn a_wake_up_raised_while_polling_goes_round_again_and_one_from_outside_wakes_the_task() {
-    use super::owned::Turn;
-    let turn = Arc::new(Turn::default());
-    let task = Arc::new(CountingWaker(AtomicUsize::new(0)));
-    turn.register(&std::task::Waker::from(task.clone()));
-    let waker = std::task::Waker::from(turn.clone());
-
-    turn.start();
-    waker.wake_by_ref();
-    assert!(turn.finish(), "raised while polling: poll again");
-    assert_eq!(
-        task.0.load(Ordering::SeqCst),
-        0,
-        "the task is not rescheduled"
-    );
-
-    turn.start();
-    assert!(!turn.finish(), "nothing raised: nothing to poll again");
-    waker.wake_by_ref();
-    assert_eq!(
-        task.0.load(Ordering::SeqCst),
-        1,
-        "from outside: the task wakes"
-    );
-}
-
 #[tokio::test]
 async fn a_send_in_flight_holds_the_owned_path_behind_one_pointer() {
     // A stream's task keeps the request's future, and with it the space of
     // every future it holds, until the stream ends: 10,000 streams pay it
     // 10,000 times. The owned path's send (over a kilobyte) is boxed.
     let pools = pools("http://127.0.0.1:9/v1");
-    let whole = std::mem::size_of_val(&pools.send(request("http://127.0.0.1:9/v1"), true));
+    let whole = std::mem::size_of_val(&pools.send(request("http://127.0.0.1:9/v1")));
     let owned = std::mem::size_of_val(
         &pools
             .owned
