@@ -10,6 +10,8 @@ mod h1;
 mod owned;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod wire_tests;
 
 pub use body::{BodyError, OwnedBody, UpstreamBody};
 pub use h1::H1Error;

@@ -108,7 +108,7 @@ async fn serve(
 }
 
 /// A request's head and body, or `None` once the client closed.
-async fn read_request(stream: &mut TcpStream) -> Option<String> {
+pub(super) async fn read_request(stream: &mut TcpStream) -> Option<String> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -135,7 +135,7 @@ async fn sees_closed(up: &mut Upstream) {
         .unwrap();
 }
 
-fn pools(base: &str) -> Pools {
+pub(super) fn pools(base: &str) -> Pools {
     let uc = UpstreamConfig {
         id: "u".into(),
         base_url: base.into(),
@@ -144,7 +144,7 @@ fn pools(base: &str) -> Pools {
     pools_for(&uc, &ProxyConfig::default()).unwrap()
 }
 
-fn request(base: &str) -> Request<Full<Bytes>> {
+pub(super) fn request(base: &str) -> Request<Full<Bytes>> {
     let uri: Uri = format!("{base}/chat/completions?api-version=2024-10-21")
         .parse()
         .unwrap();
