@@ -1,14 +1,15 @@
 //! An upstream answer's body, whichever path it came by: hyper's for the
 //! pooled client, or [`OwnedBody`], read straight off a worker-owned socket.
 
-use std::io::ErrorKind;
-use std::pin::Pin;
+use std::future::Future;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use super::h1::{Chunked, Decoded, Framing, H1Error};
@@ -213,28 +214,35 @@ impl Body for OwnedBody {
                 Ok(None) if this.state == State::Done => return Poll::Ready(None),
                 Ok(None) => {}
             }
-            let Some(io) = &this.io else {
+            let size = this.read_size();
+            let Some(io) = &mut this.io else {
                 return Poll::Ready(None);
             };
+            // Readiness first, so a stream waiting for its next event holds
+            // no buffer; then one read, which (unlike `try_read_buf`) takes
+            // a short read as the socket drained, sparing a read that
+            // would only say "would block".
             if let Err(e) = ready!(io.poll_read_ready(cx)) {
                 return this.fail(e.into());
             }
-            this.buf.reserve(this.read_size());
-            match io.try_read_buf(&mut this.buf) {
-                Ok(0) if this.state == State::UntilClose => {
+            this.buf.reserve(size);
+            let read = pin!(io.read_buf(&mut this.buf)).poll(cx);
+            match read {
+                Poll::Ready(Ok(0)) if this.state == State::UntilClose => {
                     // The close is the end: nothing to give back.
                     this.reusable = false;
                     this.end();
                     return Poll::Ready(None);
                 }
-                Ok(0) => return this.fail(H1Error::ClosedMidBody),
-                Ok(_) => {}
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                Poll::Ready(Ok(0)) => return this.fail(H1Error::ClosedMidBody),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => return this.fail(e.into()),
+                Poll::Pending => {
                     if this.buf.is_empty() {
                         this.buf = BytesMut::new();
                     }
+                    return Poll::Pending;
                 }
-                Err(e) => return this.fail(e.into()),
             }
         }
     }
