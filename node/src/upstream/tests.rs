@@ -302,3 +302,31 @@ async fn a_send_in_flight_holds_the_owned_path_behind_one_pointer() {
     );
     assert!(whole <= 512, "Pools::send {whole} bytes");
 }
+
+#[test]
+fn upstreams_trusting_only_the_public_roots_share_one_tls_configuration() {
+    let public = |base: &str| UpstreamConfig {
+        base_url: base.into(),
+        ..UpstreamConfig::default()
+    };
+    let a = super::tls_for(&public("https://api.openai.com/v1")).unwrap();
+    let b = super::tls_for(&public("https://api.anthropic.com/v1")).unwrap();
+    assert!(
+        Arc::ptr_eq(&a, &b),
+        "one root store and session cache for both"
+    );
+    assert_eq!(a.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+
+    // A private CA is that upstream's own.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let cert = rcgen::generate_simple_self_signed(vec!["private.test".into()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let private = UpstreamConfig {
+        ca_file: Some(ca),
+        ..public("https://private.test/v1")
+    };
+    let c = super::tls_for(&private).unwrap();
+    assert!(!Arc::ptr_eq(&a, &c));
+    assert!(c.alpn_protocols.contains(&b"h2".to_vec()));
+}
