@@ -163,12 +163,12 @@ async fn get(upstream: &Upstream, scrub: &Scrubber, uri: Uri) -> Result<Bytes, F
             .unwrap_or(HeaderValue::from_static(DEFAULT_ANTHROPIC_VERSION));
         headers.insert(ANTHROPIC_VERSION.clone(), version);
     }
-    let response = upstream
-        .pools
-        .get()
-        .request(request)
-        .await
-        .map_err(|e| FetchError::Transport(scrub.message(&error_chain(&e))))?;
+    // An error and its causes on one line (the client's own says only
+    // "client error").
+    let response = upstream.pools.send(request).await.map_err(|e| {
+        let chain = std::iter::once(e.to_string()).chain(e.causes());
+        FetchError::Transport(scrub.message(&chain.collect::<Vec<_>>().join(": ")))
+    })?;
     let status = response.status();
     if !status.is_success() {
         return Err(FetchError::Status(status.as_u16()));
@@ -178,18 +178,6 @@ async fn get(upstream: &Upstream, scrub: &Scrubber, uri: Uri) -> Result<Bytes, F
         .await
         .map_err(|e| FetchError::Body(scrub.message(&e.to_string())))?;
     Ok(body.to_bytes())
-}
-
-/// An error and its sources, on one line (hyper's own says only "client error").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -172,7 +172,7 @@ async fn whole_answers_in_turn_share_one_connection_sent_in_origin_form() {
         assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 1);
-    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 1);
+    assert_eq!(pools.owned().unwrap().idle_here(), 1);
 
     let head = up.heads.recv().await.unwrap();
     let authority = up
@@ -217,7 +217,7 @@ async fn an_answer_abandoned_mid_body_closes_its_connection() {
     );
     drop(body);
     sees_closed(&mut up).await;
-    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+    assert_eq!(pools.owned().unwrap().idle_here(), 0);
 }
 
 #[tokio::test]
@@ -226,7 +226,7 @@ async fn an_answer_saying_connection_close_is_not_reused_even_if_the_upstream_ke
     let pools = pools(&up.base);
     assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
     sees_closed(&mut up).await;
-    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+    assert_eq!(pools.owned().unwrap().idle_here(), 0);
     assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
 }
@@ -238,7 +238,7 @@ async fn an_upstream_that_speaks_no_http_fails_the_request_and_keeps_nothing() {
     let error = whole(&pools, &up.base).await.unwrap_err();
     assert!(error.connected(), "{error:?}");
     assert!(!error.causes().is_empty(), "{error:?}");
-    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+    assert_eq!(pools.owned().unwrap().idle_here(), 0);
 }
 
 #[tokio::test]
@@ -260,7 +260,7 @@ async fn a_stream_dropped_mid_body_closes_its_connection() {
     let response = pools.send(request(&up.base)).await.unwrap();
     drop(response);
     sees_closed(&mut up).await;
-    assert_eq!(pools.owned.as_ref().unwrap().idle_here(), 0);
+    assert_eq!(pools.owned().unwrap().idle_here(), 0);
 }
 
 #[tokio::test]
@@ -278,7 +278,7 @@ async fn tls_and_http2_upstreams_go_through_the_pooled_client() {
         },
     ] {
         let pools = pools_for(&uc, &ProxyConfig::default()).unwrap();
-        assert!(pools.owned.is_none(), "{}", uc.base_url);
+        assert!(pools.owned().is_none(), "{}", uc.base_url);
     }
 }
 
@@ -291,8 +291,7 @@ async fn a_send_in_flight_holds_the_owned_path_behind_one_pointer() {
     let whole = std::mem::size_of_val(&pools.send(request("http://127.0.0.1:9/v1")));
     let owned = std::mem::size_of_val(
         &pools
-            .owned
-            .as_ref()
+            .owned()
             .unwrap()
             .send(request("http://127.0.0.1:9/v1")),
     );

@@ -80,7 +80,7 @@ async fn body_of(pools: &Pools, base: &str) -> Result<(u16, Bytes), String> {
 }
 
 fn idle(pools: &Pools) -> usize {
-    pools.owned.as_ref().unwrap().idle_here()
+    pools.owned().unwrap().idle_here()
 }
 
 const CHUNKED: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
