@@ -193,6 +193,12 @@ impl OwnedBody {
     fn read_size(&self) -> usize {
         match self.state {
             State::Length(left) => usize::try_from(left).unwrap_or(MAX_READ).min(MAX_READ),
+            // Inside a large chunk: the rest of it, its CRLF and the next
+            // size line in one read.
+            State::Chunked(Chunked::Data(left)) => usize::try_from(left)
+                .unwrap_or(MAX_READ)
+                .saturating_add(32)
+                .clamp(STREAM_READ, MAX_READ),
             _ => STREAM_READ.max(self.buf.len()),
         }
     }
