@@ -74,12 +74,16 @@ async fn https_upstream_is_verified_against_its_ca_file() {
     mock.behave(json!({"chunks": 4})).await;
     let node = Node::start_with(
         |c: &mut Config| {
+            let mut h2 = tls_upstream("tls-h2", &mock, &ca.pem);
+            h2.http2 = true;
             c.upstreams = vec![
                 tls_upstream("tls", &mock, &ca.pem),
+                h2,
                 tls_upstream("wrong-ca", &mock, &stranger.pem),
             ];
             c.routes = vec![
                 route_to("m", "tls", "tls-model"),
+                route_to("m2", "tls-h2", "tls-model"),
                 route_to("bad", "wrong-ca", "x"),
             ];
         },
@@ -115,8 +119,19 @@ async fn https_upstream_is_verified_against_its_ca_file() {
     assert_eq!(stats["requests"], 2, "{stats}");
     assert_eq!(stats["outcomes"]["ok"], 2, "{stats}");
     assert_eq!(stats["by_model"]["tls-model"], 2, "{stats}");
-    // The node offers h2 and http/1.1 by ALPN; the mock prefers h2.
-    assert_eq!(stats["by_version"], json!({"HTTP/2": 2}), "{stats}");
+    // HTTP/1.1 over connections the node owns (it offers nothing else by
+    // ALPN, although the mock prefers h2); HTTP/2 where the upstream asks
+    // for it.
+    assert_eq!(stats["by_version"], json!({"HTTP/1": 2}), "{stats}");
+    let answer = node.chat(chat_body("m2"), &[]).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-meridian-upstream"), "tls-h2");
+    let stats = mock.stats().await;
+    assert_eq!(
+        stats["by_version"],
+        json!({"HTTP/1": 2, "HTTP/2": 1}),
+        "{stats}"
+    );
 
     // Under another CA the handshake fails: 502, naming the certificate.
     let answer = node.chat(chat_body("bad"), &[]).await;
@@ -136,7 +151,7 @@ async fn https_upstream_is_verified_against_its_ca_file() {
     assert_eq!(error["code"], "upstream_error");
     assert_eq!(
         mock.requests().await,
-        2,
+        3,
         "a request went through an unverified connection"
     );
 }

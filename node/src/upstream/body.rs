@@ -10,16 +10,16 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
 
+use super::conn::Conn;
 use super::h1::{Chunked, Decoded, Framing, H1Error};
 use super::owned::Owned;
 
 /// The body of an upstream's answer.
 pub enum UpstreamBody {
-    /// From the pooled client (TLS, HTTP/2).
+    /// From the pooled client (HTTP/2).
     Pooled(Incoming),
-    /// From a connection the worker owns (plain HTTP/1.1).
+    /// From a connection the worker owns (HTTP/1.1, plain or TLS).
     Owned(OwnedBody),
 }
 
@@ -86,7 +86,7 @@ enum State {
 /// for a stream). Read to its end, it gives the socket back to its
 /// worker's idle list; dropped or failed before that, it closes it.
 pub struct OwnedBody {
-    io: Option<TcpStream>,
+    io: Option<Conn>,
     /// Bytes read and not yet decoded. Emptied buffers are let go, so a
     /// stream waiting for its next event holds no buffer.
     buf: BytesMut,
@@ -98,7 +98,7 @@ pub struct OwnedBody {
 
 impl OwnedBody {
     pub(super) fn new(
-        io: TcpStream,
+        io: Conn,
         buf: BytesMut,
         framing: Framing,
         reusable: bool,

@@ -1,15 +1,17 @@
-//! Connection pools to upstreams: HTTP/1.1 keep-alive, HTTP/2 by ALPN over
-//! TLS (rustls, webpki roots plus an optional private CA), or HTTP/2 with
-//! prior knowledge to a plain `http://` upstream. A plain HTTP/1.1
-//! upstream's answers go over connections the worker owns ([`owned`]),
-//! spoken by a codec of our own ([`h1`]); everything else through
-//! hyper-util's pooled client.
+//! Connections to upstreams. HTTP/1.1, plain or over TLS (rustls, webpki
+//! roots plus an optional private CA), goes over connections the worker
+//! owns ([`owned`], [`conn`]), spoken by a codec of our own ([`h1`]); an
+//! upstream configured for HTTP/2 (`http2 = true`: by ALPN over TLS, with
+//! prior knowledge over `http://`) goes through hyper-util's pooled client.
 
 mod body;
+mod conn;
 mod h1;
 mod owned;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 #[cfg(test)]
 mod wire_tests;
 
@@ -52,22 +54,22 @@ pub fn worker() -> usize {
 }
 
 /// How one upstream's requests go out: over connections the workers own
-/// when it is plain HTTP/1.1, else through one pooled client per
+/// when it speaks HTTP/1.1, else (HTTP/2) through one pooled client per
 /// data-plane worker. Never both: a pooled client nothing sends on was
 /// about 5 KB per upstream with 16 workers.
 pub enum Pools {
-    /// A plain HTTP/1.1 upstream.
+    /// An HTTP/1.1 upstream, plain or TLS.
     Owned(Arc<Owned>),
-    /// TLS or HTTP/2: one client per worker, never empty.
+    /// HTTP/2: one client per worker, never empty.
     Pooled(Box<[UpstreamClient]>),
 }
 
 impl Pools {
     /// Sends `request` and returns the answer's head, with a body that
-    /// reads the rest. On a plain HTTP/1.1 upstream it goes over a
-    /// connection this worker owns, which the body gives back once read to
-    /// its end; TLS and HTTP/2 go through the current worker's pooled
-    /// client (the first one off the data-plane threads).
+    /// reads the rest. On an HTTP/1.1 upstream it goes over a connection
+    /// this worker owns, which the body gives back once read to its end;
+    /// HTTP/2 goes through the current worker's pooled client (the first
+    /// one off the data-plane threads).
     pub async fn send(
         &self,
         request: Request<Full<Bytes>>,
@@ -91,7 +93,7 @@ impl Pools {
         }
     }
 
-    /// The owned connections, when the upstream is plain HTTP/1.1.
+    /// The owned connections, when the upstream speaks HTTP/1.1.
     #[cfg(test)]
     fn owned(&self) -> Option<&Arc<Owned>> {
         match self {
@@ -149,13 +151,13 @@ impl SendError {
 /// the count; a file not built into settings gets one pool).
 pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, ClientError> {
     let workers = proxy.workers.max(1);
-    // Built (shared, when the upstream names no CA) for every upstream, owned
-    // ones included: a `ca_file` that cannot be used disables the upstream
-    // naming that field, whatever its scheme.
-    let tls = tls_for(uc)?;
+    // The TLS configuration is built (shared, when the upstream names no
+    // CA) for every upstream, plain ones included: a `ca_file` that cannot
+    // be used disables the upstream naming that field, whatever its scheme.
     let owned = match uc.base_url.parse::<http::Uri>() {
         Ok(base) if !uc.http2 => Owned::new(
             &base,
+            &tls_for(uc, Alpn::Http1)?,
             http_connector(proxy),
             workers,
             proxy.pool_idle_per_host,
@@ -164,7 +166,10 @@ pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, Clie
     };
     Ok(match owned {
         Some(owned) => Pools::Owned(Arc::new(owned)),
-        None => Pools::Pooled((0..workers).map(|_| client_with(&tls, uc, proxy)).collect()),
+        None => {
+            let tls = tls_for(uc, Alpn::Http2)?;
+            Pools::Pooled((0..workers).map(|_| client_with(&tls, uc, proxy)).collect())
+        }
     })
 }
 
@@ -237,30 +242,48 @@ fn http_connector(proxy: &ProxyConfig) -> HttpConnector {
 
 /// Builds the client an upstream's requests go through.
 pub fn client_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<UpstreamClient, ClientError> {
-    Ok(client_with(&tls_for(uc)?, uc, proxy))
+    Ok(client_with(&tls_for(uc, Alpn::Http2OrHttp1)?, uc, proxy))
+}
+
+/// What a TLS configuration offers by ALPN.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Alpn {
+    /// HTTP/1.1 alone: the owned connections speak nothing else, and a
+    /// server must not pick HTTP/2 for them.
+    Http1 = 0,
+    /// HTTP/2 alone: an upstream configured for it is spoken to in
+    /// nothing else, and one that cannot fails its handshake plainly.
+    Http2 = 1,
+    /// HTTP/2 first, then HTTP/1.1: a pooled client that speaks both (the
+    /// trace collector's).
+    Http2OrHttp1 = 2,
 }
 
 /// An upstream's TLS settings: the webpki roots and its private CA, if it
-/// names one, offering HTTP/2 and HTTP/1.1 by ALPN. Every upstream that
-/// names no CA shares one configuration: its root store and its session
-/// cache (256 entries allocated up front) came to about 24 KB per
-/// upstream, 2.4 MB of a node's idle memory with 101 upstreams.
-fn tls_for(uc: &UpstreamConfig) -> Result<Arc<rustls::ClientConfig>, ClientError> {
-    static PUBLIC_ROOTS: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
+/// names one, offering `alpn`. Every upstream that names no CA shares one
+/// configuration per offer: its root store and its session cache (256
+/// entries allocated up front) came to about 24 KB per upstream, 2.4 MB of
+/// a node's idle memory with 101 upstreams.
+fn tls_for(uc: &UpstreamConfig, alpn: Alpn) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    static PUBLIC_ROOTS: [OnceLock<Arc<rustls::ClientConfig>>; 3] = [const { OnceLock::new() }; 3];
+    let shared = &PUBLIC_ROOTS[alpn as usize];
     match &uc.ca_file {
-        Some(path) => tls_trusting(Some(path.as_path())),
-        None => match PUBLIC_ROOTS.get() {
+        Some(path) => tls_trusting(Some(path.as_path()), alpn),
+        None => match shared.get() {
             Some(tls) => Ok(tls.clone()),
             None => {
-                let tls = tls_trusting(None)?;
-                Ok(PUBLIC_ROOTS.get_or_init(|| tls).clone())
+                let tls = tls_trusting(None, alpn)?;
+                Ok(shared.get_or_init(|| tls).clone())
             }
         },
     }
 }
 
 /// A TLS configuration trusting the webpki roots and `ca_file`'s CAs.
-fn tls_trusting(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, ClientError> {
+fn tls_trusting(
+    ca_file: Option<&Path>,
+    alpn: Alpn,
+) -> Result<Arc<rustls::ClientConfig>, ClientError> {
     let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
@@ -278,7 +301,11 @@ fn tls_trusting(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, Cli
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tls.alpn_protocols = match alpn {
+        Alpn::Http1 => vec![b"http/1.1".to_vec()],
+        Alpn::Http2 => vec![b"h2".to_vec()],
+        Alpn::Http2OrHttp1 => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    };
     Ok(Arc::new(tls))
 }
 

@@ -1,4 +1,4 @@
-//! HTTP/1.1 connections to a plain `http://` upstream, owned by the
+//! HTTP/1.1 connections to an upstream, plain or over TLS, owned by the
 //! data-plane worker and spoken to by the request that uses them.
 //!
 //! hyper-util's pooled client runs every connection as a task of its own
@@ -12,15 +12,15 @@
 //! answer's body ([`OwnedBody`]) reads the same socket wherever it is
 //! polled, and puts the socket back in the list once the body is read to
 //! its end. A body dropped before its end closes the socket, as it must:
-//! nothing else would read the rest of that answer. TLS and HTTP/2
-//! upstreams keep the pooled client.
+//! nothing else would read the rest of that answer. Upstreams configured
+//! for HTTP/2 keep the pooled client.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::io::{ErrorKind, IoSlice};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -28,11 +28,11 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Method, Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 
 use super::body::OwnedBody;
+use super::conn::{Conn, Tls};
 use super::h1::{self, H1Error, Head, MAX_HEAD_BYTES, Parsed};
 use super::{SendError, worker};
 
@@ -45,7 +45,7 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 const FIRST_READ: usize = 4 * 1024;
 
 struct Idle {
-    io: TcpStream,
+    io: Conn,
     since: Instant,
 }
 
@@ -55,8 +55,11 @@ struct Idle {
 /// threads shares the first worker's, and the lock keeps that correct).
 pub struct Owned {
     connector: HttpConnector,
-    /// The scheme and authority alone: what the connector dials.
+    /// The authority alone, its port always written: what the connector
+    /// dials (as `http://`: TLS is ours to add).
     dial: Uri,
+    /// For an `https://` upstream.
+    tls: Option<Tls>,
     /// The `host` field every request carries.
     host: HeaderValue,
     idle: Box<[Mutex<VecDeque<Idle>>]>,
@@ -71,32 +74,40 @@ struct Failed {
 }
 
 impl Owned {
-    /// The owned path for `base`, when it is a plain `http://` URL with a
-    /// host; `None` sends the upstream's requests through the pooled client.
+    /// The owned path for `base`, an `http://` URL, or an `https://` one
+    /// spoken to under `tls` (which should offer HTTP/1.1 alone by ALPN);
+    /// `None` for any other scheme or a URL with no usable host.
     pub fn new(
         base: &Uri,
+        tls: &Arc<rustls::ClientConfig>,
         connector: HttpConnector,
         workers: usize,
         max_idle: usize,
     ) -> Option<Owned> {
-        if base.scheme() != Some(&Scheme::HTTP) {
-            return None;
-        }
         let authority: &Authority = base.authority()?;
+        let (default_port, tls) = match base.scheme() {
+            Some(s) if *s == Scheme::HTTP => (80, None),
+            Some(s) if *s == Scheme::HTTPS => (443, Some(Tls::new(tls.clone(), authority)?)),
+            _ => return None,
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
         let dial = Uri::builder()
             .scheme(Scheme::HTTP)
-            .authority(authority.clone())
+            .authority(format!("{}:{port}", authority.host()))
             .path_and_query("/")
             .build()
             .ok()?;
-        // As the pooled client writes it: the port only when it is not 80.
-        let host = match authority.port_u16() {
-            Some(port) if port != 80 => format!("{}:{port}", authority.host()),
-            _ => authority.host().to_owned(),
+        // As the pooled client writes it: the port only when it is not the
+        // scheme's own.
+        let host = if port == default_port {
+            authority.host().to_owned()
+        } else {
+            format!("{}:{port}", authority.host())
         };
         Some(Owned {
             connector,
             dial,
+            tls,
             host: HeaderValue::from_str(&host).ok()?,
             idle: (0..workers.max(1))
                 .map(|_| Mutex::new(VecDeque::new()))
@@ -161,12 +172,12 @@ impl Owned {
 
     /// The most recently used idle connection that is still open and young
     /// enough.
-    fn checkout(&self, slot: usize) -> Option<TcpStream> {
+    fn checkout(&self, slot: usize) -> Option<Conn> {
         let mut idle = self.idle[slot]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        while let Some(Idle { io, since }) = idle.pop_back() {
-            if since.elapsed() < IDLE_TIMEOUT && quiet(&io) {
+        while let Some(Idle { mut io, since }) = idle.pop_back() {
+            if since.elapsed() < IDLE_TIMEOUT && io.quiet() {
                 return Some(io);
             }
         }
@@ -175,7 +186,7 @@ impl Owned {
 
     /// Keeps a connection whose answer was read whole, dropping (closing)
     /// the oldest ones past their time and any beyond `max_idle`.
-    pub(super) fn checkin(&self, slot: usize, io: TcpStream) {
+    pub(super) fn checkin(&self, slot: usize, io: Conn) {
         let now = Instant::now();
         let mut idle = self.idle[slot]
             .lock()
@@ -191,11 +202,20 @@ impl Owned {
         }
     }
 
-    async fn connect(&self) -> Result<TcpStream, SendError> {
+    /// A new connection: TCP, then TLS's handshake for `https://`. A
+    /// failure of either sent nothing.
+    async fn connect(&self) -> Result<Conn, SendError> {
         let io = tower_service::Service::call(&mut self.connector.clone(), self.dial.clone())
             .await
             .map_err(|e| SendError::Connect(Box::new(e)))?;
-        Ok(io.into_inner())
+        let tcp = io.into_inner();
+        match &self.tls {
+            None => Ok(Conn::Plain(tcp)),
+            Some(tls) => tls
+                .handshake(tcp)
+                .await
+                .map_err(|e| SendError::Connect(Box::new(e))),
+        }
     }
 
     /// Idle connections held by the current worker (for tests).
@@ -208,95 +228,114 @@ impl Owned {
     }
 }
 
-/// Whether an idle connection has nothing to say: no close, no reset, no
-/// stray bytes. Costs no system call while the socket has not become
-/// readable since it was last read dry.
-fn quiet(io: &TcpStream) -> bool {
-    let mut probe = [0u8; 1];
-    matches!(io.try_read(&mut probe), Err(e) if e.kind() == ErrorKind::WouldBlock)
-}
-
-/// Writes the request and reads the answer's head. Nearly every request
-/// goes out in one `writev` at once; one the socket cannot take whole is
-/// written while the answer is read, so an upstream that answers early (a
-/// 413 for a large body) is heard, and its connection is then not reused.
+/// Writes the request and reads the answer's head, in one future polled
+/// by the request: nearly every request goes out in one `writev` at its
+/// first poll; one the connection cannot take whole is written while the
+/// answer is read, so an upstream that answers early (a 413 for a large
+/// body) is heard, and its connection is then not reused.
 async fn exchange(
-    io: &mut TcpStream,
+    io: &mut Conn,
     head: &[u8],
     body: &Bytes,
     head_request: bool,
 ) -> Result<(Head, BytesMut), Failed> {
-    let total = head.len() + body.len();
-    let written = match io.try_write_vectored(&[IoSlice::new(head), IoSlice::new(body)]) {
-        Ok(n) => n,
-        Err(e) if e.kind() == ErrorKind::WouldBlock => 0,
-        // Refused at the first write: the upstream closed the connection,
-        // and not a byte of this request went out.
-        Err(e) => {
-            return Err(Failed {
-                error: e.into(),
-                unsent: true,
-            });
-        }
-    };
-    let sent = |error| Failed {
-        error,
-        unsent: false,
-    };
-    if written == total {
-        return read_head(io, head_request).await.map_err(sent);
-    }
     let mut rest = Buf::chain(head, &body[..]);
-    rest.advance(written);
-    let (mut reader, mut writer) = io.split();
-    let mut write = pin!(writer.write_all_buf(&mut rest));
-    let mut read = pin!(read_head(&mut reader, head_request));
-    let mut wrote = false;
+    let mut wrote_any = false;
+    let mut flushed = false;
+    let mut reader = HeadReader::new(head_request);
     let (mut answer, buf) = poll_fn(|cx| {
-        if !wrote {
-            match write.as_mut().poll(cx) {
-                Poll::Ready(Ok(())) => wrote = true,
-                Poll::Ready(Err(e)) => return Poll::Ready(Err(sent(e.into()))),
+        if !flushed {
+            match poll_write_all(io, &mut rest, &mut wrote_any, cx) {
+                Poll::Ready(Ok(())) => flushed = true,
+                // Refused before a byte went out: the upstream closed the
+                // connection, and the request may go on another.
+                Poll::Ready(Err(e)) => {
+                    return Poll::Ready(Err(Failed {
+                        error: e.into(),
+                        unsent: !wrote_any,
+                    }));
+                }
                 Poll::Pending => {}
             }
         }
-        read.as_mut().poll(cx).map_err(sent)
+        reader.poll(io, cx).map_err(|error| Failed {
+            error,
+            unsent: false,
+        })
     })
     .await?;
     // Answered before the request was written whole: what the upstream
     // makes of the rest is unknown.
-    answer.reusable &= wrote;
+    answer.reusable &= flushed;
     Ok((answer, buf))
+}
+
+/// Writes what is left of `rest`, vectored, then flushes (which is what
+/// sends TLS records rustls still holds); `wrote_any` is set once the
+/// connection took a byte.
+fn poll_write_all(
+    io: &mut Conn,
+    rest: &mut impl Buf,
+    wrote_any: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<()>> {
+    while rest.has_remaining() {
+        let mut slices = [IoSlice::new(&[]); 2];
+        let n = rest.chunks_vectored(&mut slices);
+        match ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]))? {
+            0 => return Poll::Ready(Err(ErrorKind::WriteZero.into())),
+            written => {
+                rest.advance(written);
+                *wrote_any = true;
+            }
+        }
+    }
+    Pin::new(io).poll_flush(cx)
 }
 
 /// Reads until the answer's final head, skipping interim (1xx) answers.
 /// What was read past the head is the start of the body.
-async fn read_head<R: AsyncRead + Unpin>(
-    io: &mut R,
+struct HeadReader {
+    buf: BytesMut,
+    interim: usize,
     head_request: bool,
-) -> Result<(Head, BytesMut), H1Error> {
-    let mut buf = BytesMut::with_capacity(FIRST_READ);
-    let mut interim = 0;
-    loop {
-        if buf.len() == buf.capacity() {
-            buf.reserve(buf.len().max(FIRST_READ));
+}
+
+impl HeadReader {
+    fn new(head_request: bool) -> Self {
+        HeadReader {
+            buf: BytesMut::with_capacity(FIRST_READ),
+            interim: 0,
+            head_request,
         }
-        if io.read_buf(&mut buf).await? == 0 {
-            return Err(H1Error::ClosedBeforeHead);
-        }
+    }
+
+    fn poll(
+        &mut self,
+        io: &mut Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(Head, BytesMut), H1Error>> {
         loop {
-            match h1::parse_head(&buf, head_request)? {
-                Parsed::Partial => break,
-                Parsed::Interim(len) => {
-                    interim += len;
-                    if interim > MAX_HEAD_BYTES {
-                        return Err(H1Error::HeadTooLarge);
+            if self.buf.len() == self.buf.capacity() {
+                self.buf.reserve(self.buf.len().max(FIRST_READ));
+            }
+            if ready!(pin!(io.read_buf(&mut self.buf)).poll(cx))? == 0 {
+                return Poll::Ready(Err(H1Error::ClosedBeforeHead));
+            }
+            loop {
+                match h1::parse_head(&self.buf, self.head_request)? {
+                    Parsed::Partial => break,
+                    Parsed::Interim(len) => {
+                        self.interim += len;
+                        if self.interim > MAX_HEAD_BYTES {
+                            return Poll::Ready(Err(H1Error::HeadTooLarge));
+                        }
+                        self.buf.advance(len);
                     }
-                    buf.advance(len);
-                }
-                Parsed::Final(len, head) => {
-                    buf.advance(len);
-                    return Ok((head, buf));
+                    Parsed::Final(len, head) => {
+                        self.buf.advance(len);
+                        return Poll::Ready(Ok((head, std::mem::take(&mut self.buf))));
+                    }
                 }
             }
         }

@@ -12,11 +12,11 @@ use bytes::Bytes;
 use http::{Request, Uri};
 use http_body_util::{BodyExt, Full};
 use proto::config::{ProxyConfig, UpstreamConfig};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
-use super::{Pools, SendError, UpstreamBody, pools_for};
+use super::{Alpn, Pools, SendError, UpstreamBody, pools_for};
 
 const ANSWER: &str =
     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
@@ -108,7 +108,7 @@ async fn serve(
 }
 
 /// A request's head and body, or `None` once the client closed.
-pub(super) async fn read_request(stream: &mut TcpStream) -> Option<String> {
+pub(super) async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -264,21 +264,32 @@ async fn a_stream_dropped_mid_body_closes_its_connection() {
 }
 
 #[tokio::test]
-async fn tls_and_http2_upstreams_go_through_the_pooled_client() {
+async fn http2_upstreams_go_through_the_pooled_client_and_tls_ones_are_owned() {
     let up = upstream(After::Keep).await;
-    for uc in [
-        UpstreamConfig {
-            base_url: "https://api.openai.com/v1".into(),
-            ..UpstreamConfig::default()
-        },
-        UpstreamConfig {
-            base_url: up.base.clone(),
-            http2: true,
-            ..UpstreamConfig::default()
-        },
+    for (base_url, http2) in [
+        ("https://api.openai.com/v1", true),
+        (up.base.as_str(), true),
+        ("ftp://files.example/v1", false),
     ] {
+        let uc = UpstreamConfig {
+            base_url: base_url.into(),
+            http2,
+            ..UpstreamConfig::default()
+        };
         let pools = pools_for(&uc, &ProxyConfig::default()).unwrap();
-        assert!(pools.owned().is_none(), "{}", uc.base_url);
+        assert!(pools.owned().is_none(), "{base_url}");
+    }
+    for base_url in [
+        "https://api.openai.com/v1",
+        "https://[::1]:8443/v1",
+        "https://10.0.0.7/v1",
+    ] {
+        let uc = UpstreamConfig {
+            base_url: base_url.into(),
+            ..UpstreamConfig::default()
+        };
+        let pools = pools_for(&uc, &ProxyConfig::default()).unwrap();
+        assert!(pools.owned().is_some(), "{base_url}");
     }
 }
 
@@ -308,13 +319,18 @@ fn upstreams_trusting_only_the_public_roots_share_one_tls_configuration() {
         base_url: base.into(),
         ..UpstreamConfig::default()
     };
-    let a = super::tls_for(&public("https://api.openai.com/v1")).unwrap();
-    let b = super::tls_for(&public("https://api.anthropic.com/v1")).unwrap();
+    let a = super::tls_for(&public("https://api.openai.com/v1"), Alpn::Http2OrHttp1).unwrap();
+    let b = super::tls_for(&public("https://api.anthropic.com/v1"), Alpn::Http2OrHttp1).unwrap();
     assert!(
         Arc::ptr_eq(&a, &b),
         "one root store and session cache for both"
     );
     assert_eq!(a.alpn_protocols, [b"h2".to_vec(), b"http/1.1".to_vec()]);
+    // The owned connections' offer HTTP/1.1 alone, shared the same way.
+    let h1 = super::tls_for(&public("https://api.openai.com/v1"), Alpn::Http1).unwrap();
+    let h1_again = super::tls_for(&public("https://api.deepseek.com/v1"), Alpn::Http1).unwrap();
+    assert!(Arc::ptr_eq(&h1, &h1_again));
+    assert_eq!(h1.alpn_protocols, [b"http/1.1".to_vec()]);
 
     // A private CA is that upstream's own.
     let dir = tempfile::tempdir().unwrap();
@@ -325,7 +341,7 @@ fn upstreams_trusting_only_the_public_roots_share_one_tls_configuration() {
         ca_file: Some(ca),
         ..public("https://private.test/v1")
     };
-    let c = super::tls_for(&private).unwrap();
+    let c = super::tls_for(&private, Alpn::Http2OrHttp1).unwrap();
     assert!(!Arc::ptr_eq(&a, &c));
     assert!(c.alpn_protocols.contains(&b"h2".to_vec()));
 }

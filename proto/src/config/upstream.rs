@@ -123,8 +123,9 @@ pub struct UpstreamConfig {
     /// How the key is sent.
     #[serde(default)]
     pub auth: UpstreamAuth,
-    /// Speak HTTP/2 without TLS negotiation (h2c prior knowledge) to a
-    /// plain `http://` upstream; `https://` upstreams negotiate it by ALPN.
+    /// Speak HTTP/2 to the upstream: by ALPN over `https://`, with prior
+    /// knowledge (h2c) over `http://`. Off, the node speaks HTTP/1.1 over
+    /// keep-alive connections of its own, plain or TLS.
     #[serde(default)]
     pub http2: bool,
     /// Extra CA (PEM) trusted for this upstream's TLS, for private deployments.
@@ -318,12 +319,6 @@ impl UpstreamConfig {
             return Err(ConfigError::new(
                 format!("{at}.rpm"),
                 "must be at least 1 (leave it out for no limit)",
-            ));
-        }
-        if self.http2 && uri.scheme_str() == Some("https") {
-            return Err(ConfigError::new(
-                format!("{at}.http2"),
-                "only applies to http:// upstreams; https negotiates HTTP/2 by ALPN",
             ));
         }
         Ok(())

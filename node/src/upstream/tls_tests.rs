@@ -1,0 +1,221 @@
+//! The owned HTTP/1.1 path over TLS, against a scripted TLS upstream on a
+//! real socket: a private CA trusted through `ca_file`, another CA's
+//! certificate refused before a byte of the request goes out, session
+//! tickets and `close_notify` on idle connections, and bytes smuggled past
+//! an answer inside the encrypted stream.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use proto::config::{ProxyConfig, UpstreamConfig};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::tests::{read_request, request};
+use super::{Pools, SendError, UpstreamBody, pools_for};
+
+const ANSWER: &str =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+
+/// A CA in `dir/<name>.pem`.
+struct Ca {
+    pem: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(dir: &Path, name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, format!("owned tls test {name}"));
+    let cert = params.self_signed(&key).unwrap();
+    let pem = dir.join(format!("{name}.pem"));
+    std::fs::write(&pem, cert.pem()).unwrap();
+    Ca {
+        pem,
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// What the upstream does after each answer.
+#[derive(Clone, Copy)]
+enum After {
+    /// Keeps the connection.
+    Keep,
+    /// Sends `close_notify` and closes, as an idle timeout would.
+    CloseNotify,
+    /// Writes a second, forged answer right behind the real one.
+    Smuggle,
+}
+
+/// A TLS upstream offering h2 and http/1.1 under `ca`'s certificate for
+/// 127.0.0.1; records each connection's ALPN choice and each request head.
+struct Upstream {
+    base: String,
+    alpn: Arc<Mutex<Vec<Option<Vec<u8>>>>>,
+    heads: Arc<Mutex<Vec<String>>>,
+}
+
+async fn upstream(ca: &Ca, after: After) -> Upstream {
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&key, &ca.issuer)
+        .unwrap();
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}/v1", listener.local_addr().unwrap());
+    let alpn = Arc::new(Mutex::new(Vec::new()));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let (alpn_seen, heads_seen) = (alpn.clone(), heads.clone());
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            let (alpn, heads) = (alpn_seen.clone(), heads_seen.clone());
+            tokio::spawn(async move {
+                // A client that distrusts the certificate ends here.
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                alpn.lock()
+                    .unwrap()
+                    .push(tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec));
+                while let Some(head) = read_request(&mut tls).await {
+                    heads.lock().unwrap().push(head);
+                    let answer = match after {
+                        After::Smuggle => format!(
+                            "{ANSWER}HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"
+                        ),
+                        _ => ANSWER.to_owned(),
+                    };
+                    tls.write_all(answer.as_bytes()).await.unwrap();
+                    tls.flush().await.unwrap();
+                    if let After::CloseNotify = after {
+                        let _ = tls.shutdown().await;
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Upstream { base, alpn, heads }
+}
+
+fn pools_trusting(base: &str, ca: &Ca) -> Pools {
+    let uc = UpstreamConfig {
+        id: "tls".into(),
+        base_url: base.into(),
+        ca_file: Some(ca.pem.clone()),
+        ..UpstreamConfig::default()
+    };
+    pools_for(&uc, &ProxyConfig::default()).unwrap()
+}
+
+async fn whole(pools: &Pools, base: &str) -> Result<Bytes, SendError> {
+    let response = pools.send(request(base)).await?;
+    assert!(
+        matches!(response.body(), UpstreamBody::Owned(_)),
+        "an https upstream's answer is owned"
+    );
+    Ok(response.into_body().collect().await.unwrap().to_bytes())
+}
+
+#[tokio::test]
+async fn answers_over_tls_share_one_connection_that_offered_http1_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path(), "private");
+    let up = upstream(&ca, After::Keep).await;
+    let pools = pools_trusting(&up.base, &ca);
+    for _ in 0..3 {
+        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+        // Time for the server's session tickets to arrive on the idle
+        // connection: they are taken in, and it stays in use.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        *up.alpn.lock().unwrap(),
+        [Some(b"http/1.1".to_vec())],
+        "one connection, and HTTP/1.1 chosen although the server prefers h2"
+    );
+    let heads = up.heads.lock().unwrap();
+    assert_eq!(heads.len(), 3);
+    let authority = up.base.trim_start_matches("https://").trim_end_matches("/v1");
+    assert!(
+        heads[0].starts_with("POST /v1/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(
+        heads[0].contains(&format!("host: {authority}\r\n")),
+        "{}",
+        heads[0]
+    );
+}
+
+#[tokio::test]
+async fn a_tls_connection_the_upstream_closed_while_idle_is_replaced_not_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path(), "private");
+    let up = upstream(&ca, After::CloseNotify).await;
+    let pools = pools_trusting(&up.base, &ca);
+    for _ in 0..3 {
+        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(up.alpn.lock().unwrap().len(), 3, "a new connection each time");
+}
+
+#[tokio::test]
+async fn an_answer_smuggled_inside_the_tls_stream_never_becomes_the_next_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path(), "private");
+    let up = upstream(&ca, After::Smuggle).await;
+    let pools = pools_trusting(&up.base, &ca);
+    for _ in 0..3 {
+        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        up.alpn.lock().unwrap().len(),
+        3,
+        "a connection with bytes past its answer is never reused"
+    );
+}
+
+#[tokio::test]
+async fn a_certificate_of_another_ca_is_refused_before_the_request_goes_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, stranger) = (ca(dir.path(), "private"), ca(dir.path(), "stranger"));
+    let up = upstream(&ca, After::Keep).await;
+    let pools = pools_trusting(&up.base, &stranger);
+    let error = whole(&pools, &up.base).await.unwrap_err();
+    assert!(matches!(error, SendError::Connect(_)), "{error:?}");
+    assert!(!error.connected(), "nothing was sent: another target may be tried");
+    let causes = error.causes().join(": ");
+    assert!(causes.contains("invalid peer certificate: UnknownIssuer"), "{causes}");
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(up.heads.lock().unwrap().is_empty());
+}
