@@ -14,6 +14,9 @@
 # ROUTES_B=N gives MERIDIAN_B a routing table of N routes over N/10
 # upstreams (the measured route among them, unchanged), to show whether the
 # cost grows with the table (issue #13); MERIDIAN_B may be the same binary.
+# TLS=1 puts TLS between the proxies and the upstream (nginx listening
+# with `ssl http2` on 19011, a private CA in $W/ca.pem): nginx proxies to it
+# with keep-alive and verification, Meridian trusts it through `ca_file`.
 # Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under
 # test (CPU time, context switches, migrations, page faults per request; this
@@ -27,18 +30,34 @@ MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}} ROUTES_B=
 W=${W:-/tmp/devbench}; rm -rf "$W"; mkdir -p "$W"
 # (the shared script's 8-character admin token is refused now: 16 at least)
 body='{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
+TLS=${TLS:-0} UPURL=http://127.0.0.1:19001 PXUP="http://up" TLSUP="" TLSPX="" TLSPXLOC="" TLSM=""
+if [ "$TLS" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
+    -keyout "$W/ca.key" -out "$W/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$W/up.key" -out "$W/up.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$W/san.ext"
+  openssl x509 -req -in "$W/up.csr" -CA "$W/ca.pem" -CAkey "$W/ca.key" -CAcreateserial -days 2 \
+    -extfile "$W/san.ext" -out "$W/up.pem" 2>/dev/null
+  UPURL=https://127.0.0.1:19011 PXUP="https://up_tls"
+  TLSUP="server { listen 127.0.0.1:19011 ssl http2 reuseport backlog=4096; ssl_certificate $W/up.pem; ssl_certificate_key $W/up.key; ssl_session_cache shared:S:10m; location / { default_type application/json; return 200 '$body'; } }"
+  TLSPX="upstream up_tls { server 127.0.0.1:19011; keepalive 256; }"
+  TLSPXLOC="proxy_ssl_trusted_certificate $W/ca.pem; proxy_ssl_verify on; proxy_ssl_name localhost; proxy_ssl_session_reuse on;"
+  TLSM="ca_file = \"$W/ca.pem\""
+fi
 cat > "$W/up.conf" <<NGX
 worker_processes 1;
 pid $W/up.pid; error_log $W/up.err; events { worker_connections 16384; }
 http { access_log off; client_body_temp_path $W/t1; proxy_temp_path $W/t2; fastcgi_temp_path $W/t3; uwsgi_temp_path $W/t4; scgi_temp_path $W/t5; keepalive_requests 1000000;
-  server { listen 127.0.0.1:19001 reuseport backlog=4096; location / { default_type application/json; return 200 '$body'; } } }
+  server { listen 127.0.0.1:19001 reuseport backlog=4096; location / { default_type application/json; return 200 '$body'; } }
+  $TLSUP }
 NGX
 cat > "$W/px.conf" <<NGX
 worker_processes 1;
 pid $W/px.pid; error_log $W/px.err; events { worker_connections 16384; }
 http { access_log off; client_body_temp_path $W/t1; proxy_temp_path $W/t2; fastcgi_temp_path $W/t3; uwsgi_temp_path $W/t4; scgi_temp_path $W/t5; keepalive_requests 1000000;
-  upstream up { server 127.0.0.1:19001; keepalive 256; }
-  server { listen 127.0.0.1:19002 reuseport backlog=4096; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+  upstream up { server 127.0.0.1:19001; keepalive 256; } $TLSPX
+  server { listen 127.0.0.1:19002 reuseport backlog=4096; location / { proxy_pass $PXUP; proxy_http_version 1.1; proxy_set_header Connection ""; $TLSPXLOC } } }
 NGX
 cat > "$W/m.toml" <<TOML
 [node]
@@ -60,9 +79,10 @@ name = "bench"
 key_env = "CLIENT_KEY"
 [[upstreams]]
 id = "fast"
-base_url = "http://127.0.0.1:19001/v1"
+base_url = "$UPURL/v1"
 region = "us-east"
 api_key_env = "UP_KEY"
+$TLSM
 [[routes]]
 model = "m"
 tiers = [[{ upstream = "fast", model = "m" }]]
@@ -125,7 +145,7 @@ sat() { # name url pid-to-perf-stat
 NPX=$(pgrep -P "$(cat "$W/px.pid")" | head -1)  # the worker, not the master
 for round in $(seq "$ROUNDS"); do
   echo "== round $round, load average $(cut -d' ' -f1-3 /proc/loadavg)"
-  sat direct http://127.0.0.1:19001/v1/chat/completions
+  sat direct "$UPURL/v1/chat/completions"
   sat nginx http://127.0.0.1:19002/v1/chat/completions "$NPX"
   start_meridian "$MERIDIAN"
   sat meridian http://127.0.0.1:19004/v1/chat/completions "$MP"

@@ -85,6 +85,14 @@ struct Args {
     /// it existed).
     #[arg(long)]
     legacy: bool,
+    /// Put TLS between the node and the mock (a private CA, trusted
+    /// through the upstream's `ca_file`; the mock offers h2 and http/1.1).
+    #[arg(long)]
+    tls: bool,
+    /// Set the upstream's `http2` (with `--tls`: HTTP/2 by ALPN through the
+    /// pooled client rather than HTTP/1.1 on owned connections).
+    #[arg(long)]
+    upstream_http2: bool,
 }
 
 /// One measurement.
@@ -125,12 +133,24 @@ async fn run(args: &Args) -> Result<()> {
         node_nofile: args.node_nofile,
         legacy: args.legacy,
         timeout_ms: args.timeout_ms,
+        tls: args.tls,
+        upstream_http2: args.upstream_http2,
     };
     println!(
-        "# meridian-conns: {} (timeouts {} ms{})\n",
+        "# meridian-conns: {} (timeouts {} ms{}{}{})\n",
         args.meridian_bin.display(),
         args.timeout_ms,
-        if args.legacy { ", legacy config" } else { "" }
+        if args.legacy { ", legacy config" } else { "" },
+        if args.tls {
+            ", TLS to the upstream"
+        } else {
+            ""
+        },
+        if args.upstream_http2 {
+            ", upstream http2"
+        } else {
+            ""
+        },
     );
     for phase in &args.phases {
         match phase {
@@ -174,19 +194,25 @@ async fn memory(args: &Args, setup: &Setup) -> Result<()> {
         "## memory: {} streams per round over {} h2c connections\n",
         args.streams, args.h2_connections
     );
-    println!("| round | streams ok | failed | peak RSS MiB | RSS after MiB | vs round 1 |");
-    println!("|---|---:|---:|---:|---:|---:|");
-    println!("| before | | | | {:.1} | |", mib(idle));
+    // Each stream lasts about 2 s; a round that takes much longer had its
+    // streams queued somewhere (an HTTP/2 connection's stream limit).
+    println!(
+        "| round | streams ok | failed | seconds | peak RSS MiB | RSS after MiB | vs round 1 |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    println!("| before | | | | | {:.1} | |", mib(idle));
     let mut first = None;
     for round in 1..=args.rounds {
         let sampler = started.sample_peak();
+        let began = std::time::Instant::now();
         let outcome = flood::round(&started, args.streams, args.h2_connections).await?;
+        let took = began.elapsed().as_secs_f64();
         let peak = sampler.stop().await;
         tokio::time::sleep(settle).await;
         let after = started.rss_kib()?;
         let base = *first.get_or_insert(after);
         println!(
-            "| {round} | {} | {} | {:.1} | {:.1} | {:+.1} % |",
+            "| {round} | {} | {} | {took:.1} | {:.1} | {:.1} | {:+.1} % |",
             outcome.ok,
             outcome.failed,
             mib(peak.max(after)),

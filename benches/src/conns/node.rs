@@ -31,6 +31,10 @@ pub struct Setup {
     pub legacy: bool,
     /// Body and header timeouts of the node.
     pub timeout_ms: u64,
+    /// TLS between the node and the mock.
+    pub tls: bool,
+    /// The upstream's `http2`.
+    pub upstream_http2: bool,
 }
 
 /// A running mock and node, stopped when dropped.
@@ -68,6 +72,10 @@ impl Setup {
         mock.args(["--listen", "127.0.0.1:0", "--control", "127.0.0.1:0"])
             .args(["--behavior", behavior])
             .env("RUST_LOG", "warn");
+        if self.tls {
+            let (cert, key) = tls_files(&dir)?;
+            mock.arg("--tls-cert").arg(cert).arg("--tls-key").arg(key);
+        }
         let (mock, line) = spawn(mock, &dir.join("mock.log")).await?;
         let addrs: serde_json::Value = serde_json::from_str(&line)
             .with_context(|| format!("meridian-mock's first line: {line}"))?;
@@ -106,8 +114,13 @@ impl Setup {
             config.connections.header_read_timeout_ms = self.timeout_ms;
             config.connections.max_h2_streams = 128;
         }
-        let mut upstream = build::upstream("mock", &format!("http://{mock}/v1"));
+        let scheme = if self.tls { "https" } else { "http" };
+        let mut upstream = build::upstream("mock", &format!("{scheme}://{mock}/v1"));
         upstream.region = "bench".to_owned();
+        if self.tls {
+            upstream.ca_file = Some(dir.join(CA_FILE));
+        }
+        upstream.http2 = self.upstream_http2;
         config.upstreams = vec![upstream];
         config.routes = vec![build::route(
             "m",
@@ -115,6 +128,26 @@ impl Setup {
         )];
         config
     }
+}
+
+/// The private CA the node trusts, in the run's directory.
+const CA_FILE: &str = "ca.pem";
+
+/// Writes a private CA (`CA_FILE`) and a certificate it signed for
+/// 127.0.0.1 into `dir`; returns the certificate's and its key's paths.
+fn tls_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca = CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    std::fs::write(dir.join(CA_FILE), ca.self_signed(&ca_key)?.pem())?;
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+    let (cert_path, key_path) = (dir.join("mock.pem"), dir.join("mock-key.pem"));
+    std::fs::write(&cert_path, cert.pem())?;
+    std::fs::write(&key_path, key.serialize_pem())?;
+    Ok((cert_path, key_path))
 }
 
 impl Started {

@@ -73,7 +73,9 @@ impl Conn {
                 let mut cx = Context::from_waker(Waker::noop());
                 let mut probe = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut probe);
-                Pin::new(&mut **tls).poll_read(&mut cx, &mut buf).is_pending()
+                Pin::new(&mut **tls)
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending()
             }
         }
     }

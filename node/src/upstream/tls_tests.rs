@@ -106,9 +106,9 @@ async fn upstream(ca: &Ca, after: After) -> Upstream {
                 while let Some(head) = read_request(&mut tls).await {
                     heads.lock().unwrap().push(head);
                     let answer = match after {
-                        After::Smuggle => format!(
-                            "{ANSWER}HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged"
-                        ),
+                        After::Smuggle => {
+                            format!("{ANSWER}HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged")
+                        }
                         _ => ANSWER.to_owned(),
                     };
                     tls.write_all(answer.as_bytes()).await.unwrap();
@@ -162,7 +162,10 @@ async fn answers_over_tls_share_one_connection_that_offered_http1_alone() {
     );
     let heads = up.heads.lock().unwrap();
     assert_eq!(heads.len(), 3);
-    let authority = up.base.trim_start_matches("https://").trim_end_matches("/v1");
+    let authority = up
+        .base
+        .trim_start_matches("https://")
+        .trim_end_matches("/v1");
     assert!(
         heads[0].starts_with("POST /v1/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n"),
         "{}",
@@ -185,7 +188,11 @@ async fn a_tls_connection_the_upstream_closed_while_idle_is_replaced_not_failed(
         assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(up.alpn.lock().unwrap().len(), 3, "a new connection each time");
+    assert_eq!(
+        up.alpn.lock().unwrap().len(),
+        3,
+        "a new connection each time"
+    );
 }
 
 #[tokio::test]
@@ -213,9 +220,15 @@ async fn a_certificate_of_another_ca_is_refused_before_the_request_goes_out() {
     let pools = pools_trusting(&up.base, &stranger);
     let error = whole(&pools, &up.base).await.unwrap_err();
     assert!(matches!(error, SendError::Connect(_)), "{error:?}");
-    assert!(!error.connected(), "nothing was sent: another target may be tried");
+    assert!(
+        !error.connected(),
+        "nothing was sent: another target may be tried"
+    );
     let causes = error.causes().join(": ");
-    assert!(causes.contains("invalid peer certificate: UnknownIssuer"), "{causes}");
+    assert!(
+        causes.contains("invalid peer certificate: UnknownIssuer"),
+        "{causes}"
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(up.heads.lock().unwrap().is_empty());
 }
