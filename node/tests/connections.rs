@@ -185,6 +185,22 @@ async fn silent_half_sent_and_idle_connections_are_closed_on_both_listeners() {
             .unwrap();
         let answer = read_to_close(&mut idle).await;
         assert!(answer.starts_with("HTTP/1.1 "), "{addr}: {answer}");
+
+        // One request answered, then half of the next head (slowloris on a
+        // kept-alive connection): closed once idle, the second never
+        // answered.
+        let mut kept = TcpStream::connect(addr.as_str()).await.unwrap();
+        kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\nx-a: ")
+            .await
+            .unwrap();
+        let started = std::time::Instant::now();
+        let answer = read_to_close(&mut kept).await;
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{addr}: {answer}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{addr}: closed after {:?}",
+            started.elapsed()
+        );
     }
     // The listeners still serve.
     assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);

@@ -143,22 +143,30 @@ async fn whole(pools: &Pools, base: &str) -> Result<Bytes, SendError> {
     Ok(response.into_body().collect().await.unwrap().to_bytes())
 }
 
-#[tokio::test]
-async fn answers_over_tls_share_one_connection_that_offered_http1_alone() {
+/// Three requests in turn to an upstream that does `after` each time, each
+/// answer read whole, with time between them for whatever the upstream
+/// sends on the idle connection (session tickets, `close_notify`) to
+/// arrive.
+async fn three_answers(after: After) -> Upstream {
     let dir = tempfile::tempdir().unwrap();
     let ca = ca(dir.path(), "private");
-    let up = upstream(&ca, After::Keep).await;
+    let up = upstream(&ca, after).await;
     let pools = pools_trusting(&up.base, &ca);
     for _ in 0..3 {
         assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
-        // Time for the server's session tickets to arrive on the idle
-        // connection: they are taken in, and it stays in use.
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    up
+}
+
+#[tokio::test]
+async fn answers_over_tls_share_one_connection_that_offered_http1_alone() {
+    let up = three_answers(After::Keep).await;
     assert_eq!(
         *up.alpn.lock().unwrap(),
         [Some(b"http/1.1".to_vec())],
-        "one connection, and HTTP/1.1 chosen although the server prefers h2"
+        "one connection (its session tickets taken in), and HTTP/1.1 chosen \
+         although the server prefers h2"
     );
     let heads = up.heads.lock().unwrap();
     assert_eq!(heads.len(), 3);
@@ -180,14 +188,7 @@ async fn answers_over_tls_share_one_connection_that_offered_http1_alone() {
 
 #[tokio::test]
 async fn a_tls_connection_the_upstream_closed_while_idle_is_replaced_not_failed() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca(dir.path(), "private");
-    let up = upstream(&ca, After::CloseNotify).await;
-    let pools = pools_trusting(&up.base, &ca);
-    for _ in 0..3 {
-        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let up = three_answers(After::CloseNotify).await;
     assert_eq!(
         up.alpn.lock().unwrap().len(),
         3,
@@ -197,14 +198,8 @@ async fn a_tls_connection_the_upstream_closed_while_idle_is_replaced_not_failed(
 
 #[tokio::test]
 async fn an_answer_smuggled_inside_the_tls_stream_never_becomes_the_next_answer() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca(dir.path(), "private");
-    let up = upstream(&ca, After::Smuggle).await;
-    let pools = pools_trusting(&up.base, &ca);
-    for _ in 0..3 {
-        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // `three_answers` checks each answer is the real one.
+    let up = three_answers(After::Smuggle).await;
     assert_eq!(
         up.alpn.lock().unwrap().len(),
         3,
