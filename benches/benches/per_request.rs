@@ -12,7 +12,9 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
 use meridian::health::HealthBoard;
+use meridian::health::blend::{self, Freshness};
 use meridian::health::peers::Received;
+use meridian::health::window::{Quantiles, WindowSummary};
 use meridian::routing::{RoutingSnapshot, Secrets};
 use meridian::scrub::Scrubber;
 use meridian::select::Policy;
@@ -111,10 +113,16 @@ fn route_and_choose(c: &mut Criterion) {
     for upstream in &snap.upstreams {
         let estimate = board.ttfb_estimate(&upstream.id, "r1", policy.min_samples);
         assert!(estimate.is_some());
-        upstream
-            .live
-            .shared_ttfb
-            .store(estimate.map(std::sync::Arc::new));
+        let mut freshness = Freshness::default();
+        freshness.add(0, policy.blend.half_life_ms);
+        let own = WindowSummary {
+            ttfb_ms: estimate
+                .map(|q| Quantiles { count: 3, ..q })
+                .unwrap_or_default(),
+            ..WindowSummary::default()
+        };
+        upstream.live.publish_window(own, freshness);
+        upstream.live.publish_shared(estimate);
     }
     let mut rng = SmallRng::seed_from_u64(1);
     c.bench_function("route lookup + target plan (2 tiers x 3)", |b| {
@@ -122,6 +130,26 @@ fn route_and_choose(c: &mut Criterion) {
             let route = snap.route(black_box("route-17")).unwrap();
             black_box(route.plan(&policy, false, &mut rng))
         })
+    });
+    // One target's estimate, own samples blended with the cluster's: as
+    // every request computed it before, and as the requests of one
+    // millisecond share it now.
+    let live = &snap.upstreams[0].live;
+    c.bench_function("ttfb estimate, blended for each call", |b| {
+        b.iter(|| {
+            let now_ms = black_box(1_000);
+            let own = live.summary.load().ttfb_ms;
+            let weight = live.freshness.load().at(now_ms, policy.blend.half_life_ms);
+            black_box(blend::blend(
+                &own,
+                weight,
+                live.shared_ttfb.load().as_deref(),
+                &policy.blend,
+            ))
+        })
+    });
+    c.bench_function("ttfb estimate, shared within its millisecond", |b| {
+        b.iter(|| black_box(live.ttfb_estimate(black_box(1_000), &policy.blend)))
     });
 }
 

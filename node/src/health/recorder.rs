@@ -279,8 +279,7 @@ pub fn apply(effect: Effect) {
             summary,
             freshness,
         } => {
-            live.summary.store(Arc::new(summary));
-            live.freshness.store(Arc::new(freshness));
+            live.publish_window(summary, freshness);
         }
         Effect::Circuit { live, change } => {
             let id = &live.id;

@@ -213,7 +213,7 @@ pub async fn follow_board(
             let built = HealthBoard::build(&held, &members, now_ms);
             for (id, live) in estimates.registry.current().iter() {
                 let estimate = built.ttfb_estimate(id, &estimates.region, estimates.min_samples);
-                live.shared_ttfb.store(estimate.map(Arc::new));
+                live.publish_shared(estimate);
             }
             board.store(Arc::new(built));
             pending = false;

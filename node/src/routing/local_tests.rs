@@ -87,7 +87,7 @@ impl Sim {
             p99,
             p999: p99,
         };
-        self.lives[i].shared_ttfb.store(Some(Arc::new(q)));
+        self.lives[i].publish_shared(Some(q));
     }
 
     /// The recorder's tick: samples due by now are told, summaries published.

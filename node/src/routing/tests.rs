@@ -47,21 +47,19 @@ async fn estimates_blend_own_samples_by_freshness_with_the_shared_figure() {
         p99,
         ..Quantiles::default()
     };
-    let window = |count, p99| {
-        Arc::new(crate::health::WindowSummary {
-            ttfb_ms: q(count, p99),
-            ..crate::health::WindowSummary::default()
-        })
+    let window = |count, p99| crate::health::WindowSummary {
+        ttfb_ms: q(count, p99),
+        ..crate::health::WindowSummary::default()
     };
     assert_eq!(
         target.ttfb_estimate(&policy),
         None,
         "nothing known: the prior"
     );
-    live.summary.store(window(3, 40.0));
+    live.publish_window(window(3, 40.0), Default::default());
     assert_eq!(target.ttfb_estimate(&policy), Some(q(3, 40.0)));
     // Own samples with no fresh weight behind them: the cluster's figure.
-    live.shared_ttfb.store(Some(Arc::new(q(500, 900.0))));
+    live.publish_shared(Some(q(500, 900.0)));
     assert_eq!(target.ttfb_estimate(&policy), Some(q(500, 900.0)));
     // Three fresh own samples (far fewer than `min_samples`) lead.
     let mut fresh = crate::health::blend::Freshness::default();
@@ -69,7 +67,7 @@ async fn estimates_blend_own_samples_by_freshness_with_the_shared_figure() {
     for _ in 0..3 {
         fresh.add(now, policy.blend.half_life_ms);
     }
-    live.freshness.store(Arc::new(fresh));
+    live.publish_window(window(3, 40.0), fresh);
     let blended = target.ttfb_estimate(&policy).unwrap();
     assert_eq!(blended.count, 3);
     assert!(blended.p99 < 100.0, "{blended:?}");
