@@ -7,6 +7,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use http::uri::Authority;
 use rustls::pki_types::ServerName;
@@ -25,17 +26,25 @@ pub enum Conn {
 }
 
 /// What an `https://` upstream's connections need beyond the socket: the
-/// TLS settings (HTTP/1.1 alone offered by ALPN) and the name its
-/// certificate must carry.
+/// TLS settings (HTTP/1.1 alone offered by ALPN), the name its
+/// certificate must carry, and how long its handshake may take.
 pub struct Tls {
     connector: TlsConnector,
     name: ServerName<'static>,
+    timeout: Duration,
 }
 
 impl Tls {
-    /// TLS to `authority`'s host under `config`; `None` when the host is no
-    /// DNS name or IP address a certificate could be checked against.
-    pub fn new(config: Arc<rustls::ClientConfig>, authority: &Authority) -> Option<Tls> {
+    /// TLS to `authority`'s host under `config`, each handshake within
+    /// `timeout` (the node's connect timeout: an upstream that accepts and
+    /// never answers is a connection that failed, not an attempt that
+    /// waits for its first byte); `None` when the host is no DNS name or IP
+    /// address a certificate could be checked against.
+    pub fn new(
+        config: Arc<rustls::ClientConfig>,
+        authority: &Authority,
+        timeout: Duration,
+    ) -> Option<Tls> {
         // An IPv6 literal is written in brackets in a URL, not in a name.
         let host = authority
             .host()
@@ -44,13 +53,17 @@ impl Tls {
         Some(Tls {
             connector: TlsConnector::from(config),
             name: ServerName::try_from(host.to_owned()).ok()?,
+            timeout,
         })
     }
 
     /// Runs the handshake on a fresh socket. Nothing of a request has gone
     /// out when it fails, so the request may go elsewhere.
     pub async fn handshake(&self, tcp: TcpStream) -> io::Result<Conn> {
-        let stream = self.connector.connect(self.name.clone(), tcp).await?;
+        let handshake = self.connector.connect(self.name.clone(), tcp);
+        let stream = tokio::time::timeout(self.timeout, handshake)
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
         Ok(Conn::Tls(Box::new(stream)))
     }
 }

@@ -158,6 +158,7 @@ pub fn pools_for(uc: &UpstreamConfig, proxy: &ProxyConfig) -> Result<Pools, Clie
         Ok(base) if !uc.http2 => Owned::new(
             &base,
             &tls_for(uc, Alpn::Http1)?,
+            Duration::from_millis(proxy.connect_timeout_ms),
             http_connector(proxy),
             workers,
             proxy.pool_idle_per_host,

@@ -75,11 +75,14 @@ struct Failed {
 
 impl Owned {
     /// The owned path for `base`, an `http://` URL, or an `https://` one
-    /// spoken to under `tls` (which should offer HTTP/1.1 alone by ALPN);
-    /// `None` for any other scheme or a URL with no usable host.
+    /// spoken to under `tls` (which should offer HTTP/1.1 alone by ALPN),
+    /// its handshake bounded by `connect_timeout` as the connector bounds
+    /// the TCP connect; `None` for any other scheme or a URL with no usable
+    /// host.
     pub fn new(
         base: &Uri,
         tls: &Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
         connector: HttpConnector,
         workers: usize,
         max_idle: usize,
@@ -87,7 +90,10 @@ impl Owned {
         let authority: &Authority = base.authority()?;
         let (default_port, tls) = match base.scheme() {
             Some(s) if *s == Scheme::HTTP => (80, None),
-            Some(s) if *s == Scheme::HTTPS => (443, Some(Tls::new(tls.clone(), authority)?)),
+            Some(s) if *s == Scheme::HTTPS => (
+                443,
+                Some(Tls::new(tls.clone(), authority, connect_timeout)?),
+            ),
             _ => return None,
         };
         let port = authority.port_u16().unwrap_or(default_port);

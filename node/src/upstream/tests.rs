@@ -155,11 +155,11 @@ pub(super) fn request(base: &str) -> Request<Full<Bytes>> {
 }
 
 /// Sends one request on the owned path and reads its answer whole.
-async fn whole(pools: &Pools, base: &str) -> Result<Bytes, SendError> {
+pub(super) async fn whole(pools: &Pools, base: &str) -> Result<Bytes, SendError> {
     let response = pools.send(request(base)).await?;
     assert!(
         matches!(response.body(), UpstreamBody::Owned(_)),
-        "a plain http upstream's answer is owned"
+        "an HTTP/1.1 upstream's answer is owned"
     );
     Ok(response.into_body().collect().await.unwrap().to_bytes())
 }

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
 use proto::config::{ProxyConfig, UpstreamConfig};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -19,8 +17,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::tests::{read_request, request};
-use super::{Pools, SendError, UpstreamBody, pools_for};
+use super::tests::{read_request, whole};
+use super::{Pools, SendError, pools_for};
 
 const ANSWER: &str =
     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
@@ -134,15 +132,6 @@ fn pools_trusting(base: &str, ca: &Ca) -> Pools {
     pools_for(&uc, &ProxyConfig::default()).unwrap()
 }
 
-async fn whole(pools: &Pools, base: &str) -> Result<Bytes, SendError> {
-    let response = pools.send(request(base)).await?;
-    assert!(
-        matches!(response.body(), UpstreamBody::Owned(_)),
-        "an https upstream's answer is owned"
-    );
-    Ok(response.into_body().collect().await.unwrap().to_bytes())
-}
-
 /// Three requests in turn to an upstream that does `after` each time, each
 /// answer read whole, with time between them for whatever the upstream
 /// sends on the idle connection (session tickets, `close_notify`) to
@@ -226,4 +215,46 @@ async fn a_certificate_of_another_ca_is_refused_before_the_request_goes_out() {
     );
     tokio::time::sleep(Duration::from_millis(20)).await;
     assert!(up.heads.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_finishes_the_handshake_fails_at_the_connect_timeout() {
+    // Accepts, reads the ClientHello, answers nothing: without a bound of
+    // its own the handshake would hold the attempt until its first-byte
+    // budget, and then look like an upstream that took the request.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("https://{}/v1", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            held.push(tcp);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path(), "private");
+    let uc = UpstreamConfig {
+        id: "stalls".into(),
+        base_url: base.clone(),
+        ca_file: Some(ca.pem.clone()),
+        ..UpstreamConfig::default()
+    };
+    let proxy = ProxyConfig {
+        connect_timeout_ms: 200,
+        ..ProxyConfig::default()
+    };
+    let pools = pools_for(&uc, &proxy).unwrap();
+    let started = std::time::Instant::now();
+    let error = tokio::time::timeout(Duration::from_secs(10), whole(&pools, &base))
+        .await
+        .expect("the handshake is bounded")
+        .unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(matches!(error, SendError::Connect(_)), "{error:?}");
+    assert!(
+        !error.connected(),
+        "nothing was sent: another target may be tried"
+    );
+    let causes = error.causes().join(": ");
+    assert!(causes.contains("TLS handshake timed out"), "{causes}");
 }
