@@ -271,6 +271,20 @@ mod tests {
     }
 
     #[test]
+    fn the_requests_of_one_millisecond_share_one_computation() {
+        let live = live();
+        let policy = Blend::default();
+        live.publish_shared(Some(q(500, 900.0)));
+        assert_eq!(live.ttfb_estimate(3, &policy), Some(q(500, 900.0)));
+        // Changed behind the publication counter's back: within the same
+        // millisecond the estimate already computed is what is read; the
+        // next millisecond computes again.
+        live.shared_ttfb.store(Some(Arc::new(q(500, 100.0))));
+        assert_eq!(live.ttfb_estimate(3, &policy), Some(q(500, 900.0)));
+        assert_eq!(live.ttfb_estimate(4, &policy), Some(q(500, 100.0)));
+    }
+
+    #[test]
     fn a_publication_or_another_policy_within_the_millisecond_is_seen_at_once() {
         let live = live();
         let policy = Blend::default();
