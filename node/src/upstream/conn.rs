@@ -3,6 +3,7 @@
 //! [`super::body`]) does not care which; what differs is how a connection
 //! is opened and how an idle one is checked for a close.
 
+use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,8 +14,8 @@ use http::uri::Authority;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
-use tokio_rustls::client::TlsStream;
+
+use super::tls_stream::TlsStream;
 
 /// An owned upstream connection.
 pub enum Conn {
@@ -22,14 +23,14 @@ pub enum Conn {
     Plain(TcpStream),
     /// `https://`, boxed: rustls's state is large, and most idle lists
     /// hold plain sockets.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream>),
 }
 
 /// What an `https://` upstream's connections need beyond the socket: the
 /// TLS settings (HTTP/1.1 alone offered by ALPN), the name its
 /// certificate must carry, and how long its handshake may take.
 pub struct Tls {
-    connector: TlsConnector,
+    config: Arc<rustls::ClientConfig>,
     name: ServerName<'static>,
     timeout: Duration,
 }
@@ -51,7 +52,7 @@ impl Tls {
             .trim_start_matches('[')
             .trim_end_matches(']');
         Some(Tls {
-            connector: TlsConnector::from(config),
+            config,
             name: ServerName::try_from(host.to_owned()).ok()?,
             timeout,
         })
@@ -60,11 +61,12 @@ impl Tls {
     /// Runs the handshake on a fresh socket. Nothing of a request has gone
     /// out when it fails, so the request may go elsewhere.
     pub async fn handshake(&self, tcp: TcpStream) -> io::Result<Conn> {
-        let handshake = self.connector.connect(self.name.clone(), tcp);
-        let stream = tokio::time::timeout(self.timeout, handshake)
+        let mut stream = Box::new(TlsStream::new(tcp, self.config.clone(), self.name.clone())?);
+        let handshake = poll_fn(|cx| stream.poll_handshake(cx));
+        tokio::time::timeout(self.timeout, handshake)
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
-        Ok(Conn::Tls(Box::new(stream)))
+        Ok(Conn::Tls(stream))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Connections to upstreams. HTTP/1.1, plain or over TLS (rustls, webpki
 //! roots plus an optional private CA), goes over connections the worker
-//! owns ([`owned`], [`conn`]), spoken by a codec of our own ([`h1`]); an
+//! owns ([`owned`], [`conn`], TLS by rustls's unbuffered API in
+//! [`tls_stream`]), spoken by a codec of our own ([`h1`]); an
 //! upstream configured for HTTP/2 (`http2 = true`: by ALPN over TLS, with
 //! prior knowledge over `http://`) goes through hyper-util's pooled client.
 
@@ -10,6 +11,9 @@ mod h1;
 mod owned;
 #[cfg(test)]
 mod tests;
+mod tls_stream;
+#[cfg(test)]
+mod tls_stream_tests;
 #[cfg(test)]
 mod tls_tests;
 #[cfg(test)]

@@ -24,12 +24,12 @@ const ANSWER: &str =
     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
 
 /// A CA in `dir/<name>.pem`.
-struct Ca {
-    pem: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
+pub(super) struct Ca {
+    pub(super) pem: PathBuf,
+    pub(super) issuer: Issuer<'static, KeyPair>,
 }
 
-fn ca(dir: &Path, name: &str) -> Ca {
+pub(super) fn ca(dir: &Path, name: &str) -> Ca {
     let key = KeyPair::generate().unwrap();
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -64,23 +64,29 @@ struct Upstream {
     heads: Arc<Mutex<Vec<String>>>,
 }
 
-async fn upstream(ca: &Ca, after: After) -> Upstream {
+/// A server for 127.0.0.1 under `ca`'s certificate, speaking `versions`.
+pub(super) fn server_config(
+    ca: &Ca,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ServerConfig {
     let key = KeyPair::generate().unwrap();
     let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
         .unwrap()
         .signed_by(&key, &ca.issuer)
         .unwrap();
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![cert.der().clone()],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
-    )
-    .unwrap();
+    rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+        )
+        .unwrap()
+}
+
+async fn upstream(ca: &Ca, after: After) -> Upstream {
+    let mut config = server_config(ca, rustls::DEFAULT_VERSIONS);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

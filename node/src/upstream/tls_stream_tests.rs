@@ -1,0 +1,224 @@
+//! The unbuffered TLS stream against rustls's own server over real
+//! sockets: bodies larger than a record in both directions, read through
+//! small buffers; TLS 1.2; the server's key update; how the connection
+//! ends; nothing buffered while it waits; and hostile servers (no TLS at
+//! all, a handshake message that never ends).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::future::poll_fn;
+use std::io::Write as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream as ServerStream;
+
+use super::tls_stream::TlsStream;
+use super::tls_tests::{Ca, ca, server_config};
+use super::{Alpn, tls_trusting};
+
+/// What the server does with each accepted connection.
+type Serve = fn(ServerStream<TcpStream>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// A TLS server speaking `versions` that runs `serve` on one connection,
+/// and a client connected to it, its handshake done.
+async fn pair(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    serve: Serve,
+) -> (TlsStream, tokio::task::JoinHandle<()>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path(), "stream");
+    let acceptor = TlsAcceptor::from(Arc::new(server_config(&ca, versions)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        serve(acceptor.accept(tcp).await.unwrap()).await;
+    });
+    let client = connect(&ca, TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    (client, server, dir)
+}
+
+async fn connect(ca: &Ca, tcp: TcpStream) -> std::io::Result<TlsStream> {
+    let config = tls_trusting(Some(&ca.pem), Alpn::Http1).unwrap();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let mut stream = TlsStream::new(tcp, config, name)?;
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        poll_fn(|cx| stream.poll_handshake(cx)),
+    )
+    .await
+    .expect("the handshake ended")?;
+    Ok(stream)
+}
+
+/// 200 KiB whose every byte says where it is.
+fn pattern() -> Vec<u8> {
+    (0..200 * 1024u32).map(|i| (i % 251) as u8).collect()
+}
+
+/// Reads everything through a 1,000-byte buffer until `want` bytes.
+async fn read_small(client: &mut TlsStream, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1000];
+    while got.len() < want {
+        let n = client.read(&mut buf).await.unwrap();
+        assert!(n > 0, "ended after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+    }
+    got
+}
+
+/// Polls one read with nothing to wake it: whether it would wait.
+async fn would_wait(client: &mut TlsStream) -> bool {
+    let mut probe = [0u8; 1];
+    poll_fn(|cx| {
+        let mut buf = ReadBuf::new(&mut probe);
+        Poll::Ready(Pin::new(&mut *client).poll_read(cx, &mut buf).is_pending())
+    })
+    .await
+}
+
+/// Echoes 200 KiB back, then keeps the connection until the client ends.
+fn echo(mut tls: ServerStream<TcpStream>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    Box::pin(async move {
+        let mut got = vec![0u8; 200 * 1024];
+        tls.read_exact(&mut got).await.unwrap();
+        tls.write_all(&got).await.unwrap();
+        tls.flush().await.unwrap();
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest).await;
+    })
+}
+
+#[tokio::test]
+async fn large_bodies_cross_both_ways_and_a_waiting_connection_holds_no_buffer() {
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let (mut client, server, _dir) = pair(versions, echo).await;
+        client.write_all(&pattern()).await.unwrap();
+        client.flush().await.unwrap();
+        assert_eq!(read_small(&mut client, pattern().len()).await, pattern());
+        // Whatever follows (TLS 1.3 session tickets) is taken in, and the
+        // connection then waits with no buffer of its own.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(would_wait(&mut client).await);
+        assert_eq!(client.buffered(), 0);
+        client.shutdown().await.unwrap();
+        server.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_key_update_from_the_server_is_followed_both_ways() {
+    let (mut client, server, _dir) = pair(&[&rustls::version::TLS13], |mut tls| {
+        Box::pin(async move {
+            for round in 0..3u8 {
+                tls.get_mut().1.refresh_traffic_keys().unwrap();
+                tls.write_all(&[round; 40_000]).await.unwrap();
+                tls.flush().await.unwrap();
+                let mut back = [0u8; 3];
+                tls.read_exact(&mut back).await.unwrap();
+                assert_eq!(back, [round; 3]);
+            }
+        })
+    })
+    .await;
+    for round in 0..3u8 {
+        assert_eq!(read_small(&mut client, 40_000).await, vec![round; 40_000]);
+        client.write_all(&[round; 3]).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn close_notify_ends_the_stream_and_a_bare_close_is_an_error() {
+    let (mut client, server, _dir) = pair(&[&rustls::version::TLS13], |mut tls| {
+        Box::pin(async move {
+            tls.write_all(b"last words").await.unwrap();
+            tls.shutdown().await.unwrap();
+        })
+    })
+    .await;
+    let mut all = Vec::new();
+    client.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all, b"last words");
+    server.await.unwrap();
+
+    // A close without close_notify could be a truncation: it is no end.
+    let (mut client, server, _dir) = pair(&[&rustls::version::TLS13], |tls| {
+        Box::pin(async move {
+            let (mut tcp, mut conn) = tls.into_inner();
+            conn.writer().write_all(b"cut").unwrap();
+            while conn.wants_write() {
+                let mut out = Vec::new();
+                conn.write_tls(&mut out).unwrap();
+                tcp.write_all(&out).await.unwrap();
+            }
+            drop(tcp);
+        })
+    })
+    .await;
+    server.await.unwrap();
+    let mut all = Vec::new();
+    let err = client.read_to_end(&mut all).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::UnexpectedEof);
+    assert_eq!(all, b"cut");
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_no_tls_fails_the_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path(), "stream");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let _ = tcp
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
+            .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let err = connect(&ca, tcp).await.err().expect("refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+}
+
+#[tokio::test]
+async fn a_handshake_message_that_never_ends_is_refused_not_buffered() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = ca(dir.path(), "stream");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        // A ServerHello announced at 16 MiB, then records of its body
+        // for as long as the client takes them.
+        let mut first = vec![0x16, 0x03, 0x03, 0x40, 0x00, 0x02, 0xff, 0xff, 0xff];
+        first.resize(5 + 0x4000, 0);
+        let mut record = vec![0x16, 0x03, 0x03, 0x40, 0x00];
+        record.resize(5 + 0x4000, 0);
+        if tcp.write_all(&first).await.is_err() {
+            return;
+        }
+        for _ in 0..1024 {
+            if tcp.write_all(&record).await.is_err() {
+                return;
+            }
+        }
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let err = connect(&ca, tcp).await.err().expect("refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+}
