@@ -248,8 +248,9 @@ impl TlsStream {
         Poll::Ready(Ok(()))
     }
 
-    /// Encrypts `data` into `outgoing` and starts writing it: accepted
-    /// once encrypted, written out by the next write or flush.
+    /// Encrypts `data` into `outgoing`: accepted once encrypted, written
+    /// out by [`Self::poll_send_some`] or a flush. What waits unwritten is
+    /// bounded: past [`MAX_WRITE`] it is written first.
     fn poll_encrypt(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
         if self.outgoing.len() - self.sent >= MAX_WRITE {
             ready!(self.poll_send(cx))?;
@@ -258,11 +259,17 @@ impl TlsStream {
         if self.process(None, Send::Data(data))? == Step::Blocked {
             return Poll::Ready(Err(io::Error::other("TLS handshake not complete")));
         }
-        // Pending is fine: the bytes are ours, and the waker is set.
-        if let Poll::Ready(Err(e)) = self.poll_send(cx) {
-            return Poll::Ready(Err(e));
-        }
         Poll::Ready(Ok(data.len()))
+    }
+
+    /// Writes what the socket takes now of what was encrypted, so a writer
+    /// that accepted `written` bytes need not wait for a flush: `Pending`
+    /// is fine, the bytes are ours and the waker is set.
+    fn poll_send_some(&mut self, cx: &mut Context<'_>, written: usize) -> Poll<io::Result<usize>> {
+        match self.poll_send(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(written)),
+        }
     }
 }
 
@@ -348,7 +355,9 @@ impl AsyncWrite for TlsStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.get_mut().poll_encrypt(cx, buf)
+        let this = self.get_mut();
+        let written = ready!(this.poll_encrypt(cx, buf))?;
+        this.poll_send_some(cx, written)
     }
 
     fn poll_write_vectored(
@@ -364,14 +373,18 @@ impl AsyncWrite for TlsStream {
                 break;
             }
             match this.poll_encrypt(cx, slice) {
-                Poll::Ready(Ok(n)) if n == slice.len() => taken += n,
-                Poll::Ready(Ok(n)) => return Poll::Ready(Ok(taken + n)),
+                Poll::Ready(Ok(n)) => {
+                    taken += n;
+                    if n < slice.len() {
+                        break;
+                    }
+                }
                 Poll::Ready(Err(e)) if taken == 0 => return Poll::Ready(Err(e)),
                 Poll::Pending if taken == 0 => return Poll::Pending,
                 _ => break,
             }
         }
-        Poll::Ready(Ok(taken))
+        this.poll_send_some(cx, taken)
     }
 
     fn is_write_vectored(&self) -> bool {
