@@ -22,6 +22,9 @@ pub enum HarnessError {
     /// Certificates could not be made.
     #[error("certificates: {0}")]
     Certs(#[from] raft::certs::CertError),
+    /// A private CA or a certificate it signs could not be made.
+    #[error("test certificate: {0}")]
+    Rcgen(#[from] rcgen::Error),
     /// A node config could not be serialized.
     #[error("node config: {0}")]
     Config(#[from] toml::ser::Error),

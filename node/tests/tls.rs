@@ -6,54 +6,23 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use harness::certs::UpstreamCa;
 use serde_json::json;
 use support::config::{Config, UpstreamConfig, route_to, upstream};
 use support::{Mock, Node, chat_body};
 
-/// A private CA, written to `dir/<name>-ca.pem`.
-struct Ca {
-    pem: PathBuf,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-impl Ca {
-    fn new(dir: &Path, name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        // Distinct names, so the stranger is not even a candidate issuer.
-        params
-            .distinguished_name
-            .push(DnType::CommonName, format!("meridian test CA {name}"));
-        let cert = params.self_signed(&key).unwrap();
-        let pem = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&pem, cert.pem()).unwrap();
-        Ca {
-            pem,
-            issuer: Issuer::new(params, key),
-        }
-    }
-
-    /// A server certificate for `127.0.0.1` and `localhost`, as PEM files
-    /// in `dir`: (certificate, key).
-    fn server_cert(&self, dir: &Path) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-        let cert = CertificateParams::new(names)
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
-        let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server-key.pem"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (
-            cert_path.to_str().unwrap().to_owned(),
-            key_path.to_str().unwrap().to_owned(),
-        )
-    }
+/// A server certificate for `127.0.0.1` and `localhost`, as PEM files in
+/// `dir`: (certificate, key).
+fn server_cert(ca: &UpstreamCa, dir: &Path) -> (String, String) {
+    let (cert, key) = ca
+        .write_server(dir, "server", &["127.0.0.1", "localhost"])
+        .unwrap();
+    (
+        cert.to_str().unwrap().to_owned(),
+        key.to_str().unwrap().to_owned(),
+    )
 }
 
 /// An upstream for `mock` trusting the CA file `ca`.
@@ -66,20 +35,20 @@ fn tls_upstream(id: &str, mock: &Mock, ca: &Path) -> UpstreamConfig {
 #[tokio::test]
 async fn https_upstream_is_verified_against_its_ca_file() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::new(dir.path(), "private");
-    let stranger = Ca::new(dir.path(), "stranger");
-    let (cert, key) = ca.server_cert(dir.path());
+    let ca = UpstreamCa::new(dir.path(), "private").unwrap();
+    let stranger = UpstreamCa::new(dir.path(), "stranger").unwrap();
+    let (cert, key) = server_cert(&ca, dir.path());
     let mock = Mock::start(&["--tls-cert", &cert, "--tls-key", &key]).await;
     assert!(mock.tls && mock.base_url().starts_with("https://127.0.0.1:"));
     mock.behave(json!({"chunks": 4})).await;
     let node = Node::start_with(
         |c: &mut Config| {
-            let mut h2 = tls_upstream("tls-h2", &mock, &ca.pem);
+            let mut h2 = tls_upstream("tls-h2", &mock, ca.pem());
             h2.http2 = true;
             c.upstreams = vec![
-                tls_upstream("tls", &mock, &ca.pem),
+                tls_upstream("tls", &mock, ca.pem()),
                 h2,
-                tls_upstream("wrong-ca", &mock, &stranger.pem),
+                tls_upstream("wrong-ca", &mock, stranger.pem()),
             ];
             c.routes = vec![
                 route_to("m", "tls", "tls-model"),

@@ -131,23 +131,13 @@ impl Setup {
 }
 
 /// The private CA the node trusts, in the run's directory.
-const CA_FILE: &str = "ca.pem";
+const CA_FILE: &str = "mock-ca.pem";
 
 /// Writes a private CA (`CA_FILE`) and a certificate it signed for
 /// 127.0.0.1 into `dir`; returns the certificate's and its key's paths.
 fn tls_files(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate()?;
-    let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    std::fs::write(dir.join(CA_FILE), ca.self_signed(&ca_key)?.pem())?;
-    let issuer = Issuer::new(ca, ca_key);
-    let key = KeyPair::generate()?;
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
-    let (cert_path, key_path) = (dir.join("mock.pem"), dir.join("mock-key.pem"));
-    std::fs::write(&cert_path, cert.pem())?;
-    std::fs::write(&key_path, key.serialize_pem())?;
-    Ok((cert_path, key_path))
+    let ca = harness::certs::UpstreamCa::new(dir, "mock")?;
+    Ok(ca.write_server(dir, "mock", &["127.0.0.1"])?)
 }
 
 impl Started {

@@ -14,13 +14,15 @@ use std::task::Poll;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream as ServerStream;
 
 use super::tls_stream::TlsStream;
-use super::tls_tests::{Ca, ca, server_config};
+use harness::certs::UpstreamCa;
+
+use super::tls_tests::{ca, server_config};
 use super::{Alpn, tls_trusting};
 
 /// What the server does with each accepted connection.
@@ -47,8 +49,8 @@ async fn pair(
     (client, server, dir)
 }
 
-async fn connect(ca: &Ca, tcp: TcpStream) -> std::io::Result<TlsStream> {
-    let config = tls_trusting(Some(&ca.pem), Alpn::Http1).unwrap();
+async fn connect(ca: &UpstreamCa, tcp: TcpStream) -> std::io::Result<TlsStream> {
+    let config = tls_trusting(Some(ca.pem()), Alpn::Http1).unwrap();
     let name = ServerName::try_from("127.0.0.1").unwrap();
     let mut stream = TlsStream::new(tcp, config, name)?;
     tokio::time::timeout(
@@ -77,6 +79,12 @@ async fn read_small(client: &mut TlsStream, want: usize) -> Vec<u8> {
     got
 }
 
+/// Writes all of `bytes` and flushes.
+async fn send(to: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) {
+    to.write_all(bytes).await.unwrap();
+    to.flush().await.unwrap();
+}
+
 /// Polls one read with nothing to wake it: whether it would wait.
 async fn would_wait(client: &mut TlsStream) -> bool {
     let mut probe = [0u8; 1];
@@ -92,8 +100,7 @@ fn echo(mut tls: ServerStream<TcpStream>) -> Pin<Box<dyn Future<Output = ()> + S
     Box::pin(async move {
         let mut got = vec![0u8; 200 * 1024];
         tls.read_exact(&mut got).await.unwrap();
-        tls.write_all(&got).await.unwrap();
-        tls.flush().await.unwrap();
+        send(&mut tls, &got).await;
         let mut rest = Vec::new();
         let _ = tls.read_to_end(&mut rest).await;
     })
@@ -106,8 +113,7 @@ async fn large_bodies_cross_both_ways_and_a_waiting_connection_holds_no_buffer()
         &[&rustls::version::TLS12][..],
     ] {
         let (mut client, server, _dir) = pair(versions, echo).await;
-        client.write_all(&pattern()).await.unwrap();
-        client.flush().await.unwrap();
+        send(&mut client, &pattern()).await;
         assert_eq!(read_small(&mut client, pattern().len()).await, pattern());
         // Whatever follows (TLS 1.3 session tickets) is taken in, and the
         // connection then waits with no buffer of its own.
@@ -125,8 +131,7 @@ async fn a_key_update_from_the_server_is_followed_both_ways() {
         Box::pin(async move {
             for round in 0..3u8 {
                 tls.get_mut().1.refresh_traffic_keys().unwrap();
-                tls.write_all(&[round; 40_000]).await.unwrap();
-                tls.flush().await.unwrap();
+                send(&mut tls, &[round; 40_000]).await;
                 let mut back = [0u8; 3];
                 tls.read_exact(&mut back).await.unwrap();
                 assert_eq!(back, [round; 3]);
@@ -136,8 +141,7 @@ async fn a_key_update_from_the_server_is_followed_both_ways() {
     .await;
     for round in 0..3u8 {
         assert_eq!(read_small(&mut client, 40_000).await, vec![round; 40_000]);
-        client.write_all(&[round; 3]).await.unwrap();
-        client.flush().await.unwrap();
+        send(&mut client, &[round; 3]).await;
     }
     server.await.unwrap();
 }

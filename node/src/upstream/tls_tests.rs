@@ -6,12 +6,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use harness::certs::UpstreamCa;
 use proto::config::{ProxyConfig, UpstreamConfig};
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -23,26 +23,9 @@ use super::{Pools, SendError, pools_for};
 const ANSWER: &str =
     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
 
-/// A CA in `dir/<name>.pem`.
-pub(super) struct Ca {
-    pub(super) pem: PathBuf,
-    pub(super) issuer: Issuer<'static, KeyPair>,
-}
-
-pub(super) fn ca(dir: &Path, name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, format!("owned tls test {name}"));
-    let cert = params.self_signed(&key).unwrap();
-    let pem = dir.join(format!("{name}.pem"));
-    std::fs::write(&pem, cert.pem()).unwrap();
-    Ca {
-        pem,
-        issuer: Issuer::new(params, key),
-    }
+/// A private CA in `dir/<name>-ca.pem`.
+pub(super) fn ca(dir: &Path, name: &str) -> UpstreamCa {
+    UpstreamCa::new(dir, name).unwrap()
 }
 
 /// What the upstream does after each answer.
@@ -66,26 +49,22 @@ struct Upstream {
 
 /// A server for 127.0.0.1 under `ca`'s certificate, speaking `versions`.
 pub(super) fn server_config(
-    ca: &Ca,
+    ca: &UpstreamCa,
     versions: &[&'static rustls::SupportedProtocolVersion],
 ) -> rustls::ServerConfig {
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .unwrap()
-        .signed_by(&key, &ca.issuer)
-        .unwrap();
+    let signed = ca.sign(&["127.0.0.1"]).unwrap();
     rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_protocol_versions(versions)
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![cert.der().clone()],
-            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            vec![signed.cert.der().clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signed.key.serialize_der())),
         )
         .unwrap()
 }
 
-async fn upstream(ca: &Ca, after: After) -> Upstream {
+async fn upstream(ca: &UpstreamCa, after: After) -> Upstream {
     let mut config = server_config(ca, rustls::DEFAULT_VERSIONS);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = TlsAcceptor::from(Arc::new(config));
@@ -128,11 +107,11 @@ async fn upstream(ca: &Ca, after: After) -> Upstream {
     Upstream { base, alpn, heads }
 }
 
-fn pools_trusting(base: &str, ca: &Ca) -> Pools {
+fn pools_trusting(base: &str, ca: &UpstreamCa) -> Pools {
     let uc = UpstreamConfig {
         id: "tls".into(),
         base_url: base.into(),
-        ca_file: Some(ca.pem.clone()),
+        ca_file: Some(ca.pem().to_path_buf()),
         ..UpstreamConfig::default()
     };
     pools_for(&uc, &ProxyConfig::default()).unwrap()
@@ -242,7 +221,7 @@ async fn an_upstream_that_never_finishes_the_handshake_fails_at_the_connect_time
     let uc = UpstreamConfig {
         id: "stalls".into(),
         base_url: base.clone(),
-        ca_file: Some(ca.pem.clone()),
+        ca_file: Some(ca.pem().to_path_buf()),
         ..UpstreamConfig::default()
     };
     let proxy = ProxyConfig {
