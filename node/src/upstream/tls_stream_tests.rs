@@ -181,34 +181,41 @@ async fn close_notify_ends_the_stream_and_a_bare_close_is_an_error() {
     assert_eq!(all, b"cut");
 }
 
-#[tokio::test]
-async fn a_server_that_speaks_no_tls_fails_the_handshake() {
+/// The handshake's error against a server that is not TLS: `serve` gets
+/// its raw socket.
+async fn refused<F>(serve: impl FnOnce(TcpStream) -> F + Send + 'static) -> std::io::Error
+where
+    F: Future<Output = ()> + Send,
+{
     let dir = tempfile::tempdir().unwrap();
     let ca = ca(dir.path(), "stream");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
+        let (tcp, _) = listener.accept().await.unwrap();
+        serve(tcp).await;
+    });
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connect(&ca, tcp).await.err().expect("refused")
+}
+
+#[tokio::test]
+async fn a_server_that_speaks_no_tls_fails_the_handshake() {
+    let err = refused(|mut tcp| async move {
         let _ = tcp
             .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}")
             .await;
         tokio::time::sleep(Duration::from_secs(5)).await;
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let err = connect(&ca, tcp).await.err().expect("refused");
+    })
+    .await;
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
 }
 
 #[tokio::test]
 async fn a_handshake_message_that_never_ends_is_refused_not_buffered() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = ca(dir.path(), "stream");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        let (mut tcp, _) = listener.accept().await.unwrap();
-        // A ServerHello announced at 16 MiB, then records of its body
-        // for as long as the client takes them.
+    let err = refused(|mut tcp| async move {
+        // A ServerHello announced at 16 MiB, then records of its body for
+        // as long as the client takes them.
         let mut first = vec![0x16, 0x03, 0x03, 0x40, 0x00, 0x02, 0xff, 0xff, 0xff];
         first.resize(5 + 0x4000, 0);
         let mut record = vec![0x16, 0x03, 0x03, 0x40, 0x00];
@@ -221,8 +228,7 @@ async fn a_handshake_message_that_never_ends_is_refused_not_buffered() {
                 return;
             }
         }
-    });
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let err = connect(&ca, tcp).await.err().expect("refused");
+    })
+    .await;
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
 }
