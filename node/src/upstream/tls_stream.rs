@@ -131,7 +131,6 @@ impl TlsStream {
                 self.tls.process_tls_records(&mut self.incoming);
             let step = match state.map_err(tls_error)? {
                 ConnectionState::ReadTraffic(mut traffic) => {
-                    let mut step = None;
                     while dst.as_ref().is_none_or(|d| d.remaining() > 0) {
                         let Some(record) = traffic.next_record() else {
                             break;
@@ -145,28 +144,11 @@ impl TlsStream {
                         }
                         self.plaintext.extend_from_slice(&payload[fits..]);
                     }
-                    if traffic.peek_len().is_some() {
-                        step = Some(Step::Full);
-                    }
-                    step
+                    // More records than room: they wait in rustls.
+                    traffic.peek_len().map(|_| Step::Full)
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    let mut need = 0;
-                    loop {
-                        let start = self.outgoing.len();
-                        self.outgoing.resize(start + need, 0);
-                        match encode.encode(&mut self.outgoing[start..]) {
-                            Ok(written) => {
-                                self.outgoing.truncate(start + written);
-                                break;
-                            }
-                            Err(EncodeError::InsufficientSize(e)) if need < e.required_size => {
-                                self.outgoing.truncate(start);
-                                need = e.required_size;
-                            }
-                            Err(e) => return Err(io::Error::other(e.to_string())),
-                        }
-                    }
+                    append(&mut self.outgoing, 1024, |out| encode.encode(out))?;
                     None
                 }
                 // What was encoded is in `outgoing`, which is written
@@ -181,10 +163,10 @@ impl TlsStream {
                         Send::Nothing => {}
                         Send::Data(data) => {
                             let guess = data.len() + 64 * (data.len() / (16 * 1024) + 1);
-                            encrypt(&mut self.outgoing, guess, |out| write.encrypt(data, out))?;
+                            append(&mut self.outgoing, guess, |out| write.encrypt(data, out))?;
                         }
                         Send::CloseNotify => {
-                            encrypt(&mut self.outgoing, 64, |out| write.queue_close_notify(out))?;
+                            append(&mut self.outgoing, 64, |out| write.queue_close_notify(out))?;
                         }
                     }
                     Some(Step::Open)
@@ -255,6 +237,12 @@ impl TlsStream {
         if self.outgoing.len() - self.sent >= MAX_WRITE {
             ready!(self.poll_send(cx))?;
         }
+        // What the socket took is dropped, so a long upload holds at most
+        // what waits.
+        if self.sent > 0 {
+            self.outgoing.drain(..self.sent);
+            self.sent = 0;
+        }
         let data = &data[..data.len().min(MAX_WRITE)];
         if self.process(None, Send::Data(data))? == Step::Blocked {
             return Poll::Ready(Err(io::Error::other("TLS handshake not complete")));
@@ -273,27 +261,52 @@ impl TlsStream {
     }
 }
 
-/// Encrypts with `f` into the end of `out`, growing it as rustls asks.
-fn encrypt(
+/// What rustls says when the slice it was given is too small.
+trait TooSmall: std::fmt::Display {
+    /// The size it needs, when that is what went wrong.
+    fn required(&self) -> Option<usize>;
+}
+
+impl TooSmall for EncodeError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncodeError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
+        }
+    }
+}
+
+impl TooSmall for EncryptError {
+    fn required(&self) -> Option<usize> {
+        match self {
+            EncryptError::InsufficientSize(e) => Some(e.required_size),
+            _ => None,
+        }
+    }
+}
+
+/// Appends to `out` what `f` writes into the slice it is given: `guess`
+/// bytes first, then as many as rustls asks for.
+fn append<E: TooSmall>(
     out: &mut Vec<u8>,
     guess: usize,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
 ) -> io::Result<()> {
     let start = out.len();
-    let mut need = guess;
+    let mut room = guess;
     loop {
-        out.resize(start + need, 0);
+        out.resize(start + room, 0);
         match f(&mut out[start..]) {
             Ok(written) => {
                 out.truncate(start + written);
                 return Ok(());
             }
-            Err(EncryptError::InsufficientSize(e)) if need < e.required_size => {
-                need = e.required_size;
-            }
             Err(e) => {
                 out.truncate(start);
-                return Err(io::Error::other(e.to_string()));
+                match e.required() {
+                    Some(need) if need > room => room = need,
+                    _ => return Err(io::Error::other(e.to_string())),
+                }
             }
         }
     }

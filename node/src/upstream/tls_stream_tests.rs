@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream as ServerStream;
 
@@ -37,13 +37,20 @@ async fn pair(
     let dir = tempfile::tempdir().unwrap();
     let ca = ca(dir.path(), "stream");
     let acceptor = TlsAcceptor::from(Arc::new(server_config(&ca, versions)));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // Small socket buffers, so a writer meets the kernel's push-back
+    // wherever the test runs.
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(8).unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move {
         let (tcp, _) = listener.accept().await.unwrap();
         serve(acceptor.accept(tcp).await.unwrap()).await;
     });
-    let client = connect(&ca, TcpStream::connect(addr).await.unwrap())
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_send_buffer_size(64 * 1024).unwrap();
+    let client = connect(&ca, socket.connect(addr).await.unwrap())
         .await
         .unwrap();
     (client, server, dir)
@@ -123,6 +130,39 @@ async fn large_bodies_cross_both_ways_and_a_waiting_connection_holds_no_buffer()
         client.shutdown().await.unwrap();
         server.await.unwrap();
     }
+}
+
+#[tokio::test]
+async fn a_writer_ahead_of_the_socket_is_pushed_back_with_little_held() {
+    const BODY: u32 = 16 << 20;
+    let (mut client, server, _dir) = pair(&[&rustls::version::TLS13], |mut tls| {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let mut got = vec![0u8; BODY as usize];
+            tls.read_exact(&mut got).await.unwrap();
+            assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        })
+    })
+    .await;
+    let body: Vec<u8> = (0..BODY).map(|i| (i % 251) as u8).collect();
+    let mut at = 0;
+    let pushed_back = poll_fn(|cx| {
+        loop {
+            match Pin::new(&mut client).poll_write(cx, &body[at..]) {
+                Poll::Ready(Ok(n)) => at += n,
+                Poll::Pending => return Poll::Ready(true),
+                Poll::Ready(Err(e)) => panic!("{e}"),
+            }
+            if at == body.len() {
+                return Poll::Ready(false);
+            }
+        }
+    })
+    .await;
+    assert!(pushed_back, "16 MiB taken while the server read nothing");
+    assert!(client.buffered() <= 256 * 1024, "{}", client.buffered());
+    send(&mut client, &body[at..]).await;
+    server.await.unwrap();
 }
 
 #[tokio::test]
