@@ -12,7 +12,7 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
 use meridian::health::HealthBoard;
-use meridian::health::blend::{self, Freshness};
+use meridian::health::blend::Freshness;
 use meridian::health::peers::Received;
 use meridian::health::window::{Quantiles, WindowSummary};
 use meridian::routing::{RoutingSnapshot, Secrets};
@@ -136,17 +136,7 @@ fn route_and_choose(c: &mut Criterion) {
     // millisecond share it now.
     let live = &snap.upstreams[0].live;
     c.bench_function("ttfb estimate, blended for each call", |b| {
-        b.iter(|| {
-            let now_ms = black_box(1_000);
-            let own = live.summary.load().ttfb_ms;
-            let weight = live.freshness.load().at(now_ms, policy.blend.half_life_ms);
-            black_box(blend::blend(
-                &own,
-                weight,
-                live.shared_ttfb.load().as_deref(),
-                &policy.blend,
-            ))
-        })
+        b.iter(|| black_box(live.blended(black_box(1_000), &policy.blend)))
     });
     c.bench_function("ttfb estimate, shared within its millisecond", |b| {
         b.iter(|| black_box(live.ttfb_estimate(black_box(1_000), &policy.blend)))

@@ -26,10 +26,6 @@ use tokio::net::TcpStream;
 /// most answers' heads and SSE events are far smaller.
 const READ_SIZE: usize = 4 * 1024;
 
-/// What may wait, received and not yet a whole handshake message: rustls
-/// joins handshake messages of up to 64 KiB; nothing legitimate needs more.
-const MAX_INCOMING: usize = 64 * 1024 + 2 * READ_SIZE + 32 * 1024;
-
 /// How much plaintext one write takes; the caller writes the rest next.
 /// Four full records: what is encrypted and not yet written is bounded.
 const MAX_WRITE: usize = 4 * 16 * 1024;
@@ -190,14 +186,10 @@ impl TlsStream {
     }
 
     /// Reads what the socket has into `incoming`: the number of bytes, 0 at
-    /// its end. While nothing has arrived, `incoming` is released.
+    /// its end. While nothing has arrived, `incoming` is released. What it
+    /// holds is bounded by rustls, which takes every whole record as it
+    /// comes and refuses a handshake message over 64 KiB by its header.
     fn poll_receive(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.incoming.len() >= MAX_INCOMING {
-            return Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "a TLS message larger than any this client accepts",
-            )));
-        }
         loop {
             if self.tcp.poll_read_ready(cx)?.is_pending() {
                 if self.incoming.is_empty() {
@@ -346,13 +338,13 @@ impl AsyncRead for TlsStream {
         }
         let before = buf.filled().len();
         loop {
-            let step = this.process(Some(buf), Send::Nothing)?;
+            this.process(Some(buf), Send::Nothing)?;
             // A key update's answer, say: sent now if the socket takes it,
             // else by the next write.
             if let Poll::Ready(Err(e)) = this.poll_send(cx) {
                 return Poll::Ready(Err(e));
             }
-            if buf.filled().len() > before || step == Step::Closed || this.peer_closed {
+            if buf.filled().len() > before || this.peer_closed {
                 return Poll::Ready(Ok(()));
             }
             if ready!(this.poll_receive(cx))? == 0 {

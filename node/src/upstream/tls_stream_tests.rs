@@ -2,7 +2,7 @@
 //! sockets: bodies larger than a record in both directions, read through
 //! small buffers; TLS 1.2; the server's key update; how the connection
 //! ends; nothing buffered while it waits; and hostile servers (no TLS at
-//! all, a handshake message that never ends).
+//! all, a handshake message announced past rustls's limit).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -252,7 +252,7 @@ async fn a_server_that_speaks_no_tls_fails_the_handshake() {
 }
 
 #[tokio::test]
-async fn a_handshake_message_that_never_ends_is_refused_not_buffered() {
+async fn a_handshake_message_over_the_limit_is_refused_by_its_header() {
     let err = refused(|mut tcp| async move {
         // A ServerHello announced at 16 MiB, then records of its body for
         // as long as the client takes them.
@@ -271,4 +271,10 @@ async fn a_handshake_message_that_never_ends_is_refused_not_buffered() {
     })
     .await;
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
+    // By the message's announced size, not after buffering its body: what
+    // bounds the receive buffer.
+    assert!(
+        err.to_string().contains("HandshakePayloadTooLarge"),
+        "{err}"
+    );
 }
