@@ -41,6 +41,8 @@
 //!   upstream's live state and the registry that keeps it across rebuilds,
 //!   the cluster's board and the sharing through Raft, and the cooldowns
 //!   a provider's `Retry-After` asks for (`health::cooldown`).
+//! - [`log_line`]: the log line's timestamp and fields, written as
+//!   tracing-subscriber's default layout with fewer formatting passes.
 //! - [`metrics`]: the Prometheus counters, the recent failovers, and each
 //!   priority class's success ratio and p99 against its objective
 //!   ([`metrics::sla`]).
@@ -67,6 +69,7 @@ pub mod cluster;
 pub mod defaults;
 pub mod error;
 pub mod health;
+pub mod log_line;
 pub mod metrics;
 pub mod node;
 pub mod proxy;

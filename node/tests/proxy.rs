@@ -92,6 +92,13 @@ async fn plain_request_is_routed_rewritten_and_labelled() {
         line.contains("req-42") && line.contains("prompt_tokens=") && line.contains("cost_usd="),
         "{line}"
     );
+    // Its layout, field by field, as operators' parsers read it (the node
+    // writes tracing-subscriber's default layout its own way: log_line).
+    let layout = regex::Regex::new(
+        r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z  INFO request\{id=req-42\}: meridian::proxy::finish: request done key=\S+ route=fast upstream=a model=provider-model stream=false status=200 ttfb_ms=\d+ total_ms=\d+ prompt_tokens=\d+ completion_tokens=\d+ cached_tokens=\d+ cost_usd=[0-9.e-]+$",
+    )
+    .unwrap();
+    assert!(layout.is_match(line), "{line}");
     assert!(
         !log.contains("sk-client") && !log.contains("sk-provider"),
         "a secret reached the log"
