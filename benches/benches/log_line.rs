@@ -4,7 +4,8 @@
 //! (`meridian::log_line`: its timestamp and its fields). Each iteration is
 //! what one request costs the log: its `request` span created, entered,
 //! the "request done" event with the proxy's fields, the span closed. The
-//! line goes to a sink, so the log thread's share is not in either.
+//! line goes to a sink, so the log thread's share is not in either. The
+//! same for `--log-format json`, where only the timestamp is the node's.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -47,6 +48,40 @@ fn access_line(c: &mut Criterion) {
         .with_ansi(false)
         .with_timer(LineTime)
         .fmt_fields(LineFields)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(node, || {
+        let mut n = 0u64;
+        group.bench_function("meridian_log_line", |b| {
+            b.iter(|| {
+                n += 1;
+                one_request(n)
+            })
+        });
+    });
+    group.finish();
+
+    // `--log-format json`: the library's JSON fields either way, the
+    // node's timer or the library's.
+    let mut group = c.benchmark_group("access_line_json");
+    let library = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_writer(std::io::sink)
+        .finish();
+    tracing::subscriber::with_default(library, || {
+        let mut n = 0u64;
+        group.bench_function("tracing_subscriber_default", |b| {
+            b.iter(|| {
+                n += 1;
+                one_request(n)
+            })
+        });
+    });
+    let node = tracing_subscriber::fmt()
+        .with_timer(LineTime)
+        .json()
+        .with_current_span(true)
         .with_writer(std::io::sink)
         .finish();
     tracing::subscriber::with_default(node, || {
