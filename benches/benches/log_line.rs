@@ -11,7 +11,8 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use meridian::log_line::{LineFields, LineTime};
 use tracing::{info, info_span};
 
@@ -29,70 +30,45 @@ fn one_request(n: u64) {
     );
 }
 
+/// Times [`one_request`] with `subscriber` as the thread's dispatcher.
+fn under(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    subscriber: impl Into<tracing::Dispatch>,
+) {
+    tracing::dispatcher::with_default(&subscriber.into(), || {
+        let mut n = 0u64;
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                n += 1;
+                one_request(n)
+            })
+        });
+    });
+}
+
 fn access_line(c: &mut Criterion) {
+    let text = || {
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(std::io::sink)
+    };
     let mut group = c.benchmark_group("access_line");
-    let library = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_writer(std::io::sink)
-        .finish();
-    tracing::subscriber::with_default(library, || {
-        let mut n = 0u64;
-        group.bench_function("tracing_subscriber_default", |b| {
-            b.iter(|| {
-                n += 1;
-                one_request(n)
-            })
-        });
-    });
-    let node = tracing_subscriber::fmt()
-        .with_ansi(false)
-        .with_timer(LineTime)
-        .fmt_fields(LineFields)
-        .with_writer(std::io::sink)
-        .finish();
-    tracing::subscriber::with_default(node, || {
-        let mut n = 0u64;
-        group.bench_function("meridian_log_line", |b| {
-            b.iter(|| {
-                n += 1;
-                one_request(n)
-            })
-        });
-    });
+    under(&mut group, "tracing_subscriber_default", text().finish());
+    let node = text().with_timer(LineTime).fmt_fields(LineFields).finish();
+    under(&mut group, "meridian_log_line", node);
     group.finish();
 
     // `--log-format json`: the library's JSON fields either way, the
     // node's timer or the library's.
+    let json = || text().json().with_current_span(true);
     let mut group = c.benchmark_group("access_line_json");
-    let library = tracing_subscriber::fmt()
-        .json()
-        .with_current_span(true)
-        .with_writer(std::io::sink)
-        .finish();
-    tracing::subscriber::with_default(library, || {
-        let mut n = 0u64;
-        group.bench_function("tracing_subscriber_default", |b| {
-            b.iter(|| {
-                n += 1;
-                one_request(n)
-            })
-        });
-    });
-    let node = tracing_subscriber::fmt()
-        .with_timer(LineTime)
-        .json()
-        .with_current_span(true)
-        .with_writer(std::io::sink)
-        .finish();
-    tracing::subscriber::with_default(node, || {
-        let mut n = 0u64;
-        group.bench_function("meridian_log_line", |b| {
-            b.iter(|| {
-                n += 1;
-                one_request(n)
-            })
-        });
-    });
+    under(&mut group, "tracing_subscriber_default", json().finish());
+    under(
+        &mut group,
+        "meridian_log_line",
+        json().with_timer(LineTime).finish(),
+    );
     group.finish();
 }
 

@@ -212,25 +212,18 @@ fn the_timestamp_is_rfc3339_utc_with_microseconds() {
 }
 
 #[test]
-fn a_second_is_reused_until_the_clock_leaves_it() {
+fn the_cached_second_follows_the_clock() {
     let mut second = Second::default();
-    assert_eq!(
-        written(&mut second, at(100, 0)),
-        "1970-01-01T00:01:40.000000Z"
-    );
-    assert_eq!(
-        written(&mut second, at(100, 999_999_000)),
-        "1970-01-01T00:01:40.999999Z"
-    );
-    assert_eq!(
-        written(&mut second, at(101, 5_000)),
-        "1970-01-01T00:01:41.000005Z"
-    );
-    // A clock stepped back is a new second too, not the cached one.
-    assert_eq!(
-        written(&mut second, at(99, 0)),
-        "1970-01-01T00:01:39.000000Z"
-    );
+    let steps = [
+        (at(100, 0), "1970-01-01T00:01:40.000000Z"),
+        (at(100, 999_999_000), "1970-01-01T00:01:40.999999Z"),
+        (at(101, 5_000), "1970-01-01T00:01:41.000005Z"),
+        // A clock stepped back is a new second too, not the cached one.
+        (at(99, 0), "1970-01-01T00:01:39.000000Z"),
+    ];
+    for (t, want) in steps {
+        assert_eq!(written(&mut second, t), want);
+    }
 }
 
 #[test]
