@@ -5,7 +5,7 @@
 //! what one request costs the log: its `request` span created, entered,
 //! the "request done" event with the proxy's fields, the span closed. The
 //! line goes to a sink, so the log thread's share is not in either. The
-//! same for `--log-format json`, where only the timestamp is the node's.
+//! same for `--log-format json` (`meridian::log_line::LineJson`).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,8 +13,9 @@ use std::hint::black_box;
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
-use meridian::log_line::{LineFields, LineTime};
+use meridian::log_line::{LineFields, LineJson, LineTime};
 use tracing::{info, info_span};
+use tracing_subscriber::fmt::format::JsonFields;
 
 fn one_request(n: u64) {
     let request = info_span!("request", id = %"5f0c2a9e-7d41-4b8e-9a63-1c2d3e4f5a6b");
@@ -59,16 +60,15 @@ fn access_line(c: &mut Criterion) {
     under(&mut group, "meridian_log_line", node);
     group.finish();
 
-    // `--log-format json`: the library's JSON fields either way, the
-    // node's timer or the library's.
-    let json = || text().json().with_current_span(true);
+    // `--log-format json`.
     let mut group = c.benchmark_group("access_line_json");
-    under(&mut group, "tracing_subscriber_default", json().finish());
-    under(
-        &mut group,
-        "meridian_log_line",
-        json().with_timer(LineTime).finish(),
-    );
+    let library = text().json().with_current_span(true).finish();
+    under(&mut group, "tracing_subscriber_default", library);
+    let node = text()
+        .fmt_fields(JsonFields::new())
+        .event_format(LineJson::new(LineTime))
+        .finish();
+    under(&mut group, "meridian_log_line", node);
     group.finish();
 }
 

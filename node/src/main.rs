@@ -447,17 +447,20 @@ fn init_logging(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuar
         .unwrap_or_else(|_| EnvFilter::new(startup::DEFAULT_LOG_FILTER));
     // Colours only for a person at a terminal, never in files or journald.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    // The default layout, written more cheaply: at `info` each request's
-    // access line is about 8 % of its CPU with the library's own timer and
-    // fields (docs/perf-profile.md, step seven).
+    // The library's layouts, written more cheaply: at `info` each request's
+    // access line was about 8 % of its CPU with the library's own
+    // formatters (docs/perf-profile.md, step seven).
+    use meridian::log_line::{LineFields, LineJson, LineTime};
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_timer(meridian::log_line::LineTime)
         .with_writer(writer);
     match format {
-        LogFormat::Text => builder.fmt_fields(meridian::log_line::LineFields).init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.with_timer(LineTime).fmt_fields(LineFields).init(),
+        LogFormat::Json => builder
+            .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+            .event_format(LineJson::new(LineTime))
+            .init(),
     }
     guard
 }

@@ -13,7 +13,7 @@ use super::{LineFields, LineTime};
 
 /// Lines captured in memory.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(super) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl io::Write for Captured {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -26,7 +26,7 @@ impl io::Write for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
     }
 }
@@ -37,7 +37,7 @@ struct Outer(#[source] io::Error);
 
 /// Events and spans with every kind of field the node logs, and hostile
 /// values in each: what an upstream or a client could put in a string.
-fn emit() {
+pub(super) fn emit() {
     let request = info_span!("request", id = %"0a1b2c3d-req");
     let _request = request.enter();
     info!(
