@@ -41,8 +41,9 @@
 //!   upstream's live state and the registry that keeps it across rebuilds,
 //!   the cluster's board and the sharing through Raft, and the cooldowns
 //!   a provider's `Retry-After` asks for (`health::cooldown`).
-//! - [`log_line`]: the log line's timestamp and fields, written as
-//!   tracing-subscriber's default layout with fewer formatting passes.
+//! - [`log_line`]: the log line's timestamp, the text line's fields and
+//!   the JSON line, written as tracing-subscriber's layouts with fewer
+//!   formatting passes.
 //! - [`metrics`]: the Prometheus counters, the recent failovers, and each
 //!   priority class's success ratio and p99 against its objective
 //!   ([`metrics::sla`]).
