@@ -37,9 +37,21 @@ impl<T> LineJson<T> {
 /// A line's buffer past this is not kept for the next line.
 const KEPT_CAPACITY: usize = 16 * 1024;
 
+/// What a line is written into, kept between lines.
+#[derive(Default)]
+struct Buffers {
+    time: String,
+    line: Vec<u8>,
+}
+
 thread_local! {
     /// Per thread, so that writing a line never waits on another thread.
-    static LINE: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static BUFFERS: RefCell<Buffers> = const {
+        RefCell::new(Buffers {
+            time: String::new(),
+            line: Vec::new(),
+        })
+    };
 }
 
 impl<S, T> FormatEvent<S, JsonFields> for LineJson<T>
@@ -53,19 +65,20 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let mut timestamp = String::new();
-        self.timer.format_time(&mut Writer::new(&mut timestamp))?;
-        LINE.with(|kept| {
+        BUFFERS.with(|kept| {
             // A line formatted while another is (a value whose `Debug`
-            // logs) gets a buffer of its own.
+            // logs) gets buffers of its own.
             let mut borrowed = kept.try_borrow_mut();
-            let mut own = Vec::new();
-            let line = match borrowed.as_deref_mut() {
+            let mut own = Buffers::default();
+            let buffers = match borrowed.as_deref_mut() {
                 Ok(kept) => kept,
                 Err(_) => &mut own,
             };
+            let Buffers { time, line } = buffers;
+            time.clear();
             line.clear();
-            let written = write_line(ctx, event, &timestamp, line)
+            self.timer.format_time(&mut Writer::new(time))?;
+            let written = write_line(ctx, event, time, line)
                 .map_err(|_| fmt::Error)
                 .and_then(|()| {
                     writer.write_str(std::str::from_utf8(line).map_err(|_| fmt::Error)?)
@@ -140,10 +153,7 @@ fn entry(
     serde_json::to_writer(line, value)
 }
 
-/// A span as the library writes it: its fields, then `"name"`. The
-/// fields are kept as the JSON object `JsonFields` wrote (keys sorted,
-/// values as serde_json writes them), which is what parsing and writing
-/// them again gives.
+/// A span as the library writes it, from the fields `JsonFields` stored.
 fn span_object<R>(line: &mut Vec<u8>, span: &SpanRef<'_, R>) -> Result<(), serde_json::Error>
 where
     R: for<'a> LookupSpan<'a>,
@@ -152,15 +162,25 @@ where
     let stored = extensions
         .get::<FormattedFields<JsonFields>>()
         .map_or("{}", |fields| fields.fields.as_str());
-    let name = span.metadata().name();
+    span_json(line, stored, span.metadata().name())
+}
+
+/// A span's object: its fields, then `"name"`. `JsonFields` stores the
+/// fields as a JSON object (keys sorted, values as serde_json writes them),
+/// which is what the library's parsing and writing them again gives, so
+/// they are copied as they are. Anything else is written as the library
+/// writes it in a release build (`field`, `field_error`).
+pub(super) fn span_json(
+    line: &mut Vec<u8>,
+    stored: &str,
+    name: &str,
+) -> Result<(), serde_json::Error> {
     line.push(b'{');
     match stored.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
         Some(fields) => {
             line.extend_from_slice(fields.as_bytes());
             entry(line, fields.is_empty(), "name", &name)?;
         }
-        // Not an object (`JsonFields` writes none such): what the library
-        // writes then.
         None => {
             match serde_json::from_str::<serde_json::Value>(stored) {
                 Ok(value) => {

@@ -7,6 +7,7 @@ use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::time::FormatTime;
 
 use super::LineJson;
+use super::json::span_json;
 use super::tests::{Captured, emit};
 
 /// One instant for both formatters, so that their lines can be compared.
@@ -107,4 +108,32 @@ fn json_lines_are_the_librarys_byte_for_byte() {
         deep.contains(r#""name":"odd"},{"a":1,"late":"\"quoted\"","name":"child"}]}"#),
         "{deep}"
     );
+}
+
+fn span(stored: &str, name: &str) -> String {
+    let mut line = Vec::new();
+    span_json(&mut line, stored, name).unwrap();
+    String::from_utf8(line).unwrap()
+}
+
+#[test]
+fn a_spans_stored_fields_are_written_as_the_library_writes_them() {
+    assert_eq!(span("{}", "bare"), r#"{"name":"bare"}"#);
+    assert_eq!(
+        span(r#"{"a":1,"b":"x\"y"}"#, "s"),
+        r#"{"a":1,"b":"x\"y","name":"s"}"#
+    );
+    assert_eq!(span("{}", "say \"hi\""), r#"{"name":"say \"hi\""}"#);
+    // What JsonFields never stores, written as the library does (not a
+    // panic, not a broken line): a value that is no object, and no JSON.
+    assert_eq!(
+        span("[1,2]", "s"),
+        r#"{"field":[1,2],"field_error":"field was no a valid object","name":"s"}"#
+    );
+    for stored in ["", "not json", "{", "}"] {
+        let written = span(stored, "s");
+        let parsed: serde_json::Value = serde_json::from_str(&written).unwrap();
+        assert!(parsed["field_error"].is_string(), "{stored:?}: {written}");
+        assert_eq!(parsed["name"], "s", "{written}");
+    }
 }
