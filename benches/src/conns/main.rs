@@ -93,6 +93,11 @@ struct Args {
     /// pooled client rather than HTTP/1.1 on owned connections).
     #[arg(long)]
     upstream_http2: bool,
+    /// The node's data-plane threads (`proxy.workers`; 0: one per CPU).
+    /// Each worker keeps its own upstream connections and allocator cache,
+    /// so memory under many streams depends on it.
+    #[arg(long, default_value_t = 0)]
+    workers: usize,
 }
 
 /// One measurement.
@@ -135,11 +140,16 @@ async fn run(args: &Args) -> Result<()> {
         timeout_ms: args.timeout_ms,
         tls: args.tls,
         upstream_http2: args.upstream_http2,
+        workers: args.workers,
     };
     println!(
-        "# meridian-conns: {} (timeouts {} ms{}{}{})\n",
+        "# meridian-conns: {} (timeouts {} ms, workers {}{}{}{})\n",
         args.meridian_bin.display(),
         args.timeout_ms,
+        match args.workers {
+            0 => "one per CPU".to_owned(),
+            n => n.to_string(),
+        },
         if args.legacy { ", legacy config" } else { "" },
         if args.tls {
             ", TLS to the upstream"

@@ -35,6 +35,8 @@ pub struct Setup {
     pub tls: bool,
     /// The upstream's `http2`.
     pub upstream_http2: bool,
+    /// The node's `proxy.workers` (0: one per CPU).
+    pub workers: usize,
 }
 
 /// A running mock and node, stopped when dropped.
@@ -109,6 +111,7 @@ impl Setup {
         use harness::config as build;
         let mut config = build::node(1, "bench", &dir.join("data"));
         config.proxy.max_in_flight = max_in_flight;
+        config.proxy.workers = self.workers;
         if !self.legacy {
             config.connections.body_timeout_ms = self.timeout_ms;
             config.connections.header_read_timeout_ms = self.timeout_ms;

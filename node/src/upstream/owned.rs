@@ -14,6 +14,12 @@
 //! its end. A body dropped before its end closes the socket, as it must:
 //! nothing else would read the rest of that answer. Upstreams configured
 //! for HTTP/2 keep the pooled client.
+//!
+//! A worker's list is also swept while it holds anything ([`SWEEP_EVERY`]):
+//! a worker that gets no more requests for an upstream would otherwise keep
+//! its idle sockets forever, those the upstream closed included (each a
+//! descriptor in `CLOSE_WAIT`, and its memory), since only a request
+//! taking or giving back a socket looked at the list.
 
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
@@ -39,7 +45,12 @@ use super::{SendError, worker};
 /// How long an unused connection is kept, as the pooled client does: an
 /// upstream that closed it meanwhile is noticed when it is taken, but a
 /// connection this old is likely closed and not worth the try.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+pub(super) const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// How often a worker's list of idle connections is swept while it holds
+/// any: one closed by the upstream is closed here within this long, one
+/// unused for [`IDLE_TIMEOUT`] within this long after.
+pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// The first read of an answer: a chat completion's head and body fit.
 const FIRST_READ: usize = 4 * 1024;
@@ -47,6 +58,16 @@ const FIRST_READ: usize = 4 * 1024;
 struct Idle {
     io: Conn,
     since: Instant,
+}
+
+/// One worker's idle connections to the upstream.
+#[derive(Default)]
+struct Slot {
+    /// The most recently given back last.
+    idle: VecDeque<Idle>,
+    /// A sweeper task runs for this list (it stops once the list is empty,
+    /// and the next connection given back starts another).
+    swept: bool,
 }
 
 /// The owned connections of one upstream: one list of idle connections per
@@ -62,7 +83,7 @@ pub struct Owned {
     tls: Option<Tls>,
     /// The `host` field every request carries.
     host: HeaderValue,
-    idle: Box<[Mutex<VecDeque<Idle>>]>,
+    idle: Box<[Mutex<Slot>]>,
     max_idle: usize,
 }
 
@@ -116,7 +137,7 @@ impl Owned {
             tls,
             host: HeaderValue::from_str(&host).ok()?,
             idle: (0..workers.max(1))
-                .map(|_| Mutex::new(VecDeque::new()))
+                .map(|_| Mutex::new(Slot::default()))
                 .collect(),
             max_idle,
         })
@@ -179,10 +200,10 @@ impl Owned {
     /// The most recently used idle connection that is still open and young
     /// enough.
     fn checkout(&self, slot: usize) -> Option<Conn> {
-        let mut idle = self.idle[slot]
+        let mut held = self.idle[slot]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        while let Some(Idle { mut io, since }) = idle.pop_back() {
+        while let Some(Idle { mut io, since }) = held.idle.pop_back() {
             if since.elapsed() < IDLE_TIMEOUT && io.quiet() {
                 return Some(io);
             }
@@ -191,21 +212,61 @@ impl Owned {
     }
 
     /// Keeps a connection whose answer was read whole, dropping (closing)
-    /// the oldest ones past their time and any beyond `max_idle`.
-    pub(super) fn checkin(&self, slot: usize, io: Conn) {
+    /// the oldest ones past their time and any beyond `max_idle`; starts
+    /// the list's sweeper on the current runtime if none runs.
+    pub(super) fn checkin(self: &Arc<Self>, slot: usize, io: Conn) {
         let now = Instant::now();
-        let mut idle = self.idle[slot]
+        let sweep = {
+            let mut held = self.idle[slot]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            while held
+                .idle
+                .front()
+                .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
+            {
+                held.idle.pop_front();
+            }
+            if held.idle.len() < self.max_idle {
+                held.idle.push_back(Idle { io, since: now });
+            }
+            // Off any runtime (a body read to its end by a plain thread)
+            // the list is looked at when next used, as before.
+            let runtime = (!held.swept && !held.idle.is_empty())
+                .then(tokio::runtime::Handle::try_current)
+                .and_then(Result::ok);
+            held.swept |= runtime.is_some();
+            runtime
+        };
+        if let Some(runtime) = sweep {
+            let home = Arc::downgrade(self);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(SWEEP_EVERY).await;
+                    let Some(home) = home.upgrade() else { return };
+                    if !home.sweep(slot, Instant::now()) {
+                        return;
+                    }
+                }
+            });
+        }
+    }
+
+    /// Closes the connections of `slot` unused for [`IDLE_TIMEOUT`] at
+    /// `now`, and those that are no longer quiet (closed by the upstream,
+    /// or sent bytes nobody asked for). Returns whether any is left; if
+    /// not, the sweeper stops and the list's memory is freed.
+    fn sweep(&self, slot: usize, now: Instant) -> bool {
+        let mut held = self.idle[slot]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        while idle
-            .front()
-            .is_some_and(|oldest| now.duration_since(oldest.since) >= IDLE_TIMEOUT)
-        {
-            idle.pop_front();
+        held.idle
+            .retain_mut(|idle| now.duration_since(idle.since) < IDLE_TIMEOUT && idle.io.quiet());
+        if held.idle.is_empty() {
+            held.idle = VecDeque::new();
+            held.swept = false;
         }
-        if idle.len() < self.max_idle {
-            idle.push_back(Idle { io, since: now });
-        }
+        held.swept
     }
 
     /// A new connection: TCP, then TLS's handshake for `https://`. A
@@ -230,7 +291,17 @@ impl Owned {
         self.idle[self.slot()]
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .idle
             .len()
+    }
+
+    /// Whether the current worker's list has its sweeper (for tests).
+    #[cfg(test)]
+    pub(super) fn swept_here(&self) -> bool {
+        self.idle[self.slot()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .swept
     }
 }
 

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 
+use super::owned::{IDLE_TIMEOUT, SWEEP_EVERY};
 use super::{Alpn, Pools, SendError, UpstreamBody, pools_for};
 
 const ANSWER: &str =
@@ -201,6 +202,71 @@ async fn a_connection_the_upstream_closed_while_idle_is_replaced_not_failed() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(up.accepted.load(Ordering::SeqCst), 3);
+}
+
+// The sweeps: a worker that gets no more requests still closes what the
+// upstream closed, and what it kept unused too long. The clock is tokio's,
+// paused: it jumps to the next timer whenever every task waits.
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_the_upstream_closed_is_closed_here_without_another_request() {
+    let mut up = upstream(After::CloseIdle).await;
+    let pools = pools(&up.base);
+    let owned = pools.owned().unwrap();
+    for round in 1..=2 {
+        assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+        up.closed.recv().await.unwrap();
+        assert_eq!(owned.idle_here(), 1, "round {round}: kept until a sweep");
+        assert!(owned.swept_here(), "round {round}");
+        tokio::time::sleep(SWEEP_EVERY + Duration::from_secs(1)).await;
+        assert_eq!(owned.idle_here(), 0, "round {round}: the sweep closed it");
+        // Nothing is left to sweep: the sweeper stopped, and the next
+        // connection given back starts another.
+        assert!(!owned.swept_here(), "round {round}");
+    }
+    assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_unused_for_the_idle_timeout_is_closed_by_a_sweep() {
+    let mut up = upstream(After::Keep).await;
+    let pools = pools(&up.base);
+    let owned = pools.owned().unwrap();
+    assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+    tokio::time::sleep(IDLE_TIMEOUT - Duration::from_secs(1)).await;
+    assert_eq!(
+        owned.idle_here(),
+        1,
+        "open and young: kept through the sweeps"
+    );
+    assert!(up.closed.try_recv().is_err());
+    tokio::time::sleep(SWEEP_EVERY + Duration::from_secs(1)).await;
+    assert_eq!(owned.idle_here(), 0);
+    sees_closed(&mut up).await;
+    assert!(!owned.swept_here());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_sweeper_ends_with_its_pool() {
+    let mut up = upstream(After::Keep).await;
+    let pools = pools(&up.base);
+    assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+    assert!(pools.owned().unwrap().swept_here());
+    let tasks = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    // The upstream's accept loop and its connection's task, the sweeper.
+    let before = tasks();
+    drop(pools);
+    sees_closed(&mut up).await;
+    tokio::time::sleep(SWEEP_EVERY + Duration::from_secs(1)).await;
+    assert_eq!(
+        tasks(),
+        before - 2,
+        "the connection's task and the sweeper ended"
+    );
 }
 
 #[tokio::test]
