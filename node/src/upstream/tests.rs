@@ -35,6 +35,9 @@ enum After {
     Garbage,
     /// Answers with `connection: close`, then leaves the socket open.
     SaysClose,
+    /// Answers, then writes an answer nobody asked for 50 ms later and
+    /// keeps the socket open.
+    Chatter,
 }
 
 struct Upstream {
@@ -99,6 +102,11 @@ async fn serve(
             }
             After::Garbage => {
                 stream.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await.unwrap();
+            }
+            After::Chatter => {
+                stream.write_all(ANSWER.as_bytes()).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                stream.write_all(ANSWER.as_bytes()).await.unwrap();
             }
             After::SaysClose => {
                 let close = ANSWER.replacen("\r\n\r\n", "\r\nconnection: close\r\n\r\n", 1);
@@ -244,6 +252,23 @@ async fn a_connection_unused_for_the_idle_timeout_is_closed_by_a_sweep() {
     assert_eq!(owned.idle_here(), 0);
     sees_closed(&mut up).await;
     assert!(!owned.swept_here());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_the_upstream_wrote_to_unasked_is_closed_by_a_sweep() {
+    let mut up = upstream(After::Chatter).await;
+    let pools = pools(&up.base);
+    let owned = pools.owned().unwrap();
+    assert_eq!(whole(&pools, &up.base).await.unwrap(), "{}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(owned.idle_here(), 1, "kept until a sweep");
+    tokio::time::sleep(SWEEP_EVERY).await;
+    assert_eq!(
+        owned.idle_here(),
+        0,
+        "the unasked answer is never read as one"
+    );
+    sees_closed(&mut up).await;
 }
 
 #[tokio::test(start_paused = true)]
