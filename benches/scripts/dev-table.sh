@@ -45,6 +45,7 @@ sed -e '/for f in \$B\/bin\/\*.xz/d' \
   -e "s/ol direct-40000 \(.*\) 40000/ol direct-$MID \1 $MID/" \
   -e 's/taskset -c 4 \$B/taskset -c $PX $B/' -e 's/start_meridian 1 4$/start_meridian 1 $PX/' \
   -e 's/--client-threads 4/--client-threads 1/' -e 's/--cores "\$UP:\$PX:\$LG"/--cores none/' \
+  -e 's/== meridian-bench, pinned like the above.*/== meridian-bench, unpinned"/' \
   "$HERE/device-run.sh" > "$B/run.sh"
 UP=${UP:-0} PX=${PX:-1} LG=${LG:-0} OUT=${OUT:-/tmp/dev-table} bash "$B/run.sh"
 rm -rf "$B"
