@@ -60,6 +60,14 @@ struct Idle {
     since: Instant,
 }
 
+impl Idle {
+    /// Fit to carry a request at `now`: young enough, and nothing has
+    /// arrived on it (the upstream did not close it or write unasked).
+    fn usable(&mut self, now: Instant) -> bool {
+        now.duration_since(self.since) < IDLE_TIMEOUT && self.io.quiet()
+    }
+}
+
 /// One worker's idle connections to the upstream.
 #[derive(Default)]
 struct Slot {
@@ -203,9 +211,10 @@ impl Owned {
         let mut held = self.idle[slot]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        while let Some(Idle { mut io, since }) = held.idle.pop_back() {
-            if since.elapsed() < IDLE_TIMEOUT && io.quiet() {
-                return Some(io);
+        let now = Instant::now();
+        while let Some(mut idle) = held.idle.pop_back() {
+            if idle.usable(now) {
+                return Some(idle.io);
             }
         }
         None
@@ -260,8 +269,7 @@ impl Owned {
         let mut held = self.idle[slot]
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        held.idle
-            .retain_mut(|idle| now.duration_since(idle.since) < IDLE_TIMEOUT && idle.io.quiet());
+        held.idle.retain_mut(|idle| idle.usable(now));
         if held.idle.is_empty() {
             held.idle = VecDeque::new();
             held.swept = false;
@@ -288,20 +296,22 @@ impl Owned {
     /// Idle connections held by the current worker (for tests).
     #[cfg(test)]
     pub(super) fn idle_here(&self) -> usize {
-        self.idle[self.slot()]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .idle
-            .len()
+        self.here(|held| held.idle.len())
     }
 
     /// Whether the current worker's list has its sweeper (for tests).
     #[cfg(test)]
     pub(super) fn swept_here(&self) -> bool {
-        self.idle[self.slot()]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .swept
+        self.here(|held| held.swept)
+    }
+
+    #[cfg(test)]
+    fn here<R>(&self, read: impl FnOnce(&Slot) -> R) -> R {
+        read(
+            &self.idle[self.slot()]
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 }
 
