@@ -26,6 +26,7 @@ RATES=${RATES:-10000 20000 30000}
 set -- $RATES
 MID=${2:-$1}
 B=$(mktemp -d)
+trap 'rm -rf "$B"' EXIT
 mkdir -p "$B/bin" "$B/lib"
 for tool in nginx haproxy wrk oha; do
   path=$(command -v "$tool" || ls "/usr/sbin/$tool" "/tmp/oha/bin/$tool" 2>/dev/null | head -1)
@@ -48,4 +49,3 @@ sed -e '/for f in \$B\/bin\/\*.xz/d' \
   -e 's/== meridian-bench, pinned like the above.*/== meridian-bench, unpinned"/' \
   "$HERE/device-run.sh" > "$B/run.sh"
 UP=${UP:-0} PX=${PX:-1} LG=${LG:-0} OUT=${OUT:-/tmp/dev-table} bash "$B/run.sh"
-rm -rf "$B"
