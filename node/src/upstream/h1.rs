@@ -84,8 +84,8 @@ pub enum Parsed {
     Partial,
     /// An interim (1xx) answer of this many bytes, to skip.
     Interim(usize),
-    /// The final answer's head, and how many bytes it took.
-    Final(usize, Head),
+    /// The final answer's head, now taken off the buffer.
+    Final(Head),
 }
 
 /// Writes a request's head: the request line in origin form, `host`, the
@@ -117,7 +117,7 @@ pub fn encode_head(
     }
     if body_len > 0 || !matches!(*method, Method::GET | Method::HEAD) {
         out.extend_from_slice(b"content-length: ");
-        out.extend_from_slice(body_len.to_string().as_bytes());
+        out.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
@@ -125,7 +125,11 @@ pub fn encode_head(
 
 /// Parses the answer's head at the start of `buf`. `head_request` says the
 /// request was a HEAD, whose answer has no body whatever its fields say.
-pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, H1Error> {
+///
+/// A final head is taken off `buf` (what is left is the start of the body)
+/// and its field values are slices of it, not copies: an answer's fields
+/// cost no allocation each.
+pub fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Parsed, H1Error> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut answer = httparse::Response::new(&mut fields);
     let len = match answer.parse(buf) {
@@ -153,25 +157,70 @@ pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, H1Error> {
         return Ok(Parsed::Interim(len));
     }
     let http10 = answer.version == Some(0);
-    let mut headers = HeaderMap::with_capacity(answer.headers.len());
-    for field in answer.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes())
+    // Where each field lies in the head: the parser borrows `buf`, and the
+    // values can only share the head's bytes once it has let go of them.
+    let mut spans = [Span::default(); MAX_HEADERS];
+    let count = answer.headers.len();
+    for (span, field) in spans.iter_mut().zip(answer.headers.iter()) {
+        *span = Span {
+            name: within(buf, field.name.as_bytes())?,
+            value: within(buf, field.value)?,
+        };
+    }
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    for span in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[span.name.range()])
             .map_err(|_| H1Error::BadHead("a field name"))?;
-        let value =
-            HeaderValue::from_bytes(field.value).map_err(|_| H1Error::BadHead("a field value"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.range()))
+            .map_err(|_| H1Error::BadHead("a field value"))?;
         headers.append(name, value);
     }
     let (framing, plain) = framing(&headers, status, head_request, http10)?;
     let reusable = plain && !http10 && !has_token(&headers, &CONNECTION, "close");
-    Ok(Parsed::Final(
-        len,
-        Head {
-            status,
-            headers,
-            framing,
-            reusable,
-        },
-    ))
+    Ok(Parsed::Final(Head {
+        status,
+        headers,
+        framing,
+        reusable,
+    }))
+}
+
+/// A field's name and value, as offsets into its head.
+#[derive(Debug, Clone, Copy, Default)]
+struct Span {
+    name: Offsets,
+    value: Offsets,
+}
+
+/// Where a slice starts and ends in the buffer it was parsed from (the
+/// head is at most [`MAX_HEAD_BYTES`], so `u32` holds any offset).
+#[derive(Debug, Clone, Copy, Default)]
+struct Offsets {
+    start: u32,
+    end: u32,
+}
+
+impl Offsets {
+    fn range(self) -> std::ops::Range<usize> {
+        self.start as usize..self.end as usize
+    }
+}
+
+/// Where `part`, a slice the parser returned, lies in `whole`. An empty
+/// slice may point anywhere and is taken as empty at the start.
+fn within(whole: &[u8], part: &[u8]) -> Result<Offsets, H1Error> {
+    if part.is_empty() {
+        return Ok(Offsets::default());
+    }
+    let start = part.as_ptr().addr().wrapping_sub(whole.as_ptr().addr());
+    let end = start
+        .checked_add(part.len())
+        .filter(|&end| end <= whole.len());
+    match (u32::try_from(start), end.map(u32::try_from)) {
+        (Ok(start), Some(Ok(end))) => Ok(Offsets { start, end }),
+        _ => Err(H1Error::BadHead("a field outside its head")),
+    }
 }
 
 /// The body's framing (RFC 9112, section 6.3), and whether it leaves the

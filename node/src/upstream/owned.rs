@@ -163,10 +163,13 @@ impl Owned {
         self: &Arc<Self>,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<OwnedBody>, SendError> {
-        let (parts, body) = request.into_parts();
-        let body = match body.collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(never) => match never {},
+        let (parts, mut body) = request.into_parts();
+        // A `Full` is one frame at most: taken as it is, where collecting
+        // it would queue it first.
+        let body = match body.frame().await {
+            Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+            Some(Err(never)) => match never {},
+            None => Bytes::new(),
         };
         let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
         let mut head = Vec::with_capacity(512);
@@ -410,7 +413,7 @@ impl HeadReader {
                 return Poll::Ready(Err(H1Error::ClosedBeforeHead));
             }
             loop {
-                match h1::parse_head(&self.buf, self.head_request)? {
+                match h1::parse_head(&mut self.buf, self.head_request)? {
                     Parsed::Partial => break,
                     Parsed::Interim(len) => {
                         self.interim += len;
@@ -419,8 +422,7 @@ impl HeadReader {
                         }
                         self.buf.advance(len);
                     }
-                    Parsed::Final(len, head) => {
-                        self.buf.advance(len);
+                    Parsed::Final(head) => {
                         return Poll::Ready(Ok((head, std::mem::take(&mut self.buf))));
                     }
                 }

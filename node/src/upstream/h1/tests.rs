@@ -3,13 +3,14 @@
 use super::*;
 
 fn head(text: &str) -> Result<Parsed, H1Error> {
-    parse_head(text.as_bytes(), false)
+    parse_head(&mut BytesMut::from(text), false)
 }
 
 fn final_head(text: &str) -> Head {
-    match head(text).unwrap() {
-        Parsed::Final(len, head) => {
-            assert_eq!(len, text.len());
+    let mut buf = BytesMut::from(text);
+    match parse_head(&mut buf, false).unwrap() {
+        Parsed::Final(head) => {
+            assert!(buf.is_empty(), "the head is taken off the buffer");
             head
         }
         other => panic!("{other:?}"),
@@ -69,7 +70,7 @@ fn a_plain_answer_has_its_length_and_keeps_the_connection() {
     let text = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n";
     for cut in 0..text.len() {
         assert!(matches!(
-            parse_head(&text[..cut], false).unwrap(),
+            parse_head(&mut BytesMut::from(&text[..cut]), false).unwrap(),
             Parsed::Partial
         ));
     }
@@ -83,9 +84,8 @@ fn answers_without_a_body_have_length_zero_whatever_they_say() {
     ] {
         assert_eq!(final_head(text).framing, Framing::Length(0), "{text}");
     }
-    let Parsed::Final(_, h) =
-        parse_head(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", true).unwrap()
-    else {
+    let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n");
+    let Parsed::Final(h) = parse_head(&mut buf, true).unwrap() else {
         panic!()
     };
     assert_eq!(h.framing, Framing::Length(0));
@@ -190,6 +190,39 @@ fn a_hostile_head_is_refused_with_its_reason() {
     assert!(bad(&many).contains("100 header fields"));
     let long = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_BYTES));
     assert!(bad(&long).contains("over"));
+}
+
+#[test]
+fn field_values_are_the_heads_own_bytes_and_the_body_stays_behind() {
+    let text = b"HTTP/1.1 200 OK\r\nx-empty:\r\nx-obs: caf\xe9\tb\r\n\
+        X-Twice: 1\r\nx-twice:   2  \r\ncontent-length: 4\r\n\r\nbody";
+    let mut buf = BytesMut::from(&text[..]);
+    let Parsed::Final(h) = parse_head(&mut buf, false).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        &buf[..],
+        b"body",
+        "what follows the head is left for the body"
+    );
+    assert_eq!(h.headers["x-empty"], "");
+    assert_eq!(h.headers["x-obs"].as_bytes(), b"caf\xe9\tb");
+    let twice: Vec<_> = h.headers.get_all("x-twice").iter().collect();
+    assert_eq!(twice, ["1", "2"]);
+    // The values outlive the buffer they were read into.
+    drop(buf);
+    assert_eq!(h.headers["x-obs"].as_bytes(), b"caf\xe9\tb");
+}
+
+#[test]
+fn a_slice_from_elsewhere_is_never_taken_for_part_of_the_head() {
+    let head = b"HTTP/1.1 200 OK\r\nx: abc\r\n\r\n";
+    let other = b"abc".to_vec();
+    assert!(within(head, &other).is_err());
+    assert!(within(&head[..10], &head[8..12]).is_err(), "past the end");
+    let at = within(head, &head[20..23]).unwrap();
+    assert_eq!(&head[at.range()], b"abc");
+    assert_eq!(within(head, &other[..0]).unwrap().range(), 0..0);
 }
 
 fn decode_all(body: &[u8], cut: usize) -> Result<(Vec<u8>, bool), H1Error> {
