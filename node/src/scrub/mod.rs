@@ -161,10 +161,13 @@ impl Scrubber {
 
     /// A header value an upstream sent, without the node's keys.
     pub fn header(&self, value: &HeaderValue) -> HeaderValue {
-        match self.bytes(Bytes::copy_from_slice(value.as_bytes())) {
-            clean if clean == value.as_bytes() => value.clone(),
+        let Some(matcher) = &self.matcher else {
+            return value.clone();
+        };
+        match matcher.replace_all(value.as_bytes(), NoExpand(REDACTED.as_bytes())) {
+            Cow::Borrowed(_) => value.clone(),
             // Visible ASCII replaced by visible ASCII: still a header value.
-            scrubbed => HeaderValue::from_maybe_shared(scrubbed)
+            Cow::Owned(scrubbed) => HeaderValue::from_maybe_shared(Bytes::from(scrubbed))
                 .unwrap_or_else(|_| HeaderValue::from_static(REDACTED)),
         }
     }
