@@ -3,9 +3,10 @@
 //! it, so a report carries only the cells that changed since, and carries
 //! them again until one commits.
 
-use std::collections::HashMap;
+use std::hash::RandomState;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use hashbrown::{Equivalent, HashMap};
 use proto::tenancy::{Counters, MAX_REPORT_CELLS, UsageBucket};
 
 /// Milliseconds in a day.
@@ -17,20 +18,58 @@ struct Cell {
     committed: Counters,
 }
 
+/// A cell's place, borrowed from the request: every answer looks its cell
+/// up by it, and only a cell's first answer makes a [`UsageBucket`] of it.
+#[derive(Debug, Clone, Copy, Hash)]
+pub struct BucketRef<'a> {
+    pub key: &'a str,
+    pub day: u32,
+    pub model: &'a str,
+    pub upstream: &'a str,
+}
+
+// Hashed as `UsageBucket`'s derived `Hash` hashes it: the same fields, in
+// the same order, each `&str` as its `String` (checked by a test).
+impl Equivalent<UsageBucket> for BucketRef<'_> {
+    fn equivalent(&self, bucket: &UsageBucket) -> bool {
+        self.day == bucket.day
+            && self.key == bucket.key
+            && self.model == bucket.model
+            && self.upstream == bucket.upstream
+    }
+}
+
+impl BucketRef<'_> {
+    fn to_owned(self) -> UsageBucket {
+        UsageBucket {
+            key: self.key.to_owned(),
+            day: self.day,
+            model: self.model.to_owned(),
+            upstream: self.upstream.to_owned(),
+        }
+    }
+}
+
+type CellMap = HashMap<UsageBucket, Cell, RandomState>;
+
 /// The cumulative cells of this boot.
 #[derive(Debug, Default)]
 pub struct Cells {
-    cells: Mutex<HashMap<UsageBucket, Cell>>,
+    cells: Mutex<CellMap>,
 }
 
 impl Cells {
-    fn lock(&self) -> MutexGuard<'_, HashMap<UsageBucket, Cell>> {
+    fn lock(&self) -> MutexGuard<'_, CellMap> {
         self.cells.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Adds one answered request to its cell.
-    pub fn add(&self, cell: UsageBucket, one: &Counters) {
-        self.lock().entry(cell).or_default().counters.add(one);
+    pub fn add(&self, cell: BucketRef<'_>, one: &Counters) {
+        let mut cells = self.lock();
+        match cells.get_mut(&cell) {
+            Some(found) => found.counters.add(one),
+            None => cells.entry(cell.to_owned()).or_default().counters.add(one),
+        }
     }
 
     /// The cells not committed as they stand, at most
@@ -74,14 +113,88 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use std::hash::BuildHasher;
 
-    fn bucket(day: u32) -> UsageBucket {
-        UsageBucket {
-            key: "acme".into(),
+    fn bucket(day: u32) -> BucketRef<'static> {
+        BucketRef {
+            key: "acme",
             day,
-            model: "fast".into(),
-            upstream: "a".into(),
+            model: "fast",
+            upstream: "a",
         }
+    }
+
+    #[test]
+    fn a_borrowed_bucket_hashes_and_compares_as_its_owned_one() {
+        let hasher = RandomState::new();
+        let parts = [
+            ("acme", 1, "fast", "a"),
+            ("acm", 1, "efast", "a"),
+            ("acme", 2, "fast", "a"),
+            ("", 0, "", ""),
+            ("acme\u{ff}", 1, "fast", "a"),
+        ];
+        for (i, &(key, day, model, upstream)) in parts.iter().enumerate() {
+            let borrowed = BucketRef {
+                key,
+                day,
+                model,
+                upstream,
+            };
+            let owned = borrowed.to_owned();
+            assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(&owned));
+            for (j, &(k, d, m, u)) in parts.iter().enumerate() {
+                let other = BucketRef {
+                    key: k,
+                    day: d,
+                    model: m,
+                    upstream: u,
+                }
+                .to_owned();
+                assert_eq!(borrowed.equivalent(&other), i == j, "{i} {j}");
+            }
+        }
+        // Parts that only differ in where one ends and the next begins are
+        // different cells.
+        let cells = Cells::default();
+        let one = Counters {
+            requests: 1,
+            ..Counters::default()
+        };
+        cells.add(
+            BucketRef {
+                key: "acme",
+                day: 1,
+                model: "fast",
+                upstream: "a",
+            },
+            &one,
+        );
+        cells.add(
+            BucketRef {
+                key: "acm",
+                day: 1,
+                model: "efast",
+                upstream: "a",
+            },
+            &one,
+        );
+        cells.add(
+            BucketRef {
+                key: "acme",
+                day: 1,
+                model: "fast",
+                upstream: "a",
+            },
+            &one,
+        );
+        let mut dirty = cells.dirty();
+        dirty.sort_by(|a, b| a.0.cmp(&b.0));
+        let counts: Vec<_> = dirty
+            .iter()
+            .map(|(b, c)| (b.key.as_str(), c.requests))
+            .collect();
+        assert_eq!(counts, [("acm", 1), ("acme", 2)]);
     }
 
     #[test]

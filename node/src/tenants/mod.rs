@@ -67,12 +67,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
 use proto::tenancy::share::SILENT_INTERVALS;
-use proto::tenancy::{Counters, KeyLimits, UsageBucket};
+use proto::tenancy::{Counters, KeyLimits};
 use raft::store::Applied;
 
 use crate::error::ProxyError;
 use crate::metrics::{KeyMetrics, KeyOutcome, Metrics};
-use cells::{Cells, DAY_MS};
+use cells::{BucketRef, Cells, DAY_MS};
 use limiter::{MINUTE_MS, ShareCap, Window};
 use plan::Plan;
 
@@ -423,11 +423,11 @@ impl Tenants {
         };
         state.spent(now, &counters);
         self.cells.add(
-            UsageBucket {
-                key: key.to_owned(),
+            BucketRef {
+                key,
                 day: (now / DAY_MS) as u32,
-                model: model.to_owned(),
-                upstream: upstream.to_owned(),
+                model,
+                upstream,
             },
             &counters,
         );
