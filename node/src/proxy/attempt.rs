@@ -161,8 +161,7 @@ impl Proxy {
                 None
             };
             let cost = finish.plain(Outcome::Success, status, ttfb, usage);
-            let mut out = Response::new(ProxyBody::bytes(answer));
-            *out.status_mut() = status;
+            let mut out = ProxyBody::bytes(answer).answer(status);
             if let Some(cost) = cost.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
                 out.headers_mut().insert(usage::COST_HEADER, cost);
             }
@@ -205,8 +204,7 @@ impl Proxy {
             (Dialect::OpenAi, UpstreamKind::Anthropic) => anthropic_error_to_openai(status, &body),
             _ => body,
         };
-        let mut out = Response::new(ProxyBody::bytes(body));
-        *out.status_mut() = status;
+        let mut out = ProxyBody::bytes(body).answer(status);
         if form.translation.changes_api() {
             out.headers_mut().insert(CONTENT_TYPE, JSON.clone());
         } else {
@@ -305,8 +303,7 @@ impl Ready {
                 done._admission = Some(admission);
                 let relay =
                     Relay::with_shape(first, body, sse, idle_timeout, scrub, shape, Box::new(done));
-                let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
-                *out.status_mut() = status;
+                let mut out = ProxyBody::Stream(Box::new(relay)).answer(status);
                 if let Some(ct) = content_type {
                     out.headers_mut().insert(CONTENT_TYPE, ct);
                 }

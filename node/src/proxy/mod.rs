@@ -479,8 +479,7 @@ fn error_response(error: &ProxyError, attempts: usize, dialect: Dialect) -> Resp
         Dialect::OpenAi => (error.status(), error.body()),
         Dialect::Anthropic => error.anthropic(),
     };
-    let mut response = Response::new(ProxyBody::bytes(body));
-    *response.status_mut() = status;
+    let mut response = ProxyBody::bytes(body).answer(status);
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, JSON.clone());
     headers.insert(X_ATTEMPTS.clone(), count_header(attempts));

@@ -60,6 +60,8 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
     let mut request = Request::new(Full::new(body));
     *request.method_mut() = Method::POST;
     *request.uri_mut() = target.uri(form.endpoint).clone();
+    // Sized once for the most fields written below, as the answers are.
+    *request.headers_mut() = HeaderMap::with_capacity(REQUEST_FIELDS);
     let headers = request.headers_mut();
     headers.insert(CONTENT_TYPE, JSON.clone());
     let accept = match (&call.accept, call.stream) {
@@ -105,6 +107,11 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
     }
     request
 }
+
+/// The most fields [`build_request`] writes: content type, accept, request
+/// id, the upstream's key, user agent, the two trace fields, and the
+/// provider's version and beta fields.
+const REQUEST_FIELDS: usize = 10;
 
 static ANTHROPIC_VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 static ANTHROPIC_BETA: HeaderName = HeaderName::from_static("anthropic-beta");

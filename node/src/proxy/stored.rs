@@ -138,8 +138,7 @@ impl Proxy {
                 shape,
                 done,
             );
-            let mut out = Response::new(ProxyBody::Stream(Box::new(relay)));
-            *out.status_mut() = status;
+            let mut out = ProxyBody::Stream(Box::new(relay)).answer(status);
             let headers = out.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
             headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
@@ -167,8 +166,7 @@ impl Proxy {
         };
         info!(upstream = %upstream.id, status = status.as_u16(), ms = started.elapsed().as_millis() as u64, "stored response call done");
         drop(admission);
-        let mut out = Response::new(ProxyBody::bytes(bytes));
-        *out.status_mut() = status;
+        let mut out = ProxyBody::bytes(bytes).answer(status);
         if let Some(ct) = content_type {
             out.headers_mut().insert(CONTENT_TYPE, ct);
         }
