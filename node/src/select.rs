@@ -117,18 +117,36 @@ impl Policy {
 /// spread load among targets of like speed, but a target three times
 /// slower is not worth a request because the fast one is busy.
 pub fn avoided(tier: &[TargetStats], policy: &Policy) -> Vec<bool> {
-    let best = tier
-        .iter()
-        .filter(|t| policy.candidate(t))
-        .map(|t| policy.p99(t))
-        .fold(f64::INFINITY, f64::min);
-    tier.iter()
-        .map(|t| {
-            policy.avoid_ratio > 1.0
-                && policy.candidate(t)
-                && policy.p99(t) >= policy.avoid_ratio * best
-        })
-        .collect()
+    let bar = AvoidBar::of(tier, policy);
+    tier.iter().map(|t| bar.avoids(t, policy)).collect()
+}
+
+/// The p99 above which a tier's targets are avoided ([`avoided`]), worked
+/// out once per tier: every request plans with it, where a list of flags
+/// would be allocated per tier and request.
+#[derive(Debug, Clone, Copy)]
+pub struct AvoidBar {
+    /// The lowest p99 among the tier's candidates.
+    best: f64,
+}
+
+impl AvoidBar {
+    /// The bar of `tier`.
+    pub fn of(tier: &[TargetStats], policy: &Policy) -> Self {
+        let best = tier
+            .iter()
+            .filter(|t| policy.candidate(t))
+            .map(|t| policy.p99(t))
+            .fold(f64::INFINITY, f64::min);
+        Self { best }
+    }
+
+    /// Whether `t`, a target of the tier, is avoided.
+    pub fn avoids(self, t: &TargetStats, policy: &Policy) -> bool {
+        policy.avoid_ratio > 1.0
+            && policy.candidate(t)
+            && policy.p99(t) >= policy.avoid_ratio * self.best
+    }
 }
 
 /// Whether a request's first pick comes from this tier: it has a candidate
@@ -161,7 +179,7 @@ pub fn plan(
     let mut order = Vec::with_capacity(max_attempts.min(8));
     let mut last_resort = Vec::new();
     for (t, tier) in tiers.iter().enumerate() {
-        let avoid = avoided(tier, policy);
+        let bar = AvoidBar::of(tier, policy);
         let mut healthy: Vec<(f64, Pick)> = Vec::with_capacity(tier.len());
         let mut slow: Vec<(f64, Pick)> = Vec::new();
         for (i, stats) in tier.iter().enumerate() {
@@ -175,8 +193,10 @@ pub fn plan(
                 Circuit::Closed if policy.degraded(stats) => {
                     last_resort.push((stats.error_rate, (t, i)))
                 }
-                Circuit::Closed if avoid[i] && stats.probe => order.push((t, i)),
-                Circuit::Closed if avoid[i] => slow.push((policy.score(stats), (t, i))),
+                Circuit::Closed if bar.avoids(stats, policy) && stats.probe => order.push((t, i)),
+                Circuit::Closed if bar.avoids(stats, policy) => {
+                    slow.push((policy.score(stats), (t, i)))
+                }
                 Circuit::Closed => healthy.push((policy.score(stats), (t, i))),
             }
         }

@@ -315,10 +315,10 @@ pub fn probe_avoided<'a>(
         return;
     };
     let tier = &mut stats[t];
-    let avoided = select::avoided(tier, policy);
+    let bar = select::AvoidBar::of(tier, policy);
     let mut probing = false;
-    for (i, (stats, avoided)) in tier.iter_mut().zip(avoided).enumerate() {
-        if !avoided {
+    for (i, stats) in tier.iter_mut().enumerate() {
+        if !bar.avoids(stats, policy) {
             continue;
         }
         let live = live_of(t, i);
