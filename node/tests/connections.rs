@@ -5,7 +5,9 @@
 //! header timeout, and an idle kept-alive one after the idle timeout; at
 //! `max_connections` a new connection takes the place of an idle one, or,
 //! when all are in a request, gets a JSON 503; an h2c connection cannot
-//! open more than `max_h2_streams` streams at once.
+//! open more than `max_h2_streams` streams at once; when the node stops,
+//! its idle connections are closed at once and a request in flight is
+//! answered first.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -300,6 +302,52 @@ async fn at_the_connection_cap_a_new_client_displaces_a_silent_connection() {
         // The first newcomer closed the oldest silent connection.
         assert_eq!(read_to_close(&mut silent[0]).await, "", "{addr}");
     }
+}
+
+#[tokio::test]
+async fn a_stopping_node_closes_idle_connections_at_once_and_answers_those_in_flight() {
+    let mock = Mock::start(&[]).await;
+    mock.behave(serde_json::json!({"first_byte": {"fixed_ms": 1500}}))
+        .await;
+    // Far past PATIENCE: only the stop can close these connections in time
+    // (the node's drain itself lasts 30 s).
+    let node = node(&mock, |c| {
+        c.connections.header_read_timeout_ms = 120_000;
+        c.connections.idle_timeout_ms = 120_000;
+    })
+    .await;
+    let mut silent = TcpStream::connect(node.api.as_str()).await.unwrap();
+    // Kept alive after an answer.
+    let mut kept = TcpStream::connect(node.api.as_str()).await.unwrap();
+    kept.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(PATIENCE, kept.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200 "));
+    // In flight when the node is told to stop.
+    let body = chat_body("m").to_string();
+    let mut busy = TcpStream::connect(node.api.as_str()).await.unwrap();
+    busy.write_all(
+        format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    node.signal("TERM").await;
+    assert_eq!(read_to_close(&mut silent).await, "");
+    assert_eq!(read_to_close(&mut kept).await, "");
+    let answer = read_to_close(&mut busy).await;
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(answer.contains("chat.completion"), "{answer}");
 }
 
 /// Runs `attempt` until `done` holds of its result (at most [`PATIENCE`]).

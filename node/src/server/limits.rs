@@ -26,6 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::closing::{Closing, Why};
+
 /// How long a refused connection is kept to read what the client sent, so
 /// that closing it does not reset the connection before the client has read
 /// the 503.
@@ -106,8 +108,9 @@ pub(super) struct Activity {
     active: AtomicUsize,
     seen_request: AtomicBool,
     last_end_ms: AtomicU64,
-    /// Told to close: a newcomer needs its place (see [`Displace`]).
-    pub(super) displaced: tokio::sync::Notify,
+    /// Told to close: a newcomer needs its place (see [`Displace`]), or
+    /// the node is stopping.
+    pub(super) closing: Closing,
 }
 
 impl Activity {
@@ -117,7 +120,7 @@ impl Activity {
             active: AtomicUsize::new(0),
             seen_request: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
-            displaced: tokio::sync::Notify::new(),
+            closing: Closing::default(),
         })
     }
 
@@ -345,7 +348,7 @@ impl Displace {
                 continue;
             };
             if activity.active.load(Ordering::Relaxed) == 0 {
-                activity.displaced.notify_one();
+                activity.closing.close(Why::Displaced);
                 return true;
             }
             // Busy: it goes to the back, as recently used.
@@ -457,9 +460,9 @@ mod tests {
         }
         assert!(displace.one());
         // The busy one was skipped, the oldest idle one told to close.
-        assert!(futures_util::FutureExt::now_or_never(idle_old.displaced.notified()).is_some());
-        assert!(futures_util::FutureExt::now_or_never(idle_new.displaced.notified()).is_none());
-        assert!(futures_util::FutureExt::now_or_never(busy.displaced.notified()).is_none());
+        assert_eq!(idle_old.closing.why(), Some(Why::Displaced));
+        assert_eq!(idle_new.closing.why(), None);
+        assert_eq!(busy.closing.why(), None);
         assert!(displace.one());
         // Only the busy one is left: nobody to displace.
         assert!(!displace.one());

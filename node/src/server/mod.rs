@@ -10,6 +10,7 @@
 //! bounded request bodies in `deadline`, and the descriptor budget the
 //! connection caps need in `descriptors`.
 
+mod closing;
 mod deadline;
 mod descriptors;
 mod limits;
@@ -22,7 +23,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{Pin, pin};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use closing::Why;
 use limits::Activity;
 
 /// How long a connection closed by its idle or header timeout gets to say
@@ -81,6 +83,7 @@ pub async fn serve<F, Fut, B>(
     let limits = Arc::new(limits);
     // Every connection task holds a sender; the drain waits for them all.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
+    let mut conns = Conns::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -101,19 +104,20 @@ pub async fn serve<F, Fut, B>(
         let _ = stream.set_nodelay(true);
         let activity = Activity::new(Instant::now());
         gate.track(&activity);
+        conns.push(&activity);
         let conn = builder
             .serve_connection(
                 TokioIo::new(stream),
                 service_fn(tracked(handler.clone(), activity.clone())),
             )
             .into_owned();
-        let (limits, shutdown, open) = (limits.clone(), shutdown.clone(), open.clone());
+        let (limits, open) = (limits.clone(), open.clone());
         tokio::spawn(async move {
             // Drives the connection to its end: closes it gracefully on
             // shutdown, and once it has been silent past its header timeout
             // or idle past its idle timeout.
-            let mut shutdown = shutdown;
             let mut conn = pin!(conn);
+            let mut closing = pin!(activity.closing.wait());
             let first = limits
                 .close_at(activity.born, activity.state())
                 .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
@@ -133,16 +137,17 @@ pub async fn serve<F, Fut, B>(
                             None => timer.as_mut().reset(now + limits.idle_timeout),
                         }
                     }
-                    () = activity.displaced.notified() => {
-                        tracing::debug!(%peer, "closing an idle connection for a new one");
+                    why = closing.as_mut() => {
                         conn.as_mut().graceful_shutdown();
-                        break tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.ok();
-                    }
-                    () = stopped(&mut shutdown) => {
-                        // Lets requests in flight finish; the drain below
-                        // bounds the wait.
-                        conn.as_mut().graceful_shutdown();
-                        break Some(conn.as_mut().await);
+                        match why {
+                            Why::Displaced => {
+                                tracing::debug!(%peer, "closing an idle connection for a new one");
+                                break tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.ok();
+                            }
+                            // Lets requests in flight finish; the drain
+                            // below bounds the wait.
+                            Why::Stopping => break Some(conn.as_mut().await),
+                        }
                     }
                 }
             };
@@ -153,6 +158,7 @@ pub async fn serve<F, Fut, B>(
         });
     }
     drop(listener);
+    conns.stop_all();
     drop(open);
     if tokio::time::timeout(drain, all_closed.recv())
         .await
@@ -194,6 +200,32 @@ where
 
 /// A boxed answer of [`tracked`]'s service.
 type Boxed<B> = Pin<Box<dyn Future<Output = Result<Response<Tracked<B>>, Infallible>> + Send>>;
+
+/// One worker's connections, each told to close when the node stops: by
+/// its own signal, so that a connection's task polls no shared channel
+/// each time it wakes.
+#[derive(Default)]
+struct Conns {
+    open: Vec<Weak<Activity>>,
+    /// The length at which closed connections are next swept out.
+    sweep_at: usize,
+}
+
+impl Conns {
+    fn push(&mut self, activity: &Arc<Activity>) {
+        if self.open.len() >= self.sweep_at {
+            self.open.retain(|w| w.strong_count() > 0);
+            self.sweep_at = (2 * self.open.len()).max(64);
+        }
+        self.open.push(Arc::downgrade(activity));
+    }
+
+    fn stop_all(&self) {
+        for activity in self.open.iter().filter_map(Weak::upgrade) {
+            activity.closing.close(Why::Stopping);
+        }
+    }
+}
 
 /// Resolves once the shutdown flag is set (or its sender is gone).
 pub async fn stopped(shutdown: &mut watch::Receiver<bool>) {
@@ -296,6 +328,22 @@ impl Workers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_open_connection_is_told_to_stop_and_closed_ones_are_swept() {
+        let mut conns = Conns::default();
+        let live: Vec<_> = (0..3).map(|_| Activity::new(Instant::now())).collect();
+        for activity in &live {
+            conns.push(activity);
+        }
+        for _ in 0..1000 {
+            conns.push(&Activity::new(Instant::now()));
+            assert!(conns.open.len() <= 65, "{}", conns.open.len());
+        }
+        assert!(live.iter().all(|a| a.closing.why().is_none()));
+        conns.stop_all();
+        assert!(live.iter().all(|a| a.closing.why() == Some(Why::Stopping)));
+    }
 
     #[tokio::test]
     async fn an_answer_is_held_behind_one_pointer_whatever_the_handler_keeps() {

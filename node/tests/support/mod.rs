@@ -162,6 +162,12 @@ impl Node {
         std::fs::read_to_string(self.dir.path().join("meridian.log")).unwrap_or_default()
     }
 
+    /// Sends the node a signal (`TERM`, `KILL`…).
+    pub async fn signal(&self, name: &str) {
+        let pid = self._child.id().expect("the node has exited");
+        harness::process::signal(pid, name).await.unwrap();
+    }
+
     pub async fn chat(&self, body: Value, headers: &[(&str, &str)]) -> Answer {
         self.post("/v1/chat/completions", body.to_string(), headers)
             .await
