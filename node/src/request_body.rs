@@ -139,8 +139,15 @@ pub fn probe(body: &[u8]) -> Result<Probe<'_>, ProxyError> {
     let raw = fields
         .model
         .ok_or_else(|| bad("you must provide a model parameter", Some("model")))?;
-    let model: Cow<'_, str> = serde_json::from_str(raw.get())
-        .map_err(|_| bad("`model` must be a string", Some("model")))?;
+    // Borrowed from the body unless it has escapes to decode (serde reads a
+    // `Cow` into an owned `String` whatever it holds).
+    let model: Cow<'_, str> = match serde_json::from_str::<&str>(raw.get()) {
+        Ok(plain) => Cow::Borrowed(plain),
+        Err(_) => Cow::Owned(
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|_| bad("`model` must be a string", Some("model")))?,
+        ),
+    };
     if model.is_empty() {
         return Err(bad("`model` must not be empty", Some("model")));
     }
@@ -197,6 +204,7 @@ mod tests {
         let body = br#"{"messages":[{"role":"user","content":"hi"}],"model":"fast","stream":true}"#;
         let p = probe(body).unwrap();
         assert_eq!(p.model, "fast");
+        assert!(matches!(p.model, Cow::Borrowed(_)), "read in place");
         assert!(p.stream);
         assert_eq!(&body[p.model_span.clone()], br#""fast""#);
     }
@@ -217,6 +225,25 @@ mod tests {
         let p = probe(body).unwrap();
         assert_eq!(p.model, "a\"bA");
         assert!(!p.stream);
+        for (body, model) in [
+            (r#"{"model":"\u00e9t\u00e9"}"#, "été"),
+            (r#"{"model":"\\"}"#, "\\"),
+            (r#"{"model":"\ud83d\ude00"}"#, "😀"),
+        ] {
+            assert_eq!(probe(body.as_bytes()).unwrap().model, model, "{body}");
+        }
+        // Not a string, escaped or not: refused as before.
+        for body in [
+            r#"{"model":1}"#,
+            r#"{"model":null}"#,
+            r#"{"model":"\ud800"}"#,
+        ] {
+            assert_eq!(
+                bad(body),
+                ("`model` must be a string".into(), Some("model")),
+                "{body}"
+            );
+        }
     }
 
     #[test]
