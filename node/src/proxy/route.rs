@@ -50,11 +50,6 @@ impl Proxy {
         // plan and its turn: the request joins its class's queue again.
         'admit: loop {
             let plan = loop {
-                // Registered before the plan looks, so a slot freed in between
-                // still wakes this request.
-                let freed = self.capacity.freed().notified();
-                tokio::pin!(freed);
-                freed.as_mut().enable();
                 let serves = |upstream: &Upstream| {
                     call.forms.for_upstream(&upstream.config).is_some()
                         && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
@@ -62,16 +57,30 @@ impl Proxy {
                 let now = at();
                 // Cooled targets (a provider's `Retry-After`) are skipped.
                 let now_ms = cooldown::now_ms();
-                let plan = route.plan_among(
-                    &self.policy,
-                    call.stream,
-                    |upstream| {
-                        serves(upstream)
-                            && !upstream.live.cooled(now_ms)
-                            && self.capacity.has_room(upstream.gated(), rank, now)
-                    },
-                    &mut rand::rng(),
-                );
+                let look = || {
+                    route.plan_among(
+                        &self.policy,
+                        call.stream,
+                        |upstream| {
+                            serves(upstream)
+                                && !upstream.live.cooled(now_ms)
+                                && self.capacity.has_room(upstream.gated(), rank, now)
+                        },
+                        &mut rand::rng(),
+                    )
+                };
+                let plan = look();
+                if !plan.is_empty() {
+                    break plan;
+                }
+                // Nothing to try now. Registered before a second look, so a
+                // slot freed since the first still wakes this request if it
+                // waits; a request planned at the first look (nearly all)
+                // takes no lock on this node-wide signal.
+                let freed = self.capacity.freed().notified();
+                tokio::pin!(freed);
+                freed.as_mut().enable();
+                let plan = look();
                 if !plan.is_empty() {
                     break plan;
                 }
