@@ -73,8 +73,10 @@ impl Proxy {
             error
         };
 
+        // Deadlines from `started` and `ttfb`, read once each: the clock
+        // is read a few times per request, not once per timeout.
         let sent = upstream.pools.send(request);
-        let response = match tokio::time::timeout(budget, sent).await {
+        let response = match tokio::time::timeout_at(started + budget, sent).await {
             Err(_) => return Err(timed_out(budget, budget)),
             Ok(Err(e)) => return Err(failed(client_error(&e))),
             Ok(Ok(sent)) => sent,
@@ -84,8 +86,8 @@ impl Proxy {
 
         if status.is_success() && call.stream {
             let (parts, mut body) = response.into_parts();
-            let left = budget.saturating_sub(ttfb);
-            let first = match tokio::time::timeout(left, first_data(&mut body)).await {
+            let first = match tokio::time::timeout_at(started + budget, first_data(&mut body)).await
+            {
                 Err(_) => return Err(timed_out(budget, budget)),
                 Ok(Err(ended)) => return Err(failed(ended)),
                 Ok(Ok(first)) => first,
@@ -121,9 +123,9 @@ impl Proxy {
 
         let (parts, body) = response.into_parts();
         if status.is_success() {
-            let left = deadline.saturating_duration_since(Instant::now());
+            let left = deadline.saturating_duration_since(started + ttfb);
             let limited = Limited::new(body, call.max_response_bytes);
-            let read = tokio::time::timeout(left, limited.collect());
+            let read = tokio::time::timeout_at(deadline, limited.collect());
             let bytes = match read.await {
                 Err(_) => return Err(timed_out(ttfb, left)),
                 Ok(Err(e)) => {

@@ -264,16 +264,17 @@ pub(super) fn handed_over(
     );
 }
 
-/// The request was answered by `winner` with `status`.
+/// The request was answered by `winner` with `status`, `took` after it
+/// was routed.
 pub(super) fn answered(
     route: &Route,
     winner: &Target,
     status: StatusCode,
-    started: Instant,
+    took: Duration,
     hedge_won: bool,
 ) {
     winner.metrics.answers.inc(status.as_u16());
-    route.metrics.latency.observe(started.elapsed());
+    route.metrics.latency.observe(took);
     if hedge_won {
         route.metrics.hedges_won.fetch_add(1, Ordering::Relaxed);
     }

@@ -226,14 +226,9 @@ impl Proxy {
                         };
                         let winner = pick_target(route, answer.pick);
                         let response = ready.into_response(admission);
-                        finish::answered(
-                            route,
-                            winner,
-                            response.status(),
-                            started,
-                            answer.hedge_won,
-                        );
-                        finish::class_done(snapshot, call.class, Some(started.elapsed()));
+                        let took = started.elapsed();
+                        finish::answered(route, winner, response.status(), took, answer.hedge_won);
+                        finish::class_done(snapshot, call.class, Some(took));
                         return Ok(Answered {
                             response,
                             upstream: winner.upstream.id_header.clone(),
