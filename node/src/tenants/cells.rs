@@ -126,6 +126,12 @@ mod tests {
 
     #[test]
     fn a_borrowed_bucket_hashes_and_compares_as_its_owned_one() {
+        let at = |(key, day, model, upstream)| BucketRef {
+            key,
+            day,
+            model,
+            upstream,
+        };
         let hasher = RandomState::new();
         let parts = [
             ("acme", 1, "fast", "a"),
@@ -134,23 +140,12 @@ mod tests {
             ("", 0, "", ""),
             ("acme\u{ff}", 1, "fast", "a"),
         ];
-        for (i, &(key, day, model, upstream)) in parts.iter().enumerate() {
-            let borrowed = BucketRef {
-                key,
-                day,
-                model,
-                upstream,
-            };
+        for (i, &one) in parts.iter().enumerate() {
+            let borrowed = at(one);
             let owned = borrowed.to_owned();
             assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(&owned));
-            for (j, &(k, d, m, u)) in parts.iter().enumerate() {
-                let other = BucketRef {
-                    key: k,
-                    day: d,
-                    model: m,
-                    upstream: u,
-                }
-                .to_owned();
+            for (j, &other) in parts.iter().enumerate() {
+                let other = at(other).to_owned();
                 assert_eq!(borrowed.equivalent(&other), i == j, "{i} {j}");
             }
         }
@@ -161,33 +156,9 @@ mod tests {
             requests: 1,
             ..Counters::default()
         };
-        cells.add(
-            BucketRef {
-                key: "acme",
-                day: 1,
-                model: "fast",
-                upstream: "a",
-            },
-            &one,
-        );
-        cells.add(
-            BucketRef {
-                key: "acm",
-                day: 1,
-                model: "efast",
-                upstream: "a",
-            },
-            &one,
-        );
-        cells.add(
-            BucketRef {
-                key: "acme",
-                day: 1,
-                model: "fast",
-                upstream: "a",
-            },
-            &one,
-        );
+        for part in [parts[0], parts[1], parts[0]] {
+            cells.add(at(part), &one);
+        }
         let mut dirty = cells.dirty();
         dirty.sort_by(|a, b| a.0.cmp(&b.0));
         let counts: Vec<_> = dirty
