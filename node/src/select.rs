@@ -186,6 +186,7 @@ pub fn plan(
             if !stats.usable {
                 continue;
             }
+            let avoided = bar.avoids(stats, policy);
             match stats.circuit {
                 // Open circuits after every degraded target.
                 Circuit::Open => last_resort.push((2.0 + stats.error_rate, (t, i))),
@@ -193,10 +194,8 @@ pub fn plan(
                 Circuit::Closed if policy.degraded(stats) => {
                     last_resort.push((stats.error_rate, (t, i)))
                 }
-                Circuit::Closed if bar.avoids(stats, policy) && stats.probe => order.push((t, i)),
-                Circuit::Closed if bar.avoids(stats, policy) => {
-                    slow.push((policy.score(stats), (t, i)))
-                }
+                Circuit::Closed if avoided && stats.probe => order.push((t, i)),
+                Circuit::Closed if avoided => slow.push((policy.score(stats), (t, i))),
                 Circuit::Closed => healthy.push((policy.score(stats), (t, i))),
             }
         }
