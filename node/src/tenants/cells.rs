@@ -22,9 +22,13 @@ struct Cell {
 /// up by it, and only a cell's first answer makes a [`UsageBucket`] of it.
 #[derive(Debug, Clone, Copy, Hash)]
 pub struct BucketRef<'a> {
+    /// [`UsageBucket::key`].
     pub key: &'a str,
+    /// [`UsageBucket::day`].
     pub day: u32,
+    /// [`UsageBucket::model`].
     pub model: &'a str,
+    /// [`UsageBucket::upstream`].
     pub upstream: &'a str,
 }
 
@@ -40,7 +44,7 @@ impl Equivalent<UsageBucket> for BucketRef<'_> {
 }
 
 impl BucketRef<'_> {
-    fn to_owned(self) -> UsageBucket {
+    fn to_bucket(self) -> UsageBucket {
         UsageBucket {
             key: self.key.to_owned(),
             day: self.day,
@@ -68,7 +72,7 @@ impl Cells {
         let mut cells = self.lock();
         match cells.get_mut(&cell) {
             Some(found) => found.counters.add(one),
-            None => cells.entry(cell.to_owned()).or_default().counters.add(one),
+            None => cells.entry(cell.to_bucket()).or_default().counters.add(one),
         }
     }
 
@@ -142,10 +146,10 @@ mod tests {
         ];
         for (i, &one) in parts.iter().enumerate() {
             let borrowed = at(one);
-            let owned = borrowed.to_owned();
+            let owned = borrowed.to_bucket();
             assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(&owned));
             for (j, &other) in parts.iter().enumerate() {
-                let other = at(other).to_owned();
+                let other = at(other).to_bucket();
                 assert_eq!(borrowed.equivalent(&other), i == j, "{i} {j}");
             }
         }
