@@ -106,5 +106,43 @@ fn admission(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, admission);
+/// Every answer adds to its key's usage cell; with a worker per core, the
+/// workers do so at once. Two threads (this machine's two cores) each count
+/// `per_thread` answers of the same key, model and upstream, as two
+/// workers answering one team's traffic would. The figure is the time an
+/// answer takes on its thread (wall time × threads / answers): without
+/// contention, the same with two threads as with one.
+fn answered_concurrently(c: &mut Criterion) {
+    let t = tenants();
+    let counters = Counters {
+        requests: 1,
+        input_tokens: 20,
+        output_tokens: 100,
+        cost_nanos: 42_000,
+    };
+    let mut group = c.benchmark_group("tenants answered");
+    for threads in [1usize, 2] {
+        group.bench_function(format!("free: answered from {threads} thread(s)"), |b| {
+            b.iter_custom(|iters| {
+                let per_thread = iters.div_ceil(threads as u64);
+                let start = std::time::Instant::now();
+                std::thread::scope(|s| {
+                    for worker in 0..threads {
+                        let t = &t;
+                        s.spawn(move || {
+                            meridian::upstream::set_worker(worker);
+                            for _ in 0..per_thread {
+                                t.answered(black_box("free"), "route-17", "u1", counters);
+                            }
+                        });
+                    }
+                });
+                start.elapsed() * threads as u32
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, admission, answered_concurrently);
 criterion_main!(benches);
