@@ -66,6 +66,7 @@ fn tenants() -> Arc<Tenants> {
         Duration::from_secs(1),
         Arc::new(Metrics::default()),
         applied,
+        2,
     )
 }
 

@@ -230,6 +230,7 @@ impl Node {
             report_every,
             snapshot.load().metrics.clone(),
             cluster.applied(),
+            workers,
         );
         tasks.spawn(tenants::report::report(
             cluster.clone(),

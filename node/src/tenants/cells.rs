@@ -6,6 +6,7 @@
 use std::hash::RandomState;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crossbeam_utils::CachePadded;
 use hashbrown::{Equivalent, HashMap};
 use proto::tenancy::{Counters, MAX_REPORT_CELLS, UsageBucket};
 
@@ -56,30 +57,78 @@ impl BucketRef<'_> {
 
 type CellMap = HashMap<UsageBucket, Cell, RandomState>;
 
+/// What one worker counted since the cells were last folded.
+type Shard = HashMap<UsageBucket, Counters, RandomState>;
+
 /// The cumulative cells of this boot.
-#[derive(Debug, Default)]
+///
+/// Every answer adds to a cell, on whichever worker answered it: one map
+/// behind one lock would have every worker take that lock (and move its
+/// cache line) once per answer. So each worker adds to a shard of its own,
+/// a lock no one else takes but the reader, and whoever reads the cells
+/// (the report, the usage query) first folds the shards into the
+/// cumulative map.
+#[derive(Debug)]
 pub struct Cells {
+    shards: Box<[CachePadded<Mutex<Shard>>]>,
     cells: Mutex<CellMap>,
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 impl Cells {
-    fn lock(&self) -> MutexGuard<'_, CellMap> {
-        self.cells.lock().unwrap_or_else(PoisonError::into_inner)
+    /// Cells for `workers` data-plane workers, one shard each (one at least).
+    pub fn new(workers: usize) -> Self {
+        Self {
+            shards: (0..workers.max(1))
+                .map(|_| CachePadded::default())
+                .collect(),
+            cells: Mutex::default(),
+        }
     }
 
-    /// Adds one answered request to its cell.
+    /// Adds one answered request to its cell, in this worker's shard.
     pub fn add(&self, cell: BucketRef<'_>, one: &Counters) {
-        let mut cells = self.lock();
-        match cells.get_mut(&cell) {
-            Some(found) => found.counters.add(one),
-            None => cells.entry(cell.to_bucket()).or_default().counters.add(one),
+        let shard = &self.shards[crate::upstream::worker() % self.shards.len()];
+        let mut shard = lock(shard);
+        match shard.get_mut(&cell) {
+            Some(found) => found.add(one),
+            None => shard.entry(cell.to_bucket()).or_default().add(one),
         }
+    }
+
+    /// The cumulative cells with every shard folded in. A shard keeps the
+    /// entries it had (zeroed), so a busy cell is not built again at each
+    /// fold; one that counted nothing since the last fold is dropped, so
+    /// a shard holds only the cells its worker answers now.
+    fn folded(&self) -> MutexGuard<'_, CellMap> {
+        let mut cells = lock(&self.cells);
+        for shard in &self.shards {
+            lock(shard).retain(|bucket, counted| {
+                if *counted == Counters::default() {
+                    return false;
+                }
+                match cells.get_mut(bucket) {
+                    Some(cell) => cell.counters.add(counted),
+                    None => cells
+                        .entry(bucket.clone())
+                        .or_default()
+                        .counters
+                        .add(counted),
+                }
+                *counted = Counters::default();
+                true
+            });
+        }
+        cells
     }
 
     /// The cells not committed as they stand, at most
     /// [`MAX_REPORT_CELLS`] of them.
     pub fn dirty(&self) -> Vec<(UsageBucket, Counters)> {
-        self.lock()
+        self.folded()
             .iter()
             .filter(|(_, c)| c.counters != c.committed)
             .take(MAX_REPORT_CELLS)
@@ -90,7 +139,9 @@ impl Cells {
     /// `sent` was committed; cells older than `keep_days` before `today`
     /// with nothing left to send are forgotten, so the map stays bounded.
     pub fn committed(&self, sent: &[(UsageBucket, Counters)], today: u32, keep_days: u32) {
-        let mut cells = self.lock();
+        // Folded first: a cell is forgotten only with nothing left to send,
+        // what its shards hold included.
+        let mut cells = self.folded();
         for (bucket, counters) in sent {
             if let Some(cell) = cells.get_mut(bucket) {
                 cell.committed = cell.committed.max(counters);
@@ -103,7 +154,7 @@ impl Cells {
     /// Every cell's counters, for tests and the totals.
     pub fn total(&self, key: &str) -> Counters {
         let mut total = Counters::default();
-        for (b, c) in self.lock().iter() {
+        for (b, c) in self.folded().iter() {
             if b.key == key {
                 total.add(&c.counters);
             }
@@ -155,7 +206,7 @@ mod tests {
         }
         // Parts that only differ in where one ends and the next begins are
         // different cells.
-        let cells = Cells::default();
+        let cells = Cells::new(1);
         let one = Counters {
             requests: 1,
             ..Counters::default()
@@ -174,7 +225,7 @@ mod tests {
 
     #[test]
     fn cells_are_sent_until_committed() {
-        let cells = Cells::default();
+        let cells = Cells::new(1);
         let one = Counters {
             requests: 1,
             input_tokens: 3,
@@ -195,5 +246,91 @@ mod tests {
         // Committed and old: forgotten.
         cells.committed(&[], 50, 30);
         assert_eq!(cells.total("acme"), Counters::default());
+    }
+
+    /// Entries held by the shards, for the tests.
+    fn shard_entries(cells: &Cells) -> usize {
+        cells.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    #[test]
+    fn answers_counted_on_many_workers_at_once_are_all_reported() {
+        let cells = Cells::new(3);
+        let one = Counters {
+            requests: 1,
+            input_tokens: 2,
+            output_tokens: 3,
+            cost_nanos: 4,
+        };
+        // Five workers on three shards (a worker index past the shards
+        // shares one), each counting while another folds.
+        std::thread::scope(|s| {
+            for worker in [0, 1, 2, 7, usize::MAX] {
+                let cells = &cells;
+                s.spawn(move || {
+                    crate::upstream::set_worker(worker);
+                    for i in 0..1_000 {
+                        cells.add(bucket(10 + (i % 2)), &one);
+                    }
+                });
+            }
+            s.spawn(|| {
+                for _ in 0..50 {
+                    let _ = cells.dirty();
+                }
+            });
+        });
+        let total = cells.total("acme");
+        assert_eq!(total.requests, 5_000);
+        assert_eq!(total.cost_nanos, 20_000);
+        let mut sent = cells.dirty();
+        sent.sort_by(|a, b| a.0.cmp(&b.0));
+        let per_day: Vec<_> = sent.iter().map(|(b, c)| (b.day, c.requests)).collect();
+        assert_eq!(per_day, [(10, 2_500), (11, 2_500)]);
+    }
+
+    #[test]
+    fn a_shard_forgets_a_cell_its_worker_stopped_answering() {
+        let cells = Cells::new(2);
+        let one = Counters {
+            requests: 1,
+            ..Counters::default()
+        };
+        crate::upstream::set_worker(1);
+        cells.add(bucket(10), &one);
+        // Folded once: kept (zeroed) while the worker may answer it again.
+        assert_eq!(cells.total("acme").requests, 1);
+        assert_eq!(shard_entries(&cells), 1);
+        cells.add(bucket(10), &one);
+        cells.add(bucket(11), &one);
+        assert_eq!(cells.total("acme").requests, 3);
+        assert_eq!(shard_entries(&cells), 2);
+        // Day 10 counted nothing since: dropped at the next fold, day 11
+        // too after one more; the cumulative cells keep both.
+        cells.add(bucket(11), &one);
+        assert_eq!(cells.total("acme").requests, 4);
+        assert_eq!(shard_entries(&cells), 1);
+        assert_eq!(cells.total("acme").requests, 4);
+        assert_eq!(shard_entries(&cells), 0);
+        assert_eq!(cells.dirty().len(), 2);
+    }
+
+    #[test]
+    fn a_cell_is_not_forgotten_while_a_shard_holds_its_count() {
+        let cells = Cells::new(1);
+        let one = Counters {
+            requests: 1,
+            ..Counters::default()
+        };
+        cells.add(bucket(1), &one);
+        let sent = cells.dirty();
+        // Counted after the report was cut, not folded yet, and old by the
+        // time the report commits: still sent, and counted from where the
+        // ledger stands (2, not 1).
+        cells.add(bucket(1), &one);
+        cells.committed(&sent, 50, 30);
+        let again = cells.dirty();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1.requests, 2);
     }
 }

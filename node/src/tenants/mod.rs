@@ -47,7 +47,8 @@
 //!
 //! - [`limiter`]: the sliding-window counter in one `AtomicU64`.
 //! - [`plan`]: this node's allowances, from the applied state.
-//! - `cells.rs`: this node's cumulative usage cells.
+//! - `cells.rs`: this node's cumulative usage cells, counted per worker
+//!   (no lock shared between workers) and folded when read.
 //! - [`report`]: the tasks that report usage and demand and follow the
 //!   applied state.
 //! - `headers.rs`: the `x-ratelimit-*` headers.
@@ -323,13 +324,15 @@ pub struct Tenants {
 
 impl Tenants {
     /// The tenants of node `node`, started at `boot` (Unix ms), built from
-    /// `applied`; reports every `report_every`.
+    /// `applied`; reports every `report_every`. Answers are counted on
+    /// `workers` data-plane workers.
     pub fn new(
         node: u64,
         boot: u64,
         report_every: Duration,
         metrics: Arc<Metrics>,
         applied: Arc<Applied>,
+        workers: usize,
     ) -> Arc<Self> {
         let tenants = Arc::new(Self {
             node,
@@ -338,7 +341,7 @@ impl Tenants {
             metrics,
             keys: ArcSwap::from_pointee(HashMap::new()),
             applied: ArcSwap::new(applied.clone()),
-            cells: Cells::default(),
+            cells: Cells::new(workers),
             failing_since: AtomicU64::new(0),
         });
         tenants.rebuild(applied, boot);
@@ -418,7 +421,10 @@ impl Tenants {
     /// as `anonymous`) are not counted: the ledger is per key.
     pub fn answered(&self, key: &str, model: &str, upstream: &str, counters: Counters) {
         let now = now_ms();
-        let Some(state) = self.key(key) else {
+        // Borrowed from the snapshot: a clone of the key's `Arc` would have
+        // every worker write its count's cache line once per answer.
+        let keys = self.keys.load();
+        let Some(state) = keys.get(key) else {
             return;
         };
         state.spent(now, &counters);

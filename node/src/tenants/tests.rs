@@ -55,7 +55,7 @@ fn state(limits: KeyLimits, nodes: &[u64]) -> ClusterState {
 
 fn tenants(state: ClusterState) -> (Arc<Tenants>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::default());
-    let t = Tenants::new(1, 42, INTERVAL, metrics.clone(), applied(state));
+    let t = Tenants::new(1, 42, INTERVAL, metrics.clone(), applied(state), 2);
     (t, metrics)
 }
 
@@ -274,7 +274,16 @@ fn hammer(minutes: usize, cut: std::ops::Range<u64>, stagger: bool) -> Vec<[u64;
     let mut s = state(limits, &[1, 2, 3]);
     let metrics = Arc::new(Metrics::default());
     let nodes: Vec<Arc<Tenants>> = (1..=3)
-        .map(|id| Tenants::new(id, 100 + id, INTERVAL, metrics.clone(), applied(s.clone())))
+        .map(|id| {
+            Tenants::new(
+                id,
+                100 + id,
+                INTERVAL,
+                metrics.clone(),
+                applied(s.clone()),
+                1,
+            )
+        })
         .collect();
     // Requests per 100 ms step, per node: 3 × 600 per minute in all.
     let asked = [18, 9, 3];
