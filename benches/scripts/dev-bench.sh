@@ -115,6 +115,13 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench-0123456789abcdef"
 LUA
 REQ='{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
+# A server an earlier run left behind would share these ports (reuseport)
+# and skew every figure after it: refuse to start instead.
+busy=$(ss -Hltn 'sport >= :19001 and sport <= :19011' | awk '{print $4}' | tr '\n' ' ')
+if [ -n "$busy" ]; then
+  echo "dev-bench.sh: something already listens on $busy(a server left by an earlier run?)" >&2
+  exit 69
+fi
 taskset -c "$UP" "$NGINX" -c "$W/up.conf" -p "$W" || echo "upstream nginx failed"
 taskset -c "$PX" "$NGINX" -c "$W/px.conf" -p "$W" || echo "proxy nginx failed"
 sleep 0.5

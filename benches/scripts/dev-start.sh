@@ -4,7 +4,12 @@
 # (unless START_PROXY=0) and Meridian ($MERIDIAN, one worker) on core 1,
 # and waits until Meridian answers. Leaves Meridian's pid in MP; defines
 # saturate_each and stop_all.
-ROUNDS=0 W=$W bash "$HERE/dev-bench.sh" >/dev/null 2>&1
+ROUNDS=0 W=$W bash "$HERE/dev-bench.sh" >/dev/null 2>"$W.err" || { cat "$W.err" >&2; exit 69; }
+# Its servers are told to stop as it ends: wait until their ports are free.
+for _ in $(seq 50); do
+  [ -z "$(ss -Hltn 'sport >= :19001 and sport <= :19011')" ] && break
+  sleep 0.1
+done
 export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
 taskset -c 0 /usr/sbin/nginx -c "$W/up.conf" -p "$W"
 [ "${START_PROXY:-1}" = 0 ] || taskset -c 1 /usr/sbin/nginx -c "$W/px.conf" -p "$W"
