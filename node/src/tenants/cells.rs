@@ -170,6 +170,14 @@ mod tests {
     use super::*;
     use std::hash::BuildHasher;
 
+    /// One answered request.
+    const ONE: Counters = Counters {
+        requests: 1,
+        input_tokens: 3,
+        output_tokens: 2,
+        cost_nanos: 5,
+    };
+
     fn bucket(day: u32) -> BucketRef<'static> {
         BucketRef {
             key: "acme",
@@ -195,8 +203,8 @@ mod tests {
             ("", 0, "", ""),
             ("acme\u{ff}", 1, "fast", "a"),
         ];
-        for (i, &one) in parts.iter().enumerate() {
-            let borrowed = at(one);
+        for (i, &part) in parts.iter().enumerate() {
+            let borrowed = at(part);
             let owned = borrowed.to_bucket();
             assert_eq!(hasher.hash_one(borrowed), hasher.hash_one(&owned));
             for (j, &other) in parts.iter().enumerate() {
@@ -207,12 +215,8 @@ mod tests {
         // Parts that only differ in where one ends and the next begins are
         // different cells.
         let cells = Cells::new(1);
-        let one = Counters {
-            requests: 1,
-            ..Counters::default()
-        };
         for part in [parts[0], parts[1], parts[0]] {
-            cells.add(at(part), &one);
+            cells.add(at(part), &ONE);
         }
         let mut dirty = cells.dirty();
         dirty.sort_by(|a, b| a.0.cmp(&b.0));
@@ -226,17 +230,11 @@ mod tests {
     #[test]
     fn cells_are_sent_until_committed() {
         let cells = Cells::new(1);
-        let one = Counters {
-            requests: 1,
-            input_tokens: 3,
-            output_tokens: 2,
-            cost_nanos: 5,
-        };
-        cells.add(bucket(10), &one);
+        cells.add(bucket(10), &ONE);
         let sent = cells.dirty();
         assert_eq!(sent.len(), 1);
         // Counted again while the report was in flight: still dirty after.
-        cells.add(bucket(10), &one);
+        cells.add(bucket(10), &ONE);
         cells.committed(&sent, 10, 30);
         let again = cells.dirty();
         assert_eq!(again[0].1.requests, 2);
@@ -254,14 +252,25 @@ mod tests {
     }
 
     #[test]
+    fn each_worker_counts_in_a_shard_of_its_own() {
+        let cells = Cells::new(3);
+        for worker in [0, 1, 2, 4] {
+            crate::upstream::set_worker(worker);
+            cells.add(bucket(10), &ONE);
+        }
+        // Workers 0, 1 and 2 alone in theirs; 4 shares 1's (4 % 3).
+        let held: Vec<_> = cells
+            .shards
+            .iter()
+            .map(|s| lock(s).values().map(|c| c.requests).sum::<u64>())
+            .collect();
+        assert_eq!(held, [1, 2, 1]);
+        assert_eq!(cells.total("acme").requests, 4);
+    }
+
+    #[test]
     fn answers_counted_on_many_workers_at_once_are_all_reported() {
         let cells = Cells::new(3);
-        let one = Counters {
-            requests: 1,
-            input_tokens: 2,
-            output_tokens: 3,
-            cost_nanos: 4,
-        };
         // Five workers on three shards (a worker index past the shards
         // shares one), each counting while another folds.
         std::thread::scope(|s| {
@@ -270,7 +279,7 @@ mod tests {
                 s.spawn(move || {
                     crate::upstream::set_worker(worker);
                     for i in 0..1_000 {
-                        cells.add(bucket(10 + (i % 2)), &one);
+                        cells.add(bucket(10 + (i % 2)), &ONE);
                     }
                 });
             }
@@ -282,7 +291,7 @@ mod tests {
         });
         let total = cells.total("acme");
         assert_eq!(total.requests, 5_000);
-        assert_eq!(total.cost_nanos, 20_000);
+        assert_eq!(total.cost_nanos, 25_000);
         let mut sent = cells.dirty();
         sent.sort_by(|a, b| a.0.cmp(&b.0));
         let per_day: Vec<_> = sent.iter().map(|(b, c)| (b.day, c.requests)).collect();
@@ -292,22 +301,18 @@ mod tests {
     #[test]
     fn a_shard_forgets_a_cell_its_worker_stopped_answering() {
         let cells = Cells::new(2);
-        let one = Counters {
-            requests: 1,
-            ..Counters::default()
-        };
         crate::upstream::set_worker(1);
-        cells.add(bucket(10), &one);
+        cells.add(bucket(10), &ONE);
         // Folded once: kept (zeroed) while the worker may answer it again.
         assert_eq!(cells.total("acme").requests, 1);
         assert_eq!(shard_entries(&cells), 1);
-        cells.add(bucket(10), &one);
-        cells.add(bucket(11), &one);
+        cells.add(bucket(10), &ONE);
+        cells.add(bucket(11), &ONE);
         assert_eq!(cells.total("acme").requests, 3);
         assert_eq!(shard_entries(&cells), 2);
         // Day 10 counted nothing since: dropped at the next fold, day 11
         // too after one more; the cumulative cells keep both.
-        cells.add(bucket(11), &one);
+        cells.add(bucket(11), &ONE);
         assert_eq!(cells.total("acme").requests, 4);
         assert_eq!(shard_entries(&cells), 1);
         assert_eq!(cells.total("acme").requests, 4);
@@ -318,16 +323,12 @@ mod tests {
     #[test]
     fn a_cell_is_not_forgotten_while_a_shard_holds_its_count() {
         let cells = Cells::new(1);
-        let one = Counters {
-            requests: 1,
-            ..Counters::default()
-        };
-        cells.add(bucket(1), &one);
+        cells.add(bucket(1), &ONE);
         let sent = cells.dirty();
         // Counted after the report was cut, not folded yet, and old by the
         // time the report commits: still sent, and counted from where the
         // ledger stands (2, not 1).
-        cells.add(bucket(1), &one);
+        cells.add(bucket(1), &ONE);
         cells.committed(&sent, 50, 30);
         let again = cells.dirty();
         assert_eq!(again.len(), 1);
