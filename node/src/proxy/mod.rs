@@ -68,7 +68,6 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use tracing::{Instrument, info, warn};
 
 use crate::capacity::Capacity;
@@ -81,6 +80,7 @@ use crate::responses::{self, ResponsesCall};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
+use crate::server::RequestBody;
 use crate::telemetry::{RequestTrace, Telemetry};
 use crate::tenants::{KeyState, Tenants};
 use forms::Forms;
@@ -249,7 +249,7 @@ impl Proxy {
     /// Answers one request. Never fails: errors become OpenAI error bodies.
     pub async fn handle(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Result<Response<ProxyBody>, Infallible> {
         let request_id = request_id(req.headers());
         let dialect = Endpoint::dialect_of_path(req.uri().path());
@@ -313,7 +313,7 @@ impl Proxy {
 
     async fn serve(
         &self,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         snapshot: &RoutingSnapshot,
         request_id: &HeaderValue,
         trace: &RequestTrace,
@@ -445,7 +445,7 @@ impl Proxy {
     }
 }
 
-async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ProxyError> {
+async fn read_body(req: Request<RequestBody>, max: usize) -> Result<Bytes, ProxyError> {
     let declared = req
         .headers()
         .get(CONTENT_LENGTH)
@@ -466,7 +466,7 @@ async fn read_body(req: Request<Incoming>, max: usize) -> Result<Bytes, ProxyErr
     }
 }
 
-fn not_allowed(req: &Request<Incoming>, allowed: &'static str) -> ProxyError {
+fn not_allowed(req: &Request<RequestBody>, allowed: &'static str) -> ProxyError {
     ProxyError::MethodNotAllowed {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),

@@ -14,7 +14,6 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::info;
 
@@ -24,6 +23,7 @@ use crate::error::{AttemptError, Attempts, ProxyError, Tried};
 use crate::relay::{OnStreamEnd, Relay, Shape, StreamEnd, openai_stream_error};
 use crate::responses::{ResponsesCall, TagStream, tag_answer};
 use crate::routing::{Endpoint, RoutingSnapshot, Upstream};
+use crate::server::RequestBody;
 use crate::usage::Usage;
 
 impl Proxy {
@@ -31,7 +31,7 @@ impl Proxy {
     pub(super) async fn stored_response(
         &self,
         call: ResponsesCall,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         snapshot: &RoutingSnapshot,
         request_id: &HeaderValue,
     ) -> Result<Answered, Failed> {

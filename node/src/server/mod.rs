@@ -13,19 +13,23 @@
 mod closing;
 mod deadline;
 mod descriptors;
+mod h1;
 mod limits;
+mod watchdog;
 
 pub use deadline::admin_answer;
 pub use descriptors::{descriptor_limit, descriptors_needed};
+pub use h1::{BodyError, RequestBody};
 pub use limits::{Gate, Limits, Tracked};
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -33,23 +37,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use closing::Why;
 use limits::Activity;
 
-/// How long a connection closed by its idle or header timeout gets to say
-/// goodbye (an h2 GOAWAY) before it is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
 /// Accepts connections until `shutdown` turns true, then waits up to `drain`
-/// for open connections to finish their requests.
+/// for open connections to finish their requests. Every connection is
+/// served by hyper (HTTP/1.1 and h2c): the admin listener's way.
 pub async fn serve<F, Fut, B>(
     listener: TcpListener,
     handler: F,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     drain: Duration,
     limits: Limits,
     gate: Arc<Gate>,
@@ -60,13 +61,74 @@ pub async fn serve<F, Fut, B>(
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let builder = hyper_builder(&limits);
+    let connect = move |stream: TcpStream, peer, activity: Arc<Activity>, limits| {
+        let conn = builder
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn(tracked(handler.clone(), activity.clone())),
+            )
+            .into_owned();
+        watchdog::drive(conn, activity, limits, peer)
+    };
+    accept(listener, connect, shutdown, drain, limits, gate).await;
+}
+
+/// [`serve`] for the data plane: HTTP/1.1 connections are served by the
+/// node's own server ([`h1`]), h2c ones by hyper's.
+pub async fn serve_data<F, Fut, B>(
+    listener: TcpListener,
+    handler: F,
+    shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    limits: Limits,
+    gate: Arc<Gate>,
+) where
+    F: Fn(Request<RequestBody>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut h2 = hyper_builder(&limits);
+    h2 = h2.http2_only();
+    let date = tokio::spawn(h1::keep_date_fresh());
+    let connect =
+        move |mut stream: TcpStream, peer, activity: Arc<Activity>, limits: Arc<Limits>| {
+            let (handler, h2) = (handler.clone(), h2.clone());
+            async move {
+                match h1::sniff(&mut stream, &activity, &limits).await {
+                    Ok(h1::Protocol::Http1(buf)) => {
+                        let service = tracked(handler, activity.clone());
+                        if let Err(e) = h1::serve(stream, buf, service, &activity, &limits).await {
+                            tracing::debug!(%peer, error = %e, "connection ended with an error");
+                        }
+                    }
+                    Ok(h1::Protocol::H2(read)) => {
+                        let handler =
+                            move |req: Request<Incoming>| handler(req.map(RequestBody::H2));
+                        let io = TokioIo::new(h1::Rewind::new(read, stream));
+                        let conn = h2
+                            .serve_connection(io, service_fn(tracked(handler, activity.clone())))
+                            .into_owned();
+                        watchdog::drive(conn, activity, limits, peer).await;
+                    }
+                    Ok(h1::Protocol::Gone) | Err(_) => {}
+                }
+            }
+        };
+    accept(listener, connect, shutdown, drain, limits, gate).await;
+    date.abort();
+}
+
+/// hyper's server, set as the listener's limits say.
+fn hyper_builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No header timer of hyper's: it would arm (and cancel) a timer for
     // every request head on a kept-alive connection, about 1 % of a
-    // request's CPU with the timer wheel's upkeep. The watchdog below
-    // bounds the same thing per connection: a new one by the header
-    // timeout, a kept-alive one that stops mid-head by the idle timeout
-    // from its last answer (`Limits::close_at`).
+    // request's CPU with the timer wheel's upkeep. The watchdog bounds
+    // the same thing per connection: a new one by the header timeout, a
+    // kept-alive one that stops mid-head by the idle timeout from its
+    // last answer (`Limits::close_at`).
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -80,6 +142,23 @@ pub async fn serve<F, Fut, B>(
     if let Some(every) = limits.h2_keepalive {
         builder.http2().keep_alive_timeout(every);
     }
+    builder
+}
+
+/// The accept loop: each connection admitted by `gate` is served by
+/// `connect` on a task of its own; once `shutdown` turns true the open
+/// ones are told to close and given up to `drain` to finish.
+async fn accept<C, Fut>(
+    listener: TcpListener,
+    connect: C,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    limits: Limits,
+    gate: Arc<Gate>,
+) where
+    C: Fn(TcpStream, SocketAddr, Arc<Activity>, Arc<Limits>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let limits = Arc::new(limits);
     // Every connection task holds a sender; the drain waits for them all.
     let (open, mut all_closed) = mpsc::channel::<()>(1);
@@ -105,55 +184,10 @@ pub async fn serve<F, Fut, B>(
         let activity = Activity::new(Instant::now());
         gate.track(&activity);
         conns.push(&activity);
-        let conn = builder
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn(tracked(handler.clone(), activity.clone())),
-            )
-            .into_owned();
-        let (limits, open) = (limits.clone(), open.clone());
+        let conn = connect(stream, peer, activity, limits.clone());
+        let open = open.clone();
         tokio::spawn(async move {
-            // Drives the connection to its end: closes it gracefully on
-            // shutdown, and once it has been silent past its header timeout
-            // or idle past its idle timeout.
-            let mut conn = pin!(conn);
-            let mut closing = pin!(activity.closing.wait());
-            let first = limits
-                .close_at(activity.born, activity.state())
-                .unwrap_or_else(|| Instant::now() + limits.idle_timeout);
-            let mut timer = pin!(tokio::time::sleep_until(first));
-            let ended = loop {
-                tokio::select! {
-                    ended = conn.as_mut() => break Some(ended),
-                    () = timer.as_mut() => {
-                        let now = Instant::now();
-                        match limits.close_at(activity.born, activity.state()) {
-                            Some(at) if at <= now => {
-                                tracing::debug!(%peer, "closing a silent or idle connection");
-                                conn.as_mut().graceful_shutdown();
-                                break tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.ok();
-                            }
-                            Some(at) => timer.as_mut().reset(at),
-                            None => timer.as_mut().reset(now + limits.idle_timeout),
-                        }
-                    }
-                    why = closing.as_mut() => {
-                        conn.as_mut().graceful_shutdown();
-                        match why {
-                            Why::Displaced => {
-                                tracing::debug!(%peer, "closing an idle connection for a new one");
-                                break tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await.ok();
-                            }
-                            // Lets requests in flight finish; the drain
-                            // below bounds the wait.
-                            Why::Stopping => break Some(conn.as_mut().await),
-                        }
-                    }
-                }
-            };
-            if let Some(Err(e)) = ended {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            conn.await;
             drop((admitted, open));
         });
     }
@@ -281,10 +315,9 @@ impl Workers {
         gate: Arc<Gate>,
     ) -> std::io::Result<Self>
     where
-        F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+        F: Fn(Request<RequestBody>) -> Fut + Clone + Send + Sync + 'static,
         Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-        B: Body + Send + Unpin + 'static,
-        B::Data: Send,
+        B: Body<Data = Bytes> + Send + Unpin + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let mut threads = Vec::with_capacity(listeners.len());
@@ -301,7 +334,7 @@ impl Workers {
                     runtime.block_on(async move {
                         match TcpListener::from_std(listener) {
                             Ok(listener) => {
-                                serve(listener, handler, shutdown, drain, limits, gate).await
+                                serve_data(listener, handler, shutdown, drain, limits, gate).await
                             }
                             Err(e) => {
                                 tracing::error!(worker = index, error = %e, "worker cannot listen")

@@ -196,20 +196,20 @@ struct Span {
 /// Where a slice starts and ends in the buffer it was parsed from (the
 /// head is at most [`MAX_HEAD_BYTES`], so `u32` holds any offset).
 #[derive(Debug, Clone, Copy, Default)]
-struct Offsets {
+pub(crate) struct Offsets {
     start: u32,
     end: u32,
 }
 
 impl Offsets {
-    fn range(self) -> std::ops::Range<usize> {
+    pub(crate) fn range(self) -> std::ops::Range<usize> {
         self.start as usize..self.end as usize
     }
 }
 
 /// Where `part`, a slice the parser returned, lies in `whole`. An empty
 /// slice may point anywhere and is taken as empty at the start.
-fn within(whole: &[u8], part: &[u8]) -> Result<Offsets, H1Error> {
+pub(crate) fn within(whole: &[u8], part: &[u8]) -> Result<Offsets, H1Error> {
     if part.is_empty() {
         return Ok(Offsets::default());
     }
@@ -283,7 +283,7 @@ fn framing(
 }
 
 /// A decimal length: digits only, no sign, no overflow.
-fn parse_length(text: &str) -> Option<u64> {
+pub(crate) fn parse_length(text: &str) -> Option<u64> {
     if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -291,7 +291,7 @@ fn parse_length(text: &str) -> Option<u64> {
 }
 
 /// Whether a comma-separated field holds `token`, in any case.
-fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers.get_all(name).iter().any(|value| {
         value.to_str().is_ok_and(|v| {
             v.split(',')

@@ -7,7 +7,7 @@
 
 mod body;
 mod conn;
-mod h1;
+pub(crate) mod h1;
 mod owned;
 #[cfg(test)]
 mod tests;
