@@ -19,7 +19,7 @@
 # with keep-alive and verification, Meridian trusts it through `ca_file`.
 # Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under
-# test (CPU time, context switches, migrations, page faults per request; this
+# test (CPU time, its user/kernel split, context switches, migrations, page faults per request; this
 # machine is a VM without hardware counters, so no cycles or instructions).
 set -u; ulimit -n 65536 2>/dev/null || ulimit -n 20000
 UP=${UP:-0} PX=${PX:-1} LG=${LG:-0} DUR=${DUR:-6} ROUNDS=${ROUNDS:-3}
@@ -138,14 +138,19 @@ sat() { # name url pid-to-perf-stat
   if [ "$PERF" = 1 ] && [ -n "${3:-}" ]; then
     perf stat -e task-clock,context-switches,cpu-migrations,page-faults -p "$3" -o "$W/stat-$1.txt" -- sleep "$DUR" &
     SP=$!
+    T0=$(awk '{print $14, $15}' "/proc/$3/stat")
   fi
   r=$(taskset -c "$LG" "$WRK" -t"$WT" -c"$WC" -d"${DUR}"s --latency -s "$W/post.lua" "$2" 2>&1)
-  [ -n "${SP:-}" ] && { wait $SP; SP=; }
+  [ -n "${SP:-}" ] && { wait $SP; SP=; T1=$(awk '{print $14, $15}' "/proc/$3/stat"); }
   n=$(echo "$r" | awk '/requests in/ {print $1}')
   echo "SAT $1 $(echo "$r" | awk '/Requests\/sec/ {print $2}') n=$n p50=$(echo "$r" | awk '$1=="50%" {print $2}') p99=$(echo "$r" | awk '$1=="99%" {print $2}') errs=$(echo "$r" | grep -E 'Non-2xx|errors' | tr '\n' ' ')"
   if [ -f "$W/stat-$1.txt" ]; then
     awk -v n="$n" -v d="$DUR" '/task-clock/ {gsub(",","",$1); printf "  PERF cpu %.1f us per request (%.0f%% of a core)\n", $1*1000/n, $1/10/d}
       /context-switches|cpu-migrations|page-faults/ {gsub(",","",$1); printf "  PERF %s %.3f per request\n", $2, $1/n}' "$W/stat-$1.txt"
+    # The user/kernel split over the same run, from the process's own
+    # accounting (clock ticks of all its threads).
+    echo "$T0 $T1" | awk -v n="$n" -v hz="$(getconf CLK_TCK)" \
+      '{printf "  PERF user %.1f us, kernel %.1f us per request\n", ($3-$1)/hz*1e6/n, ($4-$2)/hz*1e6/n}'
     rm -f "$W/stat-$1.txt"
   fi
 }

@@ -7,7 +7,8 @@
 //! when all are in a request, gets a JSON 503; an h2c connection cannot
 //! open more than `max_h2_streams` streams at once; when the node stops,
 //! its idle connections are closed at once and a request in flight is
-//! answered first.
+//! answered first; an HTTP/1.1 client is served with `100 Continue` and
+//! chunked bodies, and a request framed two ways never reaches an upstream.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -448,4 +449,78 @@ async fn an_h2c_connection_cannot_open_more_streams_than_the_cap() {
     assert_eq!(reset, (9, REFUSED_STREAM));
     // The node still serves others.
     assert_eq!(node.chat(chat_body("m"), &[]).await.status, 200);
+}
+
+/// Reads until `seen` holds `want`; fails the test after [`PATIENCE`].
+async fn read_until(conn: &mut TcpStream, want: &str) -> String {
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(want) {
+        let n = tokio::time::timeout(PATIENCE, conn.read(&mut buf))
+            .await
+            .expect("the answer never came")
+            .unwrap();
+        assert!(
+            n > 0,
+            "closed before {want:?}: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+#[tokio::test]
+async fn raw_http1_clients_are_served_and_ambiguous_framing_never_reaches_an_upstream() {
+    let mock = Mock::start(&[]).await;
+    let node = node(&mock, |_| {}).await;
+    let body = chat_body("m").to_string();
+
+    // curl's way with a body over 1 KB: the head, a wait for `100
+    // Continue`, then the body.
+    let mut conn = TcpStream::connect(&node.api).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         expect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    read_until(&mut conn, "HTTP/1.1 100 Continue\r\n\r\n").await;
+    conn.write_all(body.as_bytes()).await.unwrap();
+    let answer = read_until(&mut conn, "\"chat.completion\"").await;
+    assert!(answer.contains("HTTP/1.1 200 OK\r\n"), "{answer}");
+
+    // A chunked body, on the same kept-alive connection.
+    let (first, rest) = body.split_at(10);
+    let chunked = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         transfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{rest}\r\n0\r\n\r\n",
+        first.len(),
+        rest.len()
+    );
+    conn.write_all(chunked.as_bytes()).await.unwrap();
+    let answer = read_until(&mut conn, "\"chat.completion\"").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    let served = mock.requests().await;
+    assert_eq!(served, 2);
+
+    // Both lengths: a front proxy reading `content-length` would pass the
+    // second request on as part of the first's body. Refused whole.
+    let mut conn = TcpStream::connect(&node.api).await.unwrap();
+    let smuggled = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n\
+         POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+        5 + body.len() + 60,
+        body.len()
+    );
+    conn.write_all(smuggled.as_bytes()).await.unwrap();
+    let answer = read_to_close(&mut conn).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"code\":\"bad_request\""), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert_eq!(mock.requests().await, served);
 }

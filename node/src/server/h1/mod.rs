@@ -79,9 +79,11 @@ pub(super) async fn sniff(
     activity: &Activity,
     limits: &Limits,
 ) -> std::io::Result<Protocol> {
-    // Small at first: an open stream holds its connection's buffers for
-    // its whole life, and a request head is a few hundred bytes.
-    let mut buf = BytesMut::with_capacity(FIRST_READ);
+    // Nothing is allocated until the client sends: a connection that
+    // never does holds no buffer. Small at first, then: an open stream
+    // holds its connection's buffers for its whole life, and a request
+    // head is a few hundred bytes.
+    let mut buf = BytesMut::new();
     let mut closing = pin!(activity.closing.wait());
     let deadline = limits
         .close_at(activity.born, activity.state())
@@ -97,11 +99,18 @@ pub(super) async fn sniff(
         }
         tokio::select! {
             biased;
-            read = io.read_buf(&mut buf) => if read? == 0 {
-                return Ok(Protocol::Gone);
-            },
+            ready = io.readable() => ready?,
             _ = closing.as_mut() => return Ok(Protocol::Gone),
             () = timer.as_mut() => return Ok(Protocol::Gone),
+        }
+        if buf.capacity() == 0 {
+            buf.reserve(FIRST_READ);
+        }
+        match io.try_read_buf(&mut buf) {
+            Ok(0) => return Ok(Protocol::Gone),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
 }
