@@ -1,14 +1,16 @@
-//! Serving a hyper service on a TCP listener: HTTP/1.1 and HTTP/2 (h2c) on
-//! one port, `TCP_NODELAY`, and a graceful drain on shutdown so that requests
-//! and streams in flight finish before the process exits. The data plane runs
-//! thread-per-core ([`Workers`]), as nginx and pingora do: measured on this
-//! workload, tokio's work-stealing scheduler spent more CPU per request moving
-//! wakeups between threads than the proxy itself.
+//! Serving requests on a TCP listener: HTTP/1.1 and HTTP/2 (h2c) on one
+//! port, `TCP_NODELAY`, and a graceful drain on shutdown so that requests
+//! and streams in flight finish before the process exits. The data plane
+//! runs thread-per-core ([`Workers`]), as nginx and pingora do: measured on
+//! this workload, tokio's work-stealing scheduler spent more CPU per request
+//! moving wakeups between threads than the proxy itself. Its HTTP/1.1 is
+//! the node's own server (`h1`); h2c, and the admin listener, are hyper's.
 //!
 //! This file holds the accept loop and the threads; who may hold a
-//! connection and for how long is in `limits`, the admin listener's
-//! bounded request bodies in `deadline`, and the descriptor budget the
-//! connection caps need in `descriptors`.
+//! connection and for how long is in `limits`, the closing of hyper's
+//! connections in `watchdog`, the admin listener's bounded request bodies
+//! in `deadline`, and the descriptor budget the connection caps need in
+//! `descriptors`.
 
 mod closing;
 mod deadline;
@@ -89,8 +91,9 @@ pub async fn serve_data<F, Fut, B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let mut h2 = hyper_builder(&limits);
-    h2 = h2.http2_only();
+    let h2 = hyper_builder(&limits).http2_only();
+    // The answers' `date`, kept in this thread's local: the data plane's
+    // runtimes are current-thread, so the task runs where they are written.
     let date = tokio::spawn(h1::keep_date_fresh());
     let connect =
         move |mut stream: TcpStream, peer, activity: Arc<Activity>, limits: Arc<Limits>| {

@@ -263,27 +263,36 @@ fn framing(
             (Framing::UntilClose, false)
         });
     }
+    Ok(
+        match content_length(headers).map_err(H1Error::BadFraming)? {
+            Some(n) => (Framing::Length(n), true),
+            None => (Framing::UntilClose, false),
+        },
+    )
+}
+
+/// The one length a message's `content-length` fields give (`None`:
+/// none given). Each field may list values (`5, 5`); every value must be
+/// plain digits and all must agree, else the reason it cannot be trusted.
+/// Shared by both sides of the node: an upstream's answers and a client's
+/// requests are framed by the same rule.
+pub(crate) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, &'static str> {
     let mut length = None;
     for value in headers.get_all(CONTENT_LENGTH) {
-        let value = value
-            .to_str()
-            .map_err(|_| H1Error::BadFraming("content-length"))?;
+        let value = value.to_str().map_err(|_| "content-length")?;
         for item in value.split(',') {
-            let n = parse_length(item.trim()).ok_or(H1Error::BadFraming("content-length"))?;
+            let n = parse_length(item.trim()).ok_or("content-length")?;
             if length.is_some_and(|seen| seen != n) {
-                return Err(H1Error::BadFraming("content-length values differ"));
+                return Err("content-length values differ");
             }
             length = Some(n);
         }
     }
-    Ok(match length {
-        Some(n) => (Framing::Length(n), true),
-        None => (Framing::UntilClose, false),
-    })
+    Ok(length)
 }
 
 /// A decimal length: digits only, no sign, no overflow.
-pub(crate) fn parse_length(text: &str) -> Option<u64> {
+fn parse_length(text: &str) -> Option<u64> {
     if text.is_empty() || text.len() > 19 || !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

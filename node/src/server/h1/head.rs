@@ -12,7 +12,7 @@ use bytes::{BufMut, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri, Version};
 
-use crate::upstream::h1::{has_token, parse_length, within};
+use crate::upstream::h1::{content_length, has_token, within};
 
 /// The largest request head read (nginx's default for large headers is
 /// 4 x 8 KB; hyper's is larger, but no SDK sends a head near this).
@@ -186,19 +186,7 @@ fn framing(headers: &HeaderMap, http10: bool) -> Result<BodyFraming, HeadError> 
             _ => Err(HeadError::Framing("a transfer-encoding other than chunked")),
         };
     }
-    let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        let value = value
-            .to_str()
-            .map_err(|_| HeadError::Framing("content-length"))?;
-        for item in value.split(',') {
-            let n = parse_length(item.trim()).ok_or(HeadError::Framing("content-length"))?;
-            if length.is_some_and(|seen| seen != n) {
-                return Err(HeadError::Framing("content-length values differ"));
-            }
-            length = Some(n);
-        }
-    }
+    let length = content_length(headers).map_err(HeadError::Framing)?;
     Ok(BodyFraming::Length(length.unwrap_or(0)))
 }
 
