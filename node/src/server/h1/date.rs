@@ -62,4 +62,19 @@ mod tests {
         let off = SystemTime::now().duration_since(parsed).unwrap_or_default();
         assert!(off < Duration::from_secs(5), "{off:?}");
     }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_worker_s_ticker_replaces_a_stale_date() {
+        let stale = format(SystemTime::UNIX_EPOCH);
+        NOW.with(|now| now.set(Some(stale)));
+        assert_eq!(now(), stale);
+        let ticker = tokio::spawn(keep_fresh());
+        // The first tick is at once; the next a (paused) second later.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_ne!(now(), stale);
+        NOW.with(|now| now.set(Some(stale)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_ne!(now(), stale);
+        ticker.abort();
+    }
 }
