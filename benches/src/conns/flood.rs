@@ -51,9 +51,22 @@ const STREAM_BODY: &str =
     r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"Say hi"}]}"#;
 const PLAIN_BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"Say hi"}]}"#;
 
-/// `streams` streamed chat completions at once over `connections` h2c
-/// connections, each read to its end.
-pub async fn round(node: &Started, streams: usize, connections: usize) -> Result<Outcome> {
+/// How a round's streams reach the node.
+#[derive(Debug, Clone, Copy)]
+pub enum Clients {
+    /// Spread over this many h2c connections.
+    H2c(usize),
+    /// One HTTP/1.1 connection each, as most SDKs (httpx, undici) open
+    /// them.
+    Http1,
+}
+
+/// `streams` streamed chat completions at once, each read to its end.
+pub async fn round(node: &Started, streams: usize, clients: Clients) -> Result<Outcome> {
+    let connections = match clients {
+        Clients::H2c(connections) => connections,
+        Clients::Http1 => return round_http1(node, streams).await,
+    };
     let connections = connections.clamp(1, streams.max(1));
     let mut tasks = JoinSet::new();
     let mut senders = Vec::with_capacity(connections);
@@ -80,6 +93,38 @@ pub async fn round(node: &Started, streams: usize, connections: usize) -> Result
         });
     }
     drop(senders);
+    let mut outcome = Outcome { ok: 0, failed: 0 };
+    while let Some(done) = tasks.join_next().await {
+        match done {
+            Ok(Some(())) => outcome.ok += 1,
+            _ => outcome.failed += 1,
+        }
+    }
+    Ok(outcome)
+}
+
+/// [`round`] with an HTTP/1.1 connection per stream.
+async fn round_http1(node: &Started, streams: usize) -> Result<Outcome> {
+    let mut tasks = JoinSet::new();
+    for _ in 0..streams {
+        let api = node.api;
+        tasks.spawn(async move {
+            let tcp = TcpStream::connect(api).await.ok()?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+                    .await
+                    .ok()?;
+            tokio::spawn(conn);
+            let req = Request::post(format!("http://{api}/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(STREAM_BODY.as_bytes())))
+                .ok()?;
+            let response = sender.send_request(req).await.ok()?;
+            let ok = response.status().is_success();
+            let body = response.into_body().collect().await.ok()?.to_bytes();
+            (ok && body.windows(6).any(|w| w == b"[DONE]")).then_some(())
+        });
+    }
     let mut outcome = Outcome { ok: 0, failed: 0 };
     while let Some(done) = tasks.join_next().await {
         match done {

@@ -2,7 +2,8 @@
 //! its clients are still served when some connections stall. It starts a
 //! release `meridian` and `meridian-mock` on loopback and measures:
 //!
-//! - `memory`: rounds of N concurrent streamed chat completions over h2c;
+//! - `memory`: rounds of N concurrent streamed chat completions over h2c
+//!   (or, with `--http1`, an HTTP/1.1 connection each);
 //!   the node's RSS (`VmRSS` of `/proc/PID/status`) before, at the peak of
 //!   and after each round, once the streams have closed;
 //! - `slow-bodies`: HTTP/1.1 requests whose body never finishes, while
@@ -48,6 +49,11 @@ struct Args {
     /// h2c connections the streams of a round are spread over.
     #[arg(long, default_value_t = 100)]
     h2_connections: usize,
+    /// Open each stream of a memory round on an HTTP/1.1 connection of its
+    /// own instead of over h2c (the node then holds twice as many
+    /// descriptors as streams: raise `--node-nofile`).
+    #[arg(long)]
+    http1: bool,
     /// Memory rounds.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
@@ -197,13 +203,24 @@ async fn memory(args: &Args, setup: &Setup) -> Result<()> {
     let started: Started = setup.start(args.streams * 2).await?;
     let settle = Duration::from_secs_f64(args.settle);
     // Warm up: a few requests, so what the first round allocates is load.
-    flood::round(&started, 10, 1).await?;
+    let clients = if args.http1 {
+        flood::Clients::Http1
+    } else {
+        flood::Clients::H2c(args.h2_connections)
+    };
+    flood::round(&started, 10, clients).await?;
     tokio::time::sleep(settle).await;
     let idle = started.rss_kib()?;
-    println!(
-        "## memory: {} streams per round over {} h2c connections\n",
-        args.streams, args.h2_connections
-    );
+    match clients {
+        flood::Clients::H2c(n) => println!(
+            "## memory: {} streams per round over {n} h2c connections\n",
+            args.streams
+        ),
+        flood::Clients::Http1 => println!(
+            "## memory: {} streams per round, each on an HTTP/1.1 connection of its own\n",
+            args.streams
+        ),
+    }
     // Each stream lasts about 2 s; a round that takes much longer had its
     // streams queued somewhere (an HTTP/2 connection's stream limit).
     println!(
@@ -215,7 +232,7 @@ async fn memory(args: &Args, setup: &Setup) -> Result<()> {
     for round in 1..=args.rounds {
         let sampler = started.sample_peak();
         let began = std::time::Instant::now();
-        let outcome = flood::round(&started, args.streams, args.h2_connections).await?;
+        let outcome = flood::round(&started, args.streams, clients).await?;
         let took = began.elapsed().as_secs_f64();
         let peak = sampler.stop().await;
         tokio::time::sleep(settle).await;

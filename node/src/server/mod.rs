@@ -113,7 +113,9 @@ pub async fn serve_data<F, Fut, B>(
                         let conn = h2
                             .serve_connection(io, service_fn(tracked(handler, activity.clone())))
                             .into_owned();
-                        watchdog::drive(conn, activity, limits, peer).await;
+                        // Boxed: inline, hyper's h2 connection would size
+                        // every connection's task, HTTP/1.1 ones included.
+                        Box::pin(watchdog::drive(conn, activity, limits, peer)).await;
                     }
                     Ok(h1::Protocol::Gone) | Err(_) => {}
                 }

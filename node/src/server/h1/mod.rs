@@ -157,7 +157,7 @@ where
             match head::parse(&mut buf) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
-                Err(refused) => return refuse(io, refused, &mut out).await,
+                Err(refused) => return refuse(io, refused, &mut out, &mut buf).await,
             }
             if buf.capacity() - buf.len() < 1024 {
                 buf.reserve(READ_CHUNK.max(buf.len()));
@@ -246,7 +246,7 @@ where
         write_body(&mut io, &mut buf, &mut out, &mut body, framing).await?;
         drop(body);
         if !keep_alive {
-            close(io, unread).await;
+            close(io, unread, &mut buf).await;
             return Ok(());
         }
     }
@@ -393,7 +393,12 @@ fn hex(mut n: usize, out: &mut [u8; 16]) -> &[u8] {
 
 /// Answers a refused head (400 or 431, with the API's JSON error) and
 /// closes the connection.
-async fn refuse(io: TcpStream, refused: HeadError, out: &mut BytesMut) -> Result<(), ConnError> {
+async fn refuse(
+    io: TcpStream,
+    refused: HeadError,
+    out: &mut BytesMut,
+    buf: &mut BytesMut,
+) -> Result<(), ConnError> {
     let status = refused.status();
     let body = crate::error::error_json(
         &refused.to_string(),
@@ -422,7 +427,7 @@ async fn refuse(io: TcpStream, refused: HeadError, out: &mut BytesMut) -> Result
     out.put_slice(&body);
     let mut io = io;
     io.write_all_buf(out).await?;
-    close(io, true).await;
+    close(io, true, buf).await;
     Ok(())
 }
 
@@ -430,16 +435,19 @@ async fn refuse(io: TcpStream, refused: HeadError, out: &mut BytesMut) -> Result
 /// sending (`unread`: a body not read to its end, a refused head), reads
 /// what it sends for a while: closed with unread bytes in its buffer, the
 /// socket would send a reset, and the client could lose the answer just
-/// written.
-async fn close(mut io: TcpStream, unread: bool) {
+/// written. What it reads goes through the connection's own buffer: a
+/// buffer inline here would be paid by every connection's task, lingering
+/// or not.
+async fn close(mut io: TcpStream, unread: bool, buf: &mut BytesMut) {
     if io.shutdown().await.is_err() || !unread {
         return;
     }
-    let mut sink = [0u8; 4096];
     let drain = async {
         let mut read = 0usize;
         while read < LINGER_BYTES {
-            match io.read(&mut sink).await {
+            buf.clear();
+            buf.reserve(FIRST_READ);
+            match io.read_buf(buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => read += n,
             }

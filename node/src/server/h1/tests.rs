@@ -464,3 +464,23 @@ async fn a_stopping_server_answers_the_request_in_flight_then_closes() {
     let rest = read_to_close(&mut busy).await;
     assert!(rest.ends_with("data: 1\n\n\r\n0\r\n\r\n"), "{rest}");
 }
+
+#[tokio::test]
+async fn a_connection_s_loop_keeps_no_buffer_inline() {
+    // Every HTTP/1.1 connection's task holds this future for its whole
+    // life: 10,000 open streams pay for each byte of it 10,000 times (a
+    // 4 KiB drain buffer inline once made it 5.9 KB).
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let _client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (stream, _) = listener.accept().await.unwrap();
+    let activity = super::super::limits::Activity::new(tokio::time::Instant::now());
+    let limits = Limits::data(&proto::config::ConnectionsConfig::default());
+    let service = |_: Request<RequestBody>| async {
+        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
+    };
+    let conn = super::serve(stream, BytesMut::new(), service, &activity, &limits);
+    let size = std::mem::size_of_val(&conn);
+    assert!(size <= 2048, "{size} bytes");
+}
