@@ -63,36 +63,41 @@ pub enum Clients {
 
 /// `streams` streamed chat completions at once, each read to its end.
 pub async fn round(node: &Started, streams: usize, clients: Clients) -> Result<Outcome> {
-    let connections = match clients {
-        Clients::H2c(connections) => connections,
-        Clients::Http1 => return round_http1(node, streams).await,
-    };
-    let connections = connections.clamp(1, streams.max(1));
     let mut tasks = JoinSet::new();
-    let mut senders = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        let tcp = TcpStream::connect(node.api).await?;
-        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
-            .await?;
-        tokio::spawn(conn);
-        senders.push(sender);
+    let api = node.api;
+    match clients {
+        Clients::H2c(connections) => {
+            let connections = connections.clamp(1, streams.max(1));
+            let mut senders = Vec::with_capacity(connections);
+            for _ in 0..connections {
+                let tcp = TcpStream::connect(api).await?;
+                let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+                    .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+                    .await?;
+                tokio::spawn(conn);
+                senders.push(sender);
+            }
+            for i in 0..streams {
+                let mut sender = senders[i % connections].clone();
+                tasks.spawn(
+                    async move { read_stream(sender.send_request(stream_request(api)?)).await },
+                );
+            }
+        }
+        Clients::Http1 => {
+            for _ in 0..streams {
+                tasks.spawn(async move {
+                    let tcp = TcpStream::connect(api).await.ok()?;
+                    let (mut sender, conn) =
+                        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+                            .await
+                            .ok()?;
+                    tokio::spawn(conn);
+                    read_stream(sender.send_request(stream_request(api)?)).await
+                });
+            }
+        }
     }
-    for i in 0..streams {
-        let mut sender = senders[i % connections].clone();
-        let uri = format!("http://{}/v1/chat/completions", node.api);
-        tasks.spawn(async move {
-            let req = Request::post(uri)
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(STREAM_BODY.as_bytes())))
-                .ok()?;
-            let response = sender.send_request(req).await.ok()?;
-            let ok = response.status().is_success();
-            let body = response.into_body().collect().await.ok()?.to_bytes();
-            (ok && body.windows(6).any(|w| w == b"[DONE]")).then_some(())
-        });
-    }
-    drop(senders);
     let mut outcome = Outcome { ok: 0, failed: 0 };
     while let Some(done) = tasks.join_next().await {
         match done {
@@ -103,36 +108,22 @@ pub async fn round(node: &Started, streams: usize, clients: Clients) -> Result<O
     Ok(outcome)
 }
 
-/// [`round`] with an HTTP/1.1 connection per stream.
-async fn round_http1(node: &Started, streams: usize) -> Result<Outcome> {
-    let mut tasks = JoinSet::new();
-    for _ in 0..streams {
-        let api = node.api;
-        tasks.spawn(async move {
-            let tcp = TcpStream::connect(api).await.ok()?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
-                    .await
-                    .ok()?;
-            tokio::spawn(conn);
-            let req = Request::post(format!("http://{api}/v1/chat/completions"))
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from_static(STREAM_BODY.as_bytes())))
-                .ok()?;
-            let response = sender.send_request(req).await.ok()?;
-            let ok = response.status().is_success();
-            let body = response.into_body().collect().await.ok()?.to_bytes();
-            (ok && body.windows(6).any(|w| w == b"[DONE]")).then_some(())
-        });
-    }
-    let mut outcome = Outcome { ok: 0, failed: 0 };
-    while let Some(done) = tasks.join_next().await {
-        match done {
-            Ok(Some(())) => outcome.ok += 1,
-            _ => outcome.failed += 1,
-        }
-    }
-    Ok(outcome)
+/// One streamed chat completion's request.
+fn stream_request(api: std::net::SocketAddr) -> Option<Request<Full<Bytes>>> {
+    Request::post(format!("http://{api}/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from_static(STREAM_BODY.as_bytes())))
+        .ok()
+}
+
+/// Whether a streamed answer was a success read to its `[DONE]`.
+async fn read_stream(
+    answer: impl std::future::Future<Output = hyper::Result<http::Response<hyper::body::Incoming>>>,
+) -> Option<()> {
+    let response = answer.await.ok()?;
+    let ok = response.status().is_success();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    (ok && body.windows(6).any(|w| w == b"[DONE]")).then_some(())
 }
 
 fn client() -> &'static Client<HttpConnector, Full<Bytes>> {

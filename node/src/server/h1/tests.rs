@@ -43,6 +43,18 @@ fn a_head_is_taken_off_the_buffer_with_its_framing() {
     assert_eq!(head.framing, BodyFraming::Length(4));
     assert!(head.keep_alive && head.expect_continue);
     assert_eq!(&rest[..], b"body");
+    // Only the exact expectation asks for a `100 Continue`, and never in
+    // HTTP/1.0.
+    for expect in [
+        "POST / HTTP/1.1\r\nexpect: 100-continue-please\r\n\r\n",
+        "POST / HTTP/1.1\r\nexpect: 200-ok\r\n\r\n",
+        "POST / HTTP/1.0\r\nexpect: 100-continue\r\n\r\n",
+    ] {
+        assert!(
+            !parse(expect).0.unwrap().unwrap().expect_continue,
+            "{expect}"
+        );
+    }
     let (partial, _) = parse("GET / HTTP/1.1\r\nhost: a\r\n");
     assert!(partial.unwrap().is_none());
 }
