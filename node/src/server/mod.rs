@@ -32,6 +32,7 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
@@ -91,38 +92,76 @@ pub async fn serve_data<F, Fut, B>(
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let h2 = hyper_builder(&limits).http2_only();
+    // Shared: a builder of its own in every connection's task would be
+    // paid by each of them for its whole life.
+    let h2 = Arc::new(hyper_builder(&limits).http2_only());
     // The answers' `date`, kept in this thread's local: the data plane's
     // runtimes are current-thread, so the task runs where they are written.
     let date = tokio::spawn(h1::keep_date_fresh());
-    let connect =
-        move |mut stream: TcpStream, peer, activity: Arc<Activity>, limits: Arc<Limits>| {
-            let (handler, h2) = (handler.clone(), h2.clone());
-            async move {
-                match h1::sniff(&mut stream, &activity, &limits).await {
-                    Ok(h1::Protocol::Http1(buf)) => {
-                        let service = tracked(handler, activity.clone());
-                        if let Err(e) = h1::serve(stream, buf, service, &activity, &limits).await {
-                            tracing::debug!(%peer, error = %e, "connection ended with an error");
-                        }
-                    }
-                    Ok(h1::Protocol::H2(read)) => {
-                        let handler =
-                            move |req: Request<Incoming>| handler(req.map(RequestBody::H2));
-                        let io = TokioIo::new(h1::Rewind::new(read, stream));
-                        let conn = h2
-                            .serve_connection(io, service_fn(tracked(handler, activity.clone())))
-                            .into_owned();
-                        // Boxed: inline, hyper's h2 connection would size
-                        // every connection's task, HTTP/1.1 ones included.
-                        Box::pin(watchdog::drive(conn, activity, limits, peer)).await;
-                    }
-                    Ok(h1::Protocol::Gone) | Err(_) => {}
-                }
-            }
-        };
+    let connect = move |stream, peer, activity, limits| {
+        data_connection(stream, peer, activity, limits, handler.clone(), h2.clone())
+    };
     accept(listener, connect, shutdown, drain, limits, gate).await;
     date.abort();
+}
+
+/// One data-plane connection, HTTP/1.1 or h2c by its first bytes. Every
+/// open connection's task holds this future for its whole life: what it
+/// keeps across its awaits is paid 10,000 times by 10,000 open streams
+/// (its size is tested).
+async fn data_connection<F, Fut, B>(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    activity: Arc<Activity>,
+    limits: Arc<Limits>,
+    handler: F,
+    h2: Arc<auto::Builder<TokioExecutor>>,
+) where
+    F: Fn(Request<RequestBody>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match h1::sniff(&mut stream, &activity, &limits).await {
+        Ok(h1::Protocol::Http1(buf)) => {
+            let service = tracked(handler, activity.clone());
+            if let Err(e) = h1::serve(stream, buf, service, &activity, &limits).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        }
+        Ok(h1::Protocol::H2(read)) => {
+            serve_h2(&h2, handler, read, stream, activity, limits, peer).await;
+        }
+        Ok(h1::Protocol::Gone) | Err(_) => {}
+    }
+}
+
+/// An h2c connection served by hyper, `read` being the bytes already taken
+/// off `stream`. Built outside the connection's async block and boxed:
+/// inline, hyper's connection (and the values moved into it, whose room an
+/// async block keeps) would size every connection's task, HTTP/1.1 ones
+/// included.
+fn serve_h2<F, Fut, B>(
+    h2: &auto::Builder<TokioExecutor>,
+    handler: F,
+    read: Bytes,
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    limits: Arc<Limits>,
+    peer: SocketAddr,
+) -> Pin<Box<dyn Future<Output = ()> + Send>>
+where
+    F: Fn(Request<RequestBody>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let handler = move |req: Request<Incoming>| handler(req.map(RequestBody::H2));
+    let io = TokioIo::new(h1::Rewind::new(read, stream));
+    let conn = h2
+        .serve_connection(io, service_fn(tracked(handler, activity.clone())))
+        .into_owned();
+    Box::pin(watchdog::drive(conn, activity, limits, peer))
 }
 
 /// hyper's server, set as the listener's limits say.
@@ -190,11 +229,7 @@ async fn accept<C, Fut>(
         gate.track(&activity);
         conns.push(&activity);
         let conn = connect(stream, peer, activity, limits.clone());
-        let open = open.clone();
-        tokio::spawn(async move {
-            conn.await;
-            drop((admitted, open));
-        });
+        tokio::spawn(holding(conn, (admitted, open.clone())));
     }
     drop(listener);
     conns.stop_all();
@@ -208,6 +243,17 @@ async fn accept<C, Fut>(
             "connections still open after the drain period; closing them"
         );
     }
+}
+
+/// `conn`, then `guards` let go. A combinator rather than an async block:
+/// a block awaiting a future moved into it keeps room for it twice (the
+/// value captured and the one awaited), and this is every connection's
+/// task, for its whole life.
+fn holding<G: Send + 'static>(
+    conn: impl Future<Output = ()> + Send + 'static,
+    guards: G,
+) -> impl Future<Output = ()> + Send + 'static {
+    conn.map(move |()| drop(guards))
 }
 
 /// The connection's service: each request counted on `activity` until its
@@ -226,14 +272,16 @@ where
 {
     move |req| {
         let request = activity.begin();
-        let answer = handler(req);
-        Box::pin(async move {
-            let response = answer.await?;
-            Ok(response.map(|body| Tracked {
-                body,
-                _request: request,
-            }))
-        })
+        // A combinator, as in `holding`: an async block awaiting the
+        // handler's future would box it twice over.
+        Box::pin(handler(req).map(move |answered| {
+            answered.map(|response| {
+                response.map(|body| Tracked {
+                    body,
+                    _request: request,
+                })
+            })
+        }))
     }
 }
 
@@ -384,6 +432,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_s_task_holds_its_future_once() {
+        let conn = async {
+            let kept = [7u8; 2048];
+            tokio::task::yield_now().await;
+            assert_eq!(kept[2047], 7);
+        };
+        let alone = std::mem::size_of_val(&conn);
+        let (guard, guarded) = mpsc::channel::<()>(1);
+        let held = holding(conn, guard);
+        assert!(
+            std::mem::size_of_val(&held) <= alone + 16,
+            "{} bytes for a future of {alone}",
+            std::mem::size_of_val(&held)
+        );
+        held.await;
+        assert!(guarded.is_closed(), "the guard outlived the connection");
+    }
+
+    #[tokio::test]
     async fn an_answer_is_held_behind_one_pointer_whatever_the_handler_keeps() {
         // A handler whose future keeps 4 KB across an await, as the
         // proxy's does: an open h2 stream must not pay for it once its
@@ -395,12 +462,19 @@ mod tests {
                 bytes::Bytes::copy_from_slice(&kept[..1]),
             )))
         };
+        let alone = std::mem::size_of_val(&handler(()));
         let service = tracked(handler, Activity::new(Instant::now()));
         let answer = service(());
         assert!(
             std::mem::size_of_val(&answer) <= 16,
             "{} bytes",
             std::mem::size_of_val(&answer)
+        );
+        // And the box holds the handler's future once.
+        assert!(
+            std::mem::size_of_val(&*answer) <= alone + 64,
+            "{} bytes boxed for a future of {alone}",
+            std::mem::size_of_val(&*answer)
         );
         let response = answer.await.unwrap();
         assert_eq!(response.status(), 200);

@@ -394,7 +394,7 @@ struct HeadReader {
 impl HeadReader {
     fn new(head_request: bool) -> Self {
         HeadReader {
-            buf: BytesMut::with_capacity(FIRST_READ),
+            buf: BytesMut::new(),
             interim: 0,
             head_request,
         }
@@ -406,6 +406,11 @@ impl HeadReader {
         cx: &mut Context<'_>,
     ) -> Poll<Result<(Head, BytesMut), H1Error>> {
         loop {
+            if self.buf.capacity() == 0 {
+                // Readiness first: a request waiting for its first byte
+                // (a model thinking, for seconds) holds no buffer.
+                ready!(io.poll_read_ready(cx))?;
+            }
             if self.buf.len() == self.buf.capacity() {
                 self.buf.reserve(self.buf.len().max(FIRST_READ));
             }

@@ -49,6 +49,10 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 /// than its first buffer.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Room for an answer's head (and whatever of its body comes with it)
+/// before it is encoded.
+const ANSWER_HEAD: usize = 2048;
+
 /// A connection's first read buffer.
 const FIRST_READ: usize = 4096;
 
@@ -151,7 +155,7 @@ where
     // deadline it guards only ever moves later, so firing early and
     // checking again is right, and a request costs the timer wheel nothing.
     let mut timer = pin!(tokio::time::sleep_until(first));
-    let mut out = BytesMut::with_capacity(2048);
+    let mut out = BytesMut::new();
     loop {
         let head = loop {
             match head::parse(&mut buf) {
@@ -160,7 +164,12 @@ where
                 Err(refused) => return refuse(io, refused, &mut out, &mut buf).await,
             }
             if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK.max(buf.len()));
+                // A buffer let go of while a stream waited starts small again.
+                buf.reserve(if buf.is_empty() {
+                    FIRST_READ
+                } else {
+                    READ_CHUNK.max(buf.len())
+                });
             }
             tokio::select! {
                 biased;
@@ -198,26 +207,31 @@ where
                 (body, Some(feed))
             }
         };
-        let mut answer = pin!(service(request.map(|()| body)));
         let mut told = false;
-        let response = loop {
-            let feeding = feed.as_ref().is_some_and(|f| f.state == FeedState::Reading);
-            let watching = feeding || buf.len() < head::MAX_HEAD_BYTES;
-            tokio::select! {
-                biased;
-                response = answer.as_mut() => break response,
-                // The body's next piece; once the body is read, a read is
-                // the client hanging up (the request is dropped, and its
-                // upstream call with it), or its next request, kept for
-                // later.
-                open = read_more(&mut feed, &mut io, &mut buf), if watching => if !open? {
-                    return Ok(());
-                },
-                // The node is stopping: this request is answered, then the
-                // connection closes.
-                _ = closing.as_mut(), if !told => {
-                    told = true;
-                    keep_alive = false;
+        // The answer's future lives in this block only: the proxy's is a
+        // box of over 3 KB, and a streamed answer's body can run for
+        // minutes after its head is ready.
+        let response = {
+            let mut answer = pin!(service(request.map(|()| body)));
+            loop {
+                let feeding = feed.as_ref().is_some_and(|f| f.state == FeedState::Reading);
+                let watching = feeding || buf.len() < head::MAX_HEAD_BYTES;
+                tokio::select! {
+                    biased;
+                    response = answer.as_mut() => break response,
+                    // The body's next piece; once the body is read, a read is
+                    // the client hanging up (the request is dropped, and its
+                    // upstream call with it), or its next request, kept for
+                    // later.
+                    open = read_more(&mut feed, &mut io, &mut buf), if watching => if !open? {
+                        return Ok(());
+                    },
+                    // The node is stopping: this request is answered, then the
+                    // connection closes.
+                    _ = closing.as_mut(), if !told => {
+                        told = true;
+                        keep_alive = false;
+                    }
                 }
             }
         };
@@ -233,6 +247,7 @@ where
         if framing == AnswerFraming::UntilClose {
             keep_alive = false;
         }
+        out.reserve(ANSWER_HEAD);
         head::encode(
             parts.status,
             &parts.headers,
@@ -295,10 +310,29 @@ where
             let watching = out.is_empty() && buf.len() < head::MAX_HEAD_BYTES;
             tokio::select! {
                 biased;
-                gathered = poll_fn(|cx| gather.poll(Pin::new(&mut *body), cx, out)) => gathered?,
-                read = io.read_buf(buf), if watching => if read? == 0 {
-                    return Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted).into());
-                },
+                gathered = poll_fn(|cx| {
+                    let polled = gather.poll(Pin::new(&mut *body), cx, out);
+                    if polled.is_pending() {
+                        // A stream waiting for its next event holds no
+                        // buffer: of 10,000 open streams, each one's 6 KiB.
+                        release(out);
+                        release(buf);
+                    }
+                    polled
+                }) => gathered?,
+                // Readiness first, so that the wait holds no buffer.
+                ready = io.readable(), if watching => {
+                    ready?;
+                    if buf.capacity() - buf.len() < 1024 {
+                        buf.reserve(FIRST_READ);
+                    }
+                    match io.try_read_buf(buf) {
+                        Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted).into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
             }
         }
         if !out.is_empty() {
@@ -308,6 +342,13 @@ where
             out.clear();
             return Ok(());
         }
+    }
+}
+
+/// Lets go of an empty buffer's memory.
+fn release(buf: &mut BytesMut) {
+    if buf.is_empty() && buf.capacity() > 0 {
+        *buf = BytesMut::new();
     }
 }
 
