@@ -104,6 +104,10 @@ struct Args {
     /// so memory under many streams depends on it.
     #[arg(long, default_value_t = 0)]
     workers: usize,
+    /// The node's `connections.max_connections` (its default, 8,192, when
+    /// not given): 10,000 `--http1` streams need it raised.
+    #[arg(long)]
+    max_connections: Option<usize>,
 }
 
 /// One measurement.
@@ -147,6 +151,7 @@ async fn run(args: &Args) -> Result<()> {
         tls: args.tls,
         upstream_http2: args.upstream_http2,
         workers: args.workers,
+        max_connections: args.max_connections,
     };
     println!(
         "# meridian-conns: {} (timeouts {} ms, workers {}{}{}{})\n",

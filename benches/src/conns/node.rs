@@ -37,6 +37,8 @@ pub struct Setup {
     pub upstream_http2: bool,
     /// The node's `proxy.workers` (0: one per CPU).
     pub workers: usize,
+    /// The node's `connections.max_connections`, where not its default.
+    pub max_connections: Option<usize>,
 }
 
 /// A running mock and node, stopped when dropped.
@@ -116,6 +118,9 @@ impl Setup {
             config.connections.body_timeout_ms = self.timeout_ms;
             config.connections.header_read_timeout_ms = self.timeout_ms;
             config.connections.max_h2_streams = 128;
+            if let Some(max) = self.max_connections {
+                config.connections.max_connections = max;
+            }
         }
         let scheme = if self.tls { "https" } else { "http" };
         let mut upstream = build::upstream("mock", &format!("{scheme}://{mock}/v1"));

@@ -18,10 +18,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
 use super::head::{self, BodyFraming, HeadError};
+use super::write::hex;
 use super::*;
 use crate::server::{Gate, Limits, serve_data};
 
-const PATIENCE: Duration = Duration::from_secs(5);
+pub(super) const PATIENCE: Duration = Duration::from_secs(5);
 
 fn parse(text: &str) -> (Result<Option<head::Head>, HeadError>, BytesMut) {
     let mut buf = BytesMut::from(text.as_bytes());
@@ -178,7 +179,7 @@ fn an_answer_head_carries_the_nodes_own_framing_only() {
     assert_eq!(hex(0x1a2f, &mut small), b"1a2f");
 }
 
-type Answer = Either<
+pub(super) type Answer = Either<
     Full<Bytes>,
     StreamBody<
         futures_util::stream::BoxStream<'static, Result<http_body::Frame<Bytes>, Infallible>>,
@@ -186,7 +187,7 @@ type Answer = Either<
 >;
 
 /// Released when the handler's future is dropped.
-struct Dropped(Arc<AtomicBool>);
+pub(super) struct Dropped(pub(super) Arc<AtomicBool>);
 
 impl Drop for Dropped {
     fn drop(&mut self) {
@@ -267,7 +268,7 @@ async fn server() -> (
 }
 
 /// Reads until the peer closes.
-async fn read_to_close(conn: &mut TcpStream) -> String {
+pub(super) async fn read_to_close(conn: &mut TcpStream) -> String {
     let mut seen = Vec::new();
     tokio::time::timeout(PATIENCE, conn.read_to_end(&mut seen))
         .await
@@ -277,7 +278,7 @@ async fn read_to_close(conn: &mut TcpStream) -> String {
 }
 
 /// Reads until `seen` holds `want`.
-async fn read_until(conn: &mut TcpStream, want: &str) -> String {
+pub(super) async fn read_until(conn: &mut TcpStream, want: &str) -> String {
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     while !String::from_utf8_lossy(&seen).contains(want) {
@@ -475,162 +476,4 @@ async fn a_stopping_server_answers_the_request_in_flight_then_closes() {
     next.send(()).await.unwrap();
     let rest = read_to_close(&mut busy).await;
     assert!(rest.ends_with("data: 1\n\n\r\n0\r\n\r\n"), "{rest}");
-}
-
-#[tokio::test]
-async fn a_connection_s_loop_keeps_no_buffer_inline() {
-    // Every HTTP/1.1 connection's task holds this future for its whole
-    // life: 10,000 open streams pay for each byte of it 10,000 times (a
-    // 4 KiB drain buffer inline once made it 5.9 KB).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (stream, _) = listener.accept().await.unwrap();
-    let activity = super::super::limits::Activity::new(tokio::time::Instant::now());
-    let limits = Limits::data(&proto::config::ConnectionsConfig::default());
-    let service = |_: Request<RequestBody>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-    };
-    let conn = super::serve(stream, BytesMut::new(), service, &activity, &limits);
-    let size = std::mem::size_of_val(&conn);
-    assert!(size <= 2048, "{size} bytes");
-}
-
-/// A handler's future that is done once polled but lets its guard go only
-/// when dropped, as a box's allocation outlives the future's work.
-struct HeldAnswer {
-    response: Option<Response<Answer>>,
-    _guard: Dropped,
-}
-
-impl Future for HeldAnswer {
-    type Output = Result<Response<Answer>, Infallible>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::task::Poll::Ready(Ok(self.response.take().unwrap()))
-    }
-}
-
-/// One connection served by [`super::serve`] whose every answer is a
-/// stream: `data: 0` at once, `data: 1` once the returned `Notify` is
-/// told. The flags rise when the handler's future and when the body are
-/// dropped.
-async fn held_stream() -> (
-    TcpStream,
-    Arc<AtomicBool>,
-    Arc<AtomicBool>,
-    Arc<tokio::sync::Notify>,
-) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (stream, _) = listener.accept().await.unwrap();
-    let future_dropped = Arc::new(AtomicBool::new(false));
-    let body_dropped = Arc::new(AtomicBool::new(false));
-    let next = Arc::new(tokio::sync::Notify::new());
-    let (flag, body_flag, gate) = (future_dropped.clone(), body_dropped.clone(), next.clone());
-    let service = move |_: Request<RequestBody>| {
-        let (gate, guard) = (gate.clone(), Dropped(body_flag.clone()));
-        let second = async move {
-            let _guard = guard;
-            gate.notified().await;
-            Bytes::from_static(b"data: 1\n\n")
-        };
-        let body = futures_util::stream::iter([Bytes::from_static(b"data: 0\n\n")])
-            .chain(futures_util::stream::once(second))
-            .map(|b| Ok(http_body::Frame::data(b)));
-        HeldAnswer {
-            response: Some(Response::new(Answer::Right(StreamBody::new(body.boxed())))),
-            _guard: Dropped(flag.clone()),
-        }
-    };
-    tokio::spawn(async move {
-        let activity = super::super::limits::Activity::new(tokio::time::Instant::now());
-        let limits = Limits::data(&proto::config::ConnectionsConfig::default());
-        super::serve(stream, BytesMut::new(), service, &activity, &limits).await
-    });
-    (client, future_dropped, body_dropped, next)
-}
-
-#[tokio::test]
-async fn a_streamed_answer_holds_no_handler_future_while_its_body_runs() {
-    // The proxy's future is a box of over 3 KB: 10,000 open streams would
-    // keep 30 MB of finished futures if each lived as long as its body.
-    let (mut client, future_dropped, _, next) = held_stream().await;
-    client
-        .write_all(b"GET /stream HTTP/1.1\r\nhost: a\r\n\r\n")
-        .await
-        .unwrap();
-    read_until(&mut client, "data: 0").await;
-    assert!(
-        future_dropped.load(Ordering::SeqCst),
-        "the finished future is still held"
-    );
-    // A request sent while the stream waits (the wait holds no buffer) is
-    // kept, and answered once the stream ends.
-    client
-        .write_all(b"GET /again HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    next.notify_one();
-    let seen = read_until(&mut client, "data: 1\n\n\r\n0\r\n\r\nHTTP/1.1 200 OK").await;
-    if !seen
-        .split("HTTP/1.1 200 OK")
-        .nth(1)
-        .is_some_and(|t| t.contains("data: 0"))
-    {
-        read_until(&mut client, "data: 0").await;
-    }
-    next.notify_one();
-    let rest = read_to_close(&mut client).await;
-    assert!(rest.ends_with("data: 1\n\n\r\n0\r\n\r\n"), "{rest}");
-}
-
-#[tokio::test]
-async fn a_client_that_hangs_up_mid_stream_drops_the_body() {
-    let (mut client, _, body_dropped, _next) = held_stream().await;
-    client
-        .write_all(b"GET /stream HTTP/1.1\r\nhost: a\r\n\r\n")
-        .await
-        .unwrap();
-    read_until(&mut client, "data: 0").await;
-    assert!(!body_dropped.load(Ordering::SeqCst));
-    drop(client);
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !body_dropped.load(Ordering::SeqCst) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the body outlived its client"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-#[tokio::test]
-async fn a_data_connection_s_task_keeps_hyper_s_h2_out_of_line() {
-    // Every connection's task holds this future for its whole life. With
-    // the h2 branch's hyper connection built inline (and a builder cloned
-    // into each task) it was 4,000 bytes in a release build with the
-    // proxy's handler, 5 KiB a task with tokio's cell; 2,040 since. A
-    // debug build lays it out otherwise: this is the budget's guard.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (stream, peer) = listener.accept().await.unwrap();
-    let activity = super::super::limits::Activity::new(tokio::time::Instant::now());
-    let limits = Arc::new(Limits::data(&proto::config::ConnectionsConfig::default()));
-    let h2 = Arc::new(super::super::hyper_builder(&limits).http2_only());
-    let handler = |_: Request<RequestBody>| async {
-        Ok::<_, Infallible>(Response::new(Full::new(Bytes::new())))
-    };
-    let conn = super::super::data_connection(stream, peer, activity, limits, handler, h2);
-    let size = std::mem::size_of_val(&conn);
-    assert!(size <= 2304, "{size} bytes");
 }
