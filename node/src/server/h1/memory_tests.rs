@@ -20,16 +20,22 @@ use super::tests::{Answer, Dropped, PATIENCE, read_to_close, read_until};
 use super::*;
 use crate::server::Limits;
 
+/// A client's socket, the server's end of it, and the client's address.
+async fn connected() -> (TcpStream, TcpStream, std::net::SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (stream, peer) = listener.accept().await.unwrap();
+    (client, stream, peer)
+}
+
 #[tokio::test]
 async fn a_connection_s_loop_keeps_no_buffer_inline() {
     // Every HTTP/1.1 connection's task holds this future for its whole
     // life: 10,000 open streams pay for each byte of it 10,000 times (a
     // 4 KiB drain buffer inline once made it 5.9 KB).
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (stream, _) = listener.accept().await.unwrap();
+    let (_client, stream, _) = connected().await;
     let activity = super::super::limits::Activity::new(tokio::time::Instant::now());
     let limits = Limits::data(&proto::config::ConnectionsConfig::default());
     let service = |_: Request<RequestBody>| async {
@@ -68,11 +74,7 @@ async fn held_stream() -> (
     Arc<AtomicBool>,
     Arc<tokio::sync::Notify>,
 ) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (stream, _) = listener.accept().await.unwrap();
+    let (client, stream, _) = connected().await;
     let future_dropped = Arc::new(AtomicBool::new(false));
     let body_dropped = Arc::new(AtomicBool::new(false));
     let next = Arc::new(tokio::sync::Notify::new());
@@ -162,11 +164,7 @@ async fn a_data_connection_s_task_keeps_hyper_s_h2_out_of_line() {
     // into each task) it was 4,000 bytes in a release build with the
     // proxy's handler, 5 KiB a task with tokio's cell; 2,040 since. A
     // debug build lays it out otherwise: this is the budget's guard.
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let _client = TcpStream::connect(listener.local_addr().unwrap())
-        .await
-        .unwrap();
-    let (stream, peer) = listener.accept().await.unwrap();
+    let (_client, stream, peer) = connected().await;
     let activity = super::super::limits::Activity::new(tokio::time::Instant::now());
     let limits = Arc::new(Limits::data(&proto::config::ConnectionsConfig::default()));
     let h2 = Arc::new(super::super::hyper_builder(&limits).http2_only());
