@@ -106,15 +106,23 @@ pub(super) async fn sniff(
             _ = closing.as_mut() => return Ok(Protocol::Gone),
             () = timer.as_mut() => return Ok(Protocol::Gone),
         }
-        if buf.capacity() == 0 {
-            buf.reserve(FIRST_READ);
+        if read_ready(io, &mut buf)? == Some(0) {
+            return Ok(Protocol::Gone);
         }
-        match io.try_read_buf(&mut buf) {
-            Ok(0) => return Ok(Protocol::Gone),
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+    }
+}
+
+/// One read into `buf` once `io` said it is readable, room made first
+/// (the buffer is allocated only now: a wait for readiness holds none).
+/// `None` when the readiness was stale and nothing could be read.
+pub(super) fn read_ready(io: &TcpStream, buf: &mut BytesMut) -> std::io::Result<Option<usize>> {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(FIRST_READ);
+    }
+    match io.try_read_buf(buf) {
+        Ok(n) => Ok(Some(n)),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+        Err(e) => Err(e),
     }
 }
 

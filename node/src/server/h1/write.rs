@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::head::{self, AnswerFraming};
-use super::{ConnError, FIRST_READ};
+use super::{ConnError, read_ready};
 
 /// Body bytes gathered before they are written, when the body has more
 /// ready at once.
@@ -58,14 +58,8 @@ where
                 // Readiness first, so that the wait holds no buffer.
                 ready = io.readable(), if watching => {
                     ready?;
-                    if buf.capacity() - buf.len() < 1024 {
-                        buf.reserve(FIRST_READ);
-                    }
-                    match io.try_read_buf(buf) {
-                        Ok(0) => return Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted).into()),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e.into()),
+                    if read_ready(io, buf)? == Some(0) {
+                        return Err(std::io::Error::from(std::io::ErrorKind::ConnectionAborted).into());
                     }
                 }
             }
