@@ -10,6 +10,9 @@
 #     stripped, two builds, the mock, meridian-bench and oha fit the 64 MiB a
 #     device call carries.
 #
+# MERIDIAN (default target/release/meridian) picks the build measured, e.g.
+# the profile-guided one of pgo-build.sh.
+#
 #   MERIDIAN_BASE=/path/to/earlier/meridian bash benches/scripts/device-bundle.sh
 #   then, on the device: cd .bench && bash run.sh   (carry: .bench)
 set -eu
@@ -26,7 +29,7 @@ OHA=$(command -v oha || echo /tmp/oha/bin/oha)
 cargo build --release -p meridian -p meridian-mock -p meridian-benches
 pack() { strip -o "$D/$2" "$1" && xz -9 -T0 -c "$D/$2" > ".bench/bin/$2.xz"; }
 pack "$OHA" oha
-pack target/release/meridian meridian
+pack "${MERIDIAN:-target/release/meridian}" meridian
 pack target/release/meridian-mock meridian-mock
 pack target/release/meridian-bench meridian-bench
 rm -f .bench/bin/meridian-base.xz
