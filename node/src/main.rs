@@ -360,6 +360,7 @@ enum RunError {
 }
 
 async fn run(config: Config, embedded: Option<defaults::DefaultConfig>) -> Result<(), RunError> {
+    let mut shutdown = Shutdown::listen().map_err(RunError::Other)?;
     let node = match Node::start(&config, Arc::new(ProcessEnv)).await {
         Ok(node) => node,
         Err(e @ StartError::Config(_)) => {
@@ -378,19 +379,30 @@ async fn run(config: Config, embedded: Option<defaults::DefaultConfig>) -> Resul
             tracing::error!(error = %why, "the Raft core stopped: this node cannot commit or apply anything; exiting so that it is restarted");
             return Err(RunError::Other(anyhow::anyhow!("the Raft core stopped: {why}")));
         }
-        signal = serve_until_signal(&node, &config, embedded.as_ref()) => signal.map_err(RunError::Other)?,
+        () = serve_until_signal(&node, &config, embedded.as_ref(), &mut shutdown) => {}
     }
     tracing::info!("shutting down: draining requests in flight");
     node.shutdown().await;
     Ok(())
 }
 
-/// Waits until the node is ready (saying so), then until a shutdown signal.
+/// Waits until the node is ready (saying so), then until a shutdown
+/// signal; a signal before it is ready ends the wait too.
 async fn serve_until_signal(
     node: &Node,
     config: &Config,
     embedded: Option<&defaults::DefaultConfig>,
-) -> anyhow::Result<()> {
+    shutdown: &mut Shutdown,
+) {
+    tokio::select! {
+        () = shutdown.recv() => return,
+        () = become_ready(node, config, embedded) => {}
+    }
+    shutdown.recv().await;
+}
+
+/// Waits until the node is ready, then says so.
+async fn become_ready(node: &Node, config: &Config, embedded: Option<&defaults::DefaultConfig>) {
     let mut waited = 0u64;
     while !node.ready(Duration::from_secs(5)).await {
         waited += 5;
@@ -407,17 +419,33 @@ async fn serve_until_signal(
         node.api_addr, node.admin_addr, config.node.region
     ));
     startup::announce(node, config, embedded.is_some());
-    shutdown_signal().await
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for Ctrl-C")?,
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT (Ctrl-C), listened for from the moment this is made.
+/// It is made before the node starts: a supervisor that stops the node at
+/// once, or as soon as it reads the ready line, must find the handlers in
+/// place, or the default action kills the node without its drain.
+struct Shutdown {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Shutdown {
+    fn listen() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+        })
     }
-    Ok(())
+
+    /// Returns when either signal arrives (or arrived since `listen`).
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// Lines the log thread may fall behind by before new ones are dropped.

@@ -1386,6 +1386,29 @@ async fn a_write_forwarded_to_a_dead_leader_lands_on_the_new_one() {
     );
 }
 
+/// A node stopped before it is ready drains and exits 0 rather than being
+/// killed by the signal's default action: it listens for SIGTERM from its
+/// start, so a supervisor that stops it at once, or as soon as it reads
+/// the ready line, gets a clean stop. Node 2 here is a new node waiting to
+/// be added (its pre-votes refused), so it is never ready.
+#[tokio::test]
+async fn a_node_not_yet_ready_stops_cleanly_on_sigterm() {
+    let cluster = Cluster::start(1, Options::fast()).await;
+    let mut waiting = cluster.spawn_joiner(2);
+    assert!(
+        waiting.listening(Duration::from_secs(20)).await,
+        "node 2 never bound its Raft port:\n{}",
+        waiting.log()
+    );
+    let pid = waiting.child.id().unwrap();
+    harness::process::signal(pid, "TERM").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), waiting.child.wait())
+        .await
+        .expect("node 2 did not stop after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}; log:\n{}", waiting.log());
+}
+
 #[test]
 fn percentiles_use_the_nearest_rank() {
     let samples: Vec<Duration> = (1..=100).map(Duration::from_millis).collect();
