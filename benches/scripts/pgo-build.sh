@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A profile-guided build of `meridian` (PGO). The data plane's user-side
-# time is spread thin over hundreds of functions (no symbol above 2 % of
-# a request's samples, docs/perf-profile.md), the shape of code whose cost
+# time is spread thin over hundreds of functions (none above 2.4 % of the
+# samples, docs/perf-profile.md step thirteen), the shape of code whose cost
 # is instruction fetch and branches rather than any one hot loop: that is
 # what PGO lays out better. Steps:
 #   1. the training tools (meridian-bench, meridian-conns, meridian-mock)

@@ -208,20 +208,7 @@ impl NodeProcess {
     /// exited by itself.
     pub async fn terminate(&mut self, grace: Duration) -> Result<(ExitStatus, bool), HarnessError> {
         let mut child = self.take()?;
-        if let Some(pid) = child.id() {
-            signal(pid, "TERM").await?;
-        }
-        match tokio::time::timeout(grace, child.wait()).await {
-            Ok(status) => Ok((status.map_err(|e| HarnessError::io("wait", e))?, true)),
-            Err(_) => {
-                let _ = child.start_kill();
-                let status = child
-                    .wait()
-                    .await
-                    .map_err(|e| HarnessError::io("wait", e))?;
-                Ok((status, false))
-            }
-        }
+        terminate(&mut child, grace).await
     }
 
     /// Waits up to `limit` for it to exit by itself and reaps it; `None`
@@ -269,6 +256,30 @@ pub async fn read_line(child: &mut Child, limit: Duration) -> Option<String> {
     let mut line = String::new();
     let read = tokio::time::timeout(limit, BufReader::new(stdout).read_line(&mut line)).await;
     matches!(read, Ok(Ok(n)) if n > 0).then_some(line)
+}
+
+/// SIGTERMs `child` and waits up to `grace` for it to exit; a process
+/// still running then is SIGKILLed. Returns its exit status and whether it
+/// exited by itself. For a process the caller spawned itself; a
+/// [`NodeProcess`] has its own [`NodeProcess::terminate`].
+pub async fn terminate(
+    child: &mut Child,
+    grace: Duration,
+) -> Result<(ExitStatus, bool), HarnessError> {
+    if let Some(pid) = child.id() {
+        signal(pid, "TERM").await?;
+    }
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => Ok((status.map_err(|e| HarnessError::io("wait", e))?, true)),
+        Err(_) => {
+            let _ = child.start_kill();
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| HarnessError::io("wait", e))?;
+            Ok((status, false))
+        }
+    }
 }
 
 /// `kill -SIG PID` (std has SIGKILL only, and unsafe is forbidden).

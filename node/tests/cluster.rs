@@ -1400,12 +1400,15 @@ async fn a_node_not_yet_ready_stops_cleanly_on_sigterm() {
         "node 2 never bound its Raft port:\n{}",
         waiting.log()
     );
-    let pid = waiting.child.id().unwrap();
-    harness::process::signal(pid, "TERM").await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), waiting.child.wait())
-        .await
-        .expect("node 2 did not stop after SIGTERM")
-        .unwrap();
+    let (status, by_itself) =
+        harness::process::terminate(&mut waiting.child, Duration::from_secs(30))
+            .await
+            .unwrap();
+    assert!(
+        by_itself,
+        "node 2 did not stop after SIGTERM:\n{}",
+        waiting.log()
+    );
     assert!(status.success(), "{status}; log:\n{}", waiting.log());
 }
 

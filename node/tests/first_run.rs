@@ -90,12 +90,11 @@ async fn serve(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Serve {
 impl Serve {
     /// SIGTERMs it, waits for it, and returns its log.
     async fn stop(mut self) -> String {
-        let pid = self.child.id().unwrap();
-        harness::process::signal(pid, "TERM").await.unwrap();
-        let status = tokio::time::timeout(Duration::from_secs(40), self.child.wait())
-            .await
-            .expect("the node did not stop after SIGTERM")
-            .unwrap();
+        let (status, by_itself) =
+            harness::process::terminate(&mut self.child, Duration::from_secs(40))
+                .await
+                .unwrap();
+        assert!(by_itself, "the node did not stop after SIGTERM");
         let log = std::fs::read_to_string(&self.log).unwrap();
         assert!(status.success(), "{status}; log:\n{log}");
         log
