@@ -44,6 +44,7 @@
 
 mod attempt;
 mod body;
+mod client_body;
 pub mod failover;
 mod finish;
 mod forms;
@@ -64,10 +65,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use http_body_util::{BodyExt, Limited};
 use tracing::{Instrument, info, warn};
 
 use crate::capacity::Capacity;
@@ -380,11 +379,7 @@ impl Proxy {
         let (anthropic_version, anthropic_beta) = request::anthropic_headers(req.headers())?;
         let passed = headers::Passed::from_client(req.headers())?;
         let max = snapshot.proxy.max_request_bytes;
-        let body = tokio::time::timeout(self.body_timeout, read_body(req, max))
-            .await
-            .map_err(|_| ProxyError::BodyTimeout {
-                timeout_ms: u64::try_from(self.body_timeout.as_millis()).unwrap_or(u64::MAX),
-            })??;
+        let body = client_body::read(req, max, self.body_timeout).await?;
         // The node's slots are divided among the classes as an upstream's
         // are: a full node sheds the lowest class first.
         let rank = self
@@ -442,27 +437,6 @@ impl Proxy {
             scrub: &snapshot.scrub,
         };
         self.route(&call, &route, snapshot, admission, rank).await
-    }
-}
-
-async fn read_body(req: Request<RequestBody>, max: usize) -> Result<Bytes, ProxyError> {
-    let declared = req
-        .headers()
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max as u64) {
-        return Err(ProxyError::TooLarge { limit: max });
-    }
-    match Limited::new(req.into_body(), max).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::TooLarge { limit: max })
-        }
-        Err(e) => Err(ProxyError::BadRequest {
-            message: format!("The request body could not be read: {e}"),
-            param: None,
-        }),
     }
 }
 

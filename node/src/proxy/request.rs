@@ -50,9 +50,7 @@ pub(super) fn stream_shape(call: &Call<'_>, form: &Form, target: &Target) -> Sha
 
 /// Seconds since the Unix epoch, for the `created` of a translated answer.
 pub(super) fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    crate::clock::wall_ms() / 1000
 }
 
 pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Request<Full<Bytes>> {

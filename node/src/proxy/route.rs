@@ -49,7 +49,9 @@ impl Proxy {
         // Back here when another request took the last slot between the
         // plan and its turn: the request joins its class's queue again.
         'admit: loop {
-            let plan = loop {
+            // The plan, and the time it was made at, which the targets
+            // it holds are counted at too.
+            let (plan, now) = loop {
                 let serves = |upstream: &Upstream| {
                     call.forms.for_upstream(&upstream.config).is_some()
                         && call.pinned.as_deref().is_none_or(|p| *upstream.id == *p)
@@ -71,7 +73,7 @@ impl Proxy {
                 };
                 let plan = look();
                 if !plan.is_empty() {
-                    break plan;
+                    break (plan, now);
                 }
                 // Nothing to try now. Registered before a second look, so a
                 // slot freed since the first still wakes this request if it
@@ -82,7 +84,7 @@ impl Proxy {
                 freed.as_mut().enable();
                 let plan = look();
                 if !plan.is_empty() {
-                    break plan;
+                    break (plan, now);
                 }
                 // Empty for want of capacity only: wait in the class's queue,
                 // else shed; every target cooled: 429 with the longest wait;
@@ -132,7 +134,7 @@ impl Proxy {
                 policy: &self.policy,
                 capacity: &self.capacity,
                 rank,
-                at: at(),
+                at: now,
                 permits: Vec::new(),
                 full: false,
             };

@@ -64,7 +64,7 @@ pub use headers::RateHeaders;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use proto::tenancy::share::SILENT_INTERVALS;
@@ -82,11 +82,9 @@ use plan::Plan;
 const DEMAND_WINDOW_MS: u64 = 10_000;
 
 /// The wall clock in Unix milliseconds: the windows' time and the usage
-/// cells' day.
+/// cells' day (coarse: within a tick, [`crate::clock`]).
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    crate::clock::wall_ms()
 }
 
 /// Why a key's request is refused.

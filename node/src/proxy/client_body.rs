@@ -1,0 +1,153 @@
+//! The client's request body, read whole before any upstream is chosen,
+//! within the node's size limit (`proxy.max_request_bytes`) and body
+//! timeout: a client that sends slowly, or too much, holds its own
+//! connection and nothing else.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http::header::CONTENT_LENGTH;
+use http_body_util::{BodyExt, Limited};
+
+use crate::error::ProxyError;
+use crate::server::RequestBody;
+
+/// The request's body, at most `max` bytes, read within `timeout`. A body
+/// that came whole with its head (nearly every request) is taken as it
+/// is: no timer, no clock reading, no copy.
+pub(super) async fn read(
+    req: Request<RequestBody>,
+    max: usize,
+    timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    let (parts, body) = req.into_parts();
+    if let RequestBody::Whole(bytes) = body {
+        let bytes = bytes.unwrap_or_default();
+        return match bytes.len() > max {
+            true => Err(ProxyError::TooLarge { limit: max }),
+            false => Ok(bytes),
+        };
+    }
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return Err(ProxyError::TooLarge { limit: max });
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+        Err(_) => Err(ProxyError::BodyTimeout {
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ProxyError::TooLarge { limit: max })
+        }
+        Ok(Err(e)) => Err(ProxyError::BadRequest {
+            message: format!("The request body could not be read: {e}"),
+            param: None,
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::server::BodyError;
+
+    const LONG: Duration = Duration::from_secs(30);
+
+    fn whole(body: &'static [u8]) -> Request<RequestBody> {
+        Request::new(RequestBody::whole(Bytes::from_static(body)))
+    }
+
+    /// A body still arriving, with its sender (`None` on it is the end).
+    fn fed(
+        declared: Option<&str>,
+    ) -> (
+        Request<RequestBody>,
+        mpsc::Sender<Result<Option<Bytes>, BodyError>>,
+    ) {
+        let (tx, rx) = mpsc::channel(4);
+        let mut req = Request::new(RequestBody::Fed { rx, ended: false });
+        if let Some(n) = declared {
+            req.headers_mut()
+                .insert(CONTENT_LENGTH, http::HeaderValue::from_str(n).unwrap());
+        }
+        (req, tx)
+    }
+
+    #[tokio::test]
+    async fn a_whole_body_is_taken_as_it_came() {
+        let body = read(whole(b"{\"model\":\"m\"}"), 64, LONG).await.unwrap();
+        assert_eq!(&body[..], b"{\"model\":\"m\"}");
+        let empty = read(whole(b""), 64, LONG).await.unwrap();
+        assert!(empty.is_empty());
+        // Exactly the limit is allowed; one byte over is not.
+        assert_eq!(read(whole(b"12345678"), 8, LONG).await.unwrap().len(), 8);
+        let over = read(whole(b"123456789"), 8, LONG).await.unwrap_err();
+        assert!(
+            matches!(over, ProxyError::TooLarge { limit: 8 }),
+            "{over:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fed_body_is_read_to_its_end() {
+        let (req, tx) = fed(None);
+        tx.send(Ok(Some(Bytes::from_static(b"ab")))).await.unwrap();
+        tx.send(Ok(Some(Bytes::from_static(b"cd")))).await.unwrap();
+        tx.send(Ok(None)).await.unwrap();
+        assert_eq!(&read(req, 64, LONG).await.unwrap()[..], b"abcd");
+    }
+
+    #[tokio::test]
+    async fn a_fed_body_over_the_limit_is_refused() {
+        // Declared over the limit: refused before a byte is read.
+        let (req, _tx) = fed(Some("65"));
+        let err = read(req, 64, LONG).await.unwrap_err();
+        assert!(matches!(err, ProxyError::TooLarge { limit: 64 }), "{err:?}");
+        // Declared within it (or a hostile, unreadable length), sent over.
+        for declared in [Some("4"), Some("-1"), Some("99999999999999999999999"), None] {
+            let (req, tx) = fed(declared);
+            tx.send(Ok(Some(Bytes::from(vec![b'x'; 65]))))
+                .await
+                .unwrap();
+            let err = read(req, 64, LONG).await.unwrap_err();
+            assert!(
+                matches!(err, ProxyError::TooLarge { limit: 64 }),
+                "{declared:?}: {err:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_cut_short_is_a_bad_request() {
+        let (req, tx) = fed(Some("10"));
+        tx.send(Ok(Some(Bytes::from_static(b"abc")))).await.unwrap();
+        drop(tx);
+        let err = read(req, 64, LONG).await.unwrap_err();
+        assert!(matches!(err, ProxyError::BadRequest { .. }), "{err:?}");
+    }
+
+    /// The timeout, on tokio's paused clock: a body that stops arriving
+    /// times out after exactly `timeout`, not before.
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_times_out() {
+        let (req, tx) = fed(Some("10"));
+        tx.send(Ok(Some(Bytes::from_static(b"abc")))).await.unwrap();
+        let started = tokio::time::Instant::now();
+        let err = read(req, 64, Duration::from_secs(5)).await.unwrap_err();
+        assert!(
+            matches!(err, ProxyError::BodyTimeout { timeout_ms: 5000 }),
+            "{err:?}"
+        );
+        assert_eq!(started.elapsed(), Duration::from_secs(5));
+        drop(tx);
+    }
+}
