@@ -15,7 +15,7 @@ use crate::server::RequestBody;
 
 /// The request's body, at most `max` bytes, read within `timeout`. A body
 /// that came whole with its head (nearly every request) is taken as it
-/// is: no timer, no clock reading, no copy.
+/// is: no timer, no clock reading, no list to collect it in.
 pub(super) async fn read(
     req: Request<RequestBody>,
     max: usize,
@@ -24,10 +24,10 @@ pub(super) async fn read(
     let (parts, body) = req.into_parts();
     if let RequestBody::Whole(bytes) = body {
         let bytes = bytes.unwrap_or_default();
-        return match bytes.len() > max {
-            true => Err(ProxyError::TooLarge { limit: max }),
-            false => Ok(bytes),
-        };
+        if bytes.len() > max {
+            return Err(ProxyError::TooLarge { limit: max });
+        }
+        return Ok(bytes);
     }
     let declared = parts
         .headers
