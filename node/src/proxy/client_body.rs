@@ -97,6 +97,17 @@ mod tests {
         );
     }
 
+    /// The whole body is taken without a timer: on a runtime without a
+    /// time driver, where making one panics, it is read all the same.
+    #[test]
+    fn a_whole_body_needs_no_timer() {
+        let untimed = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let body = untimed.block_on(read(whole(b"{}"), 64, LONG)).unwrap();
+        assert_eq!(&body[..], b"{}");
+    }
+
     #[tokio::test]
     async fn a_fed_body_is_read_to_its_end() {
         let (req, tx) = fed(None);
