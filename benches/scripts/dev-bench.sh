@@ -17,6 +17,10 @@
 # TLS=1 puts TLS between the proxies and the upstream (nginx listening
 # with `ssl http2` on 19011, a private CA in $W/ca.pem): nginx proxies to it
 # with keep-alive and verification, Meridian trusts it through `ca_file`.
+# STREAM=1 streams instead: the upstream is meridian-mock (MOCK, beside
+# MERIDIAN by default; one thread on UP, 8 chunks with no delay between
+# them), the request asks for `"stream": true`, and nginx relays with
+# `proxy_buffering off`, so the CPU per request is a streamed answer's.
 # Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under
 # test (CPU time, its user/kernel split, context switches, migrations, page faults per request; this
@@ -26,11 +30,14 @@ UP=${UP:-0} PX=${PX:-1} LG=${LG:-0} DUR=${DUR:-6} ROUNDS=${ROUNDS:-3}
 WT=${WT:-2} WC=${WC:-64} PERF=${PERF:-0}
 NGINX=${NGINX:-/usr/sbin/nginx} WRK=${WRK:-/usr/bin/wrk}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
+STREAM=${STREAM:-0} MOCK=${MOCK:-$(dirname "$MERIDIAN")/meridian-mock}
 MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}} ROUTES_B=${ROUTES_B:-1}
 W=${W:-/tmp/devbench}; rm -rf "$W"; mkdir -p "$W"
 # (the shared script's 8-character admin token is refused now: 16 at least)
 body='{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
 TLS=${TLS:-0} UPURL=http://127.0.0.1:19001 PXUP="http://up" TLSUP="" TLSPX="" TLSPXLOC="" TLSM=""
+STREAMLOC="" STREAMFIELD=""
+if [ "$STREAM" = 1 ]; then STREAMLOC="proxy_buffering off;" STREAMFIELD='"stream":true,'; fi
 if [ "$TLS" = 1 ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
     -keyout "$W/ca.key" -out "$W/ca.pem" 2>/dev/null
@@ -57,7 +64,7 @@ worker_processes 1;
 pid $W/px.pid; error_log $W/px.err; events { worker_connections 16384; }
 http { access_log off; client_body_temp_path $W/t1; proxy_temp_path $W/t2; fastcgi_temp_path $W/t3; uwsgi_temp_path $W/t4; scgi_temp_path $W/t5; keepalive_requests 1000000;
   upstream up { server 127.0.0.1:19001; keepalive 256; } $TLSPX
-  server { listen 127.0.0.1:19002 reuseport backlog=4096; location / { proxy_pass $PXUP; proxy_http_version 1.1; proxy_set_header Connection ""; $TLSPXLOC } } }
+  server { listen 127.0.0.1:19002 reuseport backlog=4096; location / { proxy_pass $PXUP; proxy_http_version 1.1; proxy_set_header Connection ""; $STREAMLOC $TLSPXLOC } } }
 NGX
 cat > "$W/m.toml" <<TOML
 [node]
@@ -110,11 +117,12 @@ fi
 export ADMIN_TOKEN=admintok-admintok-admintok CLIENT_KEY=sk-bench-0123456789abcdef UP_KEY=upkey-0123456789abcdef RUST_LOG=${RUST_LOG:-warn}
 cat > "$W/post.lua" <<'LUA'
 wrk.method = "POST"
-wrk.body = '{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
+wrk.body = '{"model":"m",STREAMFIELD"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer sk-bench-0123456789abcdef"
 LUA
-REQ='{"model":"m","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
+sed -i "s/STREAMFIELD/$STREAMFIELD/" "$W/post.lua"
+REQ='{"model":"m",'"$STREAMFIELD"'"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Say hello in one word."}]}'
 # A server an earlier run left behind would share these ports (reuseport)
 # and skew every figure after it: refuse to start instead.
 busy=$(ss -Hltn 'sport >= :19001 and sport <= :19011' | awk '{print $4}' | tr '\n' ' ')
@@ -122,7 +130,12 @@ if [ -n "$busy" ]; then
   echo "dev-bench.sh: something already listens on $busy(a server left by an earlier run?)" >&2
   exit 69
 fi
-taskset -c "$UP" "$NGINX" -c "$W/up.conf" -p "$W" || echo "upstream nginx failed"
+if [ "$STREAM" = 1 ]; then
+  taskset -c "$UP" "$MOCK" --listen 127.0.0.1:19001 --threads 1 > "$W/mock.log" 2>&1 &
+  MOCKP=$!
+else
+  taskset -c "$UP" "$NGINX" -c "$W/up.conf" -p "$W" || echo "upstream nginx failed"
+fi
 taskset -c "$PX" "$NGINX" -c "$W/px.conf" -p "$W" || echo "proxy nginx failed"
 sleep 0.5
 start_meridian() { # binary [config]
@@ -168,5 +181,6 @@ for round in $(seq "$ROUNDS"); do
     stop_meridian
   fi
 done
-kill "$(cat "$W/px.pid")" "$(cat "$W/up.pid")" 2>/dev/null
+kill "$(cat "$W/px.pid")" 2>/dev/null
+if [ "$STREAM" = 1 ]; then kill "$MOCKP"; else kill "$(cat "$W/up.pid")" 2>/dev/null; fi
 echo END

@@ -3,10 +3,11 @@
 //! Frames are forwarded as soon as they hold whole SSE events, so a client
 //! never receives half an event; the rare frame that ends mid-event is held
 //! until the rest arrives (`events` finds where an event ends). Frames that
-//! arrive together leave together: after a frame, the relay lets the
-//! upstream connection run once more before writing, so a burst read from
+//! arrive together leave together: the relay takes every frame the
+//! upstream's body has ready and hands them on as one, so a burst read from
 //! the upstream in one go is written to the client in one go too, rather
-//! than one write (and one TCP segment) per chunk. If the upstream breaks or
+//! than one write (and one TCP segment) per chunk; nothing is held once the
+//! upstream has nothing more ready. If the upstream breaks or
 //! goes quiet for longer than the idle timeout, the client gets an explicit
 //! SSE error event instead of a clean end that would look like a complete
 //! answer. When the stream ends, however it ends, the attempt's figures go
@@ -106,8 +107,6 @@ pub struct Relay<B> {
     ready: Option<Bytes>,
     pending: BytesMut,
     batch: Batch,
-    /// Polls in a row that found nothing new while a batch was held.
-    quiet_polls: u8,
     sse: bool,
     idle_timeout: Duration,
     /// Fires at the earliest moment the stream may have been quiet for
@@ -174,7 +173,6 @@ where
             ready: None,
             pending: BytesMut::new(),
             batch: Batch::default(),
-            quiet_polls: 0,
             sse,
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
@@ -309,9 +307,6 @@ struct Batch {
 /// The longest line of a stream that is not SSE held back to be scrubbed whole.
 const LINE_MAX: usize = 1 << 20;
 
-/// Quiet polls after which a held batch is written.
-const QUIET_POLLS: u8 = 2;
-
 /// A batch this large is written without waiting for more.
 const BATCH_MAX: usize = 64 * 1024;
 
@@ -359,7 +354,6 @@ where
         if this.done {
             return Poll::Ready(None);
         }
-        let mut progressed = false;
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
@@ -367,8 +361,6 @@ where
                         continue; // trailers: nothing for the client
                     };
                     this.last_data = Instant::now();
-                    this.quiet_polls = 0;
-                    progressed = true;
                     if let Some(out) = this.take_events(data) {
                         this.batch.push(out);
                         if this.batch.len() >= BATCH_MAX {
@@ -409,22 +401,12 @@ where
                     }
                     return this.flush(None);
                 }
-                Poll::Pending if this.batch.len() > 0 => {
-                    // More may be right behind: let the upstream connection
-                    // decode what it already read (this task runs again right
-                    // after) before writing. hyper polls a body a second time
-                    // in the same turn, so only a second quiet poll in a row
-                    // means nothing more is coming for now.
-                    if !progressed {
-                        this.quiet_polls += 1;
-                    }
-                    if this.quiet_polls >= QUIET_POLLS {
-                        this.quiet_polls = 0;
-                        return this.flush(None);
-                    }
-                    cx.waker().wake_by_ref();
-                    return Poll::Pending;
-                }
+                // Nothing more is ready: what was gathered goes now. (Held
+                // for another scheduler turn instead, as it once was, each
+                // batch cost two wake-ups of the task and its chunks a turn
+                // of latency; the owned connection's body reads the socket
+                // itself, so a turn brings nothing that was not ready.)
+                Poll::Pending if this.batch.len() > 0 => return this.flush(None),
                 Poll::Pending => {
                     ready!(this.poll_idle(cx));
                     let quiet = this.idle_timeout;

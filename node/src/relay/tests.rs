@@ -80,6 +80,42 @@ async fn frames_ready_together_leave_together() {
     assert_eq!(bytes, out.iter().map(|b| b.len() as u64).sum::<u64>());
 }
 
+/// What the upstream has ready goes out on the poll that found it, not a
+/// scheduler turn later: a relay that held the batch for more polls made
+/// each batch cost the connection's task two wake-ups, and its chunks a
+/// turn of latency each.
+#[test]
+fn a_batch_goes_out_on_the_poll_that_finds_the_upstream_waiting() {
+    use futures_util::StreamExt;
+    // Polled by hand, so that no executor polls it again in between.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let ended: Ended = Arc::default();
+    let ready = stream::iter(
+        ["data: 2\n\n", "data: 3\n\n"].map(|s| Ok::<_, String>(Frame::data(Bytes::from(s)))),
+    );
+    let mut relay = Relay::new(
+        Bytes::from_static(b"data: 1\n\n"),
+        StreamBody::new(ready.chain(stream::pending())),
+        true,
+        Duration::from_secs(5),
+        Arc::new(Scrubber::default()),
+        Box::new(Record(ended)),
+    );
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut poll = || match Pin::new(&mut relay).poll_frame(&mut cx) {
+        Poll::Ready(Some(Ok(frame))) => frame.into_data().unwrap(),
+        other => panic!("expected a frame, got {other:?}"),
+    };
+    assert_eq!(poll(), "data: 1\n\n");
+    assert_eq!(poll(), "data: 2\n\ndata: 3\n\n");
+    // Nothing more: now the relay waits (for data, or its idle timer).
+    assert!(Pin::new(&mut relay).poll_frame(&mut cx).is_pending());
+}
+
 #[tokio::test]
 async fn split_events_are_joined_before_sending() {
     let (out, _) = relay_all(
