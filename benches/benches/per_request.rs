@@ -185,6 +185,30 @@ fn stream_usage_scan(c: &mut Criterion) {
     });
 }
 
+/// The usage read from every plain answer (for its cost and the log
+/// line), over answers of the benchmarks' size and of a long reply: the
+/// read should not grow with the reply's text.
+fn plain_usage(c: &mut Criterion) {
+    let text = "The sea is wide, and its tides keep time for every shore it touches. ";
+    let mut group = c.benchmark_group("usage of a plain answer");
+    for size in [8usize, 4_000, 32_000] {
+        let content = text.repeat(size / text.len() + 1)[..size].to_owned();
+        let body = serde_json::json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 25, "completion_tokens": 9, "total_tokens": 34,
+                "prompt_tokens_details": {"cached_tokens": 0}},
+            "system_fingerprint": "fp_1"
+        })
+        .to_string();
+        group.throughput(Throughput::Bytes(body.len() as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(body.len()), &body, |b, body| {
+            b.iter(|| black_box(usage::from_json(black_box(body.as_bytes()))))
+        });
+    }
+    group.finish();
+}
+
 /// The scrub of every answer and stream event: 8 provider keys of the
 /// three shapes, over a clean answer (the usual case) and an SSE chunk.
 fn scrub_answers(c: &mut Criterion) {
@@ -226,6 +250,7 @@ criterion_group!(
     body_rewrite,
     client_key,
     stream_usage_scan,
+    plain_usage,
     scrub_answers
 );
 criterion_main!(benches);

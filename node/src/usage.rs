@@ -33,6 +33,8 @@ use serde::Deserialize;
 
 use crate::routing::Price;
 
+mod tail;
+
 /// The header of a plain answer that says what it cost, in dollars
 /// ([`Cost`]'s decimal), at the prices of the target that answered.
 pub const COST_HEADER: http::HeaderName = http::HeaderName::from_static("x-meridian-cost-usd");
@@ -201,8 +203,12 @@ struct Nested {
     usage: Option<RawUsage>,
 }
 
-/// The `usage` of a JSON answer body, if it has one.
+/// The `usage` of a JSON answer body, if it has one: from the answer's end
+/// when it shows it plainly ([`tail`]), else from the whole answer.
 pub fn from_json(body: &[u8]) -> Option<Usage> {
+    if let Some(raw) = tail::top_level(body) {
+        return Some(raw.into());
+    }
     let with = serde_json::from_slice::<WithUsage>(body).ok()?;
     with.usage
         .or_else(|| with.message.and_then(|m| m.usage))
