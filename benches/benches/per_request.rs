@@ -183,6 +183,14 @@ fn stream_usage_scan(c: &mut Criterion) {
     c.bench_function("usage scan of a stream chunk", |b| {
         b.iter(|| black_box(usage::from_sse(black_box(chunk))))
     });
+    // With `stream_options.include_usage`, OpenAI writes `"usage":null`
+    // into every chunk before the last.
+    let null = br#"data: {"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hello"},"finish_reason":null}],"usage":null}
+
+"#;
+    c.bench_function("usage scan of a stream chunk, usage null", |b| {
+        b.iter(|| black_box(usage::from_sse(black_box(null))))
+    });
 }
 
 /// The usage read from every plain answer (for its cost and the log

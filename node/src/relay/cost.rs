@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::usage::Cost;
+use crate::usage::{self, Cost};
 
 /// The event's top-level `usage`, or its `response.usage`, where it sits
 /// in the line.
@@ -40,7 +40,9 @@ struct Response<'a> {
 /// `events` (whole SSE events) with `cost` in each top-level `usage`
 /// object; `None` when no event has one, and the batch goes out as it is.
 pub fn with_cost(events: &[u8], cost: Cost) -> Option<Bytes> {
-    memchr::memmem::find(events, b"\"usage\"")?;
+    if !usage::mentions_usage(events) {
+        return None;
+    }
     let cost = cost.to_string();
     let mut out: Option<BytesMut> = None;
     // Bytes of `events` already copied to `out`.
@@ -68,7 +70,9 @@ pub fn with_cost(events: &[u8], cost: Cost) -> Option<Bytes> {
 /// batch) starts in the batch, and its text.
 fn usage_in(line: &[u8], offset: usize) -> Option<(usize, &str)> {
     let data = line.strip_prefix(b"data:")?;
-    memchr::memmem::find(data, b"\"usage\"")?;
+    if !usage::mentions_usage(data) {
+        return None;
+    }
     let json = data.trim_ascii();
     let top = serde_json::from_slice::<Top<'_>>(json).ok()?;
     let usage = top

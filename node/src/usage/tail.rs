@@ -19,30 +19,49 @@
 //! top-level `usage` members (which the whole parse refuses) read as the
 //! last, as most JSON parsers read them.
 
+use std::sync::LazyLock;
+
+use memchr::memmem::FinderRev;
 use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::Deserializer;
 
 use super::RawUsage;
 
-const KEY: &[u8] = b"\"usage\"";
+/// The key's searcher, built once (see `USAGE_KEY`).
+static KEY: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\"usage\""));
+
+/// What the answer's end shows of the outermost object's `usage`.
+pub(super) enum Tail {
+    /// The usage, read.
+    Usage(RawUsage),
+    /// `"usage": null`, as every chunk of an OpenAI stream but the last
+    /// carries it when the client asks for the usage.
+    Null,
+    /// Nothing the end can vouch for: parse the whole answer.
+    Unknown,
+}
 
 /// The outermost object's `usage`, when the answer's end shows it plainly.
-pub(super) fn top_level(body: &[u8]) -> Option<RawUsage> {
+pub(super) fn top_level(body: &[u8]) -> Tail {
     let mut end = body.len();
-    loop {
-        let at = memchr::memmem::rfind(&body[..end], KEY)?;
+    while let Some(at) = KEY.rfind(&body[..end]) {
         end = at;
         if escaped(body, at) {
             continue; // the end of a string's text, not a key
         }
-        let colon = skip_ws(body, at + KEY.len());
+        let colon = skip_ws(body, at + KEY.needle().len());
         if body.get(colon) != Some(&b':') {
             continue; // the string "usage" as a value
         }
-        let (usage, after) = value::<Option<RawUsage>>(body, colon + 1)?;
-        return rest_of_outermost(body, after).and(usage);
+        return match value::<Option<RawUsage>>(body, colon + 1) {
+            Some((usage, after)) if rest_of_outermost(body, after).is_some() => {
+                usage.map_or(Tail::Null, Tail::Usage)
+            }
+            _ => Tail::Unknown,
+        };
     }
+    Tail::Unknown
 }
 
 /// Whether the quote at `at` is escaped: an odd run of backslashes before it.

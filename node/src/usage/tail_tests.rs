@@ -10,7 +10,10 @@ use super::*;
 use crate::usage::{Usage, WithUsage, from_json};
 
 fn fast(body: &[u8]) -> Option<Usage> {
-    top_level(body).map(Usage::from)
+    match top_level(body) {
+        Tail::Usage(raw) => Some(raw.into()),
+        Tail::Null | Tail::Unknown => None,
+    }
 }
 
 fn whole(body: &[u8]) -> Option<Usage> {
@@ -66,6 +69,29 @@ fn leaves_what_it_cannot_vouch_for_to_the_whole_parse() {
     assert_eq!(fast(b"\"usage\""), None);
     assert_eq!(fast(b"usage"), None);
     assert_eq!(fast(b""), None);
+}
+
+#[test]
+fn a_null_usage_is_read_as_none_only_where_no_other_can_be() {
+    let chunk = br#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"hi"}}],"usage":null}"#;
+    assert!(matches!(top_level(chunk), Tail::Null));
+    assert_eq!(from_json(chunk), None);
+    // A usage one level down, by its plain name or one spelled with
+    // escapes: the whole parse reads it.
+    for nested in [
+        &br#"{"message":{"usage":{"input_tokens":3}},"usage":null}"#[..],
+        br#"{"response":{"usage":{"input_tokens":3}},"usage":null}"#,
+        br#"{"mess\u0061ge":{"usage":{"input_tokens":3}},"usage":null}"#,
+    ] {
+        assert!(matches!(top_level(nested), Tail::Null));
+        assert_eq!(
+            from_json(nested),
+            Some(tokens(3, 0)),
+            "{}",
+            String::from_utf8_lossy(nested)
+        );
+        assert_eq!(from_json(nested), whole(nested));
+    }
 }
 
 #[test]
@@ -228,6 +254,9 @@ proptest! {
         let body = body.as_bytes();
         if let Some(usage) = fast(body) {
             prop_assert_eq!(Some(usage), outermost(body), "{:?}", value);
+        }
+        if matches!(top_level(body), Tail::Null) {
+            prop_assert_eq!(value.get("usage"), Some(&Value::Null), "{:?}", value);
         }
         if let Some(usage) = whole(body) {
             prop_assert_eq!(from_json(body), Some(usage), "{:?}", value);
