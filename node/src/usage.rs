@@ -236,7 +236,7 @@ pub fn from_json(body: &[u8]) -> Option<Usage> {
         Tail::Usage(raw) => return Some(raw.into()),
         // A null usage, and no other place one could be: no `message` or
         // `response` key (nor a key spelled with escapes) anywhere.
-        Tail::Null if NESTS.iter().all(|word| word.find(body).is_none()) => return None,
+        Tail::Null if nothing_nested(body) => return None,
         Tail::Null | Tail::Unknown => {}
     }
     let with = serde_json::from_slice::<WithUsage>(body).ok()?;
@@ -244,6 +244,19 @@ pub fn from_json(body: &[u8]) -> Option<Usage> {
         .or_else(|| with.message.and_then(|m| m.usage))
         .or_else(|| with.response.and_then(|r| r.usage))
         .map(Usage::from)
+}
+
+/// Whether the outermost `usage` of `json` is `null` and no other can be in
+/// it: what every chunk of an OpenAI stream but the last says when the
+/// client asks for the usage, told without parsing the chunk.
+pub fn surely_null(json: &[u8]) -> bool {
+    matches!(tail::top_level(json), Tail::Null) && nothing_nested(json)
+}
+
+/// No `message` or `response` key anywhere (nor a key spelled with escapes),
+/// so no `usage` one level down.
+fn nothing_nested(json: &[u8]) -> bool {
+    NESTS.iter().all(|word| word.find(json).is_none())
 }
 
 /// The `usage` carried by the `data:` lines of complete SSE events, merged.

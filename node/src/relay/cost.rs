@@ -74,6 +74,9 @@ fn usage_in(line: &[u8], offset: usize) -> Option<(usize, &str)> {
         return None;
     }
     let json = data.trim_ascii();
+    if usage::surely_null(json) {
+        return None;
+    }
     let top = serde_json::from_slice::<Top<'_>>(json).ok()?;
     let usage = top
         .usage
