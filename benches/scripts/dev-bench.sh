@@ -19,7 +19,9 @@
 # with keep-alive and verification, Meridian trusts it through `ca_file`.
 # STREAM=1 streams instead: the upstream is meridian-mock (MOCK, beside
 # MERIDIAN by default; one thread on UP, 8 chunks with no delay between
-# them), the request asks for `"stream": true`, and nginx relays with
+# them), the request asks for `"stream": true` and the usage (a last chunk
+# with the figures; unlike OpenAI, the mock writes no `"usage":null` into
+# the chunks before it), and nginx relays with
 # `proxy_buffering off`, so the CPU per request is a streamed answer's.
 # Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under
@@ -37,7 +39,7 @@ W=${W:-/tmp/devbench}; rm -rf "$W"; mkdir -p "$W"
 body='{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
 TLS=${TLS:-0} UPURL=http://127.0.0.1:19001 PXUP="http://up" TLSUP="" TLSPX="" TLSPXLOC="" TLSM=""
 STREAMLOC="" STREAMFIELD=""
-if [ "$STREAM" = 1 ]; then STREAMLOC="proxy_buffering off;" STREAMFIELD='"stream":true,'; fi
+if [ "$STREAM" = 1 ]; then STREAMLOC="proxy_buffering off;" STREAMFIELD='"stream":true,"stream_options":{"include_usage":true},'; fi
 if [ "$TLS" = 1 ]; then
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench-ca \
     -keyout "$W/ca.key" -out "$W/ca.pem" 2>/dev/null
