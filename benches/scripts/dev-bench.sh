@@ -20,8 +20,8 @@
 # STREAM=1 streams instead: the upstream is meridian-mock (MOCK, beside
 # MERIDIAN by default; one thread on UP, 8 chunks with no delay between
 # them), the request asks for `"stream": true` and the usage (a last chunk
-# with the figures; unlike OpenAI, the mock writes no `"usage":null` into
-# the chunks before it), and nginx relays with
+# with the figures, `"usage":null` in every chunk before it, as OpenAI
+# writes them), and nginx relays with
 # `proxy_buffering off`, so the CPU per request is a streamed answer's.
 # Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under

@@ -98,7 +98,9 @@ impl Call {
         }
     }
 
-    fn envelope(&self, object: &str, choices: Value, usage: Option<Usage>) -> Value {
+    /// `usage`: `None` for no member, `Some(None)` for `"usage": null` (as
+    /// in OpenAI's chunks before the usage when it is asked for).
+    fn envelope(&self, object: &str, choices: Value, usage: Option<Option<Usage>>) -> Value {
         let mut envelope = json!({
             "id": self.id, "object": object, "created": self.created,
             "model": self.model, "choices": choices,
@@ -121,7 +123,7 @@ impl Call {
             "logprobs": null,
             "finish_reason": "tool_calls",
         }]);
-        json_body(&self.envelope("chat.completion", choice, Some(self.usage)))
+        json_body(&self.envelope("chat.completion", choice, Some(Some(self.usage))))
     }
 
     /// The stream: the call's id and name, its arguments in fragments (one
@@ -131,7 +133,11 @@ impl Call {
             let choice = json!([{
                 "index": 0, "delta": delta, "logprobs": null, "finish_reason": finish_reason,
             }]);
-            sse_event(&self.envelope("chat.completion.chunk", choice, None))
+            sse_event(&self.envelope(
+                "chat.completion.chunk",
+                choice,
+                include_usage.then_some(None),
+            ))
         };
         let mut events = Events::default();
         events.push(chunk(
@@ -149,7 +155,7 @@ impl Call {
         }
         events.push(chunk(json!({}), Some("tool_calls")));
         if include_usage {
-            let usage = self.envelope("chat.completion.chunk", json!([]), Some(self.usage));
+            let usage = self.envelope("chat.completion.chunk", json!([]), Some(Some(self.usage)));
             events.push(sse_event(&usage));
         }
         events.push(Bytes::from_static(openai::DONE));

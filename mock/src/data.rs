@@ -500,7 +500,7 @@ impl Sse {
         match self.stage {
             Stage::Content => {
                 self.pause().await;
-                let event = self.completion.chunk(self.sent);
+                let event = self.completion.chunk(self.sent, self.include_usage);
                 self.sent += 1;
                 if self.sent >= self.completion.chunks {
                     self.stage = if self.include_usage {

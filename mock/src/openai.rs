@@ -390,8 +390,11 @@ struct Envelope<'a, C> {
     created: u64,
     model: &'a str,
     choices: C,
+    /// `None`: no `usage` member. `Some(None)`: `"usage": null`, which
+    /// OpenAI writes into every chunk before the last when the client asks
+    /// `stream_options.include_usage`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    usage: Option<Usage>,
+    usage: Option<Option<Usage>>,
 }
 
 impl Completion {
@@ -460,7 +463,7 @@ impl Completion {
         &self,
         object: &'static str,
         choices: C,
-        usage: Option<Usage>,
+        usage: Option<Option<Usage>>,
     ) -> Envelope<'_, C> {
         Envelope {
             id: Id {
@@ -478,7 +481,7 @@ impl Completion {
     /// The non-streamed answer body.
     pub fn body(&self) -> Bytes {
         let text = self.text();
-        let usage = Some(self.usage);
+        let usage = Some(Some(self.usage));
         match self.api {
             Api::Chat => json_body(&self.envelope(
                 "chat.completion",
@@ -507,10 +510,12 @@ impl Completion {
     }
 
     /// SSE event of content chunk `i` (0-based): the first carries the
-    /// assistant role, the last the finish reason.
-    pub fn chunk(&self, i: u32) -> Bytes {
+    /// assistant role, the last the finish reason; each `"usage": null` when
+    /// the usage comes after them (`include_usage`).
+    pub fn chunk(&self, i: u32, include_usage: bool) -> Bytes {
         let content = self.piece(i);
         let finish_reason = (i + 1 >= self.chunks).then_some(self.finish_reason);
+        let usage = include_usage.then_some(None);
         match self.api {
             Api::Chat => sse_event(&self.envelope(
                 "chat.completion.chunk",
@@ -523,7 +528,7 @@ impl Completion {
                     logprobs: None,
                     finish_reason,
                 }],
-                None,
+                usage,
             )),
             Api::Completions => sse_event(&self.envelope(
                 "text_completion",
@@ -533,7 +538,7 @@ impl Completion {
                     logprobs: None,
                     finish_reason,
                 }],
-                None,
+                usage,
             )),
         }
     }
@@ -545,7 +550,7 @@ impl Completion {
             Api::Chat => "chat.completion.chunk",
             Api::Completions => "text_completion",
         };
-        sse_event(&self.envelope(object, [(); 0], Some(self.usage)))
+        sse_event(&self.envelope(object, [(); 0], Some(Some(self.usage))))
     }
 }
 
@@ -733,12 +738,12 @@ mod tests {
     #[test]
     fn chat_stream_chunks_carry_role_first_and_finish_last() {
         let completion = Completion::new(Api::Chat, 7, "m".into(), 3, 3, None);
-        let first = parse_event(&completion.chunk(0));
+        let first = parse_event(&completion.chunk(0, false));
         assert_eq!(first["id"], "chatcmpl-mock-7");
         assert_eq!(first["object"], "chat.completion.chunk");
         assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(first["choices"][0]["finish_reason"], Value::Null);
-        let last = parse_event(&completion.chunk(2));
+        let last = parse_event(&completion.chunk(2, false));
         assert!(last["choices"][0]["delta"].get("role").is_none());
         assert_eq!(last["choices"][0]["finish_reason"], "stop");
         let usage = parse_event(&completion.usage_chunk());

@@ -246,6 +246,13 @@ async fn stream_sends_each_chunk_as_its_own_frame() {
     assert!(!failed);
     let events = sse_events(&frames);
     assert_eq!(events.len(), 6);
+    // As OpenAI's: every chunk before the usage says `"usage": null`.
+    assert!(
+        events[..4]
+            .iter()
+            .all(|e| e.get("usage") == Some(&serde_json::Value::Null)),
+        "{events:?}"
+    );
     assert_eq!(events[4]["choices"], json!([]));
     assert_eq!(events[4]["usage"]["completion_tokens"], 4);
     assert_eq!(events[5], "[DONE]");
