@@ -208,9 +208,10 @@ struct Nested {
     usage: Option<RawUsage>,
 }
 
-/// The searchers of the words looked for in every answer and stream event,
-/// built once: `memmem::find` builds one on every call, which on a stream
-/// chunk cost more than the search (three of them, 100 ns a chunk).
+/// The searchers of the words looked for in every answer and stream event
+/// are built once: `memmem::find` builds one on every call, which on a
+/// stream chunk costs more than the search (`NESTS`' three, 100 ns a chunk;
+/// this one, 29 -> 7.6 ns for a chunk without a usage).
 static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\""));
 
 /// Whether `bytes` hold the text `"usage"` anywhere: the test every stream
