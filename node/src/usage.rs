@@ -216,7 +216,7 @@ static USAGE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"u
 
 /// Whether `bytes` hold the text `"usage"` anywhere: the test every stream
 /// event passes before anything parses it.
-pub fn mentions_usage(bytes: &[u8]) -> bool {
+pub(crate) fn mentions_usage(bytes: &[u8]) -> bool {
     USAGE_KEY.find(bytes).is_some()
 }
 
@@ -240,6 +240,12 @@ pub fn from_json(body: &[u8]) -> Option<Usage> {
         Tail::Null if nothing_nested(body) => return None,
         Tail::Null | Tail::Unknown => {}
     }
+    whole(body)
+}
+
+/// The `usage` of a JSON answer, from the whole answer: top level first,
+/// then one level down (`message`, `response`).
+fn whole(body: &[u8]) -> Option<Usage> {
     let with = serde_json::from_slice::<WithUsage>(body).ok()?;
     with.usage
         .or_else(|| with.message.and_then(|m| m.usage))
@@ -250,7 +256,7 @@ pub fn from_json(body: &[u8]) -> Option<Usage> {
 /// Whether the outermost `usage` of `json` is `null` and no other can be in
 /// it: what every chunk of an OpenAI stream but the last says when the
 /// client asks for the usage, told without parsing the chunk.
-pub fn surely_null(json: &[u8]) -> bool {
+pub(crate) fn surely_null(json: &[u8]) -> bool {
     matches!(tail::top_level(json), Tail::Null) && nothing_nested(json)
 }
 
