@@ -186,6 +186,16 @@ impl Node {
         let (built, routing_built) = watch::channel(first.applied_index);
         let snapshot = Arc::new(ArcSwap::from_pointee(first));
 
+        let report_every = settings.report_every();
+        let tenants = Tenants::new(
+            config.node.id,
+            tenants::now_ms(),
+            report_every,
+            snapshot.load().metrics.clone(),
+            first_applied.clone(),
+            workers,
+        );
+
         let (shutdown, stop) = watch::channel(false);
         let mut tasks = JoinSet::new();
         tasks.spawn(routing::follow_applied(
@@ -193,6 +203,7 @@ impl Node {
                 node: settings.routing.clone(),
                 trust: trust.clone(),
                 secrets: secrets.clone(),
+                tenants: tenants.clone(),
             },
             first_applied,
             cluster.subscribe(),
@@ -211,7 +222,6 @@ impl Node {
         );
 
         let (health, reports) = health::spawn_recorder(settings.recorder.clone());
-        let report_every = settings.report_every();
         let board = Arc::new(ArcSwap::from_pointee(HealthBoard::default()));
         tasks.spawn(sharing::report(
             sharing::Outbox {
@@ -224,14 +234,6 @@ impl Node {
             report_every,
             stop.clone(),
         ));
-        let tenants = Tenants::new(
-            config.node.id,
-            tenants::now_ms(),
-            report_every,
-            snapshot.load().metrics.clone(),
-            cluster.applied(),
-            workers,
-        );
         tasks.spawn(tenants::report::report(
             cluster.clone(),
             tenants.clone(),

@@ -10,6 +10,7 @@ use tokio::sync::watch;
 
 use super::{BuildError, LocalTrust, NodeSettings, RoutingSnapshot, Secrets};
 use crate::server;
+use crate::tenants::{self, Tenants};
 
 /// The routing table for an applied state: the replicated upstreams, routes
 /// and keys over this node's own settings, marked with the log index it was
@@ -61,7 +62,8 @@ pub fn log_disabled(next: &RoutingSnapshot, previous: Option<&RoutingSnapshot>, 
 }
 
 /// What [`follow_applied`] builds each routing table with: this node's
-/// settings, its trust and its secrets.
+/// settings, its trust and its secrets; and the keys' limits it brings up
+/// to date before a new table is served.
 pub struct Follow {
     /// This node's own settings.
     pub node: NodeSettings,
@@ -69,6 +71,10 @@ pub struct Follow {
     pub trust: Arc<LocalTrust>,
     /// Where provider keys are read.
     pub secrets: Arc<dyn Secrets + Send + Sync>,
+    /// Rebuilt before each new table is swapped in, so no request is
+    /// authenticated by a key whose limits and credits are not yet known
+    /// here (it would go unlimited and uncharged).
+    pub tenants: Arc<Tenants>,
 }
 
 /// Rebuilds the routing table every time the applied upstreams, routes or
@@ -112,6 +118,7 @@ pub async fn follow_applied(
                     disabled = next.upstreams.iter().filter(|u| !u.usable()).count(),
                     "routing table updated"
                 );
+                follow.tenants.rebuild(current.clone(), tenants::now_ms());
                 snapshot.store(Arc::new(next));
                 built.send_replace(index);
                 built_from = current;
@@ -134,3 +141,7 @@ pub async fn routing_built_at(
     let reached = built.wait_for(|b| *b >= index);
     matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(_)))
 }
+
+#[cfg(test)]
+#[path = "follow_tests.rs"]
+mod tests;

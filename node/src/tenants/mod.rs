@@ -62,8 +62,8 @@ pub mod report;
 pub use headers::RateHeaders;
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -315,6 +315,10 @@ pub struct Tenants {
     metrics: Arc<Metrics>,
     keys: ArcSwap<HashMap<Arc<str>, Arc<KeyState>>>,
     applied: ArcSwap<Applied>,
+    /// The log index the keys were last built from, held while one is
+    /// rebuilt: the routing table's rebuild and this module's own follower
+    /// both rebuild, and neither may store an older state over a newer one.
+    built_at: Mutex<Option<u64>>,
     cells: Cells,
     /// When this node's reports began failing (Unix ms; 0: they are not).
     failing_since: AtomicU64,
@@ -339,6 +343,7 @@ impl Tenants {
             metrics,
             keys: ArcSwap::from_pointee(HashMap::new()),
             applied: ArcSwap::new(applied.clone()),
+            built_at: Mutex::new(None),
             cells: Cells::new(workers),
             failing_since: AtomicU64::new(0),
         });
@@ -365,8 +370,16 @@ impl Tenants {
     }
 
     /// Rebuilds every key's state from `applied` at `now_ms`, keeping each
-    /// key's counters; forgets the counters of deleted keys.
+    /// key's counters; forgets the counters of deleted keys. A state older
+    /// than the one last built from is ignored.
     pub fn rebuild(&self, applied: Arc<Applied>, now_ms: u64) {
+        // Nothing in here panics, so a poisoned lock guards sound data.
+        let mut built_at = self.built_at.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = applied.last_applied.map(|l| l.index);
+        if index < *built_at {
+            return;
+        }
+        *built_at = index;
         let state = &applied.state;
         let cut_off = self.cut_off(now_ms);
         let held = plan::held_by_key(state, self.node, self.boot);

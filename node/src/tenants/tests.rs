@@ -181,6 +181,34 @@ fn counters_survive_rebuilds_and_deleted_keys_go() {
     assert!(!metrics.keys.lock().unwrap().contains_key("free"));
 }
 
+/// Two tasks rebuild (the routing table's follower and this module's): one
+/// holding an older state must not undo the other's newer one.
+#[test]
+fn an_older_state_never_replaces_a_newer_one() {
+    let at = |state: ClusterState, index: u64| {
+        Arc::new(Applied {
+            state,
+            last_applied: Some(openraft::LogId::new(
+                openraft::CommittedLeaderId::new(1, 1),
+                index,
+            )),
+            membership: StoredMembership::default(),
+        })
+    };
+    let (t, _) = tenants(ClusterState::default());
+    assert!(t.key("acme").is_none());
+    let s = state(KeyLimits::default(), &[1]);
+    t.rebuild(at(s.clone(), 5), T0);
+    assert!(t.key("acme").is_some());
+    t.rebuild(at(ClusterState::default(), 4), T0);
+    assert!(t.key("acme").is_some(), "index 4 came after 5");
+    // The same index again: the periodic rebuild, which must go on.
+    let mut without = s;
+    without.keys.remove("acme");
+    t.rebuild(at(without, 5), T0);
+    assert!(t.key("acme").is_none());
+}
+
 fn demand_report(seq: u64, demand: u64) -> TenantReport {
     TenantReport {
         boot: 5,
