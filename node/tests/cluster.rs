@@ -1329,7 +1329,10 @@ async fn writes_to_a_deposed_leader_wait_for_the_new_one() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Frozen past twice the cut-off bound (2 s here), where a node that
+    // heard no quorum refuses writes at once: it must see that it was not
+    // listening, rather than refuse before it reads the new leader's word.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     cluster.resume(old).await;
     for (i, write) in writes.into_iter().enumerate() {
         let reply = write.await.unwrap();

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use raft::NodeId;
 use raft::types::Raft;
+use tokio::time::Instant;
 
 /// What the node knows, read from its Raft.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,8 +32,10 @@ pub struct Facts {
     /// voting in an election, or a leader just elected and not yet
     /// acknowledged, is in touch with its cluster, not cut off.
     pub vote_set: Option<Duration>,
-    /// Since the node started (what counts when nothing was ever heard).
-    pub since_start: Duration,
+    /// Since the node began listening: its start, or its wake from a pause
+    /// (see `Listening`). What counts when nothing was heard since: silence
+    /// while it could not listen says nothing of its cluster.
+    pub listening: Duration,
     /// Most of the other voters refused its last pre-vote as coming from a
     /// node that is not a member: removed, though the entry that removed it
     /// may never reach it (the leader stops replicating to it).
@@ -62,7 +65,7 @@ pub fn judge(facts: &Facts, bound: Duration) -> Verdict {
         facts.leader_heard
     }
     .or(facts.vote_set);
-    let silent = heard.unwrap_or(facts.since_start).min(facts.since_start);
+    let silent = heard.unwrap_or(facts.listening).min(facts.listening);
     if silent > bound {
         Verdict::CutOff(silent)
     } else {
@@ -106,6 +109,37 @@ impl Standing {
 /// How often the standing is judged again.
 const EVERY: Duration = Duration::from_millis(250);
 
+/// When this node last began listening to its cluster: its start, or the
+/// end of a pause that held the whole process (a stop signal, a stalled
+/// VM), seen as a tick arriving more than two ticks late. A leader frozen
+/// past the bound wakes with its last quorum long gone; judged on that, it
+/// would refuse the writes it was sent while frozen before it could read
+/// the heartbeats that depose it.
+#[derive(Debug, Clone, Copy)]
+struct Listening {
+    since: Instant,
+    last_tick: Instant,
+}
+
+impl Listening {
+    /// Listening from `now`, the node's start.
+    fn new(now: Instant) -> Self {
+        Self {
+            since: now,
+            last_tick: now,
+        }
+    }
+
+    /// A tick at `now`: how long the node has been listening.
+    fn tick(&mut self, now: Instant) -> Duration {
+        if now.saturating_duration_since(self.last_tick) > 2 * EVERY {
+            self.since = now;
+        }
+        self.last_tick = now;
+        now.saturating_duration_since(self.since)
+    }
+}
+
 /// Judges node `id`'s standing every [`EVERY`] until its Raft stops, and
 /// logs each change of verdict.
 pub async fn watch(
@@ -115,11 +149,15 @@ pub async fn watch(
     stranger: Arc<AtomicBool>,
     bound: Duration,
 ) {
-    let started = tokio::time::Instant::now();
+    let mut listening = Listening::new(Instant::now());
     let mut last = Verdict::Member;
     let mut tick = tokio::time::interval(EVERY);
+    // After a pause, one tick at once rather than a burst of missed ones.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // When it ran, not when it was due: a late tick is the point.
+        let listened = listening.tick(Instant::now());
         let (has_membership, member, leading, quorum_ack) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
@@ -147,7 +185,7 @@ pub async fn watch(
             quorum_ack,
             leader_heard: heard,
             vote_set,
-            since_start: started.elapsed(),
+            listening: listened,
             refused_as_stranger: stranger.load(Ordering::Relaxed),
         };
         let verdict = judge(&facts, bound);
@@ -190,7 +228,7 @@ mod tests {
             quorum_ack: None,
             leader_heard: heard_s.map(Duration::from_secs),
             vote_set: heard_s.map(Duration::from_secs),
-            since_start: Duration::from_secs(600),
+            listening: Duration::from_secs(600),
             refused_as_stranger: false,
         }
     }
@@ -206,7 +244,7 @@ mod tests {
         // Never heard a leader: counted from the start, so a node just
         // started is not cut off at once.
         let fresh = Facts {
-            since_start: Duration::from_secs(2),
+            listening: Duration::from_secs(2),
             ..follower(None)
         };
         assert_eq!(judge(&fresh, BOUND), Verdict::Member);
@@ -249,6 +287,42 @@ mod tests {
         assert_eq!(
             judge(&leader(Some(30)), BOUND),
             Verdict::CutOff(Duration::from_secs(30))
+        );
+    }
+
+    #[test]
+    fn a_leader_frozen_past_the_bound_is_not_cut_off_as_it_wakes() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let mut listening = Listening::new(start);
+        assert_eq!(listening.tick(at(0)), Duration::ZERO);
+        assert_eq!(listening.tick(at(250)), Duration::from_millis(250));
+        // Late, but by less than two ticks: a busy runtime, still listening.
+        assert_eq!(listening.tick(at(740)), Duration::from_millis(740));
+        // Frozen for 30 s: the next tick comes as it wakes.
+        let woke = listening.tick(at(30_740));
+        assert_eq!(woke, Duration::ZERO);
+        let frozen = Facts {
+            leading: true,
+            quorum_ack: Some(Duration::from_secs(30)),
+            listening: woke,
+            ..follower(None)
+        };
+        assert_eq!(judge(&frozen, BOUND), Verdict::Member);
+        // Still unheard a bound after it woke: cut off, counted from then.
+        assert_eq!(listening.tick(at(30_990)), Duration::from_millis(250));
+        let mut t = 30_990;
+        while t < 36_990 {
+            t += 250;
+            listening.tick(at(t));
+        }
+        let still = Facts {
+            listening: listening.tick(at(t + 250)),
+            ..frozen
+        };
+        assert_eq!(
+            judge(&still, BOUND),
+            Verdict::CutOff(Duration::from_millis(6_500))
         );
     }
 
