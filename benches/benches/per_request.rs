@@ -1,23 +1,25 @@
 //! Micro-benchmarks of the work Meridian does per request before any byte
 //! goes upstream: client-key check, body probe and model rewrite, route
-//! lookup and target choice, the usage scan of a stream chunk, and the
-//! scrub of provider keys from an answer.
+//! lookup and target choice, the usage scan of a stream chunk, the scrub
+//! of provider keys from an answer, and the Responses stream's id tagging.
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::HeaderMap;
 use meridian::health::HealthBoard;
 use meridian::health::blend::Freshness;
 use meridian::health::peers::Received;
 use meridian::health::window::{Quantiles, WindowSummary};
+use meridian::responses::TagStream;
 use meridian::routing::{RoutingSnapshot, Secrets};
 use meridian::scrub::Scrubber;
 use meridian::select::Policy;
+use meridian::translate::StreamTranslator;
 use meridian::{request_body, usage};
 use rand::SeedableRng;
 use rand::rngs::SmallRng;
@@ -252,6 +254,35 @@ fn scrub_answers(c: &mut Criterion) {
     });
 }
 
+/// The Responses stream's id tagging, per event: a text delta (most of a
+/// stream) passes by a search alone; a lifecycle event has its ids tagged.
+fn responses_tagging(c: &mut Criterion) {
+    let delta = br#"event: response.output_text.delta
+data: {"type":"response.output_text.delta","sequence_number":7,"item_id":"msg_1","output_index":0,"content_index":0,"delta":"hello","logprobs":[]}
+
+"#;
+    let created = br#"event: response.created
+data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","object":"response","created_at":1,"status":"in_progress","model":"m","output":[],"previous_response_id":null,"usage":null}}
+
+"#;
+    let mut out = BytesMut::with_capacity(1024);
+    let mut group = c.benchmark_group("responses stream tagging");
+    for (name, event) in [
+        ("text delta", &delta[..]),
+        ("response.created", &created[..]),
+    ] {
+        let mut tag = TagStream::new("a");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                out.clear();
+                tag.events(black_box(event), &mut out);
+                black_box(out.len())
+            })
+        });
+    }
+    group.finish();
+}
+
 criterion_group!(
     benches,
     route_and_choose,
@@ -259,6 +290,7 @@ criterion_group!(
     client_key,
     stream_usage_scan,
     plain_usage,
-    scrub_answers
+    scrub_answers,
+    responses_tagging
 );
 criterion_main!(benches);

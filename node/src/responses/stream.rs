@@ -8,12 +8,19 @@
 //! search for `"response"` decides, and only an event that holds it is
 //! parsed, to the response object's two ids, whose spans are spliced.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
+use memchr::memmem::Finder;
 
 use crate::error::error_json;
 use crate::translate::{StreamTranslator, parse_events, write_event};
 
 use super::{PREVIOUS, members, tag_ids};
+
+/// The search that lets an event without a response object pass untouched,
+/// built once: building it costs more than searching an event.
+static RESPONSE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"response\""));
 
 /// Rewrites a Responses stream from one upstream so the ids in it are
 /// tagged with that upstream, event by event, holding nothing back but an
@@ -59,7 +66,7 @@ impl TagStream {
     /// The event's name and data with its response ids tagged, or `None`
     /// when it carries no response object with an id.
     fn tagged<'a>(&self, raw: &'a [u8]) -> Option<(Option<&'a str>, Bytes)> {
-        memchr::memmem::find(raw, b"\"response\"")?;
+        RESPONSE_KEY.find(raw)?;
         let events = parse_events(raw);
         let [event] = events.as_slice() else {
             return None;
@@ -119,23 +126,25 @@ impl StreamTranslator for TagStream {
 /// The offsets just past each event's ending blank line in `buf`, in order:
 /// the SSE line rules (LF, CRLF or CR endings), so an event is cut where
 /// [`parse_events`] would end it. Bytes after the last one are an event that
-/// has not ended.
-fn event_ends(buf: &[u8]) -> Vec<usize> {
-    let mut ends = Vec::new();
+/// has not ended. Lazy: a batch of events costs no allocation.
+fn event_ends(buf: &[u8]) -> impl Iterator<Item = usize> + '_ {
     let mut line_start = 0;
-    while let Some(i) = memchr::memchr2(b'\n', b'\r', &buf[line_start..]) {
-        let at = line_start + i;
-        let next = if buf[at] == b'\r' && buf.get(at + 1) == Some(&b'\n') {
-            at + 2
-        } else {
-            at + 1
-        };
-        if at == line_start {
-            ends.push(next);
+    std::iter::from_fn(move || {
+        while let Some(i) = memchr::memchr2(b'\n', b'\r', &buf[line_start..]) {
+            let at = line_start + i;
+            let next = if buf[at] == b'\r' && buf.get(at + 1) == Some(&b'\n') {
+                at + 2
+            } else {
+                at + 1
+            };
+            let blank = at == line_start;
+            line_start = next;
+            if blank {
+                return Some(next);
+            }
         }
-        line_start = next;
-    }
-    ends
+        None
+    })
 }
 
 /// Appends an event whose data may span lines (the upstream's own line

@@ -58,7 +58,6 @@ fn run(pieces: &[&[u8]]) -> Vec<u8> {
 fn raw_events(buf: &[u8]) -> Vec<&[u8]> {
     let mut start = 0;
     event_ends(buf)
-        .into_iter()
         .map(|end| {
             let raw = &buf[start..end];
             start = end;
