@@ -111,31 +111,28 @@ const EVERY: Duration = Duration::from_millis(250);
 
 /// When this node last began listening to its cluster: its start, or the
 /// end of a pause that held the whole process (a stop signal, a stalled
-/// VM), seen as a tick arriving more than two ticks late. A leader frozen
+/// VM), seen as a sleep of one tick that lasted over three. A leader frozen
 /// past the bound wakes with its last quorum long gone; judged on that, it
 /// would refuse the writes it was sent while frozen before it could read
-/// the heartbeats that depose it.
+/// the heartbeats that depose it. Only the sleep is timed: a slow answer
+/// from the Raft core between two sleeps is not a pause.
 #[derive(Debug, Clone, Copy)]
 struct Listening {
     since: Instant,
-    last_tick: Instant,
 }
 
 impl Listening {
     /// Listening from `now`, the node's start.
     fn new(now: Instant) -> Self {
-        Self {
-            since: now,
-            last_tick: now,
-        }
+        Self { since: now }
     }
 
-    /// A tick at `now`: how long the node has been listening.
-    fn tick(&mut self, now: Instant) -> Duration {
-        if now.saturating_duration_since(self.last_tick) > 2 * EVERY {
+    /// Woken at `now` from a sleep of [`EVERY`] begun at `asleep`: how long
+    /// the node has been listening.
+    fn woke(&mut self, asleep: Instant, now: Instant) -> Duration {
+        if now.saturating_duration_since(asleep) > 3 * EVERY {
             self.since = now;
         }
-        self.last_tick = now;
         now.saturating_duration_since(self.since)
     }
 }
@@ -151,13 +148,10 @@ pub async fn watch(
 ) {
     let mut listening = Listening::new(Instant::now());
     let mut last = Verdict::Member;
-    let mut tick = tokio::time::interval(EVERY);
-    // After a pause, one tick at once rather than a burst of missed ones.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        // When it ran, not when it was due: a late tick is the point.
-        let listened = listening.tick(Instant::now());
+        let asleep = Instant::now();
+        tokio::time::sleep(EVERY).await;
+        let listened = listening.woke(asleep, Instant::now());
         let (has_membership, member, leading, quorum_ack) = {
             let metrics = raft.metrics();
             let m = metrics.borrow();
@@ -295,12 +289,18 @@ mod tests {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         let mut listening = Listening::new(start);
-        assert_eq!(listening.tick(at(0)), Duration::ZERO);
-        assert_eq!(listening.tick(at(250)), Duration::from_millis(250));
-        // Late, but by less than two ticks: a busy runtime, still listening.
-        assert_eq!(listening.tick(at(740)), Duration::from_millis(740));
-        // Frozen for 30 s: the next tick comes as it wakes.
-        let woke = listening.tick(at(30_740));
+        // Each sleep of 250 ms from the end of the last one (`t`).
+        let mut t = 0;
+        let mut sleep = |listening: &mut Listening, took: u64| {
+            let asleep = t;
+            t += took;
+            listening.woke(at(asleep), at(t))
+        };
+        assert_eq!(sleep(&mut listening, 250), Duration::from_millis(250));
+        // Late, by less than two ticks: a busy runtime, still listening.
+        assert_eq!(sleep(&mut listening, 740), Duration::from_millis(990));
+        // Frozen for 30 s in a sleep: it wakes listening afresh.
+        let woke = sleep(&mut listening, 30_000);
         assert_eq!(woke, Duration::ZERO);
         let frozen = Facts {
             leading: true,
@@ -310,14 +310,11 @@ mod tests {
         };
         assert_eq!(judge(&frozen, BOUND), Verdict::Member);
         // Still unheard a bound after it woke: cut off, counted from then.
-        assert_eq!(listening.tick(at(30_990)), Duration::from_millis(250));
-        let mut t = 30_990;
-        while t < 36_990 {
-            t += 250;
-            listening.tick(at(t));
+        for _ in 0..25 {
+            sleep(&mut listening, 250);
         }
         let still = Facts {
-            listening: listening.tick(at(t + 250)),
+            listening: sleep(&mut listening, 250),
             ..frozen
         };
         assert_eq!(
