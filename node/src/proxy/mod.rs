@@ -326,7 +326,12 @@ impl Proxy {
         // Authenticate before anything else, so an unauthenticated caller
         // learns nothing, not even which models or paths exist.
         let key = snapshot.keys.authenticate(req.headers())?;
-        let tenant = self.tenants.as_ref().and_then(|t| t.key(&key));
+        // A node open to anyone on loopback serves `anonymous`, which no
+        // tenant is; any other key the table admits has a tenant.
+        let tenant = match self.tenants.as_deref() {
+            Some(tenants) if !snapshot.keys.accepts_anyone() => Some(tenants.admitted(&key)?),
+            _ => None,
+        };
         *limited = tenant.clone().filter(|t| t.is_rate_limited());
         let path = req.uri().path();
         // The Responses API's calls on a stored response go to the upstream

@@ -356,6 +356,16 @@ impl Tenants {
         self.keys.load().get(name).cloned()
     }
 
+    /// The state of a key the routing table has just authenticated. The
+    /// keys are rebuilt before every table that admits a new one is served
+    /// (`routing::follow`), so a key admitted but unknown here is one being
+    /// deleted: it is refused as the table will refuse it a moment later,
+    /// not served unlimited and uncharged in between.
+    pub fn admitted(&self, name: &str) -> Result<Arc<KeyState>, ProxyError> {
+        self.key(name)
+            .ok_or(ProxyError::Unauthorized("Incorrect API key provided."))
+    }
+
     /// The applied state the keys were last built from.
     pub fn applied(&self) -> Arc<Applied> {
         self.applied.load_full()

@@ -209,6 +209,30 @@ fn an_older_state_never_replaces_a_newer_one() {
     assert!(t.key("acme").is_none());
 }
 
+/// The table is swapped after the tenants are rebuilt, so for a moment
+/// after a key is deleted the table still admits it: that key is refused,
+/// not served with no limit.
+#[test]
+fn a_key_being_deleted_is_refused_not_served_unlimited() {
+    let limits = KeyLimits {
+        rpm: Some(1),
+        ..KeyLimits::default()
+    };
+    let mut s = state(limits, &[1]);
+    let (t, _) = tenants(s.clone());
+    assert!(t.admitted("acme").unwrap().is_rate_limited());
+    assert!(
+        t.admitted("free").is_ok(),
+        "a key without limits has a state"
+    );
+    s.keys.remove("acme");
+    t.rebuild(applied(s), T0);
+    let refused = t.admitted("acme").unwrap_err();
+    assert_eq!(refused.status(), http::StatusCode::UNAUTHORIZED);
+    assert!(!refused.retryable());
+    assert!(t.admitted("free").is_ok());
+}
+
 fn demand_report(seq: u64, demand: u64) -> TenantReport {
     TenantReport {
         boot: 5,
