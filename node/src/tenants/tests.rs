@@ -13,9 +13,15 @@ const INTERVAL: Duration = Duration::from_secs(1);
 const T0: u64 = 1_000 * MINUTE_MS;
 
 fn applied(state: ClusterState) -> Arc<Applied> {
+    applied_at(state, None)
+}
+
+/// `state` as applied up to log index `index`.
+fn applied_at(state: ClusterState, index: Option<u64>) -> Arc<Applied> {
     Arc::new(Applied {
         state,
-        last_applied: None,
+        last_applied: index
+            .map(|i| openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), i)),
         membership: StoredMembership::default(),
     })
 }
@@ -185,16 +191,7 @@ fn counters_survive_rebuilds_and_deleted_keys_go() {
 /// holding an older state must not undo the other's newer one.
 #[test]
 fn an_older_state_never_replaces_a_newer_one() {
-    let at = |state: ClusterState, index: u64| {
-        Arc::new(Applied {
-            state,
-            last_applied: Some(openraft::LogId::new(
-                openraft::CommittedLeaderId::new(1, 1),
-                index,
-            )),
-            membership: StoredMembership::default(),
-        })
-    };
+    let at = |state: ClusterState, index: u64| applied_at(state, Some(index));
     let (t, _) = tenants(ClusterState::default());
     assert!(t.key("acme").is_none());
     let s = state(KeyLimits::default(), &[1]);
