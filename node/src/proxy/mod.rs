@@ -55,6 +55,9 @@ mod own_usage;
 mod request;
 mod route;
 mod stored;
+#[cfg(test)]
+#[path = "tenant_tests.rs"]
+mod tenant_tests;
 
 pub use body::ProxyBody;
 pub use forms::DEFAULT_MAX_TOKENS;

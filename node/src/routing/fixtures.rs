@@ -9,14 +9,14 @@ use proto::config::Config;
 
 use super::{BuildError, RoutingSnapshot, Secrets};
 
-pub(super) struct FakeEnv(pub(super) Map<&'static str, &'static str>);
+pub(crate) struct FakeEnv(pub(crate) Map<&'static str, &'static str>);
 impl Secrets for FakeEnv {
     fn env(&self, name: &str) -> Option<String> {
         self.0.get(name).map(|v| v.to_string())
     }
 }
 
-pub(super) const CONFIG: &str = r#"
+pub(crate) const CONFIG: &str = r#"
 [node]
 id = 1
 region = "us-east"
@@ -45,7 +45,7 @@ model = "b-only"
 tiers = [[{ upstream = "b", model = "b-large" }]]
 "#;
 
-pub(super) fn build(env: &[(&'static str, &'static str)]) -> Result<RoutingSnapshot, BuildError> {
+pub(crate) fn build(env: &[(&'static str, &'static str)]) -> Result<RoutingSnapshot, BuildError> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let config = Config::from_toml(CONFIG).unwrap();
     RoutingSnapshot::build(&config, &FakeEnv(env.iter().copied().collect()), None)

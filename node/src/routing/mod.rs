@@ -20,7 +20,7 @@ mod addressed;
 mod build;
 mod endpoint;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 mod follow;
 pub mod hedge;
 #[cfg(test)]
