@@ -4,41 +4,24 @@
 
 use bytes::Bytes;
 use proto::config::Config;
-use proto::state::{ClusterState, KeyRecord};
+use proto::state::ClusterState;
 use proto::tenancy::KeyLimits;
-use raft::store::Applied;
 
 use super::*;
-use crate::auth::hash_key;
-use crate::cluster::hex;
 use crate::health::spawn_recorder;
 use crate::metrics::Metrics;
-use crate::routing::fixtures::{self, CONFIG};
+use crate::routing::fixtures::{self, CLIENT_KEY, CONFIG, ENV, app_key, applied};
 use crate::settings::Settings;
-
-const CLIENT_KEY: &str = "client-key-0123456789";
-
-fn applied(state: ClusterState) -> Arc<Applied> {
-    Arc::new(Applied {
-        state,
-        last_applied: None,
-        membership: openraft::StoredMembership::default(),
-    })
-}
 
 /// The cluster's state holding key `app` (the fixture's) with an `rpm`.
 fn with_key() -> ClusterState {
     let mut state = ClusterState::default();
     state.keys.insert(
         "app".into(),
-        KeyRecord {
-            name: "app".into(),
-            sha256: hex(&hash_key(CLIENT_KEY)),
-            limits: KeyLimits {
-                rpm: Some(100),
-                ..KeyLimits::default()
-            },
-        },
+        app_key(KeyLimits {
+            rpm: Some(100),
+            ..KeyLimits::default()
+        }),
     );
     state
 }
@@ -56,8 +39,7 @@ async fn models(proxy: &Arc<Proxy>) -> Response<ProxyBody> {
 /// alone must not serve it with no limit and no charge.
 #[tokio::test]
 async fn a_key_the_table_admits_but_the_tenants_dropped_is_refused() {
-    let snapshot =
-        fixtures::build(&[("CLIENT_KEY", CLIENT_KEY), ("A_KEY", "ka"), ("B_KEY", "kb")]).unwrap();
+    let snapshot = fixtures::build(&ENV).unwrap();
     let settings = Settings::new(&Config::from_toml(CONFIG).unwrap()).unwrap();
     let (health, _reports) = spawn_recorder(settings.recorder);
     let tenants = Tenants::new(
@@ -65,7 +47,7 @@ async fn a_key_the_table_admits_but_the_tenants_dropped_is_refused() {
         0,
         Duration::from_secs(1),
         Arc::new(Metrics::default()),
-        applied(with_key()),
+        applied(with_key(), None),
         1,
     );
     let proxy = Arc::new(
@@ -84,7 +66,10 @@ async fn a_key_the_table_admits_but_the_tenants_dropped_is_refused() {
         "a known key is served with its limits"
     );
 
-    tenants.rebuild(applied(ClusterState::default()), crate::tenants::now_ms());
+    tenants.rebuild(
+        applied(ClusterState::default(), None),
+        crate::tenants::now_ms(),
+    );
     let dropped = models(&proxy).await;
     assert_eq!(dropped.status(), 401);
     assert!(!dropped.headers().contains_key("x-ratelimit-limit-requests"));

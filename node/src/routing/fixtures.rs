@@ -4,10 +4,42 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap as Map;
+use std::sync::Arc;
 
+use openraft::{CommittedLeaderId, LogId, StoredMembership};
 use proto::config::Config;
+use proto::state::{ClusterState, KeyRecord};
+use proto::tenancy::KeyLimits;
+use raft::store::Applied;
 
 use super::{BuildError, RoutingSnapshot, Secrets};
+use crate::auth::hash_key;
+use crate::cluster::hex;
+
+/// The client key of [`CONFIG`]'s key `app` (its `CLIENT_KEY`).
+pub(crate) const CLIENT_KEY: &str = "client-key-0123456789";
+
+/// The environment [`CONFIG`] reads: its client key and both provider keys.
+pub(crate) const ENV: [(&str, &str); 3] =
+    [("CLIENT_KEY", CLIENT_KEY), ("A_KEY", "ka"), ("B_KEY", "kb")];
+
+/// Key `app` as the cluster's state records it, with `limits`.
+pub(crate) fn app_key(limits: KeyLimits) -> KeyRecord {
+    KeyRecord {
+        name: "app".into(),
+        sha256: hex(&hash_key(CLIENT_KEY)),
+        limits,
+    }
+}
+
+/// `state` as applied up to log `index` (`None`: nothing applied yet).
+pub(crate) fn applied(state: ClusterState, index: Option<u64>) -> Arc<Applied> {
+    Arc::new(Applied {
+        state,
+        last_applied: index.map(|i| LogId::new(CommittedLeaderId::new(1, 1), i)),
+        membership: StoredMembership::default(),
+    })
+}
 
 pub(crate) struct FakeEnv(pub(crate) Map<&'static str, &'static str>);
 impl Secrets for FakeEnv {

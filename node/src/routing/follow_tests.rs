@@ -1,25 +1,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use openraft::{CommittedLeaderId, LogId, StoredMembership};
 use proto::config::Config;
-use proto::state::{ClusterState, Command, KeyRecord};
+use proto::state::{ClusterState, Command};
 use proto::tenancy::KeyLimits;
 
-use super::super::fixtures::{CONFIG, FakeEnv};
+use super::super::fixtures::{CLIENT_KEY, CONFIG, ENV, FakeEnv, app_key, applied};
 use super::*;
-use crate::auth::hash_key;
-use crate::cluster::hex;
 use crate::metrics::Metrics;
-
-const CLIENT_KEY: &str = "client-key-0123456789";
-
-fn applied(state: ClusterState, index: Option<u64>) -> Arc<Applied> {
-    Arc::new(Applied {
-        state,
-        last_applied: index.map(|i| LogId::new(CommittedLeaderId::new(1, 1), i)),
-        membership: StoredMembership::default(),
-    })
-}
 
 /// The cluster's state once the fixture's upstreams and routes are seeded
 /// with key `app`, limited to 5 tokens a minute.
@@ -28,14 +15,10 @@ fn seeded(config: &Config) -> ClusterState {
     state.apply(&Command::Seed {
         upstreams: config.upstreams.clone(),
         routes: config.routes.clone(),
-        keys: vec![KeyRecord {
-            name: "app".into(),
-            sha256: hex(&hash_key(CLIENT_KEY)),
-            limits: KeyLimits {
-                tpm: Some(5),
-                ..KeyLimits::default()
-            },
-        }],
+        keys: vec![app_key(KeyLimits {
+            tpm: Some(5),
+            ..KeyLimits::default()
+        })],
     });
     state
 }
@@ -52,11 +35,7 @@ async fn a_new_keys_limits_are_known_before_a_table_admits_it() {
     own.upstreams.clear();
     own.routes.clear();
     own.keys.clear();
-    let env = Arc::new(FakeEnv(
-        [("CLIENT_KEY", CLIENT_KEY), ("A_KEY", "ka"), ("B_KEY", "kb")]
-            .into_iter()
-            .collect(),
-    ));
+    let env = Arc::new(FakeEnv(ENV.into_iter().collect()));
     let node = NodeSettings::new(&own);
     let trust = Arc::new(LocalTrust::new(&config));
     let empty = applied(ClusterState::default(), None);
