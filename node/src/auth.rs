@@ -9,6 +9,11 @@ use sha2::{Digest, Sha256};
 
 use crate::error::ProxyError;
 
+/// The refusal of a key this node does not accept: the same words whether
+/// it was never a key or is one being deleted, so a caller learns nothing
+/// more from either.
+pub const INCORRECT_KEY: ProxyError = ProxyError::Unauthorized("Incorrect API key provided.");
+
 /// A SHA-256 digest of a client key.
 pub type KeyHash = [u8; 32];
 
@@ -75,7 +80,7 @@ impl KeyRing {
         self.keys
             .get(&hash_key(presented))
             .cloned()
-            .ok_or(ProxyError::Unauthorized("Incorrect API key provided."))
+            .ok_or(INCORRECT_KEY)
     }
 }
 

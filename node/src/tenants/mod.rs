@@ -362,8 +362,7 @@ impl Tenants {
     /// deleted: it is refused as the table will refuse it a moment later,
     /// not served unlimited and uncharged in between.
     pub fn admitted(&self, name: &str) -> Result<Arc<KeyState>, ProxyError> {
-        self.key(name)
-            .ok_or(ProxyError::Unauthorized("Incorrect API key provided."))
+        self.key(name).ok_or(crate::auth::INCORRECT_KEY)
     }
 
     /// The applied state the keys were last built from.
