@@ -23,6 +23,10 @@
 # with the figures, `"usage":null` in every chunk before it, as OpenAI
 # writes them), and nginx relays with
 # `proxy_buffering off`, so the CPU per request is a streamed answer's.
+# FLOOR=<meridian-floor> adds a fourth contender in each round: the least
+# a keep-alive proxy on Meridian's runtime does per request (no routing, no
+# rewriting; plain answers over plain HTTP only), the floor Meridian's own
+# work sits on (benches/src/floor).
 # Prints one SAT line per run and the
 # load average before each round; PERF=1 adds `perf stat` on the proxy under
 # test (CPU time, its user/kernel split, context switches, migrations, page faults per request; this
@@ -33,7 +37,11 @@ WT=${WT:-2} WC=${WC:-64} PERF=${PERF:-0}
 NGINX=${NGINX:-/usr/sbin/nginx} WRK=${WRK:-/usr/bin/wrk}
 MERIDIAN=${MERIDIAN:-${CARGO_TARGET_DIR:-target}/release/meridian}
 STREAM=${STREAM:-0} MOCK=${MOCK:-$(dirname "$MERIDIAN")/meridian-mock}
-MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}} ROUTES_B=${ROUTES_B:-1}
+FLOOR=${FLOOR:-} MERIDIAN_B=${MERIDIAN_B:-} RUST_LOG_B=${RUST_LOG_B:-${RUST_LOG:-warn}} ROUTES_B=${ROUTES_B:-1}
+if [ -n "$FLOOR" ] && { [ "${STREAM:-0}" = 1 ] || [ "${TLS:-0}" = 1 ]; }; then
+  echo "dev-bench.sh: FLOOR measures plain answers over plain HTTP only (not STREAM=1 or TLS=1)" >&2
+  exit 64
+fi
 W=${W:-/tmp/devbench}; rm -rf "$W"; mkdir -p "$W"
 # (the shared script's 8-character admin token is refused now: 16 at least)
 body='{"id":"chatcmpl-x","object":"chat.completion","created":1,"model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"hello"},"finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6}}'
@@ -181,6 +189,13 @@ for round in $(seq "$ROUNDS"); do
     RUST_LOG=$RUST_LOG_B start_meridian "$MERIDIAN_B" "$W/m-b.toml"
     sat meridian-b http://127.0.0.1:19004/v1/chat/completions "$MP"
     stop_meridian
+  fi
+  if [ -n "$FLOOR" ]; then
+    taskset -c "$PX" "$FLOOR" --listen 127.0.0.1:19007 --upstream 127.0.0.1:19001 > "$W/floor.log" 2>&1 &
+    FP=$!
+    for _ in $(seq 50); do ss -Hltn 'sport = :19007' | grep -q . && break; sleep 0.1; done
+    sat floor http://127.0.0.1:19007/v1/chat/completions "$FP"
+    grep VmRSS /proc/$FP/status; kill $FP; wait $FP 2>/dev/null
   fi
 done
 kill "$(cat "$W/px.pid")" 2>/dev/null

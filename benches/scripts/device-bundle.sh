@@ -32,6 +32,7 @@ pack "$OHA" oha
 pack "${MERIDIAN:-target/release/meridian}" meridian
 pack target/release/meridian-mock meridian-mock
 pack target/release/meridian-bench meridian-bench
+pack target/release/meridian-floor meridian-floor
 rm -f .bench/bin/meridian-base.xz
 [ -n "${MERIDIAN_BASE:-}" ] && pack "$MERIDIAN_BASE" meridian-base
 export LD_LIBRARY_PATH=$D/root/usr/lib/x86_64-linux-gnu

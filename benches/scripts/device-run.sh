@@ -134,6 +134,13 @@ start_meridian 1 4
 sat meridian-1core http://127.0.0.1:19004/v1/chat/completions
 ol meridian-1core-10000 http://127.0.0.1:19004/v1/chat/completions 10000
 stop_meridian
+# the floor: a proxy on Meridian's runtime doing nothing per request (benches/src/floor)
+if [ -x $B/bin/meridian-floor ]; then
+  taskset -c 4 $B/bin/meridian-floor --listen 127.0.0.1:19007 --upstream 127.0.0.1:19001 > $W/floor.log 2>&1 &
+  FP=$!; sleep 0.3
+  sat floor-1core http://127.0.0.1:19007/v1/chat/completions
+  kill $FP; wait $FP 2>/dev/null
+fi
 ol nginx-1core-10000 http://127.0.0.1:19002/v1/chat/completions 10000
 kill $(cat $W/px.pid) $(cat $W/up.pid) $(cat $W/ha.pid) 2>/dev/null
 cp $W/*.log $OUTD/ 2>/dev/null
