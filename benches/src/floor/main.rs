@@ -41,6 +41,8 @@ struct Args {
 const MAX_HEADERS: usize = 64;
 /// A head larger than this is refused.
 const MAX_HEAD: usize = 64 * 1024;
+/// A body larger than this is refused: the buffer would grow with it.
+const MAX_BODY: usize = 16 * 1024 * 1024;
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -157,6 +159,7 @@ fn message_len(buf: &[u8], side: Side) -> io::Result<Option<usize>> {
             body = std::str::from_utf8(header.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<usize>().ok())
+                .filter(|&len| len <= MAX_BODY)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
         }
     }
@@ -192,6 +195,13 @@ mod tests {
         assert!(message_len(chunked, Side::Response).is_err());
         let bad = b"POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
         assert!(message_len(bad, Side::Request).is_err());
+        let overflow = b"POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n";
+        assert!(message_len(overflow, Side::Request).is_err());
+        let too_big = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        assert!(message_len(too_big.as_bytes(), Side::Request).is_err());
         let huge = vec![b'a'; MAX_HEAD + 1];
         assert!(message_len(&huge, Side::Request).is_err());
     }
