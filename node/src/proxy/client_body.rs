@@ -1,14 +1,17 @@
 //! The client's request body, read whole before any upstream is chosen,
 //! within the node's size limit (`proxy.max_request_bytes`) and body
 //! timeout: a client that sends slowly, or too much, holds its own
-//! connection and nothing else.
+//! connection and nothing else. A body sent in many small pieces (chunks
+//! of one byte, h2 frames of one byte) is copied together as it arrives:
+//! kept as a list of pieces, each holding the read buffer it was cut
+//! from, 32 MiB of one-byte chunks held over a gigabyte.
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::Request;
 use http::header::CONTENT_LENGTH;
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 
 use crate::error::ProxyError;
 use crate::server::RequestBody;
@@ -37,24 +40,54 @@ pub(super) async fn read(
     if declared.is_some_and(|n| n > max as u64) {
         return Err(ProxyError::TooLarge { limit: max });
     }
-    match tokio::time::timeout(timeout, Limited::new(body, max).collect()).await {
+    match tokio::time::timeout(timeout, joined(body, max)).await {
         Err(_) => Err(ProxyError::BodyTimeout {
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
         }),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::TooLarge { limit: max })
-        }
-        Ok(Err(e)) => Err(ProxyError::BadRequest {
+        Ok(result) => result,
+    }
+}
+
+/// The body's pieces as one, at most `max` bytes. A body in one piece is
+/// taken as it came; from the second piece on, each is copied into one
+/// buffer and let go, so what a body holds is its own size, not its
+/// piece count times the buffers they were cut from.
+async fn joined(mut body: RequestBody, max: usize) -> Result<Bytes, ProxyError> {
+    let mut first: Option<Bytes> = None;
+    let mut rest = BytesMut::new();
+    let mut len = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ProxyError::BadRequest {
             message: format!("The request body could not be read: {e}"),
             param: None,
-        }),
+        })?;
+        // Trailers carry nothing the request is made of.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        len = len.saturating_add(data.len());
+        if len > max {
+            return Err(ProxyError::TooLarge { limit: max });
+        }
+        match first.take() {
+            None if rest.is_empty() => first = Some(data),
+            None => rest.extend_from_slice(&data),
+            Some(head) => {
+                rest.reserve(len);
+                rest.extend_from_slice(&head);
+                rest.extend_from_slice(&data);
+            }
+        }
     }
+    Ok(first.unwrap_or_else(|| rest.freeze()))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
     use tokio::sync::mpsc;
 
     use super::*;
@@ -115,6 +148,48 @@ mod tests {
         tx.send(Ok(Some(Bytes::from_static(b"cd")))).await.unwrap();
         tx.send(Ok(None)).await.unwrap();
         assert_eq!(&read(req, 64, LONG).await.unwrap()[..], b"abcd");
+    }
+
+    /// A piece of body that counts itself alive while anything holds it.
+    struct Counted(Arc<AtomicUsize>);
+
+    impl AsRef<[u8]> for Counted {
+        fn as_ref(&self) -> &[u8] {
+            b"x"
+        }
+    }
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A hostile client sends its body a byte at a time: each piece is let
+    /// go once copied, so what the read holds does not grow with the
+    /// number of pieces (a list of them held every one, and the read
+    /// buffer each was cut from).
+    #[tokio::test]
+    async fn a_body_in_many_small_pieces_does_not_hold_them() {
+        let live = Arc::new(AtomicUsize::new(0));
+        let (req, tx) = fed(None);
+        let reading = tokio::spawn(read(req, 1 << 20, LONG));
+        for _ in 0..2_000 {
+            live.fetch_add(1, Ordering::SeqCst);
+            let piece = Bytes::from_owner(Counted(live.clone()));
+            tx.send(Ok(Some(piece))).await.unwrap();
+        }
+        for _ in 0..8 {
+            tokio::task::yield_now().await;
+        }
+        // At most the channel's four and the one being read are held.
+        let held = live.load(Ordering::SeqCst);
+        assert!(held <= 5, "{held} pieces held while the body is read");
+        tx.send(Ok(None)).await.unwrap();
+        let body = reading.await.unwrap().unwrap();
+        assert_eq!(body.len(), 2_000);
+        assert!(body.iter().all(|&b| b == b'x'));
+        assert_eq!(live.load(Ordering::SeqCst), 0);
     }
 
     #[tokio::test]
