@@ -53,9 +53,17 @@ impl KeyMetrics {
 
     /// Counts one answer's tokens and cost.
     pub fn spent(&self, input: u64, output: u64, cost_nanos: u64) {
-        self.tokens[0].fetch_add(input, Ordering::Relaxed);
-        self.tokens[1].fetch_add(output, Ordering::Relaxed);
-        self.cost_nanos.fetch_add(cost_nanos, Ordering::Relaxed);
+        // Saturating: an upstream may report absurd usage, and a counter
+        // that wrapped would read as a reset.
+        for (counter, n) in [
+            (&self.tokens[0], input),
+            (&self.tokens[1], output),
+            (&self.cost_nanos, cost_nanos),
+        ] {
+            let _ = counter.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_add(n))
+            });
+        }
     }
 
     /// The key's balance in the applied state, when it has a ledger.

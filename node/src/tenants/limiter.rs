@@ -162,7 +162,8 @@ impl Window {
             let (index, view) = roll(v, now_ms, window_ms);
             let n = decide(&view)?;
             let next = View {
-                current: (view.current + n).min(COUNT_MAX),
+                // Saturating: `n` may be an upstream's absurd token count.
+                current: view.current.saturating_add(n).min(COUNT_MAX),
                 ..view
             };
             match self.state.compare_exchange_weak(
@@ -338,6 +339,17 @@ mod tests {
         assert_eq!(idle.reset_ms(), W / 2);
         // A request bigger than the limit waits for both windows to pass.
         assert_eq!(view.wait_for(20.0, 10.0), 2 * W);
+    }
+
+    /// An upstream's absurd token count fills the window; it neither
+    /// overflows nor wraps it back to nearly empty.
+    #[test]
+    fn an_absurd_count_saturates_the_window() {
+        let w = Window::default();
+        w.add(0, W, 1);
+        let full = w.add(1, W, u64::MAX).current;
+        assert_eq!(full, COUNT_MAX);
+        assert_eq!(w.view(2, W).current, COUNT_MAX);
     }
 
     #[test]

@@ -249,9 +249,14 @@ impl KeyState {
         if !self.is_limited() {
             return;
         }
-        self.meters
-            .spent_nanos
-            .fetch_add(counters.cost_nanos, Ordering::Relaxed);
+        // Saturating: an upstream may report absurd usage, and a wrapped
+        // meter would read as nothing spent.
+        let _ =
+            self.meters
+                .spent_nanos
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |spent| {
+                    Some(spent.saturating_add(counters.cost_nanos))
+                });
         if self.limits.tpm.is_some() {
             self.meters.tokens.add(now_ms, MINUTE_MS, counters.tokens());
         }

@@ -170,6 +170,26 @@ fn credits_run_out_and_a_top_up_lets_the_key_go_on() {
     assert_eq!(m.outcomes(KeyOutcome::InsufficientQuota), 2);
 }
 
+/// An upstream reports absurd usage (`u64::MAX` tokens, so a cost that
+/// saturates): the key's meters saturate rather than wrap, so the key is
+/// refused for credits and its token window is full, not emptied.
+#[test]
+fn absurd_usage_from_an_upstream_exhausts_the_key_rather_than_wrapping() {
+    let limits = KeyLimits {
+        credits_nanos: Some(1_000),
+        tpm: Some(1_000_000),
+        ..KeyLimits::default()
+    };
+    let s = state(limits, &[1]);
+    let (t, _metrics) = tenants(s.clone());
+    let acme = t.key("acme").unwrap();
+    acme.admit("fast", T0).unwrap();
+    t.answered("acme", "fast", "a", used(10, 600));
+    acme.admit("fast", T0).unwrap();
+    t.answered("acme", "fast", "a", used(u64::MAX, u64::MAX));
+    assert_eq!(acme.admit("fast", T0), Err(Refusal::Credits));
+}
+
 #[test]
 fn counters_survive_rebuilds_and_deleted_keys_go() {
     let limits = KeyLimits {
