@@ -194,8 +194,14 @@ impl Tenancy {
             let Some(day) = self.usage.keys().map(|c| c.day).min() else {
                 break;
             };
-            oldest = oldest.max(day + 1);
+            oldest = oldest.max(day.saturating_add(1));
+            let before = self.usage.len();
             self.usage.retain(|c, _| c.day >= oldest);
+            if self.usage.len() == before {
+                // Every cell is on the last day a `u32` holds (refused by
+                // `check_report`): nothing older is left to drop.
+                break;
+            }
         }
         self.usage.retain(|c, _| c.day >= oldest);
         for node in self.nodes.values_mut() {
@@ -226,11 +232,33 @@ impl Tenancy {
     }
 }
 
+/// The latest day a usage cell may name: days since 1970, about the year
+/// 4700. Past it a cell is a lie, and one on `u32::MAX` could never be
+/// pruned by age.
+const MAX_DAY: u32 = 1_000_000;
+
 fn check_report(report: &TenantReport) -> Result<(), FieldError> {
     if report.usage.len() > super::MAX_REPORT_CELLS {
         return Err(FieldError::new(
             "usage",
             format!("more than {} cells", super::MAX_REPORT_CELLS),
+        ));
+    }
+    if !(1..=crate::config::TenantsConfig::MAX_USAGE_DAYS).contains(&report.usage_days) {
+        // Applied to every node's cells, not only the reporter's: 0 would
+        // erase everyone's history but today's.
+        return Err(FieldError::new(
+            "usage_days",
+            format!(
+                "must be between 1 and {}",
+                crate::config::TenantsConfig::MAX_USAGE_DAYS
+            ),
+        ));
+    }
+    if let Some(cell) = report.usage.iter().find(|(c, _)| c.day > MAX_DAY) {
+        return Err(FieldError::new(
+            "usage",
+            format!("day {} is past {MAX_DAY}", cell.0.day),
         ));
     }
     if report.demand.len() > super::MAX_REPORT_CELLS {
@@ -264,6 +292,42 @@ mod tests {
             output_tokens: requests * 5,
             cost_nanos,
         }
+    }
+
+    /// A member's hostile reports: a day no clock reaches, or a
+    /// retention of zero days, are refused with nothing applied; the
+    /// ledger is as before.
+    #[test]
+    fn a_report_with_an_impossible_day_or_retention_is_refused() {
+        let mut ledger = Tenancy::default();
+        let one = Counters {
+            requests: 1,
+            ..Counters::default()
+        };
+        ledger
+            .report(1, &report(1, 1, &[(cell("acme", 20_000), one)]))
+            .unwrap();
+        let before = ledger.clone();
+        let far = report(1, 2, &[(cell("acme", u32::MAX), one)]);
+        assert_eq!(ledger.report(2, &far).unwrap_err().field, "usage");
+        let mut erase = report(1, 2, &[]);
+        erase.usage_days = 0;
+        assert_eq!(ledger.report(2, &erase).unwrap_err().field, "usage_days");
+        assert_eq!(ledger, before);
+    }
+
+    /// Pruning ends even when every cell is on the last day a `u32`
+    /// holds (cells a report can no longer carry, but a ledger may).
+    #[test]
+    fn pruning_ends_when_every_cell_is_on_the_last_day() {
+        let mut ledger = Tenancy::default();
+        for i in 0..=MAX_USAGE_CELLS {
+            let mut c = cell("acme", u32::MAX);
+            c.model = format!("m{i}");
+            ledger.usage.insert(c, Counters::default());
+        }
+        ledger.prune(30);
+        assert_eq!(ledger.usage.len(), MAX_USAGE_CELLS + 1);
     }
 
     fn report(boot: u64, seq: u64, cells: &[(UsageBucket, Counters)]) -> TenantReport {
