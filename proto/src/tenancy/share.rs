@@ -34,10 +34,12 @@ pub const SILENT_INTERVALS: u64 = 10;
 pub fn share(node: u64, participants: &BTreeSet<u64>, demand: &[(u64, u64)]) -> f64 {
     let n = participants.len().max(1) as f64;
     let counted = |id: &u64| participants.contains(id);
-    let total: u64 = demand
+    // In u128: a member may report any demand, and a wrapped total
+    // would hand out shares above the whole limit.
+    let total: u128 = demand
         .iter()
         .filter(|(id, _)| counted(id))
-        .map(|(_, d)| *d)
+        .map(|(_, d)| u128::from(*d))
         .sum();
     if total == 0 {
         return 1.0 / n;
@@ -55,6 +57,17 @@ mod tests {
 
     fn nodes(ids: &[u64]) -> BTreeSet<u64> {
         ids.iter().copied().collect()
+    }
+
+    /// A member reporting the largest demand a `u64` holds neither
+    /// overflows the total nor gives anyone more than the whole limit.
+    #[test]
+    fn the_largest_demand_does_not_overflow_the_split() {
+        let all = nodes(&[1, 2]);
+        let demand = [(1, u64::MAX), (2, u64::MAX), (3, 5)];
+        let split = share(1, &all, &demand) + share(2, &all, &demand);
+        assert!((split - 1.0).abs() < 1e-9, "{split}");
+        assert!(share(2, &all, &[(1, u64::MAX), (2, 10)]) < 0.5);
     }
 
     #[test]
