@@ -137,6 +137,20 @@ pub enum Refusal {
         /// The caller, from its certificate.
         caller: NodeId,
     },
+    /// A snapshot chunk reaching past the largest snapshot a node can
+    /// decode: written where it says, it would have the receiver reserve
+    /// that much memory (an offset of 2^40 aborts the process).
+    #[error(
+        "node {caller} sent a snapshot chunk ending at byte {end}, past the {limit} bytes a snapshot may hold"
+    )]
+    SnapshotTooLarge {
+        /// The caller, from its certificate.
+        caller: NodeId,
+        /// Where the chunk would end.
+        end: u64,
+        /// The largest snapshot taken.
+        limit: u64,
+    },
 }
 
 fn claimed_node(claimed: &Option<NodeId>) -> String {
@@ -225,6 +239,13 @@ pub fn check(
             what: request.kind(),
             claimed,
         });
+    }
+    if let RaftRequest::InstallSnapshot(rpc) = request {
+        let end = rpc.offset.saturating_add(rpc.data.len() as u64);
+        let limit = proto::codec::DECODE_LIMIT as u64;
+        if end > limit {
+            return Err(Refusal::SnapshotTooLarge { caller, end, limit });
+        }
     }
     if membership.get_node(&caller).is_some() {
         return Ok(());
@@ -629,6 +650,35 @@ mod tests {
                 assert_eq!(check(caller, &request, &m), Ok(()), "{}", request.kind());
             }
         }
+    }
+
+    /// A member's snapshot chunk that claims an offset far past any
+    /// snapshot (2^40, or the last byte a u64 names) is refused before
+    /// openraft writes it; one ending exactly at the limit is taken.
+    #[test]
+    fn a_snapshot_chunk_past_the_decode_limit_is_refused() {
+        let m = membership(&[1, 2, 3], &[]);
+        let limit = proto::codec::DECODE_LIMIT as u64;
+        for offset in [1 << 40, u64::MAX, limit] {
+            let mut request = snapshot(2);
+            if let RaftRequest::InstallSnapshot(rpc) = &mut request {
+                rpc.offset = offset;
+                rpc.data = vec![0];
+            }
+            assert!(
+                matches!(
+                    check(2, &request, &m),
+                    Err(Refusal::SnapshotTooLarge { caller: 2, .. })
+                ),
+                "offset {offset}"
+            );
+        }
+        let mut at_limit = snapshot(2);
+        if let RaftRequest::InstallSnapshot(rpc) = &mut at_limit {
+            rpc.offset = limit - 1;
+            rpc.data = vec![0];
+        }
+        assert_eq!(check(2, &at_limit, &m), Ok(()));
     }
 
     #[test]
