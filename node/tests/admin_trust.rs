@@ -253,6 +253,13 @@ async fn the_admin_api_cannot_point_an_upstream_at_node_secrets() {
         ),
         (json!({"ca_file": not_pem}), "upstream.ca_file"),
         (json!({"ca_file": "/dev/zero"}), "upstream.ca_file"),
+        (json!({"ca_file": "/etc/passwd"}), "upstream.ca_file"),
+        (json!({"ca_file": outside}), "upstream.ca_file"),
+        (json!({"ca_file": keys.join("passwd")}), "upstream.ca_file"),
+        (
+            json!({"ca_file": keys.join("link-out")}),
+            "upstream.ca_file",
+        ),
     ];
     for (extra, field) in cases {
         let body = evil(extra.clone());
@@ -261,6 +268,13 @@ async fn the_admin_api_cannot_point_an_upstream_at_node_secrets() {
         assert_eq!(status, 400, "{extra}: {answer}");
         assert_eq!(answer["error"]["param"], field, "{extra}: {answer}");
         let message = answer["error"]["message"].as_str().unwrap();
+        // A path outside the dir is refused as such, unopened: the answer
+        // does not tell whether it exists or what it holds.
+        if let Some(ca) = extra["ca_file"].as_str()
+            && !ca.starts_with(keys.to_str().unwrap())
+        {
+            assert!(message.contains("[secrets] dir"), "{extra}: {message}");
+        }
         for secret in [
             CLIENT_KEY,
             ADMIN_TOKEN,

@@ -145,26 +145,7 @@ fn read_key_file(
     let shown = path.display();
     let target = match access {
         FileAccess::Named => path.to_path_buf(),
-        FileAccess::BelowDir(dir) => {
-            let dir = std::fs::canonicalize(dir).map_err(|e| {
-                format!(
-                    "this node's [secrets] dir {} cannot be used: {e}",
-                    dir.display()
-                )
-            })?;
-            let file =
-                std::fs::canonicalize(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-            let tls: Vec<PathBuf> = policy
-                .tls_files()
-                .filter_map(|t| std::fs::canonicalize(t).ok())
-                .collect();
-            if !policy.resolved_inside(&file, &dir, &tls) {
-                return Err(format!(
-                    "{shown} resolves (through a link) outside this node's [secrets] dir"
-                ));
-            }
-            file
-        }
+        FileAccess::BelowDir(dir) => resolved_below(path, dir, policy)?,
     };
     let file = std::fs::File::open(&target).map_err(|e| format!("cannot read {shown}: {e}"))?;
     let meta = file
@@ -211,9 +192,37 @@ pub fn check_upstream(
             .map_err(|(field, reason)| error(field, reason))?;
     }
     if let Some(path) = &uc.ca_file {
+        let access = policy.check_ca_file("upstream", path)?;
+        if let FileAccess::BelowDir(dir) = access {
+            resolved_below(path, &dir, policy).map_err(|reason| error("ca_file", reason))?;
+        }
         upstream::load_ca(path).map_err(|e| error(e.field(), e.to_string()))?;
     }
     Ok(())
+}
+
+/// That `path`, with every symlink resolved, is still below the resolved
+/// `dir` and is none of the node's TLS files. The reason never holds the
+/// file's content.
+fn resolved_below(path: &Path, dir: &Path, policy: &SecretPolicy) -> Result<PathBuf, String> {
+    let shown = path.display();
+    let dir = std::fs::canonicalize(dir).map_err(|e| {
+        format!(
+            "this node's [secrets] dir {} cannot be used: {e}",
+            dir.display()
+        )
+    })?;
+    let file = std::fs::canonicalize(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let tls: Vec<PathBuf> = policy
+        .tls_files()
+        .filter_map(|t| std::fs::canonicalize(t).ok())
+        .collect();
+    if !policy.resolved_inside(&file, &dir, &tls) {
+        return Err(format!(
+            "{shown} resolves (through a link) outside this node's [secrets] dir"
+        ));
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

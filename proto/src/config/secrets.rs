@@ -117,6 +117,8 @@ pub struct SecretPolicy {
     named_env: BTreeSet<String>,
     /// Files the file's own `[[upstreams]]` name.
     named_files: BTreeSet<PathBuf>,
+    /// CA files the file's own `[[upstreams]]` name.
+    named_ca_files: BTreeSet<PathBuf>,
 }
 
 /// The variable that holds the admin token when the file names none
@@ -148,6 +150,11 @@ impl SecretPolicy {
                 .upstreams
                 .iter()
                 .filter_map(|u| u.api_key_file.clone())
+                .collect(),
+            named_ca_files: config
+                .upstreams
+                .iter()
+                .filter_map(|u| u.ca_file.clone())
                 .collect(),
         }
     }
@@ -211,10 +218,32 @@ impl SecretPolicy {
         if self.named_files.contains(path) {
             return Ok(FileAccess::Named);
         }
+        self.below_dir(field, path)
+    }
+
+    /// Whether an upstream's `ca_file`, written through the admin API, may
+    /// be read here: one the node's own file names, or one below its
+    /// `[secrets] dir`, as a key file. Without this the admin API could
+    /// have the node open any path, and its errors tell whether the file
+    /// exists and what it holds. The error names `{at}.ca_file`.
+    pub fn check_ca_file(&self, at: &str, path: &Path) -> Result<FileAccess, ConfigError> {
+        let field = format!("{at}.ca_file");
+        if self.named_ca_files.contains(path) {
+            return Ok(FileAccess::Named);
+        }
+        if self.forbidden_files.contains(path) {
+            return Err(ConfigError::new(field, "is this node's own TLS identity"));
+        }
+        self.below_dir(field, path)
+    }
+
+    /// A file allowed below `[secrets] dir`, as written (the caller then
+    /// resolves symlinks: [`SecretPolicy::resolved_inside`]).
+    fn below_dir(&self, field: String, path: &Path) -> Result<FileAccess, ConfigError> {
         let Some(dir) = &self.secrets.dir else {
             return Err(ConfigError::new(
                 field,
-                "is not allowed on this node: it has no [secrets] dir for key files",
+                "is not allowed on this node: it has no [secrets] dir for the files an upstream names",
             ));
         };
         if !path.is_absolute() || has_parent_step(path) || !path.starts_with(dir) || path == dir {

@@ -344,6 +344,41 @@ fn a_file_naming_its_own_secret_may_read_it_but_the_api_may_not() {
     );
 }
 
+/// A CA file written through the admin API is held to the key files'
+/// rule: below `[secrets] dir`, or named by the node's own file; never
+/// anywhere else, never the node's TLS identity.
+#[test]
+fn ca_files_from_the_api_must_be_below_the_secrets_dir_or_named() {
+    let p = policy(SECRETS);
+    assert_eq!(
+        p.check_ca_file("upstream", Path::new("/etc/meridian/keys/ca.pem")),
+        Ok(FileAccess::BelowDir(PathBuf::from("/etc/meridian/keys")))
+    );
+    for hostile in [
+        "/etc/passwd",
+        "/etc/meridian/certs/n1.key",
+        "/etc/meridian/keys/../../passwd",
+        "/dev/zero",
+        "keys/ca.pem",
+    ] {
+        let e = p.check_ca_file("upstream", Path::new(hostile)).unwrap_err();
+        assert_eq!(e.field, "upstream.ca_file", "{hostile}");
+    }
+    let e = policy("")
+        .check_ca_file("u", Path::new("/etc/meridian/keys/ca.pem"))
+        .unwrap_err();
+    assert!(e.message.contains("[secrets] dir"), "{e}");
+    // One the node's own file names is read as it is.
+    let named = format!(
+        "{DESIGN_EXAMPLE}\n[[upstreams]]\nid = \"private\"\nbase_url = \"https://10.0.0.9/v1\"\nregion = \"us-east\"\nca_file = \"/opt/private-ca.pem\"\n"
+    );
+    let p = SecretPolicy::new(&Config::from_toml(&named).unwrap());
+    assert_eq!(
+        p.check_ca_file("upstream", Path::new("/opt/private-ca.pem")),
+        Ok(FileAccess::Named)
+    );
+}
+
 #[test]
 fn key_files_must_be_below_the_secrets_dir() {
     let api = SecretOrigin::AdminApi;
