@@ -115,6 +115,7 @@ impl Proxy {
                 body,
                 sse,
                 idle_timeout: route.first_byte_timeout,
+                held_max: call.max_response_bytes,
                 scrub: call.scrub.clone(),
                 shape,
                 done: finish.stream(ttfb, in_flight),
@@ -279,6 +280,8 @@ pub(super) struct PendingStream {
     body: UpstreamBody,
     sse: bool,
     idle_timeout: Duration,
+    /// The most of one unfinished event held (`proxy.max_response_bytes`).
+    held_max: usize,
     scrub: Arc<Scrubber>,
     shape: Shape,
     done: StreamDone,
@@ -298,13 +301,15 @@ impl Ready {
                     body,
                     sse,
                     idle_timeout,
+                    held_max,
                     scrub,
                     shape,
                     mut done,
                 } = *pending;
                 done._admission = Some(admission);
                 let relay =
-                    Relay::with_shape(first, body, sse, idle_timeout, scrub, shape, Box::new(done));
+                    Relay::with_shape(first, body, sse, idle_timeout, scrub, shape, Box::new(done))
+                        .held_max(held_max);
                 let mut out = ProxyBody::Stream(Box::new(relay)).answer(status);
                 if let Some(ct) = content_type {
                     out.headers_mut().insert(CONTENT_TYPE, ct);

@@ -137,7 +137,8 @@ impl Proxy {
                 snapshot.scrub.clone(),
                 shape,
                 done,
-            );
+            )
+            .held_max(snapshot.proxy.max_response_bytes);
             let mut out = ProxyBody::Stream(Box::new(relay)).answer(status);
             let headers = out.headers_mut();
             headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

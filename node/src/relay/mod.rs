@@ -22,6 +22,13 @@
 //! When the target has a price, the cost of the usage read so far is
 //! written into the client's usage event on its way out (`cost`), after any
 //! translation; every other event passes untouched.
+//!
+//! Upstreams are untrusted, so what is held is bounded: an event still
+//! incomplete past [`Relay::held_max`] bytes (by default
+//! `proxy.max_response_bytes`' default, 64 MiB) ends the stream with the
+//! error event, and each frame's boundary search looks only at what it
+//! added, so an upstream that never ends its event costs neither unbounded
+//! memory nor time quadratic in what it sent.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -116,6 +123,8 @@ pub struct Relay<B> {
     idle: Pin<Box<Sleep>>,
     last_data: Instant,
     usage: Option<Usage>,
+    /// The most bytes held waiting for an event's end.
+    held_max: usize,
     /// The target's prices, when known: the usage event gets its cost.
     price: Option<Price>,
     bytes: u64,
@@ -178,6 +187,7 @@ where
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             last_data: Instant::now(),
             usage: None,
+            held_max: HELD_MAX,
             price,
             bytes: 0,
             done: false,
@@ -187,6 +197,15 @@ where
         };
         relay.ready = relay.take_events(first);
         relay
+    }
+
+    /// The most bytes of one unfinished event (or, for a stream that is not
+    /// SSE, of one line) to hold; past it an SSE stream ends with the error
+    /// event. The proxy passes `proxy.max_response_bytes`: an event may be
+    /// as large as a whole answer may.
+    pub fn held_max(mut self, bytes: usize) -> Self {
+        self.held_max = bytes;
+        self
     }
 
     /// Splits what has arrived into whole events to send now and a partial
@@ -202,8 +221,12 @@ where
             if self.pending.is_empty() && ends_with_boundary(&data) {
                 data
             } else {
+                // What was held has no boundary (it is what followed the
+                // last one), so only the new bytes, with the three before
+                // them that could start one, are searched.
+                let from = self.pending.len().saturating_sub(BOUNDARY_MAX - 1);
                 self.pending.extend_from_slice(&data);
-                let cut = last_boundary(&self.pending)?;
+                let cut = from + last_boundary(&self.pending[from..])?;
                 self.pending.split_to(cut).freeze()
             }
         } else if self.scrub.is_empty() || (self.pending.is_empty() && data.ends_with(b"\n")) {
@@ -212,7 +235,8 @@ where
             self.pending.extend_from_slice(&data);
             let cut = match memchr::memrchr(b'\n', &self.pending) {
                 Some(i) => i + 1,
-                None if self.pending.len() >= LINE_MAX => self.pending.len(),
+                // A key that straddles the cut starts in the tail kept.
+                None if self.pending.len() >= LINE_MAX => self.pending.len() - LINE_TAIL,
                 None => return None,
             };
             self.pending.split_to(cut).freeze()
@@ -307,6 +331,17 @@ struct Batch {
 /// The longest line of a stream that is not SSE held back to be scrubbed whole.
 const LINE_MAX: usize = 1 << 20;
 
+/// What a line cut at [`LINE_MAX`] keeps back, so that a key (in any of
+/// the scrubber's encodings, up to this long) cut there is scrubbed whole
+/// with what follows.
+const LINE_TAIL: usize = 4096;
+
+/// The longest SSE event boundary (`\r\n\r\n`).
+const BOUNDARY_MAX: usize = 4;
+
+/// The default of [`Relay::held_max`]: `proxy.max_response_bytes`' default.
+const HELD_MAX: usize = 64 << 20;
+
 /// A batch this large is written without waiting for more.
 const BATCH_MAX: usize = 64 * 1024;
 
@@ -363,9 +398,14 @@ where
                     this.last_data = Instant::now();
                     if let Some(out) = this.take_events(data) {
                         this.batch.push(out);
-                        if this.batch.len() >= BATCH_MAX {
-                            return this.flush(None);
-                        }
+                    }
+                    if this.sse && this.pending.len() > this.held_max {
+                        let held = this.held_max;
+                        let event = this.fail(format!("an event ran past {held} bytes unfinished"));
+                        return this.flush(Some(event));
+                    }
+                    if this.batch.len() >= BATCH_MAX {
+                        return this.flush(None);
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {

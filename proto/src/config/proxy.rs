@@ -23,7 +23,9 @@ pub struct ProxyConfig {
     /// Largest request body accepted (413 beyond).
     #[serde(default = "default_max_request_bytes")]
     pub max_request_bytes: usize,
-    /// Largest non-streamed upstream answer read (502 beyond).
+    /// Largest non-streamed upstream answer read (502 beyond), and the most
+    /// of one unfinished stream event held (the stream ends with an error
+    /// event beyond).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
     /// Requests in flight on this node before new ones get 429.
