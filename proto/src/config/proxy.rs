@@ -98,7 +98,8 @@ pub struct ConnectionsConfig {
     /// the request is answered 408 and its connection's slot freed.
     pub body_timeout_ms: u64,
     /// A connection with no request in progress is closed after this long
-    /// (for HTTP/1.1 this also bounds the head of a later request).
+    /// (for HTTP/1.1 this also bounds the head of a later request, and how
+    /// long a client may take none of its answer before it is closed).
     pub idle_timeout_ms: u64,
     /// Open client connections on the data plane (all workers together);
     /// past it a new connection gets a 503 and is closed.

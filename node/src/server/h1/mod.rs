@@ -39,7 +39,7 @@ use tokio::time::Instant;
 use super::limits::{Activity, Limits};
 use body::{Feed, FeedState};
 use head::{AnswerFraming, HeadError};
-use write::write_body;
+use write::{write_body, write_within};
 
 pub(super) use date::keep_fresh as keep_date_fresh;
 pub(super) use rewind::Rewind;
@@ -168,7 +168,7 @@ where
             match head::parse(&mut buf) {
                 Ok(Some(head)) => break head,
                 Ok(None) => {}
-                Err(refused) => return refuse(io, refused, &mut out, &mut buf).await,
+                Err(refused) => return refuse(io, refused, &mut out, &mut buf, limits).await,
             }
             if buf.capacity() - buf.len() < 1024 {
                 // A buffer let go of while a stream waited starts small again.
@@ -265,7 +265,15 @@ where
             &mut out,
         );
         drop(parts);
-        write_body(&mut io, &mut buf, &mut out, &mut body, framing).await?;
+        write_body(
+            &mut io,
+            &mut buf,
+            &mut out,
+            &mut body,
+            framing,
+            limits.idle_timeout,
+        )
+        .await?;
         drop(body);
         if !keep_alive {
             close(io, unread, &mut buf).await;
@@ -297,6 +305,7 @@ async fn refuse(
     refused: HeadError,
     out: &mut BytesMut,
     buf: &mut BytesMut,
+    limits: &Limits,
 ) -> Result<(), ConnError> {
     let status = refused.status();
     let body = crate::error::error_json(
@@ -325,7 +334,7 @@ async fn refuse(
     );
     out.put_slice(&body);
     let mut io = io;
-    io.write_all_buf(out).await?;
+    write_within(&mut io, out, limits.idle_timeout).await?;
     close(io, true, buf).await;
     Ok(())
 }

@@ -1,14 +1,18 @@
 //! Writing an answer's body on an HTTP/1.1 connection: what the body has
 //! ready is gathered, framed, and written in one call, and nothing is held
-//! while a stream waits for its next event.
+//! while a stream waits for its next event. A client that stops reading is
+//! closed once a write has waited `stall` with nothing taken: otherwise it
+//! would hold its request, the upstream call behind it and an in-flight
+//! slot for as long as it liked.
 
 use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body::Body;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::head::{self, AnswerFraming};
@@ -23,13 +27,14 @@ const WRITE_AT: usize = 64 * 1024;
 /// and nothing is held once the body has nothing more ready, so a stream's
 /// events go out as they come. While the body waits, the connection is
 /// watched: a client that hangs up ends the answer (and the upstream call
-/// behind it).
+/// behind it), and so does one that takes nothing written for `stall`.
 pub(super) async fn write_body<B>(
     io: &mut TcpStream,
     buf: &mut BytesMut,
     out: &mut BytesMut,
     body: &mut B,
     framing: AnswerFraming,
+    stall: Duration,
 ) -> Result<(), ConnError>
 where
     B: Body<Data = Bytes> + Unpin,
@@ -65,13 +70,41 @@ where
             }
         }
         if !out.is_empty() {
-            io.write_all_buf(out).await?;
+            write_within(io, out, stall).await?;
         }
         if gather.ended {
             out.clear();
             return Ok(());
         }
     }
+}
+
+/// Writes all of `out`, or fails once the client has taken none of it
+/// for `stall`. Most writes go at once; only one that must wait for the
+/// client arms a timer, so the common answer costs the timer wheel nothing.
+pub(super) async fn write_within(
+    io: &mut TcpStream,
+    out: &mut BytesMut,
+    stall: Duration,
+) -> io::Result<()> {
+    while !out.is_empty() {
+        match io.try_write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::timeout(stall, io.writable())
+                    .await
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            format!("the client read nothing for {} ms", stall.as_millis()),
+                        )
+                    })??;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Lets go of an empty buffer's memory.
