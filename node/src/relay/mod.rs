@@ -475,4 +475,6 @@ impl<B> Drop for Relay<B> {
 }
 
 #[cfg(test)]
+mod held_tests;
+#[cfg(test)]
 mod tests;

@@ -22,6 +22,8 @@ mod rewind;
 #[cfg(test)]
 mod tests;
 mod write;
+#[cfg(test)]
+mod write_tests;
 
 pub use body::{BodyError, RequestBody};
 
