@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 
 use crate::error::ProxyError;
 
+pub(crate) mod members;
+
 /// What the router needs to know about a request body.
 #[derive(Debug, PartialEq)]
 pub struct Probe<'a> {

@@ -37,6 +37,7 @@ use serde::Deserialize;
 use crate::routing::Price;
 
 mod tail;
+pub mod unasked;
 
 use tail::Tail;
 

@@ -267,3 +267,63 @@ async fn streams_carry_their_cost_in_the_final_usage() {
         );
     }
 }
+
+/// The series `name` in `/metrics`, 0 when absent.
+async fn series(node: &Node, name: &str) -> f64 {
+    let (status, _, body) = send(
+        Method::GET,
+        &format!("http://{}/metrics", node.admin),
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let metrics = String::from_utf8(body.to_vec()).unwrap();
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit_once(' '))
+        .map_or(0.0, |(_, v)| v.parse::<f64>().unwrap())
+}
+
+/// A stream whose client did not ask for its usage is charged for it all
+/// the same (the node asks the upstream), and the client gets the stream
+/// it asked for: no usage chunk, no chunk without choices. Before, such a
+/// stream was counted as free, so any key could stream past its credits.
+#[tokio::test]
+async fn streams_that_did_not_ask_for_their_usage_are_charged_for_it() {
+    let (a, b, n) = mocks().await;
+    a.behave(json!({"chunks": 4})).await;
+    let node = node(&a, &b, &n).await;
+    let cost = "meridian_cost_usd_total{route=\"m\",upstream=\"a\"}";
+    let output = "meridian_tokens_total{route=\"m\",upstream=\"a\",kind=\"output\"}";
+    let mut spent = 0.0;
+    for options in [
+        None,
+        Some(json!(null)),
+        Some(json!({"include_usage": false})),
+    ] {
+        let mut body = chat_body("m");
+        body["stream"] = json!(true);
+        if let Some(options) = &options {
+            body["stream_options"] = options.clone();
+        }
+        let (status, _, frames) = node.chat_stream(body).await;
+        assert_eq!(status, 200, "{options:?}");
+        let text = text(&frames);
+        let chunks = data_lines(&text);
+        assert!(chunks.len() >= 4, "{options:?}: {text}");
+        for chunk in &chunks {
+            assert!(!chunk["usage"].is_object(), "{options:?}: {text}");
+            assert!(
+                chunk["choices"].as_array().is_some_and(|c| !c.is_empty()),
+                "{options:?}: {text}"
+            );
+        }
+        assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        let now = series(&node, cost).await;
+        assert!(now > spent, "{options:?}: charged nothing ({now})");
+        spent = now;
+    }
+    assert!(series(&node, output).await > 0.0);
+}

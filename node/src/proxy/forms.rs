@@ -3,7 +3,9 @@
 //! for those that speak the other one. Each form is made once per request,
 //! before any attempt, so a request that cannot be translated is refused
 //! (400 naming the field) before anything reaches an upstream, and a
-//! failover across kinds costs no second translation.
+//! failover across kinds costs no second translation. An OpenAI stream
+//! always asks for its usage ([`crate::usage::unasked`]), so that what it
+//! used is charged whether or not the client asked to see it.
 
 use std::ops::Range;
 
@@ -14,6 +16,7 @@ use crate::error::ProxyError;
 use crate::request_body::probe;
 use crate::routing::{Endpoint, Route, Translation};
 use crate::translate::{TranslateError, chat_to_messages, messages_to_chat};
+use crate::usage::unasked;
 
 /// `max_tokens` sent to a native Anthropic target when an OpenAI client
 /// set none (Anthropic requires it): every Claude model can produce this
@@ -33,6 +36,9 @@ pub(super) struct Form {
     /// The client asked for the final usage chunk of a stream (read when
     /// an OpenAI stream is made from an Anthropic one).
     pub include_usage: bool,
+    /// The node asked an OpenAI stream for the usage the client did not:
+    /// the usage chunk is read, then taken out of the client's stream.
+    pub strip_usage: bool,
 }
 
 /// The forms a request takes for the kinds of target in its route.
@@ -43,12 +49,14 @@ pub(super) struct Forms {
 }
 
 impl Forms {
-    /// The forms `body` (whose `model` is at `model_span`) takes for the
-    /// targets of `route`; an error when no target can take it.
+    /// The forms `body` (whose `model` is at `model_span`; a stream when
+    /// `stream`) takes for the targets of `route`; an error when no target
+    /// can take it.
     pub fn new(
         endpoint: Endpoint,
         body: &Bytes,
         model_span: Range<usize>,
+        stream: bool,
         route: &Route,
     ) -> Result<Self, ProxyError> {
         let mut forms = Forms {
@@ -69,7 +77,7 @@ impl Forms {
             let Some((on, translation)) = endpoint.on(config) else {
                 continue;
             };
-            match form(on, translation, body, &model_span) {
+            match form(on, translation, body, &model_span, stream) {
                 Ok(form) => *slot = Some(form),
                 Err(e) => {
                     refused.get_or_insert(e);
@@ -122,28 +130,51 @@ impl Forms {
     }
 }
 
-/// The form for one kind: the body as it is, or translated.
+/// The form for one kind: the body as it is (an OpenAI stream made to ask
+/// for its usage), or translated.
 fn form(
     endpoint: Endpoint,
     translation: Translation,
     body: &Bytes,
     model_span: &Range<usize>,
+    stream: bool,
 ) -> Result<Form, TranslateError> {
     // Translations are made for a placeholder model, whose place is then
     // found as in the client's body, so each target's name is spliced in.
     const PLACEHOLDER: &str = "m";
-    let (body, include_usage) = match translation {
-        Translation::None | Translation::TagResponses => {
+    let usage_chunk = matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Completions);
+    let asked = match translation {
+        Translation::None if stream && usage_chunk => unasked::ask(body),
+        _ => None,
+    };
+    let (body, include_usage) = match (translation, asked) {
+        (Translation::None, Some(asked)) => {
+            let model_span = probe(&asked.body)
+                .map_err(|e| {
+                    TranslateError::new("", format!("the usage request is not valid: {e}"))
+                })?
+                .model_span;
+            return Ok(Form {
+                endpoint,
+                translation,
+                body: asked.body,
+                model_span,
+                include_usage: asked.client_asked,
+                strip_usage: !asked.client_asked,
+            });
+        }
+        (Translation::None | Translation::TagResponses, _) => {
             return Ok(Form {
                 endpoint,
                 translation,
                 body: body.clone(),
                 model_span: model_span.clone(),
                 include_usage: false,
+                strip_usage: false,
             });
         }
-        Translation::MessagesToChat => (messages_to_chat::request(body, PLACEHOLDER)?, false),
-        Translation::ChatToMessages => {
+        (Translation::MessagesToChat, _) => (messages_to_chat::request(body, PLACEHOLDER)?, false),
+        (Translation::ChatToMessages, _) => {
             let translated = chat_to_messages::request(body, PLACEHOLDER, DEFAULT_MAX_TOKENS)?;
             (translated.body, translated.include_usage)
         }
@@ -157,6 +188,7 @@ fn form(
         body,
         model_span,
         include_usage,
+        strip_usage: false,
     })
 }
 

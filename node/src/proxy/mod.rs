@@ -424,7 +424,7 @@ impl Proxy {
             Some(_) => probe(&body)?.model_span,
             None => probed.model_span.clone(),
         };
-        let forms = Forms::new(endpoint, &body, model_span, &route)?;
+        let forms = Forms::new(endpoint, &body, model_span, probed.stream, &route)?;
         if let Some(upstream) = &pinned {
             forms.pin(upstream, &route)?;
         }

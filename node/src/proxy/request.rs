@@ -25,12 +25,14 @@ use crate::request_body::splice;
 use crate::responses::TagStream;
 use crate::routing::{Dialect, Target, Translation};
 use crate::translate::{StreamTranslator, chat_to_messages, messages_to_chat};
+use crate::usage::unasked::StripUsage;
 
 /// What the client receives of a stream: translated when the target speaks
 /// the other API, and ended on a failure by an error event in the client's
 /// shape either way.
 pub(super) fn stream_shape(call: &Call<'_>, form: &Form, target: &Target) -> Shape {
     let translator: Option<Box<dyn StreamTranslator>> = match form.translation {
+        Translation::None if form.strip_usage => Some(Box::new(StripUsage)),
         Translation::None => None,
         Translation::TagResponses => Some(Box::new(TagStream::new(&target.upstream.id))),
         Translation::MessagesToChat => Some(Box::new(messages_to_chat::Stream::new())),

@@ -17,10 +17,8 @@
 //!   answers, and [`ResponsesError`].
 //! - [`call`]: the paths and query strings a client may call.
 //! - [`stream`]: [`TagStream`], tagging the ids in a streamed answer.
-//! - `members`: finding top-level members and their byte spans.
 
 pub mod call;
-mod members;
 pub mod stream;
 
 pub use call::{ResponsesCall, StoredResponse, parse_call};
@@ -30,7 +28,7 @@ use bytes::Bytes;
 use http::StatusCode;
 
 use crate::error::ProxyError;
-use crate::request_body::{json_string, splice};
+use crate::request_body::{json_string, members, splice};
 
 /// Separates the upstream from its own id in a tagged id. Upstream ids are
 /// `[A-Za-z0-9._-]{1,64}` (proto's `check_name`), so it never occurs in one.

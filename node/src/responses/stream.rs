@@ -16,7 +16,8 @@ use memchr::memmem::Finder;
 use crate::error::error_json;
 use crate::translate::{StreamTranslator, parse_events, write_event};
 
-use super::{PREVIOUS, members, tag_ids};
+use super::{PREVIOUS, tag_ids};
+use crate::request_body::members;
 
 /// The search that lets an event without a response object pass untouched,
 /// built once: building it costs more than searching an event.

@@ -13,7 +13,7 @@ use serde_json::value::RawValue;
 /// One occurrence of a wanted member: which name (its index in the list
 /// asked for), its value as written, and where that value sits.
 #[derive(Debug)]
-pub(super) struct Member<'a> {
+pub(crate) struct Member<'a> {
     /// Index into the names passed to [`find`].
     pub name: usize,
     /// The value, as written in the document.
@@ -27,7 +27,7 @@ pub(super) struct Member<'a> {
 /// caller decides what a duplicate means). `None` when `doc` is not a JSON
 /// object. An escaped name (`"i\u0064"`) is decoded before it is compared,
 /// as every JSON parser downstream will read it.
-pub(super) fn find<'a>(doc: &'a [u8], names: &[&str]) -> Option<Vec<Member<'a>>> {
+pub(crate) fn find<'a>(doc: &'a [u8], names: &[&str]) -> Option<Vec<Member<'a>>> {
     let mut de = serde_json::Deserializer::from_slice(doc);
     let found = de.deserialize_map(ObjectVisitor { names }).ok()?;
     de.end().ok()?;
@@ -54,7 +54,7 @@ fn span_start(outer: &[u8], inner: &[u8]) -> usize {
 
 /// `doc` with each span replaced by its bytes, in one copy. The spans must
 /// not overlap; they may come in any order.
-pub(super) fn splice_all(doc: &[u8], mut edits: Vec<(Range<usize>, Bytes)>) -> Bytes {
+pub(crate) fn splice_all(doc: &[u8], mut edits: Vec<(Range<usize>, Bytes)>) -> Bytes {
     edits.sort_by_key(|(span, _)| span.start);
     let grown: usize = edits.iter().map(|(_, bytes)| bytes.len()).sum();
     let mut out = BytesMut::with_capacity(doc.len() + grown);
