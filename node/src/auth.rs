@@ -8,11 +8,19 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use crate::error::ProxyError;
+use crate::loopback::Foreign;
 
 /// The refusal of a key this node does not accept: the same words whether
 /// it was never a key or is one being deleted, so a caller learns nothing
 /// more from either.
 pub const INCORRECT_KEY: ProxyError = ProxyError::Unauthorized("Incorrect API key provided.");
+
+/// The refusals of an open node (no client keys, loopback only) to a
+/// request a web page could have sent ([`crate::loopback`]).
+const NOT_LOCAL_HOST: &str = "This node has no client keys, so it answers only requests addressed to \
+     a loopback host; the Host header names another.";
+const NOT_LOCAL_ORIGIN: &str = "This node has no client keys, so it answers only requests from a \
+     loopback page; the Origin header names another site.";
 
 /// A SHA-256 digest of a client key.
 pub type KeyHash = [u8; 32];
@@ -65,7 +73,15 @@ impl KeyRing {
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<str>, ProxyError> {
         if self.keys.is_empty() {
             return if self.open_when_empty {
-                Ok(Arc::from("anonymous"))
+                // Open to any local tool, not to a web page that reaches
+                // the loopback listener through the operator's browser.
+                match crate::loopback::check(headers) {
+                    Ok(()) => Ok(Arc::from("anonymous")),
+                    Err(foreign) => Err(ProxyError::Unauthorized(match foreign {
+                        Foreign::Host => NOT_LOCAL_HOST,
+                        Foreign::Origin => NOT_LOCAL_ORIGIN,
+                    })),
+                }
             } else {
                 Err(ProxyError::Unauthorized(
                     "This node has no client keys and its API is not on loopback, so it accepts \
@@ -166,6 +182,20 @@ mod tests {
         let open = KeyRing::new([]).open_when_empty(true);
         assert!(open.accepts_anyone());
         assert_eq!(&*open.authenticate(&HeaderMap::new()).unwrap(), "anonymous");
+        // Not to a web page: a rebound name, another site's page.
+        for (name, value, named) in [
+            ("host", "rebound.evil.example", "Host"),
+            ("origin", "http://evil.example", "Origin"),
+        ] {
+            assert!(matches!(
+                open.authenticate(&headers(name, value)),
+                Err(ProxyError::Unauthorized(m)) if m.contains(named)
+            ));
+        }
+        assert!(
+            open.authenticate(&headers("host", "127.0.0.1:8080"))
+                .is_ok()
+        );
         // Opening only matters while the ring is empty.
         let ring = KeyRing::new([("app".to_owned(), hash_key("sk-good"))]).open_when_empty(true);
         assert!(!ring.accepts_anyone());

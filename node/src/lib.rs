@@ -22,7 +22,8 @@
 //! - [`proxy`]: the request's edge (`mod.rs`), the pure failover machine
 //!   (`failover.rs`), one attempt's I/O (`attempt.rs`), carrying out the
 //!   machine's decisions (`route.rs`), and the finishing phase (`finish.rs`).
-//! - [`auth`] (client keys), [`request_body`] (reading `model` and `stream`
+//! - [`auth`] (client keys; [`loopback`]: what a node open without
+//!   credentials refuses from a browser), [`request_body`] (reading `model` and `stream`
 //!   without re-serialising), [`select`] (which targets, in which order),
 //!   [`upstream`] (connection pools), [`relay`] (streams, event by event),
 //!   [`usage`] (tokens and cost), [`translate`] (Anthropic Messages ↔
@@ -71,6 +72,7 @@ pub mod defaults;
 pub mod error;
 pub mod health;
 pub mod log_line;
+pub mod loopback;
 pub mod metrics;
 pub mod node;
 pub mod proxy;

@@ -68,6 +68,13 @@ pub enum AdminError {
     /// `/metrics` could not be encoded.
     #[error("The metrics could not be encoded.")]
     Metrics,
+    /// Without an admin token, a request whose `Host` or `Origin` (named)
+    /// is not a loopback host: a web page's, not a local tool's.
+    #[error(
+        "Without an admin token this API answers only requests to and from a loopback \
+         host; the {0} header names another. Set the admin token to use it from elsewhere."
+    )]
+    NotLocal(&'static str),
 }
 
 impl AdminError {
@@ -94,6 +101,7 @@ impl AdminError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotLocal(_) => StatusCode::FORBIDDEN,
             Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::NotFound { .. } | Self::NotAMember(_) => StatusCode::NOT_FOUND,
@@ -115,6 +123,7 @@ impl AdminError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Unauthorized => "invalid_admin_token",
+            Self::NotLocal(_) => "not_local",
             Self::TooLarge { .. } => "request_too_large",
             Self::Invalid { .. } => "invalid_config",
             Self::NotFound { .. } | Self::NotAMember(_) => "not_found",

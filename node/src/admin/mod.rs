@@ -126,9 +126,15 @@ async fn json_too_large(response: Response) -> Response {
     too_large()
 }
 
+/// The admin token, when the node has one; without one (a loopback
+/// listener), a request a web page could have sent is refused
+/// ([`crate::loopback`]).
 async fn require_token(State(state): State<AdminState>, req: Request, next: Next) -> Response {
     let Some(expected) = state.token else {
-        return next.run(req).await;
+        return match crate::loopback::check(req.headers()) {
+            Ok(()) => next.run(req).await,
+            Err(foreign) => AdminError::NotLocal(foreign.header()).into_response(),
+        };
     };
     match bearer_token(req.headers()) {
         Some(token) if hash_key(token) == expected => next.run(req).await,
