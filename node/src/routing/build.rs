@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use super::addressed::{Addressed, Defaults};
 use super::hedge::Hedge;
-use super::secrets::{LocalTrust, Secrets, provider_key, resolve_keys};
+use super::secrets::{LocalTrust, Secrets, ca_file_allowed, provider_key, resolve_keys};
 use super::{Endpoint, KeyState, Price, Route, RoutingSnapshot, Target, Upstream, azure_uris};
 use crate::auth::{KeyHash, KeyRing};
 use crate::cluster::unhex;
@@ -358,10 +358,20 @@ pub(super) fn build_upstream(
             (None, KeyState::Missing(reason))
         }
     };
-    let pools = match upstream::pools_for(uc, proxy) {
-        Ok(pools) => pools,
-        Err(e) => {
-            disable(e.field(), e.to_string());
+    // A CA file this node's [secrets] does not allow is never opened.
+    let ca_allowed = match uc.ca_file.as_deref().map(|p| ca_file_allowed(p, policy)) {
+        Some(Err(reason)) => {
+            disable("ca_file", reason);
+            false
+        }
+        _ => true,
+    };
+    let pools = match ca_allowed.then(|| upstream::pools_for(uc, proxy)) {
+        Some(Ok(pools)) => pools,
+        refused => {
+            if let Some(Err(e)) = refused {
+                disable(e.field(), e.to_string());
+            }
             // Never used while disabled, but every upstream has pools.
             let plain = UpstreamConfig {
                 ca_file: None,

@@ -192,11 +192,23 @@ pub fn check_upstream(
             .map_err(|(field, reason)| error(field, reason))?;
     }
     if let Some(path) = &uc.ca_file {
-        let access = policy.check_ca_file("upstream", path)?;
-        if let FileAccess::BelowDir(dir) = access {
-            resolved_below(path, &dir, policy).map_err(|reason| error("ca_file", reason))?;
-        }
+        ca_file_allowed(path, policy).map_err(|reason| error("ca_file", reason))?;
         upstream::load_ca(path).map_err(|e| error(e.field(), e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// Whether this node may open an upstream's `ca_file`: one its own file
+/// names, or one below its `[secrets] dir` that resolves there too. The
+/// admin API checks it before proposing, and every node again when it
+/// applies the upstream: the replicated state holds what another node's
+/// file allowed, or what a member proposed without any admin API.
+pub(super) fn ca_file_allowed(path: &Path, policy: &SecretPolicy) -> Result<(), String> {
+    let access = policy
+        .check_ca_file("upstream", path)
+        .map_err(|e| e.message)?;
+    if let FileAccess::BelowDir(dir) = access {
+        resolved_below(path, &dir, policy)?;
     }
     Ok(())
 }

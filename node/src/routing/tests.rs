@@ -227,6 +227,34 @@ async fn what_a_node_cannot_use_disables_that_upstream_naming_the_field() {
     );
 }
 
+/// A `ca_file` that reaches a node through the replicated state is opened
+/// only where this node's own `[secrets] dir` allows it, as a key file:
+/// a valid CA anywhere else disables the upstream here, unread.
+#[tokio::test]
+async fn an_applied_ca_file_outside_the_secrets_dir_is_not_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).unwrap();
+    let secrets = format!("[secrets]\ndir = \"{}\"\n", keys.display());
+    let inside = harness::certs::UpstreamCa::new(&keys, "in").unwrap();
+    let outside = harness::certs::UpstreamCa::new(dir.path(), "out").unwrap();
+    std::os::unix::fs::symlink(outside.pem(), keys.join("link-out.pem")).unwrap();
+    let ca = |path: &std::path::Path| format!("ca_file = \"{}\"", path.display());
+
+    let ok = upstream_with(&ca(inside.pem()), &secrets);
+    assert!(ok.usable(), "{:?}", ok.disabled);
+    for (extra, secrets) in [
+        (ca(outside.pem()), secrets.as_str()),
+        (ca(&keys.join("link-out.pem")), secrets.as_str()),
+        (ca(inside.pem()), ""),
+    ] {
+        let u = upstream_with(&extra, secrets);
+        assert_eq!(disabled_field(&u), "ca_file", "{extra} with {secrets:?}");
+        let reason = &u.disabled.as_ref().unwrap().reason;
+        assert!(reason.contains("[secrets] dir"), "{extra}: {reason}");
+    }
+}
+
 #[tokio::test]
 async fn one_unusable_upstream_leaves_the_rest_of_the_table() {
     let _ = rustls::crypto::ring::default_provider().install_default();
