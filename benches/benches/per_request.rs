@@ -102,7 +102,7 @@ fn board() -> HealthBoard {
                 upstreams: (0..8).map(|u| (format!("u{u}"), window.clone())).collect(),
                 ..HealthReport::default()
             };
-            (id, Arc::new(Received::decode(report, 0)))
+            (id, Arc::new(Received::decode(report, 0).unwrap()))
         })
         .collect();
     HealthBoard::build(&reports, &(1..=3).collect(), 0)

@@ -179,7 +179,7 @@ mod tests {
     fn taken(reports: BTreeMap<u64, HealthReport>, at_ms: u64) -> BTreeMap<u64, Arc<Received>> {
         reports
             .into_iter()
-            .map(|(id, r)| (id, Arc::new(Received::decode(r, at_ms))))
+            .map(|(id, r)| (id, Arc::new(Received::decode(r, at_ms).unwrap())))
             .collect()
     }
 

@@ -35,6 +35,14 @@ pub use proto::health::MAX_WINDOW_MS;
 /// configuration allows 64).
 pub const MAX_REGION: usize = 128;
 
+/// The most histogram buckets one report may hold once decoded (16 bytes
+/// each: 16 MiB). A real report holds far fewer (200 upstreams × 2
+/// histograms × a few hundred buckets); without a budget, a report of
+/// 10,000 upstreams whose histograms each fill every bucket of the health
+/// shape, a megabyte or two on the wire, would hold about a gigabyte on
+/// every receiver.
+pub const MAX_REPORT_BUCKETS: usize = 1 << 20;
+
 /// The non-empty buckets of a decoded histogram: each bucket's highest
 /// value and its count, which, recorded into a histogram of the health
 /// shape, land in the same buckets (so merging is exact).
@@ -121,32 +129,49 @@ pub struct Received {
 
 impl Received {
     /// Decodes `report`, taken at `at_ms`. A histogram that does not decode
-    /// is left out and counted in [`Received::undecodable`].
-    pub fn decode(report: HealthReport, at_ms: u64) -> Self {
+    /// is left out and counted in [`Received::undecodable`]; a report whose
+    /// histograms hold more than [`MAX_REPORT_BUCKETS`] is refused, its
+    /// decoding stopped where it passed the budget.
+    pub fn decode(report: HealthReport, at_ms: u64) -> Result<Self, Rejected> {
         let mut undecodable = 0;
-        let mut decode = |bytes: &[u8]| match decode_histogram(bytes) {
-            Ok(h) => h.as_ref().map(Buckets::of).unwrap_or_default(),
-            Err(_) => {
-                undecodable += 1;
-                Buckets::default()
+        let mut held = 0usize;
+        let mut decode = |bytes: &[u8]| -> Result<Buckets, Rejected> {
+            let buckets = match decode_histogram(bytes) {
+                Ok(h) => h.as_ref().map(Buckets::of).unwrap_or_default(),
+                Err(_) => {
+                    undecodable += 1;
+                    Buckets::default()
+                }
+            };
+            held = held.saturating_add(buckets.len());
+            if held > MAX_REPORT_BUCKETS {
+                return Err(Rejected::Malformed(format!(
+                    "its histograms hold more than {MAX_REPORT_BUCKETS} buckets"
+                )));
             }
+            Ok(buckets)
         };
-        let upstreams = report
-            .upstreams
-            .into_iter()
-            .map(|(id, w): (String, UpstreamWindow)| {
-                let window = Window {
-                    successes: w.successes,
-                    client_errors: w.client_errors,
-                    errors: w.errors,
-                    timeouts: w.timeouts,
-                    ttfb: decode(&w.ttfb),
-                    total: decode(&w.total),
-                };
-                (Arc::from(id), window)
-            })
-            .collect();
-        Self {
+        let mut upstreams = Vec::with_capacity(report.upstreams.len());
+        for (id, w) in report.upstreams {
+            let UpstreamWindow {
+                successes,
+                client_errors,
+                errors,
+                timeouts,
+                ttfb,
+                total,
+            } = w;
+            let window = Window {
+                successes,
+                client_errors,
+                errors,
+                timeouts,
+                ttfb: decode(&ttfb)?,
+                total: decode(&total)?,
+            };
+            upstreams.push((Arc::from(id), window));
+        }
+        Ok(Self {
             seq: report.seq,
             region: report.region,
             window_ms: report.window_ms,
@@ -154,7 +179,7 @@ impl Received {
             upstreams,
             cooldowns: report.cooldowns,
             undecodable,
-        }
+        })
     }
 
     /// How old the report is at `now_ms`, and whether that is past its
@@ -248,7 +273,7 @@ impl Reports {
             });
         }
         // Decoded before the map is touched: readers never wait on it.
-        let received = Arc::new(Received::decode(report, now_ms));
+        let received = Arc::new(Received::decode(report, now_ms)?);
         self.latest.send_modify(|latest| {
             if replaces(latest.get(&from).map(Arc::as_ref), seq, now_ms) {
                 latest.insert(from, received);

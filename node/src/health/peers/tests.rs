@@ -29,7 +29,7 @@ fn report(seq: u64) -> HealthReport {
 
 #[test]
 fn a_report_is_decoded_once_on_arrival() {
-    let r = Received::decode(report(4), 1_000);
+    let r = Received::decode(report(4), 1_000).unwrap();
     assert_eq!((r.seq, r.region.as_str(), r.at_ms), (4, "eu", 1_000));
     let (id, w) = &r.upstreams[0];
     assert_eq!(&**id, "a");
@@ -49,7 +49,7 @@ fn a_histogram_that_does_not_decode_is_counted_and_left_out() {
     w.ttfb = b"not a histogram".to_vec();
     // A DEFLATE header claiming more than the body holds.
     w.total = vec![0x1c, 0x84, 0x93, 0x14, 0xff, 0xff, 0xff, 0xff, 1, 2];
-    let r = Received::decode(bad, 0);
+    let r = Received::decode(bad, 0).unwrap();
     assert_eq!(r.undecodable, 2);
     assert!(r.upstreams[0].1.ttfb.is_empty());
     assert_eq!(r.upstreams[0].1.successes, 3);
@@ -93,7 +93,7 @@ fn hostile_shapes_are_refused() {
 
 #[test]
 fn only_a_newer_report_replaces_one_within_its_window() {
-    let held = Received::decode(report(10), 1_000);
+    let held = Received::decode(report(10), 1_000).unwrap();
     assert!(replaces(None, 0, 0));
     assert!(replaces(Some(&held), 11, 1_001));
     assert!(!replaces(Some(&held), 10, 1_001), "a duplicate");
@@ -185,4 +185,45 @@ fn buckets_merge_exactly_what_the_encoded_histogram_holds() {
     let mut none = None;
     Buckets::default().add_to(&mut none);
     assert!(none.is_none());
+}
+
+/// A report whose histograms would hold more buckets than the budget is
+/// refused whole, and the one held from that member stays: a member cannot
+/// make every receiver hold a gigabyte with a report of a megabyte or two.
+#[test]
+fn a_report_over_the_bucket_budget_is_refused() {
+    // One histogram spread over many buckets, sent for many upstreams.
+    let mut h = empty_histogram();
+    let mut v = 1u64;
+    while v < 60_000_000 {
+        h.record(v).unwrap();
+        v += v / 64 + 1;
+    }
+    let per = Buckets::of(&h).len();
+    assert!(per > 300, "{per}");
+    let spread = UpstreamWindow {
+        successes: 1,
+        ttfb: encode_histogram(&h).unwrap(),
+        total: encode_histogram(&h).unwrap(),
+        ..UpstreamWindow::default()
+    };
+    let many = |seq, n: usize| HealthReport {
+        seq,
+        region: "eu".into(),
+        window_ms: 30_000,
+        upstreams: (0..n).map(|i| (format!("u{i}"), spread.clone())).collect(),
+        ..HealthReport::default()
+    };
+    let within = MAX_REPORT_BUCKETS / (2 * per);
+    let reports = Reports::default();
+    reports.take(7, many(1, within), 0).unwrap();
+    let over = many(2, within + 1);
+    assert!(check(&over).is_ok(), "the shape alone is fine");
+    let refused = reports.take(7, over, 0).unwrap_err();
+    assert!(
+        matches!(&refused, Rejected::Malformed(m) if m.contains("buckets")),
+        "{refused}"
+    );
+    // The report held before is still the one held.
+    assert_eq!(reports.subscribe().borrow()[&7].seq, 1);
 }
