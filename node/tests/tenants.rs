@@ -383,3 +383,69 @@ async fn credits_run_out_a_top_up_lets_the_key_go_on_and_usage_adds_up() {
     assert!(((credits.spent_nanos as f64 / 1e9) - expected).abs() < 1e-6);
     node.shutdown().await;
 }
+
+/// A key with credits (or `tpm`) cannot create a response run in the
+/// background: its answer carries no usage, which arrives later where
+/// nothing charges it, so the key could spend past its credits. The refusal
+/// names the field and reaches no upstream; a key without such limits, and
+/// the same key without `background`, are served.
+#[tokio::test]
+async fn a_metered_key_cannot_run_a_response_in_the_background() {
+    let mock = Mock::start(&[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            let mut a = upstream("a", &mock);
+            a.responses = true;
+            c.upstreams = vec![a];
+            c.routes = vec![route_to("fast", "a", "m1")];
+            c.keys = vec![
+                limited(|k| k.credits_usd = Some(30.0)),
+                key("free", "FREE_KEY"),
+            ];
+        },
+        &[("ACME_KEY", ACME), ("FREE_KEY", FREE)],
+    )
+    .await;
+    let create = |k: &'static str, body: Value| {
+        let node = &node;
+        async move {
+            let (h, v) = bearer(k);
+            node.post("/v1/responses", body.to_string(), &[(h, &v)])
+                .await
+        }
+    };
+    let before = mock.requests().await;
+    let refused = create(
+        ACME,
+        json!({"model": "fast", "input": "hi", "background": true}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    let error = &refused.json()["error"];
+    assert_eq!(error["param"], "background", "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("credits"),
+        "{error}"
+    );
+    // A duplicate cannot hide it: the upstream might read either.
+    let duplicate = r#"{"model":"fast","input":"hi","background":true,"background":false}"#;
+    let (h, v) = bearer(ACME);
+    let refused = node
+        .post("/v1/responses", duplicate.to_owned(), &[(h, &v)])
+        .await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        mock.requests().await,
+        before,
+        "nothing reached the upstream"
+    );
+
+    let served = create(ACME, json!({"model": "fast", "input": "hi"})).await;
+    assert_eq!(served.status, StatusCode::OK, "{:?}", served.body);
+    let served = create(
+        FREE,
+        json!({"model": "fast", "input": "hi", "background": true}),
+    )
+    .await;
+    assert_eq!(served.status, StatusCode::OK, "{:?}", served.body);
+}

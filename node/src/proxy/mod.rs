@@ -413,6 +413,9 @@ impl Proxy {
         // A follow-up of a stored response goes where that response lives.
         let (pinned, body) = match endpoint {
             Endpoint::Responses => {
+                if tenant.as_deref().is_some_and(KeyState::is_metered) {
+                    responses::check_metered(&body).map_err(ProxyError::from)?;
+                }
                 match responses::previous_response(&body).map_err(ProxyError::from)? {
                     Some((upstream, own)) => (Some(upstream), own),
                     None => (None, body.clone()),

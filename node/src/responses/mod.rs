@@ -78,6 +78,15 @@ pub enum ResponsesError {
         /// Request path.
         path: String,
     },
+    /// A response to be run in the background, for a key whose usage is
+    /// metered: its usage arrives long after the answer, where nothing
+    /// would charge it.
+    #[error(
+        "`background` responses are not served to a key with credits or a tokens-per-minute \
+         limit: their usage arrives after the answer, where it could not be charged. Send \
+         the request without `background: true` (stream it instead)."
+    )]
+    Background,
     /// A known path, called with a method it does not take.
     #[error("{method} is not supported on {path}; use {allowed}.")]
     MethodNotAllowed {
@@ -98,7 +107,8 @@ impl ResponsesError {
             | Self::NotString(_)
             | Self::Duplicate(_)
             | Self::NotObject
-            | Self::BadQuery { .. } => StatusCode::BAD_REQUEST,
+            | Self::BadQuery { .. }
+            | Self::Background => StatusCode::BAD_REQUEST,
             Self::UnknownCall { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
         }
@@ -112,6 +122,7 @@ impl ResponsesError {
             Self::BadId { field, .. } => Some(field),
             Self::NotString(field) | Self::Duplicate(field) => Some(field),
             Self::BadQuery { param, .. } => call::known_param(param),
+            Self::Background => Some(BACKGROUND),
             Self::NotObject | Self::UnknownCall { .. } | Self::MethodNotAllowed { .. } => None,
         }
     }
@@ -194,6 +205,21 @@ fn check_own(own: &str) -> Result<(), &'static str> {
 /// A byte an id may hold: the same set as an upstream id.
 fn id_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+/// The request member that asks for a response run in the background.
+const BACKGROUND: &str = "background";
+
+/// Refuses a Responses body that asks to run in the background: for a key
+/// whose usage is metered (credits, `tpm`), whose answer would carry no
+/// usage. Any `background` member that is `true` counts, so a duplicate
+/// cannot hide one from this check that the upstream would read.
+pub fn check_metered(body: &[u8]) -> Result<(), ResponsesError> {
+    let found = members::find(body, &[BACKGROUND]).ok_or(ResponsesError::NotObject)?;
+    if found.iter().any(|m| m.raw.get() == "true") {
+        return Err(ResponsesError::Background);
+    }
+    Ok(())
 }
 
 /// The request member that names the response a conversation continues,

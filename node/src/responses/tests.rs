@@ -283,3 +283,32 @@ proptest! {
         let _ = tag_answer(Bytes::from(body), "eu");
     }
 }
+
+#[test]
+fn a_background_response_is_found_however_it_is_written() {
+    for body in [
+        r#"{"model":"m","background":true}"#,
+        r#"{"model":"m", "background" :  true }"#,
+        r#"{"model":"m","background":false,"background":true}"#,
+        r#"{"model":"m","background":true,"background":false}"#,
+        r#"{"model":"m","backgr\u006fund":true}"#,
+    ] {
+        assert_eq!(
+            check_metered(body.as_bytes()),
+            Err(ResponsesError::Background),
+            "{body}"
+        );
+    }
+    for body in [
+        r#"{"model":"m"}"#,
+        r#"{"model":"m","background":false}"#,
+        r#"{"model":"m","background":null}"#,
+        // Not a boolean: the upstream refuses it, as it would anyway.
+        r#"{"model":"m","background":"true"}"#,
+        r#"{"model":"m","metadata":{"background":true}}"#,
+    ] {
+        assert_eq!(check_metered(body.as_bytes()), Ok(()), "{body}");
+    }
+    assert_eq!(ResponsesError::Background.param(), Some("background"));
+    assert_eq!(check_metered(b"[]"), Err(ResponsesError::NotObject));
+}

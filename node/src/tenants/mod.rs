@@ -166,6 +166,12 @@ impl KeyState {
         self.limits.is_rate_limited()
     }
 
+    /// Whether what the key's answers use is limited (credits or `tpm`),
+    /// so an answer whose usage could not be read must not be served to it.
+    pub fn is_metered(&self) -> bool {
+        self.limits.tpm.is_some() || self.limits.credits_nanos.is_some()
+    }
+
     /// Whether the key may see `model` (in `/v1/models`).
     pub fn allows(&self, model: &str) -> bool {
         self.limits.allows(model)
