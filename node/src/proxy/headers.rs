@@ -37,6 +37,9 @@ const MAX_TRACESTATE: usize = 512;
 /// The W3C's most list-members in one `tracestate`.
 const MAX_TRACESTATE_MEMBERS: usize = 32;
 
+/// The longest client `accept` passed on.
+const MAX_ACCEPT: usize = 256;
+
 /// The longest upstream request id given back.
 const MAX_UPSTREAM_ID: usize = 128;
 
@@ -65,12 +68,15 @@ pub(super) struct Passed {
     pub openai_beta: Option<HeaderValue>,
     /// `meridian/<version>`, then the client's own when it is sane.
     pub user_agent: HeaderValue,
+    /// The client's one `accept`, when it is 1 to 256 printable ASCII
+    /// characters (the upstream's default content otherwise).
+    pub accept: Option<HeaderValue>,
 }
 
 impl Passed {
-    /// Reads them from the client's headers: the trace headers and the
-    /// user agent are dropped when not valid; a bad `openai-beta` is
-    /// refused, naming the header.
+    /// Reads them from the client's headers: the trace headers, the user
+    /// agent and `accept` are dropped when not valid; a bad `openai-beta`
+    /// is refused, naming the header.
     pub(super) fn from_client(headers: &HeaderMap) -> Result<Self, ProxyError> {
         let traceparent = only(headers, &TRACEPARENT)
             .filter(|v| traceparent_ok(v.as_bytes()))
@@ -84,6 +90,9 @@ impl Passed {
             tracestate,
             openai_beta: openai_beta(headers)?,
             user_agent: user_agent(headers.get(http::header::USER_AGENT)),
+            accept: only(headers, &http::header::ACCEPT)
+                .filter(|v| printable(v.as_bytes(), MAX_ACCEPT))
+                .cloned(),
         })
     }
 }
@@ -210,6 +219,14 @@ pub(super) fn beta_list(
     Ok(Some(v.clone()))
 }
 
+/// Whether a client's value may go on to an upstream: 1 to `max` printable
+/// ASCII characters (space to `~`), not all spaces.
+fn printable(bytes: &[u8], max: usize) -> bool {
+    (1..=max).contains(&bytes.len())
+        && bytes.iter().all(|b| (0x20..=0x7e).contains(b))
+        && bytes.iter().any(|b| *b != b' ')
+}
+
 /// `meridian/<version>`, then the client's user agent when it is 1 to 256
 /// printable ASCII characters (space to `~`); Meridian's alone otherwise.
 fn user_agent(client: Option<&HeaderValue>) -> HeaderValue {
@@ -218,10 +235,7 @@ fn user_agent(client: Option<&HeaderValue>) -> HeaderValue {
         return own;
     };
     let bytes = client.as_bytes();
-    let sane = (1..=MAX_CLIENT_UA).contains(&bytes.len())
-        && bytes.iter().all(|b| (0x20..=0x7e).contains(b))
-        && bytes.iter().any(|b| *b != b' ');
-    if !sane {
+    if !printable(bytes, MAX_CLIENT_UA) {
         return own;
     }
     let mut joined = Vec::with_capacity(MERIDIAN_UA.len() + 1 + bytes.len());
@@ -343,6 +357,24 @@ mod tests {
         for bad in [long.as_bytes(), b"caf\xc3\xa9", b"tab\there", b"   "] {
             assert_eq!(passed(&[("user-agent", bad)]).user_agent, MERIDIAN_UA);
         }
+    }
+
+    #[test]
+    fn accept_is_passed_only_when_sane() {
+        assert_eq!(passed(&[]).accept, None);
+        assert_eq!(
+            passed(&[("accept", b"text/event-stream")]).accept.unwrap(),
+            "text/event-stream"
+        );
+        let long = "a/b,".repeat(65);
+        for bad in [long.as_bytes(), b"caf\xc3\xa9", b"tab\there", b"  "] {
+            assert_eq!(passed(&[("accept", bad)]).accept, None, "{bad:?}");
+        }
+        // Two values: neither is chosen.
+        assert_eq!(
+            passed(&[("accept", b"application/json"), ("accept", b"text/html")]).accept,
+            None
+        );
     }
 
     #[test]

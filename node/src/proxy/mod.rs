@@ -163,9 +163,8 @@ struct Call<'a> {
     anthropic_version: Option<HeaderValue>,
     anthropic_beta: Option<HeaderValue>,
     /// The client headers passed on (trace context, `openai-beta`, its
-    /// user agent after Meridian's), checked.
+    /// user agent after Meridian's, `accept`), checked.
     passed: headers::Passed,
-    accept: Option<HeaderValue>,
     key: Arc<str>,
     /// The key's priority class, its rank in `[[classes]]` (0 without classes).
     class: usize,
@@ -382,7 +381,6 @@ impl Proxy {
         // The body is read before an in-flight slot is taken, and within
         // `body_timeout`: a client that sends its body slowly, or never
         // finishes it, holds its own connection and nothing else.
-        let accept = req.headers().get(http::header::ACCEPT).cloned();
         request::no_client_query(req.uri().query())?;
         let (anthropic_version, anthropic_beta) = request::anthropic_headers(req.headers())?;
         let passed = headers::Passed::from_client(req.headers())?;
@@ -439,7 +437,6 @@ impl Proxy {
             anthropic_version,
             anthropic_beta,
             passed,
-            accept,
             key,
             class,
             request_id,

@@ -64,7 +64,7 @@ pub(super) fn build_request(call: &Call<'_>, form: &Form, target: &Target) -> Re
     *request.headers_mut() = HeaderMap::with_capacity(REQUEST_FIELDS);
     let headers = request.headers_mut();
     headers.insert(CONTENT_TYPE, JSON.clone());
-    let accept = match (&call.accept, call.stream) {
+    let accept = match (&call.passed.accept, call.stream) {
         (Some(accept), _) => accept.clone(),
         (None, true) => HeaderValue::from_static("text/event-stream"),
         (None, false) => JSON.clone(),
