@@ -19,6 +19,8 @@
 //! parse (the stream goes on; a translator never panics on what an
 //! upstream sends).
 
+use std::collections::HashMap;
+
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +40,12 @@ pub struct Stream {
     id: String,
     model: String,
     usage: AnthropicUsage,
-    /// (Anthropic content block index, OpenAI tool call index) of every
-    /// tool_use block so far; tool calls are counted from 0 on their own.
-    tools: Vec<(u64, usize)>,
+    /// The OpenAI tool call index of every tool_use block so far, by its
+    /// Anthropic content block index (a map: an upstream may send many,
+    /// and each delta looks its block up).
+    tools: HashMap<u64, usize>,
+    /// Tool calls started so far: they are counted from 0 on their own.
+    tool_calls: usize,
     /// `message_delta` came: the answer is whole even if `message_stop`
     /// does not follow.
     ended: bool,
@@ -60,7 +65,8 @@ impl Stream {
             id: String::from("chatcmpl-"),
             model: String::new(),
             usage: AnthropicUsage::default(),
-            tools: Vec::new(),
+            tools: HashMap::new(),
+            tool_calls: 0,
             ended: false,
             done: false,
         }
@@ -94,8 +100,10 @@ impl Stream {
                     self.chunk(out, Delta::text(&text), None);
                 }
                 StartBlock::ToolUse { id, name } => {
-                    let k = self.tools.len();
-                    self.tools.push((index, k));
+                    let k = self.tool_calls;
+                    self.tool_calls += 1;
+                    // A block index started twice keeps its first call.
+                    self.tools.entry(index).or_insert(k);
                     let call = ToolCallDelta {
                         index: k,
                         id: Some(&id),
@@ -112,7 +120,7 @@ impl Stream {
             Event::ContentBlockDelta { index, delta } => match delta {
                 BlockDelta::TextDelta { text } => self.chunk(out, Delta::text(&text), None),
                 BlockDelta::InputJsonDelta { partial_json } => {
-                    let Some(&(_, k)) = self.tools.iter().find(|(i, _)| *i == index) else {
+                    let Some(&k) = self.tools.get(&index) else {
                         return;
                     };
                     let call = ToolCallDelta {

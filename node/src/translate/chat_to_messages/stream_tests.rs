@@ -221,3 +221,50 @@ proptest::proptest! {
         }
     }
 }
+
+/// Many tool calls, their deltas arriving last and in reverse: each still
+/// reaches its own call (looked up by block index, not searched for), and
+/// a block index started twice keeps the call it started first.
+#[test]
+fn many_tool_calls_each_get_their_deltas() {
+    let n = 2_000u64;
+    let mut events = vec![json!({"type": "message_start", "message": {"id": "msg_1",
+        "type": "message", "role": "assistant", "model": "claude-x", "content": [],
+        "usage": {"input_tokens": 1, "output_tokens": 1}}})];
+    for i in 0..n {
+        events.push(json!({"type": "content_block_start", "index": i,
+            "content_block": {"type": "tool_use", "id": format!("t{i}"), "name": "f", "input": {}}}));
+    }
+    // Block 0 again: a new call is counted, the block's deltas stay with the first.
+    events.push(json!({"type": "content_block_start", "index": 0,
+        "content_block": {"type": "tool_use", "id": "again", "name": "f", "input": {}}}));
+    for i in (0..n).rev() {
+        events.push(json!({"type": "content_block_delta", "index": i,
+            "delta": {"type": "input_json_delta", "partial_json": format!("{i}")}}));
+    }
+    let got = run(false, &sse(&events));
+    let deltas: Vec<Value> = got
+        .iter()
+        .filter_map(|c| serde_json::from_str::<Value>(c).ok())
+        .filter_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"][0]
+                .as_object()
+                .cloned()
+                .map(Value::Object)
+        })
+        .filter(|call| call.get("id").is_none())
+        .collect();
+    assert_eq!(deltas.len() as u64, n);
+    for call in &deltas {
+        let args: u64 = call["function"]["arguments"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(call["index"].as_u64().unwrap(), args, "{call}");
+    }
+    assert!(
+        got.iter()
+            .any(|c| c.contains("\"again\"") && c.contains(&format!("\"index\":{n}")))
+    );
+}

@@ -4,6 +4,8 @@
 //! each opened, filled and closed. The translator keeps the one open block
 //! and opens the next when the delta switches between text and a tool call.
 
+use std::collections::HashMap;
+
 use bytes::{Bytes, BytesMut};
 use serde_json::{Value, json};
 
@@ -31,8 +33,9 @@ pub struct Stream {
     open: Option<(usize, bool)>,
     /// The index the next block opens at.
     next_index: usize,
-    /// Tool calls seen: (chat `index`, block index).
-    tools: Vec<(u64, usize)>,
+    /// Tool calls seen: the block index of each chat `index` (a map: an
+    /// upstream may send many, and each fragment looks its call up).
+    tools: HashMap<u64, usize>,
     /// The chunk's `finish_reason`, once it came.
     finish_reason: Option<String>,
     /// The model refused (a `refusal` delta came).
@@ -126,7 +129,7 @@ impl Stream {
             .and_then(Value::as_u64)
             .unwrap_or(position as u64);
         let function = call.get("function");
-        let known = self.tools.iter().find(|(k, _)| *k == key).map(|t| t.1);
+        let known = self.tools.get(&key).copied();
         let index = match known {
             Some(index) => index,
             None => {
@@ -138,7 +141,7 @@ impl Stream {
                     .unwrap_or_default();
                 let block = json!({"type": "tool_use", "id": id, "name": name, "input": {}});
                 let index = self.open_block(block, false, out);
-                self.tools.push((key, index));
+                self.tools.insert(key, index);
                 index
             }
         };
