@@ -19,6 +19,7 @@ use openraft::raft::{
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
 use proto::state::{Command, CommandResponse, KeyRecord, Member};
 use raft::network::frame::read_frame;
+use raft::network::rpc::Refusal;
 use raft::network::tls::{ALPN, Identity};
 use raft::network::{
     ForwardError, HealthSink, NetworkSettings, RaftRequest, RaftResponse, RpcHandler, TlsPaths,
@@ -836,5 +837,31 @@ async fn health_reports_are_filed_under_the_senders_certificate_and_only_from_me
         *filed.lock().unwrap(),
         vec![(2, 5)],
         "a stranger's report was filed"
+    );
+    // A stranger is answered before its request is read: a frame that
+    // claims 32 MiB and sends four bytes of it gets the refusal at once,
+    // not a wait for (and a buffer of) the rest.
+    let identity = Identity::load(&paths(dir.path(), dir.path(), "n3")).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(identity.client_config().unwrap()));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, target.raft_addr.parse().unwrap(), "127.0.0.1")
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    send.write_all(&(32u32 << 20).to_be_bytes()).await.unwrap();
+    send.write_all(&[1, 0, 0, 0]).await.unwrap();
+    let response: RaftResponse =
+        tokio::time::timeout(Duration::from_secs(5), read_frame(&mut recv, 1 << 20))
+            .await
+            .expect("the stranger's half-sent frame was waited for")
+            .unwrap();
+    assert!(
+        matches!(
+            response,
+            RaftResponse::Refused(Refusal::NotAMember { caller: 3 })
+        ),
+        "{response:?}"
     );
 }

@@ -341,9 +341,34 @@ fn leader_hint(id: &Option<NodeId>, leader: &Option<Member>) -> String {
 pub type HealthSink =
     std::sync::Arc<dyn Fn(NodeId, proto::health::HealthReport) -> Result<(), String> + Send + Sync>;
 
+/// Whether `caller` is a member of `raft`'s committed membership (a member
+/// being removed stays one until its removal is committed here).
+async fn committed_member(raft: &Raft, caller: NodeId) -> bool {
+    raft.with_raft_state(move |state| {
+        state
+            .membership_state
+            .committed()
+            .membership()
+            .get_node(&caller)
+            .is_some()
+    })
+    .await
+        == Ok(true)
+}
+
 /// What serves requests arriving on the transport. [`Raft`] is the real
 /// one; tests substitute their own to see what arrives.
 pub trait RpcHandler: Clone + Send + Sync + 'static {
+    /// Whether `caller` may send this node anything at all, decided before
+    /// its request is read: a frame may be as large as the transport's
+    /// limit, and a node the CA signed but this cluster does not count (a
+    /// removed member, another cluster's) must not have this node read and
+    /// hold one per stream. [`check`] still decides each request once read.
+    fn admits(&self, caller: NodeId) -> impl Future<Output = Result<(), Refusal>> + Send {
+        let _ = caller;
+        async { Ok(()) }
+    }
+
     /// Handles one request from the node `caller` (the id its certificate
     /// names) and produces its response.
     fn handle(
@@ -354,6 +379,22 @@ pub trait RpcHandler: Clone + Send + Sync + 'static {
 }
 
 impl RpcHandler for Raft {
+    /// A member of the effective or the committed membership, or anyone
+    /// while this node has none (it takes the Raft protocol then, which
+    /// [`check`] decides once the request is read).
+    async fn admits(&self, caller: NodeId) -> Result<(), Refusal> {
+        let effective = self.metrics().borrow().membership_config.clone();
+        let membership = effective.membership();
+        if membership.get_node(&caller).is_some()
+            || membership.nodes().next().is_none()
+            || committed_member(self, caller).await
+        {
+            Ok(())
+        } else {
+            Err(Refusal::NotAMember { caller })
+        }
+    }
+
     async fn handle(&self, caller: NodeId, request: RaftRequest) -> RaftResponse {
         let effective = self.metrics().borrow().membership_config.clone();
         let mut checked = check(caller, &request, effective.membership());
@@ -363,17 +404,7 @@ impl RpcHandler for Raft {
             // replicate (and commit) the change that removes it. Only a
             // member of the committed membership is let in this way, never
             // a node that an empty committed membership would let in.
-            let committed = self
-                .with_raft_state(move |state| {
-                    state
-                        .membership_state
-                        .committed()
-                        .membership()
-                        .get_node(&caller)
-                        .is_some()
-                })
-                .await;
-            if committed == Ok(true) {
+            if committed_member(self, caller).await {
                 checked = Ok(());
             }
         }

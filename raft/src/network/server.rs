@@ -100,6 +100,24 @@ async fn serve_stream<H: RpcHandler>(
     caller: NodeId,
     count: Count<'_>,
 ) {
+    // A caller this node does not count is answered before a byte of its
+    // request is read (or held).
+    let admitted = match handler.admits(caller).await {
+        Ok(()) => true,
+        Err(refusal) => {
+            tracing::warn!(%peer, caller, %refusal, "raft stream refused before its request");
+            let _ = recv.stop(0u32.into());
+            let refused = RaftResponse::Refused(refusal);
+            if let Ok(bytes) = write_frame(&mut send, &refused, max).await {
+                count.peer.sent(bytes);
+                let _ = send.finish();
+            }
+            false
+        }
+    };
+    if !admitted {
+        return;
+    }
     let response = match read_frame_sized::<RaftRequest>(&mut recv, max).await {
         Ok((request, bytes)) => {
             count.peer.received(bytes);

@@ -109,6 +109,12 @@ pub(super) async fn view(raft: &Raft, log: &LogStore) -> Option<VoterView> {
 }
 
 impl RpcHandler for Voter {
+    async fn admits(&self, caller: NodeId) -> Result<(), crate::network::rpc::Refusal> {
+        let membership = self.raft.metrics().borrow().membership_config.clone();
+        crate::network::rpc::check_expected(caller, membership.membership(), &self.expected)?;
+        self.raft.admits(caller).await
+    }
+
     async fn handle(&self, caller: NodeId, request: RaftRequest) -> RaftResponse {
         let membership = self.raft.metrics().borrow().membership_config.clone();
         if let Err(refusal) =
