@@ -65,7 +65,7 @@ async fn read_to_close(conn: &mut TcpStream) -> String {
 async fn slow_body(api: &str) -> TcpStream {
     let mut conn = TcpStream::connect(api).await.unwrap();
     conn.write_all(
-        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
           content-length: 100000\r\n\r\n{\"model\": \"m\", \"messages\": [",
     )
     .await
@@ -142,7 +142,7 @@ async fn slow_bodies_hold_no_slot_and_are_answered_408_after_the_body_timeout() 
     let mut admin = TcpStream::connect(&node.admin).await.unwrap();
     admin
         .write_all(
-            b"PUT /admin/v1/upstreams/x HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+            b"PUT /admin/v1/upstreams/x HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
               content-length: 1000\r\n\r\n{\"base_url\": ",
         )
         .await
@@ -168,7 +168,7 @@ async fn silent_half_sent_and_idle_connections_are_closed_on_both_listeners() {
 
         // Stops half-way through its request head (slowloris).
         let mut half = TcpStream::connect(addr.as_str()).await.unwrap();
-        half.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-a: ")
+        half.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-a: ")
             .await
             .unwrap();
         let answer = read_to_close(&mut half).await;
@@ -183,7 +183,7 @@ async fn silent_half_sent_and_idle_connections_are_closed_on_both_listeners() {
 
         // One request, answered, then nothing: closed once idle.
         let mut idle = TcpStream::connect(addr.as_str()).await.unwrap();
-        idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        idle.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
             .await
             .unwrap();
         let answer = read_to_close(&mut idle).await;
@@ -193,9 +193,11 @@ async fn silent_half_sent_and_idle_connections_are_closed_on_both_listeners() {
         // kept-alive connection): closed once idle, the second never
         // answered.
         let mut kept = TcpStream::connect(addr.as_str()).await.unwrap();
-        kept.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\nGET /healthz HTTP/1.1\r\nx-a: ")
-            .await
-            .unwrap();
+        kept.write_all(
+            b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\nGET /healthz HTTP/1.1\r\nx-a: ",
+        )
+        .await
+        .unwrap();
         let started = std::time::Instant::now();
         let answer = read_to_close(&mut kept).await;
         assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{addr}: {answer}");
@@ -214,7 +216,7 @@ async fn silent_half_sent_and_idle_connections_are_closed_on_both_listeners() {
 /// sent before closing it (`connection: close`).
 async fn one_request(addr: &str, path: &str) -> String {
     let mut conn = TcpStream::connect(addr).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
     conn.write_all(request.as_bytes()).await.unwrap();
     read_to_close(&mut conn).await
 }
@@ -239,7 +241,7 @@ async fn past_the_connection_cap_with_every_connection_busy_a_new_one_gets_a_jso
         for _ in 0..cap {
             let mut conn = TcpStream::connect(addr.as_str()).await.unwrap();
             let head = format!(
-                "{slow} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                "{slow} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
                  content-length: 1000\r\n\r\n{{"
             );
             conn.write_all(head.as_bytes()).await.unwrap();
@@ -320,7 +322,7 @@ async fn a_stopping_node_closes_idle_connections_at_once_and_answers_those_in_fl
     let mut silent = TcpStream::connect(node.api.as_str()).await.unwrap();
     // Kept alive after an answer.
     let mut kept = TcpStream::connect(node.api.as_str()).await.unwrap();
-    kept.write_all(b"GET /v1/models HTTP/1.1\r\nhost: x\r\n\r\n")
+    kept.write_all(b"GET /v1/models HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n")
         .await
         .unwrap();
     let mut buf = [0u8; 4096];
@@ -334,7 +336,7 @@ async fn a_stopping_node_closes_idle_connections_at_once_and_answers_those_in_fl
     let mut busy = TcpStream::connect(node.api.as_str()).await.unwrap();
     busy.write_all(
         format!(
-            "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
              content-length: {}\r\n\r\n{body}",
             body.len()
         )
@@ -480,7 +482,7 @@ async fn raw_http1_clients_are_served_and_ambiguous_framing_never_reaches_an_ups
     // Continue`, then the body.
     let mut conn = TcpStream::connect(&node.api).await.unwrap();
     let head = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          expect: 100-continue\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
@@ -493,7 +495,7 @@ async fn raw_http1_clients_are_served_and_ambiguous_framing_never_reaches_an_ups
     // A chunked body, on the same kept-alive connection.
     let (first, rest) = body.split_at(10);
     let chunked = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          transfer-encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n{:x}\r\n{rest}\r\n0\r\n\r\n",
         first.len(),
         rest.len()
@@ -508,9 +510,9 @@ async fn raw_http1_clients_are_served_and_ambiguous_framing_never_reaches_an_ups
     // second request on as part of the first's body. Refused whole.
     let mut conn = TcpStream::connect(&node.api).await.unwrap();
     let smuggled = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
          content-length: {}\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n\
-         POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n{body}",
+         POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {}\r\n\r\n{body}",
         5 + body.len() + 60,
         body.len()
     );

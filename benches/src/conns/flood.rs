@@ -249,7 +249,7 @@ pub async fn slow_bodies(node: &Started, count: usize, settings: Settings) -> Re
     for _ in 0..count {
         let mut conn = TcpStream::connect(node.api).await?;
         conn.write_all(
-            b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
               content-length: 100000\r\n\r\n{\"model\": \"m\", \"messages\": [",
         )
         .await?;
