@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{RouteConfig, UpstreamConfig, check_model_name, check_prefixes};
+use crate::config::{RouteConfig, UpstreamConfig, check_model_name, check_name, check_prefixes};
 use crate::error::FieldError;
 use crate::health::HealthReport;
 use crate::tenancy::{KeyLimits, Tenancy, TenantReport};
@@ -149,6 +149,22 @@ pub struct NodeInfo {
     pub admin_addr: String,
     /// The region it serves.
     pub region: String,
+}
+
+impl NodeInfo {
+    /// Whether a member's announcement is one a Meridian node makes: an IP
+    /// address and port, and a region as the configuration allows it. Both
+    /// become labels and links in the admin API and the dashboard, and the
+    /// state keeps them on every node.
+    pub fn check(&self) -> Result<(), FieldError> {
+        if self.admin_addr.parse::<std::net::SocketAddr>().is_err() {
+            return Err(FieldError::new(
+                "info.admin_addr",
+                "must be an IP address and port",
+            ));
+        }
+        check_name("info.region", &self.region)
+    }
 }
 
 /// What applying a command did.
@@ -302,6 +318,9 @@ impl ClusterState {
                 }
             }
             Command::Announce { id, info } => {
+                if let Err(e) = info.check() {
+                    return CommandResponse::Rejected(e);
+                }
                 let changed = self.nodes.get(id) != Some(info);
                 self.nodes.insert(*id, info.clone());
                 CommandResponse::Applied { changed }
@@ -458,6 +477,38 @@ mod tests {
             CommandResponse::Rejected(e) => e.field,
             other => panic!("expected a rejection, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn an_announcement_no_node_makes_is_refused() {
+        let mut state = ClusterState::default();
+        let announce = |admin_addr: &str, region: &str| Command::Announce {
+            id: 2,
+            info: NodeInfo {
+                admin_addr: admin_addr.into(),
+                region: region.into(),
+            },
+        };
+        assert_eq!(
+            state.apply(&announce("10.0.0.2:9091", "eu-west")),
+            CommandResponse::Applied { changed: true }
+        );
+        let long = "r".repeat(65);
+        for (bad, field) in [
+            (announce("", "eu"), "info.admin_addr"),
+            (announce("host.example:9091", "eu"), "info.admin_addr"),
+            (announce("10.0.0.2:9091\n<script>", "eu"), "info.admin_addr"),
+            (announce(&"9".repeat(1 << 16), "eu"), "info.admin_addr"),
+            (announce("10.0.0.2:9091", ""), "info.region"),
+            (announce("10.0.0.2:9091", &long), "info.region"),
+            (announce("10.0.0.2:9091", "eu\u{7}"), "info.region"),
+        ] {
+            assert_eq!(rejected(state.apply(&bad)), field);
+        }
+        assert_eq!(
+            state.nodes[&2].region, "eu-west",
+            "nothing refused was kept"
+        );
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub use upstream::{
     DEFAULT_ANTHROPIC_VERSION, KeyConfig, ModelPrice, UpstreamAuth, UpstreamConfig, UpstreamKind,
     check_anthropic_version, check_model_name, check_prefixes,
 };
-use validate::{check_name, parse_members};
+pub(crate) use validate::check_name;
+use validate::parse_members;
 
 /// A configuration that cannot be used, with the field to fix: the one
 /// `{field, message}` shape ([`FieldError`]) under the name config code reads.

@@ -41,7 +41,7 @@ pub(super) fn check_env_name(field: &str, name: &str) -> Result<(), ConfigError>
     }
 }
 
-pub(super) fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_name(field: &str, value: &str) -> Result<(), ConfigError> {
     let ok = !value.is_empty()
         && value.len() <= 64
         && value
