@@ -162,31 +162,22 @@ async fn plain_answers_carry_their_cost_at_the_answering_targets_prices() {
     );
 
     // /metrics counts what was spent, by route and answering upstream.
-    let (status, _, body) = send(
-        Method::GET,
-        &format!("http://{}/metrics", node.admin),
-        &[],
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
-    let metrics = String::from_utf8(body.to_vec()).unwrap();
-    let series = |name: &str| {
-        metrics
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit_once(' '))
-            .map(|(_, v)| v.parse::<f64>().unwrap())
-            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    let cost = |route: &str, upstream: &str| {
+        format!("meridian_cost_usd_total{{route=\"{route}\",upstream=\"{upstream}\"}}")
     };
-    assert!(series("meridian_cost_usd_total{route=\"m\",upstream=\"a\"}") > 0.0);
-    assert!(series("meridian_cost_usd_total{route=\"m\",upstream=\"b\"}") > 0.0);
-    assert!(series("meridian_cost_usd_total{route=\"msg\",upstream=\"a\"}") > 0.0);
-    assert_eq!(
-        series("meridian_cost_usd_total{route=\"free\",upstream=\"a\"}"),
-        0.0
+    assert!(series(&node, &cost("m", "a")).await > 0.0);
+    assert!(series(&node, &cost("m", "b")).await > 0.0);
+    assert!(series(&node, &cost("msg", "a")).await > 0.0);
+    // Written, and zero: no price, no cost.
+    assert_eq!(reported(&node, &cost("free", "a")).await, Some(0.0));
+    assert!(
+        series(
+            &node,
+            "meridian_tokens_total{route=\"free\",upstream=\"a\",kind=\"output\"}"
+        )
+        .await
+            > 0.0
     );
-    assert!(series("meridian_tokens_total{route=\"free\",upstream=\"a\",kind=\"output\"}") > 0.0);
 }
 
 #[tokio::test]
@@ -268,8 +259,8 @@ async fn streams_carry_their_cost_in_the_final_usage() {
     }
 }
 
-/// The series `name` in `/metrics`, 0 when absent.
-async fn series(node: &Node, name: &str) -> f64 {
+/// The node's `/metrics` text.
+async fn metrics(node: &Node) -> String {
     let (status, _, body) = send(
         Method::GET,
         &format!("http://{}/metrics", node.admin),
@@ -278,12 +269,22 @@ async fn series(node: &Node, name: &str) -> f64 {
     )
     .await;
     assert_eq!(status, 200);
-    let metrics = String::from_utf8(body.to_vec()).unwrap();
-    metrics
+    String::from_utf8(body.to_vec()).unwrap()
+}
+
+/// The series `name` in `/metrics`, if written.
+async fn reported(node: &Node, name: &str) -> Option<f64> {
+    metrics(node)
+        .await
         .lines()
         .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit_once(' '))
-        .map_or(0.0, |(_, v)| v.parse::<f64>().unwrap())
+        .map(|(_, v)| v.parse::<f64>().unwrap())
+}
+
+/// The series `name` in `/metrics`, 0 when absent.
+async fn series(node: &Node, name: &str) -> f64 {
+    reported(node, name).await.unwrap_or(0.0)
 }
 
 /// A stream whose client did not ask for its usage is charged for it all

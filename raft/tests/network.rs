@@ -139,6 +139,25 @@ fn recorded_server(dir: &Path, settings: NetworkSettings) -> (Transport, Recorde
     (server, recorder, member)
 }
 
+/// A bare QUIC stream to `target` under node `name`'s certificate, for
+/// writing frames by hand; the endpoint must outlive it.
+async fn raw_stream(
+    dir: &Path,
+    name: &str,
+    target: &Member,
+) -> (quinn::Endpoint, quinn::SendStream, quinn::RecvStream) {
+    let identity = Identity::load(&paths(dir, dir, name)).unwrap();
+    let config = quinn::ClientConfig::new(Arc::new(identity.client_config().unwrap()));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let connection = endpoint
+        .connect_with(config, target.raft_addr.parse().unwrap(), "127.0.0.1")
+        .unwrap()
+        .await
+        .unwrap();
+    let (send, recv) = connection.open_bi().await.unwrap();
+    (endpoint, send, recv)
+}
+
 async fn client_to(transport: &Transport, target: &Member) -> raft::network::Connection {
     transport.network(2).new_client(1, target).await
 }
@@ -469,15 +488,7 @@ async fn frames_over_the_limit_are_refused() {
     let (_server, recorder, target) = recorded_server(dir.path(), small.clone());
 
     // The server reads the length first and refuses before reading on.
-    let identity = Identity::load(&paths(dir.path(), dir.path(), "n2")).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(identity.client_config().unwrap()));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint
-        .connect_with(config, target.raft_addr.parse().unwrap(), "127.0.0.1")
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let (_endpoint, mut send, mut recv) = raw_stream(dir.path(), "n2", &target).await;
     send.write_all(&(1u32 << 30).to_be_bytes()).await.unwrap();
     send.write_all(&[1, 0, 0, 0]).await.unwrap();
     let response: RaftResponse = read_frame(&mut recv, 1 << 20).await.unwrap();
@@ -841,15 +852,7 @@ async fn health_reports_are_filed_under_the_senders_certificate_and_only_from_me
     // A stranger is answered before its request is read: a frame that
     // claims 32 MiB and sends four bytes of it gets the refusal at once,
     // not a wait for (and a buffer of) the rest.
-    let identity = Identity::load(&paths(dir.path(), dir.path(), "n3")).unwrap();
-    let config = quinn::ClientConfig::new(Arc::new(identity.client_config().unwrap()));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    let connection = endpoint
-        .connect_with(config, target.raft_addr.parse().unwrap(), "127.0.0.1")
-        .unwrap()
-        .await
-        .unwrap();
-    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let (_endpoint, mut send, mut recv) = raw_stream(dir.path(), "n3", &target).await;
     send.write_all(&(32u32 << 20).to_be_bytes()).await.unwrap();
     send.write_all(&[1, 0, 0, 0]).await.unwrap();
     let response: RaftResponse =

@@ -9,12 +9,14 @@
 
 mod anthropic;
 mod attempt;
+mod stream;
 
 pub use anthropic::{
     anthropic_error_json, anthropic_error_to_openai, anthropic_stream_error, anthropic_type,
     openai_error_to_anthropic,
 };
 pub use attempt::{AttemptError, Attempts, FailureSource, Tried, retry_after, retryable_status};
+pub use stream::openai_stream_error;
 
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use futures_util::stream;
 use http_body_util::{BodyExt, StreamBody};
 
-use super::tests::{Ended, Record, relay_all, upstream};
+use super::tests::{Ended, Record, relay_all, relay_framed};
 use super::*;
 
 /// An upstream that sends one event and then never ends the next one is
@@ -83,7 +83,7 @@ async fn a_key_at_the_cut_of_a_long_line_is_scrubbed_whole() {
         let pad = "a".repeat(LINE_MAX - cut_in_key);
         let first = String::leak(format!("{pad}{}", &key[..cut_in_key]));
         let rest = String::leak(format!("{} end\n", &key[cut_in_key..]));
-        let (out, _) = relay_scrubbed_plain(first, vec![Ok(rest)], Scrubber::new([key])).await;
+        let (out, _) = relay_framed(first, vec![Ok(rest)], false, Scrubber::new([key])).await;
         let text = String::from_utf8(out.concat()).unwrap();
         assert!(
             !text.contains("sk-abcd") && !text.contains("efgh-0123"),
@@ -91,26 +91,4 @@ async fn a_key_at_the_cut_of_a_long_line_is_scrubbed_whole() {
         );
         assert!(text.ends_with("[redacted] end\n"), "cut {cut_in_key}");
     }
-}
-
-/// [`relay_scrubbed`] for a stream that is not SSE.
-async fn relay_scrubbed_plain(
-    first: &'static str,
-    rest: Vec<Result<&'static str, &'static str>>,
-    scrub: Scrubber,
-) -> (Vec<Bytes>, Ended) {
-    let ended: Ended = Arc::default();
-    let mut relay = Relay::new(
-        Bytes::from_static(first.as_bytes()),
-        upstream(rest),
-        false,
-        Duration::from_secs(5),
-        Arc::new(scrub),
-        Box::new(Record(ended.clone())),
-    );
-    let mut out = Vec::new();
-    while let Some(frame) = relay.frame().await {
-        out.push(frame.unwrap().into_data().unwrap());
-    }
-    (out, ended)
 }

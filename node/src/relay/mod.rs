@@ -40,7 +40,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::error_json;
+pub use crate::error::openai_stream_error;
 use crate::routing::Price;
 use crate::scrub::Scrubber;
 use crate::translate::StreamTranslator;
@@ -92,19 +92,6 @@ impl Shape {
             error_event: openai_stream_error,
         }
     }
-}
-
-/// The SSE event that ends an OpenAI stream on an error.
-pub fn openai_stream_error(message: &str) -> Bytes {
-    let mut event = BytesMut::from(&b"data: "[..]);
-    event.extend_from_slice(&error_json(
-        message,
-        "server_error",
-        None,
-        Some("stream_interrupted"),
-    ));
-    event.extend_from_slice(b"\n\n");
-    event.freeze()
 }
 
 /// A streamed answer being relayed; `B` is the upstream's body

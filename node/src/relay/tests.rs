@@ -39,11 +39,22 @@ async fn relay_scrubbed(
     rest: Vec<Result<&'static str, &'static str>>,
     scrub: Scrubber,
 ) -> (Vec<Bytes>, Ended) {
+    relay_framed(first, rest, true, scrub).await
+}
+
+/// Relays `first` and `rest`, cut on SSE events when `sse`, and returns
+/// what the client got, piece by piece, and how it ended.
+pub(super) async fn relay_framed(
+    first: &'static str,
+    rest: Vec<Result<&'static str, &'static str>>,
+    sse: bool,
+    scrub: Scrubber,
+) -> (Vec<Bytes>, Ended) {
     let ended: Ended = Arc::default();
     let mut relay = Relay::new(
         Bytes::from_static(first.as_bytes()),
         upstream(rest),
-        true,
+        sse,
         Duration::from_secs(5),
         Arc::new(scrub),
         Box::new(Record(ended.clone())),

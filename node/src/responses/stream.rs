@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
 
-use crate::error::error_json;
+use crate::error::openai_stream_error;
 use crate::translate::{StreamTranslator, parse_events, write_event};
 
 use super::{PREVIOUS, tag_ids};
@@ -114,13 +114,7 @@ impl StreamTranslator for TagStream {
     }
 
     fn error_event(&self, message: &str) -> Bytes {
-        let mut out = BytesMut::new();
-        write_event(
-            &mut out,
-            None,
-            &error_json(message, "server_error", None, Some("stream_interrupted")),
-        );
-        out.freeze()
+        openai_stream_error(message)
     }
 }
 

@@ -17,9 +17,9 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 use serde_json::{Map, Value};
 
-use crate::error::error_json;
+use crate::error::openai_stream_error;
 use crate::request_body::{members, splice};
-use crate::translate::{StreamTranslator, parse_events, write_event};
+use crate::translate::{StreamTranslator, parse_events};
 
 /// The request member that asks for the usage.
 const STREAM_OPTIONS: &str = "stream_options";
@@ -128,13 +128,7 @@ impl StreamTranslator for StripUsage {
     fn finish(&mut self, _out: &mut BytesMut) {}
 
     fn error_event(&self, message: &str) -> Bytes {
-        let mut out = BytesMut::new();
-        write_event(
-            &mut out,
-            None,
-            &error_json(message, "server_error", None, Some("stream_interrupted")),
-        );
-        out.freeze()
+        openai_stream_error(message)
     }
 }
 
