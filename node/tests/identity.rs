@@ -291,7 +291,7 @@ async fn every_attack_with_a_ca_signed_certificate_is_refused() {
         )),
         "{refused}"
     );
-    // The same from a non-member.
+    // The same from a non-member: refused before its request is even read.
     let posing = AppendEntriesRequest {
         vote: Vote::new_committed(term, leader),
         prev_log_id: log_id(term, leader, last),
@@ -299,7 +299,7 @@ async fn every_attack_with_a_ca_signed_certificate_is_refused() {
         leader_commit: None,
     };
     let refused = outsider.append(&cluster, victim, posing).await.unwrap();
-    assert!(refused.contains("claiming to be node"), "{refused}");
+    assert!(refused.contains("node 9 is not a member"), "{refused}");
 
     // AppendEntries with a higher term and a conflicting entry below the
     // commit index, posing as the leader.
