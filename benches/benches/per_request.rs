@@ -271,7 +271,7 @@ data: {"type":"response.created","sequence_number":0,"response":{"id":"resp_1","
         ("text delta", &delta[..]),
         ("response.created", &created[..]),
     ] {
-        let mut tag = TagStream::new("a");
+        let mut tag = TagStream::new("a", None, std::sync::Arc::from(""));
         group.bench_function(name, |b| {
             b.iter(|| {
                 out.clear();

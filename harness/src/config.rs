@@ -45,6 +45,7 @@ pub fn node(id: u64, region: &str, data_dir: &Path) -> Config {
         upstreams: Vec::new(),
         routes: Vec::new(),
         secrets: SecretsConfig::default(),
+        responses: Default::default(),
         telemetry: Default::default(),
     }
 }

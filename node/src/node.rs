@@ -21,7 +21,9 @@ use crate::cluster::{self, Cluster, ClusterError};
 use crate::health::peers::Reports;
 use crate::health::{self, HealthBoard, sharing};
 use crate::proxy::Proxy;
-use crate::routing::{self, BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys};
+use crate::routing::{
+    self, BuildError, LocalTrust, RoutingSnapshot, Secrets, resolve_keys, response_seal,
+};
 use crate::server;
 use crate::settings::Settings;
 use crate::telemetry::Telemetry;
@@ -134,6 +136,7 @@ impl Node {
             }
         };
         let seed_keys = resolve_keys(config, secrets.as_ref())?;
+        let seal = response_seal(config, secrets.as_ref())?;
 
         let workers = settings.workers;
         let bind_error = |what, field, addr| {
@@ -303,6 +306,17 @@ impl Node {
             .with_standing(cluster.standing.clone());
         if let Some(telemetry) = &telemetry {
             proxy = proxy.with_telemetry(telemetry.clone());
+        }
+        match seal {
+            Some(seal) => proxy = proxy.with_seal(seal),
+            // A node open to loopback without keys serves one anonymous
+            // caller: there is nobody else to bind its ids against.
+            None if config.keys.is_empty() && config.listen.api.ip().is_loopback() => {}
+            None => tracing::warn!(
+                "stored Responses are not bound to keys: any client key that knows a response \
+                 id may read, continue, cancel or delete it; set [responses] secret_env, the \
+                 same on every node, to bind them"
+            ),
         }
         let proxy = Arc::new(proxy);
         let data_plane = server::Workers::spawn(

@@ -102,6 +102,38 @@ fn an_unset_client_key_variable_exits_64_naming_it() {
 }
 
 #[test]
+fn an_unset_or_weak_response_secret_exits_64_naming_it() {
+    let data = tempfile::tempdir().unwrap();
+    let mut config = good(data.path());
+    config.responses.secret_env = Some("TEST_RESPONSE_SECRET".to_owned());
+    let file = write_config(&config);
+    let path = file.path().to_str().unwrap();
+    for (env, says) in [
+        (vec![], "not set"),
+        (vec![("TEST_RESPONSE_SECRET", "short-secret")], "at least"),
+        (
+            vec![("TEST_RESPONSE_SECRET", "    padded-out       ")],
+            "at least",
+        ),
+    ] {
+        let (code, _, stderr) = meridian(&["serve", "--config", path], &env);
+        assert_eq!(code, 64, "{env:?}: {stderr}");
+        assert!(
+            stderr.contains("responses.secret_env")
+                && stderr.contains("TEST_RESPONSE_SECRET")
+                && stderr.contains(says),
+            "{env:?}: {stderr}"
+        );
+        for (_, value) in env {
+            assert!(
+                !stderr.contains(value.trim()),
+                "the secret was printed: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
 fn a_public_admin_listener_needs_a_token() {
     let file = write(&GOOD.replace("admin = \"127.0.0.1:0\"", "admin = \"0.0.0.0:0\""));
     let (code, _, stderr) = meridian(&["serve", "--config", file.path().to_str().unwrap()], &[]);

@@ -139,7 +139,11 @@ impl Proxy {
             };
             let translated = match form.translation {
                 Translation::None => Ok(bytes.clone()),
-                Translation::TagResponses => Ok(responses::tag_answer(bytes.clone(), &upstream.id)),
+                Translation::TagResponses => Ok(responses::tag_answer(
+                    bytes.clone(),
+                    &upstream.id,
+                    call.owner(),
+                )),
                 Translation::MessagesToChat => messages_to_chat::response(&bytes),
                 Translation::ChatToMessages => chat_to_messages::response(&bytes, unix_now()),
             };

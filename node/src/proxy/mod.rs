@@ -78,7 +78,7 @@ use crate::error::ProxyError;
 use crate::health::HealthSink;
 use crate::metrics::ShedReason;
 use crate::request_body::probe;
-use crate::responses::{self, ResponsesCall};
+use crate::responses::{self, Owner, ResponsesCall, Seal};
 use crate::routing::{Dialect, Endpoint, RoutingSnapshot};
 use crate::scrub::{LogText, Scrubber};
 use crate::select::Policy;
@@ -111,6 +111,9 @@ pub struct Proxy {
     telemetry: Option<Arc<Telemetry>>,
     /// Where this node stands in its cluster; `None` outside one (tests).
     standing: Option<Arc<Standing>>,
+    /// Binds stored responses' ids to their keys (`[responses]
+    /// secret_env`); `None`: ids are bound to no key.
+    seal: Option<Arc<Seal>>,
 }
 
 /// Holds one of the node's in-flight slots until dropped (for a stream,
@@ -174,6 +177,15 @@ struct Call<'a> {
     max_response_bytes: usize,
     /// Takes the node's provider keys out of what upstreams send back.
     scrub: &'a Arc<Scrubber>,
+    /// Binds the Responses ids handed out to `key`, when the cluster does.
+    seal: Option<&'a Arc<Seal>>,
+}
+
+impl Call<'_> {
+    /// Whose Responses ids this call hands out.
+    fn owner(&self) -> Owner<'_> {
+        Owner::new(self.seal.map(|seal| &**seal), &self.key)
+    }
 }
 
 impl Proxy {
@@ -198,6 +210,7 @@ impl Proxy {
             capacity: Arc::new(Capacity::default()),
             telemetry: None,
             standing: None,
+            seal: None,
         }
     }
 
@@ -226,6 +239,13 @@ impl Proxy {
     /// removed this node, whose configuration may then be stale.
     pub fn with_standing(mut self, standing: Arc<Standing>) -> Self {
         self.standing = Some(standing);
+        self
+    }
+
+    /// The same data plane binding the stored responses' ids it hands out
+    /// to the key they are handed to, and taking no other ([`Seal`]).
+    pub fn with_seal(mut self, seal: Arc<Seal>) -> Self {
+        self.seal = Some(seal);
         self
     }
 
@@ -338,13 +358,14 @@ impl Proxy {
         let path = req.uri().path();
         // The Responses API's calls on a stored response go to the upstream
         // that holds it, with no route; a new response is routed below.
-        match responses::parse_call(req.method(), path, req.uri().query())
+        let owner = Owner::new(self.seal.as_deref(), &key);
+        match responses::parse_call(req.method(), path, req.uri().query(), owner)
             .map_err(ProxyError::from)?
         {
             None | Some(ResponsesCall::Create) => {}
             Some(stored) => {
                 return self
-                    .stored_response(stored, req, snapshot, request_id)
+                    .stored_response(stored, req, snapshot, request_id, &key)
                     .await;
             }
         }
@@ -414,7 +435,7 @@ impl Proxy {
                 if tenant.as_deref().is_some_and(KeyState::is_metered) {
                     responses::check_metered(&body).map_err(ProxyError::from)?;
                 }
-                match responses::previous_response(&body).map_err(ProxyError::from)? {
+                match responses::previous_response(&body, owner).map_err(ProxyError::from)? {
                     Some((upstream, own)) => (Some(upstream), own),
                     None => (None, body.clone()),
                 }
@@ -443,6 +464,7 @@ impl Proxy {
             trace: trace.clone(),
             max_response_bytes: snapshot.proxy.max_response_bytes,
             scrub: &snapshot.scrub,
+            seal: self.seal.as_ref(),
         };
         self.route(&call, &route, snapshot, admission, rank).await
     }

@@ -34,7 +34,11 @@ pub(super) fn stream_shape(call: &Call<'_>, form: &Form, target: &Target) -> Sha
     let translator: Option<Box<dyn StreamTranslator>> = match form.translation {
         Translation::None if form.strip_usage => Some(Box::new(StripUsage)),
         Translation::None => None,
-        Translation::TagResponses => Some(Box::new(TagStream::new(&target.upstream.id))),
+        Translation::TagResponses => Some(Box::new(TagStream::new(
+            &target.upstream.id,
+            call.seal.cloned(),
+            call.key.clone(),
+        ))),
         Translation::MessagesToChat => Some(Box::new(messages_to_chat::Stream::new())),
         Translation::ChatToMessages => Some(Box::new(chat_to_messages::Stream::new(
             form.include_usage,

@@ -21,7 +21,7 @@ use super::attempt::{client_error, first_data};
 use super::{Admission, Answered, Failed, Proxy, ProxyBody, X_REQUEST_ID};
 use crate::error::{AttemptError, Attempts, ProxyError, Tried};
 use crate::relay::{OnStreamEnd, Relay, Shape, StreamEnd, openai_stream_error};
-use crate::responses::{ResponsesCall, TagStream, tag_answer};
+use crate::responses::{Owner, ResponsesCall, TagStream, tag_answer};
 use crate::routing::{Endpoint, RoutingSnapshot, Upstream};
 use crate::server::RequestBody;
 use crate::usage::Usage;
@@ -34,6 +34,7 @@ impl Proxy {
         req: Request<RequestBody>,
         snapshot: &RoutingSnapshot,
         request_id: &HeaderValue,
+        key: &Arc<str>,
     ) -> Result<Answered, Failed> {
         let Some(stored) = call.stored() else {
             // Not reached: a new response is routed, not sent here.
@@ -121,7 +122,11 @@ impl Proxy {
                 Ok(Ok(first)) => first,
             };
             let shape = Shape {
-                translator: Some(Box::new(TagStream::new(&upstream.id))),
+                translator: Some(Box::new(TagStream::new(
+                    &upstream.id,
+                    self.seal.clone(),
+                    key.clone(),
+                ))),
                 error_event: openai_stream_error,
             };
             let done = Box::new(StoredStreamEnd {
@@ -161,7 +166,7 @@ impl Proxy {
         // Errors (an unknown id: 404) pass as the upstream wrote them;
         // answers carry tagged ids.
         let bytes = if status.is_success() {
-            tag_answer(bytes, &upstream.id)
+            tag_answer(bytes, &upstream.id, Owner::new(self.seal.as_deref(), key))
         } else {
             bytes
         };

@@ -7,7 +7,7 @@
 
 use http::Method;
 
-use super::{ResponsesError, check_own, check_tagged};
+use super::{Owner, ResponsesError, check_own};
 
 /// A response stored at an upstream, as a client's tagged id names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,7 @@ pub fn parse_call(
     method: &Method,
     path: &str,
     query: Option<&str>,
+    owner: Owner<'_>,
 ) -> Result<Option<ResponsesCall>, ResponsesError> {
     // A trailing slash is forgiven, as on the other endpoints.
     let trimmed = path.trim_end_matches('/');
@@ -140,25 +141,25 @@ pub fn parse_call(
         [id] if method == Method::GET => {
             let (query, stream) = checked_query(query, GET_PARAMS)?;
             ResponsesCall::Get {
-                response: stored(id)?,
+                response: stored(id, owner)?,
                 query,
                 stream,
             }
         }
         [id] if method == Method::DELETE => {
             no_query(query)?;
-            ResponsesCall::Delete(stored(id)?)
+            ResponsesCall::Delete(stored(id, owner)?)
         }
         [_] => return Err(wrong("GET or DELETE")),
         [id, "cancel"] if method == Method::POST => {
             no_query(query)?;
-            ResponsesCall::Cancel(stored(id)?)
+            ResponsesCall::Cancel(stored(id, owner)?)
         }
         [_, "cancel"] => return Err(wrong("POST")),
         [id, "input_items"] if method == Method::GET => {
             let (query, _) = checked_query(query, INPUT_ITEMS_PARAMS)?;
             ResponsesCall::InputItems {
-                response: stored(id)?,
+                response: stored(id, owner)?,
                 query,
             }
         }
@@ -170,13 +171,15 @@ pub fn parse_call(
 
 /// The response a path segment names. A client may percent-encode the tag
 /// separator (`%7E`); nothing else is decoded, so `%2F` and the like are
-/// refused by the id rules.
-fn stored(segment: &str) -> Result<StoredResponse, ResponsesError> {
+/// refused by the id rules. Only an id handed out to `owner` is one.
+fn stored(segment: &str, owner: Owner<'_>) -> Result<StoredResponse, ResponsesError> {
     let decoded = segment.replace("%7E", "~").replace("%7e", "~");
-    let (upstream, id) = check_tagged(&decoded).map_err(|reason| ResponsesError::BadId {
-        field: "response_id",
-        reason,
-    })?;
+    let (upstream, id) = owner
+        .untag(&decoded)
+        .map_err(|reason| ResponsesError::BadId {
+            field: "response_id",
+            reason,
+        })?;
     Ok(StoredResponse {
         upstream: upstream.to_owned(),
         id: id.to_owned(),

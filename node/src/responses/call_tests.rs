@@ -7,14 +7,14 @@ use http::StatusCode;
 use super::*;
 
 fn call(method: Method, path: &str, query: Option<&str>) -> ResponsesCall {
-    match parse_call(&method, path, query) {
+    match parse_call(&method, path, query, Owner::unbound()) {
         Ok(Some(call)) => call,
         other => panic!("{method} {path} {query:?}: {other:?}"),
     }
 }
 
 fn refused(method: Method, path: &str, query: Option<&str>) -> ResponsesError {
-    match parse_call(&method, path, query) {
+    match parse_call(&method, path, query, Owner::unbound()) {
         Err(e) => e,
         other => panic!("{method} {path} {query:?} passed: {other:?}"),
     }
@@ -91,7 +91,11 @@ fn other_paths_are_not_responses_calls() {
         "/responses",
         "/v1/v1/v1/responses",
     ] {
-        assert_eq!(parse_call(&Method::POST, path, None), Ok(None), "{path}");
+        assert_eq!(
+            parse_call(&Method::POST, path, None, Owner::unbound()),
+            Ok(None),
+            "{path}"
+        );
     }
 }
 
@@ -224,7 +228,7 @@ fn bad_queries_are_400_naming_the_parameter() {
         }
     }
     let many = vec!["include[]=a"; 17].join("&");
-    assert!(parse_call(&Method::GET, items, Some(&many)).is_err());
+    assert!(parse_call(&Method::GET, items, Some(&many), Owner::unbound()).is_err());
     for query in [
         "stream=yes",
         "starting_after=-1",
@@ -243,7 +247,7 @@ fn calls_without_parameters_refuse_a_query() {
         (Method::DELETE, "/v1/responses/eu~r"),
         (Method::POST, "/v1/responses/eu~r/cancel"),
     ] {
-        assert!(parse_call(&method, path, Some("")).is_ok());
+        assert!(parse_call(&method, path, Some(""), Owner::unbound()).is_ok());
         let e = refused(method.clone(), path, Some("x=1"));
         assert_eq!(e.status(), StatusCode::BAD_REQUEST, "{method} {path}");
     }
@@ -264,7 +268,7 @@ proptest::proptest! {
     ) {
         for method in [Method::GET, Method::POST, Method::DELETE] {
             let path = format!("/v1/responses{tail}");
-            if let Ok(Some(call)) = parse_call(&method, &path, query.as_deref()) {
+            if let Ok(Some(call)) = parse_call(&method, &path, query.as_deref(), Owner::unbound()) {
                 let upstream = call.upstream_path();
                 let path_part = upstream.split('?').next().unwrap_or_default();
                 proptest::prop_assert!(!path_part.contains(".."));

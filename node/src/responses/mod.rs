@@ -5,7 +5,9 @@
 //! that upstream, from any node in any region, with no state shared between
 //! nodes. Meridian does it by tagging the response ids it hands out with the
 //! upstream's id (`{upstream}~{id}`) and stripping the tag on the way in: the
-//! id itself says where the response lives.
+//! id itself says where the response lives. With the cluster's response-id
+//! secret the tag also binds the id to the key it was handed to
+//! ([`seal`]: `{upstream}~{mac}~{id}`).
 //!
 //! Everything here is pure: bytes in, bytes out. Ids are rewritten by
 //! splicing their spans, never by re-serialising a body, so a large
@@ -16,12 +18,15 @@
 //! - `mod.rs`: tagging ids, the request's `previous_response_id`, plain
 //!   answers, and [`ResponsesError`].
 //! - [`call`]: the paths and query strings a client may call.
+//! - [`seal`]: [`Owner`], whose ids a request hands out and may name.
 //! - [`stream`]: [`TagStream`], tagging the ids in a streamed answer.
 
 pub mod call;
+pub mod seal;
 pub mod stream;
 
 pub use call::{ResponsesCall, StoredResponse, parse_call};
+pub use seal::{Owner, Seal};
 pub use stream::TagStream;
 
 use bytes::Bytes;
@@ -153,37 +158,6 @@ impl From<ResponsesError> for ProxyError {
     }
 }
 
-/// The id a client sees for `upstream`'s response `id`: `{upstream}~{id}`.
-/// Upstream ids are `[A-Za-z0-9._-]{1,64}` (proto's `check_name`), so `~`
-/// never occurs in one.
-pub fn tag(upstream: &str, id: &str) -> String {
-    let mut tagged = String::with_capacity(upstream.len() + 1 + id.len());
-    tagged.push_str(upstream);
-    tagged.push(SEPARATOR);
-    tagged.push_str(id);
-    tagged
-}
-
-/// The upstream and its own id in a client-given id; `None` when it is not
-/// one Meridian made. The own id goes into an upstream URL path, so nothing
-/// that could change the path or the query passes: only
-/// `[A-Za-z0-9._-]{1,256}`, and no `.` or `..` segment (nor any `..`).
-pub fn untag(id: &str) -> Option<(&str, &str)> {
-    check_tagged(id).ok()
-}
-
-/// [`untag`], saying what is wrong.
-fn check_tagged(id: &str) -> Result<(&str, &str), &'static str> {
-    let (upstream, own) = id
-        .split_once(SEPARATOR)
-        .ok_or("it carries no upstream tag")?;
-    if upstream.is_empty() || upstream.len() > MAX_UPSTREAM || !upstream.bytes().all(id_byte) {
-        return Err("its upstream tag is not an upstream id");
-    }
-    check_own(own)?;
-    Ok((upstream, own))
-}
-
 /// Whether an upstream's own id (or any id passed on to an upstream in a
 /// path or a query) is safe there.
 fn check_own(own: &str) -> Result<(), &'static str> {
@@ -230,9 +204,12 @@ const PREVIOUS: &str = "previous_response_id";
 /// untagged: `Ok(None)` when there is none (or it is `null`),
 /// `Ok(Some((upstream, body)))` with the upstream's own id spliced in when
 /// it is tagged, and an error naming `previous_response_id` when it is not a
-/// string, not an id Meridian made, or written twice (the upstream might
-/// read the copy left tagged).
-pub fn previous_response(body: &[u8]) -> Result<Option<(String, Bytes)>, ResponsesError> {
+/// string, not an id Meridian handed out to `owner`, or written twice (the
+/// upstream might read the copy left tagged).
+pub fn previous_response(
+    body: &[u8],
+    owner: Owner<'_>,
+) -> Result<Option<(String, Bytes)>, ResponsesError> {
     let found = members::find(body, &[PREVIOUS]).ok_or(ResponsesError::NotObject)?;
     let member = match found.as_slice() {
         [] => return Ok(None),
@@ -244,20 +221,22 @@ pub fn previous_response(body: &[u8]) -> Result<Option<(String, Bytes)>, Respons
     let Some(value) = value else {
         return Ok(None);
     };
-    let (upstream, own) = check_tagged(&value).map_err(|reason| ResponsesError::BadId {
-        field: PREVIOUS,
-        reason,
-    })?;
+    let (upstream, own) = owner
+        .untag(&value)
+        .map_err(|reason| ResponsesError::BadId {
+            field: PREVIOUS,
+            reason,
+        })?;
     let body = splice(body, member.span.clone(), &json_string(own));
     Ok(Some((upstream.to_owned(), body)))
 }
 
 /// A plain answer from `upstream` with its top-level `id` (and a top-level
-/// `previous_response_id`) tagged when its top-level `object` is `response`
+/// `previous_response_id`) tagged for `owner` when its top-level `object` is `response`
 /// or `response.deleted` (a response, a deleted response); every other body
 /// (a list of input items, an error, something unparseable) is returned as
 /// it is.
-pub fn tag_answer(body: Bytes, upstream: &str) -> Bytes {
+pub fn tag_answer(body: Bytes, upstream: &str, owner: Owner<'_>) -> Bytes {
     const NAMES: &[&str] = &["object", "id", PREVIOUS];
     let Some(found) = members::find(&body, NAMES) else {
         return body;
@@ -271,18 +250,19 @@ pub fn tag_answer(body: Bytes, upstream: &str) -> Bytes {
     if !is_response {
         return body;
     }
-    let edits = tag_ids(found.iter().filter(|m| m.name != 0), upstream);
+    let edits = tag_ids(found.iter().filter(|m| m.name != 0), upstream, owner);
     if edits.is_empty() {
         return body;
     }
     members::splice_all(&body, edits)
 }
 
-/// The edits that tag each of `ids` whose value is a string (a `null`
-/// `previous_response_id` stays `null`).
+/// The edits that tag each of `ids` whose value is a string for `owner`
+/// (a `null` `previous_response_id` stays `null`).
 fn tag_ids<'a, 'b: 'a>(
     ids: impl Iterator<Item = &'a members::Member<'b>>,
     upstream: &str,
+    owner: Owner<'_>,
 ) -> Vec<(std::ops::Range<usize>, Bytes)> {
     ids.filter_map(|m| {
         let raw = m.raw.get();
@@ -290,7 +270,7 @@ fn tag_ids<'a, 'b: 'a>(
             return None;
         }
         let id: String = serde_json::from_str(raw).ok()?;
-        Some((m.span.clone(), json_string(&tag(upstream, &id))))
+        Some((m.span.clone(), json_string(&owner.tag(upstream, &id))))
     })
     .collect()
 }

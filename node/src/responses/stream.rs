@@ -8,7 +8,7 @@
 //! search for `"response"` decides, and only an event that holds it is
 //! parsed, to the response object's two ids, whose spans are spliced.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use bytes::{Bytes, BytesMut};
 use memchr::memmem::Finder;
@@ -16,7 +16,7 @@ use memchr::memmem::Finder;
 use crate::error::openai_stream_error;
 use crate::translate::{StreamTranslator, parse_events, write_event};
 
-use super::{PREVIOUS, tag_ids};
+use super::{Owner, PREVIOUS, Seal, tag_ids};
 use crate::request_body::members;
 
 /// The search that lets an event without a response object pass untouched,
@@ -30,18 +30,30 @@ static RESPONSE_KEY: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"
 pub struct TagStream {
     /// The upstream whose answer this is.
     upstream: String,
+    /// The cluster's seal, when ids are bound to keys.
+    seal: Option<Arc<Seal>>,
+    /// The key the ids are handed to.
+    key: Arc<str>,
     /// The start of an event that has not ended yet (the relay hands over
     /// whole events, so this stays empty unless that ever changes).
     pending: BytesMut,
 }
 
 impl TagStream {
-    /// A stream answered by `upstream`.
-    pub fn new(upstream: &str) -> Self {
+    /// A stream answered by `upstream`, its ids handed to `key` (bound to
+    /// it with `seal`, when the cluster has one).
+    pub fn new(upstream: &str, seal: Option<Arc<Seal>>, key: Arc<str>) -> Self {
         Self {
             upstream: upstream.to_owned(),
+            seal,
+            key,
             pending: BytesMut::new(),
         }
+    }
+
+    /// Whose ids this stream hands out.
+    fn owner(&self) -> Owner<'_> {
+        Owner::new(self.seal.as_deref(), &self.key)
     }
 
     /// Appends the events in `buf`, tagged, to `out`; returns how many bytes
@@ -82,7 +94,7 @@ impl TagStream {
             let ids = members::find(object, &["id", PREVIOUS])?;
             let offset = response.span.start;
             edits.extend(
-                tag_ids(ids.iter(), &self.upstream)
+                tag_ids(ids.iter(), &self.upstream, self.owner())
                     .into_iter()
                     .map(|(span, bytes)| (span.start + offset..span.end + offset, bytes)),
             );

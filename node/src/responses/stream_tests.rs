@@ -45,7 +45,7 @@ const LIFECYCLE: [&str; 6] = [
 /// `input` through a fresh [`TagStream`] for upstream `eu`, cut into the
 /// given pieces.
 fn run(pieces: &[&[u8]]) -> Vec<u8> {
-    let mut stream = TagStream::new("eu");
+    let mut stream = TagStream::new("eu", None, Arc::from(""));
     let mut out = BytesMut::new();
     for piece in pieces {
         stream.events(piece, &mut out);
@@ -180,7 +180,8 @@ fn events_that_only_mention_a_response_pass_unchanged() {
 
 #[test]
 fn the_error_event_is_openai_shaped() {
-    let event = TagStream::new("eu").error_event("The upstream stream was interrupted");
+    let event = TagStream::new("eu", None, Arc::from(""))
+        .error_event("The upstream stream was interrupted");
     let events = parse_events(&event);
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].event, None);

@@ -7,6 +7,16 @@ use serde_json::{Value, json};
 
 use super::*;
 
+/// An id as a node without the response-id secret hands it out.
+fn tag(upstream: &str, id: &str) -> String {
+    Owner::unbound().tag(upstream, id)
+}
+
+/// An id as a node without the response-id secret reads it.
+fn untag(id: &str) -> Option<(&str, &str)> {
+    Owner::unbound().untag(id).ok()
+}
+
 #[test]
 fn tags_round_trip() {
     let tagged = tag("openai-eu", "resp_67ccd2bed1ec8190b14f964abc054267");
@@ -66,7 +76,7 @@ fn hostile_ids_are_refused() {
 }
 
 fn previous(body: &str) -> Result<Option<(String, String)>, ResponsesError> {
-    previous_response(body.as_bytes()).map(|found| {
+    previous_response(body.as_bytes(), Owner::unbound()).map(|found| {
         found.map(|(upstream, body)| (upstream, String::from_utf8(body.to_vec()).unwrap()))
     })
 }
@@ -147,7 +157,11 @@ fn a_bad_previous_response_names_the_field() {
 }
 
 fn answer(body: Value) -> Value {
-    let out = tag_answer(Bytes::from(serde_json::to_vec(&body).unwrap()), "eu");
+    let out = tag_answer(
+        Bytes::from(serde_json::to_vec(&body).unwrap()),
+        "eu",
+        Owner::unbound(),
+    );
     serde_json::from_slice(&out).unwrap()
 }
 
@@ -186,7 +200,7 @@ fn other_answers_pass_as_they_are() {
         b"not json at all",
         b"",
     ] {
-        let out = tag_answer(Bytes::copy_from_slice(body), "eu");
+        let out = tag_answer(Bytes::copy_from_slice(body), "eu", Owner::unbound());
         assert_eq!(&out[..], body);
     }
 }
@@ -195,7 +209,7 @@ fn other_answers_pass_as_they_are() {
 fn tagging_an_answer_changes_only_the_ids() {
     let body = br#"{ "id" : "resp_2",
   "object":"response", "text": "id \"resp_2\"" , "previous_response_id":"resp_1" }"#;
-    let out = tag_answer(Bytes::from_static(body), "eu");
+    let out = tag_answer(Bytes::from_static(body), "eu", Owner::unbound());
     assert_eq!(
         std::str::from_utf8(&out).unwrap(),
         r#"{ "id" : "eu~resp_2",
@@ -274,13 +288,13 @@ proptest! {
             prop_assert!(!own.contains('/') && !own.contains("..") && !own.contains('%'));
         }
         let body = serde_json::to_vec(&json!({"previous_response_id": id})).unwrap();
-        let _ = previous_response(&body);
+        let _ = previous_response(&body, Owner::unbound());
     }
 
     #[test]
     fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..256)) {
-        let _ = previous_response(&body);
-        let _ = tag_answer(Bytes::from(body), "eu");
+        let _ = previous_response(&body, Owner::unbound());
+        let _ = tag_answer(Bytes::from(body), "eu", Owner::unbound());
     }
 }
 

@@ -33,7 +33,7 @@ pub use addressed::{Miss, decode_model_id};
 pub use build::{BuildError, Disabled, NodeSettings};
 pub use endpoint::{Dialect, Endpoint, Translation, azure_uris};
 pub use follow::{Follow, build_applied, follow_applied, log_disabled, routing_built_at};
-pub use secrets::{LocalTrust, ProcessEnv, Secrets, check_upstream, resolve_keys};
+pub use secrets::{LocalTrust, ProcessEnv, Secrets, check_upstream, resolve_keys, response_seal};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,10 +1,12 @@
 //! Where keys come from and whether this node may read them: client keys
-//! from the environment ([`resolve_keys`]), provider keys from a variable or
+//! and the response-id secret from the environment ([`resolve_keys`],
+//! [`response_seal`]), provider keys from a variable or
 //! a file as the node's own `[secrets]` allows ([`LocalTrust`]), checked
 //! before an admin write is proposed ([`check_upstream`]) and again when a
 //! node applies it. A reason names the variable or the file, never the key.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
 use proto::FieldError;
@@ -15,6 +17,7 @@ use proto::config::{
 
 use super::BuildError;
 use crate::auth::{KeyHash, hash_key};
+use crate::responses::Seal;
 use crate::upstream;
 
 /// Where secrets come from; the process environment in production, a map in tests.
@@ -77,6 +80,25 @@ pub fn resolve_keys(
             Ok((key.name.clone(), hash_key(&value)))
         })
         .collect()
+}
+
+/// The seal that binds stored responses' ids to keys, from
+/// `[responses] secret_env`; `None` when the file names no variable. A
+/// named variable that is unset or weak is an error, as for a client key:
+/// a node must not start handing out ids that bind nobody.
+pub fn response_seal(
+    config: &Config,
+    secrets: &dyn Secrets,
+) -> Result<Option<Arc<Seal>>, BuildError> {
+    const FIELD: &str = "responses.secret_env";
+    let Some(var) = &config.responses.secret_env else {
+        return Ok(None);
+    };
+    let value = secrets
+        .env(var)
+        .ok_or_else(|| FieldError::new(FIELD, format!("environment variable {var} is not set")))?;
+    check_secret_strength(FIELD, var, &value)?;
+    Ok(Some(Arc::new(Seal::new(value.trim().as_bytes()))))
 }
 
 /// The largest key file read, so a reference to a huge file (or a device)

@@ -17,6 +17,7 @@ mod catalogue;
 mod classes;
 mod peer;
 mod proxy;
+mod responses;
 mod route;
 mod secrets;
 mod telemetry;
@@ -28,6 +29,7 @@ pub use catalogue::CatalogueConfig;
 pub use classes::{ClassConfig, MAX_CLASSES, MAX_QUEUE_MS, SloConfig, class_rank};
 pub use peer::{PeerAddr, PeerAddrError};
 pub use proxy::{ConnectionsConfig, HealthConfig, ProxyConfig};
+pub use responses::ResponsesConfig;
 pub use route::{HedgeConfig, RouteConfig, TargetConfig};
 pub use secrets::{
     FileAccess, MIN_SECRET_CHARS, SecretOrigin, SecretPolicy, SecretsConfig, check_secret_strength,
@@ -96,6 +98,9 @@ pub struct Config {
     /// upstreams at on this node (see [`SecretsConfig`]).
     #[serde(default)]
     pub secrets: SecretsConfig,
+    /// How stored Responses are bound to the key that made them.
+    #[serde(default)]
+    pub responses: ResponsesConfig,
     /// OpenTelemetry traces over OTLP/HTTP; off without an endpoint.
     #[serde(default)]
     pub telemetry: TelemetryConfig,
@@ -297,6 +302,7 @@ impl Config {
         self.tenants.validate()?;
         classes::validate(&self.classes)?;
         self.secrets.validate()?;
+        self.responses.validate()?;
         self.telemetry.validate()?;
         let members = self.cluster.voters()?;
         let cluster = &self.cluster;

@@ -109,7 +109,8 @@ pub enum FileAccess {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SecretPolicy {
     secrets: SecretsConfig,
-    /// Variables of the node's own secrets: the admin token's and the client keys'.
+    /// Variables of the node's own secrets: the admin token's, the client
+    /// keys' and the response-id secret's.
     forbidden_env: BTreeSet<String>,
     /// Files of the node's own identity: its TLS CA, certificate and key.
     forbidden_files: BTreeSet<PathBuf>,
@@ -132,6 +133,7 @@ impl SecretPolicy {
             config.keys.iter().map(|k| k.key_env.clone()).collect();
         forbidden_env.insert(config.admin.token_env.clone());
         forbidden_env.insert(DEFAULT_ADMIN_TOKEN_ENV.to_owned());
+        forbidden_env.extend(config.responses.secret_env.clone());
         let forbidden_files = config
             .tls
             .iter()
@@ -172,7 +174,8 @@ impl SecretPolicy {
             return Err(ConfigError::new(
                 field,
                 format!(
-                    "{var} holds this node's admin token or a client key, never a provider key"
+                    "{var} holds this node's admin token, a client key or the response-id secret, \
+                     never a provider key"
                 ),
             ));
         }

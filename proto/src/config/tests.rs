@@ -280,6 +280,34 @@ fn secrets_section_is_checked() {
 }
 
 #[test]
+fn the_response_secret_is_named_by_a_variable() {
+    assert_eq!(
+        Config::from_toml(DESIGN_EXAMPLE).unwrap().responses,
+        ResponsesConfig::default()
+    );
+    let named = Config::from_toml(&format!(
+        "{DESIGN_EXAMPLE}\n[responses]\nsecret_env = \"MERIDIAN_RESPONSE_SECRET\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        named.responses.secret_env.as_deref(),
+        Some("MERIDIAN_RESPONSE_SECRET")
+    );
+    for bad in [
+        "secret_env = \"\"",
+        "secret_env = \"1ABC\"",
+        "secret_env = \"A-B\"",
+        "secret_env = \"A B\"",
+        "secret_env = \"$(id)\"",
+        "secret_env = 7",
+        "secret = \"inline\"",
+    ] {
+        let e = err(&format!("{DESIGN_EXAMPLE}\n[responses]\n{bad}\n"));
+        assert!(e.field.starts_with("responses."), "{bad}: {e:?}");
+    }
+}
+
+#[test]
 fn the_admin_api_may_name_only_allowed_variables() {
     let api = SecretOrigin::AdminApi;
     let p = policy(SECRETS);
@@ -301,9 +329,15 @@ fn the_admin_api_may_name_only_allowed_variables() {
         assert_eq!(e.field, "upstream.api_key_env", "{var}");
     }
     // The node's own secrets, whatever [secrets] says.
-    let greedy =
-        policy("\n[secrets]\nenv = [\"MERIDIAN_CLIENT_KEY\"]\nenv_prefix = \"MERIDIAN_\"\n");
-    for var in ["MERIDIAN_CLIENT_KEY", "MERIDIAN_ADMIN_TOKEN"] {
+    let greedy = policy(
+        "\n[secrets]\nenv = [\"MERIDIAN_CLIENT_KEY\"]\nenv_prefix = \"MERIDIAN_\"\n\
+         [responses]\nsecret_env = \"MERIDIAN_RESPONSE_SECRET\"\n",
+    );
+    for var in [
+        "MERIDIAN_CLIENT_KEY",
+        "MERIDIAN_ADMIN_TOKEN",
+        "MERIDIAN_RESPONSE_SECRET",
+    ] {
         let e = greedy.check_env("upstream", var, api).unwrap_err();
         assert!(e.message.contains("client key"), "{var}: {e}");
         assert!(
