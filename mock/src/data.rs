@@ -465,7 +465,8 @@ enum Stage {
     Finished,
 }
 
-/// An SSE answer being sent: one body frame per event, `chunk_delay` apart.
+/// An SSE answer being sent: one body frame per event, `chunk_delay` apart
+/// (the usage chunk too).
 struct Sse {
     completion: Completion,
     include_usage: bool,
@@ -512,6 +513,9 @@ impl Sse {
                 Some(Ok(event))
             }
             Stage::Usage => {
+                // A chunk like the others: `chunk_delay` after the last
+                // content, so a client can be seen leaving in between.
+                self.pause().await;
                 self.stage = Stage::Done;
                 Some(Ok(self.completion.usage_chunk()))
             }

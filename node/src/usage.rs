@@ -36,6 +36,7 @@ use serde::Deserialize;
 
 use crate::routing::Price;
 
+pub mod hangup;
 mod tail;
 pub mod unasked;
 

@@ -8,6 +8,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::Method;
 use proto::config::{TargetConfig, UpstreamKind};
@@ -327,4 +329,103 @@ async fn streams_that_did_not_ask_for_their_usage_are_charged_for_it() {
         spent = now;
     }
     assert!(series(&node, output).await > 0.0);
+}
+
+/// A client that takes a stream's whole answer and hangs up before the
+/// usage chunk is charged for it all the same: the node reads the upstream
+/// on, for a short grace, for the usage. Before, such a stream was counted
+/// as free, so any key could stream past its credits by leaving early.
+#[tokio::test]
+async fn a_client_that_hangs_up_before_the_usage_is_charged_for_it() {
+    let (a, b, n) = mocks().await;
+    // The usage chunk comes 300 ms after the answer's last words.
+    a.behave(json!({"chunks": 3, "chunk_delay": {"fixed_ms": 300}}))
+        .await;
+    let node = node(&a, &b, &n).await;
+    let cost = "meridian_cost_usd_total{route=\"m\",upstream=\"a\"}";
+    let output = "meridian_tokens_total{route=\"m\",upstream=\"a\",kind=\"output\"}";
+
+    let seen = read_until(&node, "\"finish_reason\":\"stop\"").await;
+    assert!(
+        !seen.contains("\"usage\":{"),
+        "the usage came first: {seen}"
+    );
+    // The client had the whole answer; it left before the usage.
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while series(&node, cost).await == 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a stream whose client left before its usage was charged nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(series(&node, output).await, 3.0);
+}
+
+/// Streams `m` over a raw connection until the answer holds `until`, then
+/// hangs up; returns what was read.
+async fn read_until(node: &Node, until: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    let body = body.to_string();
+    let mut client = tokio::net::TcpStream::connect(&node.api).await.unwrap();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(head.as_bytes()).await.unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains(until) {
+        let n = tokio::time::timeout(Duration::from_secs(10), client.read(&mut buf))
+            .await
+            .expect("the answer stalled")
+            .unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+/// A client that leaves long before the end (past the grace) is charged an
+/// estimate: input from the prompt's size, an output token per event it was
+/// sent. Before, it was charged nothing, so a key could read most of a long
+/// answer for free.
+#[tokio::test]
+async fn a_client_that_leaves_long_before_the_end_is_charged_an_estimate() {
+    let (a, b, n) = mocks().await;
+    // 30 chunks 200 ms apart: six seconds, of which the client reads three
+    // chunks (the role's and two of content).
+    a.behave(json!({"chunks": 30, "chunk_delay": {"fixed_ms": 200}}))
+        .await;
+    let node = node(&a, &b, &n).await;
+    let input = "meridian_tokens_total{route=\"m\",upstream=\"a\",kind=\"input\"}";
+    let output = "meridian_tokens_total{route=\"m\",upstream=\"a\",kind=\"output\"}";
+    let cost = "meridian_cost_usd_total{route=\"m\",upstream=\"a\"}";
+    let seen = read_until(&node, "data:").await;
+    let events = seen.matches("data:").count() as f64;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
+    while series(&node, output).await == 0.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a stream left long before its end was charged nothing"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let charged = series(&node, output).await;
+    assert!(
+        charged >= events && charged < 30.0,
+        "{charged} output tokens for {events} events sent"
+    );
+    let body_bytes = {
+        let mut body = chat_body("m");
+        body["stream"] = json!(true);
+        body.to_string().len() as f64
+    };
+    assert!(series(&node, input).await >= (body_bytes / 4.0).floor());
+    assert!(series(&node, cost).await > 0.0);
 }

@@ -32,6 +32,12 @@ use crate::translate::{chat_to_messages, messages_to_chat};
 use crate::upstream::{SendError, UpstreamBody};
 use crate::usage;
 
+/// How long a stream's upstream is read on after its client hangs up, for
+/// the usage its last events report: long enough for the events that follow
+/// an answer's last words, short enough that a client that stops a long
+/// answer early costs little more generation.
+const HANGUP_GRACE: Duration = Duration::from_secs(1);
+
 impl Proxy {
     /// One attempt at one target. On success the answer is ready to send:
     /// a plain answer read whole, or a stream whose first chunk arrived.
@@ -62,6 +68,7 @@ impl Proxy {
             tenants: self.tenants.as_ref(),
             started,
             timed: form.endpoint != Endpoint::CountTokens,
+            prompt_bytes: form.body.len(),
         };
         let timed_out = |ttfb, after| {
             let error = AttemptError::Timeout { after };
@@ -313,7 +320,8 @@ impl Ready {
                 done._admission = Some(admission);
                 let relay =
                     Relay::with_shape(first, body, sse, idle_timeout, scrub, shape, Box::new(done))
-                        .held_max(held_max);
+                        .held_max(held_max)
+                        .drain_on_hangup(HANGUP_GRACE);
                 let mut out = ProxyBody::Stream(Box::new(relay)).answer(status);
                 if let Some(ct) = content_type {
                     out.headers_mut().insert(CONTENT_TYPE, ct);

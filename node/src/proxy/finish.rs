@@ -42,6 +42,9 @@ pub(super) struct Finish<'a> {
     /// for `count_tokens`, a lookup whose few milliseconds would make a slow
     /// model look fast. Its outcome counts either way.
     pub(super) timed: bool,
+    /// The size of the request body sent: a stream left early is charged
+    /// an input estimate from it ([`crate::usage::hangup`]).
+    pub(super) prompt_bytes: usize,
 }
 
 impl Finish<'_> {
@@ -133,6 +136,7 @@ impl Finish<'_> {
             tenants: self.tenants.cloned(),
             started: self.started,
             ttfb,
+            prompt_estimate: crate::usage::hangup::prompt_estimate(self.prompt_bytes),
             span: Span::current(),
             _in_flight: in_flight,
             _admission: None,
@@ -153,6 +157,8 @@ pub(super) struct StreamDone {
     metrics: Arc<TargetMetrics>,
     started: Instant,
     ttfb: Duration,
+    /// The input tokens charged if the client leaves before the usage comes.
+    prompt_estimate: u64,
     span: Span,
     /// The attempt's span and its request's, ended with the stream.
     trace: Option<AttemptTrace>,
@@ -213,6 +219,10 @@ impl OnStreamEnd for StreamDone {
 
     fn price(&self) -> Option<Price> {
         Some(self.target_price).filter(Price::is_known)
+    }
+
+    fn hangup_prompt(&self) -> Option<u64> {
+        Some(self.prompt_estimate)
     }
 }
 

@@ -47,7 +47,10 @@ use crate::translate::StreamTranslator;
 use crate::usage::{self, Usage};
 
 mod cost;
+mod drain;
 mod events;
+
+use drain::Drain;
 
 pub use events::{ends_with_boundary, last_boundary};
 
@@ -71,6 +74,13 @@ pub trait OnStreamEnd: Send + 'static {
     /// writes the cost into the client's usage event. `None` (the default):
     /// the usage goes out as it came.
     fn price(&self) -> Option<Price> {
+        None
+    }
+
+    /// The input tokens to charge when the client leaves before the
+    /// upstream reports the usage: the stream is then charged an estimate
+    /// (`usage::hangup`). `None` (the default): only what was reported.
+    fn hangup_prompt(&self) -> Option<u64> {
         None
     }
 }
@@ -97,7 +107,8 @@ impl Shape {
 /// A streamed answer being relayed; `B` is the upstream's body
 /// (`hyper::body::Incoming` in the proxy).
 pub struct Relay<B> {
-    inner: B,
+    /// The upstream's body; taken only when a drain reads it on.
+    inner: Option<B>,
     ready: Option<Bytes>,
     pending: BytesMut,
     batch: Batch,
@@ -115,11 +126,16 @@ pub struct Relay<B> {
     /// The target's prices, when known: the usage event gets its cost.
     price: Option<Price>,
     bytes: u64,
+    /// Data events relayed, counted only for [`OnStreamEnd::hangup_prompt`].
+    events: u64,
+    hangup_prompt: Option<u64>,
     done: bool,
     /// Takes the node's provider keys out of every event before it leaves.
     scrub: Arc<Scrubber>,
     shape: Shape,
     on_end: Option<Box<dyn OnStreamEnd>>,
+    /// Reads the upstream on for its usage if the client hangs up first.
+    drain: Option<Drain<B>>,
 }
 
 impl<B> Relay<B>
@@ -164,8 +180,9 @@ where
     ) -> Self {
         let sse = sse || shape.translator.is_some();
         let price = on_end.price();
+        let hangup_prompt = on_end.hangup_prompt();
         let mut relay = Self {
-            inner,
+            inner: Some(inner),
             ready: None,
             pending: BytesMut::new(),
             batch: Batch::default(),
@@ -177,10 +194,13 @@ where
             held_max: HELD_MAX,
             price,
             bytes: 0,
+            events: 0,
+            hangup_prompt,
             done: false,
             scrub,
             shape,
             on_end: Some(on_end),
+            drain: None,
         };
         relay.ready = relay.take_events(first);
         relay
@@ -232,10 +252,13 @@ where
             return None;
         }
         let out = self.scrub.bytes(out);
-        if self.sse
-            && let Some(u) = usage::from_sse(&out)
-        {
-            self.usage = Some(self.usage.map_or(u, |before| before.merge(u)));
+        if self.sse {
+            if let Some(u) = usage::from_sse(&out) {
+                self.usage = Some(self.usage.map_or(u, |before| before.merge(u)));
+            }
+            if self.hangup_prompt.is_some() {
+                self.events += usage::hangup::data_events(&out);
+            }
         }
         let out = match &mut self.shape.translator {
             None => out,
@@ -377,7 +400,10 @@ where
             return Poll::Ready(None);
         }
         loop {
-            match Pin::new(&mut this.inner).poll_frame(cx) {
+            let Some(inner) = this.inner.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers: nothing for the client
@@ -453,14 +479,8 @@ where
     }
 }
 
-impl<B> Drop for Relay<B> {
-    fn drop(&mut self) {
-        if let Some(on_end) = self.on_end.take() {
-            on_end.finish(StreamEnd::ClientGone, self.usage, self.bytes);
-        }
-    }
-}
-
+#[cfg(test)]
+mod drain_tests;
 #[cfg(test)]
 mod held_tests;
 #[cfg(test)]

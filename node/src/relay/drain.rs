@@ -1,0 +1,193 @@
+//! Reading a stream's usage after its client hung up.
+//!
+//! An upstream reports a stream's usage in its last events (OpenAI's usage
+//! chunk, Anthropic's `message_delta`, the Responses API's
+//! `response.completed`). A client that reads the whole answer and hangs up
+//! before those would be charged nothing: no credits, no `tpm`, no cost.
+//! So when the client goes away first, the upstream is read on, for a short
+//! grace, only for its usage. Nothing read is sent anywhere; whole events
+//! are parsed for usage and dropped. The stream is then finished with what
+//! was read, or, when the upstream did not end it within the grace, with
+//! the estimate of `usage::hangup` where the stream's owner asks for one. A
+//! client that really stops early costs at most the grace's worth of
+//! further generation, and the request's slots are held until the
+//! upstream's stream is let go.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http_body::Body;
+use http_body_util::BodyExt;
+
+use super::{BOUNDARY_MAX, OnStreamEnd, Relay, StreamEnd, last_boundary};
+use crate::usage::{self, Usage};
+
+impl<B> Relay<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    /// If the client hangs up before the upstream ends, reads the upstream
+    /// on for up to `grace`, only for the usage its last events report, so
+    /// a client cannot take a whole answer and leave before it is charged
+    /// (this module).
+    pub fn drain_on_hangup(mut self, grace: Duration) -> Self {
+        self.drain = Some(Drain {
+            grace,
+            spawn: spawn::<B>,
+        });
+        self
+    }
+}
+
+impl<B> Drop for Relay<B> {
+    fn drop(&mut self) {
+        let Some(on_end) = self.on_end.take() else {
+            return;
+        };
+        // Usage is read from SSE events only: another stream has none.
+        match (self.drain.take(), self.inner.take()) {
+            (Some(drain), Some(inner)) if self.sse => (drain.spawn)(Drained {
+                inner,
+                pending: std::mem::take(&mut self.pending),
+                usage: self.usage,
+                bytes: self.bytes,
+                events: self.events,
+                hangup_prompt: self.hangup_prompt,
+                held_max: self.held_max,
+                grace: drain.grace,
+                on_end: Some(on_end),
+            }),
+            _ => {
+                let usage = left_early(self.usage, self.hangup_prompt, self.events);
+                on_end.finish(StreamEnd::ClientGone, usage, self.bytes);
+            }
+        }
+    }
+}
+
+/// How a relay hands its upstream to a drain when its client hangs up:
+/// the grace, and the spawn of the drain's task, instantiated where the
+/// body is known to be `Send + 'static` ([`super::Relay::drain_on_hangup`]).
+pub(super) struct Drain<B> {
+    pub(super) grace: Duration,
+    pub(super) spawn: fn(Drained<B>),
+}
+
+/// A stream whose client hung up, read on for its usage.
+pub(super) struct Drained<B> {
+    pub(super) inner: B,
+    /// The start of an event that had not ended when the client went.
+    pub(super) pending: BytesMut,
+    pub(super) usage: Option<Usage>,
+    /// What the client was sent.
+    pub(super) bytes: u64,
+    /// The data events the client was sent.
+    pub(super) events: u64,
+    /// The input tokens to charge if no usage comes ([`OnStreamEnd::hangup_prompt`]).
+    pub(super) hangup_prompt: Option<u64>,
+    /// The most bytes of one unfinished event to hold.
+    pub(super) held_max: usize,
+    pub(super) grace: Duration,
+    /// Taken when the stream is finished; a drain dropped unfinished (its
+    /// runtime shutting down) finishes it then, so it is never lost.
+    pub(super) on_end: Option<Box<dyn OnStreamEnd>>,
+}
+
+/// Reads `drained` on a task of the current runtime; without one (a relay
+/// dropped outside the runtime, in a test) finishes it at once, as
+/// dropping it does.
+pub(super) fn spawn<B>(drained: Drained<B>)
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+{
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(drained.run());
+        }
+        Err(_) => drop(drained),
+    }
+}
+
+impl<B> Drained<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    /// Reads until the upstream ends, breaks, holds too much, or the
+    /// grace is over; then finishes the stream with the usage read.
+    async fn run(mut self) {
+        let grace = self.grace;
+        let ended = tokio::time::timeout(grace, self.read())
+            .await
+            .unwrap_or(false);
+        self.finish(ended);
+    }
+
+    /// Whether the upstream ended its stream (rather than broke it or held
+    /// too much).
+    async fn read(&mut self) -> bool {
+        while let Some(frame) = self.inner.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            let Ok(data) = frame.into_data() else {
+                continue; // trailers
+            };
+            self.take(&data);
+            if self.pending.len() > self.held_max {
+                return false;
+            }
+        }
+        // A last event without its blank line is still an event.
+        let rest = std::mem::take(&mut self.pending);
+        self.count(&rest);
+        true
+    }
+
+    /// Adds `data`, and counts the usage of the events it completes.
+    fn take(&mut self, data: &[u8]) {
+        // What was held has no boundary; only the new bytes, and the three
+        // before them that could start one, are searched.
+        let from = self.pending.len().saturating_sub(BOUNDARY_MAX - 1);
+        self.pending.extend_from_slice(data);
+        if let Some(cut) = last_boundary(&self.pending[from..]) {
+            let whole = self.pending.split_to(from + cut);
+            self.count(&whole);
+        }
+    }
+
+    fn count(&mut self, events: &[u8]) {
+        if let Some(u) = usage::from_sse(events) {
+            self.usage = Some(self.usage.map_or(u, |before| before.merge(u)));
+        }
+    }
+}
+
+impl<B> Drained<B> {
+    /// Finishes the stream with the usage read, as reported when the
+    /// upstream `ended` it, else as left early.
+    fn finish(&mut self, ended: bool) {
+        let Some(on_end) = self.on_end.take() else {
+            return;
+        };
+        let usage = match ended {
+            true => self.usage,
+            false => left_early(self.usage, self.hangup_prompt, self.events),
+        };
+        on_end.finish(StreamEnd::ClientGone, usage, self.bytes);
+    }
+}
+
+impl<B> Drop for Drained<B> {
+    fn drop(&mut self) {
+        self.finish(false);
+    }
+}
+
+/// The usage of a stream its client left before the upstream ended it:
+/// `reported`, or the estimate where the end's owner asked for one.
+fn left_early(reported: Option<Usage>, prompt: Option<u64>, events: u64) -> Option<Usage> {
+    match prompt {
+        Some(prompt) => Some(usage::hangup::left_early(reported, prompt, events)),
+        None => reported,
+    }
+}

@@ -1,0 +1,109 @@
+//! What a stream whose client left before its end used, at least.
+//!
+//! An upstream reports a stream's usage at its end. When the client leaves
+//! well before it (past the relay's drain grace), no report comes, and a
+//! stream counted as free would let a key read most of a long answer and
+//! leave before it is charged. So such a stream is charged an estimate,
+//! from what the node saw: the prompt's size, and the events the client was
+//! sent. Each reported count is kept where there is one (Anthropic reports
+//! the input in its first event).
+
+use memchr::memmem::Finder;
+use std::sync::LazyLock;
+
+use super::Usage;
+
+/// A `data:` line after the first: JSON holds no raw newline, so this
+/// occurs only where an event's data line starts.
+static DATA_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\ndata:"));
+
+/// The bytes of a request body counted as one input token: fewer than a
+/// tokenizer's (about four characters of English a token), so the JSON
+/// around the prompt makes the estimate no lower than the truth.
+const PROMPT_BYTES_PER_TOKEN: u64 = 4;
+
+/// The input tokens estimated for a request body of `bytes`.
+pub fn prompt_estimate(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(PROMPT_BYTES_PER_TOKEN)
+}
+
+/// How many data events `events` (whole SSE events) holds: each content
+/// event carries at least one output token.
+pub fn data_events(events: &[u8]) -> u64 {
+    let first = u64::from(events.starts_with(b"data:"));
+    first + DATA_LINE.find_iter(events).count() as u64
+}
+
+/// The usage of a stream left early: what was `reported`, and where a
+/// count was not, the estimate (`prompt` input tokens; an output token for
+/// each of the `events` sent).
+pub fn left_early(reported: Option<Usage>, prompt: u64, events: u64) -> Usage {
+    let reported = reported.unwrap_or_default();
+    Usage {
+        prompt_tokens: match reported.prompt_tokens {
+            0 => prompt,
+            n => n,
+        },
+        completion_tokens: reported.completion_tokens.max(events),
+        cached_tokens: reported.cached_tokens,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_events_are_counted_by_their_lines() {
+        assert_eq!(data_events(b""), 0);
+        assert_eq!(data_events(b"data: {}\n\n"), 1);
+        assert_eq!(
+            data_events(b"data: {}\n\ndata: {}\r\n\r\ndata: [DONE]\n\n"),
+            3
+        );
+        assert_eq!(
+            data_events(
+                b"event: content_block_delta\ndata: {}\n\n: ping\n\nevent: x\ndata: {}\n\n"
+            ),
+            2
+        );
+        // A `data:` inside a JSON string is not at a line's start.
+        assert_eq!(data_events(b"data: {\"t\":\"data: no\"}\n\n"), 1);
+    }
+
+    #[test]
+    fn what_was_reported_is_kept_and_the_rest_estimated() {
+        assert_eq!(
+            left_early(None, 25, 7),
+            Usage {
+                prompt_tokens: 25,
+                completion_tokens: 7,
+                cached_tokens: 0
+            }
+        );
+        // Anthropic's `message_start`: the input exact, one output token.
+        let started = Usage {
+            prompt_tokens: 1200,
+            completion_tokens: 1,
+            cached_tokens: 1000,
+        };
+        assert_eq!(
+            left_early(Some(started), 25, 40),
+            Usage {
+                prompt_tokens: 1200,
+                completion_tokens: 40,
+                cached_tokens: 1000
+            }
+        );
+        assert_eq!(left_early(Some(started), 25, 0), started);
+    }
+
+    #[test]
+    fn the_prompt_estimate_rounds_up() {
+        assert_eq!(prompt_estimate(0), 0);
+        assert_eq!(prompt_estimate(1), 1);
+        assert_eq!(prompt_estimate(400), 100);
+        assert_eq!(prompt_estimate(401), 101);
+        assert_eq!(prompt_estimate(usize::MAX), (usize::MAX as u64).div_ceil(4));
+    }
+}
