@@ -14,19 +14,17 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::closing::{Closing, Why};
+use super::stall::Stalls;
 
 /// How long a refused connection is kept to read what the client sent, so
 /// that closing it does not reset the connection before the client has read
@@ -111,6 +109,8 @@ pub(super) struct Activity {
     /// Told to close: a newcomer needs its place (see [`Displace`]), or
     /// the node is stopping.
     pub(super) closing: Closing,
+    /// Its answers, and which of them wait on the client.
+    pub(super) stalls: Stalls,
 }
 
 impl Activity {
@@ -121,6 +121,7 @@ impl Activity {
             seen_request: AtomicBool::new(false),
             last_end_ms: AtomicU64::new(0),
             closing: Closing::default(),
+            stalls: Stalls::default(),
         })
     }
 
@@ -149,33 +150,6 @@ impl Drop for InRequest {
         let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
         self.0.last_end_ms.store(ms, Ordering::Relaxed);
         self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// An answer's body that keeps its request counted as in progress until the
-/// body is done with.
-pub struct Tracked<B> {
-    pub(super) body: B,
-    pub(super) _request: InRequest,
-}
-
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.get_mut().body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 

@@ -17,12 +17,16 @@ mod deadline;
 mod descriptors;
 mod h1;
 mod limits;
+mod stall;
+#[cfg(test)]
+mod stall_tests;
 mod watchdog;
 
 pub use deadline::admin_answer;
 pub use descriptors::{descriptor_limit, descriptors_needed};
 pub use h1::{BodyError, RequestBody};
-pub use limits::{Gate, Limits, Tracked};
+pub use limits::{Gate, Limits};
+pub use stall::Tracked;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -272,6 +276,7 @@ where
 {
     move |req| {
         let request = activity.begin();
+        let handed = activity.stalls.register();
         // A combinator, as in `holding`: an async block awaiting the
         // handler's future would box it twice over.
         Box::pin(handler(req).map(move |answered| {
@@ -279,6 +284,7 @@ where
                 response.map(|body| Tracked {
                     body,
                     _request: request,
+                    handed,
                 })
             })
         }))
