@@ -73,7 +73,7 @@ pub async fn serve<F, Fut, B>(
         let conn = builder
             .serve_connection(
                 TokioIo::new(stream),
-                service_fn(tracked(handler.clone(), activity.clone())),
+                service_fn(tracked(handler.clone(), activity.clone(), StallWatch::On)),
             )
             .into_owned();
         watchdog::drive(conn, activity, limits, peer)
@@ -128,7 +128,8 @@ async fn data_connection<F, Fut, B>(
 {
     match h1::sniff(&mut stream, &activity, &limits).await {
         Ok(h1::Protocol::Http1(buf)) => {
-            let service = tracked(handler, activity.clone());
+            // The node's own server bounds its writes itself (`h1::write`).
+            let service = tracked(handler, activity.clone(), StallWatch::Off);
             if let Err(e) = h1::serve(stream, buf, service, &activity, &limits).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
@@ -163,7 +164,10 @@ where
     let handler = move |req: Request<Incoming>| handler(req.map(RequestBody::H2));
     let io = TokioIo::new(h1::Rewind::new(read, stream));
     let conn = h2
-        .serve_connection(io, service_fn(tracked(handler, activity.clone())))
+        .serve_connection(
+            io,
+            service_fn(tracked(handler, activity.clone(), StallWatch::On)),
+        )
         .into_owned();
     Box::pin(watchdog::drive(conn, activity, limits, peer))
 }
@@ -268,7 +272,11 @@ fn holding<G: Send + 'static>(
 /// be paid again by every open stream long after its answer's head went
 /// out; boxed, it is freed once the head is ready and a stream keeps only
 /// its body. One allocation per request buys that.
-fn tracked<R, F, Fut, B>(handler: F, activity: Arc<Activity>) -> impl Fn(R) -> Boxed<B> + Clone
+fn tracked<R, F, Fut, B>(
+    handler: F,
+    activity: Arc<Activity>,
+    watch: StallWatch,
+) -> impl Fn(R) -> Boxed<B> + Clone
 where
     F: Fn(R) -> Fut + Clone,
     Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
@@ -276,7 +284,10 @@ where
 {
     move |req| {
         let request = activity.begin();
-        let handed = activity.stalls.register();
+        let handed = match watch {
+            StallWatch::On => Some(activity.stalls.register()),
+            StallWatch::Off => None,
+        };
         // A combinator, as in `holding`: an async block awaiting the
         // handler's future would box it twice over.
         Box::pin(handler(req).map(move |answered| {
@@ -289,6 +300,15 @@ where
             })
         }))
     }
+}
+
+/// Whether a connection's answers are watched for a client that takes
+/// none of them ([`stall`]): those hyper sends. The node's own HTTP/1.1
+/// server bounds each write itself, and pays no registration per request.
+#[derive(Clone, Copy)]
+enum StallWatch {
+    On,
+    Off,
 }
 
 /// A boxed answer of [`tracked`]'s service.
@@ -469,7 +489,7 @@ mod tests {
             )))
         };
         let alone = std::mem::size_of_val(&handler(()));
-        let service = tracked(handler, Activity::new(Instant::now()));
+        let service = tracked(handler, Activity::new(Instant::now()), StallWatch::Off);
         let answer = service(());
         assert!(
             std::mem::size_of_val(&answer) <= 16,

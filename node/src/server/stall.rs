@@ -82,7 +82,8 @@ impl Stalls {
 pub struct Tracked<B> {
     pub(super) body: B,
     pub(super) _request: InRequest,
-    pub(super) handed: Arc<Handed>,
+    /// `None` where the connection's own server bounds its writes.
+    pub(super) handed: Option<Arc<Handed>>,
 }
 
 impl<B: Body + Unpin> Body for Tracked<B> {
@@ -94,13 +95,16 @@ impl<B: Body + Unpin> Body for Tracked<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
+        let Some(handed) = &this.handed else {
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
         // Polled again: what it handed over was taken.
-        this.handed.taken();
+        handed.taken();
         let polled = Pin::new(&mut this.body).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
             && frame.is_data()
         {
-            this.handed.handed(crate::clock::monotonic_ms());
+            handed.handed(crate::clock::monotonic_ms());
         }
         polled
     }
