@@ -36,9 +36,9 @@ use serde::Deserialize;
 
 use crate::routing::Price;
 
-pub mod hangup;
 mod tail;
 pub mod unasked;
+pub mod unreported;
 
 use tail::Tail;
 

@@ -43,7 +43,7 @@ pub(super) struct Finish<'a> {
     /// model look fast. Its outcome counts either way.
     pub(super) timed: bool,
     /// The size of the request body sent: a stream left early is charged
-    /// an input estimate from it ([`crate::usage::hangup`]).
+    /// an input estimate from it ([`crate::usage::unreported`]).
     pub(super) prompt_bytes: usize,
 }
 
@@ -136,7 +136,7 @@ impl Finish<'_> {
             tenants: self.tenants.cloned(),
             started: self.started,
             ttfb,
-            prompt_estimate: crate::usage::hangup::prompt_estimate(self.prompt_bytes),
+            prompt_estimate: crate::usage::unreported::prompt_estimate(self.prompt_bytes),
             span: Span::current(),
             _in_flight: in_flight,
             _admission: None,
@@ -221,7 +221,7 @@ impl OnStreamEnd for StreamDone {
         Some(self.target_price).filter(Price::is_known)
     }
 
-    fn hangup_prompt(&self) -> Option<u64> {
+    fn prompt_estimate(&self) -> Option<u64> {
         Some(self.prompt_estimate)
     }
 }

@@ -8,7 +8,7 @@
 //! grace, only for its usage. Nothing read is sent anywhere; whole events
 //! are parsed for usage and dropped. The stream is then finished with what
 //! was read, or, when the upstream did not end it within the grace, with
-//! the estimate of `usage::hangup` where the stream's owner asks for one. A
+//! the estimate of `usage::unreported` where the stream's owner asks for one. A
 //! client that really stops early costs at most the grace's worth of
 //! further generation, and the request's slots are held until the
 //! upstream's stream is let go.
@@ -52,13 +52,13 @@ impl<B> Drop for Relay<B> {
                 usage: self.usage,
                 bytes: self.bytes,
                 events: self.events,
-                hangup_prompt: self.hangup_prompt,
+                prompt_estimate: self.prompt_estimate,
                 held_max: self.held_max,
                 grace: drain.grace,
                 on_end: Some(on_end),
             }),
             _ => {
-                let usage = left_early(self.usage, self.hangup_prompt, self.events);
+                let usage = estimated(self.usage, self.prompt_estimate, self.events);
                 on_end.finish(StreamEnd::ClientGone, usage, self.bytes);
             }
         }
@@ -83,8 +83,8 @@ pub(super) struct Drained<B> {
     pub(super) bytes: u64,
     /// The data events the client was sent.
     pub(super) events: u64,
-    /// The input tokens to charge if no usage comes ([`OnStreamEnd::hangup_prompt`]).
-    pub(super) hangup_prompt: Option<u64>,
+    /// The input tokens to charge if no usage comes ([`OnStreamEnd::prompt_estimate`]).
+    pub(super) prompt_estimate: Option<u64>,
     /// The most bytes of one unfinished event to hold.
     pub(super) held_max: usize,
     pub(super) grace: Duration,
@@ -171,7 +171,7 @@ impl<B> Drained<B> {
         };
         let usage = match ended {
             true => self.usage,
-            false => left_early(self.usage, self.hangup_prompt, self.events),
+            false => estimated(self.usage, self.prompt_estimate, self.events),
         };
         on_end.finish(StreamEnd::ClientGone, usage, self.bytes);
     }
@@ -185,9 +185,9 @@ impl<B> Drop for Drained<B> {
 
 /// The usage of a stream its client left before the upstream ended it:
 /// `reported`, or the estimate where the end's owner asked for one.
-fn left_early(reported: Option<Usage>, prompt: Option<u64>, events: u64) -> Option<Usage> {
+fn estimated(reported: Option<Usage>, prompt: Option<u64>, events: u64) -> Option<Usage> {
     match prompt {
-        Some(prompt) => Some(usage::hangup::left_early(reported, prompt, events)),
+        Some(prompt) => Some(usage::unreported::estimate(reported, prompt, events)),
         None => reported,
     }
 }

@@ -31,7 +31,7 @@ impl OnStreamEnd for Estimating {
         *self.0.lock().unwrap() = Some((end, usage, bytes));
     }
 
-    fn hangup_prompt(&self) -> Option<u64> {
+    fn prompt_estimate(&self) -> Option<u64> {
         Some(self.1)
     }
 }
@@ -242,4 +242,63 @@ async fn a_client_that_leaves_long_before_the_end_is_charged_an_estimate() {
         cached_tokens: 0,
     };
     assert_eq!(ended.lock().unwrap().clone().unwrap().1, Some(reported));
+}
+
+/// An upstream that ends its stream with no usage at all (one that ignores
+/// `stream_options`, or writes figures that are not numbers) is charged the
+/// estimate; one that reports is charged its report; a broken stream is
+/// charged only what was reported.
+#[tokio::test]
+async fn a_stream_ended_without_usage_is_charged_an_estimate() {
+    let estimate = Usage {
+        prompt_tokens: 250,
+        completion_tokens: 3,
+        cached_tokens: 0,
+    };
+    let lying = "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":\"many\",\"completion_tokens\":-1}}\n\n";
+    for (last, expected) in [
+        (None, Some(estimate)),
+        // Its chunk is an event the client got, too.
+        (
+            Some(lying),
+            Some(Usage {
+                completion_tokens: 4,
+                ..estimate
+            }),
+        ),
+        (
+            Some(USAGE),
+            Some(Usage {
+                prompt_tokens: 30,
+                completion_tokens: 40,
+                cached_tokens: 0,
+            }),
+        ),
+    ] {
+        let (mut relay, tx, ended) = relay_ending(None, Some(250));
+        tx.send(CONTENT).await.unwrap();
+        tx.send(LAST).await.unwrap();
+        if let Some(last) = last {
+            tx.send(last).await.unwrap();
+        }
+        drop(tx);
+        while relay.frame().await.is_some() {}
+        let (end, usage, _) = ended.lock().unwrap().clone().unwrap();
+        assert_eq!((end, usage), (StreamEnd::Complete, expected), "{last:?}");
+    }
+
+    // Broken before its usage: the client got an error, not an answer.
+    let ended: Ended = Arc::default();
+    let mut relay = Relay::new(
+        Bytes::from_static(CONTENT.as_bytes()),
+        super::tests::upstream(vec![Ok(LAST), Err("connection reset")]),
+        true,
+        Duration::from_secs(60),
+        Arc::new(crate::scrub::Scrubber::default()),
+        Box::new(Estimating(ended.clone(), 250)),
+    );
+    while relay.frame().await.is_some() {}
+    let (end, usage, _) = ended.lock().unwrap().clone().unwrap();
+    assert!(matches!(end, StreamEnd::UpstreamFailed(_)), "{end:?}");
+    assert_eq!(usage, None);
 }

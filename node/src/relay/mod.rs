@@ -77,10 +77,11 @@ pub trait OnStreamEnd: Send + 'static {
         None
     }
 
-    /// The input tokens to charge when the client leaves before the
-    /// upstream reports the usage: the stream is then charged an estimate
-    /// (`usage::hangup`). `None` (the default): only what was reported.
-    fn hangup_prompt(&self) -> Option<u64> {
+    /// The input tokens to charge when the stream's usage is not reported
+    /// (its client left before the end, or the upstream sent none): the
+    /// stream is then charged an estimate (`usage::unreported`). `None`
+    /// (the default): only what was reported.
+    fn prompt_estimate(&self) -> Option<u64> {
         None
     }
 }
@@ -126,9 +127,9 @@ pub struct Relay<B> {
     /// The target's prices, when known: the usage event gets its cost.
     price: Option<Price>,
     bytes: u64,
-    /// Data events relayed, counted only for [`OnStreamEnd::hangup_prompt`].
+    /// Data events relayed, counted only for [`OnStreamEnd::prompt_estimate`].
     events: u64,
-    hangup_prompt: Option<u64>,
+    prompt_estimate: Option<u64>,
     done: bool,
     /// Takes the node's provider keys out of every event before it leaves.
     scrub: Arc<Scrubber>,
@@ -180,7 +181,7 @@ where
     ) -> Self {
         let sse = sse || shape.translator.is_some();
         let price = on_end.price();
-        let hangup_prompt = on_end.hangup_prompt();
+        let prompt_estimate = on_end.prompt_estimate();
         let mut relay = Self {
             inner: Some(inner),
             ready: None,
@@ -195,7 +196,7 @@ where
             price,
             bytes: 0,
             events: 0,
-            hangup_prompt,
+            prompt_estimate,
             done: false,
             scrub,
             shape,
@@ -256,8 +257,8 @@ where
             if let Some(u) = usage::from_sse(&out) {
                 self.usage = Some(self.usage.map_or(u, |before| before.merge(u)));
             }
-            if self.hangup_prompt.is_some() {
-                self.events += usage::hangup::data_events(&out);
+            if self.prompt_estimate.is_some() {
+                self.events += usage::unreported::data_events(&out);
             }
         }
         let out = match &mut self.shape.translator {
@@ -302,7 +303,15 @@ where
     fn end(&mut self, end: StreamEnd) {
         self.done = true;
         if let Some(on_end) = self.on_end.take() {
-            on_end.finish(end, self.usage, self.bytes);
+            // A stream ended with no usage at all is charged the estimate
+            // (a broken one is not: the client got an error, not an answer).
+            let usage = match (&end, self.usage, self.prompt_estimate) {
+                (StreamEnd::Complete, None, Some(prompt)) => {
+                    Some(usage::unreported::estimate(None, prompt, self.events))
+                }
+                _ => self.usage,
+            };
+            on_end.finish(end, usage, self.bytes);
         }
     }
 

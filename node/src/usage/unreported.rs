@@ -1,10 +1,12 @@
-//! What a stream whose client left before its end used, at least.
+//! What a stream whose usage was never reported used, by estimate.
 //!
 //! An upstream reports a stream's usage at its end. When the client leaves
-//! well before it (past the relay's drain grace), no report comes, and a
-//! stream counted as free would let a key read most of a long answer and
-//! leave before it is charged. So such a stream is charged an estimate,
-//! from what the node saw: the prompt's size, and the events the client was
+//! well before it (past the relay's drain grace), or the upstream ends the
+//! stream without one (an OpenAI-compatible server that ignores
+//! `stream_options`, or one that writes no valid figures), no report
+//! comes, and a stream counted as free would let a key stream past its
+//! credits and token limits. So such a stream is charged an estimate, from
+//! what the node saw: the prompt's size, and the events the client was
 //! sent. Each reported count is kept where there is one (Anthropic reports
 //! the input in its first event).
 
@@ -34,10 +36,10 @@ pub fn data_events(events: &[u8]) -> u64 {
     first + DATA_LINE.find_iter(events).count() as u64
 }
 
-/// The usage of a stream left early: what was `reported`, and where a
-/// count was not, the estimate (`prompt` input tokens; an output token for
+/// The usage of a stream whose end was not reported: what was `reported`,
+/// and where a count was not, the estimate (`prompt` input tokens; an output token for
 /// each of the `events` sent).
-pub fn left_early(reported: Option<Usage>, prompt: u64, events: u64) -> Usage {
+pub fn estimate(reported: Option<Usage>, prompt: u64, events: u64) -> Usage {
     let reported = reported.unwrap_or_default();
     Usage {
         prompt_tokens: match reported.prompt_tokens {
@@ -74,7 +76,7 @@ mod tests {
     #[test]
     fn what_was_reported_is_kept_and_the_rest_estimated() {
         assert_eq!(
-            left_early(None, 25, 7),
+            estimate(None, 25, 7),
             Usage {
                 prompt_tokens: 25,
                 completion_tokens: 7,
@@ -88,14 +90,14 @@ mod tests {
             cached_tokens: 1000,
         };
         assert_eq!(
-            left_early(Some(started), 25, 40),
+            estimate(Some(started), 25, 40),
             Usage {
                 prompt_tokens: 1200,
                 completion_tokens: 40,
                 cached_tokens: 1000
             }
         );
-        assert_eq!(left_early(Some(started), 25, 0), started);
+        assert_eq!(estimate(Some(started), 25, 0), started);
     }
 
     #[test]
