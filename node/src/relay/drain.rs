@@ -7,10 +7,10 @@
 //! So when the client goes away first, the upstream is read on, for a short
 //! grace, only for its usage. Nothing read is sent anywhere; whole events
 //! are parsed for usage and dropped. The stream is then finished with what
-//! was read, or, when the upstream did not end it within the grace, with
-//! the estimate of `usage::unreported` where the stream's owner asks for one. A
-//! client that really stops early costs at most the grace's worth of
-//! further generation, and the request's slots are held until the
+//! was reported, or, when the upstream reported nothing within the grace,
+//! with the estimate of `usage::unreported` where the stream's owner asks
+//! for one. A client that really stops early costs at most the grace's
+//! worth of further generation, and the request's slots are held until the
 //! upstream's stream is let go.
 
 use std::time::Duration;
@@ -164,14 +164,14 @@ where
 
 impl<B> Drained<B> {
     /// Finishes the stream with the usage read, as reported when the
-    /// upstream `ended` it, else as left early.
+    /// upstream `ended` it with a report, else estimated.
     fn finish(&mut self, ended: bool) {
         let Some(on_end) = self.on_end.take() else {
             return;
         };
-        let usage = match ended {
-            true => self.usage,
-            false => estimated(self.usage, self.prompt_estimate, self.events),
+        let usage = match (ended, self.usage) {
+            (true, Some(reported)) => Some(reported),
+            _ => estimated(self.usage, self.prompt_estimate, self.events),
         };
         on_end.finish(StreamEnd::ClientGone, usage, self.bytes);
     }

@@ -242,6 +242,15 @@ async fn a_client_that_leaves_long_before_the_end_is_charged_an_estimate() {
         cached_tokens: 0,
     };
     assert_eq!(ended.lock().unwrap().clone().unwrap().1, Some(reported));
+
+    // The upstream ends within the grace, reporting nothing: the estimate.
+    let (mut relay, tx, ended) = relay_ending(Some(Duration::from_secs(1)), Some(250));
+    relay.frame().await.unwrap().unwrap();
+    drop(relay);
+    tx.send(LAST).await.unwrap();
+    drop(tx);
+    settle().await;
+    assert_eq!(ended.lock().unwrap().clone().unwrap().1, Some(estimate(1)));
 }
 
 /// An upstream that ends its stream with no usage at all (one that ignores
