@@ -429,3 +429,122 @@ async fn a_client_that_leaves_long_before_the_end_is_charged_an_estimate() {
     assert!(series(&node, input).await >= (body_bytes / 4.0).floor());
     assert!(series(&node, cost).await > 0.0);
 }
+
+/// An OpenAI-compatible upstream that reports no usage, ever (it ignores
+/// `stream_options`): a chat answer, or three chunks and `[DONE]`.
+async fn no_usage_upstream() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 8192];
+                loop {
+                    // One request: its head, then its content-length body.
+                    let text = String::from_utf8_lossy(&seen).into_owned();
+                    if let Some(end) = text.find("\r\n\r\n") {
+                        let length: usize = text[..end]
+                            .lines()
+                            .find_map(|l| {
+                                let (name, value) = l.split_once(':')?;
+                                name.eq_ignore_ascii_case("content-length")
+                                    .then(|| value.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if seen.len() >= end + 4 + length {
+                            let body = &text[end + 4..end + 4 + length];
+                            let (kind, answer) = if body.contains("\"stream\":true") {
+                                let chunk = |delta: &str| {
+                                    format!(
+                                        "data: {{\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{delta}}}]}}\n\n"
+                                    )
+                                };
+                                (
+                                    "text/event-stream",
+                                    [
+                                        chunk("{\"role\":\"assistant\"}"),
+                                        chunk("{\"content\":\"hello\"}"),
+                                        chunk("{\"content\":\" there\"}"),
+                                        "data: [DONE]\n\n".to_owned(),
+                                    ]
+                                    .concat(),
+                                )
+                            } else {
+                                (
+                                    "application/json",
+                                    "{\"id\":\"c\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"hello there\"},\"finish_reason\":\"stop\"}]}".to_owned(),
+                                )
+                            };
+                            let head = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-type: {kind}\r\ncontent-length: {}\r\n\r\n",
+                                answer.len()
+                            );
+                            if conn.write_all(head.as_bytes()).await.is_err()
+                                || conn.write_all(answer.as_bytes()).await.is_err()
+                            {
+                                return;
+                            }
+                            seen.drain(..end + 4 + length);
+                            continue;
+                        }
+                    }
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}
+
+/// An upstream that reports no usage is charged an estimate from the sizes
+/// of the request and the answer (a stream: of the events sent), so a key
+/// cannot spend past its credits through it; the client is never told the
+/// estimate as the answer's cost. Before, such answers were free.
+#[tokio::test]
+async fn answers_without_usage_are_charged_an_estimate() {
+    let base = no_usage_upstream().await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams = vec![harness::config::upstream("bare", &base)];
+            c.routes = vec![route("m", vec![vec![priced("bare", "x", A_PRICE)]])];
+        },
+        &[],
+    )
+    .await;
+    let input = "meridian_tokens_total{route=\"m\",upstream=\"bare\",kind=\"input\"}";
+    let output = "meridian_tokens_total{route=\"m\",upstream=\"bare\",kind=\"output\"}";
+    let cost = "meridian_cost_usd_total{route=\"m\",upstream=\"bare\"}";
+
+    let answer = node.chat(chat_body("m"), &[]).await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    assert_eq!(
+        answer.json()["choices"][0]["message"]["content"],
+        "hello there"
+    );
+    assert!(answer.headers.get("x-meridian-cost-usd").is_none());
+    let plain_output = series(&node, output).await;
+    assert!(plain_output > 0.0, "a plain answer without usage was free");
+    assert!(series(&node, input).await > 0.0);
+    assert!(series(&node, cost).await > 0.0);
+
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    let (status, _, frames) = node.chat_stream(body).await;
+    assert_eq!(status, 200);
+    assert!(text(&frames).contains(" there"));
+    // Three data events and `[DONE]`: four output tokens at least.
+    let streamed = series(&node, output).await - plain_output;
+    assert_eq!(
+        streamed, 4.0,
+        "a stream without usage was charged {streamed}"
+    );
+}

@@ -19,6 +19,7 @@ use proto::config::UpstreamKind;
 
 use super::failover::Leg;
 use super::finish::{Finish, StreamDone};
+use super::forms::Form;
 use super::headers::{X_UPSTREAM_REQUEST_ID, upstream_request_id};
 use super::request::{build_request, stream_shape, unix_now};
 use super::{Admission, Call, JSON, Proxy, ProxyBody};
@@ -31,6 +32,25 @@ use crate::scrub::Scrubber;
 use crate::translate::{chat_to_messages, messages_to_chat};
 use crate::upstream::{SendError, UpstreamBody};
 use crate::usage;
+
+/// What a plain answer that reports no usage is charged: an estimate from
+/// the request's size and the answer's (`usage::unreported`); nothing for
+/// `count_tokens`, which is free.
+fn unreported(form: &Form, answer_bytes: usize) -> Option<usage::Usage> {
+    let generates = match form.endpoint {
+        Endpoint::CountTokens => return None,
+        Endpoint::Embeddings => false,
+        Endpoint::ChatCompletions
+        | Endpoint::Completions
+        | Endpoint::Messages
+        | Endpoint::Responses => true,
+    };
+    Some(usage::unreported::answer_estimate(
+        form.body.len(),
+        answer_bytes,
+        generates,
+    ))
+}
 
 /// How long a stream's upstream is read on after its client hangs up, for
 /// the usage its last events report: long enough for the events that follow
@@ -166,17 +186,24 @@ impl Proxy {
             // The usage (the upstream's, before any translation) is for the
             // log line and the cost: parsing the answer again is skipped
             // when neither is wanted.
-            let usage = if target.price.is_known()
+            let (usage, estimated) = if target.price.is_known()
                 || self.tenants.is_some()
                 || tracing::enabled!(tracing::Level::INFO)
             {
-                usage::from_json(&bytes)
+                match usage::from_json(&bytes) {
+                    Some(usage) => (Some(usage), false),
+                    None => (unreported(form, bytes.len()), true),
+                }
             } else {
-                None
+                (None, false)
             };
             let cost = finish.plain(Outcome::Success, status, ttfb, usage);
             let mut out = ProxyBody::bytes(answer).answer(status);
-            if let Some(cost) = cost.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
+            // An estimate is charged, but never told as the answer's cost.
+            if let Some(cost) = cost
+                .filter(|_| !estimated)
+                .and_then(|c| HeaderValue::from_str(&c.to_string()).ok())
+            {
                 out.headers_mut().insert(usage::COST_HEADER, cost);
             }
             if form.translation.changes_api() {

@@ -1,4 +1,4 @@
-//! What a stream whose usage was never reported used, by estimate.
+//! What an answer whose usage was never reported used, by estimate.
 //!
 //! An upstream reports a stream's usage at its end. When the client leaves
 //! well before it (past the relay's drain grace), or the upstream ends the
@@ -8,7 +8,8 @@
 //! credits and token limits. So such a stream is charged an estimate, from
 //! what the node saw: the prompt's size, and the events the client was
 //! sent. Each reported count is kept where there is one (Anthropic reports
-//! the input in its first event).
+//! the input in its first event). A plain answer without usage is charged
+//! an estimate from the sizes of the request and the answer.
 
 use memchr::memmem::Finder;
 use std::sync::LazyLock;
@@ -19,9 +20,9 @@ use super::Usage;
 /// occurs only where an event's data line starts.
 static DATA_LINE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\ndata:"));
 
-/// The bytes of a request body counted as one input token: fewer than a
-/// tokenizer's (about four characters of English a token), so the JSON
-/// around the prompt makes the estimate no lower than the truth.
+/// The bytes of a body counted as one token: about a tokenizer's (four
+/// characters of English a token), so the JSON around the text makes the
+/// estimate no lower than the truth.
 const PROMPT_BYTES_PER_TOKEN: u64 = 4;
 
 /// The input tokens estimated for a request body of `bytes`.
@@ -48,6 +49,22 @@ pub fn estimate(reported: Option<Usage>, prompt: u64, events: u64) -> Usage {
         },
         completion_tokens: reported.completion_tokens.max(events),
         cached_tokens: reported.cached_tokens,
+    }
+}
+
+/// The usage of a plain answer that reports none (or none that parses):
+/// input from the request's `prompt_bytes`; output, for an answer that
+/// `generates` text (not an embedding), from the answer's own bytes, its
+/// JSON around the text included, so again no lower than the truth.
+pub fn answer_estimate(prompt_bytes: usize, answer_bytes: usize, generates: bool) -> Usage {
+    Usage {
+        prompt_tokens: prompt_estimate(prompt_bytes),
+        completion_tokens: if generates {
+            (answer_bytes as u64).div_ceil(PROMPT_BYTES_PER_TOKEN)
+        } else {
+            0
+        },
+        cached_tokens: 0,
     }
 }
 
@@ -98,6 +115,19 @@ mod tests {
             }
         );
         assert_eq!(estimate(Some(started), 25, 0), started);
+    }
+
+    #[test]
+    fn a_plain_answer_is_estimated_from_both_bodies() {
+        let usage = |prompt_tokens, completion_tokens| Usage {
+            prompt_tokens,
+            completion_tokens,
+            cached_tokens: 0,
+        };
+        assert_eq!(answer_estimate(400, 1001, true), usage(100, 251));
+        // An embedding's vectors are no output.
+        assert_eq!(answer_estimate(400, 80_000, false), usage(100, 0));
+        assert_eq!(answer_estimate(0, 0, true), usage(0, 0));
     }
 
     #[test]
