@@ -143,6 +143,7 @@ impl Proxy {
                 sse,
                 idle_timeout: route.first_byte_timeout,
                 held_max: call.max_response_bytes,
+                ends_by: Instant::now().checked_add(call.max_stream),
                 scrub: call.scrub.clone(),
                 shape,
                 done: finish.stream(ttfb, in_flight),
@@ -320,6 +321,9 @@ pub(super) struct PendingStream {
     idle_timeout: Duration,
     /// The most of one unfinished event held (`proxy.max_response_bytes`).
     held_max: usize,
+    /// When the stream must have ended (`proxy.max_stream_ms`); `None`:
+    /// past any instant the clock can hold.
+    ends_by: Option<Instant>,
     scrub: Arc<Scrubber>,
     shape: Shape,
     done: StreamDone,
@@ -340,15 +344,19 @@ impl Ready {
                     sse,
                     idle_timeout,
                     held_max,
+                    ends_by,
                     scrub,
                     shape,
                     mut done,
                 } = *pending;
                 done._admission = Some(admission);
-                let relay =
+                let mut relay =
                     Relay::with_shape(first, body, sse, idle_timeout, scrub, shape, Box::new(done))
                         .held_max(held_max)
                         .drain_on_hangup(HANGUP_GRACE);
+                if let Some(at) = ends_by {
+                    relay = relay.ends_by(at);
+                }
                 let mut out = ProxyBody::Stream(Box::new(relay)).answer(status);
                 if let Some(ct) = content_type {
                     out.headers_mut().insert(CONTENT_TYPE, ct);

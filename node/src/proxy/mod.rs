@@ -175,6 +175,8 @@ struct Call<'a> {
     /// The request's span, whose attempts are its children (or nothing).
     trace: RequestTrace,
     max_response_bytes: usize,
+    /// The longest a stream may last (`proxy.max_stream_ms`).
+    max_stream: Duration,
     /// Takes the node's provider keys out of what upstreams send back.
     scrub: &'a Arc<Scrubber>,
     /// Binds the Responses ids handed out to `key`, when the cluster does.
@@ -463,6 +465,7 @@ impl Proxy {
             request_id,
             trace: trace.clone(),
             max_response_bytes: snapshot.proxy.max_response_bytes,
+            max_stream: Duration::from_millis(snapshot.proxy.max_stream_ms),
             scrub: &snapshot.scrub,
             seal: self.seal.as_ref(),
         };

@@ -46,10 +46,12 @@ use crate::scrub::Scrubber;
 use crate::translate::StreamTranslator;
 use crate::usage::{self, Usage};
 
+mod batch;
 mod cost;
 mod drain;
 mod events;
 
+use batch::{BATCH_MAX, Batch};
 use drain::Drain;
 
 pub use events::{ends_with_boundary, last_boundary};
@@ -121,6 +123,8 @@ pub struct Relay<B> {
     /// share of a stream's cost.
     idle: Pin<Box<Sleep>>,
     last_data: Instant,
+    /// When the stream must have ended (`proxy.max_stream_ms`), if ever.
+    ends_by: Option<Instant>,
     usage: Option<Usage>,
     /// The most bytes held waiting for an event's end.
     held_max: usize,
@@ -191,6 +195,7 @@ where
             idle_timeout,
             idle: Box::pin(tokio::time::sleep(idle_timeout)),
             last_data: Instant::now(),
+            ends_by: None,
             usage: None,
             held_max: HELD_MAX,
             price,
@@ -213,6 +218,17 @@ where
     /// as large as a whole answer may.
     pub fn held_max(mut self, bytes: usize) -> Self {
         self.held_max = bytes;
+        self
+    }
+
+    /// Ends the stream with the error event at `at` if the upstream has not
+    /// ended it by then, however steadily it sends: an upstream that
+    /// trickles for ever would hold the request and its slots for ever.
+    pub fn ends_by(mut self, at: Instant) -> Self {
+        self.ends_by = Some(at);
+        if at < self.idle.deadline() {
+            self.idle.as_mut().reset(at);
+        }
         self
     }
 
@@ -288,16 +304,24 @@ where
             .unwrap_or(out)
     }
 
-    /// Ready once no data has come for `idle_timeout`.
+    /// Ready once no data has come for `idle_timeout`, or the stream's
+    /// time is up ([`Relay::ends_by`]).
     fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         loop {
             ready!(self.idle.as_mut().poll(cx));
             let quiet_until = self.last_data + self.idle_timeout;
-            if quiet_until <= Instant::now() {
+            let wake = self.ends_by.map_or(quiet_until, |end| end.min(quiet_until));
+            if wake <= Instant::now() {
                 return Poll::Ready(());
             }
-            self.idle.as_mut().reset(quiet_until);
+            self.idle.as_mut().reset(wake);
         }
+    }
+
+    /// The failure that ends a stream whose time is up, if it is.
+    fn out_of_time(&self, now: Instant) -> Option<String> {
+        let end = self.ends_by?;
+        (end <= now).then(|| "it ran past its time limit (proxy.max_stream_ms)".to_owned())
     }
 
     fn end(&mut self, end: StreamEnd) {
@@ -339,14 +363,6 @@ where
     }
 }
 
-/// Whole events waiting to be written together. One piece is kept as is;
-/// only a second one costs a copy.
-#[derive(Default)]
-struct Batch {
-    first: Option<Bytes>,
-    more: BytesMut,
-}
-
 /// The longest line of a stream that is not SSE held back to be scrubbed whole.
 const LINE_MAX: usize = 1 << 20;
 
@@ -360,34 +376,6 @@ const BOUNDARY_MAX: usize = 4;
 
 /// The default of [`Relay::held_max`]: `proxy.max_response_bytes`' default.
 const HELD_MAX: usize = 64 << 20;
-
-/// A batch this large is written without waiting for more.
-const BATCH_MAX: usize = 64 * 1024;
-
-impl Batch {
-    fn push(&mut self, data: Bytes) {
-        if self.first.is_none() && self.more.is_empty() {
-            self.first = Some(data);
-            return;
-        }
-        if let Some(first) = self.first.take() {
-            self.more.extend_from_slice(&first);
-        }
-        self.more.extend_from_slice(&data);
-    }
-
-    fn len(&self) -> usize {
-        self.first.as_ref().map_or(0, Bytes::len) + self.more.len()
-    }
-
-    fn take(&mut self) -> Option<Bytes> {
-        match self.first.take() {
-            Some(first) => Some(first),
-            None if self.more.is_empty() => None,
-            None => Some(self.more.split().freeze()),
-        }
-    }
-}
 
 impl<B> Body for Relay<B>
 where
@@ -420,6 +408,10 @@ where
                     this.last_data = Instant::now();
                     if let Some(out) = this.take_events(data) {
                         this.batch.push(out);
+                    }
+                    if let Some(reason) = this.out_of_time(this.last_data) {
+                        let event = this.fail(reason);
+                        return this.flush(Some(event));
                     }
                     if this.sse && this.pending.len() > this.held_max {
                         let held = this.held_max;
@@ -471,8 +463,10 @@ where
                 Poll::Pending if this.batch.len() > 0 => return this.flush(None),
                 Poll::Pending => {
                     ready!(this.poll_idle(cx));
-                    let quiet = this.idle_timeout;
-                    let event = this.fail(format!("no data for {} ms", quiet.as_millis()));
+                    let reason = this.out_of_time(Instant::now()).unwrap_or_else(|| {
+                        format!("no data for {} ms", this.idle_timeout.as_millis())
+                    });
+                    let event = this.fail(reason);
                     return this.flush(Some(event));
                 }
             }
@@ -488,6 +482,8 @@ where
     }
 }
 
+#[cfg(test)]
+mod deadline_tests;
 #[cfg(test)]
 mod drain_tests;
 #[cfg(test)]

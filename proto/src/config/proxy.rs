@@ -28,6 +28,11 @@ pub struct ProxyConfig {
     /// event beyond).
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: usize,
+    /// The longest a stream may last once its first chunk arrived; past it
+    /// the stream ends with an error event, so an upstream that trickles
+    /// for ever cannot hold a request, and its slots, for ever.
+    #[serde(default = "default_max_stream_ms")]
+    pub max_stream_ms: u64,
     /// Requests in flight on this node before new ones get 429.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
@@ -58,6 +63,9 @@ fn default_max_request_bytes() -> usize {
 fn default_max_response_bytes() -> usize {
     64 << 20
 }
+fn default_max_stream_ms() -> u64 {
+    3_600_000
+}
 fn default_max_in_flight() -> usize {
     8_192
 }
@@ -76,6 +84,7 @@ impl Default for ProxyConfig {
             connect_timeout_ms: default_connect_timeout_ms(),
             max_request_bytes: default_max_request_bytes(),
             max_response_bytes: default_max_response_bytes(),
+            max_stream_ms: default_max_stream_ms(),
             max_in_flight: default_max_in_flight(),
             max_attempts: default_max_attempts(),
             pool_idle_per_host: default_pool_idle_per_host(),
@@ -333,6 +342,7 @@ impl ProxyConfig {
             ("proxy.connect_timeout_ms", self.connect_timeout_ms),
             ("proxy.max_request_bytes", self.max_request_bytes as u64),
             ("proxy.max_response_bytes", self.max_response_bytes as u64),
+            ("proxy.max_stream_ms", self.max_stream_ms),
             ("proxy.max_in_flight", self.max_in_flight as u64),
             ("proxy.max_attempts", u64::from(self.max_attempts)),
         ];

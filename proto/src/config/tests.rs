@@ -185,6 +185,19 @@ fn zero_timeout_is_refused() {
         "{DESIGN_EXAMPLE}\n[proxy]\nfirst_byte_timeout_ms = 0\n"
     ));
     assert_eq!(e.field, "proxy.first_byte_timeout_ms");
+    for bad in [
+        "max_stream_ms = 0",
+        "max_stream_ms = -1",
+        "max_stream_ms = \"1h\"",
+    ] {
+        let e = err(&format!("{DESIGN_EXAMPLE}\n[proxy]\n{bad}\n"));
+        assert_eq!(e.field, "proxy.max_stream_ms", "{bad}");
+    }
+    let set = Config::from_toml(&format!(
+        "{DESIGN_EXAMPLE}\n[proxy]\nmax_stream_ms = 600000\n"
+    ));
+    assert_eq!(set.unwrap().proxy.max_stream_ms, 600_000);
+    assert_eq!(ProxyConfig::default().max_stream_ms, 3_600_000);
 }
 
 #[test]
