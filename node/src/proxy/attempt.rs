@@ -6,26 +6,25 @@
 
 use std::borrow::Cow;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, HeaderName, HeaderValue, Response};
 use http_body_util::{BodyExt, Limited};
 use tokio::time::Instant;
 
 use proto::config::UpstreamKind;
 
 use super::failover::Leg;
-use super::finish::{Finish, StreamDone};
+use super::finish::Finish;
 use super::forms::Form;
 use super::headers::{X_UPSTREAM_REQUEST_ID, upstream_request_id};
+use super::ready::{PendingStream, Ready};
 use super::request::{build_request, stream_shape, unix_now};
-use super::{Admission, Call, JSON, Proxy, ProxyBody};
+use super::{Call, JSON, Proxy, ProxyBody};
 use crate::error::{AttemptError, anthropic_error_to_openai, openai_error_to_anthropic};
 use crate::health::{Outcome, cooldown};
-use crate::relay::{Relay, Shape};
 use crate::responses;
 use crate::routing::{Dialect, Endpoint, InFlight, Route, Target, Translation};
 use crate::scrub::Scrubber;
@@ -51,12 +50,6 @@ fn unreported(form: &Form, answer_bytes: usize) -> Option<usage::Usage> {
         generates,
     ))
 }
-
-/// How long a stream's upstream is read on after its client hangs up, for
-/// the usage its last events report: long enough for the events that follow
-/// an answer's last words, short enough that a client that stops a long
-/// answer early costs little more generation.
-const HANGUP_GRACE: Duration = Duration::from_secs(1);
 
 impl Proxy {
     /// One attempt at one target. On success the answer is ready to send:
@@ -302,76 +295,6 @@ where
     Err(failures)
 }
 
-/// An answer ready to go to the client, not yet holding the request's
-/// admission slot (the winner of a hedge takes it).
-pub(super) enum Ready {
-    Plain(Response<ProxyBody>),
-    Stream(Box<PendingStream>),
-}
-
-/// A stream whose first chunk has arrived.
-pub(super) struct PendingStream {
-    status: StatusCode,
-    content_type: Option<HeaderValue>,
-    /// The upstream's request id, for `x-upstream-request-id`.
-    upstream_id: Option<HeaderValue>,
-    first: Bytes,
-    body: UpstreamBody,
-    sse: bool,
-    idle_timeout: Duration,
-    /// The most of one unfinished event held (`proxy.max_response_bytes`).
-    held_max: usize,
-    /// When the stream must have ended (`proxy.max_stream_ms`); `None`:
-    /// past any instant the clock can hold.
-    ends_by: Option<Instant>,
-    scrub: Arc<Scrubber>,
-    shape: Shape,
-    done: StreamDone,
-}
-
-impl Ready {
-    /// The response; a stream keeps the admission slot until it ends.
-    pub(super) fn into_response(self, admission: Admission) -> Response<ProxyBody> {
-        match self {
-            Ready::Plain(response) => response,
-            Ready::Stream(pending) => {
-                let PendingStream {
-                    status,
-                    content_type,
-                    upstream_id,
-                    first,
-                    body,
-                    sse,
-                    idle_timeout,
-                    held_max,
-                    ends_by,
-                    scrub,
-                    shape,
-                    mut done,
-                } = *pending;
-                done._admission = Some(admission);
-                let mut relay =
-                    Relay::with_shape(first, body, sse, idle_timeout, scrub, shape, Box::new(done))
-                        .held_max(held_max)
-                        .drain_on_hangup(HANGUP_GRACE);
-                if let Some(at) = ends_by {
-                    relay = relay.ends_by(at);
-                }
-                let mut out = ProxyBody::Stream(Box::new(relay)).answer(status);
-                if let Some(ct) = content_type {
-                    out.headers_mut().insert(CONTENT_TYPE, ct);
-                }
-                if let Some(id) = upstream_id {
-                    out.headers_mut().insert(X_UPSTREAM_REQUEST_ID.clone(), id);
-                }
-                out.headers_mut()
-                    .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                out
-            }
-        }
-    }
-}
-
 /// The first data frame of a streamed answer.
 pub(super) async fn first_data(body: &mut UpstreamBody) -> Result<Bytes, AttemptError> {
     loop {
@@ -469,6 +392,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn error_detail_names_the_upstream_message() {

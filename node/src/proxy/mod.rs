@@ -52,6 +52,8 @@ mod headers;
 mod ids;
 mod models;
 mod own_usage;
+mod ready;
+mod refused;
 mod request;
 mod route;
 mod stored;
@@ -68,7 +70,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
 use tracing::{Instrument, info, warn};
 
@@ -87,6 +88,7 @@ use crate::telemetry::{RequestTrace, Telemetry};
 use crate::tenants::{KeyState, Tenants};
 use forms::Forms;
 use ids::{count_header, request_id};
+use refused::{error_response, not_allowed};
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_UPSTREAM: HeaderName = HeaderName::from_static("x-meridian-upstream");
@@ -471,33 +473,4 @@ impl Proxy {
         };
         self.route(&call, &route, snapshot, admission, rank).await
     }
-}
-
-fn not_allowed(req: &Request<RequestBody>, allowed: &'static str) -> ProxyError {
-    ProxyError::MethodNotAllowed {
-        method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-        allowed,
-    }
-}
-
-fn error_response(error: &ProxyError, attempts: usize, dialect: Dialect) -> Response<ProxyBody> {
-    let (status, body) = match dialect {
-        Dialect::OpenAi => (error.status(), error.body()),
-        Dialect::Anthropic => error.anthropic(),
-    };
-    let mut response = ProxyBody::bytes(body).answer(status);
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, JSON.clone());
-    headers.insert(X_ATTEMPTS.clone(), count_header(attempts));
-    if let Some(wait) = error.retry_after() {
-        headers.insert(
-            RETRY_AFTER,
-            HeaderValue::from(crate::error::retry_secs(&wait)),
-        );
-    }
-    if let ProxyError::MethodNotAllowed { allowed, .. } = error {
-        headers.insert(http::header::ALLOW, HeaderValue::from_static(allowed));
-    }
-    response
 }

@@ -13,8 +13,9 @@ use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Instant;
 use tracing::info;
 
-use super::attempt::{self, Ready, race};
+use super::attempt::{self, race};
 use super::failover::{Failover, Leg, Step, Targets, Timing};
+use super::ready::Ready;
 use super::{Admission, Answered, Call, Failed, Proxy, finish};
 use crate::capacity::{At, Capacity, gate};
 use crate::error::{AttemptError, Attempts, ProxyError, Tried};

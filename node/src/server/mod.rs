@@ -20,13 +20,14 @@ mod limits;
 mod stall;
 #[cfg(test)]
 mod stall_tests;
+mod tracked;
 mod watchdog;
 
 pub use deadline::admin_answer;
 pub use descriptors::{descriptor_limit, descriptors_needed};
 pub use h1::{BodyError, RequestBody};
 pub use limits::{Gate, Limits};
-pub use stall::Tracked;
+pub use tracked::Tracked;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -50,6 +51,7 @@ use tokio::time::Instant;
 
 use closing::Why;
 use limits::Activity;
+use tracked::{StallWatch, tracked};
 
 /// Accepts connections until `shutdown` turns true, then waits up to `drain`
 /// for open connections to finish their requests. Every connection is
@@ -263,56 +265,6 @@ fn holding<G: Send + 'static>(
 ) -> impl Future<Output = ()> + Send + 'static {
     conn.map(move |()| drop(guards))
 }
-
-/// The connection's service: each request counted on `activity` until its
-/// answer's body is done, and its answer computed in a box of its own.
-///
-/// An h2 stream's task holds the service's future in place until the
-/// stream ends, so a future kept inline (over 3 KB for the proxy's) would
-/// be paid again by every open stream long after its answer's head went
-/// out; boxed, it is freed once the head is ready and a stream keeps only
-/// its body. One allocation per request buys that.
-fn tracked<R, F, Fut, B>(
-    handler: F,
-    activity: Arc<Activity>,
-    watch: StallWatch,
-) -> impl Fn(R) -> Boxed<B> + Clone
-where
-    F: Fn(R) -> Fut + Clone,
-    Fut: Future<Output = Result<Response<B>, Infallible>> + Send + 'static,
-    B: Send + 'static,
-{
-    move |req| {
-        let request = activity.begin();
-        let handed = match watch {
-            StallWatch::On => Some(activity.stalls.register()),
-            StallWatch::Off => None,
-        };
-        // A combinator, as in `holding`: an async block awaiting the
-        // handler's future would box it twice over.
-        Box::pin(handler(req).map(move |answered| {
-            answered.map(|response| {
-                response.map(|body| Tracked {
-                    body,
-                    _request: request,
-                    handed,
-                })
-            })
-        }))
-    }
-}
-
-/// Whether a connection's answers are watched for a client that takes
-/// none of them ([`stall`]): those hyper sends. The node's own HTTP/1.1
-/// server bounds each write itself, and pays no registration per request.
-#[derive(Clone, Copy)]
-enum StallWatch {
-    On,
-    Off,
-}
-
-/// A boxed answer of [`tracked`]'s service.
-type Boxed<B> = Pin<Box<dyn Future<Output = Result<Response<Tracked<B>>, Infallible>> + Send>>;
 
 /// One worker's connections, each told to close when the node stops: by
 /// its own signal, so that a connection's task polls no shared channel

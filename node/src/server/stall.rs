@@ -12,14 +12,8 @@
 //! (`h1::write`). A body that is itself waiting (for an upstream that is
 //! thinking) is not waiting on its client, and is not counted.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::task::{Context, Poll};
-
-use http_body::{Body, Frame, SizeHint};
-
-use super::limits::InRequest;
 
 /// When a body handed its client data that has not been taken yet, as
 /// [`crate::clock::monotonic_ms`] + 1; 0 when it is not waiting.
@@ -27,11 +21,11 @@ use super::limits::InRequest;
 pub(super) struct Handed(AtomicU64);
 
 impl Handed {
-    fn handed(&self, now_ms: u64) {
+    pub(super) fn handed(&self, now_ms: u64) {
         self.0.store(now_ms.saturating_add(1), Ordering::Relaxed);
     }
 
-    fn taken(&self) {
+    pub(super) fn taken(&self) {
         self.0.store(0, Ordering::Relaxed);
     }
 
@@ -74,47 +68,6 @@ impl Stalls {
             .filter_map(|a| a.upgrade()?.waiting_since())
             .min()
             .map(|since| since.saturating_add(limit_ms))
-    }
-}
-
-/// An answer's body that keeps its request counted as in progress until the
-/// body is done with, and says when it waits on its client.
-pub struct Tracked<B> {
-    pub(super) body: B,
-    pub(super) _request: InRequest,
-    /// `None` where the connection's own server bounds its writes.
-    pub(super) handed: Option<Arc<Handed>>,
-}
-
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.get_mut();
-        let Some(handed) = &this.handed else {
-            return Pin::new(&mut this.body).poll_frame(cx);
-        };
-        // Polled again: what it handed over was taken.
-        handed.taken();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled
-            && frame.is_data()
-        {
-            handed.handed(crate::clock::monotonic_ms());
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
     }
 }
 
