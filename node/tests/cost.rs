@@ -352,15 +352,27 @@ async fn a_client_that_hangs_up_before_the_usage_is_charged_for_it() {
     );
     // The client had the whole answer; it left before the usage.
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while series(&node, cost).await == 0.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a stream whose client left before its usage was charged nothing"
-        );
+    charged(&node, cost, Duration::from_secs(5))
+        .await
+        .expect("a stream whose client left before its usage was charged nothing");
+    assert_eq!(series(&node, output).await, 3.0);
+}
+
+/// The series `name` once it is above zero, waiting up to `patience` (a
+/// stream whose client left is charged when its drain ends); `None` if it
+/// never is.
+async fn charged(node: &Node, name: &str, patience: Duration) -> Option<f64> {
+    let deadline = tokio::time::Instant::now() + patience;
+    loop {
+        let value = series(node, name).await;
+        if value > 0.0 {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(series(&node, output).await, 3.0);
 }
 
 /// Streams `m` over a raw connection until the answer holds `until`, then
@@ -408,15 +420,9 @@ async fn a_client_that_leaves_long_before_the_end_is_charged_an_estimate() {
     let seen = read_until(&node, "data:").await;
     let events = seen.matches("data:").count() as f64;
 
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(4);
-    while series(&node, output).await == 0.0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "a stream left long before its end was charged nothing"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let charged = series(&node, output).await;
+    let charged = charged(&node, output, Duration::from_secs(4))
+        .await
+        .expect("a stream left long before its end was charged nothing");
     assert!(
         charged >= events && charged < 30.0,
         "{charged} output tokens for {events} events sent"
