@@ -121,8 +121,8 @@ impl<'a> Owner<'a> {
         let Some(seal) = self.seal else {
             if rest.contains(SEPARATOR) {
                 return Err(
-                    "it is bound to a key, and this node has no `[responses] secret_env` \
-                            to check it with",
+                    "it is bound to a key, and this node has no `[responses] secret_env` to \
+                     check it with",
                 );
             }
             check_own(rest)?;

@@ -40,8 +40,8 @@ where
             StallWatch::On => Some(activity.stalls.register()),
             StallWatch::Off => None,
         };
-        // A combinator, as in `holding`: an async block awaiting the
-        // handler's future would box it twice over.
+        // A combinator, as in the parent's `holding`: an async block
+        // awaiting the handler's future would box it twice over.
         Box::pin(handler(req).map(move |answered| {
             answered.map(|response| {
                 response.map(|body| Tracked {
@@ -55,8 +55,9 @@ where
 }
 
 /// Whether a connection's answers are watched for a client that takes
-/// none of them ([`super::stall`]): those hyper sends. The node's own HTTP/1.1
-/// server bounds each write itself, and pays no registration per request.
+/// none of them ([`super::stall`]): those hyper sends. The node's own
+/// HTTP/1.1 server bounds each write itself, and pays no registration per
+/// request.
 #[derive(Clone, Copy)]
 pub(super) enum StallWatch {
     /// Watched: hyper sends the answers.

@@ -2,8 +2,8 @@
 //! stops or a newcomer needs its place, and once it has been silent past
 //! its header timeout or idle past its idle timeout; dropped once an answer
 //! has waited its idle timeout on a client that takes none of it
-//! ([`super::stall`]). (The data plane's
-//! own HTTP/1.1 server runs the same rules in its loop, [`super::h1`].)
+//! ([`super::stall`]). (The data plane's own HTTP/1.1 server runs the same
+//! rules in its loop, [`super::h1`].)
 
 use std::net::SocketAddr;
 use std::pin::pin;
