@@ -131,6 +131,31 @@ fn an_unset_or_weak_response_secret_exits_64_naming_it() {
             );
         }
     }
+    // While rotating, the previous secret is held to the same rules.
+    config.responses.previous_secret_env = Some("TEST_RESPONSE_SECRET_OLD".to_owned());
+    let file = write_config(&config);
+    let path = file.path().to_str().unwrap();
+    let current = (
+        "TEST_RESPONSE_SECRET",
+        "a-current-secret-of-enough-length-0123",
+    );
+    for (env, says) in [
+        (vec![current], "not set"),
+        (
+            vec![current, ("TEST_RESPONSE_SECRET_OLD", "old-and-short")],
+            "at least",
+        ),
+    ] {
+        let (code, _, stderr) = meridian(&["serve", "--config", path], &env);
+        assert_eq!(code, 64, "{env:?}: {stderr}");
+        assert!(
+            stderr.contains("responses.previous_secret_env")
+                && stderr.contains("TEST_RESPONSE_SECRET_OLD")
+                && stderr.contains(says),
+            "{env:?}: {stderr}"
+        );
+        assert!(!stderr.contains("old-and-short") && !stderr.contains(current.1));
+    }
 }
 
 #[test]

@@ -17,13 +17,22 @@ const ACME: &str = "sk-acme-0123456789abcdef0123456789";
 const RIVAL: &str = "sk-rival-0123456789abcdef012345678";
 const SECRET: &str = "cluster-response-secret-0123456789abcdef";
 const SECRET_VAR: &str = "MERIDIAN_TEST_RESPONSE_SECRET";
+const PREVIOUS_VAR: &str = "MERIDIAN_TEST_RESPONSE_SECRET_OLD";
 
 /// A node with keys `acme` and `rival`, route `resp` on `mock` (upstream
 /// `u`), and the response secret `secret` when one is given.
 async fn node(mock: &Mock, secret: Option<&str>) -> Node {
+    rotating(mock, secret, None).await
+}
+
+/// The same, still taking the ids of the `previous` secret.
+async fn rotating(mock: &Mock, secret: Option<&str>, previous: Option<&str>) -> Node {
     let mut env = vec![("ACME_KEY", ACME), ("RIVAL_KEY", RIVAL)];
     if let Some(secret) = secret {
         env.push((SECRET_VAR, secret));
+    }
+    if let Some(previous) = previous {
+        env.push((PREVIOUS_VAR, previous));
     }
     Node::start_with(
         |c: &mut Config| {
@@ -34,6 +43,9 @@ async fn node(mock: &Mock, secret: Option<&str>) -> Node {
             c.keys = vec![key("acme", "ACME_KEY"), key("rival", "RIVAL_KEY")];
             if secret.is_some() {
                 c.responses.secret_env = Some(SECRET_VAR.to_owned());
+            }
+            if previous.is_some() {
+                c.responses.previous_secret_env = Some(PREVIOUS_VAR.to_owned());
             }
         },
         &env,
@@ -267,4 +279,31 @@ async fn every_node_with_the_secret_serves_the_owner_and_no_other_node_does() {
     .await;
     assert_eq!(status, 400, "{refused}");
     assert!(!a.log().contains(SECRET), "the secret was logged");
+}
+
+/// A cluster rotating its secret: a node with the next secret and the last
+/// one as previous serves the ids made before (to their key only), and
+/// makes new ones with the next secret, which a node that has dropped the
+/// previous one still takes.
+#[tokio::test]
+async fn a_rotation_keeps_the_ids_made_before_it() {
+    const NEXT: &str = "the-next-cluster-secret-0123456789abcdef";
+    let mock = Mock::start(&[]).await;
+    let before = node(&mock, Some(SECRET)).await;
+    let old = create(&before, ACME).await;
+    let path = format!("/v1/responses/{old}");
+
+    let during = rotating(&mock, Some(NEXT), Some(SECRET)).await;
+    let (status, got) = call(&during, ACME, Method::GET, &path, None).await;
+    assert_eq!(status, 200, "an id of the previous secret: {got}");
+    assert_eq!(call(&during, RIVAL, Method::GET, &path, None).await.0, 400);
+    let new = create(&during, ACME).await;
+
+    let after = node(&mock, Some(NEXT)).await;
+    let new_path = format!("/v1/responses/{new}");
+    assert_eq!(
+        call(&after, ACME, Method::GET, &new_path, None).await.0,
+        200
+    );
+    assert_eq!(call(&after, ACME, Method::GET, &path, None).await.0, 400);
 }

@@ -31,8 +31,12 @@ const MAC_CHARS: usize = 43;
 /// Separates what the MAC covers from any other use of the secret.
 const DOMAIN: &[u8] = b"meridian response id v1";
 
-/// The cluster's response-id secret, as the HMAC key it is used as.
-pub struct Seal(hmac::Key);
+/// The cluster's response-id secret, as the HMAC key it is used as, and
+/// the one before it while the cluster rotates.
+pub struct Seal {
+    current: hmac::Key,
+    previous: Option<hmac::Key>,
+}
 
 /// Never prints the secret.
 impl fmt::Debug for Seal {
@@ -44,21 +48,35 @@ impl fmt::Debug for Seal {
 impl Seal {
     /// The seal of `secret`, the value of `[responses] secret_env`.
     pub fn new(secret: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+        Self {
+            current: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            previous: None,
+        }
     }
 
-    /// The MAC of an id's triple.
+    /// The same seal still taking the ids made with `secret`
+    /// (`[responses] previous_secret_env`), so a rotation breaks no id
+    /// handed out before it; new ids are made with the current secret.
+    pub fn with_previous(mut self, secret: &[u8]) -> Self {
+        self.previous = Some(hmac::Key::new(hmac::HMAC_SHA256, secret));
+        self
+    }
+
+    /// The MAC of an id's triple, with the current secret.
     fn tag(&self, key: &str, upstream: &str, id: &str) -> hmac::Tag {
-        hmac::sign(&self.0, &message(key, upstream, id))
+        hmac::sign(&self.current, &message(key, upstream, id))
     }
 
-    /// Whether `mac` (id text) is the MAC of the triple; `hmac::verify`
-    /// compares in constant time.
+    /// Whether `mac` (id text) is the MAC of the triple, with the current
+    /// secret or the previous one; `hmac::verify` compares in constant time.
     fn verify(&self, key: &str, upstream: &str, id: &str, mac: &str) -> bool {
         let Ok(mac) = URL_SAFE_NO_PAD.decode(mac) else {
             return false;
         };
-        hmac::verify(&self.0, &message(key, upstream, id), &mac).is_ok()
+        let message = message(key, upstream, id);
+        std::iter::once(&self.current)
+            .chain(&self.previous)
+            .any(|secret| hmac::verify(secret, &message, &mac).is_ok())
     }
 }
 
@@ -243,8 +261,29 @@ mod tests {
     }
 
     #[test]
+    fn a_rotated_seal_takes_the_ids_of_the_previous_secret() {
+        const NEXT: &str = "the-next-cluster-secret-0123456789abcdef";
+        let before = owner(SECRET, "alice");
+        let old = before.tag("u", "resp_1");
+        let rotated: &'static Seal = Box::leak(Box::new(
+            Seal::new(NEXT.as_bytes()).with_previous(SECRET.as_bytes()),
+        ));
+        let alice = Owner::new(Some(rotated), "alice");
+        assert_eq!(alice.untag(&old), Ok(("u", "resp_1")));
+        // Still bound: another key cannot use it.
+        assert!(Owner::new(Some(rotated), "bob").untag(&old).is_err());
+        // New ids are made with the next secret, and taken once the
+        // previous one is dropped.
+        let new = alice.tag("u", "resp_2");
+        assert_eq!(new, owner(NEXT, "alice").tag("u", "resp_2"));
+        assert_eq!(owner(NEXT, "alice").untag(&new), Ok(("u", "resp_2")));
+        assert!(owner(NEXT, "alice").untag(&old).is_err());
+    }
+
+    #[test]
     fn the_seal_never_prints_its_secret() {
-        let seal = Seal::new(SECRET.as_bytes());
+        let seal =
+            Seal::new(SECRET.as_bytes()).with_previous(b"an-older-secret-of-enough-length-xx");
         assert_eq!(format!("{seal:?}"), "Seal(..)");
         assert!(!format!("{:?}", owner(SECRET, "k")).contains(SECRET));
     }

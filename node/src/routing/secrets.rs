@@ -83,22 +83,30 @@ pub fn resolve_keys(
 }
 
 /// The seal that binds stored responses' ids to keys, from
-/// `[responses] secret_env`; `None` when the file names no variable. A
-/// named variable that is unset or weak is an error, as for a client key:
-/// a node must not start handing out ids that bind nobody.
+/// `[responses] secret_env` (and `previous_secret_env` while rotating);
+/// `None` when the file names no variable. A named variable that is unset
+/// or weak is an error, as for a client key: a node must not start handing
+/// out ids that bind nobody, or refusing the ids of the last secret.
 pub fn response_seal(
     config: &Config,
     secrets: &dyn Secrets,
 ) -> Result<Option<Arc<Seal>>, BuildError> {
-    const FIELD: &str = "responses.secret_env";
     let Some(var) = &config.responses.secret_env else {
         return Ok(None);
     };
-    let value = secrets
-        .env(var)
-        .ok_or_else(|| FieldError::new(FIELD, format!("environment variable {var} is not set")))?;
-    check_secret_strength(FIELD, var, &value)?;
-    Ok(Some(Arc::new(Seal::new(value.trim().as_bytes()))))
+    let secret = |field: &str, var: &str| -> Result<String, FieldError> {
+        let value = secrets.env(var).ok_or_else(|| {
+            FieldError::new(field, format!("environment variable {var} is not set"))
+        })?;
+        check_secret_strength(field, var, &value)?;
+        Ok(value.trim().to_owned())
+    };
+    let mut seal = Seal::new(secret("responses.secret_env", var)?.as_bytes());
+    if let Some(previous) = &config.responses.previous_secret_env {
+        let value = secret("responses.previous_secret_env", previous)?;
+        seal = seal.with_previous(value.as_bytes());
+    }
+    Ok(Some(Arc::new(seal)))
 }
 
 /// The largest key file read, so a reference to a huge file (or a device)

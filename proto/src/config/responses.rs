@@ -20,13 +20,37 @@ pub struct ResponsesConfig {
     /// (at least 32 characters, the same on every node). None: ids are not
     /// bound, and any key that knows an id may use it.
     pub secret_env: Option<String>,
+    /// The environment variable holding the secret before the current one,
+    /// while the cluster rotates: ids made with it are still taken, new
+    /// ones are made with `secret_env`. Needs `secret_env`.
+    pub previous_secret_env: Option<String>,
 }
 
 impl ResponsesConfig {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
-        match &self.secret_env {
-            Some(name) => check_env_name("responses.secret_env", name),
-            None => Ok(()),
+        if let Some(name) = &self.secret_env {
+            check_env_name("responses.secret_env", name)?;
         }
+        if let Some(name) = &self.previous_secret_env {
+            const FIELD: &str = "responses.previous_secret_env";
+            check_env_name(FIELD, name)?;
+            match &self.secret_env {
+                None => {
+                    return Err(ConfigError::new(
+                        FIELD,
+                        "needs responses.secret_env: the previous secret only checks ids, \
+                         the current one makes them",
+                    ));
+                }
+                Some(current) if current == name => {
+                    return Err(ConfigError::new(
+                        FIELD,
+                        "names the same variable as responses.secret_env",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
     }
 }

@@ -134,6 +134,7 @@ impl SecretPolicy {
         forbidden_env.insert(config.admin.token_env.clone());
         forbidden_env.insert(DEFAULT_ADMIN_TOKEN_ENV.to_owned());
         forbidden_env.extend(config.responses.secret_env.clone());
+        forbidden_env.extend(config.responses.previous_secret_env.clone());
         let forbidden_files = config
             .tls
             .iter()

@@ -318,6 +318,24 @@ fn the_response_secret_is_named_by_a_variable() {
         let e = err(&format!("{DESIGN_EXAMPLE}\n[responses]\n{bad}\n"));
         assert!(e.field.starts_with("responses."), "{bad}: {e:?}");
     }
+    // The previous secret, while rotating: only beside a current one, and
+    // not the same variable.
+    let rotating = Config::from_toml(&format!(
+        "{DESIGN_EXAMPLE}\n[responses]\nsecret_env = \"NEXT\"\nprevious_secret_env = \"LAST\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        rotating.responses.previous_secret_env.as_deref(),
+        Some("LAST")
+    );
+    for bad in [
+        "previous_secret_env = \"LAST\"",
+        "secret_env = \"SAME\"\nprevious_secret_env = \"SAME\"",
+        "secret_env = \"NEXT\"\nprevious_secret_env = \"1LAST\"",
+    ] {
+        let e = err(&format!("{DESIGN_EXAMPLE}\n[responses]\n{bad}\n"));
+        assert_eq!(e.field, "responses.previous_secret_env", "{bad}");
+    }
 }
 
 #[test]
@@ -344,12 +362,14 @@ fn the_admin_api_may_name_only_allowed_variables() {
     // The node's own secrets, whatever [secrets] says.
     let greedy = policy(
         "\n[secrets]\nenv = [\"MERIDIAN_CLIENT_KEY\"]\nenv_prefix = \"MERIDIAN_\"\n\
-         [responses]\nsecret_env = \"MERIDIAN_RESPONSE_SECRET\"\n",
+         [responses]\nsecret_env = \"MERIDIAN_RESPONSE_SECRET\"\n\
+         previous_secret_env = \"MERIDIAN_RESPONSE_SECRET_OLD\"\n",
     );
     for var in [
         "MERIDIAN_CLIENT_KEY",
         "MERIDIAN_ADMIN_TOKEN",
         "MERIDIAN_RESPONSE_SECRET",
+        "MERIDIAN_RESPONSE_SECRET_OLD",
     ] {
         let e = greedy.check_env("upstream", var, api).unwrap_err();
         assert!(e.message.contains("client key"), "{var}: {e}");
