@@ -19,7 +19,7 @@ use bytes::{Bytes, BytesMut};
 use http_body::Body;
 use http_body_util::BodyExt;
 
-use super::{BOUNDARY_MAX, OnStreamEnd, Relay, StreamEnd, last_boundary};
+use super::{OnStreamEnd, Relay, StreamEnd, add_usage, events};
 use crate::usage::{self, Usage};
 
 impl<B> Relay<B>
@@ -132,33 +132,16 @@ where
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
             };
-            self.take(&data);
+            if let Some(whole) = events::whole_events(&mut self.pending, &data) {
+                add_usage(&mut self.usage, &whole);
+            }
             if self.pending.len() > self.held_max {
                 return false;
             }
         }
         // A last event without its blank line is still an event.
-        let rest = std::mem::take(&mut self.pending);
-        self.count(&rest);
+        add_usage(&mut self.usage, &self.pending);
         true
-    }
-
-    /// Adds `data`, and counts the usage of the events it completes.
-    fn take(&mut self, data: &[u8]) {
-        // What was held has no boundary; only the new bytes, and the three
-        // before them that could start one, are searched.
-        let from = self.pending.len().saturating_sub(BOUNDARY_MAX - 1);
-        self.pending.extend_from_slice(data);
-        if let Some(cut) = last_boundary(&self.pending[from..]) {
-            let whole = self.pending.split_to(from + cut);
-            self.count(&whole);
-        }
-    }
-
-    fn count(&mut self, events: &[u8]) {
-        if let Some(u) = usage::from_sse(events) {
-            self.usage = Some(self.usage.map_or(u, |before| before.merge(u)));
-        }
     }
 }
 

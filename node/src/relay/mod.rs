@@ -245,13 +245,7 @@ where
             if self.pending.is_empty() && ends_with_boundary(&data) {
                 data
             } else {
-                // What was held has no boundary (it is what followed the
-                // last one), so only the new bytes, with the three before
-                // them that could start one, are searched.
-                let from = self.pending.len().saturating_sub(BOUNDARY_MAX - 1);
-                self.pending.extend_from_slice(&data);
-                let cut = from + last_boundary(&self.pending[from..])?;
-                self.pending.split_to(cut).freeze()
+                events::whole_events(&mut self.pending, &data)?.freeze()
             }
         } else if self.scrub.is_empty() || (self.pending.is_empty() && data.ends_with(b"\n")) {
             data
@@ -270,9 +264,7 @@ where
         }
         let out = self.scrub.bytes(out);
         if self.sse {
-            if let Some(u) = usage::from_sse(&out) {
-                self.usage = Some(self.usage.map_or(u, |before| before.merge(u)));
-            }
+            add_usage(&mut self.usage, &out);
             if self.prompt_estimate.is_some() {
                 self.events += usage::unreported::data_events(&out);
             }
@@ -371,8 +363,14 @@ const LINE_MAX: usize = 1 << 20;
 /// with what follows.
 const LINE_TAIL: usize = 4096;
 
-/// The longest SSE event boundary (`\r\n\r\n`).
-const BOUNDARY_MAX: usize = 4;
+/// Adds the usage reported in `events` (whole SSE events) to what was
+/// read before: counts in a stream only grow, and each event may carry only
+/// some of them.
+fn add_usage(usage: &mut Option<Usage>, events: &[u8]) {
+    if let Some(u) = usage::from_sse(events) {
+        *usage = Some(usage.map_or(u, |before| before.merge(u)));
+    }
+}
 
 /// The default of [`Relay::held_max`]: `proxy.max_response_bytes`' default.
 const HELD_MAX: usize = 64 << 20;
@@ -428,10 +426,8 @@ where
                 }
                 Poll::Ready(None) => {
                     let mut rest = this.scrub.bytes(std::mem::take(&mut this.pending).freeze());
-                    if this.sse
-                        && let Some(u) = usage::from_sse(&rest)
-                    {
-                        this.usage = Some(this.usage.map_or(u, |before| before.merge(u)));
+                    if this.sse {
+                        add_usage(&mut this.usage, &rest);
                     }
                     if let Some(translator) = &mut this.shape.translator {
                         // A trailing event without its blank line is still
