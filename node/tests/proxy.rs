@@ -340,3 +340,30 @@ async fn admin_health_shows_this_nodes_windows() {
     assert_eq!(node.admin_get("/readyz", &[]).await.status, 200);
     assert_eq!(node.admin_get("/healthz", &[]).await.status, 200);
 }
+
+/// A stream limit past any instant the clock can hold
+/// (`proxy.max_stream_ms` at TOML's largest integer) bounds nothing and
+/// breaks nothing: the stream is relayed whole.
+#[tokio::test]
+async fn a_stream_limit_past_the_clocks_end_is_no_limit() {
+    let mock = Mock::start(&[]).await;
+    let node = Node::start_with(
+        |c: &mut Config| {
+            c.upstreams.push(upstream("a", &mock));
+            c.routes.push(route_to("m", "a", "a-model"));
+            c.proxy.max_stream_ms = i64::MAX as u64;
+        },
+        &[],
+    )
+    .await;
+    let mut body = chat_body("m");
+    body["stream"] = json!(true);
+    let (status, _, frames) = node.chat_stream(body).await;
+    assert_eq!(status, 200);
+    let text: String = frames
+        .iter()
+        .map(|f| String::from_utf8_lossy(f).into_owned())
+        .collect();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert!(!text.contains("time limit"), "{text}");
+}
